@@ -1,0 +1,233 @@
+//! Lifecycle events: one enum of past-tense variants, wrapped in a versioned
+//! envelope. A released variant is never edited: a change is a new variant, or an
+//! upcaster from the old envelope version in `store::codec`.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{RunId, SlotId};
+
+/// Format version of [`Envelope`] written by this build.
+pub const ENVELOPE_VERSION: u16 = 1;
+
+/// One lifecycle fact about a run.
+///
+/// Field types stay plain (numbers, strings, ids) because the journal encodes them
+/// with bincode, which cannot decode self-describing values; the spec travels as its
+/// canonical JSON text for the same reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// A run was accepted; `spec` is the canonical JSON of its spec.
+    RunSubmitted {
+        /// The spec's name, repeated for cheap listing.
+        name: String,
+        /// Hex SHA-256 of the canonical spec.
+        digest: String,
+        /// Canonical JSON of the spec.
+        spec: String,
+    },
+    /// The dispatcher gave the run a slot.
+    SlotClaimed {
+        /// The slot now held by the run.
+        slot: SlotId,
+    },
+    /// The training thread for an attempt started on the slot's device.
+    RunStarted {
+        /// 1 for the first attempt, +1 for each restart.
+        attempt: u32,
+        /// The slot the attempt runs on.
+        slot: SlotId,
+        /// The torch device, e.g. `cpu` or `cuda:0`.
+        device: String,
+    },
+    /// One pass over the training data finished.
+    EpochCompleted {
+        /// 1-based epoch number.
+        epoch: u32,
+        /// Mean training loss over the epoch.
+        train_loss: f64,
+        /// Fraction of training examples classified correctly during the epoch.
+        train_accuracy: f64,
+        /// Wall time of the epoch, in milliseconds.
+        duration_ms: u64,
+    },
+    /// Every epoch finished.
+    RunCompleted {
+        /// Training loss of the last epoch.
+        train_loss: f64,
+        /// Training accuracy of the last epoch.
+        train_accuracy: f64,
+    },
+    /// The attempt stopped with an error.
+    RunFailed {
+        /// What went wrong, in one line.
+        reason: String,
+    },
+    /// A client asked to cancel; the run stops at the next batch boundary. Kept so a
+    /// cancel acknowledged before a crash is honoured after the restart.
+    CancelRequested,
+    /// The run stopped because it was cancelled.
+    RunCancelled {
+        /// Why it stopped.
+        reason: String,
+    },
+    /// A live run went back to the queue (for instance after a server restart).
+    RunRequeued {
+        /// Why it was re-queued.
+        reason: String,
+    },
+    /// The run gave its slot back.
+    SlotReleased {
+        /// The slot given back.
+        slot: SlotId,
+    },
+}
+
+/// The variant of an [`Event`], without its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// See [`Event::RunSubmitted`].
+    RunSubmitted,
+    /// See [`Event::SlotClaimed`].
+    SlotClaimed,
+    /// See [`Event::RunStarted`].
+    RunStarted,
+    /// See [`Event::EpochCompleted`].
+    EpochCompleted,
+    /// See [`Event::RunCompleted`].
+    RunCompleted,
+    /// See [`Event::RunFailed`].
+    RunFailed,
+    /// See [`Event::CancelRequested`].
+    CancelRequested,
+    /// See [`Event::RunCancelled`].
+    RunCancelled,
+    /// See [`Event::RunRequeued`].
+    RunRequeued,
+    /// See [`Event::SlotReleased`].
+    SlotReleased,
+}
+
+impl EventKind {
+    /// Every kind, for exhaustive tests.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::RunSubmitted,
+        EventKind::SlotClaimed,
+        EventKind::RunStarted,
+        EventKind::EpochCompleted,
+        EventKind::RunCompleted,
+        EventKind::RunFailed,
+        EventKind::CancelRequested,
+        EventKind::RunCancelled,
+        EventKind::RunRequeued,
+        EventKind::SlotReleased,
+    ];
+
+    /// The name used in the API and on streams, e.g. `RunSubmitted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::RunSubmitted => "RunSubmitted",
+            EventKind::SlotClaimed => "SlotClaimed",
+            EventKind::RunStarted => "RunStarted",
+            EventKind::EpochCompleted => "EpochCompleted",
+            EventKind::RunCompleted => "RunCompleted",
+            EventKind::RunFailed => "RunFailed",
+            EventKind::CancelRequested => "CancelRequested",
+            EventKind::RunCancelled => "RunCancelled",
+            EventKind::RunRequeued => "RunRequeued",
+            EventKind::SlotReleased => "SlotReleased",
+        }
+    }
+}
+
+impl Event {
+    /// The variant of this event.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::RunSubmitted { .. } => EventKind::RunSubmitted,
+            Event::SlotClaimed { .. } => EventKind::SlotClaimed,
+            Event::RunStarted { .. } => EventKind::RunStarted,
+            Event::EpochCompleted { .. } => EventKind::EpochCompleted,
+            Event::RunCompleted { .. } => EventKind::RunCompleted,
+            Event::RunFailed { .. } => EventKind::RunFailed,
+            Event::CancelRequested => EventKind::CancelRequested,
+            Event::RunCancelled { .. } => EventKind::RunCancelled,
+            Event::RunRequeued { .. } => EventKind::RunRequeued,
+            Event::SlotReleased { .. } => EventKind::SlotReleased,
+        }
+    }
+
+    /// Whether this event ends a run's lifecycle (completed, failed or cancelled).
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::RunCompleted { .. } | Event::RunFailed { .. } | Event::RunCancelled { .. }
+        )
+    }
+
+    /// The event's data as JSON, as shown by the API (`spec` is shown as an object).
+    pub fn data_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Event::RunSubmitted { name, digest, spec } => {
+                let spec = serde_json::from_str::<serde_json::Value>(spec)
+                    .unwrap_or_else(|_| serde_json::Value::String(spec.clone()));
+                json!({"name": name, "digest": digest, "spec": spec})
+            }
+            Event::SlotClaimed { slot } | Event::SlotReleased { slot } => json!({"slot": slot}),
+            Event::RunStarted {
+                attempt,
+                slot,
+                device,
+            } => json!({"attempt": attempt, "slot": slot, "device": device}),
+            Event::EpochCompleted {
+                epoch,
+                train_loss,
+                train_accuracy,
+                duration_ms,
+            } => json!({
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "duration_ms": duration_ms,
+            }),
+            Event::RunCompleted {
+                train_loss,
+                train_accuracy,
+            } => json!({"train_loss": train_loss, "train_accuracy": train_accuracy}),
+            Event::RunFailed { reason }
+            | Event::RunCancelled { reason }
+            | Event::RunRequeued { reason } => json!({"reason": reason}),
+            Event::CancelRequested => json!({}),
+        }
+    }
+}
+
+/// What the journal stores for each sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version of the envelope; see [`ENVELOPE_VERSION`].
+    pub version: u16,
+    /// When the event was recorded, in microseconds since the Unix epoch.
+    pub recorded_at_micros: i64,
+    /// The run the event is about.
+    pub run_id: RunId,
+    /// The event itself.
+    pub event: Event,
+}
+
+impl Envelope {
+    /// Wraps an event recorded now.
+    pub fn now(run_id: RunId, event: Event) -> Self {
+        Self {
+            version: ENVELOPE_VERSION,
+            recorded_at_micros: chrono::Utc::now().timestamp_micros(),
+            run_id,
+            event,
+        }
+    }
+
+    /// The recording time as a UTC timestamp.
+    pub fn recorded_at(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_micros(self.recorded_at_micros).unwrap_or_default()
+    }
+}

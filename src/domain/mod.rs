@@ -1,0 +1,15 @@
+//! Pure types and rules: run specs, events, the run state machine, the slot ledger
+//! and the fold of events into state. Nothing here does I/O, so replay and every
+//! rule are tested with plain unit tests.
+
+pub mod event;
+pub mod ids;
+pub mod slots;
+pub mod spec;
+pub mod state;
+
+pub use event::{Envelope, Event, EventKind};
+pub use ids::{RunId, Seq, SlotId};
+pub use slots::SlotLedger;
+pub use spec::{RunSpec, SpecError};
+pub use state::{Rejection, Run, RunState, State};

@@ -1,0 +1,315 @@
+//! The run spec: what a run trains, and the rules a spec must follow before it is
+//! accepted. The canonical form (every default filled in, fields in declaration
+//! order) is what the SHA-256 digest is computed over, so the same training asked
+//! for twice has the same digest.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Largest synthetic data set accepted, in `f32` values (samples x features): 1 GiB.
+const MAX_DATA_VALUES: u64 = 1 << 28;
+
+/// What to train, as submitted by a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// A human name, shown in lists; not unique.
+    pub name: String,
+    /// The network to train.
+    pub model: ModelSpec,
+    /// Where the training examples come from.
+    pub data: DataSpec,
+    /// How parameters are updated.
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    /// Passes over the training data.
+    pub epochs: u32,
+    /// Examples per optimizer step.
+    pub batch_size: u32,
+    /// Seed for parameter initialisation and the data order.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The model architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSpec {
+    /// A multi-layer perceptron: linear layers with an activation between them.
+    Mlp {
+        /// Widths of the hidden layers, input side first.
+        hidden: Vec<u32>,
+        /// The non-linearity between layers.
+        #[serde(default)]
+        activation: Activation,
+    },
+}
+
+/// A non-linearity between layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// max(0, x).
+    #[default]
+    Relu,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Gaussian error linear unit.
+    Gelu,
+}
+
+/// The training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSpec {
+    /// A seeded, learnable classification problem: Gaussian features labelled by a
+    /// random linear teacher.
+    Synthetic {
+        /// Number of examples.
+        samples: u32,
+        /// Features per example.
+        features: u32,
+        /// Number of classes.
+        classes: u32,
+        /// Seed of the generator; the same seed gives the same data.
+        #[serde(default)]
+        seed: u64,
+    },
+}
+
+impl DataSpec {
+    /// Number of examples in the data set.
+    pub fn samples(&self) -> u32 {
+        match self {
+            DataSpec::Synthetic { samples, .. } => *samples,
+        }
+    }
+}
+
+/// The optimizer and its hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    /// Stochastic gradient descent.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+        /// Momentum factor (0 disables it).
+        #[serde(default)]
+        momentum: f64,
+    },
+    /// Adam.
+    Adam {
+        /// Learning rate.
+        lr: f64,
+    },
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        OptimizerSpec::Adam { lr: 1e-3 }
+    }
+}
+
+/// A spec that breaks a rule: which field, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SpecError {
+    /// Path of the offending field, e.g. `model.hidden[1]`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl SpecError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), SpecError> {
+    if value < min || value > max {
+        return Err(SpecError::new(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rate(field: &str, value: f64, min_exclusive: bool) -> Result<(), SpecError> {
+    let ok = value.is_finite() && if min_exclusive { value > 0.0 } else { value >= 0.0 };
+    if !ok || value > 10.0 {
+        let bound = if min_exclusive { "> 0" } else { ">= 0" };
+        return Err(SpecError::new(
+            field,
+            format!("must be a finite number {bound} and <= 10, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+impl RunSpec {
+    /// Checks every rule a spec must follow; the first broken one is returned.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err(SpecError::new("name", "must not be empty"));
+        }
+        if self.name.chars().count() > 128 {
+            return Err(SpecError::new("name", "must be at most 128 characters"));
+        }
+        if self.name.chars().any(char::is_control) {
+            return Err(SpecError::new("name", "must not contain control characters"));
+        }
+        match &self.model {
+            ModelSpec::Mlp { hidden, .. } => {
+                if hidden.len() > 16 {
+                    return Err(SpecError::new(
+                        "model.hidden",
+                        format!("at most 16 hidden layers, got {}", hidden.len()),
+                    ));
+                }
+                for (i, width) in hidden.iter().enumerate() {
+                    check_range(&format!("model.hidden[{i}]"), u64::from(*width), 1, 65_536)?;
+                }
+            }
+        }
+        match &self.data {
+            DataSpec::Synthetic {
+                samples,
+                features,
+                classes,
+                ..
+            } => {
+                check_range("data.samples", u64::from(*samples), 1, 10_000_000)?;
+                check_range("data.features", u64::from(*features), 1, 65_536)?;
+                check_range("data.classes", u64::from(*classes), 2, 65_536)?;
+                let values = u64::from(*samples) * u64::from(*features);
+                if values > MAX_DATA_VALUES {
+                    return Err(SpecError::new(
+                        "data",
+                        format!(
+                            "samples x features is {values}, more than the limit of {MAX_DATA_VALUES}"
+                        ),
+                    ));
+                }
+            }
+        }
+        match &self.optimizer {
+            OptimizerSpec::Sgd { lr, momentum } => {
+                check_rate("optimizer.lr", *lr, true)?;
+                if !(momentum.is_finite() && (0.0..1.0).contains(momentum)) {
+                    return Err(SpecError::new(
+                        "optimizer.momentum",
+                        format!("must be in [0, 1), got {momentum}"),
+                    ));
+                }
+            }
+            OptimizerSpec::Adam { lr } => check_rate("optimizer.lr", *lr, true)?,
+        }
+        check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
+        check_range(
+            "batch_size",
+            u64::from(self.batch_size),
+            1,
+            u64::from(self.data.samples()),
+        )?;
+        Ok(())
+    }
+
+    /// The canonical JSON form: every default filled in, fields in a fixed order.
+    pub fn canonical_json(&self) -> String {
+        // Serializing plain structs and enums of numbers and strings cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Hex SHA-256 of the canonical JSON form; equal specs have equal digests.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical_json().as_bytes()))
+    }
+
+    /// Optimizer steps in one epoch (the last batch may be short).
+    pub fn batches_per_epoch(&self) -> u64 {
+        let samples = u64::from(self.data.samples());
+        samples.div_ceil(u64::from(self.batch_size.max(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn demo() -> RunSpec {
+        serde_json::from_str(
+            r#"{"name":"demo","model":{"kind":"mlp","hidden":[128]},
+                "data":{"kind":"synthetic","samples":20000,"features":32,"classes":4,"seed":7},
+                "optimizer":{"kind":"adam","lr":0.001},"epochs":3,"batch_size":64,"seed":1}"#,
+        )
+        .expect("demo spec parses")
+    }
+
+    #[test]
+    fn demo_spec_is_valid() {
+        demo().validate().expect("valid");
+        assert_eq!(demo().batches_per_epoch(), 313);
+    }
+
+    #[test]
+    fn digest_ignores_key_order_and_spelled_out_defaults() {
+        let reordered: RunSpec = serde_json::from_str(
+            r#"{"seed":1,"batch_size":64,"epochs":3,"optimizer":{"lr":0.001,"kind":"adam"},
+                "data":{"seed":7,"classes":4,"features":32,"samples":20000,"kind":"synthetic"},
+                "model":{"hidden":[128],"kind":"mlp","activation":"relu"},"name":"demo"}"#,
+        )
+        .expect("parses");
+        assert_eq!(reordered.digest(), demo().digest());
+        let mut other = demo();
+        other.epochs = 4;
+        assert_ne!(other.digest(), demo().digest());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<RunSpec>(
+            r#"{"name":"x","model":{"kind":"mlp","hidden":[1],"depth":3},
+                "data":{"kind":"synthetic","samples":10,"features":2,"classes":2},
+                "epochs":1,"batch_size":1}"#,
+        )
+        .expect_err("unknown field");
+        assert!(err.to_string().contains("depth"), "{err}");
+    }
+
+    #[test]
+    fn broken_rules_name_the_field() {
+        let mut spec = demo();
+        spec.epochs = 0;
+        assert_eq!(spec.validate().unwrap_err().field, "epochs");
+        let mut spec = demo();
+        spec.batch_size = 30_000;
+        assert_eq!(spec.validate().unwrap_err().field, "batch_size");
+        let mut spec = demo();
+        spec.model = ModelSpec::Mlp {
+            hidden: vec![8, 0],
+            activation: Activation::Relu,
+        };
+        assert_eq!(spec.validate().unwrap_err().field, "model.hidden[1]");
+        let mut spec = demo();
+        spec.optimizer = OptimizerSpec::Adam { lr: f64::NAN };
+        assert_eq!(spec.validate().unwrap_err().field, "optimizer.lr");
+        let mut spec = demo();
+        spec.name = "  ".into();
+        assert_eq!(spec.validate().unwrap_err().field, "name");
+        let mut spec = demo();
+        spec.data = DataSpec::Synthetic {
+            samples: 10_000_000,
+            features: 65_536,
+            classes: 2,
+            seed: 0,
+        };
+        assert_eq!(spec.validate().unwrap_err().field, "data");
+    }
+}

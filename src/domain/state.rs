@@ -1,0 +1,537 @@
+//! Runs' state as a pure fold over the journal: [`State::check`] decides whether an
+//! event may be appended, [`State::apply`] folds an appended event in and never fails.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::event::{Envelope, Event, EventKind};
+use super::ids::{RunId, Seq, SlotId};
+use super::slots::{LedgerError, SlotLedger};
+
+/// Where a run is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for a slot.
+    Queued,
+    /// Holds a slot; the training thread is being started.
+    Starting,
+    /// The training thread is working.
+    Running,
+    /// Every epoch finished.
+    Completed,
+    /// The run stopped with an error.
+    Failed,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+impl RunState {
+    /// Every state, for exhaustive tests.
+    pub const ALL: [RunState; 6] = [
+        RunState::Queued,
+        RunState::Starting,
+        RunState::Running,
+        RunState::Completed,
+        RunState::Failed,
+        RunState::Cancelled,
+    ];
+
+    /// Whether the run has ended for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Completed | RunState::Failed | RunState::Cancelled
+        )
+    }
+
+    /// Whether the run holds (or is about to hold) a slot and a thread.
+    pub fn is_live(self) -> bool {
+        matches!(self, RunState::Starting | RunState::Running)
+    }
+
+    /// The state after an event of `kind`, or `None` when the transition is refused.
+    /// `None` as `from` means the run does not exist yet.
+    pub fn after(from: Option<RunState>, kind: EventKind) -> Option<RunState> {
+        use EventKind as K;
+        use RunState as S;
+        match (from, kind) {
+            (None, K::RunSubmitted) => Some(S::Queued),
+            (None, _) | (Some(_), K::RunSubmitted) => None,
+            (Some(S::Queued), K::SlotClaimed) => Some(S::Starting),
+            (Some(S::Starting), K::RunStarted) => Some(S::Running),
+            (Some(S::Running), K::EpochCompleted) => Some(S::Running),
+            (Some(S::Running), K::RunCompleted) => Some(S::Completed),
+            (Some(S::Queued | S::Starting | S::Running), K::RunFailed) => Some(S::Failed),
+            (Some(s @ (S::Queued | S::Starting | S::Running)), K::CancelRequested) => Some(s),
+            (Some(S::Queued | S::Starting | S::Running), K::RunCancelled) => Some(S::Cancelled),
+            (Some(S::Starting | S::Running), K::RunRequeued) => Some(S::Queued),
+            // Releasing a slot never changes the state; the ledger decides if it fits.
+            (Some(s), K::SlotReleased) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The summary of one finished epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpochSummary {
+    /// 1-based epoch number.
+    pub epoch: u32,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy.
+    pub train_accuracy: f64,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Everything known about one run, derived from its events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    /// The run's id.
+    pub id: RunId,
+    /// The spec's name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: RunState,
+    /// Hex SHA-256 of the canonical spec.
+    pub digest: String,
+    /// The canonical spec.
+    pub spec: serde_json::Value,
+    /// When `RunSubmitted` was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When the last event about the run was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// Number of attempts started so far.
+    pub attempt: u32,
+    /// The slot held now, if any.
+    pub slot: Option<SlotId>,
+    /// The device of the latest attempt.
+    pub device: Option<String>,
+    /// Whether a cancel was asked for and not yet carried out.
+    pub cancel_requested: bool,
+    /// Finished epochs of the current attempt.
+    pub epochs: Vec<EpochSummary>,
+    /// The final summary of a completed run.
+    pub result: Option<RunResult>,
+    /// Why the run failed or was cancelled.
+    pub error: Option<String>,
+    /// Sequence number of `RunSubmitted`.
+    pub submitted_seq: Seq,
+    /// Sequence number of the event that last put the run in the queue: the
+    /// dispatcher serves runs in this order.
+    pub queued_seq: Seq,
+    /// Sequence number of the last event about the run.
+    pub last_seq: Seq,
+}
+
+/// The final figures of a completed run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunResult {
+    /// Training loss of the last epoch.
+    pub train_loss: f64,
+    /// Training accuracy of the last epoch.
+    pub train_accuracy: f64,
+}
+
+/// Why an event may not be appended.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// No run has this id.
+    #[error("no run with id {0}")]
+    UnknownRun(RunId),
+    /// A run with this id already exists.
+    #[error("a run with id {0} already exists")]
+    RunExists(RunId),
+    /// A run with the same spec digest exists.
+    #[error("a run with the same spec already exists: {existing}")]
+    Duplicate {
+        /// The run submitted earlier.
+        existing: RunId,
+    },
+    /// The run's state does not allow the event.
+    #[error("run {run_id} is {from:?}; {event} is not allowed")]
+    Transition {
+        /// The run.
+        run_id: RunId,
+        /// Its state now.
+        from: RunState,
+        /// The event refused.
+        event: &'static str,
+    },
+    /// The slot ledger does not allow the claim or release.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// The fold of every event in the journal.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    runs: HashMap<RunId, Run>,
+    /// Run ids in submission order.
+    order: Vec<RunId>,
+    by_digest: HashMap<String, RunId>,
+    slots: SlotLedger,
+    last_seq: Seq,
+}
+
+impl State {
+    /// Decides whether `event` about `run_id` may be appended to the journal now.
+    pub fn check(&self, run_id: RunId, event: &Event) -> Result<(), Rejection> {
+        let run = self.runs.get(&run_id);
+        if let Event::RunSubmitted { digest, .. } = event {
+            if run.is_some() {
+                return Err(Rejection::RunExists(run_id));
+            }
+            if let Some(existing) = self.by_digest.get(digest) {
+                return Err(Rejection::Duplicate {
+                    existing: *existing,
+                });
+            }
+            return Ok(());
+        }
+        let run = run.ok_or(Rejection::UnknownRun(run_id))?;
+        if RunState::after(Some(run.state), event.kind()).is_none() {
+            return Err(Rejection::Transition {
+                run_id,
+                from: run.state,
+                event: event.kind().name(),
+            });
+        }
+        match event {
+            Event::SlotClaimed { slot } => self.slots.check_claim(*slot, run_id)?,
+            Event::SlotReleased { slot } => self.slots.check_release(*slot, run_id)?,
+            Event::RunStarted { slot, .. } => self.slots.check_release(*slot, run_id)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Folds an appended event in. Never fails: an event that [`State::check`] would
+    /// refuse (only possible in a hand-edited journal) changes as little as possible.
+    pub fn apply(&mut self, seq: Seq, envelope: &Envelope) {
+        self.last_seq = self.last_seq.max(seq);
+        let run_id = envelope.run_id;
+        let at = envelope.recorded_at();
+        if let Event::RunSubmitted { name, digest, spec } = &envelope.event {
+            if self.runs.contains_key(&run_id) {
+                return;
+            }
+            let spec = serde_json::from_str(spec)
+                .unwrap_or_else(|_| serde_json::Value::String(spec.clone()));
+            self.by_digest.entry(digest.clone()).or_insert(run_id);
+            self.order.push(run_id);
+            self.runs.insert(
+                run_id,
+                Run {
+                    id: run_id,
+                    name: name.clone(),
+                    state: RunState::Queued,
+                    digest: digest.clone(),
+                    spec,
+                    created_at: at,
+                    updated_at: at,
+                    attempt: 0,
+                    slot: None,
+                    device: None,
+                    cancel_requested: false,
+                    epochs: Vec::new(),
+                    result: None,
+                    error: None,
+                    submitted_seq: seq,
+                    queued_seq: seq,
+                    last_seq: seq,
+                },
+            );
+            return;
+        }
+        let Some(run) = self.runs.get_mut(&run_id) else {
+            return;
+        };
+        if let Some(next) = RunState::after(Some(run.state), envelope.event.kind()) {
+            run.state = next;
+        }
+        run.updated_at = at;
+        run.last_seq = seq;
+        match &envelope.event {
+            Event::RunSubmitted { .. } => {}
+            Event::SlotClaimed { slot } => {
+                run.slot = Some(*slot);
+                self.slots.claim(*slot, run_id, seq);
+            }
+            Event::RunStarted {
+                attempt, device, ..
+            } => {
+                run.attempt = *attempt;
+                run.device = Some(device.clone());
+                run.epochs.clear();
+                run.error = None;
+            }
+            Event::EpochCompleted {
+                epoch,
+                train_loss,
+                train_accuracy,
+                duration_ms,
+            } => run.epochs.push(EpochSummary {
+                epoch: *epoch,
+                train_loss: *train_loss,
+                train_accuracy: *train_accuracy,
+                duration_ms: *duration_ms,
+            }),
+            Event::RunCompleted {
+                train_loss,
+                train_accuracy,
+            } => {
+                run.result = Some(RunResult {
+                    train_loss: *train_loss,
+                    train_accuracy: *train_accuracy,
+                });
+                run.cancel_requested = false;
+            }
+            Event::RunFailed { reason } | Event::RunCancelled { reason } => {
+                run.error = Some(reason.clone());
+                run.cancel_requested = false;
+            }
+            Event::CancelRequested => run.cancel_requested = true,
+            Event::RunRequeued { .. } => run.queued_seq = seq,
+            Event::SlotReleased { slot } => {
+                if run.slot == Some(*slot) {
+                    run.slot = None;
+                }
+                if self.slots.holder(*slot).map(|h| h.run_id) == Some(run_id) {
+                    self.slots.release(*slot);
+                }
+            }
+        }
+    }
+
+    /// Folds a whole sequence of events, as replay does.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = (Seq, &'a Envelope)>) -> Self {
+        let mut state = State::default();
+        for (seq, envelope) in events {
+            state.apply(seq, envelope);
+        }
+        state
+    }
+
+    /// A run by id.
+    pub fn run(&self, id: RunId) -> Option<&Run> {
+        self.runs.get(&id)
+    }
+
+    /// Every run, in submission order.
+    pub fn runs(&self) -> impl DoubleEndedIterator<Item = &Run> + '_ {
+        self.order.iter().filter_map(|id| self.runs.get(id))
+    }
+
+    /// The run submitted with this spec digest, if any.
+    pub fn run_by_digest(&self, digest: &str) -> Option<&Run> {
+        self.by_digest.get(digest).and_then(|id| self.runs.get(id))
+    }
+
+    /// Queued runs in the order the dispatcher serves them.
+    pub fn queue(&self) -> Vec<RunId> {
+        let mut queued: Vec<&Run> = self
+            .runs()
+            .filter(|r| r.state == RunState::Queued)
+            .collect();
+        queued.sort_by_key(|r| r.queued_seq);
+        queued.into_iter().map(|r| r.id).collect()
+    }
+
+    /// The slot ledger.
+    pub fn slots(&self) -> &SlotLedger {
+        &self.slots
+    }
+
+    /// The sequence number of the last event folded in.
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// Number of runs known.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether no run is known.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RunState as S;
+
+    fn event_of(kind: EventKind, slot: SlotId) -> Event {
+        match kind {
+            EventKind::RunSubmitted => Event::RunSubmitted {
+                name: "n".into(),
+                digest: "d".into(),
+                spec: "{}".into(),
+            },
+            EventKind::SlotClaimed => Event::SlotClaimed { slot },
+            EventKind::RunStarted => Event::RunStarted {
+                attempt: 1,
+                slot,
+                device: "cpu".into(),
+            },
+            EventKind::EpochCompleted => Event::EpochCompleted {
+                epoch: 1,
+                train_loss: 0.5,
+                train_accuracy: 0.5,
+                duration_ms: 1,
+            },
+            EventKind::RunCompleted => Event::RunCompleted {
+                train_loss: 0.1,
+                train_accuracy: 0.9,
+            },
+            EventKind::RunFailed => Event::RunFailed {
+                reason: "boom".into(),
+            },
+            EventKind::CancelRequested => Event::CancelRequested,
+            EventKind::RunCancelled => Event::RunCancelled {
+                reason: "asked".into(),
+            },
+            EventKind::RunRequeued => Event::RunRequeued {
+                reason: "restart".into(),
+            },
+            EventKind::SlotReleased => Event::SlotReleased { slot },
+        }
+    }
+
+    /// The full transition table: (from, event) -> to. Anything absent is refused.
+    fn allowed() -> Vec<(Option<S>, EventKind, S)> {
+        use EventKind as K;
+        let mut table = vec![
+            (None, K::RunSubmitted, S::Queued),
+            (Some(S::Queued), K::SlotClaimed, S::Starting),
+            (Some(S::Starting), K::RunStarted, S::Running),
+            (Some(S::Running), K::EpochCompleted, S::Running),
+            (Some(S::Running), K::RunCompleted, S::Completed),
+            (Some(S::Starting), K::RunRequeued, S::Queued),
+            (Some(S::Running), K::RunRequeued, S::Queued),
+        ];
+        for s in [S::Queued, S::Starting, S::Running] {
+            table.push((Some(s), K::RunFailed, S::Failed));
+            table.push((Some(s), K::RunCancelled, S::Cancelled));
+            table.push((Some(s), K::CancelRequested, s));
+        }
+        for s in S::ALL {
+            table.push((Some(s), K::SlotReleased, s));
+        }
+        table
+    }
+
+    #[test]
+    fn every_transition_is_allowed_or_refused_as_the_table_says() {
+        let table = allowed();
+        let froms = std::iter::once(None).chain(S::ALL.into_iter().map(Some));
+        let mut checked = 0;
+        for from in froms {
+            for kind in EventKind::ALL {
+                let expected = table
+                    .iter()
+                    .find(|(f, k, _)| *f == from && *k == kind)
+                    .map(|(_, _, to)| *to);
+                assert_eq!(
+                    RunState::after(from, kind),
+                    expected,
+                    "{from:?} + {kind:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 7 * EventKind::ALL.len());
+    }
+
+    fn append(state: &mut State, seq: &mut Seq, run: RunId, event: Event) -> Result<(), Rejection> {
+        state.check(run, &event)?;
+        *seq += 1;
+        state.apply(*seq, &Envelope::now(run, event));
+        Ok(())
+    }
+
+    #[test]
+    fn a_run_goes_through_its_lifecycle_and_frees_its_slot() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let run = RunId::new();
+        let slot = SlotId(0);
+        for kind in [
+            EventKind::RunSubmitted,
+            EventKind::SlotClaimed,
+            EventKind::RunStarted,
+            EventKind::EpochCompleted,
+            EventKind::RunCompleted,
+            EventKind::SlotReleased,
+        ] {
+            append(&mut state, &mut seq, run, event_of(kind, slot)).expect("allowed");
+        }
+        let r = state.run(run).expect("exists");
+        assert_eq!(r.state, S::Completed);
+        assert_eq!(r.epochs.len(), 1);
+        assert_eq!(r.slot, None);
+        assert!(state.slots().holder(slot).is_none());
+        assert_eq!(state.last_seq(), 6);
+        // Terminal: nothing but a (refused, since not held) release is possible.
+        let err = append(&mut state, &mut seq, run, event_of(EventKind::SlotClaimed, slot));
+        assert!(matches!(err, Err(Rejection::Transition { .. })));
+    }
+
+    #[test]
+    fn duplicates_busy_slots_and_unknown_runs_are_refused() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let (a, b) = (RunId::new(), RunId::new());
+        let slot = SlotId(0);
+        append(&mut state, &mut seq, a, event_of(EventKind::RunSubmitted, slot)).expect("ok");
+        assert_eq!(
+            append(&mut state, &mut seq, b, event_of(EventKind::RunSubmitted, slot)),
+            Err(Rejection::Duplicate { existing: a })
+        );
+        let other = Event::RunSubmitted {
+            name: "n".into(),
+            digest: "other".into(),
+            spec: "{}".into(),
+        };
+        append(&mut state, &mut seq, b, other).expect("other digest");
+        append(&mut state, &mut seq, a, Event::SlotClaimed { slot }).expect("free");
+        assert!(matches!(
+            append(&mut state, &mut seq, b, Event::SlotClaimed { slot }),
+            Err(Rejection::Ledger(LedgerError::Busy { .. }))
+        ));
+        assert!(matches!(
+            append(&mut state, &mut seq, b, Event::SlotReleased { slot }),
+            Err(Rejection::Ledger(LedgerError::NotHeld { .. }))
+        ));
+        let stranger = RunId::new();
+        assert_eq!(
+            state.check(stranger, &Event::CancelRequested),
+            Err(Rejection::UnknownRun(stranger))
+        );
+    }
+
+    #[test]
+    fn requeue_puts_a_live_run_at_the_back_of_the_queue() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let (a, b) = (RunId::new(), RunId::new());
+        let slot = SlotId(0);
+        let submit = |digest: &str| Event::RunSubmitted {
+            name: "n".into(),
+            digest: digest.into(),
+            spec: "{}".into(),
+        };
+        append(&mut state, &mut seq, a, submit("a")).expect("ok");
+        append(&mut state, &mut seq, b, submit("b")).expect("ok");
+        append(&mut state, &mut seq, a, Event::SlotClaimed { slot }).expect("ok");
+        assert_eq!(state.queue(), vec![b]);
+        append(&mut state, &mut seq, a, event_of(EventKind::RunRequeued, slot)).expect("ok");
+        append(&mut state, &mut seq, a, Event::SlotReleased { slot }).expect("ok");
+        assert_eq!(state.queue(), vec![b, a]);
+        assert!(state.slots().holder(slot).is_none());
+    }
+}

@@ -1,0 +1,259 @@
+//! The sled event log: tree `events` maps a big-endian sequence number to a record,
+//! tree `run_index` maps `(run id, sequence number)` to nothing, for per-run reads.
+//! Both trees are written in one transaction, then the database is flushed once per
+//! batch (group commit).
+
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use super::codec::{self, CodecError};
+use crate::domain::{Envelope, RunId, Seq};
+
+const EVENTS_TREE: &str = "events";
+const RUN_INDEX_TREE: &str = "run_index";
+
+/// A failure of the event log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error (I/O, corruption of its own files).
+    #[error("journal in {dir}: {source}")]
+    Sled {
+        /// The data directory.
+        dir: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A record failed to decode.
+    #[error("journal in {dir}: {source}")]
+    Record {
+        /// The data directory.
+        dir: PathBuf,
+        /// What was wrong with the record.
+        #[source]
+        source: CodecError,
+    },
+    /// A key in the events tree is not a sequence number.
+    #[error("journal in {dir}: key {key:?} in the events tree is not a sequence number")]
+    BadKey {
+        /// The data directory.
+        dir: PathBuf,
+        /// The key found.
+        key: Vec<u8>,
+    },
+}
+
+/// A handle on the event log. Clones share the same database; any clone may read,
+/// and only the journal actor writes.
+#[derive(Clone)]
+pub struct EventLog {
+    db: sled::Db,
+    events: sled::Tree,
+    run_index: sled::Tree,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog").field("dir", &self.dir).finish()
+    }
+}
+
+fn index_key(run_id: RunId, seq: Seq) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(run_id.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let sled_err = |source| StoreError::Sled {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(sled_err)?;
+        let events = db.open_tree(EVENTS_TREE).map_err(sled_err)?;
+        let run_index = db.open_tree(RUN_INDEX_TREE).map_err(sled_err)?;
+        Ok(Self {
+            db,
+            events,
+            run_index,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            dir: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn seq_of(&self, key: &[u8]) -> Result<Seq, StoreError> {
+        let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::BadKey {
+            dir: self.dir.clone(),
+            key: key.to_vec(),
+        })?;
+        Ok(Seq::from_be_bytes(bytes))
+    }
+
+    fn decode(&self, seq: Seq, bytes: &[u8]) -> Result<Envelope, StoreError> {
+        codec::decode(seq, bytes).map_err(|source| StoreError::Record {
+            dir: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// The sequence number of the last record, 0 when the log is empty.
+    pub fn last_seq(&self) -> Result<Seq, StoreError> {
+        match self.events.last().map_err(|e| self.sled_err(e))? {
+            Some((key, _)) => self.seq_of(&key),
+            None => Ok(0),
+        }
+    }
+
+    /// Writes `envelopes` under `first_seq, first_seq + 1, ...` and flushes them to
+    /// disk before returning: when this returns `Ok`, the events are durable.
+    pub fn append(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        let mut events = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for (offset, envelope) in envelopes.iter().enumerate() {
+            let seq = first_seq + offset as Seq;
+            events.insert(&seq.to_be_bytes(), codec::encode(envelope));
+            index.insert(&index_key(envelope.run_id, seq), &[]);
+        }
+        (&self.events, &self.run_index)
+            .transaction(|(events_tx, index_tx)| {
+                events_tx.apply_batch(&events)?;
+                index_tx.apply_batch(&index)?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => self.sled_err(source),
+                TransactionError::Abort(()) => {
+                    self.sled_err(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })?;
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Up to `limit` records after `after`, in order.
+    pub fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.events.range(start..).take(limit) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let seq = self.seq_of(&key)?;
+            out.push((seq, self.decode(seq, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// Every record, in order, handed to `visit` one by one (used by replay).
+    pub fn for_each(
+        &self,
+        mut visit: impl FnMut(Seq, Envelope) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for item in self.events.iter() {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let seq = self.seq_of(&key)?;
+            visit(seq, self.decode(seq, &value)?)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` records about `run_id` after `after`, in order.
+    pub fn read_run_after(
+        &self,
+        run_id: RunId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        let start = index_key(run_id, after.saturating_add(1));
+        let end = index_key(run_id, Seq::MAX);
+        let mut out = Vec::new();
+        for item in self.run_index.range(start..=end).take(limit) {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            let seq = self.seq_of(&key[16..])?;
+            let value = self
+                .events
+                .get(seq.to_be_bytes())
+                .map_err(|e| self.sled_err(e))?;
+            // An index entry always has its event: both are written in one transaction.
+            if let Some(value) = value {
+                out.push((seq, self.decode(seq, &value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of records in the log.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Event, SlotId};
+
+    #[test]
+    fn appends_are_read_back_in_order_and_by_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        assert_eq!(log.last_seq().expect("empty"), 0);
+        let (a, b) = (RunId::new(), RunId::new());
+        let batch = vec![
+            Envelope::now(a, Event::SlotClaimed { slot: SlotId(0) }),
+            Envelope::now(b, Event::SlotClaimed { slot: SlotId(1) }),
+            Envelope::now(a, Event::SlotReleased { slot: SlotId(0) }),
+        ];
+        log.append(1, &batch).expect("append");
+        assert_eq!(log.last_seq().expect("last"), 3);
+        let all = log.read_after(0, 10).expect("read");
+        assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+        let of_a = log.read_run_after(a, 0, 10).expect("read a");
+        assert_eq!(of_a.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(log.read_run_after(a, 1, 10).expect("after 1").len(), 1);
+        drop(log);
+        let reopened = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.last_seq().expect("last"), 3);
+        assert_eq!(reopened.read_after(2, 10).expect("tail")[0].1, batch[2]);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_with_its_seq_and_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let run = RunId::new();
+        log.append(1, &[Envelope::now(run, Event::CancelRequested)])
+            .expect("append");
+        let mut bytes = log.events.get(1u64.to_be_bytes()).expect("get").expect("some").to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        log.events.insert(1u64.to_be_bytes(), bytes).expect("insert");
+        let err = log.read_after(0, 10).expect_err("corrupt").to_string();
+        assert!(err.contains("record 1"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+}
