@@ -1,2 +1,3 @@
 pub mod domain;
 pub mod store;
+pub mod train;

@@ -1,0 +1,216 @@
+//! `ProgressCells`: where a training thread reports progress without blocking,
+//! allocating, locking or doing I/O.
+//!
+//! The live counters are a seqlock: the single writer bumps a sequence counter to an
+//! odd value, stores the fields with relaxed atomic stores, then bumps it to the
+//! next even value. A reader retries until it sees the same even counter before and
+//! after reading, so it never sees a torn snapshot, and the writer never waits for a
+//! reader. Finished epochs go into cells allocated before training starts, one per
+//! epoch, each published with a release flag, so no epoch summary is ever overwritten
+//! before the run actor has journaled it.
+
+use std::hint;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+
+/// A consistent reading of a run's live counters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressSnapshot {
+    /// Even sequence counter this snapshot was read at; changes on every report.
+    pub version: u64,
+    /// 1-based epoch in progress (0 before the first batch).
+    pub epoch: u64,
+    /// Batches finished in the current epoch.
+    pub batch: u64,
+    /// Examples processed since the attempt started.
+    pub samples: u64,
+    /// Loss of the last batch.
+    pub loss: f64,
+}
+
+/// The summary of a finished epoch, as written by the training thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochRecord {
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Fraction of examples classified correctly.
+    pub train_accuracy: f64,
+    /// Wall time of the epoch in milliseconds.
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Default)]
+struct EpochCell {
+    done: AtomicBool,
+    loss: AtomicU64,
+    accuracy: AtomicU64,
+    duration_ms: AtomicU64,
+}
+
+/// Progress of one training attempt, shared between its training thread (the only
+/// writer) and its run actor and the ticker (readers).
+#[derive(Debug)]
+pub struct ProgressCells {
+    seq: AtomicU64,
+    epoch: AtomicU64,
+    batch: AtomicU64,
+    samples: AtomicU64,
+    loss: AtomicU64,
+    /// Epochs the attempt will run; fixed at creation.
+    epochs: u64,
+    /// Batches in one epoch; fixed at creation.
+    batches_per_epoch: u64,
+    /// Examples in one epoch; fixed at creation.
+    samples_per_epoch: u64,
+    finished: Box<[EpochCell]>,
+}
+
+impl ProgressCells {
+    /// Cells for an attempt of `epochs` epochs of `batches_per_epoch` batches.
+    pub fn new(epochs: u64, batches_per_epoch: u64, samples_per_epoch: u64) -> Self {
+        Self {
+            seq: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            batch: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
+            loss: AtomicU64::new(f64::NAN.to_bits()),
+            epochs,
+            batches_per_epoch,
+            samples_per_epoch,
+            finished: (0..epochs).map(|_| EpochCell::default()).collect(),
+        }
+    }
+
+    /// Epochs the attempt will run.
+    pub fn epochs(&self) -> u64 {
+        self.epochs
+    }
+
+    /// Batches in one epoch.
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.batches_per_epoch
+    }
+
+    /// Examples in one epoch.
+    pub fn samples_per_epoch(&self) -> u64 {
+        self.samples_per_epoch
+    }
+
+    /// Records progress. Only the training thread calls this: a handful of relaxed
+    /// stores between two counter bumps, nothing else.
+    #[inline]
+    pub fn report(&self, epoch: u64, batch: u64, samples: u64, loss: f64) {
+        let start = self.seq.load(Ordering::Relaxed);
+        self.seq.store(start.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        self.batch.store(batch, Ordering::Relaxed);
+        self.samples.store(samples, Ordering::Relaxed);
+        self.loss.store(loss.to_bits(), Ordering::Relaxed);
+        self.seq.store(start.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Reads a consistent snapshot; retries while a report is half-written.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 1 {
+                hint::spin_loop();
+                continue;
+            }
+            let epoch = self.epoch.load(Ordering::Relaxed);
+            let batch = self.batch.load(Ordering::Relaxed);
+            let samples = self.samples.load(Ordering::Relaxed);
+            let loss = f64::from_bits(self.loss.load(Ordering::Relaxed));
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before {
+                return ProgressSnapshot {
+                    version: before,
+                    epoch,
+                    batch,
+                    samples,
+                    loss,
+                };
+            }
+            hint::spin_loop();
+        }
+    }
+
+    /// Publishes the summary of epoch `index` (0-based). Only the training thread
+    /// calls this, once per epoch; indexes past the end are ignored.
+    pub fn finish_epoch(&self, index: u64, record: EpochRecord) {
+        let Some(cell) = usize::try_from(index).ok().and_then(|i| self.finished.get(i)) else {
+            return;
+        };
+        cell.loss
+            .store(record.train_loss.to_bits(), Ordering::Relaxed);
+        cell.accuracy
+            .store(record.train_accuracy.to_bits(), Ordering::Relaxed);
+        cell.duration_ms
+            .store(record.duration_ms, Ordering::Relaxed);
+        cell.done.store(true, Ordering::Release);
+    }
+
+    /// The summary of epoch `index` (0-based), once the thread has published it.
+    pub fn finished_epoch(&self, index: u64) -> Option<EpochRecord> {
+        let cell = usize::try_from(index).ok().and_then(|i| self.finished.get(i))?;
+        if !cell.done.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(EpochRecord {
+            train_loss: f64::from_bits(cell.loss.load(Ordering::Relaxed)),
+            train_accuracy: f64::from_bits(cell.accuracy.load(Ordering::Relaxed)),
+            duration_ms: cell.duration_ms.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_reader_never_sees_a_torn_snapshot() {
+        let cells = Arc::new(ProgressCells::new(1, 1, 1));
+        let writer = {
+            let cells = Arc::clone(&cells);
+            std::thread::spawn(move || {
+                for i in 1..=200_000u64 {
+                    cells.report(i, i, i, i as f64);
+                }
+            })
+        };
+        let mut last = 0;
+        while last < 200_000 {
+            let s = cells.snapshot();
+            assert_eq!(s.epoch, s.batch, "torn: {s:?}");
+            assert_eq!(s.batch, s.samples, "torn: {s:?}");
+            if s.samples > 0 {
+                assert_eq!(s.loss, s.samples as f64, "torn: {s:?}");
+            }
+            assert!(s.samples >= last, "went backwards: {s:?}");
+            last = s.samples;
+            if writer.is_finished() && last < 200_000 {
+                last = cells.snapshot().samples;
+                assert_eq!(last, 200_000);
+            }
+        }
+        writer.join().expect("writer");
+    }
+
+    #[test]
+    fn epoch_summaries_appear_once_published() {
+        let cells = ProgressCells::new(2, 10, 100);
+        assert_eq!(cells.finished_epoch(0), None);
+        let record = EpochRecord {
+            train_loss: 0.5,
+            train_accuracy: 0.75,
+            duration_ms: 12,
+        };
+        cells.finish_epoch(0, record);
+        assert_eq!(cells.finished_epoch(0), Some(record));
+        assert_eq!(cells.finished_epoch(1), None);
+        cells.finish_epoch(5, record);
+        assert_eq!(cells.finished_epoch(5), None);
+    }
+}
