@@ -1,3 +1,36 @@
+//! runyard: a crash-safe orchestrator for machine-learning training runs.
+//!
+//! Runs are submitted over REST, given a GPU or CPU slot, trained in-process with
+//! PyTorch through `tch`, and watched live over server-sent events. Two ideas carry
+//! it:
+//!
+//! - **Pull, never push, progress.** A training thread only writes atomic
+//!   [`train::ProgressCells`] that its run actor owns; the [`actors::Ticker`] samples
+//!   them. The training loop never blocks, allocates, locks or does I/O to report.
+//! - **Event sourcing.** Every state change is an [`domain::Event`] appended to a
+//!   sled log and flushed before it is acknowledged; state is a pure fold over the
+//!   log ([`domain::State`]); a restart replays it and re-queues runs that were live.
+//!
+//! # Layout
+//!
+//! - [`domain`]: pure types and rules (run spec, events, state machine, slot ledger);
+//!   no I/O.
+//! - [`store`]: the sled event log, its record codec and replay.
+//! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, and their
+//!   supervision.
+//! - [`train`]: progress cells, the cancel flag, built-in models and data, the
+//!   training thread.
+//! - [`http`]: the REST API, server-sent event streams, health checks, errors.
+//! - [`cli`]: the `runyard` command line.
+//! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging, and
+//!   building the server.
+
+pub mod actors;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod http;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod train;

@@ -141,7 +141,12 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), SpecEr
 }
 
 fn check_rate(field: &str, value: f64, min_exclusive: bool) -> Result<(), SpecError> {
-    let ok = value.is_finite() && if min_exclusive { value > 0.0 } else { value >= 0.0 };
+    let ok = value.is_finite()
+        && if min_exclusive {
+            value > 0.0
+        } else {
+            value >= 0.0
+        };
     if !ok || value > 10.0 {
         let bound = if min_exclusive { "> 0" } else { ">= 0" };
         return Err(SpecError::new(
@@ -163,7 +168,10 @@ impl RunSpec {
             return Err(SpecError::new("name", "must be at most 128 characters"));
         }
         if self.name.chars().any(char::is_control) {
-            return Err(SpecError::new("name", "must not contain control characters"));
+            return Err(SpecError::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         match &self.model {
             ModelSpec::Mlp { hidden, .. } => {

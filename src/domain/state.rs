@@ -439,11 +439,7 @@ mod tests {
                     .iter()
                     .find(|(f, k, _)| *f == from && *k == kind)
                     .map(|(_, _, to)| *to);
-                assert_eq!(
-                    RunState::after(from, kind),
-                    expected,
-                    "{from:?} + {kind:?}"
-                );
+                assert_eq!(RunState::after(from, kind), expected, "{from:?} + {kind:?}");
                 checked += 1;
             }
         }
@@ -479,7 +475,12 @@ mod tests {
         assert!(state.slots().holder(slot).is_none());
         assert_eq!(state.last_seq(), 6);
         // Terminal: nothing but a (refused, since not held) release is possible.
-        let err = append(&mut state, &mut seq, run, event_of(EventKind::SlotClaimed, slot));
+        let err = append(
+            &mut state,
+            &mut seq,
+            run,
+            event_of(EventKind::SlotClaimed, slot),
+        );
         assert!(matches!(err, Err(Rejection::Transition { .. })));
     }
 
@@ -488,9 +489,20 @@ mod tests {
         let (mut state, mut seq) = (State::default(), 0);
         let (a, b) = (RunId::new(), RunId::new());
         let slot = SlotId(0);
-        append(&mut state, &mut seq, a, event_of(EventKind::RunSubmitted, slot)).expect("ok");
+        append(
+            &mut state,
+            &mut seq,
+            a,
+            event_of(EventKind::RunSubmitted, slot),
+        )
+        .expect("ok");
         assert_eq!(
-            append(&mut state, &mut seq, b, event_of(EventKind::RunSubmitted, slot)),
+            append(
+                &mut state,
+                &mut seq,
+                b,
+                event_of(EventKind::RunSubmitted, slot)
+            ),
             Err(Rejection::Duplicate { existing: a })
         );
         let other = Event::RunSubmitted {
@@ -529,7 +541,13 @@ mod tests {
         append(&mut state, &mut seq, b, submit("b")).expect("ok");
         append(&mut state, &mut seq, a, Event::SlotClaimed { slot }).expect("ok");
         assert_eq!(state.queue(), vec![b]);
-        append(&mut state, &mut seq, a, event_of(EventKind::RunRequeued, slot)).expect("ok");
+        append(
+            &mut state,
+            &mut seq,
+            a,
+            event_of(EventKind::RunRequeued, slot),
+        )
+        .expect("ok");
         append(&mut state, &mut seq, a, Event::SlotReleased { slot }).expect("ok");
         assert_eq!(state.queue(), vec![b, a]);
         assert!(state.slots().holder(slot).is_none());

@@ -37,7 +37,9 @@ pub enum CodecError {
         reason: String,
     },
     /// Written by a newer runyard than this one.
-    #[error("record {seq} has envelope version {version}; this build reads up to {ENVELOPE_VERSION}")]
+    #[error(
+        "record {seq} has envelope version {version}; this build reads up to {ENVELOPE_VERSION}"
+    )]
     TooNew {
         /// The record's sequence number.
         seq: Seq,
@@ -79,12 +81,10 @@ pub fn decode(seq: Seq, bytes: &[u8]) -> Result<Envelope, CodecError> {
             computed,
         });
     }
-    let (envelope, used): (Envelope, usize) =
-        bincode::serde::decode_from_slice(payload, config()).map_err(|e| {
-            CodecError::Malformed {
-                seq,
-                reason: e.to_string(),
-            }
+    let (envelope, used): (Envelope, usize) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| CodecError::Malformed {
+            seq,
+            reason: e.to_string(),
         })?;
     if used != payload.len() {
         return Err(CodecError::Malformed {

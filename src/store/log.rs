@@ -248,10 +248,17 @@ mod tests {
         let run = RunId::new();
         log.append(1, &[Envelope::now(run, Event::CancelRequested)])
             .expect("append");
-        let mut bytes = log.events.get(1u64.to_be_bytes()).expect("get").expect("some").to_vec();
+        let mut bytes = log
+            .events
+            .get(1u64.to_be_bytes())
+            .expect("get")
+            .expect("some")
+            .to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        log.events.insert(1u64.to_be_bytes(), bytes).expect("insert");
+        log.events
+            .insert(1u64.to_be_bytes(), bytes)
+            .expect("insert");
         let err = log.read_after(0, 10).expect_err("corrupt").to_string();
         assert!(err.contains("record 1"), "{err}");
         assert!(err.contains(&dir.path().display().to_string()), "{err}");

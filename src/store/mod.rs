@@ -2,6 +2,8 @@
 
 pub mod codec;
 pub mod log;
+pub mod replay;
 
 pub use codec::CodecError;
 pub use log::{EventLog, StoreError};
+pub use replay::{replay, ReplayStats};

@@ -138,7 +138,10 @@ impl ProgressCells {
     /// Publishes the summary of epoch `index` (0-based). Only the training thread
     /// calls this, once per epoch; indexes past the end are ignored.
     pub fn finish_epoch(&self, index: u64, record: EpochRecord) {
-        let Some(cell) = usize::try_from(index).ok().and_then(|i| self.finished.get(i)) else {
+        let Some(cell) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.finished.get(i))
+        else {
             return;
         };
         cell.loss
@@ -152,7 +155,9 @@ impl ProgressCells {
 
     /// The summary of epoch `index` (0-based), once the thread has published it.
     pub fn finished_epoch(&self, index: u64) -> Option<EpochRecord> {
-        let cell = usize::try_from(index).ok().and_then(|i| self.finished.get(i))?;
+        let cell = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.finished.get(i))?;
         if !cell.done.load(Ordering::Acquire) {
             return None;
         }

@@ -59,7 +59,10 @@ pub fn spawn_training(
             },
             Ok(Ok(Finish::Cancelled)) => Outcome::Cancelled,
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
-            Err(panic) => Outcome::Failed(format!("training thread panicked: {}", panic_message(&panic))),
+            Err(panic) => Outcome::Failed(format!(
+                "training thread panicked: {}",
+                panic_message(&panic)
+            )),
         };
         // The run actor may be gone (server stopping); nothing else to tell then.
         let _ = tx.send(outcome);
@@ -117,7 +120,10 @@ mod tests {
         control.cancel();
         let handle = spawn_training(RunId::new(), spec, Device::Cpu, Arc::clone(&cells), control)
             .expect("spawn");
-        assert_eq!(handle.outcome.blocking_recv().expect("outcome"), Outcome::Cancelled);
+        assert_eq!(
+            handle.outcome.blocking_recv().expect("outcome"),
+            Outcome::Cancelled
+        );
         assert_eq!(cells.snapshot().samples, 0);
     }
 }

@@ -52,7 +52,9 @@ pub fn train(
     let data = Dataset::load(&spec.data, device)?;
     let vs = nn::VarStore::new(device);
     let net = {
-        let _guard = TORCH_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = TORCH_INIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(spec.seed as i64);
         model::build(&vs.root(), &spec.model, data.feature_count(), data.classes)
     };
@@ -90,8 +92,13 @@ pub fn train(
             let xs = data.features.f_index_select(0, &index)?;
             let ys = data.labels.f_index_select(0, &index)?;
             let logits = model::forward(&net, &xs);
-            let loss =
-                logits.f_cross_entropy_loss::<Tensor>(&ys, None, tch::Reduction::Mean, -100, 0.0)?;
+            let loss = logits.f_cross_entropy_loss::<Tensor>(
+                &ys,
+                None,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            )?;
             optimizer.backward_step(&loss);
             let loss = loss.detach();
             loss_sum = loss_sum.f_add(&loss.f_mul_scalar(len as f64)?)?;
@@ -102,7 +109,12 @@ pub fn train(
                 .f_sum(Kind::Int64)?;
             correct = correct.f_add(&hits)?;
             samples_seen += len as u64;
-            cells.report(epoch + 1, batch + 1, samples_seen, loss.f_double_value(&[])?);
+            cells.report(
+                epoch + 1,
+                batch + 1,
+                samples_seen,
+                loss.f_double_value(&[])?,
+            );
         }
         let train_loss = loss_sum.f_double_value(&[])? / n as f64;
         let train_accuracy = correct.f_int64_value(&[])? as f64 / n as f64;

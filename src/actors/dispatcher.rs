@@ -1,0 +1,363 @@
+//! The dispatcher: keeps the queue of runs waiting for a slot (FIFO for now) and hands
+//! each to a free slot actor, journaling the claim first. On start it recovers runs
+//! that were live when the previous process died: they go back to the queue.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::journal::{Append, AppendError, Journal, JournalReader};
+use super::slot::{CancelOnSlot, Slot, SlotInfo, StartRun};
+use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, SlotId};
+
+/// Why a command to the dispatcher failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DispatchError {
+    /// The journal did not take the event.
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// No run has this id.
+    #[error("no run with id {0}")]
+    NotFound(RunId),
+    /// The run's state does not allow the command.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+struct SlotEntry {
+    info: SlotInfo,
+    addr: Addr<Slot>,
+    busy: Option<RunId>,
+}
+
+/// The dispatcher actor.
+pub struct Dispatcher {
+    journal: Addr<Journal>,
+    reader: JournalReader,
+    slots: Vec<SlotEntry>,
+    queue: VecDeque<RunId>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over the given slots; `ready` turns true once recovery is done.
+    pub fn new(
+        journal: Addr<Journal>,
+        reader: JournalReader,
+        slots: Vec<(SlotInfo, Addr<Slot>)>,
+        ready: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            journal,
+            reader,
+            slots: slots
+                .into_iter()
+                .map(|(info, addr)| SlotEntry {
+                    info,
+                    addr,
+                    busy: None,
+                })
+                .collect(),
+            queue: VecDeque::new(),
+            ready,
+        }
+    }
+
+    /// Events that bring runs left live (or with an unanswered cancel) by a previous
+    /// process back to a consistent state.
+    fn recovery_records(&self) -> Vec<(RunId, Event)> {
+        let state = self.reader.state();
+        let mut records = Vec::new();
+        for run in state.runs().filter(|r| !r.state.is_terminal()) {
+            if run.cancel_requested {
+                records.push((
+                    run.id,
+                    Event::RunCancelled {
+                        reason: "cancelled by request (carried out after a server restart)".into(),
+                    },
+                ));
+            } else if run.state.is_live() {
+                records.push((
+                    run.id,
+                    Event::RunRequeued {
+                        reason: "server restarted while the run was live".into(),
+                    },
+                ));
+            } else {
+                continue;
+            }
+            if let Some(slot) = run.slot {
+                records.push((run.id, Event::SlotReleased { slot }));
+            }
+        }
+        records
+    }
+
+    /// Rebuilds the queue and slot occupancy from the published state.
+    fn rebuild(&mut self) {
+        let state = self.reader.state();
+        self.queue = state.queue().into();
+        for entry in &mut self.slots {
+            entry.busy = state.slots().holder(entry.info.id).map(|h| h.run_id);
+        }
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        while let Some(index) = self.slots.iter().position(|s| s.busy.is_none()) {
+            let Some(run_id) = self.queue.pop_front() else {
+                return;
+            };
+            let (spec, attempt) = {
+                let state = self.reader.state();
+                let Some(run) = state.run(run_id).filter(|r| r.state == RunState::Queued) else {
+                    continue;
+                };
+                (
+                    serde_json::from_value::<RunSpec>(run.spec.clone()),
+                    run.attempt + 1,
+                )
+            };
+            let spec = match spec {
+                Ok(spec) => spec,
+                Err(e) => {
+                    let failed = Event::RunFailed {
+                        reason: format!("stored spec is unreadable: {e}"),
+                    };
+                    self.journal.do_send(Append::one(run_id, failed));
+                    continue;
+                }
+            };
+            let slot = self.slots[index].info.id;
+            self.slots[index].busy = Some(run_id);
+            let claim = self
+                .journal
+                .send(Append::one(run_id, Event::SlotClaimed { slot }));
+            ctx.spawn(claim.into_actor(self).map(move |result, dispatcher, ctx| {
+                match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                    Ok(_) => {
+                        tracing::info!(run_id = %run_id, %slot, attempt, "slot claimed");
+                        dispatcher.slots[index].addr.do_send(StartRun {
+                            run_id,
+                            spec,
+                            attempt,
+                            dispatcher: ctx.address(),
+                        });
+                    }
+                    Err(AppendError::Rejected(rejection)) => {
+                        // The run was cancelled meanwhile: nothing to start.
+                        tracing::info!(run_id = %run_id, %rejection, "claim refused");
+                        dispatcher.slots[index].busy = None;
+                        dispatcher.schedule(ctx);
+                    }
+                    Err(e) => {
+                        tracing::error!(run_id = %run_id, error = %e, "claim not journaled; run stays queued");
+                        dispatcher.slots[index].busy = None;
+                        dispatcher.queue.push_front(run_id);
+                    }
+                }
+            }));
+        }
+    }
+
+    fn slot_of(&self, run_id: RunId) -> Option<&SlotEntry> {
+        self.slots.iter().find(|s| s.busy == Some(run_id))
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let records = self.recovery_records();
+        let recovered = records.len();
+        let append = self.journal.send(Append { records });
+        // `wait` holds every other message until recovery is journaled.
+        ctx.wait(append.into_actor(self).map(move |result, dispatcher, ctx| {
+            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                Ok(_) if recovered > 0 => {
+                    tracing::info!(
+                        events = recovered,
+                        "recovered runs that were live at the last stop"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "recovery events not journaled"),
+            }
+            dispatcher.rebuild();
+            dispatcher.ready.store(true, Ordering::Release);
+            dispatcher.schedule(ctx);
+        }));
+    }
+}
+
+impl Supervised for Dispatcher {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.rebuild();
+    }
+}
+
+/// What a submission did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submitted {
+    /// The run's id (the existing run's, for a duplicate).
+    pub run_id: RunId,
+    /// False when a run with the same digest already existed.
+    pub created: bool,
+}
+
+/// Submits a run: journals `RunSubmitted`, then queues it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Submitted, DispatchError>")]
+pub struct SubmitRun {
+    /// The new run's id.
+    pub run_id: RunId,
+    /// Its validated spec.
+    pub spec: RunSpec,
+}
+
+impl Handler<SubmitRun> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<Submitted, DispatchError>>;
+
+    #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
+    fn handle(&mut self, msg: SubmitRun, _ctx: &mut Self::Context) -> Self::Result {
+        let run_id = msg.run_id;
+        let event = Event::RunSubmitted {
+            name: msg.spec.name.clone(),
+            digest: msg.spec.digest(),
+            spec: msg.spec.canonical_json(),
+        };
+        let append = self.journal.send(Append::one(run_id, event));
+        Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
+            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                Ok(_) => {
+                    dispatcher.queue.push_back(run_id);
+                    dispatcher.schedule(ctx);
+                    Ok(Submitted {
+                        run_id,
+                        created: true,
+                    })
+                }
+                Err(AppendError::Rejected(Rejection::Duplicate { existing })) => Ok(Submitted {
+                    run_id: existing,
+                    created: false,
+                }),
+                Err(e) => Err(e.into()),
+            }
+        }))
+    }
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run was queued and is now cancelled.
+    Cancelled,
+    /// The run is live; its thread stops at the next batch boundary.
+    Requested,
+}
+
+/// Cancels a run.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<CancelOutcome, DispatchError>")]
+pub struct CancelRun {
+    /// The run to cancel.
+    pub run_id: RunId,
+}
+
+impl Handler<CancelRun> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<CancelOutcome, DispatchError>>;
+
+    #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
+    fn handle(&mut self, msg: CancelRun, _ctx: &mut Self::Context) -> Self::Result {
+        let run_id = msg.run_id;
+        let state = self.reader.state().run(run_id).map(|r| r.state);
+        let immediate = match state {
+            None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
+            Some(s) if s.is_terminal() => {
+                let message = format!("run {run_id} is already {}", state_name(s));
+                return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
+            }
+            Some(_) => match self.queue.iter().position(|id| *id == run_id) {
+                Some(position) => {
+                    self.queue.remove(position);
+                    true
+                }
+                None => false,
+            },
+        };
+        let event = if immediate {
+            Event::RunCancelled {
+                reason: "cancelled by request before it started".into(),
+            }
+        } else {
+            Event::CancelRequested
+        };
+        let append = self.journal.send(Append::one(run_id, event));
+        Box::pin(
+            append
+                .into_actor(self)
+                .map(move |result, dispatcher, _ctx| {
+                    match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                        Ok(_) if immediate => Ok(CancelOutcome::Cancelled),
+                        Ok(_) => {
+                            if let Some(entry) = dispatcher.slot_of(run_id) {
+                                entry.addr.do_send(CancelOnSlot { run_id });
+                            }
+                            Ok(CancelOutcome::Requested)
+                        }
+                        Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                            Err(DispatchError::Conflict(format!(
+                                "run {run_id} is already {}",
+                                state_name(from)
+                            )))
+                        }
+                        Err(e) => {
+                            if immediate {
+                                dispatcher.queue.push_front(run_id);
+                            }
+                            Err(e.into())
+                        }
+                    }
+                }),
+        )
+    }
+}
+
+/// Sent when a run's slot release is durable: the slot can take the next run.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SlotFreed {
+    /// The slot.
+    pub slot: SlotId,
+    /// The run that held it.
+    pub run_id: RunId,
+}
+
+impl Handler<SlotFreed> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: SlotFreed, ctx: &mut Self::Context) {
+        if let Some(entry) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.info.id == msg.slot && s.busy == Some(msg.run_id))
+        {
+            entry.busy = None;
+        }
+        self.schedule(ctx);
+    }
+}
+
+/// The snake_case name of a state, as in the API.
+pub fn state_name(state: RunState) -> &'static str {
+    match state {
+        RunState::Queued => "queued",
+        RunState::Starting => "starting",
+        RunState::Running => "running",
+        RunState::Completed => "completed",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "cancelled",
+    }
+}

@@ -1,0 +1,20 @@
+//! The actors, one per file with their messages beside them.
+//!
+//! - [`journal::Journal`] appends events with group commit and publishes the state fold.
+//! - [`dispatcher::Dispatcher`] keeps the queue and hands runs to free slots.
+//! - [`slot::Slot`] owns one device and starts the run actor of the run it is given.
+//! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
+//! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
+//! - [`supervisor`] starts them all under actix supervision.
+
+pub mod dispatcher;
+pub mod journal;
+pub mod run;
+pub mod slot;
+pub mod supervisor;
+pub mod ticker;
+
+pub use dispatcher::Dispatcher;
+pub use journal::{Journal, JournalReader};
+pub use supervisor::Actors;
+pub use ticker::{Progress, ProgressBoard, Ticker};

@@ -1,0 +1,154 @@
+//! A slot actor owns one device (a GPU, or a share of the CPU) and runs at most one
+//! run on it at a time: it starts the run actor the dispatcher gives it, forwards
+//! cancels to it, and tells the dispatcher when the slot is free again.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use super::dispatcher::{Dispatcher, SlotFreed};
+use super::journal::{Journal, JournalReader};
+use super::run::{device_name, Cancel, RunActor, RunSetup};
+use super::ticker::Ticker;
+use crate::domain::{RunId, RunSpec, SlotId};
+
+/// A slot as shown by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotInfo {
+    /// The slot's index.
+    pub id: SlotId,
+    /// Its torch device, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+}
+
+/// The slot actor.
+pub struct Slot {
+    id: SlotId,
+    device: tch::Device,
+    journal: Addr<Journal>,
+    reader: JournalReader,
+    ticker: Addr<Ticker>,
+    tick: Duration,
+    current: Option<(RunId, Addr<RunActor>)>,
+    dispatcher: Option<Addr<Dispatcher>>,
+}
+
+impl Slot {
+    /// A slot for `device`.
+    pub fn new(
+        id: SlotId,
+        device: tch::Device,
+        journal: Addr<Journal>,
+        reader: JournalReader,
+        ticker: Addr<Ticker>,
+        tick: Duration,
+    ) -> Self {
+        Self {
+            id,
+            device,
+            journal,
+            reader,
+            ticker,
+            tick,
+            current: None,
+            dispatcher: None,
+        }
+    }
+
+    /// What the API shows of this slot.
+    pub fn info(&self) -> SlotInfo {
+        SlotInfo {
+            id: self.id,
+            device: device_name(self.device),
+        }
+    }
+}
+
+impl Actor for Slot {
+    type Context = Context<Self>;
+}
+
+impl Supervised for Slot {}
+
+/// Starts an attempt of a run on this slot (the claim is already journaled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StartRun {
+    /// The run.
+    pub run_id: RunId,
+    /// Its spec.
+    pub spec: RunSpec,
+    /// The attempt number.
+    pub attempt: u32,
+    /// The dispatcher, told when the slot is free again.
+    pub dispatcher: Addr<Dispatcher>,
+}
+
+impl Handler<StartRun> for Slot {
+    type Result = ();
+
+    #[tracing::instrument(skip_all, fields(run_id = %msg.run_id, slot = %self.id))]
+    fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
+        self.dispatcher = Some(msg.dispatcher);
+        let actor = RunActor::new(RunSetup {
+            run_id: msg.run_id,
+            spec: msg.spec,
+            attempt: msg.attempt,
+            slot: self.id,
+            device: self.device,
+            journal: self.journal.clone(),
+            reader: self.reader.clone(),
+            ticker: self.ticker.clone(),
+            slot_addr: ctx.address(),
+            tick: self.tick,
+        });
+        self.current = Some((msg.run_id, actor.start()));
+    }
+}
+
+/// Forwards a cancel to the run on this slot, if it is the one named.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelOnSlot {
+    /// The run to cancel.
+    pub run_id: RunId,
+}
+
+impl Handler<CancelOnSlot> for Slot {
+    type Result = ();
+
+    fn handle(&mut self, msg: CancelOnSlot, _ctx: &mut Self::Context) {
+        if let Some((run_id, addr)) = &self.current {
+            if *run_id == msg.run_id {
+                addr.do_send(Cancel);
+            }
+        }
+    }
+}
+
+/// Sent by the run actor once its final events (and the slot's release) are durable.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RunEnded {
+    /// The run that ended.
+    pub run_id: RunId,
+    /// The slot it released.
+    pub slot: SlotId,
+}
+
+impl Handler<RunEnded> for Slot {
+    type Result = ();
+
+    fn handle(&mut self, msg: RunEnded, _ctx: &mut Self::Context) {
+        if self.current.as_ref().map(|(id, _)| *id) == Some(msg.run_id) {
+            self.current = None;
+        }
+        if let Some(dispatcher) = &self.dispatcher {
+            dispatcher.do_send(SlotFreed {
+                slot: msg.slot,
+                run_id: msg.run_id,
+            });
+        }
+    }
+}

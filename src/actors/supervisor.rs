@@ -1,0 +1,90 @@
+//! Starts the journal, the ticker, the slot actors and the dispatcher, each under an
+//! actix `Supervisor`: an actor that stops unexpectedly is restarted in place, and its
+//! `Supervised::restarting` hook re-derives its state from the journal.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::dispatcher::Dispatcher;
+use super::journal::{Journal, JournalReader};
+use super::run::device_name;
+use super::slot::{Slot, SlotInfo};
+use super::ticker::{ProgressBoard, Ticker};
+use crate::domain::{SlotId, State};
+use crate::store::EventLog;
+
+/// Addresses and shared views of the running actors.
+#[derive(Clone)]
+pub struct Actors {
+    /// The journal (writes).
+    pub journal: Addr<Journal>,
+    /// Read access to the journal and the state fold.
+    pub reader: JournalReader,
+    /// The dispatcher.
+    pub dispatcher: Addr<Dispatcher>,
+    /// The ticker.
+    pub ticker: Addr<Ticker>,
+    /// The newest progress of live runs.
+    pub board: ProgressBoard,
+    /// The slot table.
+    pub slots: Vec<SlotInfo>,
+    /// True once recovery after replay is done.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The devices slots are made for: one per CUDA device when torch sees any, otherwise
+/// `cpu_slots` CPU slots.
+pub fn slot_devices(cpu_slots: u32) -> Vec<tch::Device> {
+    let cuda = tch::Cuda::device_count();
+    if cuda > 0 {
+        (0..cuda as usize).map(tch::Device::Cuda).collect()
+    } else {
+        (0..cpu_slots).map(|_| tch::Device::Cpu).collect()
+    }
+}
+
+/// Starts every actor over a replayed log; must run inside an actix system.
+pub fn start(log: EventLog, state: State, devices: &[tch::Device], tick: Duration) -> Actors {
+    let (journal, reader) = Journal::new(log, state);
+    let journal = Supervisor::start(move |_| journal);
+    let board = ProgressBoard::default();
+    let ticker = {
+        let board = board.clone();
+        Supervisor::start(move |_| Ticker::new(tick, board))
+    };
+    let slots: Vec<(SlotInfo, Addr<Slot>)> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, device)| {
+            let slot = Slot::new(
+                SlotId(i as u32),
+                *device,
+                journal.clone(),
+                reader.clone(),
+                ticker.clone(),
+                tick,
+            );
+            let info = slot.info();
+            (info, Supervisor::start(move |_| slot))
+        })
+        .collect();
+    let infos: Vec<SlotInfo> = slots.iter().map(|(info, _)| info.clone()).collect();
+    tracing::info!(slots = infos.len(), device = %devices.first().map(|d| device_name(*d)).unwrap_or_default(), "slots ready");
+    let ready = Arc::new(AtomicBool::new(false));
+    let dispatcher = {
+        let (journal, reader, ready) = (journal.clone(), reader.clone(), Arc::clone(&ready));
+        Supervisor::start(move |_| Dispatcher::new(journal, reader, slots, ready))
+    };
+    Actors {
+        journal,
+        reader,
+        dispatcher,
+        ticker,
+        board,
+        slots: infos,
+        ready,
+    }
+}

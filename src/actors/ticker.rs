@@ -1,0 +1,249 @@
+//! The ticker: samples every live run's progress cells at a fixed rate, derives rate,
+//! percent and ETA, and publishes the newest sample of each run on the
+//! [`ProgressBoard`] that streams and the API read. Training threads never wait for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::domain::RunId;
+use crate::train::ProgressCells;
+
+/// Weight of the newest measurement in the smoothed samples-per-second rate.
+const RATE_SMOOTHING: f64 = 0.3;
+
+/// A run's progress as shown in the run JSON and on its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Progress {
+    /// 1-based epoch in progress.
+    pub epoch: u64,
+    /// Epochs in the attempt.
+    pub epochs: u64,
+    /// Batches finished in the current epoch.
+    pub batch: u64,
+    /// Batches in one epoch.
+    pub batches_per_epoch: u64,
+    /// Examples processed in this attempt.
+    pub samples: u64,
+    /// Loss of the last batch (null before the first).
+    pub loss: Option<f64>,
+    /// Share of the attempt done, 0 to 100.
+    pub percent: f64,
+    /// Smoothed training speed.
+    pub samples_per_sec: f64,
+    /// Estimated seconds to the end of the attempt (null until a rate is known).
+    pub eta_secs: Option<f64>,
+}
+
+/// The newest progress of every live run, and a counter that changes every tick.
+#[derive(Clone)]
+pub struct ProgressBoard {
+    latest: Arc<RwLock<HashMap<RunId, Progress>>>,
+    ticks: Arc<watch::Sender<u64>>,
+}
+
+impl Default for ProgressBoard {
+    fn default() -> Self {
+        Self {
+            latest: Arc::default(),
+            ticks: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl std::fmt::Debug for ProgressBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressBoard").finish_non_exhaustive()
+    }
+}
+
+impl ProgressBoard {
+    /// The newest progress of a live run.
+    pub fn get(&self, run_id: RunId) -> Option<Progress> {
+        self.latest
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&run_id)
+            .copied()
+    }
+
+    /// A receiver that changes after every tick.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.ticks.subscribe()
+    }
+
+    fn publish(&self, samples: impl Iterator<Item = (RunId, Progress)>, gone: &[RunId]) {
+        {
+            let mut latest = self
+                .latest
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for id in gone {
+                latest.remove(id);
+            }
+            latest.extend(samples);
+        }
+        self.ticks.send_modify(|t| *t = t.wrapping_add(1));
+    }
+}
+
+struct Watched {
+    cells: Arc<ProgressCells>,
+    last_version: u64,
+    last: Option<(Instant, u64)>,
+    rate: f64,
+    progress: Option<Progress>,
+}
+
+impl Watched {
+    fn sample(&mut self, now: Instant) -> Option<Progress> {
+        let snap = self.cells.snapshot();
+        if let Some((at, samples)) = self.last {
+            let dt = now.duration_since(at).as_secs_f64();
+            if dt > 0.0 && snap.samples >= samples {
+                let instant = (snap.samples - samples) as f64 / dt;
+                self.rate = if self.rate == 0.0 {
+                    instant
+                } else {
+                    RATE_SMOOTHING * instant + (1.0 - RATE_SMOOTHING) * self.rate
+                };
+            }
+        }
+        self.last = Some((now, snap.samples));
+        if snap.version == self.last_version && self.progress.is_some() {
+            // Nothing new was reported; keep the rate fresh but the sample as it was.
+            if let Some(p) = self.progress.as_mut() {
+                p.samples_per_sec = self.rate;
+            }
+            return self.progress;
+        }
+        self.last_version = snap.version;
+        let epochs = self.cells.epochs();
+        let per_epoch = self.cells.batches_per_epoch();
+        let total = (epochs * per_epoch).max(1);
+        let done = snap.epoch.saturating_sub(1) * per_epoch + snap.batch;
+        let total_samples = epochs * self.cells.samples_per_epoch();
+        let eta_secs = (self.rate > 0.0)
+            .then(|| total_samples.saturating_sub(snap.samples) as f64 / self.rate);
+        let progress = Progress {
+            epoch: snap.epoch,
+            epochs,
+            batch: snap.batch,
+            batches_per_epoch: per_epoch,
+            samples: snap.samples,
+            loss: snap.loss.is_finite().then_some(snap.loss),
+            percent: (done as f64 / total as f64 * 100.0).min(100.0),
+            samples_per_sec: self.rate,
+            eta_secs,
+        };
+        self.progress = Some(progress);
+        self.progress
+    }
+}
+
+/// The ticker actor.
+pub struct Ticker {
+    every: Duration,
+    board: ProgressBoard,
+    live: HashMap<RunId, Watched>,
+    gone: Vec<RunId>,
+    /// Ticks whose sampling started later than planned, for lag metrics.
+    late_ticks: u64,
+    next_due: Option<Instant>,
+}
+
+impl Ticker {
+    /// A ticker sampling every `every` into `board`.
+    pub fn new(every: Duration, board: ProgressBoard) -> Self {
+        Self {
+            every,
+            board,
+            live: HashMap::new(),
+            gone: Vec::new(),
+            late_ticks: 0,
+            next_due: None,
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if let Some(due) = self.next_due {
+            if now > due + self.every {
+                self.late_ticks += 1;
+            }
+        }
+        self.next_due = Some(now + self.every);
+        let samples: Vec<(RunId, Progress)> = self
+            .live
+            .iter_mut()
+            .filter_map(|(id, w)| w.sample(now).map(|p| (*id, p)))
+            .collect();
+        let gone = std::mem::take(&mut self.gone);
+        self.board.publish(samples.into_iter(), &gone);
+    }
+}
+
+impl Actor for Ticker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.every, |ticker, _| ticker.tick());
+    }
+}
+
+impl Supervised for Ticker {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // The watched cells are kept: run actors registered them and still own them.
+        self.next_due = None;
+    }
+}
+
+/// Starts sampling a run's cells.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Watch {
+    /// The run.
+    pub run_id: RunId,
+    /// Its attempt's cells.
+    pub cells: Arc<ProgressCells>,
+}
+
+impl Handler<Watch> for Ticker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) {
+        self.gone.retain(|id| *id != msg.run_id);
+        self.live.insert(
+            msg.run_id,
+            Watched {
+                cells: msg.cells,
+                last_version: u64::MAX,
+                last: None,
+                rate: 0.0,
+                progress: None,
+            },
+        );
+    }
+}
+
+/// Stops sampling a run; its progress leaves the board at the next tick.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unwatch {
+    /// The run.
+    pub run_id: RunId,
+}
+
+impl Handler<Unwatch> for Ticker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unwatch, _ctx: &mut Self::Context) {
+        if self.live.remove(&msg.run_id).is_some() {
+            self.gone.push(msg.run_id);
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! `runyard serve`.
+
+use anyhow::Context as _;
+
+use super::ServeArgs;
+use crate::config::{Config, Overrides};
+use crate::startup::Application;
+
+/// Loads the configuration, then runs the server until it is stopped.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        bind: args.bind,
+        data_dir: args.data_dir,
+    };
+    let config =
+        Config::load(args.config.as_deref(), &overrides).context("invalid configuration")?;
+    crate::telemetry::init(&config.log.filter);
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        // One line on stdout, so scripts and tests learn the port when binding port 0.
+        println!("runyard listening on http://{}", app.address());
+        tracing::info!(address = %app.address(), "listening");
+        app.run_until_stopped()
+            .await
+            .context("server stopped with an error")
+    })
+}

@@ -1,0 +1,250 @@
+//! Layered configuration: `config/default.toml` (built in), then an optional file,
+//! then `RUNYARD__SECTION__KEY` environment variables, then command-line flags. A bad
+//! value names its key and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The defaults, the same text as `config/default.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of configuration environment variables; `__` separates section and key.
+pub const ENV_PREFIX: &str = "RUNYARD__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server and data directory.
+    pub server: ServerConfig,
+    /// Slots and progress sampling.
+    pub train: TrainConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub bind: SocketAddr,
+    /// Where the journal and run artifacts live.
+    pub data_dir: PathBuf,
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// CPU slots when there is no CUDA device.
+    pub cpu_slots: u32,
+    /// Ticker period in milliseconds.
+    pub tick_ms: u64,
+}
+
+impl TrainConfig {
+    /// The ticker period.
+    pub fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms)
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter directives.
+    pub filter: String,
+}
+
+/// Values given on the command line, which win over every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--bind`.
+    pub bind: Option<SocketAddr>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a value has the wrong type.
+    #[error("{0}")]
+    Load(String),
+    /// A value is out of its allowed range.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `train.cpu_slots`.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads the layers from the process environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(
+            file,
+            overrides,
+            Env::prefixed(ENV_PREFIX).split("__"),
+        ))
+    }
+
+    fn figment(file: Option<&Path>, overrides: &Overrides, env: Env) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(env);
+        if let Some(bind) = overrides.bind {
+            figment = figment.merge(Serialized::default("server.bind", bind.to_string()));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("server.data_dir", dir));
+        }
+        figment
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError::Load(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The built-in defaults alone.
+    pub fn defaults() -> Self {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
+            .expect("config/default.toml is valid")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1024).contains(&self.train.cpu_slots) {
+            return Err(ConfigError::Invalid {
+                key: "train.cpu_slots",
+                reason: format!("must be between 1 and 1024, got {}", self.train.cpu_slots),
+            });
+        }
+        if !(10..=60_000).contains(&self.train.tick_ms) {
+            return Err(ConfigError::Invalid {
+                key: "train.tick_ms",
+                reason: format!("must be between 10 and 60000, got {}", self.train.tick_ms),
+            });
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "server.data_dir",
+                reason: "must not be empty".into(),
+            });
+        }
+        if let Err(e) = self.log.filter.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(ConfigError::Invalid {
+                key: "log.filter",
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(
+        vars: &[(&str, &str)],
+        file: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        // Jail keeps the environment change local to this closure.
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            out = Some(Config::load(file, overrides));
+            Ok(())
+        });
+        out.expect("jail ran")
+    }
+
+    #[test]
+    fn defaults_load() {
+        let config = Config::defaults();
+        assert_eq!(config.server.bind, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(config.train.cpu_slots, 1);
+        assert_eq!(config.train.tick(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn environment_then_flags_override() {
+        let config = load_with(
+            &[
+                ("RUNYARD__TRAIN__CPU_SLOTS", "3"),
+                ("RUNYARD__SERVER__BIND", "127.0.0.1:9000"),
+            ],
+            None,
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(config.train.cpu_slots, 3);
+        assert_eq!(config.server.bind.port(), 9000);
+        let overrides = Overrides {
+            bind: Some("127.0.0.1:0".parse().expect("addr")),
+            data_dir: Some("/tmp/x".into()),
+        };
+        let config = load_with(
+            &[("RUNYARD__SERVER__BIND", "127.0.0.1:9000")],
+            None,
+            &overrides,
+        )
+        .expect("valid");
+        assert_eq!(config.server.bind.port(), 0);
+        assert_eq!(config.server.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load_with(
+            &[("RUNYARD__TRAIN__CPU_SLOTS", "0")],
+            None,
+            &Overrides::default(),
+        )
+        .expect_err("zero slots");
+        assert!(err.to_string().contains("train.cpu_slots"), "{err}");
+        let err = load_with(
+            &[("RUNYARD__SERVER__BIND", "nowhere")],
+            None,
+            &Overrides::default(),
+        )
+        .expect_err("bad address");
+        assert!(err.to_string().contains("server.bind"), "{err}");
+        let err = load_with(
+            &[("RUNYARD__TRAIN__SLOTS", "2")],
+            None,
+            &Overrides::default(),
+        )
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("slots"), "{err}");
+        let err = load_with(
+            &[],
+            Some(Path::new("/nonexistent/runyard.toml")),
+            &Overrides::default(),
+        )
+        .expect_err("missing file");
+        assert!(
+            err.to_string().contains("/nonexistent/runyard.toml"),
+            "{err}"
+        );
+    }
+}

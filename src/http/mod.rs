@@ -1,0 +1,75 @@
+//! The HTTP surface: REST under `/api/v1`, server-sent event streams, health checks.
+
+pub mod error;
+pub mod health;
+pub mod runs;
+pub mod slots;
+pub mod stream;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpRequest, HttpServer};
+
+use crate::actors::Actors;
+pub use error::{ApiError, ErrorCode};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running actors and their shared views.
+    pub actors: Actors,
+    /// Interval between keep-alive comments on streams.
+    pub keep_alive: Duration,
+    /// How long a cancel request waits for the run to stop before answering `202`.
+    pub cancel_wait: Duration,
+}
+
+/// Registers every route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/api/v1")
+                .route("/runs", web::post().to(runs::submit))
+                .route("/runs", web::get().to(runs::list))
+                .route("/runs/{id}", web::get().to(runs::get))
+                .route("/runs/{id}/events", web::get().to(runs::events))
+                .route("/runs/{id}/cancel", web::post().to(runs::cancel))
+                .route("/runs/{id}/stream", web::get().to(stream::run_stream))
+                .route("/slots", web::get().to(slots::list)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+/// Starts serving on an already bound listener (so port 0 works).
+pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::new(ErrorCode::InvalidQuery, err.to_string()).into()
+            }))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::new(ErrorCode::InvalidQuery, err.to_string()).into()
+            }))
+            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("runyard::http"))
+            .configure(routes)
+    })
+    .listen(listener)?
+    .shutdown_timeout(5)
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,295 @@
+//! `/api/v1/runs`: submit, list, get, events, cancel.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, AppState, ErrorCode, MAX_BODY_BYTES};
+use crate::actors::dispatcher::{CancelOutcome, CancelRun, SubmitRun};
+use crate::actors::Progress;
+use crate::domain::{Envelope, Run, RunId, RunSpec, RunState, Seq};
+
+/// A run as the API shows it: its fold, plus live progress and summary metrics.
+#[derive(Debug, Serialize)]
+pub struct RunView<'a> {
+    #[serde(flatten)]
+    run: &'a Run,
+    progress: Option<Progress>,
+    metrics: Metrics,
+}
+
+#[derive(Debug, Serialize)]
+struct Metrics {
+    epochs_completed: usize,
+    train_loss: Option<f64>,
+    train_accuracy: Option<f64>,
+}
+
+impl<'a> RunView<'a> {
+    /// The view of `run` with the newest progress sample, if it is live.
+    pub fn new(run: &'a Run, progress: Option<Progress>) -> Self {
+        let last = run.epochs.last();
+        Self {
+            run,
+            progress: progress.filter(|_| run.state == RunState::Running),
+            metrics: Metrics {
+                epochs_completed: run.epochs.len(),
+                train_loss: last.map(|e| e.train_loss),
+                train_accuracy: last.map(|e| e.train_accuracy),
+            },
+        }
+    }
+}
+
+/// One journaled event as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// Journal sequence number.
+    pub seq: Seq,
+    /// When it was recorded.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The run it is about.
+    pub run_id: RunId,
+    /// The event's name, e.g. `EpochCompleted`.
+    pub r#type: &'static str,
+    /// The event's fields.
+    pub data: serde_json::Value,
+}
+
+impl EventView {
+    /// The view of the record at `seq`.
+    pub fn new(seq: Seq, envelope: &Envelope) -> Self {
+        Self {
+            seq,
+            at: envelope.recorded_at(),
+            run_id: envelope.run_id,
+            r#type: envelope.event.kind().name(),
+            data: envelope.event.data_json(),
+        }
+    }
+}
+
+/// Parses a run id from a path segment; anything else cannot name a run.
+pub fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::RunNotFound,
+            format!("no run with id `{raw}` (not a run id)"),
+        )
+    })
+}
+
+async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::MalformedBody, e.to_string()))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses and checks a JSON run spec; the error names the field at fault.
+pub fn parse_spec(body: &[u8]) -> Result<RunSpec, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let spec: RunSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let at = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
+                ApiError::new(ErrorCode::InvalidSpec, format!("{at}{inner}"))
+            }
+            _ => ApiError::new(
+                ErrorCode::MalformedBody,
+                format!("body is not valid JSON: {inner}"),
+            ),
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    spec.validate()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))?;
+    Ok(spec)
+}
+
+/// `POST /api/v1/runs`: answers `201` once `RunSubmitted` is durable, or `200` with the
+/// existing run when the same spec was submitted before.
+pub async fn submit(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        let value = content_type.to_str().unwrap_or_default();
+        let mime = value.split(';').next().unwrap_or_default().trim();
+        if !(mime == "application/json" || mime.ends_with("+json")) {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("content type `{value}` is not accepted; send application/json"),
+            ));
+        }
+    }
+    let body = read_body(payload).await?;
+    let spec = parse_spec(&body)?;
+    let submitted = state
+        .actors
+        .dispatcher
+        .send(SubmitRun {
+            run_id: RunId::new(),
+            spec,
+        })
+        .await??;
+    let fold = state.actors.reader.state();
+    let run = fold
+        .run(submitted.run_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "submitted run missing from state"))?;
+    let view = RunView::new(run, state.actors.board.get(run.id));
+    let location = format!("/api/v1/runs/{}", run.id);
+    let mut response = if submitted.created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(response
+        .insert_header((header::LOCATION, location))
+        .json(view))
+}
+
+/// Query of `GET /api/v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+}
+
+/// `GET /api/v1/runs`: every run, newest first, optionally filtered by state.
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let fold = state.actors.reader.state();
+    let wanted = query.state.as_deref();
+    let views: Vec<RunView> = fold
+        .runs()
+        .rev()
+        .filter(|run| {
+            wanted.is_none_or(|w| {
+                serde_json::to_value(run.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|s| s == w))
+                    == Some(true)
+            })
+        })
+        .map(|run| RunView::new(run, state.actors.board.get(run.id)))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// `GET /api/v1/runs/{id}`.
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path)?;
+    let fold = state.actors.reader.state();
+    let run = fold
+        .run(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}")))?;
+    Ok(HttpResponse::Ok().json(RunView::new(run, state.actors.board.get(id))))
+}
+
+/// Query of `GET /api/v1/runs/{id}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events with a larger sequence number.
+    #[serde(default)]
+    after: Seq,
+    /// At most this many events (default and maximum 10,000).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/runs/{id}/events`: the run's journaled events, in order.
+pub async fn events(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path)?;
+    if state.actors.reader.state().run(id).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::RunNotFound,
+            format!("no run with id {id}"),
+        ));
+    }
+    let limit = query.limit.unwrap_or(10_000).clamp(1, 10_000);
+    let log = state.actors.reader.log().clone();
+    let after = query.after;
+    let records = web::block(move || log.read_run_after(id, after, limit))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let views: Vec<EventView> = records
+        .iter()
+        .map(|(seq, env)| EventView::new(*seq, env))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: a queued run is cancelled at once; a live run stops
+/// at its next batch boundary. Answers `200` with the cancelled run, or `202` if it
+/// has not stopped within the wait.
+pub async fn cancel(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path)?;
+    let outcome = state
+        .actors
+        .dispatcher
+        .send(CancelRun { run_id: id })
+        .await??;
+    if outcome == CancelOutcome::Requested {
+        let mut tail = state.actors.reader.subscribe();
+        let stopped = tokio::time::timeout(state.cancel_wait, async {
+            loop {
+                let terminal = state
+                    .actors
+                    .reader
+                    .state()
+                    .run(id)
+                    .is_some_and(|r| r.state.is_terminal() && r.slot.is_none());
+                if terminal || tail.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if stopped.is_err() {
+            let fold = state.actors.reader.state();
+            let run = fold.run(id).ok_or_else(|| {
+                ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}"))
+            })?;
+            return Ok(HttpResponse::Accepted().json(RunView::new(run, state.actors.board.get(id))));
+        }
+    }
+    let fold = state.actors.reader.state();
+    let run = fold
+        .run(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}")))?;
+    Ok(HttpResponse::Ok().json(RunView::new(run, None)))
+}

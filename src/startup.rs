@@ -1,0 +1,88 @@
+//! Building and running the server: open and replay the journal, start the actors,
+//! bind the listener (port 0 works, for tests), serve.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use anyhow::Context as _;
+
+use crate::actors::{supervisor, Actors};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::{replay, EventLog, ReplayStats};
+
+/// Interval between keep-alive comments on event streams.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A built server, listening but not yet driven.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    actors: Actors,
+    replay: ReplayStats,
+}
+
+impl Application {
+    /// Opens the journal in the configured data directory, replays it, starts the
+    /// actors and binds the listener. Must run inside an actix system.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let journal_dir = data_dir.join("journal");
+        let log = EventLog::open(&journal_dir).context("cannot open the journal")?;
+        let (state, stats) = replay(&log).context("cannot replay the journal")?;
+        tracing::info!(
+            events = stats.events,
+            runs = stats.runs,
+            elapsed_ms = stats.elapsed.as_secs_f64() * 1e3,
+            dir = %journal_dir.display(),
+            "journal replayed"
+        );
+        let devices = supervisor::slot_devices(config.train.cpu_slots);
+        let actors = supervisor::start(log, state, &devices, config.train.tick());
+        let listener = TcpListener::bind(config.server.bind)
+            .with_context(|| format!("cannot listen on {} (server.bind)", config.server.bind))?;
+        let address = listener.local_addr()?;
+        let server = http::serve(
+            listener,
+            AppState {
+                actors: actors.clone(),
+                keep_alive: KEEP_ALIVE,
+                cancel_wait: Duration::from_secs(30),
+            },
+        )?;
+        Ok(Self {
+            address,
+            server,
+            actors,
+            replay: stats,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The running actors.
+    pub fn actors(&self) -> &Actors {
+        &self.actors
+    }
+
+    /// What the start-up replay did.
+    pub fn replay_stats(&self) -> ReplayStats {
+        self.replay
+    }
+
+    /// Serves until the server is stopped (SIGINT or SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
