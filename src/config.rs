@@ -228,7 +228,10 @@ mod tests {
             &Overrides::default(),
         )
         .expect_err("bad address");
-        assert!(err.to_string().contains("server.bind"), "{err}");
+        assert!(
+            err.to_string().to_lowercase().contains("server.bind"),
+            "{err}"
+        );
         let err = load_with(
             &[("RUNYARD__TRAIN__SLOTS", "2")],
             None,

@@ -172,7 +172,14 @@ impl RunActor {
         tracing::info!(run_id = %self.run_id, outcome = terminal.kind().name(), "training attempt ended");
         records.push((self.run_id, terminal));
         records.push((self.run_id, Event::SlotReleased { slot: self.slot }));
-        self.append_final(records, ctx);
+        // The final sample is published before the terminal event is journaled, so
+        // whoever reads the terminal event can also read the progress it ended with.
+        let unwatch = self.ticker.send(Unwatch {
+            run_id: self.run_id,
+        });
+        ctx.wait(unwatch.into_actor(self).map(move |_, actor, ctx| {
+            actor.append_final(records, ctx);
+        }));
     }
 
     fn append_final(&mut self, records: Vec<(RunId, Event)>, ctx: &mut Context<Self>) {
@@ -195,9 +202,6 @@ impl RunActor {
     }
 
     fn release(&mut self, ctx: &mut Context<Self>) {
-        self.ticker.do_send(Unwatch {
-            run_id: self.run_id,
-        });
         self.slot_addr.do_send(RunEnded {
             run_id: self.run_id,
             slot: self.slot,

@@ -39,7 +39,8 @@ pub struct Progress {
     pub eta_secs: Option<f64>,
 }
 
-/// The newest progress of every live run, and a counter that changes every tick.
+/// The newest progress of every run sampled since start (the last sample of a run
+/// that ended stays), and a counter that changes every tick.
 #[derive(Clone)]
 pub struct ProgressBoard {
     latest: Arc<RwLock<HashMap<RunId, Progress>>>,
@@ -62,7 +63,7 @@ impl std::fmt::Debug for ProgressBoard {
 }
 
 impl ProgressBoard {
-    /// The newest progress of a live run.
+    /// The newest progress of a run.
     pub fn get(&self, run_id: RunId) -> Option<Progress> {
         self.latest
             .read()
@@ -76,17 +77,11 @@ impl ProgressBoard {
         self.ticks.subscribe()
     }
 
-    fn publish(&self, samples: impl Iterator<Item = (RunId, Progress)>, gone: &[RunId]) {
-        {
-            let mut latest = self
-                .latest
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for id in gone {
-                latest.remove(id);
-            }
-            latest.extend(samples);
-        }
+    fn publish(&self, samples: impl Iterator<Item = (RunId, Progress)>) {
+        self.latest
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(samples);
         self.ticks.send_modify(|t| *t = t.wrapping_add(1));
     }
 }
@@ -150,7 +145,6 @@ pub struct Ticker {
     every: Duration,
     board: ProgressBoard,
     live: HashMap<RunId, Watched>,
-    gone: Vec<RunId>,
     /// Ticks whose sampling started later than planned, for lag metrics.
     late_ticks: u64,
     next_due: Option<Instant>,
@@ -163,13 +157,32 @@ impl Ticker {
             every,
             board,
             live: HashMap::new(),
-            gone: Vec::new(),
             late_ticks: 0,
             next_due: None,
         }
     }
 
-    fn tick(&mut self) {
+    /// Starts sampling a run's cells (what the [`Watch`] message does).
+    pub fn watch(&mut self, run_id: RunId, cells: Arc<ProgressCells>) {
+        self.live.insert(
+            run_id,
+            Watched {
+                cells,
+                last_version: u64::MAX,
+                last: None,
+                rate: 0.0,
+                progress: None,
+            },
+        );
+    }
+
+    /// Number of runs being sampled.
+    pub fn watched(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Samples every watched run once and publishes the samples (one tick's work).
+    pub fn tick(&mut self) {
         let now = Instant::now();
         if let Some(due) = self.next_due {
             if now > due + self.every {
@@ -182,8 +195,7 @@ impl Ticker {
             .iter_mut()
             .filter_map(|(id, w)| w.sample(now).map(|p| (*id, p)))
             .collect();
-        let gone = std::mem::take(&mut self.gone);
-        self.board.publish(samples.into_iter(), &gone);
+        self.board.publish(samples.into_iter());
     }
 }
 
@@ -216,21 +228,13 @@ impl Handler<Watch> for Ticker {
     type Result = ();
 
     fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) {
-        self.gone.retain(|id| *id != msg.run_id);
-        self.live.insert(
-            msg.run_id,
-            Watched {
-                cells: msg.cells,
-                last_version: u64::MAX,
-                last: None,
-                rate: 0.0,
-                progress: None,
-            },
-        );
+        self.watch(msg.run_id, msg.cells);
     }
 }
 
-/// Stops sampling a run; its progress leaves the board at the next tick.
+/// Stops sampling a run after one last sample, published at once. The board keeps
+/// that final sample, so a stream reading the run's terminal event (journaled after
+/// this message is answered) also finds the progress it ended with.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Unwatch {
@@ -242,8 +246,10 @@ impl Handler<Unwatch> for Ticker {
     type Result = ();
 
     fn handle(&mut self, msg: Unwatch, _ctx: &mut Self::Context) {
-        if self.live.remove(&msg.run_id).is_some() {
-            self.gone.push(msg.run_id);
+        if let Some(mut watched) = self.live.remove(&msg.run_id) {
+            let last = watched.sample(Instant::now());
+            self.board
+                .publish(last.map(|p| (msg.run_id, p)).into_iter());
         }
     }
 }

@@ -32,17 +32,22 @@ pub struct RunSpec {
 }
 
 /// The model architecture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelSpec {
-    /// A multi-layer perceptron: linear layers with an activation between them.
-    Mlp {
-        /// Widths of the hidden layers, input side first.
-        hidden: Vec<u32>,
-        /// The non-linearity between layers.
-        #[serde(default)]
-        activation: Activation,
-    },
+    /// A multi-layer perceptron.
+    Mlp(MlpSpec),
+}
+
+/// A multi-layer perceptron: linear layers with an activation between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpSpec {
+    /// Widths of the hidden layers, input side first.
+    pub hidden: Vec<u32>,
+    /// The non-linearity between layers.
+    #[serde(default)]
+    pub activation: Activation,
 }
 
 /// A non-linearity between layers.
@@ -59,55 +64,138 @@ pub enum Activation {
 }
 
 /// The training data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DataSpec {
-    /// A seeded, learnable classification problem: Gaussian features labelled by a
-    /// random linear teacher.
-    Synthetic {
-        /// Number of examples.
-        samples: u32,
-        /// Features per example.
-        features: u32,
-        /// Number of classes.
-        classes: u32,
-        /// Seed of the generator; the same seed gives the same data.
-        #[serde(default)]
-        seed: u64,
-    },
+    /// A seeded synthetic classification problem.
+    Synthetic(SyntheticSpec),
+}
+
+/// A seeded, learnable classification problem: Gaussian features labelled by a random
+/// linear teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSpec {
+    /// Number of examples.
+    pub samples: u32,
+    /// Features per example.
+    pub features: u32,
+    /// Number of classes.
+    pub classes: u32,
+    /// Seed of the generator; the same seed gives the same data.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl DataSpec {
     /// Number of examples in the data set.
     pub fn samples(&self) -> u32 {
         match self {
-            DataSpec::Synthetic { samples, .. } => *samples,
+            DataSpec::Synthetic(s) => s.samples,
         }
     }
 }
 
 /// The optimizer and its hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerSpec {
     /// Stochastic gradient descent.
-    Sgd {
-        /// Learning rate.
-        lr: f64,
-        /// Momentum factor (0 disables it).
-        #[serde(default)]
-        momentum: f64,
-    },
+    Sgd(SgdSpec),
     /// Adam.
-    Adam {
-        /// Learning rate.
-        lr: f64,
-    },
+    Adam(AdamSpec),
+}
+
+/// Stochastic gradient descent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgdSpec {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum factor (0 disables it).
+    #[serde(default)]
+    pub momentum: f64,
+}
+
+/// Adam.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdamSpec {
+    /// Learning rate.
+    pub lr: f64,
 }
 
 impl Default for OptimizerSpec {
     fn default() -> Self {
-        OptimizerSpec::Adam { lr: 1e-3 }
+        OptimizerSpec::Adam(AdamSpec { lr: 1e-3 })
+    }
+}
+
+/// Deserialization of `{"kind": ..., ...}` objects that keeps the path of a bad field
+/// inside the variant (serde's own tagged enums buffer the object and lose it).
+mod tagged {
+    use serde::de::{DeserializeOwned, Error};
+    use serde::{Deserialize, Deserializer};
+    use serde_json::{Map, Value};
+
+    /// Splits an object into its `kind` and the rest.
+    pub fn split<'de, D: Deserializer<'de>>(
+        d: D,
+        kinds: &'static [&'static str],
+    ) -> Result<(&'static str, Value), D::Error> {
+        let mut map = Map::<String, Value>::deserialize(d)?;
+        let kind = match map.remove("kind") {
+            Some(Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "kind: expected a string, got {other}"
+                )))
+            }
+            None => return Err(D::Error::missing_field("kind")),
+        };
+        let known = kinds
+            .iter()
+            .find(|k| **k == kind)
+            .ok_or_else(|| D::Error::unknown_variant(&kind, kinds))?;
+        Ok((known, Value::Object(map)))
+    }
+
+    /// Deserializes a variant's fields, naming the path of a bad one.
+    pub fn variant<T: DeserializeOwned, E: Error>(body: Value) -> Result<T, E> {
+        serde_path_to_error::deserialize(body).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                E::custom(inner)
+            } else {
+                E::custom(format!("{path}: {inner}"))
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match tagged::split(d, &["mlp"])? {
+            (_, body) => tagged::variant(body).map(ModelSpec::Mlp),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DataSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match tagged::split(d, &["synthetic"])? {
+            (_, body) => tagged::variant(body).map(DataSpec::Synthetic),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimizerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match tagged::split(d, &["sgd", "adam"])? {
+            ("sgd", body) => tagged::variant(body).map(OptimizerSpec::Sgd),
+            (_, body) => tagged::variant(body).map(OptimizerSpec::Adam),
+        }
     }
 }
 
@@ -174,7 +262,7 @@ impl RunSpec {
             ));
         }
         match &self.model {
-            ModelSpec::Mlp { hidden, .. } => {
+            ModelSpec::Mlp(MlpSpec { hidden, .. }) => {
                 if hidden.len() > 16 {
                     return Err(SpecError::new(
                         "model.hidden",
@@ -187,12 +275,12 @@ impl RunSpec {
             }
         }
         match &self.data {
-            DataSpec::Synthetic {
+            DataSpec::Synthetic(SyntheticSpec {
                 samples,
                 features,
                 classes,
                 ..
-            } => {
+            }) => {
                 check_range("data.samples", u64::from(*samples), 1, 10_000_000)?;
                 check_range("data.features", u64::from(*features), 1, 65_536)?;
                 check_range("data.classes", u64::from(*classes), 2, 65_536)?;
@@ -208,7 +296,7 @@ impl RunSpec {
             }
         }
         match &self.optimizer {
-            OptimizerSpec::Sgd { lr, momentum } => {
+            OptimizerSpec::Sgd(SgdSpec { lr, momentum }) => {
                 check_rate("optimizer.lr", *lr, true)?;
                 if !(momentum.is_finite() && (0.0..1.0).contains(momentum)) {
                     return Err(SpecError::new(
@@ -217,7 +305,7 @@ impl RunSpec {
                     ));
                 }
             }
-            OptimizerSpec::Adam { lr } => check_rate("optimizer.lr", *lr, true)?,
+            OptimizerSpec::Adam(AdamSpec { lr }) => check_rate("optimizer.lr", *lr, true)?,
         }
         check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
         check_range(
@@ -292,6 +380,33 @@ mod tests {
     }
 
     #[test]
+    fn type_errors_inside_a_variant_name_the_path() {
+        let err = serde_path_to_error::deserialize::<_, RunSpec>(serde_json::json!({
+            "name": "x", "model": {"kind": "mlp", "hidden": [4, "wide"]},
+            "data": {"kind": "synthetic", "samples": 10, "features": 2, "classes": 2},
+            "epochs": 1, "batch_size": 1
+        }))
+        .expect_err("bad width");
+        assert_eq!(err.path().to_string(), "model");
+        assert!(
+            err.inner()
+                .to_string()
+                .starts_with("hidden[1]: invalid type"),
+            "{err}"
+        );
+        let err = serde_json::from_value::<RunSpec>(serde_json::json!({
+            "name": "x", "model": {"kind": "transformer"},
+            "data": {"kind": "synthetic", "samples": 10, "features": 2, "classes": 2},
+            "epochs": 1, "batch_size": 1
+        }))
+        .expect_err("unknown kind");
+        assert!(
+            err.to_string().contains("unknown variant `transformer`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn broken_rules_name_the_field() {
         let mut spec = demo();
         spec.epochs = 0;
@@ -300,24 +415,24 @@ mod tests {
         spec.batch_size = 30_000;
         assert_eq!(spec.validate().unwrap_err().field, "batch_size");
         let mut spec = demo();
-        spec.model = ModelSpec::Mlp {
+        spec.model = ModelSpec::Mlp(MlpSpec {
             hidden: vec![8, 0],
             activation: Activation::Relu,
-        };
+        });
         assert_eq!(spec.validate().unwrap_err().field, "model.hidden[1]");
         let mut spec = demo();
-        spec.optimizer = OptimizerSpec::Adam { lr: f64::NAN };
+        spec.optimizer = OptimizerSpec::Adam(AdamSpec { lr: f64::NAN });
         assert_eq!(spec.validate().unwrap_err().field, "optimizer.lr");
         let mut spec = demo();
         spec.name = "  ".into();
         assert_eq!(spec.validate().unwrap_err().field, "name");
         let mut spec = demo();
-        spec.data = DataSpec::Synthetic {
+        spec.data = DataSpec::Synthetic(SyntheticSpec {
             samples: 10_000_000,
             features: 65_536,
             classes: 2,
             seed: 0,
-        };
+        });
         assert_eq!(spec.validate().unwrap_err().field, "data");
     }
 }

@@ -103,12 +103,7 @@ pub fn parse_spec(body: &[u8]) -> Result<RunSpec, ApiError> {
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let at = if path == "." {
-                    String::new()
-                } else {
-                    format!("{path}: ")
-                };
-                ApiError::new(ErrorCode::InvalidSpec, format!("{at}{inner}"))
+                ApiError::new(ErrorCode::InvalidSpec, join_path(&path, &inner.to_string()))
             }
             _ => ApiError::new(
                 ErrorCode::MalformedBody,
@@ -125,6 +120,24 @@ pub fn parse_spec(body: &[u8]) -> Result<RunSpec, ApiError> {
     spec.validate()
         .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))?;
     Ok(spec)
+}
+
+/// Joins the path serde stopped at with a message that may start with a path inside a
+/// tagged object (`model` + `hidden[0]: invalid type ...`).
+fn join_path(path: &str, message: &str) -> String {
+    // serde reports the position as "line L column C"; it means nothing to a caller who
+    // sent a valid document, so only the path is kept.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if path == "." || path.is_empty() {
+        return message.to_string();
+    }
+    match message.split_once(": ") {
+        Some((inner, rest)) if !inner.contains(' ') && !inner.contains('`') => {
+            let sep = if inner.starts_with('[') { "" } else { "." };
+            format!("{path}{sep}{inner}: {rest}")
+        }
+        _ => format!("{path}: {message}"),
+    }
 }
 
 /// `POST /api/v1/runs`: answers `201` once `RunSubmitted` is durable, or `200` with the

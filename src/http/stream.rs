@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::runs::{parse_run_id, EventView};
 use super::{ApiError, AppState, ErrorCode};
+use crate::actors::Progress;
 use crate::domain::{RunId, Seq};
 
 /// Events read from the journal per pass.
@@ -93,7 +94,7 @@ async fn feed(
     let reader = &state.actors.reader;
     let mut tail = reader.subscribe();
     let mut ticks = state.actors.board.subscribe();
-    let mut last_progress: Option<crate::actors::Progress> = None;
+    let mut last_progress: Option<Progress> = None;
     let mut keep_alive = tokio::time::interval_at(
         tokio::time::Instant::now() + state.keep_alive,
         state.keep_alive,
@@ -125,6 +126,11 @@ async fn feed(
                 break;
             }
             let mut chunk = String::new();
+            if records.iter().any(|(_, e)| e.event.is_terminal()) {
+                // The run's final sample was published before its terminal event was
+                // journaled: send it first, so the stream ends on the real figures.
+                progress_event(&mut chunk, &state, id, &mut last_progress);
+            }
             for (seq, envelope) in &records {
                 let view = EventView::new(*seq, envelope);
                 let data = serde_json::to_string(&view).unwrap_or_default();
@@ -154,18 +160,10 @@ async fn feed(
                 if changed.is_err() {
                     return;
                 }
-                let progress = state.actors.board.get(id);
-                if progress.is_some() && progress != last_progress {
-                    last_progress = progress;
-                    let mut data = serde_json::to_value(progress).unwrap_or_default();
-                    if let Some(obj) = data.as_object_mut() {
-                        obj.insert("run_id".into(), serde_json::Value::String(id.to_string()));
-                    }
-                    let mut chunk = String::new();
-                    sse_event(&mut chunk, None, "progress", &data.to_string());
-                    if tx.send(chunk.into()).await.is_err() {
-                        return;
-                    }
+                let mut chunk = String::new();
+                progress_event(&mut chunk, &state, id, &mut last_progress);
+                if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
+                    return;
                 }
             }
             _ = keep_alive.tick() => {
@@ -175,4 +173,18 @@ async fn feed(
             }
         }
     }
+}
+
+/// Appends a `progress` event to `out` if the run's newest sample differs from `last`.
+fn progress_event(out: &mut String, state: &AppState, id: RunId, last: &mut Option<Progress>) {
+    let progress = state.actors.board.get(id);
+    if progress.is_none() || progress == *last {
+        return;
+    }
+    *last = progress;
+    let mut data = serde_json::to_value(progress).unwrap_or_default();
+    if let Some(obj) = data.as_object_mut() {
+        obj.insert("run_id".into(), serde_json::Value::String(id.to_string()));
+    }
+    sse_event(out, None, "progress", &data.to_string());
 }

@@ -22,12 +22,7 @@ impl Dataset {
     /// Builds the data set a spec describes.
     pub fn load(spec: &DataSpec, device: Device) -> Result<Self, tch::TchError> {
         match spec {
-            DataSpec::Synthetic {
-                samples,
-                features,
-                classes,
-                seed,
-            } => synthetic(*samples, *features, *classes, *seed, device),
+            DataSpec::Synthetic(s) => synthetic(s.samples, s.features, s.classes, s.seed, device),
         }
     }
 
@@ -82,12 +77,12 @@ mod tests {
 
     #[test]
     fn synthetic_data_is_deterministic_and_shaped() {
-        let spec = DataSpec::Synthetic {
+        let spec = DataSpec::Synthetic(crate::domain::spec::SyntheticSpec {
             samples: 100,
             features: 8,
             classes: 3,
             seed: 42,
-        };
+        });
         let a = Dataset::load(&spec, Device::Cpu).expect("a");
         let b = Dataset::load(&spec, Device::Cpu).expect("b");
         assert_eq!(a.features.size(), [100, 8]);

@@ -8,7 +8,7 @@ use crate::domain::spec::{Activation, ModelSpec};
 /// `outputs` logits.
 pub fn build(root: &nn::Path, spec: &ModelSpec, inputs: i64, outputs: i64) -> nn::Sequential {
     match spec {
-        ModelSpec::Mlp { hidden, activation } => mlp(root, hidden, *activation, inputs, outputs),
+        ModelSpec::Mlp(spec) => mlp(root, &spec.hidden, spec.activation, inputs, outputs),
     }
 }
 

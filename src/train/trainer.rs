@@ -59,12 +59,12 @@ pub fn train(
         model::build(&vs.root(), &spec.model, data.feature_count(), data.classes)
     };
     let mut optimizer = match spec.optimizer {
-        OptimizerSpec::Sgd { lr, momentum } => nn::Sgd {
-            momentum,
+        OptimizerSpec::Sgd(ref sgd) => nn::Sgd {
+            momentum: sgd.momentum,
             ..Default::default()
         }
-        .build(&vs, lr)?,
-        OptimizerSpec::Adam { lr } => nn::Adam::default().build(&vs, lr)?,
+        .build(&vs, sgd.lr)?,
+        OptimizerSpec::Adam(ref adam) => nn::Adam::default().build(&vs, adam.lr)?,
     };
 
     let n = data.len();

@@ -1,0 +1,35 @@
+# runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
+.PHONY: setup build run test lint bench clean-libtorch
+
+CARGO ?= cargo
+BIND ?= 127.0.0.1:8080
+DATA_DIR ?= ./data
+
+# libtorch 2.13.0 (CPU) from the PyPI wheels into .libtorch/ (idempotent).
+setup:
+	bash scripts/setup-libtorch.sh
+
+# Set-up and the release build.
+build: setup
+	$(CARGO) build --release --locked
+
+# Everything from a fresh clone, then the server on $(BIND) with data in $(DATA_DIR).
+run: build
+	./target/release/runyard serve --bind $(BIND) --data-dir $(DATA_DIR)
+
+# Formatting and lints, as CI checks them.
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Everything from a fresh clone, then the whole test suite.
+test: setup lint
+	$(CARGO) test --locked --all-targets
+
+# Benchmarks: prints `name: value unit` lines and writes bench-results.json.
+bench: setup
+	$(CARGO) bench --locked --bench progress --bench journal
+	python3 scripts/bench-report.py
+
+clean-libtorch:
+	rm -rf .libtorch .libtorch-wheels

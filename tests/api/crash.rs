@@ -1,0 +1,189 @@
+//! Crash safety: the real binary, killed with SIGKILL while a run trains, restarted on
+//! the same data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{client, quick_spec, types, wait_ready, TIMEOUT};
+
+/// The server as a child process; killed when dropped so a failing test leaves none.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, log_name: &str) -> Self {
+        let log = std::fs::File::create(data_dir.with_extension(log_name)).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runyard"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUNYARD__TRAIN__TICK_MS", "20")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        // The first stdout line names the address; read it off-thread with a deadline.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .expect("server printed its address");
+        let address = line
+            .trim()
+            .strip_prefix("runyard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Self { child, address }
+    }
+
+    fn kill(mut self) {
+        // std's Child::kill sends SIGKILL on Unix: no shutdown code runs.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get(client: &reqwest::Client, url: String) -> Value {
+    let response = client.get(url).send().await.expect("answered");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+async fn wait_for(
+    client: &reqwest::Client,
+    address: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let run = get(client, format!("{address}/api/v1/runs/{id}")).await;
+            if done(&run) {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("run reached the state in time")
+}
+
+async fn all_events(client: &reqwest::Client, address: &str) -> Vec<Value> {
+    let runs = get(client, format!("{address}/api/v1/runs")).await;
+    let mut events = Vec::new();
+    for run in runs.as_array().expect("runs") {
+        let id = run["id"].as_str().expect("id");
+        let of_run = get(client, format!("{address}/api/v1/runs/{id}/events")).await;
+        events.extend(of_run.as_array().expect("events").iter().cloned());
+    }
+    events.sort_by_key(|e| e["seq"].as_u64());
+    events
+}
+
+#[tokio::test]
+async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_lost() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data_dir = root.path().join("data");
+    let http = client();
+
+    let server = Server::start(&data_dir, "first.log");
+    wait_ready(&http, &server.address).await;
+    let submit = |spec: Value| {
+        let (http, address) = (http.clone(), server.address.clone());
+        async move {
+            let response = http
+                .post(format!("{address}/api/v1/runs"))
+                .json(&spec)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().await.expect("JSON");
+            body["id"].as_str().expect("id").to_string()
+        }
+    };
+    let finished = submit(quick_spec("finished-before-the-crash")).await;
+    wait_for(&http, &server.address, &finished, |r| {
+        r["state"] == "completed"
+    })
+    .await;
+
+    let mut spec = quick_spec("live-at-the-crash");
+    spec["epochs"] = json!(40);
+    spec["model"]["hidden"] = json!([256, 256]);
+    let live = submit(spec).await;
+    wait_for(&http, &server.address, &live, |r| {
+        r["state"] == "running" && r["progress"]["samples"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    let before = all_events(&http, &server.address).await;
+    server.kill();
+
+    let server = Server::start(&data_dir, "second.log");
+    wait_ready(&http, &server.address).await;
+    let after_restart = all_events(&http, &server.address).await;
+    assert!(
+        after_restart.len() >= before.len() && after_restart[..before.len()] == before[..],
+        "every event acknowledged before the kill is still there, unchanged"
+    );
+
+    let run = wait_for(&http, &server.address, &live, |r| r["state"] == "completed").await;
+    assert_eq!(run["attempt"], 2);
+    assert_eq!(run["metrics"]["epochs_completed"], 40);
+
+    let history = types(
+        get(
+            &http,
+            format!("{}/api/v1/runs/{live}/events", server.address),
+        )
+        .await
+        .as_array()
+        .expect("events"),
+    );
+    let requeued = history
+        .iter()
+        .position(|t| t == "RunRequeued")
+        .expect("requeued");
+    assert_eq!(history[..3], ["RunSubmitted", "SlotClaimed", "RunStarted"]);
+    assert_eq!(
+        history[requeued..requeued + 4],
+        ["RunRequeued", "SlotReleased", "SlotClaimed", "RunStarted"]
+    );
+    assert_eq!(
+        history[history.len() - 2..],
+        ["RunCompleted", "SlotReleased"]
+    );
+    assert_eq!(history.iter().filter(|t| *t == "RunSubmitted").count(), 1);
+
+    let kept = get(&http, format!("{}/api/v1/runs/{finished}", server.address)).await;
+    assert_eq!(kept["state"], "completed");
+    assert_eq!(kept["attempt"], 1);
+
+    let events = all_events(&http, &server.address).await;
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "sequence numbers are contiguous, none lost or repeated"
+    );
+    let slots = get(&http, format!("{}/api/v1/slots", server.address)).await;
+    assert_eq!(slots[0]["run_id"], Value::Null);
+}

@@ -1,0 +1,241 @@
+//! Submitting, listing, cancelling runs, and the errors a client can cause.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, long_spec, quick_spec, spawn_app, spawn_app_with, types};
+
+#[actix_web::test]
+async fn a_submitted_run_trains_to_completion() {
+    let app = spawn_app().await;
+    let response = app.submit(&quick_spec("demo")).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let body: Value = response.json().await.expect("JSON");
+    let id = body["id"].as_str().expect("id");
+    assert_eq!(location, format!("/api/v1/runs/{id}"));
+    assert_eq!(body["digest"].as_str().expect("digest").len(), 64);
+    assert_eq!(body["spec"]["model"]["hidden"], json!([32]));
+    assert!(body["created_at"].is_string());
+    assert!(["queued", "starting", "running"].contains(&body["state"].as_str().expect("state")));
+
+    let run = app.wait_for(id, |r| r["state"] == "completed").await;
+    assert_eq!(run["attempt"], 1);
+    assert_eq!(run["metrics"]["epochs_completed"], 3);
+    assert_eq!(run["epochs"].as_array().expect("epochs").len(), 3);
+    let accuracy = run["result"]["train_accuracy"].as_f64().expect("accuracy");
+    assert!(accuracy > 0.5, "a 3-class problem learned to {accuracy}");
+    assert_eq!(run["slot"], Value::Null);
+
+    let events = app.events(id).await;
+    assert_eq!(
+        types(&events),
+        [
+            "RunSubmitted",
+            "SlotClaimed",
+            "RunStarted",
+            "EpochCompleted",
+            "EpochCompleted",
+            "EpochCompleted",
+            "RunCompleted",
+            "SlotReleased"
+        ]
+    );
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    let (status, slots) = app.get_json("/api/v1/slots").await;
+    assert_eq!(status, 200);
+    assert_eq!(slots[0]["device"], "cpu");
+    assert_eq!(slots[0]["run_id"], Value::Null);
+    let (_, list) = app.get_json("/api/v1/runs").await;
+    assert_eq!(list.as_array().expect("list").len(), 1);
+    let (_, completed) = app.get_json("/api/v1/runs?state=completed").await;
+    assert_eq!(completed.as_array().expect("list").len(), 1);
+    let (_, queued) = app.get_json("/api/v1/runs?state=queued").await;
+    assert_eq!(queued.as_array().expect("list").len(), 0);
+}
+
+#[actix_web::test]
+async fn the_same_spec_twice_answers_the_existing_run() {
+    let app = spawn_app().await;
+    let id = app.submit_ok(&quick_spec("twice")).await;
+    // Same spec with keys reordered and a default spelled out: same digest.
+    let again = json!({
+        "seed": 1, "batch_size": 32, "epochs": 3,
+        "optimizer": {"lr": 0.01, "kind": "adam"},
+        "data": {"seed": 7, "classes": 3, "features": 16, "samples": 2000, "kind": "synthetic"},
+        "model": {"activation": "relu", "hidden": [32], "kind": "mlp"},
+        "name": "twice"
+    });
+    let response = app.submit(&again).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["id"], id.as_str());
+    let (_, list) = app.get_json("/api/v1/runs").await;
+    assert_eq!(list.as_array().expect("list").len(), 1);
+    let submitted = types(&app.events(&id).await)
+        .iter()
+        .filter(|t| *t == "RunSubmitted")
+        .count();
+    assert_eq!(submitted, 1);
+}
+
+#[actix_web::test]
+async fn an_invalid_spec_is_refused_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let post_raw = |body: &'static str| {
+        app.client
+            .post(format!("{}/api/v1/runs", app.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let detail = assert_problem(
+        post_raw("{\"name\": ").await.expect("answered"),
+        400,
+        "malformed_body",
+    )
+    .await;
+    assert!(detail.contains("line 1"), "{detail}");
+
+    let mut spec = quick_spec("bad");
+    spec["epochs"] = json!(0);
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.starts_with("epochs:"), "{detail}");
+
+    let mut spec = quick_spec("bad");
+    spec["model"]["hidden"] = json!(["wide"]);
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.contains("model.hidden[0]"), "{detail}");
+
+    let mut spec = quick_spec("bad");
+    spec["model"]["depth"] = json!(3);
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.contains("depth"), "{detail}");
+
+    let mut spec = quick_spec("bad");
+    spec.as_object_mut().expect("object").remove("data");
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.contains("data"), "{detail}");
+
+    let mut spec = quick_spec("bad");
+    spec["batch_size"] = json!(5000);
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.starts_with("batch_size:"), "{detail}");
+
+    let response = app
+        .client
+        .post(format!("{}/api/v1/runs", app.address))
+        .header("content-type", "text/plain")
+        .body("name: x")
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(response, 415, "unsupported_media_type").await;
+
+    let big = "x".repeat(2 << 20);
+    let response = app
+        .client
+        .post(format!("{}/api/v1/runs", app.address))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(response, 413, "body_too_large").await;
+
+    let (_, list) = app.get_json("/api/v1/runs").await;
+    assert_eq!(list, json!([]));
+    let (_, ready) = app.get_json("/readyz").await;
+    assert_eq!(ready["last_seq"], 0, "no event was written");
+}
+
+#[actix_web::test]
+async fn cancelling_a_running_run_stops_it_and_frees_the_slot() {
+    let app = spawn_app().await;
+    let id = app.submit_ok(&long_spec("to-cancel")).await;
+    let running = app
+        .wait_for(&id, |r| {
+            r["state"] == "running" && r["progress"]["samples"].as_u64().unwrap_or(0) > 0
+        })
+        .await;
+    assert!(running["progress"]["percent"].as_f64().expect("percent") < 100.0);
+
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["state"], "cancelled");
+    assert_eq!(body["slot"], Value::Null);
+
+    let events = types(&app.events(&id).await);
+    assert_eq!(
+        events[events.len() - 3..],
+        ["CancelRequested", "RunCancelled", "SlotReleased"]
+    );
+    let (_, slots) = app.get_json("/api/v1/slots").await;
+    assert_eq!(slots[0]["run_id"], Value::Null);
+
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    let detail = assert_problem(response, 409, "conflict").await;
+    assert!(detail.contains("already cancelled"), "{detail}");
+}
+
+#[actix_web::test]
+async fn a_queued_run_is_cancelled_at_once_and_the_queue_moves_on() {
+    let app = spawn_app_with(|c| c.train.cpu_slots = 1).await;
+    let first = app.submit_ok(&long_spec("holds-the-slot")).await;
+    let second = app.submit_ok(&long_spec("waits")).await;
+    let third = app.submit_ok(&quick_spec("runs-next")).await;
+    app.wait_for(&first, |r| r["state"] == "running").await;
+    assert_eq!(app.run(&second).await["state"], "queued");
+
+    let response = app.post(&format!("/api/v1/runs/{second}/cancel")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        types(&app.events(&second).await),
+        ["RunSubmitted", "RunCancelled"]
+    );
+
+    let response = app.post(&format!("/api/v1/runs/{first}/cancel")).await;
+    assert_eq!(response.status(), 200);
+    let done = app.wait_for(&third, |r| r["state"] == "completed").await;
+    assert_eq!(done["attempt"], 1);
+}
+
+#[actix_web::test]
+async fn unknown_runs_and_routes_are_problems() {
+    let app = spawn_app().await;
+    let missing = "0190f2a4-0000-7000-8000-000000000000";
+    for path in [
+        format!("/api/v1/runs/{missing}"),
+        format!("/api/v1/runs/{missing}/events"),
+        format!("/api/v1/runs/{missing}/stream"),
+        "/api/v1/runs/not-a-run-id".to_string(),
+    ] {
+        let response = app
+            .client
+            .get(format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("answered");
+        assert_problem(response, 404, "run_not_found").await;
+    }
+    let response = app.post(&format!("/api/v1/runs/{missing}/cancel")).await;
+    assert_problem(response, 404, "run_not_found").await;
+    let response = app
+        .client
+        .get(format!("{}/api/v1/nothing-here", app.address))
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(response, 404, "route_not_found").await;
+    let (status, health) = app.get_json("/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+}
