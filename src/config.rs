@@ -161,6 +161,7 @@ impl Config {
 mod tests {
     use super::*;
 
+    #[allow(clippy::result_large_err)] // figment::Jail's own error type
     fn load_with(
         vars: &[(&str, &str)],
         file: Option<&Path>,

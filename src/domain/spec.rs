@@ -176,17 +176,15 @@ mod tagged {
 
 impl<'de> Deserialize<'de> for ModelSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match tagged::split(d, &["mlp"])? {
-            (_, body) => tagged::variant(body).map(ModelSpec::Mlp),
-        }
+        let (_, body) = tagged::split(d, &["mlp"])?;
+        tagged::variant(body).map(ModelSpec::Mlp)
     }
 }
 
 impl<'de> Deserialize<'de> for DataSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match tagged::split(d, &["synthetic"])? {
-            (_, body) => tagged::variant(body).map(DataSpec::Synthetic),
-        }
+        let (_, body) = tagged::split(d, &["synthetic"])?;
+        tagged::variant(body).map(DataSpec::Synthetic)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real server on port 0 with a temporary data directory,
 //! talked to over HTTP. One binary, to link once.
 
+mod cli;
 mod crash;
 mod helpers;
 mod runs;
