@@ -6,8 +6,12 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Largest synthetic data set accepted, in `f32` values (samples x features): 1 GiB.
+/// Largest synthetic data set accepted, in `f32` values (samples x features, and the
+/// samples x classes scores it is labelled from): 1 GiB each.
 const MAX_DATA_VALUES: u64 = 1 << 28;
+
+/// Largest model accepted, in parameters (512 MiB of `f32`, before optimizer state).
+const MAX_PARAMETERS: u64 = 1 << 27;
 
 /// What to train, as submitted by a user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,14 +286,22 @@ impl RunSpec {
                 check_range("data.samples", u64::from(*samples), 1, 10_000_000)?;
                 check_range("data.features", u64::from(*features), 1, 65_536)?;
                 check_range("data.classes", u64::from(*classes), 2, 65_536)?;
-                let values = u64::from(*samples) * u64::from(*features);
-                if values > MAX_DATA_VALUES {
-                    return Err(SpecError::new(
-                        "data",
-                        format!(
-                            "samples x features is {values}, more than the limit of {MAX_DATA_VALUES}"
-                        ),
-                    ));
+                for (what, values) in [
+                    (
+                        "samples x features",
+                        u64::from(*samples) * u64::from(*features),
+                    ),
+                    (
+                        "samples x classes",
+                        u64::from(*samples) * u64::from(*classes),
+                    ),
+                ] {
+                    if values > MAX_DATA_VALUES {
+                        return Err(SpecError::new(
+                            "data",
+                            format!("{what} is {values}, more than the limit of {MAX_DATA_VALUES}"),
+                        ));
+                    }
                 }
             }
         }
@@ -304,6 +316,13 @@ impl RunSpec {
                 }
             }
             OptimizerSpec::Adam(AdamSpec { lr }) => check_rate("optimizer.lr", *lr, true)?,
+        }
+        let parameters = self.parameter_count();
+        if parameters > MAX_PARAMETERS {
+            return Err(SpecError::new(
+                "model",
+                format!("{parameters} parameters, more than the limit of {MAX_PARAMETERS}"),
+            ));
         }
         check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
         check_range(
@@ -324,6 +343,21 @@ impl RunSpec {
     /// Hex SHA-256 of the canonical JSON form; equal specs have equal digests.
     pub fn digest(&self) -> String {
         hex::encode(Sha256::digest(self.canonical_json().as_bytes()))
+    }
+
+    /// Trainable parameters of the model for this spec's data (weights and biases).
+    pub fn parameter_count(&self) -> u64 {
+        let (inputs, outputs) = match &self.data {
+            DataSpec::Synthetic(s) => (u64::from(s.features), u64::from(s.classes)),
+        };
+        match &self.model {
+            ModelSpec::Mlp(mlp) => {
+                let mut widths = vec![inputs];
+                widths.extend(mlp.hidden.iter().map(|h| u64::from(*h)));
+                widths.push(outputs);
+                widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+            }
+        }
     }
 
     /// Optimizer steps in one epoch (the last batch may be short).
@@ -432,5 +466,12 @@ mod tests {
             seed: 0,
         });
         assert_eq!(spec.validate().unwrap_err().field, "data");
+        let mut spec = demo();
+        spec.model = ModelSpec::Mlp(MlpSpec {
+            hidden: vec![65_536, 65_536],
+            activation: Activation::Relu,
+        });
+        assert_eq!(spec.validate().unwrap_err().field, "model");
+        assert_eq!(demo().parameter_count(), 32 * 128 + 128 + 128 * 4 + 4);
     }
 }
