@@ -89,6 +89,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// `404 run_not_found` for `id`.
+    pub fn run_not_found(id: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::RunNotFound, format!("no run with id {id}"))
+    }
+
     /// An error with a detail message.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
@@ -132,9 +137,7 @@ impl ResponseError for ApiError {
 impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
         match e {
-            DispatchError::NotFound(id) => {
-                ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}"))
-            }
+            DispatchError::NotFound(id) => ApiError::run_not_found(id),
             DispatchError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
             DispatchError::Append(AppendError::Rejected(rejection)) => {
                 ApiError::new(ErrorCode::Conflict, rejection.to_string())

@@ -95,6 +95,26 @@ async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
     Ok(body.freeze())
 }
 
+/// Parses a run id from a path segment and checks that the run exists.
+pub fn existing_run_id(state: &AppState, raw: &str) -> Result<RunId, ApiError> {
+    let id = parse_run_id(raw)?;
+    match state.actors.reader.state().run(id) {
+        Some(_) => Ok(id),
+        None => Err(ApiError::run_not_found(id)),
+    }
+}
+
+/// Answers with the run's view and the given status.
+fn run_response(
+    state: &AppState,
+    id: RunId,
+    mut response: actix_web::HttpResponseBuilder,
+) -> Result<HttpResponse, ApiError> {
+    let fold = state.actors.reader.state();
+    let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
+    Ok(response.json(RunView::new(run, state.actors.board.get(id))))
+}
+
 /// Parses and checks a JSON run spec; the error names the field at fault.
 pub fn parse_spec(body: &[u8]) -> Result<RunSpec, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -219,11 +239,7 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_run_id(&path)?;
-    let fold = state.actors.reader.state();
-    let run = fold
-        .run(id)
-        .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}")))?;
-    Ok(HttpResponse::Ok().json(RunView::new(run, state.actors.board.get(id))))
+    run_response(&state, id, HttpResponse::Ok())
 }
 
 /// Query of `GET /api/v1/runs/{id}/events`.
@@ -243,13 +259,7 @@ pub async fn events(
     path: web::Path<String>,
     query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path)?;
-    if state.actors.reader.state().run(id).is_none() {
-        return Err(ApiError::new(
-            ErrorCode::RunNotFound,
-            format!("no run with id {id}"),
-        ));
-    }
+    let id = existing_run_id(&state, &path)?;
     let limit = query.limit.unwrap_or(10_000).clamp(1, 10_000);
     let log = state.actors.reader.log().clone();
     let after = query.after;
@@ -293,16 +303,8 @@ pub async fn cancel(
         })
         .await;
         if stopped.is_err() {
-            let fold = state.actors.reader.state();
-            let run = fold.run(id).ok_or_else(|| {
-                ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}"))
-            })?;
-            return Ok(HttpResponse::Accepted().json(RunView::new(run, state.actors.board.get(id))));
+            return run_response(&state, id, HttpResponse::Accepted());
         }
     }
-    let fold = state.actors.reader.state();
-    let run = fold
-        .run(id)
-        .ok_or_else(|| ApiError::new(ErrorCode::RunNotFound, format!("no run with id {id}")))?;
-    Ok(HttpResponse::Ok().json(RunView::new(run, None)))
+    run_response(&state, id, HttpResponse::Ok())
 }

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::runs::{parse_run_id, EventView};
+use super::runs::{existing_run_id, EventView};
 use super::{ApiError, AppState, ErrorCode};
 use crate::actors::Progress;
 use crate::domain::{RunId, Seq};
@@ -48,13 +48,7 @@ pub async fn run_stream(
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path)?;
-    if state.actors.reader.state().run(id).is_none() {
-        return Err(ApiError::new(
-            ErrorCode::RunNotFound,
-            format!("no run with id {id}"),
-        ));
-    }
+    let id = existing_run_id(&state, &path)?;
     let header_cursor = req
         .headers()
         .get("last-event-id")
