@@ -25,6 +25,8 @@
 //! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging, and
 //!   building the server.
 
+#![warn(missing_docs)]
+
 pub mod actors;
 pub mod cli;
 pub mod config;
