@@ -174,10 +174,21 @@ async fn cancelling_a_running_run_stops_it_and_frees_the_slot() {
     assert_eq!(body["state"], "cancelled");
     assert_eq!(body["slot"], Value::Null);
 
-    let events = types(&app.events(&id).await);
+    // Epochs may finish between the request and the stop; the rest is exact.
+    let events: Vec<String> = types(&app.events(&id).await)
+        .into_iter()
+        .filter(|t| t != "EpochCompleted")
+        .collect();
     assert_eq!(
-        events[events.len() - 3..],
-        ["CancelRequested", "RunCancelled", "SlotReleased"]
+        events,
+        [
+            "RunSubmitted",
+            "SlotClaimed",
+            "RunStarted",
+            "CancelRequested",
+            "RunCancelled",
+            "SlotReleased"
+        ]
     );
     let (_, slots) = app.get_json("/api/v1/slots").await;
     assert_eq!(slots[0]["run_id"], Value::Null);
