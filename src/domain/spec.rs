@@ -33,6 +33,97 @@ pub struct RunSpec {
     /// Seed for parameter initialisation and the data order.
     #[serde(default)]
     pub seed: u64,
+    /// How the learning rate changes over the run.
+    #[serde(default)]
+    pub lr_schedule: ScheduleSpec,
+    /// Largest global L2 norm of the gradients; larger ones are scaled down.
+    #[serde(default)]
+    pub grad_clip: Option<f64>,
+    /// When checkpoints are written (always also at the end of each epoch).
+    #[serde(default)]
+    pub checkpoint: CheckpointPolicy,
+}
+
+/// When a run writes checkpoints, besides the end of every epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPolicy {
+    /// Every this many optimizer steps.
+    #[serde(default)]
+    pub every_batches: Option<u64>,
+    /// Every this many seconds of training.
+    #[serde(default)]
+    pub every_seconds: Option<f64>,
+    /// How many of the newest checkpoints are kept on disk.
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_keep() -> u32 {
+    3
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        Self {
+            every_batches: None,
+            every_seconds: None,
+            keep: default_keep(),
+        }
+    }
+}
+
+/// A learning-rate schedule, applied per optimizer step after an optional linear
+/// warm-up from 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduleSpec {
+    /// The optimizer's `lr` throughout.
+    Constant(ConstantSchedule),
+    /// `lr * gamma^(epoch / step_epochs)`.
+    Step(StepSchedule),
+    /// Cosine decay from `lr` to `min_lr` over the whole run.
+    Cosine(CosineSchedule),
+}
+
+impl Default for ScheduleSpec {
+    fn default() -> Self {
+        ScheduleSpec::Constant(ConstantSchedule::default())
+    }
+}
+
+/// See [`ScheduleSpec::Constant`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConstantSchedule {
+    /// Steps of linear warm-up from 0.
+    #[serde(default)]
+    pub warmup_steps: u64,
+}
+
+/// See [`ScheduleSpec::Step`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSchedule {
+    /// Epochs between decays.
+    pub step_epochs: u32,
+    /// Factor applied at each decay.
+    pub gamma: f64,
+    /// Steps of linear warm-up from 0.
+    #[serde(default)]
+    pub warmup_steps: u64,
+}
+
+/// See [`ScheduleSpec::Cosine`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosineSchedule {
+    /// The learning rate at the last step.
+    #[serde(default)]
+    pub min_lr: f64,
+    /// Steps of linear warm-up from 0.
+    #[serde(default)]
+    pub warmup_steps: u64,
 }
 
 /// The model architecture.
@@ -100,14 +191,27 @@ impl DataSpec {
     }
 }
 
-/// The optimizer and its hyper-parameters.
+/// The optimizer and its hyper-parameters. runyard implements them itself (with
+/// PyTorch's update rules) so their state can be saved in checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerSpec {
     /// Stochastic gradient descent.
     Sgd(SgdSpec),
-    /// Adam.
+    /// Adam (weight decay added to the gradient).
     Adam(AdamSpec),
+    /// AdamW (decoupled weight decay).
+    Adamw(AdamSpec),
+}
+
+impl OptimizerSpec {
+    /// The base learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd(s) => s.lr,
+            OptimizerSpec::Adam(a) | OptimizerSpec::Adamw(a) => a.lr,
+        }
+    }
 }
 
 /// Stochastic gradient descent.
@@ -119,19 +223,54 @@ pub struct SgdSpec {
     /// Momentum factor (0 disables it).
     #[serde(default)]
     pub momentum: f64,
+    /// Nesterov momentum (needs `momentum` > 0).
+    #[serde(default)]
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient.
+    #[serde(default)]
+    pub weight_decay: f64,
 }
 
-/// Adam.
+/// Adam and AdamW.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdamSpec {
     /// Learning rate.
     pub lr: f64,
+    /// Decay rates of the first and second moment estimates.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    /// Added to the denominator for numerical stability.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl AdamSpec {
+    /// Adam with PyTorch's defaults and the given learning rate.
+    pub fn with_lr(lr: f64) -> Self {
+        Self {
+            lr,
+            betas: default_betas(),
+            eps: default_eps(),
+            weight_decay: 0.0,
+        }
+    }
 }
 
 impl Default for OptimizerSpec {
     fn default() -> Self {
-        OptimizerSpec::Adam(AdamSpec { lr: 1e-3 })
+        OptimizerSpec::Adam(AdamSpec::with_lr(1e-3))
     }
 }
 
@@ -194,9 +333,20 @@ impl<'de> Deserialize<'de> for DataSpec {
 
 impl<'de> Deserialize<'de> for OptimizerSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match tagged::split(d, &["sgd", "adam"])? {
+        match tagged::split(d, &["sgd", "adam", "adamw"])? {
             ("sgd", body) => tagged::variant(body).map(OptimizerSpec::Sgd),
-            (_, body) => tagged::variant(body).map(OptimizerSpec::Adam),
+            ("adam", body) => tagged::variant(body).map(OptimizerSpec::Adam),
+            (_, body) => tagged::variant(body).map(OptimizerSpec::Adamw),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ScheduleSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match tagged::split(d, &["constant", "step", "cosine"])? {
+            ("constant", body) => tagged::variant(body).map(ScheduleSpec::Constant),
+            ("step", body) => tagged::variant(body).map(ScheduleSpec::Step),
+            (_, body) => tagged::variant(body).map(ScheduleSpec::Cosine),
         }
     }
 }
@@ -225,6 +375,16 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), SpecEr
         return Err(SpecError::new(
             field,
             format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_unit(field: &str, value: f64) -> Result<(), SpecError> {
+    if !(value.is_finite() && (0.0..1.0).contains(&value)) {
+        return Err(SpecError::new(
+            field,
+            format!("must be in [0, 1), got {value}"),
         ));
     }
     Ok(())
@@ -306,17 +466,77 @@ impl RunSpec {
             }
         }
         match &self.optimizer {
-            OptimizerSpec::Sgd(SgdSpec { lr, momentum }) => {
-                check_rate("optimizer.lr", *lr, true)?;
-                if !(momentum.is_finite() && (0.0..1.0).contains(momentum)) {
+            OptimizerSpec::Sgd(sgd) => {
+                check_rate("optimizer.lr", sgd.lr, true)?;
+                check_unit("optimizer.momentum", sgd.momentum)?;
+                check_rate("optimizer.weight_decay", sgd.weight_decay, false)?;
+                if sgd.nesterov && sgd.momentum == 0.0 {
                     return Err(SpecError::new(
-                        "optimizer.momentum",
-                        format!("must be in [0, 1), got {momentum}"),
+                        "optimizer.nesterov",
+                        "needs a momentum above 0",
                     ));
                 }
             }
-            OptimizerSpec::Adam(AdamSpec { lr }) => check_rate("optimizer.lr", *lr, true)?,
+            OptimizerSpec::Adam(adam) | OptimizerSpec::Adamw(adam) => {
+                check_rate("optimizer.lr", adam.lr, true)?;
+                check_unit("optimizer.betas[0]", adam.betas[0])?;
+                check_unit("optimizer.betas[1]", adam.betas[1])?;
+                if !(adam.eps.is_finite() && adam.eps > 0.0 && adam.eps <= 1.0) {
+                    return Err(SpecError::new(
+                        "optimizer.eps",
+                        format!("must be in (0, 1], got {}", adam.eps),
+                    ));
+                }
+                check_rate("optimizer.weight_decay", adam.weight_decay, false)?;
+            }
         }
+        match &self.lr_schedule {
+            ScheduleSpec::Constant(_) => {}
+            ScheduleSpec::Step(step) => {
+                check_range(
+                    "lr_schedule.step_epochs",
+                    u64::from(step.step_epochs),
+                    1,
+                    100_000,
+                )?;
+                if !(step.gamma.is_finite() && step.gamma > 0.0 && step.gamma <= 1.0) {
+                    return Err(SpecError::new(
+                        "lr_schedule.gamma",
+                        format!("must be in (0, 1], got {}", step.gamma),
+                    ));
+                }
+            }
+            ScheduleSpec::Cosine(cosine) => {
+                check_rate("lr_schedule.min_lr", cosine.min_lr, false)?;
+                if cosine.min_lr > self.optimizer.lr() {
+                    return Err(SpecError::new(
+                        "lr_schedule.min_lr",
+                        "must not be above optimizer.lr",
+                    ));
+                }
+            }
+        }
+        if let Some(clip) = self.grad_clip {
+            if !(clip.is_finite() && clip > 0.0) {
+                return Err(SpecError::new(
+                    "grad_clip",
+                    format!("must be a finite number > 0, got {clip}"),
+                ));
+            }
+        }
+        let policy = &self.checkpoint;
+        if let Some(every) = policy.every_batches {
+            check_range("checkpoint.every_batches", every, 1, u64::MAX)?;
+        }
+        if let Some(every) = policy.every_seconds {
+            if !(every.is_finite() && every >= 1.0) {
+                return Err(SpecError::new(
+                    "checkpoint.every_seconds",
+                    format!("must be at least 1, got {every}"),
+                ));
+            }
+        }
+        check_range("checkpoint.keep", u64::from(policy.keep), 1, 1000)?;
         let parameters = self.parameter_count();
         if parameters > MAX_PARAMETERS {
             return Err(SpecError::new(
@@ -453,7 +673,7 @@ mod tests {
         });
         assert_eq!(spec.validate().unwrap_err().field, "model.hidden[1]");
         let mut spec = demo();
-        spec.optimizer = OptimizerSpec::Adam(AdamSpec { lr: f64::NAN });
+        spec.optimizer = OptimizerSpec::Adam(AdamSpec::with_lr(f64::NAN));
         assert_eq!(spec.validate().unwrap_err().field, "optimizer.lr");
         let mut spec = demo();
         spec.name = "  ".into();

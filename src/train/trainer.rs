@@ -64,7 +64,9 @@ pub fn train(
             ..Default::default()
         }
         .build(&vs, sgd.lr)?,
-        OptimizerSpec::Adam(ref adam) => nn::Adam::default().build(&vs, adam.lr)?,
+        OptimizerSpec::Adam(ref adam) | OptimizerSpec::Adamw(ref adam) => {
+            nn::Adam::default().build(&vs, adam.lr)?
+        }
     };
 
     let n = data.len();
