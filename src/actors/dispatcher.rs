@@ -276,7 +276,7 @@ impl Handler<CancelRun> for Dispatcher {
         let immediate = match state {
             None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
             Some(s) if s.is_terminal() => {
-                let message = format!("run {run_id} is already {}", state_name(s));
+                let message = format!("run {run_id} is already {}", s.name());
                 return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
             }
             Some(_) => match self.queue.iter().position(|id| *id == run_id) {
@@ -310,7 +310,7 @@ impl Handler<CancelRun> for Dispatcher {
                         Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
                             Err(DispatchError::Conflict(format!(
                                 "run {run_id} is already {}",
-                                state_name(from)
+                                from.name()
                             )))
                         }
                         Err(e) => {
@@ -347,17 +347,5 @@ impl Handler<SlotFreed> for Dispatcher {
             entry.busy = None;
         }
         self.schedule(ctx);
-    }
-}
-
-/// The snake_case name of a state, as in the API.
-pub fn state_name(state: RunState) -> &'static str {
-    match state {
-        RunState::Queued => "queued",
-        RunState::Starting => "starting",
-        RunState::Running => "running",
-        RunState::Completed => "completed",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
     }
 }

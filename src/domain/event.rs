@@ -80,6 +80,50 @@ pub enum Event {
         /// The slot given back.
         slot: SlotId,
     },
+    // New variants go below this line, never between released ones: bincode records
+    // a variant by its position.
+    /// A checkpoint was written (atomically, fsynced) and can be resumed from.
+    CheckpointSaved {
+        /// Path of the file, relative to the data directory.
+        path: String,
+        /// Epochs fully done when it was taken.
+        epoch: u32,
+        /// Batches done in the epoch after those.
+        batch: u64,
+        /// Optimizer steps taken.
+        step: u64,
+        /// Hex SHA-256 of the file.
+        sha256: String,
+        /// Size of the file in bytes.
+        bytes: u64,
+    },
+    /// A client asked to pause; the run checkpoints at the next batch boundary.
+    PauseRequested,
+    /// The run stopped with a checkpoint to resume from, and holds no slot.
+    RunPaused {
+        /// Why it paused.
+        reason: String,
+    },
+    /// A paused run went back to the queue.
+    RunResumed,
+    /// An attempt started from a checkpoint instead of from scratch.
+    ResumedFromCheckpoint {
+        /// The checkpoint's optimizer step.
+        step: u64,
+        /// Its path, relative to the data directory.
+        path: String,
+    },
+    /// A file the run produced (e.g. its final weights).
+    ArtifactSaved {
+        /// The artifact's name, e.g. `final.safetensors`.
+        name: String,
+        /// Path relative to the data directory.
+        path: String,
+        /// Hex SHA-256 of the file.
+        sha256: String,
+        /// Size in bytes.
+        bytes: u64,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -105,11 +149,23 @@ pub enum EventKind {
     RunRequeued,
     /// See [`Event::SlotReleased`].
     SlotReleased,
+    /// See [`Event::CheckpointSaved`].
+    CheckpointSaved,
+    /// See [`Event::PauseRequested`].
+    PauseRequested,
+    /// See [`Event::RunPaused`].
+    RunPaused,
+    /// See [`Event::RunResumed`].
+    RunResumed,
+    /// See [`Event::ResumedFromCheckpoint`].
+    ResumedFromCheckpoint,
+    /// See [`Event::ArtifactSaved`].
+    ArtifactSaved,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -120,6 +176,12 @@ impl EventKind {
         EventKind::RunCancelled,
         EventKind::RunRequeued,
         EventKind::SlotReleased,
+        EventKind::CheckpointSaved,
+        EventKind::PauseRequested,
+        EventKind::RunPaused,
+        EventKind::RunResumed,
+        EventKind::ResumedFromCheckpoint,
+        EventKind::ArtifactSaved,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -135,6 +197,12 @@ impl EventKind {
             EventKind::RunCancelled => "RunCancelled",
             EventKind::RunRequeued => "RunRequeued",
             EventKind::SlotReleased => "SlotReleased",
+            EventKind::CheckpointSaved => "CheckpointSaved",
+            EventKind::PauseRequested => "PauseRequested",
+            EventKind::RunPaused => "RunPaused",
+            EventKind::RunResumed => "RunResumed",
+            EventKind::ResumedFromCheckpoint => "ResumedFromCheckpoint",
+            EventKind::ArtifactSaved => "ArtifactSaved",
         }
     }
 }
@@ -153,6 +221,12 @@ impl Event {
             Event::RunCancelled { .. } => EventKind::RunCancelled,
             Event::RunRequeued { .. } => EventKind::RunRequeued,
             Event::SlotReleased { .. } => EventKind::SlotReleased,
+            Event::CheckpointSaved { .. } => EventKind::CheckpointSaved,
+            Event::PauseRequested => EventKind::PauseRequested,
+            Event::RunPaused { .. } => EventKind::RunPaused,
+            Event::RunResumed => EventKind::RunResumed,
+            Event::ResumedFromCheckpoint { .. } => EventKind::ResumedFromCheckpoint,
+            Event::ArtifactSaved { .. } => EventKind::ArtifactSaved,
         }
     }
 
@@ -196,8 +270,27 @@ impl Event {
             } => json!({"train_loss": train_loss, "train_accuracy": train_accuracy}),
             Event::RunFailed { reason }
             | Event::RunCancelled { reason }
-            | Event::RunRequeued { reason } => json!({"reason": reason}),
-            Event::CancelRequested => json!({}),
+            | Event::RunRequeued { reason }
+            | Event::RunPaused { reason } => json!({"reason": reason}),
+            Event::CancelRequested | Event::PauseRequested | Event::RunResumed => json!({}),
+            Event::CheckpointSaved {
+                path,
+                epoch,
+                batch,
+                step,
+                sha256,
+                bytes,
+            } => json!({
+                "path": path, "epoch": epoch, "batch": batch, "step": step,
+                "sha256": sha256, "bytes": bytes,
+            }),
+            Event::ResumedFromCheckpoint { step, path } => json!({"step": step, "path": path}),
+            Event::ArtifactSaved {
+                name,
+                path,
+                sha256,
+                bytes,
+            } => json!({"name": name, "path": path, "sha256": sha256, "bytes": bytes}),
         }
     }
 }

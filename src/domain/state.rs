@@ -20,6 +20,10 @@ pub enum RunState {
     Starting,
     /// The training thread is working.
     Running,
+    /// A pause was asked for; the thread checkpoints at the next batch boundary.
+    Pausing,
+    /// Stopped with a checkpoint; resumes from it when asked.
+    Paused,
     /// Every epoch finished.
     Completed,
     /// The run stopped with an error.
@@ -30,10 +34,12 @@ pub enum RunState {
 
 impl RunState {
     /// Every state, for exhaustive tests.
-    pub const ALL: [RunState; 6] = [
+    pub const ALL: [RunState; 8] = [
         RunState::Queued,
         RunState::Starting,
         RunState::Running,
+        RunState::Pausing,
+        RunState::Paused,
         RunState::Completed,
         RunState::Failed,
         RunState::Cancelled,
@@ -49,7 +55,24 @@ impl RunState {
 
     /// Whether the run holds (or is about to hold) a slot and a thread.
     pub fn is_live(self) -> bool {
-        matches!(self, RunState::Starting | RunState::Running)
+        matches!(
+            self,
+            RunState::Starting | RunState::Running | RunState::Pausing
+        )
+    }
+
+    /// The name used in the API, e.g. `running`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Starting => "starting",
+            RunState::Running => "running",
+            RunState::Pausing => "pausing",
+            RunState::Paused => "paused",
+            RunState::Completed => "completed",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
     }
 
     /// The state after an event of `kind`, or `None` when the transition is refused.
@@ -62,12 +85,26 @@ impl RunState {
             (None, _) | (Some(_), K::RunSubmitted) => None,
             (Some(S::Queued), K::SlotClaimed) => Some(S::Starting),
             (Some(S::Starting), K::RunStarted) => Some(S::Running),
-            (Some(S::Running), K::EpochCompleted) => Some(S::Running),
-            (Some(S::Running), K::RunCompleted) => Some(S::Completed),
-            (Some(S::Queued | S::Starting | S::Running), K::RunFailed) => Some(S::Failed),
-            (Some(s @ (S::Queued | S::Starting | S::Running)), K::CancelRequested) => Some(s),
-            (Some(S::Queued | S::Starting | S::Running), K::RunCancelled) => Some(S::Cancelled),
+            (Some(S::Running), K::ResumedFromCheckpoint) => Some(S::Running),
+            (
+                Some(s @ (S::Running | S::Pausing)),
+                K::EpochCompleted | K::CheckpointSaved | K::ArtifactSaved,
+            ) => Some(s),
+            (Some(S::Running | S::Pausing), K::RunCompleted) => Some(S::Completed),
+            (Some(S::Queued | S::Starting | S::Running | S::Pausing), K::RunFailed) => {
+                Some(S::Failed)
+            }
+            (Some(s @ (S::Queued | S::Starting | S::Running | S::Pausing)), K::CancelRequested) => {
+                Some(s)
+            }
+            (
+                Some(S::Queued | S::Starting | S::Running | S::Pausing | S::Paused),
+                K::RunCancelled,
+            ) => Some(S::Cancelled),
             (Some(S::Starting | S::Running), K::RunRequeued) => Some(S::Queued),
+            (Some(S::Running), K::PauseRequested) => Some(S::Pausing),
+            (Some(S::Queued | S::Pausing), K::RunPaused) => Some(S::Paused),
+            (Some(S::Paused), K::RunResumed) => Some(S::Queued),
             // Releasing a slot never changes the state; the ledger decides if it fits.
             (Some(s), K::SlotReleased) => Some(s),
             _ => None,
@@ -113,8 +150,15 @@ pub struct Run {
     pub device: Option<String>,
     /// Whether a cancel was asked for and not yet carried out.
     pub cancel_requested: bool,
-    /// Finished epochs of the current attempt.
+    /// Finished epochs: those of the current attempt, and those before the checkpoint
+    /// it resumed from.
     pub epochs: Vec<EpochSummary>,
+    /// The newest checkpoint: the next attempt resumes from it.
+    pub checkpoint: Option<CheckpointRef>,
+    /// Journaled checkpoints, oldest first (the newest 1,000).
+    pub checkpoints: Vec<CheckpointRef>,
+    /// Files the run produced, by name.
+    pub artifacts: Vec<Artifact>,
     /// The final summary of a completed run.
     pub result: Option<RunResult>,
     /// Why the run failed or was cancelled.
@@ -126,6 +170,41 @@ pub struct Run {
     pub queued_seq: Seq,
     /// Sequence number of the last event about the run.
     pub last_seq: Seq,
+}
+
+/// Most checkpoints remembered per run; `checkpoint.keep` is at most this.
+const MAX_CHECKPOINTS_REMEMBERED: usize = 1000;
+
+/// A journaled checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointRef {
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Epochs fully done.
+    pub epoch: u32,
+    /// Batches done in the next epoch.
+    pub batch: u64,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Sequence number of its `CheckpointSaved` event.
+    pub seq: Seq,
+}
+
+/// A file a run produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    /// Its name, e.g. `final.safetensors`.
+    pub name: String,
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
 }
 
 /// The final figures of a completed run.
@@ -239,6 +318,9 @@ impl State {
                     device: None,
                     cancel_requested: false,
                     epochs: Vec::new(),
+                    checkpoint: None,
+                    checkpoints: Vec::new(),
+                    artifacts: Vec::new(),
                     result: None,
                     error: None,
                     submitted_seq: seq,
@@ -267,7 +349,10 @@ impl State {
             } => {
                 run.attempt = *attempt;
                 run.device = Some(device.clone());
-                run.epochs.clear();
+                // An attempt resumes from the newest checkpoint: epochs after it are
+                // trained again.
+                let kept = run.checkpoint.as_ref().map_or(0, |c| c.epoch);
+                run.epochs.retain(|e| e.epoch <= kept);
                 run.error = None;
             }
             Event::EpochCompleted {
@@ -296,7 +381,47 @@ impl State {
                 run.cancel_requested = false;
             }
             Event::CancelRequested => run.cancel_requested = true,
-            Event::RunRequeued { .. } => run.queued_seq = seq,
+
+            Event::RunRequeued { .. } | Event::RunResumed => run.queued_seq = seq,
+            Event::CheckpointSaved {
+                path,
+                epoch,
+                batch,
+                step,
+                sha256,
+                bytes,
+            } => {
+                let checkpoint = CheckpointRef {
+                    path: path.clone(),
+                    epoch: *epoch,
+                    batch: *batch,
+                    step: *step,
+                    sha256: sha256.clone(),
+                    bytes: *bytes,
+                    seq,
+                };
+                run.checkpoint = Some(checkpoint.clone());
+                run.checkpoints.push(checkpoint);
+                if run.checkpoints.len() > MAX_CHECKPOINTS_REMEMBERED {
+                    run.checkpoints.remove(0);
+                }
+            }
+            Event::ArtifactSaved {
+                name,
+                path,
+                sha256,
+                bytes,
+            } => {
+                run.artifacts.retain(|a| a.name != *name);
+                run.artifacts.push(Artifact {
+                    name: name.clone(),
+                    path: path.clone(),
+                    sha256: sha256.clone(),
+                    bytes: *bytes,
+                });
+            }
+            Event::PauseRequested | Event::ResumedFromCheckpoint { .. } => {}
+            Event::RunPaused { reason } => run.error = Some(reason.clone()),
             Event::SlotReleased { slot } => {
                 if run.slot == Some(*slot) {
                     run.slot = None;
@@ -402,6 +527,29 @@ mod tests {
                 reason: "restart".into(),
             },
             EventKind::SlotReleased => Event::SlotReleased { slot },
+            EventKind::CheckpointSaved => Event::CheckpointSaved {
+                path: "runs/x/checkpoints/ckpt.safetensors".into(),
+                epoch: 1,
+                batch: 0,
+                step: 10,
+                sha256: "00".repeat(32),
+                bytes: 100,
+            },
+            EventKind::PauseRequested => Event::PauseRequested,
+            EventKind::RunPaused => Event::RunPaused {
+                reason: "asked".into(),
+            },
+            EventKind::RunResumed => Event::RunResumed,
+            EventKind::ResumedFromCheckpoint => Event::ResumedFromCheckpoint {
+                step: 10,
+                path: "p".into(),
+            },
+            EventKind::ArtifactSaved => Event::ArtifactSaved {
+                name: "final.safetensors".into(),
+                path: "p".into(),
+                sha256: "00".repeat(32),
+                bytes: 1,
+            },
         }
     }
 
@@ -412,12 +560,22 @@ mod tests {
             (None, K::RunSubmitted, S::Queued),
             (Some(S::Queued), K::SlotClaimed, S::Starting),
             (Some(S::Starting), K::RunStarted, S::Running),
-            (Some(S::Running), K::EpochCompleted, S::Running),
-            (Some(S::Running), K::RunCompleted, S::Completed),
+            (Some(S::Running), K::ResumedFromCheckpoint, S::Running),
             (Some(S::Starting), K::RunRequeued, S::Queued),
             (Some(S::Running), K::RunRequeued, S::Queued),
+            (Some(S::Running), K::PauseRequested, S::Pausing),
+            (Some(S::Queued), K::RunPaused, S::Paused),
+            (Some(S::Pausing), K::RunPaused, S::Paused),
+            (Some(S::Paused), K::RunResumed, S::Queued),
+            (Some(S::Paused), K::RunCancelled, S::Cancelled),
         ];
-        for s in [S::Queued, S::Starting, S::Running] {
+        for s in [S::Running, S::Pausing] {
+            table.push((Some(s), K::EpochCompleted, s));
+            table.push((Some(s), K::CheckpointSaved, s));
+            table.push((Some(s), K::ArtifactSaved, s));
+            table.push((Some(s), K::RunCompleted, S::Completed));
+        }
+        for s in [S::Queued, S::Starting, S::Running, S::Pausing] {
             table.push((Some(s), K::RunFailed, S::Failed));
             table.push((Some(s), K::RunCancelled, S::Cancelled));
             table.push((Some(s), K::CancelRequested, s));
@@ -443,7 +601,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 7 * EventKind::ALL.len());
+        assert_eq!(checked, (RunState::ALL.len() + 1) * EventKind::ALL.len());
     }
 
     fn append(state: &mut State, seq: &mut Seq, run: RunId, event: Event) -> Result<(), Rejection> {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Default)]
 pub struct RunControl {
     cancel: AtomicBool,
+    pause: AtomicBool,
 }
 
 impl RunControl {
@@ -18,5 +19,16 @@ impl RunControl {
     #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Asks the thread to checkpoint and stop at the next batch boundary.
+    pub fn pause(&self) {
+        self.pause.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a pause was asked for.
+    #[inline]
+    pub fn is_paused(&self) -> bool {
+        self.pause.load(Ordering::Relaxed)
     }
 }

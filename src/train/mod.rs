@@ -1,6 +1,7 @@
 //! The training side: progress cells a training thread writes and the ticker reads,
 //! the cancel flag, the built-in models and data sets, and the training thread itself.
 
+pub mod checkpoint;
 pub mod control;
 pub mod data;
 pub mod model;
@@ -9,6 +10,6 @@ pub mod thread;
 pub mod trainer;
 
 pub use control::RunControl;
-pub use progress::{EpochRecord, ProgressCells, ProgressSnapshot};
+pub use progress::{CheckpointMark, EpochRecord, ProgressCells, ProgressSnapshot};
 pub use thread::{spawn_training, Outcome, TrainingHandle};
 pub use trainer::TrainError;

@@ -38,6 +38,32 @@ pub struct EpochRecord {
     pub duration_ms: u64,
 }
 
+/// A checkpoint the training thread has written and fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointMark {
+    /// Optimizer steps taken (names the file).
+    pub step: u64,
+    /// Epochs fully done.
+    pub epoch: u64,
+    /// Batches done in the next epoch.
+    pub batch: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the file.
+    pub sha256: [u8; 32],
+}
+
+/// The newest checkpoint, behind its own seqlock (written once per checkpoint).
+#[derive(Debug, Default)]
+struct CheckpointCell {
+    seq: AtomicU64,
+    step: AtomicU64,
+    epoch: AtomicU64,
+    batch: AtomicU64,
+    bytes: AtomicU64,
+    sha256: [AtomicU64; 4],
+}
+
 #[derive(Debug, Default)]
 struct EpochCell {
     done: AtomicBool,
@@ -62,6 +88,7 @@ pub struct ProgressCells {
     /// Examples in one epoch; fixed at creation.
     samples_per_epoch: u64,
     finished: Box<[EpochCell]>,
+    checkpoint: CheckpointCell,
 }
 
 impl ProgressCells {
@@ -77,6 +104,7 @@ impl ProgressCells {
             batches_per_epoch,
             samples_per_epoch,
             finished: (0..epochs).map(|_| EpochCell::default()).collect(),
+            checkpoint: CheckpointCell::default(),
         }
     }
 
@@ -153,6 +181,56 @@ impl ProgressCells {
         cell.done.store(true, Ordering::Release);
     }
 
+    /// Publishes the newest checkpoint. Only the training thread calls this, after the
+    /// file is durable.
+    pub fn publish_checkpoint(&self, mark: CheckpointMark) {
+        let cell = &self.checkpoint;
+        let start = cell.seq.load(Ordering::Relaxed);
+        cell.seq.store(start.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        cell.step.store(mark.step, Ordering::Relaxed);
+        cell.epoch.store(mark.epoch, Ordering::Relaxed);
+        cell.batch.store(mark.batch, Ordering::Relaxed);
+        cell.bytes.store(mark.bytes, Ordering::Relaxed);
+        for (i, word) in cell.sha256.iter().enumerate() {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(&mark.sha256[i * 8..i * 8 + 8]);
+            word.store(u64::from_be_bytes(chunk), Ordering::Relaxed);
+        }
+        cell.seq.store(start.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The newest checkpoint published, if any.
+    pub fn latest_checkpoint(&self) -> Option<CheckpointMark> {
+        let cell = &self.checkpoint;
+        loop {
+            let before = cell.seq.load(Ordering::Acquire);
+            if before == 0 {
+                return None;
+            }
+            if before & 1 == 1 {
+                hint::spin_loop();
+                continue;
+            }
+            let mut mark = CheckpointMark {
+                step: cell.step.load(Ordering::Relaxed),
+                epoch: cell.epoch.load(Ordering::Relaxed),
+                batch: cell.batch.load(Ordering::Relaxed),
+                bytes: cell.bytes.load(Ordering::Relaxed),
+                sha256: [0; 32],
+            };
+            for (i, word) in cell.sha256.iter().enumerate() {
+                mark.sha256[i * 8..i * 8 + 8]
+                    .copy_from_slice(&word.load(Ordering::Relaxed).to_be_bytes());
+            }
+            fence(Ordering::Acquire);
+            if cell.seq.load(Ordering::Relaxed) == before {
+                return Some(mark);
+            }
+            hint::spin_loop();
+        }
+    }
+
     /// The summary of epoch `index` (0-based), once the thread has published it.
     pub fn finished_epoch(&self, index: u64) -> Option<EpochRecord> {
         let cell = usize::try_from(index)
@@ -201,6 +279,21 @@ mod tests {
             }
         }
         writer.join().expect("writer");
+    }
+
+    #[test]
+    fn the_newest_checkpoint_is_read_whole() {
+        let cells = ProgressCells::new(1, 1, 1);
+        assert_eq!(cells.latest_checkpoint(), None);
+        let mark = CheckpointMark {
+            step: 7,
+            epoch: 1,
+            batch: 3,
+            bytes: 99,
+            sha256: std::array::from_fn(|i| i as u8),
+        };
+        cells.publish_checkpoint(mark);
+        assert_eq!(cells.latest_checkpoint(), Some(mark));
     }
 
     #[test]
