@@ -41,7 +41,7 @@ impl Application {
             "journal replayed"
         );
         let devices = supervisor::slot_devices(config.train.cpu_slots);
-        let actors = supervisor::start(log, state, &devices, config.train.tick());
+        let actors = supervisor::start(log, state, &devices, config.train.tick(), data_dir);
         let listener = TcpListener::bind(config.server.bind)
             .with_context(|| format!("cannot listen on {} (server.bind)", config.server.bind))?;
         let address = listener.local_addr()?;
@@ -51,6 +51,7 @@ impl Application {
                 actors: actors.clone(),
                 keep_alive: KEEP_ALIVE,
                 cancel_wait: Duration::from_secs(30),
+                data_dir: data_dir.clone(),
             },
         )?;
         Ok(Self {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::journal::{Append, AppendError, Journal, JournalReader};
-use super::slot::{CancelOnSlot, Slot, SlotInfo, StartRun};
+use super::run::Resume;
+use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotInfo, StartRun};
 use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, SlotId};
 
 /// Why a command to the dispatcher failed.
@@ -78,6 +79,13 @@ impl Dispatcher {
                         reason: "cancelled by request (carried out after a server restart)".into(),
                     },
                 ));
+            } else if run.state == RunState::Pausing {
+                records.push((
+                    run.id,
+                    Event::RunPaused {
+                        reason: "paused by request (carried out after a server restart)".into(),
+                    },
+                ));
             } else if run.state.is_live() {
                 records.push((
                     run.id,
@@ -109,14 +117,21 @@ impl Dispatcher {
             let Some(run_id) = self.queue.pop_front() else {
                 return;
             };
-            let (spec, attempt) = {
+            let (spec, attempt, resume) = {
                 let state = self.reader.state();
                 let Some(run) = state.run(run_id).filter(|r| r.state == RunState::Queued) else {
                     continue;
                 };
+                // An attempt continues from the run's newest checkpoint.
+                let resume = run.checkpoint.as_ref().map(|c| Resume {
+                    path: c.path.clone(),
+                    sha256: c.sha256.clone(),
+                    step: c.step,
+                });
                 (
                     serde_json::from_value::<RunSpec>(run.spec.clone()),
                     run.attempt + 1,
+                    resume,
                 )
             };
             let spec = match spec {
@@ -142,6 +157,7 @@ impl Dispatcher {
                             run_id,
                             spec,
                             attempt,
+                            resume,
                             dispatcher: ctx.address(),
                         });
                     }
@@ -158,6 +174,16 @@ impl Dispatcher {
                     }
                 }
             }));
+        }
+    }
+
+    fn take_from_queue(&mut self, run_id: RunId) -> bool {
+        match self.queue.iter().position(|id| *id == run_id) {
+            Some(position) => {
+                self.queue.remove(position);
+                true
+            }
+            None => false,
         }
     }
 
@@ -279,13 +305,8 @@ impl Handler<CancelRun> for Dispatcher {
                 let message = format!("run {run_id} is already {}", s.name());
                 return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
             }
-            Some(_) => match self.queue.iter().position(|id| *id == run_id) {
-                Some(position) => {
-                    self.queue.remove(position);
-                    true
-                }
-                None => false,
-            },
+            Some(RunState::Paused) => true,
+            Some(_) => self.take_from_queue(run_id),
         };
         let event = if immediate {
             Event::RunCancelled {
@@ -322,6 +343,125 @@ impl Handler<CancelRun> for Dispatcher {
                     }
                 }),
         )
+    }
+}
+
+/// What a pause did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseOutcome {
+    /// The run was queued and is now paused.
+    Paused,
+    /// The run is live; its thread checkpoints and stops at the next batch boundary.
+    Requested,
+}
+
+/// Pauses a run: a queued one at once, a running one at its next batch boundary.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<PauseOutcome, DispatchError>")]
+pub struct PauseRun {
+    /// The run to pause.
+    pub run_id: RunId,
+}
+
+impl Handler<PauseRun> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<PauseOutcome, DispatchError>>;
+
+    #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
+    fn handle(&mut self, msg: PauseRun, _ctx: &mut Self::Context) -> Self::Result {
+        let run_id = msg.run_id;
+        let state = self.reader.state().run(run_id).map(|r| r.state);
+        let immediate = match state {
+            None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
+            Some(RunState::Queued) if self.take_from_queue(run_id) => true,
+            Some(RunState::Running) => false,
+            Some(other) => {
+                let message = format!(
+                    "run {run_id} is {}; only a queued or running run can be paused",
+                    other.name()
+                );
+                return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
+            }
+        };
+        let event = if immediate {
+            Event::RunPaused {
+                reason: "paused by request before it started".into(),
+            }
+        } else {
+            Event::PauseRequested
+        };
+        let append = self.journal.send(Append::one(run_id, event));
+        Box::pin(
+            append
+                .into_actor(self)
+                .map(move |result, dispatcher, _ctx| {
+                    match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                        Ok(_) if immediate => Ok(PauseOutcome::Paused),
+                        Ok(_) => {
+                            if let Some(entry) = dispatcher.slot_of(run_id) {
+                                entry.addr.do_send(PauseOnSlot { run_id });
+                            }
+                            Ok(PauseOutcome::Requested)
+                        }
+                        Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                            Err(DispatchError::Conflict(format!(
+                                "run {run_id} is {}; only a queued or running run can be paused",
+                                from.name()
+                            )))
+                        }
+                        Err(e) => {
+                            if immediate {
+                                dispatcher.queue.push_front(run_id);
+                            }
+                            Err(e.into())
+                        }
+                    }
+                }),
+        )
+    }
+}
+
+/// Puts a paused run back in the queue; it continues from its checkpoint.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), DispatchError>")]
+pub struct ResumeRun {
+    /// The run to resume.
+    pub run_id: RunId,
+}
+
+impl Handler<ResumeRun> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<(), DispatchError>>;
+
+    #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
+    fn handle(&mut self, msg: ResumeRun, _ctx: &mut Self::Context) -> Self::Result {
+        let run_id = msg.run_id;
+        match self.reader.state().run(run_id).map(|r| r.state) {
+            None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
+            Some(RunState::Paused) => {}
+            Some(other) => {
+                let message = format!(
+                    "run {run_id} is {}; only a paused run can be resumed",
+                    other.name()
+                );
+                return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
+            }
+        }
+        let append = self.journal.send(Append::one(run_id, Event::RunResumed));
+        Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
+            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                Ok(_) => {
+                    dispatcher.queue.push_back(run_id);
+                    dispatcher.schedule(ctx);
+                    Ok(())
+                }
+                Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                    Err(DispatchError::Conflict(format!(
+                        "run {run_id} is {}; only a paused run can be resumed",
+                        from.name()
+                    )))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }))
     }
 }
 

@@ -1,7 +1,9 @@
 //! The run actor: one per live attempt. It owns the attempt's progress cells and
-//! cancel flag, starts the training thread, journals each finished epoch it finds in
-//! the cells, and on the thread's end journals the outcome and the slot's release.
+//! flags, starts the training thread, journals each finished epoch and each new
+//! checkpoint it finds in the cells, and on the thread's end journals the outcome and
+//! the slot's release.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +13,34 @@ use super::journal::{Append, AppendError, Journal, JournalReader};
 use super::slot::{RunEnded, Slot};
 use super::ticker::{Ticker, Unwatch, Watch};
 use crate::domain::{Event, RunId, RunSpec, SlotId};
-use crate::train::{spawn_training, Outcome, ProgressCells, RunControl};
+use crate::train::checkpoint;
+use crate::train::thread::TrainingJob;
+use crate::train::trainer::{ResumeFrom, FINAL_WEIGHTS};
+use crate::train::{spawn_training, CheckpointMark, Outcome, ProgressCells, RunControl};
 
 /// Delay before retrying a final append that the disk refused.
 const FINISH_RETRY: Duration = Duration::from_secs(1);
 
-/// Everything a run actor needs to run one attempt.
+/// A checkpoint to resume from, as the journal knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Journaled SHA-256.
+    pub sha256: String,
+    /// Its optimizer step.
+    pub step: u64,
+}
+
+/// The run actor.
 pub struct RunActor {
     run_id: RunId,
     spec: RunSpec,
     attempt: u32,
     slot: SlotId,
     device: tch::Device,
+    data_dir: PathBuf,
+    resume: Option<Resume>,
     cells: Arc<ProgressCells>,
     control: Arc<RunControl>,
     journal: Addr<Journal>,
@@ -32,6 +50,8 @@ pub struct RunActor {
     tick: Duration,
     /// Finished epochs already sent to the journal, so none is journaled twice.
     epochs_journaled: u64,
+    /// The newest checkpoint sent to the journal.
+    checkpoint_journaled: Option<CheckpointMark>,
 }
 
 /// The parts of a run actor that come from its slot.
@@ -42,10 +62,14 @@ pub struct RunSetup {
     pub spec: RunSpec,
     /// The attempt number (1-based).
     pub attempt: u32,
+    /// The checkpoint the attempt continues from.
+    pub resume: Option<Resume>,
     /// The slot it runs on.
     pub slot: SlotId,
     /// The slot's device.
     pub device: tch::Device,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
     /// The journal.
     pub journal: Addr<Journal>,
     /// Read access to the journal.
@@ -54,8 +78,13 @@ pub struct RunSetup {
     pub ticker: Addr<Ticker>,
     /// The slot actor to tell when the run ends.
     pub slot_addr: Addr<Slot>,
-    /// How often finished epochs are looked for.
+    /// How often finished epochs and checkpoints are looked for.
     pub tick: Duration,
+}
+
+/// `runs/ID`, relative to the data directory.
+pub fn run_dir_relative(run_id: RunId) -> PathBuf {
+    Path::new("runs").join(run_id.to_string())
 }
 
 impl RunActor {
@@ -74,6 +103,8 @@ impl RunActor {
             attempt: setup.attempt,
             slot: setup.slot,
             device: setup.device,
+            data_dir: setup.data_dir,
+            resume: setup.resume,
             cells,
             control: Arc::new(RunControl::default()),
             journal: setup.journal,
@@ -82,11 +113,26 @@ impl RunActor {
             slot_addr: setup.slot_addr,
             tick: setup.tick,
             epochs_journaled: 0,
+            checkpoint_journaled: None,
         }
     }
 
-    /// `EpochCompleted` events for the epochs the thread finished since the last call.
-    fn new_epochs(&mut self) -> Vec<(RunId, Event)> {
+    fn relative(&self, parts: &[&str]) -> String {
+        let mut path = run_dir_relative(self.run_id);
+        for part in parts {
+            path.push(part);
+        }
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Events for what the thread finished since the last call: the newest checkpoint
+    /// is read first, so every epoch it covers is already published when the epochs
+    /// are read, and an epoch is never journaled after a checkpoint past it.
+    fn new_records(&mut self) -> Vec<(RunId, Event)> {
+        let checkpoint = self
+            .cells
+            .latest_checkpoint()
+            .filter(|mark| Some(*mark) != self.checkpoint_journaled);
         let mut events = Vec::new();
         while let Some(record) = self.cells.finished_epoch(self.epochs_journaled) {
             self.epochs_journaled += 1;
@@ -100,38 +146,103 @@ impl RunActor {
                 },
             ));
         }
+        if let Some(mark) = checkpoint {
+            self.checkpoint_journaled = Some(mark);
+            events.push((
+                self.run_id,
+                Event::CheckpointSaved {
+                    path: self.relative(&["checkpoints", &checkpoint::file_name(mark.step)]),
+                    epoch: mark.epoch as u32,
+                    batch: mark.batch,
+                    step: mark.step,
+                    sha256: hex::encode(mark.sha256),
+                    bytes: mark.bytes,
+                },
+            ));
+        }
         events
     }
 
-    fn journal_epochs(&mut self, ctx: &mut Context<Self>) {
-        let records = self.new_epochs();
+    fn journal_progress(&mut self, ctx: &mut Context<Self>) {
+        let records = self.new_records();
         if records.is_empty() {
             return;
         }
+        let checkpointed = records
+            .iter()
+            .any(|(_, e)| matches!(e, Event::CheckpointSaved { .. }));
         let send = self.journal.send(Append { records });
-        ctx.spawn(send.into_actor(self).map(|result, actor, _| {
-            if let Err(e) = result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                tracing::warn!(run_id = %actor.run_id, error = %e, "epoch summary not journaled");
+        ctx.spawn(send.into_actor(self).map(move |result, actor, _| {
+            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                Ok(_) if checkpointed => actor.prune_checkpoints(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %actor.run_id, error = %e, "progress not journaled")
+                }
             }
         }));
     }
 
+    /// Deletes checkpoint files beyond the newest `keep` journaled ones. Files newer
+    /// than the newest journaled checkpoint are left alone: they may be about to be
+    /// journaled.
+    fn prune_checkpoints(&self) {
+        let Some(newest) = self.checkpoint_journaled else {
+            return;
+        };
+        let dir = self
+            .data_dir
+            .join(run_dir_relative(self.run_id))
+            .join("checkpoints");
+        let keep = self.spec.checkpoint.keep as usize;
+        let run_id = self.run_id;
+        actix_web::rt::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return;
+            };
+            let mut steps: Vec<u64> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| checkpoint::step_of(&e.file_name().to_string_lossy()))
+                .filter(|step| *step <= newest.step)
+                .collect();
+            steps.sort_unstable_by(|a, b| b.cmp(a));
+            for step in steps.into_iter().skip(keep) {
+                let path = dir.join(checkpoint::file_name(step));
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(run_id = %run_id, path = %path.display(), error = %e, "old checkpoint not removed");
+                }
+            }
+        });
+    }
+
     fn start_thread(&mut self, ctx: &mut Context<Self>) {
-        let cancelled = self
-            .reader
-            .state()
-            .run(self.run_id)
-            .is_some_and(|run| run.cancel_requested);
-        if cancelled {
-            self.control.cancel();
+        let flags = self.reader.state().run(self.run_id).map(|run| {
+            (
+                run.cancel_requested,
+                run.state == crate::domain::RunState::Pausing,
+            )
+        });
+        if let Some((cancel, pause)) = flags {
+            if cancel {
+                self.control.cancel();
+            }
+            if pause {
+                self.control.pause();
+            }
         }
-        let handle = match spawn_training(
-            self.run_id,
-            self.spec.clone(),
-            self.device,
-            Arc::clone(&self.cells),
-            Arc::clone(&self.control),
-        ) {
+        let job = TrainingJob {
+            run_id: self.run_id,
+            spec: self.spec.clone(),
+            device: self.device,
+            cells: Arc::clone(&self.cells),
+            control: Arc::clone(&self.control),
+            run_dir: self.data_dir.join(run_dir_relative(self.run_id)),
+            resume: self.resume.as_ref().map(|r| ResumeFrom {
+                path: self.data_dir.join(&r.path),
+                sha256: r.sha256.clone(),
+            }),
+        };
+        let handle = match spawn_training(job) {
             Ok(handle) => handle,
             Err(e) => {
                 self.finish(
@@ -145,7 +256,7 @@ impl RunActor {
             run_id: self.run_id,
             cells: Arc::clone(&self.cells),
         });
-        ctx.run_interval(self.tick, |actor, ctx| actor.journal_epochs(ctx));
+        ctx.run_interval(self.tick, |actor, ctx| actor.journal_progress(ctx));
         ctx.spawn(handle.outcome.into_actor(self).map(|outcome, actor, ctx| {
             let outcome = outcome.unwrap_or_else(|_| {
                 Outcome::Failed("training thread ended without an outcome".into())
@@ -155,14 +266,33 @@ impl RunActor {
     }
 
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
-        let mut records = self.new_epochs();
+        let mut records = self.new_records();
         let terminal = match outcome {
             Outcome::Completed {
                 train_loss,
                 train_accuracy,
-            } => Event::RunCompleted {
-                train_loss,
-                train_accuracy,
+                weights,
+            } => {
+                records.push((
+                    self.run_id,
+                    Event::ArtifactSaved {
+                        name: FINAL_WEIGHTS.into(),
+                        path: self.relative(&["artifacts", FINAL_WEIGHTS]),
+                        sha256: hex::encode(weights.sha256),
+                        bytes: weights.bytes,
+                    },
+                ));
+                Event::RunCompleted {
+                    train_loss,
+                    train_accuracy,
+                }
+            }
+            // A cancel that raced the pause wins: the client asked for it last.
+            Outcome::Paused if self.control.is_cancelled() => Event::RunCancelled {
+                reason: "cancelled by request".into(),
+            },
+            Outcome::Paused => Event::RunPaused {
+                reason: "paused by request".into(),
             },
             Outcome::Cancelled => Event::RunCancelled {
                 reason: "cancelled by request".into(),
@@ -188,14 +318,19 @@ impl RunActor {
         });
         ctx.spawn(send.into_actor(self).map(move |result, actor, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                Ok(_) => actor.release(ctx),
+                Ok(_) => {
+                    actor.prune_checkpoints();
+                    actor.release(ctx);
+                }
                 Err(AppendError::Rejected(rejection)) => {
                     tracing::error!(run_id = %actor.run_id, %rejection, "final events refused");
                     actor.release(ctx);
                 }
                 Err(e) => {
                     tracing::error!(run_id = %actor.run_id, error = %e, "final events not journaled; retrying");
-                    ctx.run_later(FINISH_RETRY, move |actor, ctx| actor.append_final(records, ctx));
+                    ctx.run_later(FINISH_RETRY, move |actor, ctx| {
+                        actor.append_final(records, ctx)
+                    });
                 }
             }
         }));
@@ -214,16 +349,28 @@ impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let started = Event::RunStarted {
-            attempt: self.attempt,
-            slot: self.slot,
-            device: device_name(self.device),
-        };
-        let send = self.journal.send(Append::one(self.run_id, started));
+        let mut records = vec![(
+            self.run_id,
+            Event::RunStarted {
+                attempt: self.attempt,
+                slot: self.slot,
+                device: device_name(self.device),
+            },
+        )];
+        if let Some(resume) = &self.resume {
+            records.push((
+                self.run_id,
+                Event::ResumedFromCheckpoint {
+                    step: resume.step,
+                    path: resume.path.clone(),
+                },
+            ));
+        }
+        let send = self.journal.send(Append { records });
         ctx.wait(send.into_actor(self).map(|result, actor, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {
-                    tracing::info!(run_id = %actor.run_id, attempt = actor.attempt, slot = %actor.slot, "training attempt started");
+                    tracing::info!(run_id = %actor.run_id, attempt = actor.attempt, slot = %actor.slot, resumed = actor.resume.is_some(), "training attempt started");
                     actor.start_thread(ctx);
                 }
                 Err(e) => {
@@ -245,6 +392,19 @@ impl Handler<Cancel> for RunActor {
 
     fn handle(&mut self, _msg: Cancel, _ctx: &mut Self::Context) {
         self.control.cancel();
+    }
+}
+
+/// Asks the run to checkpoint and stop at its next batch boundary.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
+impl Handler<Pause> for RunActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Pause, _ctx: &mut Self::Context) {
+        self.control.pause();
     }
 }
 

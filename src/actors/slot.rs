@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::dispatcher::{Dispatcher, SlotFreed};
 use super::journal::{Journal, JournalReader};
-use super::run::{device_name, Cancel, RunActor, RunSetup};
+use super::run::{device_name, Cancel, Pause, Resume, RunActor, RunSetup};
 use super::ticker::Ticker;
 use crate::domain::{RunId, RunSpec, SlotId};
 
@@ -30,6 +30,7 @@ pub struct Slot {
     reader: JournalReader,
     ticker: Addr<Ticker>,
     tick: Duration,
+    data_dir: std::path::PathBuf,
     current: Option<(RunId, Addr<RunActor>)>,
     dispatcher: Option<Addr<Dispatcher>>,
 }
@@ -43,6 +44,7 @@ impl Slot {
         reader: JournalReader,
         ticker: Addr<Ticker>,
         tick: Duration,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         Self {
             id,
@@ -51,6 +53,7 @@ impl Slot {
             reader,
             ticker,
             tick,
+            data_dir,
             current: None,
             dispatcher: None,
         }
@@ -81,6 +84,8 @@ pub struct StartRun {
     pub spec: RunSpec,
     /// The attempt number.
     pub attempt: u32,
+    /// The checkpoint to continue from.
+    pub resume: Option<Resume>,
     /// The dispatcher, told when the slot is free again.
     pub dispatcher: Addr<Dispatcher>,
 }
@@ -95,8 +100,10 @@ impl Handler<StartRun> for Slot {
             run_id: msg.run_id,
             spec: msg.spec,
             attempt: msg.attempt,
+            resume: msg.resume,
             slot: self.id,
             device: self.device,
+            data_dir: self.data_dir.clone(),
             journal: self.journal.clone(),
             reader: self.reader.clone(),
             ticker: self.ticker.clone(),
@@ -122,6 +129,26 @@ impl Handler<CancelOnSlot> for Slot {
         if let Some((run_id, addr)) = &self.current {
             if *run_id == msg.run_id {
                 addr.do_send(Cancel);
+            }
+        }
+    }
+}
+
+/// Forwards a pause to the run on this slot, if it is the one named.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PauseOnSlot {
+    /// The run to pause.
+    pub run_id: RunId,
+}
+
+impl Handler<PauseOnSlot> for Slot {
+    type Result = ();
+
+    fn handle(&mut self, msg: PauseOnSlot, _ctx: &mut Self::Context) {
+        if let Some((run_id, addr)) = &self.current {
+            if *run_id == msg.run_id {
+                addr.do_send(Pause);
             }
         }
     }

@@ -47,7 +47,13 @@ pub fn slot_devices(cpu_slots: u32) -> Vec<tch::Device> {
 }
 
 /// Starts every actor over a replayed log; must run inside an actix system.
-pub fn start(log: EventLog, state: State, devices: &[tch::Device], tick: Duration) -> Actors {
+pub fn start(
+    log: EventLog,
+    state: State,
+    devices: &[tch::Device],
+    tick: Duration,
+    data_dir: &std::path::Path,
+) -> Actors {
     let (journal, reader) = Journal::new(log, state);
     let journal = Supervisor::start(move |_| journal);
     let board = ProgressBoard::default();
@@ -66,6 +72,7 @@ pub fn start(log: EventLog, state: State, devices: &[tch::Device], tick: Duratio
                 reader.clone(),
                 ticker.clone(),
                 tick,
+                data_dir.to_path_buf(),
             );
             let info = slot.info();
             (info, Supervisor::start(move |_| slot))

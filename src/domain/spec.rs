@@ -118,7 +118,7 @@ pub struct StepSchedule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CosineSchedule {
-    /// The learning rate at the last step.
+    /// The learning rate the decay ends at (reached after the last step).
     #[serde(default)]
     pub min_lr: f64,
     /// Steps of linear warm-up from 0.

@@ -155,7 +155,9 @@ pub struct Run {
     pub epochs: Vec<EpochSummary>,
     /// The newest checkpoint: the next attempt resumes from it.
     pub checkpoint: Option<CheckpointRef>,
-    /// Journaled checkpoints, oldest first (the newest 1,000).
+    /// Journaled checkpoints, oldest first (the newest 1,000); the API shows the ones
+    /// the keep policy leaves on disk.
+    #[serde(skip)]
     pub checkpoints: Vec<CheckpointRef>,
     /// Files the run produced, by name.
     pub artifacts: Vec<Artifact>,

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     RunNotFound,
     /// No such route.
     RouteNotFound,
+    /// The run has no artifact of that name.
+    ArtifactNotFound,
     /// The run's state does not allow the request.
     Conflict,
     /// A query parameter is wrong.
@@ -58,6 +60,11 @@ impl ErrorCode {
             ),
             ErrorCode::RunNotFound => (StatusCode::NOT_FOUND, "run_not_found", "Run not found"),
             ErrorCode::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "No such route"),
+            ErrorCode::ArtifactNotFound => (
+                StatusCode::NOT_FOUND,
+                "artifact_not_found",
+                "Artifact not found",
+            ),
             ErrorCode::Conflict => (
                 StatusCode::CONFLICT,
                 "conflict",

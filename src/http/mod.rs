@@ -25,8 +25,11 @@ pub struct AppState {
     pub actors: Actors,
     /// Interval between keep-alive comments on streams.
     pub keep_alive: Duration,
-    /// How long a cancel request waits for the run to stop before answering `202`.
+    /// How long a cancel or pause request waits for the run to stop before answering
+    /// `202`.
     pub cancel_wait: Duration,
+    /// The data directory (artifacts are served from it).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Registers every route.
@@ -40,6 +43,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/runs/{id}", web::get().to(runs::get))
                 .route("/runs/{id}/events", web::get().to(runs::events))
                 .route("/runs/{id}/cancel", web::post().to(runs::cancel))
+                .route("/runs/{id}/pause", web::post().to(runs::pause))
+                .route("/runs/{id}/resume", web::post().to(runs::resume))
+                .route("/runs/{id}/artifacts/{name}", web::get().to(runs::artifact))
                 .route("/runs/{id}/stream", web::get().to(stream::run_stream))
                 .route("/slots", web::get().to(slots::list)),
         )

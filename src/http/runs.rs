@@ -6,8 +6,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, ErrorCode, MAX_BODY_BYTES};
-use crate::actors::dispatcher::{CancelOutcome, CancelRun, SubmitRun};
+use crate::actors::dispatcher::{
+    CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
+};
 use crate::actors::Progress;
+use crate::domain::state::CheckpointRef;
 use crate::domain::{Envelope, Run, RunId, RunSpec, RunState, Seq};
 
 /// A run as the API shows it: its fold, plus live progress and summary metrics.
@@ -17,6 +20,8 @@ pub struct RunView<'a> {
     run: &'a Run,
     progress: Option<Progress>,
     metrics: Metrics,
+    /// The checkpoints the keep policy leaves on disk, oldest first.
+    checkpoints_kept: &'a [CheckpointRef],
 }
 
 #[derive(Debug, Serialize)]
@@ -24,12 +29,17 @@ struct Metrics {
     epochs_completed: usize,
     train_loss: Option<f64>,
     train_accuracy: Option<f64>,
+    best_train_accuracy: Option<f64>,
+    /// Sum of the journaled epochs' wall times.
+    training_time_ms: u64,
 }
 
 impl<'a> RunView<'a> {
     /// The view of `run` with the newest progress sample, if it is live.
     pub fn new(run: &'a Run, progress: Option<Progress>) -> Self {
         let last = run.epochs.last();
+        let keep = run.spec["checkpoint"]["keep"].as_u64().unwrap_or(3) as usize;
+        let kept_from = run.checkpoints.len().saturating_sub(keep);
         Self {
             run,
             progress: progress.filter(|_| run.state == RunState::Running),
@@ -37,7 +47,10 @@ impl<'a> RunView<'a> {
                 epochs_completed: run.epochs.len(),
                 train_loss: last.map(|e| e.train_loss),
                 train_accuracy: last.map(|e| e.train_accuracy),
+                best_train_accuracy: run.epochs.iter().map(|e| e.train_accuracy).reduce(f64::max),
+                training_time_ms: run.epochs.iter().map(|e| e.duration_ms).sum(),
             },
+            checkpoints_kept: &run.checkpoints[kept_from..],
         }
     }
 }
@@ -273,9 +286,37 @@ pub async fn events(
     Ok(HttpResponse::Ok().json(views))
 }
 
-/// `POST /api/v1/runs/{id}/cancel`: a queued run is cancelled at once; a live run stops
-/// at its next batch boundary. Answers `200` with the cancelled run, or `202` if it
-/// has not stopped within the wait.
+/// Waits (at most `wait`) until the run has left its slot in a state `done` accepts;
+/// answers `200` with the run then, `202` with it otherwise.
+async fn answer_when_stopped(
+    state: &AppState,
+    id: RunId,
+    done: impl Fn(RunState) -> bool,
+) -> Result<HttpResponse, ApiError> {
+    let mut tail = state.actors.reader.subscribe();
+    let stopped = tokio::time::timeout(state.cancel_wait, async {
+        loop {
+            let finished = state
+                .actors
+                .reader
+                .state()
+                .run(id)
+                .is_some_and(|r| done(r.state) && r.slot.is_none());
+            if finished || tail.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    match stopped {
+        Ok(()) => run_response(state, id, HttpResponse::Ok()),
+        Err(_) => run_response(state, id, HttpResponse::Accepted()),
+    }
+}
+
+/// `POST /api/v1/runs/{id}/cancel`: a queued or paused run is cancelled at once; a
+/// live run stops at its next batch boundary. Answers `200` with the cancelled run, or
+/// `202` if it has not stopped within the wait; `409` if it already ended.
 pub async fn cancel(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -286,25 +327,86 @@ pub async fn cancel(
         .dispatcher
         .send(CancelRun { run_id: id })
         .await??;
-    if outcome == CancelOutcome::Requested {
-        let mut tail = state.actors.reader.subscribe();
-        let stopped = tokio::time::timeout(state.cancel_wait, async {
-            loop {
-                let terminal = state
-                    .actors
-                    .reader
-                    .state()
-                    .run(id)
-                    .is_some_and(|r| r.state.is_terminal() && r.slot.is_none());
-                if terminal || tail.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
-        if stopped.is_err() {
-            return run_response(&state, id, HttpResponse::Accepted());
+    match outcome {
+        CancelOutcome::Cancelled => run_response(&state, id, HttpResponse::Ok()),
+        CancelOutcome::Requested => answer_when_stopped(&state, id, RunState::is_terminal).await,
+    }
+}
+
+/// `POST /api/v1/runs/{id}/pause`: a queued run is paused at once; a running one
+/// checkpoints at its next batch boundary and gives its slot back. Answers `200` with
+/// the paused run, `202` if it has not stopped within the wait, `409` otherwise.
+pub async fn pause(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path)?;
+    let outcome = state
+        .actors
+        .dispatcher
+        .send(PauseRun { run_id: id })
+        .await??;
+    match outcome {
+        PauseOutcome::Paused => run_response(&state, id, HttpResponse::Ok()),
+        PauseOutcome::Requested => {
+            answer_when_stopped(&state, id, |s| s == RunState::Paused || s.is_terminal()).await
         }
     }
+}
+
+/// `POST /api/v1/runs/{id}/resume`: a paused run goes back to the queue and continues
+/// from its checkpoint. Answers `200` with the run, `409` if it is not paused.
+pub async fn resume(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(&path)?;
+    state
+        .actors
+        .dispatcher
+        .send(ResumeRun { run_id: id })
+        .await??;
     run_response(&state, id, HttpResponse::Ok())
+}
+
+/// `GET /api/v1/runs/{id}/artifacts/{name}`: downloads the final weights or a kept
+/// checkpoint. Only files the journal names are served.
+pub async fn artifact(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw_id, name) = path.into_inner();
+    let id = existing_run_id(&state, &raw_id)?;
+    let relative = {
+        let fold = state.actors.reader.state();
+        let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
+        run.artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.path.clone())
+            .or_else(|| {
+                run.checkpoints
+                    .iter()
+                    .find(|c| c.path.rsplit('/').next() == Some(name.as_str()))
+                    .map(|c| c.path.clone())
+            })
+    };
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::ArtifactNotFound,
+            format!("run {id} has no artifact named `{name}`"),
+        )
+    };
+    let relative = relative.ok_or_else(not_found)?;
+    let file = actix_files::NamedFile::open_async(state.data_dir.join(relative))
+        .await
+        .map_err(|_| not_found())?;
+    Ok(file
+        .set_content_type(
+            "application/octet-stream"
+                .parse()
+                .map_err(|_| not_found())?,
+        )
+        .into_response(&req))
 }

@@ -32,6 +32,10 @@ pub struct Position {
     pub loss_sum: f64,
     /// Correct predictions in the epoch in progress.
     pub correct: i64,
+    /// Mean training loss of the last finished epoch (NaN before the first).
+    pub last_loss: f64,
+    /// Training accuracy of the last finished epoch.
+    pub last_accuracy: f64,
 }
 
 /// A file written: its absolute path, hash and size.
@@ -197,7 +201,11 @@ pub fn position_tensors(position: &Position) -> Vec<(String, Tensor)> {
         (POSITION.to_string(), Tensor::from_slice(&counters)),
         (
             POSITION_LOSS.to_string(),
-            Tensor::from_slice(&[position.loss_sum]),
+            Tensor::from_slice(&[
+                position.loss_sum,
+                position.last_loss,
+                position.last_accuracy,
+            ]),
         ),
     ]
 }
@@ -217,7 +225,7 @@ pub fn position_from(
     let loss = named
         .get(POSITION_LOSS)
         .ok_or_else(|| content(format!("no `{POSITION_LOSS}` tensor")))?;
-    if counters.size() != [5] || counters.kind() != Kind::Int64 || loss.size() != [1] {
+    if counters.size() != [5] || counters.kind() != Kind::Int64 || loss.size() != [3] {
         return Err(content("position tensors have the wrong shape".into()));
     }
     let c = |i: i64| counters.int64_value(&[i]);
@@ -228,6 +236,8 @@ pub fn position_from(
         samples: c(3).max(0) as u64,
         correct: c(4),
         loss_sum: loss.double_value(&[0]),
+        last_loss: loss.double_value(&[1]),
+        last_accuracy: loss.double_value(&[2]),
     })
 }
 
@@ -302,6 +312,8 @@ mod tests {
             samples: 9000,
             loss_sum: 12.5,
             correct: 4000,
+            last_loss: 0.25,
+            last_accuracy: 0.5,
         };
         let mut tensors = position_tensors(&position);
         tensors.push(("model.w".into(), Tensor::from_slice(&[1.0f32, 2.0, 3.0])));

@@ -5,7 +5,9 @@ pub mod checkpoint;
 pub mod control;
 pub mod data;
 pub mod model;
+pub mod optim;
 pub mod progress;
+pub mod schedule;
 pub mod thread;
 pub mod trainer;
 

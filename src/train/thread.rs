@@ -2,14 +2,16 @@
 //! into a failure instead of a dead server, and reports how it ended exactly once.
 
 use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tch::Device;
 use tokio::sync::oneshot;
 
+use super::checkpoint::Saved;
 use super::control::RunControl;
 use super::progress::ProgressCells;
-use super::trainer::{self, Finish};
+use super::trainer::{self, Attempt, Finish, ResumeFrom};
 use crate::domain::{RunId, RunSpec};
 
 /// How a training attempt ended.
@@ -21,7 +23,11 @@ pub enum Outcome {
         train_loss: f64,
         /// Training accuracy of the last epoch.
         train_accuracy: f64,
+        /// The final weights file.
+        weights: Saved,
     },
+    /// Stopped at a batch boundary with a checkpoint, after a pause.
+    Paused,
     /// Stopped at a batch boundary after a cancel.
     Cancelled,
     /// Stopped with an error or a panic; the message says which.
@@ -35,28 +41,51 @@ pub struct TrainingHandle {
     pub outcome: oneshot::Receiver<Outcome>,
 }
 
-/// Starts the training thread for one attempt of `run_id`.
-pub fn spawn_training(
-    run_id: RunId,
-    spec: RunSpec,
-    device: Device,
-    cells: Arc<ProgressCells>,
-    control: Arc<RunControl>,
-) -> std::io::Result<TrainingHandle> {
+/// What the training thread of one attempt is given.
+#[derive(Debug)]
+pub struct TrainingJob {
+    /// The run.
+    pub run_id: RunId,
+    /// Its spec.
+    pub spec: RunSpec,
+    /// The slot's device.
+    pub device: Device,
+    /// The attempt's progress cells.
+    pub cells: Arc<ProgressCells>,
+    /// The attempt's flags.
+    pub control: Arc<RunControl>,
+    /// `DATA_DIR/runs/ID`.
+    pub run_dir: PathBuf,
+    /// The checkpoint to continue from.
+    pub resume: Option<ResumeFrom>,
+}
+
+/// Starts the training thread for one attempt.
+pub fn spawn_training(job: TrainingJob) -> std::io::Result<TrainingHandle> {
     let (tx, rx) = oneshot::channel();
-    let name = format!("train-{}", &run_id.to_string()[..8]);
+    let name = format!("train-{}", &job.run_id.to_string()[..8]);
     std::thread::Builder::new().name(name).spawn(move || {
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            trainer::train(&spec, device, &cells, &control)
+            trainer::train(&Attempt {
+                spec: &job.spec,
+                device: job.device,
+                cells: &job.cells,
+                control: &job.control,
+                run_dir: job.run_dir.clone(),
+                resume: job.resume.clone(),
+            })
         }));
         let outcome = match result {
             Ok(Ok(Finish::Completed {
                 train_loss,
                 train_accuracy,
+                weights,
             })) => Outcome::Completed {
                 train_loss,
                 train_accuracy,
+                weights,
             },
+            Ok(Ok(Finish::Paused)) => Outcome::Paused,
             Ok(Ok(Finish::Cancelled)) => Outcome::Cancelled,
             Ok(Err(e)) => Outcome::Failed(e.to_string()),
             Err(panic) => Outcome::Failed(format!(
@@ -83,6 +112,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::checkpoint;
 
     fn spec(epochs: u32) -> RunSpec {
         serde_json::from_value(serde_json::json!({
@@ -93,37 +123,112 @@ mod tests {
         .expect("spec")
     }
 
+    fn job(spec: RunSpec, dir: &std::path::Path, resume: Option<ResumeFrom>) -> TrainingJob {
+        let cells = Arc::new(ProgressCells::new(
+            u64::from(spec.epochs),
+            spec.batches_per_epoch(),
+            u64::from(spec.data.samples()),
+        ));
+        TrainingJob {
+            run_id: RunId::new(),
+            spec,
+            device: Device::Cpu,
+            cells,
+            control: Arc::new(RunControl::default()),
+            run_dir: dir.to_path_buf(),
+            resume,
+        }
+    }
+
     #[test]
     fn a_small_mlp_learns_and_reports_every_epoch() {
-        let spec = spec(5);
-        let cells = Arc::new(ProgressCells::new(5, spec.batches_per_epoch(), 512));
-        let control = Arc::new(RunControl::default());
-        let handle = spawn_training(RunId::new(), spec, Device::Cpu, Arc::clone(&cells), control)
-            .expect("spawn");
-        let outcome = handle.outcome.blocking_recv().expect("outcome");
-        let Outcome::Completed { train_accuracy, .. } = outcome else {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = job(spec(5), dir.path(), None);
+        let cells = Arc::clone(&job.cells);
+        let outcome = spawn_training(job)
+            .expect("spawn")
+            .outcome
+            .blocking_recv()
+            .expect("outcome");
+        let Outcome::Completed {
+            train_accuracy,
+            weights,
+            ..
+        } = outcome
+        else {
             panic!("{outcome:?}");
         };
+        assert!(weights.path.ends_with("artifacts/final.safetensors"));
         let first = cells.finished_epoch(0).expect("epoch 1");
         let last = cells.finished_epoch(4).expect("epoch 5");
         assert!(last.train_loss < first.train_loss, "{first:?} -> {last:?}");
         assert!(train_accuracy > 0.6, "accuracy {train_accuracy}");
         let s = cells.snapshot();
         assert_eq!((s.epoch, s.batch, s.samples), (5, 16, 5 * 512));
+        let mark = cells.latest_checkpoint().expect("epoch-end checkpoints");
+        assert_eq!((mark.epoch, mark.batch, mark.step), (5, 0, 80));
     }
 
     #[test]
     fn a_cancelled_run_stops_at_a_batch_boundary() {
-        let spec = spec(1000);
-        let cells = Arc::new(ProgressCells::new(1000, spec.batches_per_epoch(), 512));
-        let control = Arc::new(RunControl::default());
-        control.cancel();
-        let handle = spawn_training(RunId::new(), spec, Device::Cpu, Arc::clone(&cells), control)
-            .expect("spawn");
-        assert_eq!(
-            handle.outcome.blocking_recv().expect("outcome"),
-            Outcome::Cancelled
-        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = job(spec(1000), dir.path(), None);
+        let cells = Arc::clone(&job.cells);
+        job.control.cancel();
+        let outcome = spawn_training(job).expect("spawn").outcome.blocking_recv();
+        assert_eq!(outcome.expect("outcome"), Outcome::Cancelled);
         assert_eq!(cells.snapshot().samples, 0);
+    }
+
+    #[test]
+    fn a_pause_checkpoints_at_the_next_batch_boundary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = job(spec(3), dir.path(), None);
+        let cells = Arc::clone(&first.cells);
+        first.control.pause();
+        let outcome = spawn_training(first)
+            .expect("spawn")
+            .outcome
+            .blocking_recv();
+        assert_eq!(outcome.expect("outcome"), Outcome::Paused);
+        let mark = cells.latest_checkpoint().expect("checkpoint at pause");
+        assert_eq!((mark.epoch, mark.batch, mark.step), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_run_resumed_mid_epoch_ends_bit_identical_to_an_uninterrupted_one() {
+        let whole = tempfile::tempdir().expect("tempdir");
+        let mut every_7 = spec(3);
+        every_7.checkpoint.every_batches = Some(7);
+        let finish = |job: TrainingJob| match spawn_training(job)
+            .expect("spawn")
+            .outcome
+            .blocking_recv()
+            .expect("outcome")
+        {
+            Outcome::Completed { weights, .. } => weights,
+            other => panic!("did not complete: {other:?}"),
+        };
+        let reference = finish(job(every_7.clone(), whole.path(), None));
+
+        // Step 21 is in the middle of the second epoch (16 batches per epoch).
+        let path = whole
+            .path()
+            .join("checkpoints")
+            .join(checkpoint::file_name(21));
+        let (sha, _) = checkpoint::sha256_file(&path).expect("checkpoint at step 21");
+        let resumed_dir = tempfile::tempdir().expect("tempdir");
+        let resumed = finish(job(
+            every_7,
+            resumed_dir.path(),
+            Some(ResumeFrom {
+                path,
+                sha256: hex::encode(sha),
+            }),
+        ));
+        assert_eq!(
+            resumed.sha256, reference.sha256,
+            "final weights are bit-identical"
+        );
     }
 }

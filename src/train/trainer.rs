@@ -1,24 +1,37 @@
-//! The training loop: real forward, backward and optimizer steps with tch, progress
-//! written to the run's cells, the cancel flag read once per batch.
+//! The training loop: real forward, backward and optimizer steps with tch; progress
+//! written to the run's cells; the cancel and pause flags read once per batch;
+//! checkpoints at the policy's triggers and at every epoch end.
+//!
+//! Everything that decides the weights is a function of the spec and the position:
+//! the data order of an epoch comes from `(seed, epoch)`, the learning rate from the
+//! step, and the optimizer state is in the checkpoint. So a run resumed from a
+//! checkpoint on the same device ends with the same bits as one never interrupted.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
+use super::checkpoint::{self, CheckpointError, Position, Saved};
 use super::control::RunControl;
 use super::data::Dataset;
 use super::model;
-use super::progress::{EpochRecord, ProgressCells};
-use crate::domain::spec::{OptimizerSpec, RunSpec};
+use super::optim::{OptimError, Optimizer};
+use super::progress::{CheckpointMark, EpochRecord, ProgressCells};
+use super::schedule;
+use crate::domain::spec::RunSpec;
 
 /// Torch's parameter initialisation draws from one process-wide generator; seeding it
 /// and building the model happen under this lock so concurrent runs stay reproducible.
 static TORCH_INIT: Mutex<()> = Mutex::new(());
+
+/// Name of the final weights artifact.
+pub const FINAL_WEIGHTS: &str = "final.safetensors";
 
 /// Why training stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +39,42 @@ pub enum TrainError {
     /// libtorch refused an operation (shape, memory, device).
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The optimizer state in a checkpoint does not fit.
+    #[error("optimizer state: {0}")]
+    Optimizer(#[from] OptimError),
+}
+
+/// Where to resume from: a journaled checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeFrom {
+    /// Absolute path of the checkpoint file.
+    pub path: PathBuf,
+    /// Its journaled SHA-256, checked before loading.
+    pub sha256: String,
+}
+
+/// What a training attempt works with.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    /// What to train.
+    pub spec: &'a RunSpec,
+    /// The slot's device.
+    pub device: Device,
+    /// Where progress is reported.
+    pub cells: &'a ProgressCells,
+    /// Cancel and pause flags.
+    pub control: &'a RunControl,
+    /// The run's directory (`DATA_DIR/runs/ID`): checkpoints and artifacts go there.
+    pub run_dir: PathBuf,
+    /// The checkpoint to continue from, if any.
+    pub resume: Option<ResumeFrom>,
 }
 
 /// How a training attempt ended, when it did not fail.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
     /// Every epoch ran; the figures are the last epoch's.
     Completed {
@@ -37,18 +82,53 @@ pub enum Finish {
         train_loss: f64,
         /// Training accuracy of the last epoch.
         train_accuracy: f64,
+        /// The final weights file.
+        weights: Saved,
     },
+    /// The pause flag was seen at a batch boundary; a checkpoint was written.
+    Paused,
     /// The cancel flag was seen at a batch boundary.
     Cancelled,
 }
 
-/// Trains `spec` on `device`, reporting into `cells`, until done or cancelled.
-pub fn train(
-    spec: &RunSpec,
-    device: Device,
-    cells: &ProgressCells,
-    control: &RunControl,
-) -> Result<Finish, TrainError> {
+/// The order of the examples in epoch `epoch`: a function of the seed and the epoch
+/// alone, so a resumed run sees the same order.
+fn epoch_order(seed: u64, epoch: u64, n: i64) -> Vec<i64> {
+    let mut order: Vec<i64> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    order.shuffle(&mut rng);
+    order
+}
+
+fn save_checkpoint(
+    attempt: &Attempt<'_>,
+    vs: &nn::VarStore,
+    optimizer: &Optimizer,
+    position: &Position,
+) -> Result<(), TrainError> {
+    let mut tensors = checkpoint::weight_tensors(vs);
+    tensors.extend(optimizer.state_tensors());
+    tensors.extend(checkpoint::position_tensors(position));
+    let saved = checkpoint::save(
+        &attempt.run_dir.join("checkpoints"),
+        &checkpoint::file_name(position.step),
+        &tensors,
+    )?;
+    attempt.cells.publish_checkpoint(CheckpointMark {
+        step: position.step,
+        epoch: position.epoch,
+        batch: position.batch,
+        bytes: saved.bytes,
+        sha256: saved.sha256,
+    });
+    Ok(())
+}
+
+/// Trains one attempt until done, paused or cancelled.
+pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
+    let spec = attempt.spec;
+    let device = attempt.device;
+    let cells = attempt.cells;
     let data = Dataset::load(&spec.data, device)?;
     let vs = nn::VarStore::new(device);
     let net = {
@@ -58,37 +138,50 @@ pub fn train(
         tch::manual_seed(spec.seed as i64);
         model::build(&vs.root(), &spec.model, data.feature_count(), data.classes)
     };
-    let mut optimizer = match spec.optimizer {
-        OptimizerSpec::Sgd(ref sgd) => nn::Sgd {
-            momentum: sgd.momentum,
-            ..Default::default()
-        }
-        .build(&vs, sgd.lr)?,
-        OptimizerSpec::Adam(ref adam) | OptimizerSpec::Adamw(ref adam) => {
-            nn::Adam::default().build(&vs, adam.lr)?
-        }
+    let mut optimizer = Optimizer::new(&spec.optimizer, &vs)?;
+
+    let mut position = Position {
+        last_loss: f64::NAN,
+        ..Position::default()
     };
+    if let Some(resume) = &attempt.resume {
+        let named = checkpoint::load(&resume.path, &resume.sha256, device)?;
+        checkpoint::restore_weights(&resume.path, &vs, &named)?;
+        optimizer.load_state(&named)?;
+        position = checkpoint::position_from(&resume.path, &named)?;
+    }
 
     let n = data.len();
     let batch_size = i64::from(spec.batch_size);
     let batches = cells.batches_per_epoch();
-    let mut order: Vec<i64> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut samples_seen: u64 = 0;
-    let mut last = (f64::NAN, 0.0);
+    let epochs = u64::from(spec.epochs);
+    let total_steps = epochs * batches;
+    let base_lr = spec.optimizer.lr();
+    let policy = &spec.checkpoint;
+    let mut last_checkpoint = Instant::now();
+    if position.step > 0 {
+        cells.report(
+            position.epoch + 1,
+            position.batch,
+            position.samples,
+            f64::NAN,
+        );
+    }
 
-    for epoch in 0..u64::from(spec.epochs) {
+    while position.epoch < epochs {
+        let epoch = position.epoch;
         let started = Instant::now();
-        order.shuffle(&mut rng);
+        let order = epoch_order(spec.seed, epoch, n);
         let permutation = Tensor::f_from_slice(&order)?.f_to_device(device)?;
-        // Sums stay on the device so a batch does not wait for the host to read them.
-        let mut loss_sum = Tensor::f_zeros([], (Kind::Double, device))?;
-        let mut correct = Tensor::f_zeros([], (Kind::Int64, device))?;
-        for batch in 0..batches {
-            if control.is_cancelled() {
+        while position.batch < batches {
+            if attempt.control.is_cancelled() {
                 return Ok(Finish::Cancelled);
             }
-            let start = batch as i64 * batch_size;
+            if attempt.control.is_paused() {
+                save_checkpoint(attempt, &vs, &optimizer, &position)?;
+                return Ok(Finish::Paused);
+            }
+            let start = position.batch as i64 * batch_size;
             let len = batch_size.min(n - start);
             let index = permutation.f_narrow(0, start, len)?;
             let xs = data.features.f_index_select(0, &index)?;
@@ -101,26 +194,47 @@ pub fn train(
                 -100,
                 0.0,
             )?;
-            optimizer.backward_step(&loss);
-            let loss = loss.detach();
-            loss_sum = loss_sum.f_add(&loss.f_mul_scalar(len as f64)?)?;
+            optimizer.zero_grad();
+            loss.backward();
+            if let Some(max_norm) = spec.grad_clip {
+                optimizer.clip_grad_norm(max_norm)?;
+            }
+            let lr = schedule::learning_rate(
+                &spec.lr_schedule,
+                base_lr,
+                position.step,
+                batches,
+                total_steps,
+            );
+            optimizer.step(lr)?;
+
+            let loss_value = loss.f_double_value(&[])?;
             let hits = logits
                 .detach()
                 .f_argmax(-1, false)?
                 .f_eq_tensor(&ys)?
-                .f_sum(Kind::Int64)?;
-            correct = correct.f_add(&hits)?;
-            samples_seen += len as u64;
-            cells.report(
-                epoch + 1,
-                batch + 1,
-                samples_seen,
-                loss.f_double_value(&[])?,
-            );
+                .f_sum(Kind::Int64)?
+                .f_int64_value(&[])?;
+            position.loss_sum += loss_value * len as f64;
+            position.correct += hits;
+            position.batch += 1;
+            position.step += 1;
+            position.samples += len as u64;
+            cells.report(epoch + 1, position.batch, position.samples, loss_value);
+
+            let by_batches = policy.every_batches.is_some_and(|k| position.step % k == 0);
+            let by_time = policy
+                .every_seconds
+                .is_some_and(|s| last_checkpoint.elapsed().as_secs_f64() >= s);
+            if (by_batches || by_time) && position.batch < batches {
+                save_checkpoint(attempt, &vs, &optimizer, &position)?;
+                last_checkpoint = Instant::now();
+            }
         }
-        let train_loss = loss_sum.f_double_value(&[])? / n as f64;
-        let train_accuracy = correct.f_int64_value(&[])? as f64 / n as f64;
-        last = (train_loss, train_accuracy);
+        let train_loss = position.loss_sum / n as f64;
+        let train_accuracy = position.correct as f64 / n as f64;
+        position.last_loss = train_loss;
+        position.last_accuracy = train_accuracy;
         cells.finish_epoch(
             epoch,
             EpochRecord {
@@ -129,9 +243,21 @@ pub fn train(
                 duration_ms: started.elapsed().as_millis() as u64,
             },
         );
+        position.epoch += 1;
+        position.batch = 0;
+        position.loss_sum = 0.0;
+        position.correct = 0;
+        save_checkpoint(attempt, &vs, &optimizer, &position)?;
+        last_checkpoint = Instant::now();
     }
+    let weights = checkpoint::save(
+        &attempt.run_dir.join("artifacts"),
+        FINAL_WEIGHTS,
+        &checkpoint::weight_tensors(&vs),
+    )?;
     Ok(Finish::Completed {
-        train_loss: last.0,
-        train_accuracy: last.1,
+        train_loss: position.last_loss,
+        train_accuracy: position.last_accuracy,
+        weights,
     })
 }

@@ -126,12 +126,16 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
     })
     .await;
 
-    let mut spec = quick_spec("live-at-the-crash");
-    spec["epochs"] = json!(40);
-    spec["model"]["hidden"] = json!([256, 256]);
-    let live = submit(spec).await;
+    let spec_of = |name: &str| {
+        let mut spec = quick_spec(name);
+        spec["epochs"] = json!(20);
+        spec["model"]["hidden"] = json!([128, 128]);
+        spec["checkpoint"] = json!({"every_batches": 10});
+        spec
+    };
+    let live = submit(spec_of("live-at-the-crash")).await;
     wait_for(&http, &server.address, &live, |r| {
-        r["state"] == "running" && r["progress"]["samples"].as_u64().unwrap_or(0) > 0
+        r["state"] == "running" && r["checkpoint"]["step"].as_u64().unwrap_or(0) > 0
     })
     .await;
     let before = all_events(&http, &server.address).await;
@@ -147,7 +151,7 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
 
     let run = wait_for(&http, &server.address, &live, |r| r["state"] == "completed").await;
     assert_eq!(run["attempt"], 2);
-    assert_eq!(run["metrics"]["epochs_completed"], 40);
+    assert_eq!(run["metrics"]["epochs_completed"], 20);
 
     let history = types(
         get(
@@ -164,14 +168,43 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         .expect("requeued");
     assert_eq!(history[..3], ["RunSubmitted", "SlotClaimed", "RunStarted"]);
     assert_eq!(
-        history[requeued..requeued + 4],
-        ["RunRequeued", "SlotReleased", "SlotClaimed", "RunStarted"]
+        history[requeued..requeued + 5],
+        [
+            "RunRequeued",
+            "SlotReleased",
+            "SlotClaimed",
+            "RunStarted",
+            "ResumedFromCheckpoint"
+        ],
+        "the second attempt continues from the last checkpoint, not from scratch"
     );
     assert_eq!(
         history[history.len() - 2..],
         ["RunCompleted", "SlotReleased"]
     );
     assert_eq!(history.iter().filter(|t| *t == "RunSubmitted").count(), 1);
+
+    // The same training, never interrupted, ends with the same weights, bit for bit.
+    let response = http
+        .post(format!("{}/api/v1/runs", server.address))
+        .json(&spec_of("never-interrupted"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 201);
+    let reference: Value = response.json().await.expect("JSON");
+    let reference_id = reference["id"].as_str().expect("id");
+    let reference = wait_for(&http, &server.address, reference_id, |r| {
+        r["state"] == "completed"
+    })
+    .await;
+    let final_sha = |run: &Value| run["artifacts"][0]["sha256"].as_str().map(str::to_string);
+    assert!(final_sha(&run).is_some());
+    assert_eq!(
+        final_sha(&run),
+        final_sha(&reference),
+        "bit-identical after kill -9 and resume"
+    );
 
     let kept = get(&http, format!("{}/api/v1/runs/{finished}", server.address)).await;
     assert_eq!(kept["state"], "completed");

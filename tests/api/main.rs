@@ -4,5 +4,6 @@
 mod cli;
 mod crash;
 mod helpers;
+mod pause;
 mod runs;
 mod stream;

@@ -30,8 +30,13 @@ async fn a_submitted_run_trains_to_completion() {
     assert_eq!(run["slot"], Value::Null);
 
     let events = app.events(id).await;
+    // Checkpoints taken between two ticks are journaled as the newest of them.
+    let lifecycle: Vec<String> = types(&events)
+        .into_iter()
+        .filter(|t| t != "CheckpointSaved")
+        .collect();
     assert_eq!(
-        types(&events),
+        lifecycle,
         [
             "RunSubmitted",
             "SlotClaimed",
@@ -39,10 +44,21 @@ async fn a_submitted_run_trains_to_completion() {
             "EpochCompleted",
             "EpochCompleted",
             "EpochCompleted",
+            "ArtifactSaved",
             "RunCompleted",
             "SlotReleased"
         ]
     );
+    let last_checkpoint = events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "CheckpointSaved")
+        .expect("a checkpoint");
+    assert_eq!(
+        last_checkpoint["data"]["epoch"], 3,
+        "the epoch-end checkpoint"
+    );
+    assert_eq!(run["checkpoint"]["step"], 3 * 63);
     let seqs: Vec<u64> = events
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
