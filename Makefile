@@ -5,9 +5,11 @@ CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
 DATA_DIR ?= ./data
 
-# libtorch 2.13.0 (CPU) from the PyPI wheels into .libtorch/ (idempotent).
+# libtorch 2.13.0 (CPU) from the PyPI wheels into .libtorch/, and the digits data set
+# into data/datasets/ (both idempotent).
 setup:
 	bash scripts/setup-libtorch.sh
+	bash scripts/fetch-digits.sh
 
 # Set-up and the release build.
 build: setup

@@ -52,7 +52,7 @@ fn target_dir() -> PathBuf {
 
 fn bench_report(c: &mut Criterion) {
     let mut group = c.benchmark_group("progress");
-    let cells = ProgressCells::new(10, 1_000, 64_000);
+    let cells = ProgressCells::with_epoch_size(10, 1_000, 64_000);
     let mut i = 0u64;
     group.bench_function("report", |b| {
         b.iter(|| {
@@ -148,7 +148,7 @@ impl Writer {
 
 fn bench_ticker(c: &mut Criterion) {
     let cells: Vec<Arc<ProgressCells>> = (0..RUNS)
-        .map(|_| Arc::new(ProgressCells::new(10, 1_000, 64_000)))
+        .map(|_| Arc::new(ProgressCells::with_epoch_size(10, 1_000, 64_000)))
         .collect();
     let mut ticker = Ticker::new(Duration::from_millis(250), ProgressBoard::default());
     for cells in &cells {

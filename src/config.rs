@@ -24,8 +24,19 @@ pub struct Config {
     pub server: ServerConfig,
     /// Slots and progress sampling.
     pub train: TrainConfig,
+    /// Data files.
+    pub data: DataConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Directories data files in run specs may be read from; empty means
+    /// `DATA_DIR/datasets`.
+    pub roots: Vec<PathBuf>,
 }
 
 /// `[server]`.
@@ -120,6 +131,15 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The data roots in force: `data.roots`, or `DATA_DIR/datasets` when empty.
+    pub fn data_roots(&self) -> Vec<PathBuf> {
+        if self.data.roots.is_empty() {
+            vec![self.server.data_dir.join("datasets")]
+        } else {
+            self.data.roots.clone()
+        }
     }
 
     /// The built-in defaults alone.

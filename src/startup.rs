@@ -11,6 +11,7 @@ use crate::actors::{supervisor, Actors};
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::store::{replay, EventLog, ReplayStats};
+use crate::train::data::DataRoots;
 
 /// Interval between keep-alive comments on event streams.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -41,7 +42,8 @@ impl Application {
             "journal replayed"
         );
         let devices = supervisor::slot_devices(config.train.cpu_slots);
-        let actors = supervisor::start(log, state, &devices, config.train.tick(), data_dir);
+        let roots = DataRoots::new(config.data_roots());
+        let actors = supervisor::start(log, state, &devices, config.train.tick(), data_dir, &roots);
         let listener = TcpListener::bind(config.server.bind)
             .with_context(|| format!("cannot listen on {} (server.bind)", config.server.bind))?;
         let address = listener.local_addr()?;
@@ -52,6 +54,7 @@ impl Application {
                 keep_alive: KEEP_ALIVE,
                 cancel_wait: Duration::from_secs(30),
                 data_dir: data_dir.clone(),
+                roots,
             },
         )?;
         Ok(Self {

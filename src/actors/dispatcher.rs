@@ -103,13 +103,45 @@ impl Dispatcher {
         records
     }
 
-    /// Rebuilds the queue and slot occupancy from the published state.
-    fn rebuild(&mut self) {
+    /// Rebuilds the queue and slot occupancy from the published state; runs waiting
+    /// out a retry delay join the queue when it is over.
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
         let state = self.reader.state();
-        self.queue = state.queue().into();
+        let mut waiting = Vec::new();
+        self.queue = state
+            .queue()
+            .into_iter()
+            .filter(|id| match retry_wait(state.run(*id)) {
+                Some(wait) => {
+                    waiting.push((*id, wait));
+                    false
+                }
+                None => true,
+            })
+            .collect();
         for entry in &mut self.slots {
             entry.busy = state.slots().holder(entry.info.id).map(|h| h.run_id);
         }
+        drop(state);
+        for (id, wait) in waiting {
+            self.enqueue_after(id, wait, ctx);
+        }
+    }
+
+    /// Queues `run_id` after `wait`, if it is still queued then.
+    fn enqueue_after(&mut self, run_id: RunId, wait: std::time::Duration, ctx: &mut Context<Self>) {
+        tracing::info!(run_id = %run_id, wait_ms = wait.as_millis() as u64, "retry scheduled");
+        ctx.run_later(wait, move |dispatcher, ctx| {
+            let queued = dispatcher
+                .reader
+                .state()
+                .run(run_id)
+                .is_some_and(|r| r.state == RunState::Queued);
+            if queued && !dispatcher.queue.contains(&run_id) {
+                dispatcher.enqueue(run_id);
+                dispatcher.schedule(ctx);
+            }
+        });
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
@@ -127,6 +159,7 @@ impl Dispatcher {
                     path: c.path.clone(),
                     sha256: c.sha256.clone(),
                     step: c.step,
+                    epoch: c.epoch,
                 });
                 (
                     serde_json::from_value::<RunSpec>(run.spec.clone()),
@@ -177,6 +210,20 @@ impl Dispatcher {
         }
     }
 
+    /// Puts a run in the queue after every run of the same or a higher priority.
+    fn enqueue(&mut self, run_id: RunId) {
+        let state = self.reader.state();
+        let priority = |id: &RunId| state.run(*id).map_or(0, |r| r.priority);
+        let mine = priority(&run_id);
+        let at = self
+            .queue
+            .iter()
+            .position(|id| priority(id) < mine)
+            .unwrap_or(self.queue.len());
+        drop(state);
+        self.queue.insert(at, run_id);
+    }
+
     fn take_from_queue(&mut self, run_id: RunId) -> bool {
         match self.queue.iter().position(|id| *id == run_id) {
             Some(position) => {
@@ -211,7 +258,7 @@ impl Actor for Dispatcher {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "recovery events not journaled"),
             }
-            dispatcher.rebuild();
+            dispatcher.rebuild(ctx);
             dispatcher.ready.store(true, Ordering::Release);
             dispatcher.schedule(ctx);
         }));
@@ -219,9 +266,15 @@ impl Actor for Dispatcher {
 }
 
 impl Supervised for Dispatcher {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.rebuild();
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        self.rebuild(ctx);
     }
+}
+
+/// How long a queued run still waits out its retry delay, if it does.
+fn retry_wait(run: Option<&crate::domain::Run>) -> Option<std::time::Duration> {
+    let not_before = run?.not_before?;
+    (not_before - chrono::Utc::now()).to_std().ok()
 }
 
 /// What a submission did.
@@ -258,7 +311,7 @@ impl Handler<SubmitRun> for Dispatcher {
         Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {
-                    dispatcher.queue.push_back(run_id);
+                    dispatcher.enqueue(run_id);
                     dispatcher.schedule(ctx);
                     Ok(Submitted {
                         run_id,
@@ -449,7 +502,7 @@ impl Handler<ResumeRun> for Dispatcher {
         Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {
-                    dispatcher.queue.push_back(run_id);
+                    dispatcher.enqueue(run_id);
                     dispatcher.schedule(ctx);
                     Ok(())
                 }
@@ -485,6 +538,16 @@ impl Handler<SlotFreed> for Dispatcher {
             .find(|s| s.info.id == msg.slot && s.busy == Some(msg.run_id))
         {
             entry.busy = None;
+        }
+        // A failed attempt with retries left is queued again after its delay.
+        let retry = {
+            let state = self.reader.state();
+            let run = state.run(msg.run_id);
+            run.filter(|r| r.state == RunState::Queued)
+                .map(|r| retry_wait(Some(r)).unwrap_or_default())
+        };
+        if let Some(wait) = retry {
+            self.enqueue_after(msg.run_id, wait, ctx);
         }
         self.schedule(ctx);
     }

@@ -14,6 +14,7 @@ use super::slot::{RunEnded, Slot};
 use super::ticker::{Ticker, Unwatch, Watch};
 use crate::domain::{Event, RunId, RunSpec, SlotId};
 use crate::train::checkpoint;
+use crate::train::data::DataRoots;
 use crate::train::thread::TrainingJob;
 use crate::train::trainer::{ResumeFrom, FINAL_WEIGHTS};
 use crate::train::{spawn_training, CheckpointMark, Outcome, ProgressCells, RunControl};
@@ -30,6 +31,8 @@ pub struct Resume {
     pub sha256: String,
     /// Its optimizer step.
     pub step: u64,
+    /// Epochs fully done when it was taken (already journaled).
+    pub epoch: u32,
 }
 
 /// The run actor.
@@ -40,6 +43,7 @@ pub struct RunActor {
     slot: SlotId,
     device: tch::Device,
     data_dir: PathBuf,
+    roots: DataRoots,
     resume: Option<Resume>,
     cells: Arc<ProgressCells>,
     control: Arc<RunControl>,
@@ -70,6 +74,8 @@ pub struct RunSetup {
     pub device: tch::Device,
     /// The server's data directory.
     pub data_dir: PathBuf,
+    /// Where data files may be read from.
+    pub roots: DataRoots,
     /// The journal.
     pub journal: Addr<Journal>,
     /// Read access to the journal.
@@ -90,13 +96,8 @@ pub fn run_dir_relative(run_id: RunId) -> PathBuf {
 impl RunActor {
     /// A run actor for one attempt.
     pub fn new(setup: RunSetup) -> Self {
-        let batches = setup.spec.batches_per_epoch();
-        let samples = u64::from(setup.spec.data.samples());
-        let cells = Arc::new(ProgressCells::new(
-            u64::from(setup.spec.epochs),
-            batches,
-            samples,
-        ));
+        let cells = Arc::new(ProgressCells::new(u64::from(setup.spec.epochs)));
+        let epochs_journaled = setup.resume.as_ref().map_or(0, |r| u64::from(r.epoch));
         Self {
             run_id: setup.run_id,
             spec: setup.spec,
@@ -104,6 +105,7 @@ impl RunActor {
             slot: setup.slot,
             device: setup.device,
             data_dir: setup.data_dir,
+            roots: setup.roots,
             resume: setup.resume,
             cells,
             control: Arc::new(RunControl::default()),
@@ -112,7 +114,7 @@ impl RunActor {
             ticker: setup.ticker,
             slot_addr: setup.slot_addr,
             tick: setup.tick,
-            epochs_journaled: 0,
+            epochs_journaled,
             checkpoint_journaled: None,
         }
     }
@@ -136,15 +138,26 @@ impl RunActor {
         let mut events = Vec::new();
         while let Some(record) = self.cells.finished_epoch(self.epochs_journaled) {
             self.epochs_journaled += 1;
+            let epoch = self.epochs_journaled as u32;
             events.push((
                 self.run_id,
                 Event::EpochCompleted {
-                    epoch: self.epochs_journaled as u32,
+                    epoch,
                     train_loss: record.train_loss,
                     train_accuracy: record.train_accuracy,
                     duration_ms: record.duration_ms,
                 },
             ));
+            if !record.val_loss.is_nan() {
+                events.push((
+                    self.run_id,
+                    Event::EpochEvaluated {
+                        epoch,
+                        val_loss: record.val_loss,
+                        val_metric: record.val_metric,
+                    },
+                ));
+            }
         }
         if let Some(mark) = checkpoint {
             self.checkpoint_journaled = Some(mark);
@@ -241,6 +254,7 @@ impl RunActor {
                 path: self.data_dir.join(&r.path),
                 sha256: r.sha256.clone(),
             }),
+            roots: self.roots.clone(),
         };
         let handle = match spawn_training(job) {
             Ok(handle) => handle,
@@ -297,7 +311,23 @@ impl RunActor {
             Outcome::Cancelled => Event::RunCancelled {
                 reason: "cancelled by request".into(),
             },
-            Outcome::Failed(reason) => Event::RunFailed { reason },
+            Outcome::Failed(reason) => {
+                let retries = self
+                    .reader
+                    .state()
+                    .run(self.run_id)
+                    .map_or(0, |r| r.retries);
+                if retries < self.spec.max_retries && !self.control.is_cancelled() {
+                    let retry = retries + 1;
+                    Event::RunRetryScheduled {
+                        reason,
+                        retry,
+                        delay_ms: self.spec.retry_delay(retry).as_millis() as u64,
+                    }
+                } else {
+                    Event::RunFailed { reason }
+                }
+            }
         };
         tracing::info!(run_id = %self.run_id, outcome = terminal.kind().name(), "training attempt ended");
         records.push((self.run_id, terminal));

@@ -12,6 +12,7 @@ use super::journal::{Journal, JournalReader};
 use super::run::{device_name, Cancel, Pause, Resume, RunActor, RunSetup};
 use super::ticker::Ticker;
 use crate::domain::{RunId, RunSpec, SlotId};
+use crate::train::data::DataRoots;
 
 /// A slot as shown by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,38 +23,39 @@ pub struct SlotInfo {
     pub device: String,
 }
 
+/// What every slot hands to the run actors it starts.
+#[derive(Clone)]
+pub struct SlotContext {
+    /// The journal.
+    pub journal: Addr<Journal>,
+    /// Read access to the journal.
+    pub reader: JournalReader,
+    /// The ticker sampling live runs.
+    pub ticker: Addr<Ticker>,
+    /// The ticker period.
+    pub tick: Duration,
+    /// The server's data directory.
+    pub data_dir: std::path::PathBuf,
+    /// Where data files may be read from.
+    pub roots: DataRoots,
+}
+
 /// The slot actor.
 pub struct Slot {
     id: SlotId,
     device: tch::Device,
-    journal: Addr<Journal>,
-    reader: JournalReader,
-    ticker: Addr<Ticker>,
-    tick: Duration,
-    data_dir: std::path::PathBuf,
+    context: SlotContext,
     current: Option<(RunId, Addr<RunActor>)>,
     dispatcher: Option<Addr<Dispatcher>>,
 }
 
 impl Slot {
     /// A slot for `device`.
-    pub fn new(
-        id: SlotId,
-        device: tch::Device,
-        journal: Addr<Journal>,
-        reader: JournalReader,
-        ticker: Addr<Ticker>,
-        tick: Duration,
-        data_dir: std::path::PathBuf,
-    ) -> Self {
+    pub fn new(id: SlotId, device: tch::Device, context: SlotContext) -> Self {
         Self {
             id,
             device,
-            journal,
-            reader,
-            ticker,
-            tick,
-            data_dir,
+            context,
             current: None,
             dispatcher: None,
         }
@@ -103,12 +105,13 @@ impl Handler<StartRun> for Slot {
             resume: msg.resume,
             slot: self.id,
             device: self.device,
-            data_dir: self.data_dir.clone(),
-            journal: self.journal.clone(),
-            reader: self.reader.clone(),
-            ticker: self.ticker.clone(),
+            data_dir: self.context.data_dir.clone(),
+            roots: self.context.roots.clone(),
+            journal: self.context.journal.clone(),
+            reader: self.context.reader.clone(),
+            ticker: self.context.ticker.clone(),
             slot_addr: ctx.address(),
-            tick: self.tick,
+            tick: self.context.tick,
         });
         self.current = Some((msg.run_id, actor.start()));
     }

@@ -11,10 +11,11 @@ use actix::prelude::*;
 use super::dispatcher::Dispatcher;
 use super::journal::{Journal, JournalReader};
 use super::run::device_name;
-use super::slot::{Slot, SlotInfo};
+use super::slot::{Slot, SlotContext, SlotInfo};
 use super::ticker::{ProgressBoard, Ticker};
 use crate::domain::{SlotId, State};
 use crate::store::EventLog;
+use crate::train::data::DataRoots;
 
 /// Addresses and shared views of the running actors.
 #[derive(Clone)]
@@ -53,6 +54,7 @@ pub fn start(
     devices: &[tch::Device],
     tick: Duration,
     data_dir: &std::path::Path,
+    roots: &DataRoots,
 ) -> Actors {
     let (journal, reader) = Journal::new(log, state);
     let journal = Supervisor::start(move |_| journal);
@@ -61,19 +63,19 @@ pub fn start(
         let board = board.clone();
         Supervisor::start(move |_| Ticker::new(tick, board))
     };
+    let context = SlotContext {
+        journal: journal.clone(),
+        reader: reader.clone(),
+        ticker: ticker.clone(),
+        tick,
+        data_dir: data_dir.to_path_buf(),
+        roots: roots.clone(),
+    };
     let slots: Vec<(SlotInfo, Addr<Slot>)> = devices
         .iter()
         .enumerate()
         .map(|(i, device)| {
-            let slot = Slot::new(
-                SlotId(i as u32),
-                *device,
-                journal.clone(),
-                reader.clone(),
-                ticker.clone(),
-                tick,
-                data_dir.to_path_buf(),
-            );
+            let slot = Slot::new(SlotId(i as u32), *device, context.clone());
             let info = slot.info();
             (info, Supervisor::start(move |_| slot))
         })

@@ -124,6 +124,25 @@ pub enum Event {
         /// Size in bytes.
         bytes: u64,
     },
+    /// The validation data was evaluated after an epoch.
+    EpochEvaluated {
+        /// 1-based epoch number.
+        epoch: u32,
+        /// Mean loss on the validation data.
+        val_loss: f64,
+        /// Accuracy (classification) or mean absolute error (regression).
+        val_metric: f64,
+    },
+    /// An attempt failed and the run will be tried again after a delay, from its
+    /// newest checkpoint.
+    RunRetryScheduled {
+        /// Why the attempt failed.
+        reason: String,
+        /// Retries scheduled so far, this one included.
+        retry: u32,
+        /// Wait before the run is queued again, in milliseconds.
+        delay_ms: u64,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -161,11 +180,15 @@ pub enum EventKind {
     ResumedFromCheckpoint,
     /// See [`Event::ArtifactSaved`].
     ArtifactSaved,
+    /// See [`Event::EpochEvaluated`].
+    EpochEvaluated,
+    /// See [`Event::RunRetryScheduled`].
+    RunRetryScheduled,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -182,6 +205,8 @@ impl EventKind {
         EventKind::RunResumed,
         EventKind::ResumedFromCheckpoint,
         EventKind::ArtifactSaved,
+        EventKind::EpochEvaluated,
+        EventKind::RunRetryScheduled,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -203,6 +228,8 @@ impl EventKind {
             EventKind::RunResumed => "RunResumed",
             EventKind::ResumedFromCheckpoint => "ResumedFromCheckpoint",
             EventKind::ArtifactSaved => "ArtifactSaved",
+            EventKind::EpochEvaluated => "EpochEvaluated",
+            EventKind::RunRetryScheduled => "RunRetryScheduled",
         }
     }
 }
@@ -227,6 +254,8 @@ impl Event {
             Event::RunResumed => EventKind::RunResumed,
             Event::ResumedFromCheckpoint { .. } => EventKind::ResumedFromCheckpoint,
             Event::ArtifactSaved { .. } => EventKind::ArtifactSaved,
+            Event::EpochEvaluated { .. } => EventKind::EpochEvaluated,
+            Event::RunRetryScheduled { .. } => EventKind::RunRetryScheduled,
         }
     }
 
@@ -285,6 +314,16 @@ impl Event {
                 "sha256": sha256, "bytes": bytes,
             }),
             Event::ResumedFromCheckpoint { step, path } => json!({"step": step, "path": path}),
+            Event::EpochEvaluated {
+                epoch,
+                val_loss,
+                val_metric,
+            } => json!({"epoch": epoch, "val_loss": val_loss, "val_metric": val_metric}),
+            Event::RunRetryScheduled {
+                reason,
+                retry,
+                delay_ms,
+            } => json!({"reason": reason, "retry": retry, "delay_ms": delay_ms}),
             Event::ArtifactSaved {
                 name,
                 path,

@@ -42,6 +42,66 @@ pub struct RunSpec {
     /// When checkpoints are written (always also at the end of each epoch).
     #[serde(default)]
     pub checkpoint: CheckpointPolicy,
+    /// What is learned: classes (cross-entropy, accuracy) or values (MSE, MAE).
+    #[serde(default)]
+    pub task: Task,
+    /// Data held out of training and evaluated after every epoch.
+    #[serde(default)]
+    pub validation: Option<ValidationSpec>,
+    /// Queue priority: higher runs first, first come first served within a priority.
+    #[serde(default)]
+    pub priority: i32,
+    /// Times a failed attempt is retried (from the newest checkpoint) before the run
+    /// fails for good.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// Wait before the first retry, in seconds; each further retry waits twice as long
+    /// (at most an hour).
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff_secs: f64,
+    /// Fail the attempt when the loss becomes NaN or infinite.
+    #[serde(default = "default_true")]
+    pub fail_on_nan: bool,
+}
+
+fn default_retry_backoff() -> f64 {
+    10.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl RunSpec {
+    /// The wait before retry number `retry` (1-based): the backoff doubled each time,
+    /// capped at an hour.
+    pub fn retry_delay(&self, retry: u32) -> std::time::Duration {
+        let secs = self.retry_backoff_secs * 2f64.powi(retry.saturating_sub(1).min(30) as i32);
+        std::time::Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+    }
+}
+
+/// What a run learns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Integer class labels; cross-entropy loss, accuracy.
+    #[default]
+    Classification,
+    /// Real-valued targets; mean squared error loss, mean absolute error.
+    Regression,
+}
+
+/// Where validation data comes from: a share of the training data, or other data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// Share of the examples held out (a seeded split), in (0, 0.9].
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    /// Separate validation data, of the same shape as the training data.
+    #[serde(default)]
+    pub data: Option<DataSpec>,
 }
 
 /// When a run writes checkpoints, besides the end of every epoch.
@@ -164,6 +224,76 @@ pub enum Activation {
 pub enum DataSpec {
     /// A seeded synthetic classification problem.
     Synthetic(SyntheticSpec),
+    /// A CSV file (optionally gzip-compressed): one example per row.
+    Csv(CsvSpec),
+    /// Two NumPy `.npy` files: features and targets.
+    Npy(NpySpec),
+    /// Named tensors in a safetensors file.
+    Safetensors(SafetensorsSpec),
+}
+
+/// A CSV file: numeric columns, one of them the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSpec {
+    /// Path, relative to a data root (or absolute, inside one). `.gz` is decompressed.
+    pub path: String,
+    /// Whether the first row names the columns.
+    #[serde(default)]
+    pub header: bool,
+    /// The target column, by name (needs a header) or 0-based index; the last column
+    /// when absent.
+    #[serde(default)]
+    pub target: Option<ColumnRef>,
+    /// The field separator.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+/// A column named or counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnRef {
+    /// 0-based index.
+    Index(u32),
+    /// Name from the header row.
+    Name(String),
+}
+
+/// Features and targets in two `.npy` files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NpySpec {
+    /// `[samples, ...]` features (flattened per example).
+    pub features: String,
+    /// `[samples]` labels or `[samples]`/`[samples, k]` regression targets.
+    pub targets: String,
+}
+
+/// Features and targets as two named tensors of one safetensors file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetensorsSpec {
+    /// Path of the file.
+    pub path: String,
+    /// Name of the features tensor.
+    #[serde(default = "default_features_name")]
+    pub features: String,
+    /// Name of the targets tensor.
+    #[serde(default = "default_targets_name")]
+    pub targets: String,
+}
+
+fn default_features_name() -> String {
+    "features".into()
+}
+
+fn default_targets_name() -> String {
+    "targets".into()
 }
 
 /// A seeded, learnable classification problem: Gaussian features labelled by a random
@@ -183,10 +313,11 @@ pub struct SyntheticSpec {
 }
 
 impl DataSpec {
-    /// Number of examples in the data set.
-    pub fn samples(&self) -> u32 {
+    /// Number of examples, when the spec alone says (synthetic data).
+    pub fn declared_samples(&self) -> Option<u32> {
         match self {
-            DataSpec::Synthetic(s) => s.samples,
+            DataSpec::Synthetic(s) => Some(s.samples),
+            _ => None,
         }
     }
 }
@@ -326,8 +457,12 @@ impl<'de> Deserialize<'de> for ModelSpec {
 
 impl<'de> Deserialize<'de> for DataSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (_, body) = tagged::split(d, &["synthetic"])?;
-        tagged::variant(body).map(DataSpec::Synthetic)
+        match tagged::split(d, &["synthetic", "csv", "npy", "safetensors"])? {
+            ("synthetic", body) => tagged::variant(body).map(DataSpec::Synthetic),
+            ("csv", body) => tagged::variant(body).map(DataSpec::Csv),
+            ("npy", body) => tagged::variant(body).map(DataSpec::Npy),
+            (_, body) => tagged::variant(body).map(DataSpec::Safetensors),
+        }
     }
 }
 
@@ -349,6 +484,17 @@ impl<'de> Deserialize<'de> for ScheduleSpec {
             (_, body) => tagged::variant(body).map(ScheduleSpec::Cosine),
         }
     }
+}
+
+/// The shape of a run's training data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DataShape {
+    /// Training examples (after any validation split).
+    pub samples: u64,
+    /// Features per example, flattened.
+    pub features: u64,
+    /// Model outputs: classes, or regression targets per example.
+    pub outputs: u64,
 }
 
 /// A spec that breaks a rule: which field, and why.
@@ -376,6 +522,84 @@ fn check_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), SpecEr
             field,
             format!("must be between {min} and {max}, got {value}"),
         ));
+    }
+    Ok(())
+}
+
+/// Rules of a data spec that need no file: ranges of synthetic data, non-empty paths.
+fn check_data(field: &str, data: &DataSpec) -> Result<(), SpecError> {
+    let path = |name: &str, value: &str| {
+        if value.trim().is_empty() {
+            Err(SpecError::new(
+                format!("{field}.{name}"),
+                "must not be empty",
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match data {
+        DataSpec::Synthetic(SyntheticSpec {
+            samples,
+            features,
+            classes,
+            ..
+        }) => {
+            check_range(
+                &format!("{field}.samples"),
+                u64::from(*samples),
+                1,
+                10_000_000,
+            )?;
+            check_range(
+                &format!("{field}.features"),
+                u64::from(*features),
+                1,
+                65_536,
+            )?;
+            check_range(&format!("{field}.classes"), u64::from(*classes), 2, 65_536)?;
+            for (what, values) in [
+                (
+                    "samples x features",
+                    u64::from(*samples) * u64::from(*features),
+                ),
+                (
+                    "samples x classes",
+                    u64::from(*samples) * u64::from(*classes),
+                ),
+            ] {
+                if values > MAX_DATA_VALUES {
+                    return Err(SpecError::new(
+                        field,
+                        format!("{what} is {values}, more than the limit of {MAX_DATA_VALUES}"),
+                    ));
+                }
+            }
+        }
+        DataSpec::Csv(csv) => {
+            path("path", &csv.path)?;
+            if !csv.delimiter.is_ascii() || csv.delimiter == '"' || csv.delimiter == '\n' {
+                return Err(SpecError::new(
+                    format!("{field}.delimiter"),
+                    "must be one ASCII character other than a quote or a newline",
+                ));
+            }
+            if matches!(csv.target, Some(ColumnRef::Name(_))) && !csv.header {
+                return Err(SpecError::new(
+                    format!("{field}.target"),
+                    "a column name needs `header: true`",
+                ));
+            }
+        }
+        DataSpec::Npy(npy) => {
+            path("features", &npy.features)?;
+            path("targets", &npy.targets)?;
+        }
+        DataSpec::Safetensors(st) => {
+            path("path", &st.path)?;
+            path("features", &st.features)?;
+            path("targets", &st.targets)?;
+        }
     }
     Ok(())
 }
@@ -436,34 +660,39 @@ impl RunSpec {
                 }
             }
         }
-        match &self.data {
-            DataSpec::Synthetic(SyntheticSpec {
-                samples,
-                features,
-                classes,
-                ..
-            }) => {
-                check_range("data.samples", u64::from(*samples), 1, 10_000_000)?;
-                check_range("data.features", u64::from(*features), 1, 65_536)?;
-                check_range("data.classes", u64::from(*classes), 2, 65_536)?;
-                for (what, values) in [
-                    (
-                        "samples x features",
-                        u64::from(*samples) * u64::from(*features),
-                    ),
-                    (
-                        "samples x classes",
-                        u64::from(*samples) * u64::from(*classes),
-                    ),
-                ] {
-                    if values > MAX_DATA_VALUES {
+        check_data("data", &self.data)?;
+        if let Some(validation) = &self.validation {
+            match (validation.fraction, &validation.data) {
+                (Some(fraction), None) => {
+                    if !(fraction.is_finite() && fraction > 0.0 && fraction <= 0.9) {
                         return Err(SpecError::new(
-                            "data",
-                            format!("{what} is {values}, more than the limit of {MAX_DATA_VALUES}"),
+                            "validation.fraction",
+                            format!("must be in (0, 0.9], got {fraction}"),
                         ));
                     }
                 }
+                (None, Some(data)) => {
+                    check_data("validation.data", data)?;
+                    if std::mem::discriminant(data) != std::mem::discriminant(&self.data) {
+                        return Err(SpecError::new(
+                            "validation.data.kind",
+                            "must be the same kind as data",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(SpecError::new(
+                        "validation",
+                        "give exactly one of `fraction` and `data`",
+                    ))
+                }
             }
+        }
+        if self.task == Task::Regression && matches!(self.data, DataSpec::Synthetic(_)) {
+            return Err(SpecError::new(
+                "task",
+                "synthetic data is a classification problem",
+            ));
         }
         match &self.optimizer {
             OptimizerSpec::Sgd(sgd) => {
@@ -537,20 +766,63 @@ impl RunSpec {
             }
         }
         check_range("checkpoint.keep", u64::from(policy.keep), 1, 1000)?;
-        let parameters = self.parameter_count();
+        check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
+        check_range("batch_size", u64::from(self.batch_size), 1, 1_000_000)?;
+        check_range("max_retries", u64::from(self.max_retries), 0, 100)?;
+        if !(self.retry_backoff_secs.is_finite()
+            && (0.0..=3600.0).contains(&self.retry_backoff_secs))
+        {
+            return Err(SpecError::new(
+                "retry_backoff_secs",
+                format!(
+                    "must be between 0 and 3600, got {}",
+                    self.retry_backoff_secs
+                ),
+            ));
+        }
+        if !(-1000..=1000).contains(&self.priority) {
+            return Err(SpecError::new(
+                "priority",
+                format!("must be between -1000 and 1000, got {}", self.priority),
+            ));
+        }
+        if let DataSpec::Synthetic(s) = &self.data {
+            let held_out = self
+                .validation
+                .as_ref()
+                .and_then(|v| v.fraction)
+                .map_or(0, |f| (f64::from(s.samples) * f).round() as u64);
+            self.validate_shape(&DataShape {
+                samples: u64::from(s.samples) - held_out,
+                features: u64::from(s.features),
+                outputs: u64::from(s.classes),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The rules that need the data's shape (known from the spec for synthetic data,
+    /// from the files otherwise).
+    pub fn validate_shape(&self, shape: &DataShape) -> Result<(), SpecError> {
+        if shape.samples == 0 {
+            return Err(SpecError::new("data", "no training example left"));
+        }
+        if u64::from(self.batch_size) > shape.samples {
+            return Err(SpecError::new(
+                "batch_size",
+                format!(
+                    "must be between 1 and the {} training examples, got {}",
+                    shape.samples, self.batch_size
+                ),
+            ));
+        }
+        let parameters = self.parameter_count(shape);
         if parameters > MAX_PARAMETERS {
             return Err(SpecError::new(
                 "model",
                 format!("{parameters} parameters, more than the limit of {MAX_PARAMETERS}"),
             ));
         }
-        check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
-        check_range(
-            "batch_size",
-            u64::from(self.batch_size),
-            1,
-            u64::from(self.data.samples()),
-        )?;
         Ok(())
     }
 
@@ -565,11 +837,9 @@ impl RunSpec {
         hex::encode(Sha256::digest(self.canonical_json().as_bytes()))
     }
 
-    /// Trainable parameters of the model for this spec's data (weights and biases).
-    pub fn parameter_count(&self) -> u64 {
-        let (inputs, outputs) = match &self.data {
-            DataSpec::Synthetic(s) => (u64::from(s.features), u64::from(s.classes)),
-        };
+    /// Trainable parameters of the model for data of this shape (weights and biases).
+    pub fn parameter_count(&self, shape: &DataShape) -> u64 {
+        let (inputs, outputs) = (shape.features, shape.outputs);
         match &self.model {
             ModelSpec::Mlp(mlp) => {
                 let mut widths = vec![inputs];
@@ -580,9 +850,8 @@ impl RunSpec {
         }
     }
 
-    /// Optimizer steps in one epoch (the last batch may be short).
-    pub fn batches_per_epoch(&self) -> u64 {
-        let samples = u64::from(self.data.samples());
+    /// Optimizer steps in one epoch of `samples` examples (the last batch may be short).
+    pub fn batches_per_epoch(&self, samples: u64) -> u64 {
         samples.div_ceil(u64::from(self.batch_size.max(1)))
     }
 }
@@ -603,7 +872,7 @@ mod tests {
     #[test]
     fn demo_spec_is_valid() {
         demo().validate().expect("valid");
-        assert_eq!(demo().batches_per_epoch(), 313);
+        assert_eq!(demo().batches_per_epoch(20_000), 313);
     }
 
     #[test]
@@ -692,6 +961,11 @@ mod tests {
             activation: Activation::Relu,
         });
         assert_eq!(spec.validate().unwrap_err().field, "model");
-        assert_eq!(demo().parameter_count(), 32 * 128 + 128 + 128 * 4 + 4);
+        let shape = DataShape {
+            samples: 20_000,
+            features: 32,
+            outputs: 4,
+        };
+        assert_eq!(demo().parameter_count(&shape), 32 * 128 + 128 + 128 * 4 + 4);
     }
 }

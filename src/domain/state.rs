@@ -88,7 +88,7 @@ impl RunState {
             (Some(S::Running), K::ResumedFromCheckpoint) => Some(S::Running),
             (
                 Some(s @ (S::Running | S::Pausing)),
-                K::EpochCompleted | K::CheckpointSaved | K::ArtifactSaved,
+                K::EpochCompleted | K::EpochEvaluated | K::CheckpointSaved | K::ArtifactSaved,
             ) => Some(s),
             (Some(S::Running | S::Pausing), K::RunCompleted) => Some(S::Completed),
             (Some(S::Queued | S::Starting | S::Running | S::Pausing), K::RunFailed) => {
@@ -102,6 +102,7 @@ impl RunState {
                 K::RunCancelled,
             ) => Some(S::Cancelled),
             (Some(S::Starting | S::Running), K::RunRequeued) => Some(S::Queued),
+            (Some(S::Starting | S::Running | S::Pausing), K::RunRetryScheduled) => Some(S::Queued),
             (Some(S::Running), K::PauseRequested) => Some(S::Pausing),
             (Some(S::Queued | S::Pausing), K::RunPaused) => Some(S::Paused),
             (Some(S::Paused), K::RunResumed) => Some(S::Queued),
@@ -123,6 +124,10 @@ pub struct EpochSummary {
     pub train_accuracy: f64,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// Validation loss, when the run has validation data.
+    pub val_loss: Option<f64>,
+    /// Validation accuracy (classification) or mean absolute error (regression).
+    pub val_metric: Option<f64>,
 }
 
 /// Everything known about one run, derived from its events.
@@ -148,6 +153,12 @@ pub struct Run {
     pub slot: Option<SlotId>,
     /// The device of the latest attempt.
     pub device: Option<String>,
+    /// Queue priority from the spec (higher first).
+    pub priority: i32,
+    /// Retries scheduled after failed attempts.
+    pub retries: u32,
+    /// A retried run waits in the queue until this time.
+    pub not_before: Option<DateTime<Utc>>,
     /// Whether a cancel was asked for and not yet carried out.
     pub cancel_requested: bool,
     /// Finished epochs: those of the current attempt, and those before the checkpoint
@@ -301,8 +312,12 @@ impl State {
             if self.runs.contains_key(&run_id) {
                 return;
             }
-            let spec = serde_json::from_str(spec)
+            let spec: serde_json::Value = serde_json::from_str(spec)
                 .unwrap_or_else(|_| serde_json::Value::String(spec.clone()));
+            let priority = spec["priority"]
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0);
             self.by_digest.entry(digest.clone()).or_insert(run_id);
             self.order.push(run_id);
             self.runs.insert(
@@ -318,6 +333,9 @@ impl State {
                     attempt: 0,
                     slot: None,
                     device: None,
+                    priority,
+                    retries: 0,
+                    not_before: None,
                     cancel_requested: false,
                     epochs: Vec::new(),
                     checkpoint: None,
@@ -367,7 +385,19 @@ impl State {
                 train_loss: *train_loss,
                 train_accuracy: *train_accuracy,
                 duration_ms: *duration_ms,
+                val_loss: None,
+                val_metric: None,
             }),
+            Event::EpochEvaluated {
+                epoch,
+                val_loss,
+                val_metric,
+            } => {
+                if let Some(summary) = run.epochs.iter_mut().rev().find(|e| e.epoch == *epoch) {
+                    summary.val_loss = Some(*val_loss);
+                    summary.val_metric = Some(*val_metric);
+                }
+            }
             Event::RunCompleted {
                 train_loss,
                 train_accuracy,
@@ -385,6 +415,20 @@ impl State {
             Event::CancelRequested => run.cancel_requested = true,
 
             Event::RunRequeued { .. } | Event::RunResumed => run.queued_seq = seq,
+            Event::RunRetryScheduled {
+                reason,
+                retry,
+                delay_ms,
+            } => {
+                run.queued_seq = seq;
+                run.retries = *retry;
+                run.error = Some(reason.clone());
+                run.not_before = Some(
+                    at + chrono::Duration::milliseconds(
+                        i64::try_from(*delay_ms).unwrap_or(i64::MAX / 2),
+                    ),
+                );
+            }
             Event::CheckpointSaved {
                 path,
                 epoch,
@@ -459,13 +503,14 @@ impl State {
         self.by_digest.get(digest).and_then(|id| self.runs.get(id))
     }
 
-    /// Queued runs in the order the dispatcher serves them.
+    /// Queued runs in the order the dispatcher serves them: higher priority first,
+    /// then the order they were queued in.
     pub fn queue(&self) -> Vec<RunId> {
         let mut queued: Vec<&Run> = self
             .runs()
             .filter(|r| r.state == RunState::Queued)
             .collect();
-        queued.sort_by_key(|r| r.queued_seq);
+        queued.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.queued_seq));
         queued.into_iter().map(|r| r.id).collect()
     }
 
@@ -538,6 +583,16 @@ mod tests {
                 bytes: 100,
             },
             EventKind::PauseRequested => Event::PauseRequested,
+            EventKind::RunRetryScheduled => Event::RunRetryScheduled {
+                reason: "boom".into(),
+                retry: 1,
+                delay_ms: 10,
+            },
+            EventKind::EpochEvaluated => Event::EpochEvaluated {
+                epoch: 1,
+                val_loss: 0.5,
+                val_metric: 0.5,
+            },
             EventKind::RunPaused => Event::RunPaused {
                 reason: "asked".into(),
             },
@@ -565,6 +620,9 @@ mod tests {
             (Some(S::Running), K::ResumedFromCheckpoint, S::Running),
             (Some(S::Starting), K::RunRequeued, S::Queued),
             (Some(S::Running), K::RunRequeued, S::Queued),
+            (Some(S::Starting), K::RunRetryScheduled, S::Queued),
+            (Some(S::Running), K::RunRetryScheduled, S::Queued),
+            (Some(S::Pausing), K::RunRetryScheduled, S::Queued),
             (Some(S::Running), K::PauseRequested, S::Pausing),
             (Some(S::Queued), K::RunPaused, S::Paused),
             (Some(S::Pausing), K::RunPaused, S::Paused),
@@ -573,6 +631,7 @@ mod tests {
         ];
         for s in [S::Running, S::Pausing] {
             table.push((Some(s), K::EpochCompleted, s));
+            table.push((Some(s), K::EpochEvaluated, s));
             table.push((Some(s), K::CheckpointSaved, s));
             table.push((Some(s), K::ArtifactSaved, s));
             table.push((Some(s), K::RunCompleted, S::Completed));

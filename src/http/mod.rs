@@ -30,6 +30,8 @@ pub struct AppState {
     pub cancel_wait: Duration,
     /// The data directory (artifacts are served from it).
     pub data_dir: std::path::PathBuf,
+    /// Where data files named in specs may be read from.
+    pub roots: crate::train::data::DataRoots,
 }
 
 /// Registers every route.

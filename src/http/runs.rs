@@ -22,6 +22,8 @@ pub struct RunView<'a> {
     metrics: Metrics,
     /// The checkpoints the keep policy leaves on disk, oldest first.
     checkpoints_kept: &'a [CheckpointRef],
+    /// 1-based place in the queue, for a queued run.
+    queue_position: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -30,13 +32,20 @@ struct Metrics {
     train_loss: Option<f64>,
     train_accuracy: Option<f64>,
     best_train_accuracy: Option<f64>,
+    /// Validation loss after the last evaluated epoch.
+    val_loss: Option<f64>,
+    /// Validation accuracy (classification) or MAE (regression) after the last
+    /// evaluated epoch.
+    val_metric: Option<f64>,
+    /// The best validation metric of any epoch (highest accuracy, lowest MAE).
+    best_val_metric: Option<f64>,
     /// Sum of the journaled epochs' wall times.
     training_time_ms: u64,
 }
 
 impl<'a> RunView<'a> {
     /// The view of `run` with the newest progress sample, if it is live.
-    pub fn new(run: &'a Run, progress: Option<Progress>) -> Self {
+    pub fn new(run: &'a Run, progress: Option<Progress>, queue_position: Option<usize>) -> Self {
         let last = run.epochs.last();
         let keep = run.spec["checkpoint"]["keep"].as_u64().unwrap_or(3) as usize;
         let kept_from = run.checkpoints.len().saturating_sub(keep);
@@ -48,9 +57,20 @@ impl<'a> RunView<'a> {
                 train_loss: last.map(|e| e.train_loss),
                 train_accuracy: last.map(|e| e.train_accuracy),
                 best_train_accuracy: run.epochs.iter().map(|e| e.train_accuracy).reduce(f64::max),
+                val_loss: run.epochs.iter().rev().find_map(|e| e.val_loss),
+                val_metric: run.epochs.iter().rev().find_map(|e| e.val_metric),
+                best_val_metric: {
+                    let metrics = run.epochs.iter().filter_map(|e| e.val_metric);
+                    if run.spec["task"] == "regression" {
+                        metrics.reduce(f64::min)
+                    } else {
+                        metrics.reduce(f64::max)
+                    }
+                },
                 training_time_ms: run.epochs.iter().map(|e| e.duration_ms).sum(),
             },
             checkpoints_kept: &run.checkpoints[kept_from..],
+            queue_position,
         }
     }
 }
@@ -125,7 +145,10 @@ fn run_response(
 ) -> Result<HttpResponse, ApiError> {
     let fold = state.actors.reader.state();
     let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-    Ok(response.json(RunView::new(run, state.actors.board.get(id))))
+    let position = (run.state == RunState::Queued)
+        .then(|| fold.queue().iter().position(|q| *q == id).map(|p| p + 1))
+        .flatten();
+    Ok(response.json(RunView::new(run, state.actors.board.get(id), position)))
 }
 
 /// Parses and checks a JSON run spec; the error names the field at fault.
@@ -173,6 +196,24 @@ fn join_path(path: &str, message: &str) -> String {
     }
 }
 
+/// Loads the data a spec names (off the async threads) and checks the rules that
+/// need its shape, so a wrong path, column or shape is a `422` now rather than a
+/// failed run later.
+async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
+    if spec.data.declared_samples().is_some() {
+        return Ok(spec);
+    }
+    let roots = state.roots.clone();
+    web::block(move || {
+        let (train, _) = crate::train::data::load_run(&spec, &roots)?;
+        spec.validate_shape(&train.shape())?;
+        Ok::<_, crate::domain::SpecError>(spec)
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+    .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))
+}
+
 /// `POST /api/v1/runs`: answers `201` once `RunSubmitted` is durable, or `200` with the
 /// existing run when the same spec was submitted before.
 pub async fn submit(
@@ -192,6 +233,7 @@ pub async fn submit(
     }
     let body = read_body(payload).await?;
     let spec = parse_spec(&body)?;
+    let spec = check_data(&state, spec).await?;
     let submitted = state
         .actors
         .dispatcher
@@ -200,20 +242,16 @@ pub async fn submit(
             spec,
         })
         .await??;
-    let fold = state.actors.reader.state();
-    let run = fold
-        .run(submitted.run_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "submitted run missing from state"))?;
-    let view = RunView::new(run, state.actors.board.get(run.id));
-    let location = format!("/api/v1/runs/{}", run.id);
     let mut response = if submitted.created {
         HttpResponse::Created()
     } else {
         HttpResponse::Ok()
     };
-    Ok(response
-        .insert_header((header::LOCATION, location))
-        .json(view))
+    response.insert_header((
+        header::LOCATION,
+        format!("/api/v1/runs/{}", submitted.run_id),
+    ));
+    run_response(&state, submitted.run_id, response)
 }
 
 /// Query of `GET /api/v1/runs`.
@@ -228,20 +266,31 @@ pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let fold = state.actors.reader.state();
     let wanted = query.state.as_deref();
+    if let Some(w) = wanted {
+        if !RunState::ALL.iter().any(|s| s.name() == w) {
+            let names: Vec<&str> = RunState::ALL.iter().map(|s| s.name()).collect();
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("state: `{w}` is not one of {}", names.join(", ")),
+            ));
+        }
+    }
+    let fold = state.actors.reader.state();
+    let positions: std::collections::HashMap<RunId, usize> = fold
+        .queue()
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i + 1))
+        .collect();
     let views: Vec<RunView> = fold
         .runs()
         .rev()
-        .filter(|run| {
-            wanted.is_none_or(|w| {
-                serde_json::to_value(run.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(|s| s == w))
-                    == Some(true)
-            })
+        .filter(|run| wanted.is_none_or(|w| run.state.name() == w))
+        .map(|run| {
+            let position = positions.get(&run.id).copied();
+            RunView::new(run, state.actors.board.get(run.id), position)
         })
-        .map(|run| RunView::new(run, state.actors.board.get(run.id)))
         .collect();
     Ok(HttpResponse::Ok().json(views))
 }

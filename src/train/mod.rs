@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod control;
 pub mod data;
+pub mod files;
 pub mod model;
 pub mod optim;
 pub mod progress;

@@ -36,6 +36,11 @@ pub struct EpochRecord {
     pub train_accuracy: f64,
     /// Wall time of the epoch in milliseconds.
     pub duration_ms: u64,
+    /// Validation loss after the epoch (NaN without validation data).
+    pub val_loss: f64,
+    /// Validation accuracy (classification) or mean absolute error (regression); NaN
+    /// without validation data.
+    pub val_metric: f64,
 }
 
 /// A checkpoint the training thread has written and fsynced.
@@ -70,6 +75,8 @@ struct EpochCell {
     loss: AtomicU64,
     accuracy: AtomicU64,
     duration_ms: AtomicU64,
+    val_loss: AtomicU64,
+    val_metric: AtomicU64,
 }
 
 /// Progress of one training attempt, shared between its training thread (the only
@@ -83,17 +90,23 @@ pub struct ProgressCells {
     loss: AtomicU64,
     /// Epochs the attempt will run; fixed at creation.
     epochs: u64,
-    /// Batches in one epoch; fixed at creation.
-    batches_per_epoch: u64,
-    /// Examples in one epoch; fixed at creation.
-    samples_per_epoch: u64,
+    /// Batches in one epoch; set once by the thread when the data is loaded.
+    batches_per_epoch: AtomicU64,
+    /// Examples in one epoch; set once with `batches_per_epoch`.
+    samples_per_epoch: AtomicU64,
     finished: Box<[EpochCell]>,
     checkpoint: CheckpointCell,
 }
 
 impl ProgressCells {
-    /// Cells for an attempt of `epochs` epochs of `batches_per_epoch` batches.
-    pub fn new(epochs: u64, batches_per_epoch: u64, samples_per_epoch: u64) -> Self {
+    /// Cells for an attempt of `epochs` epochs; the epoch's size comes with
+    /// [`ProgressCells::set_epoch_size`] once the data is loaded.
+    pub fn new(epochs: u64) -> Self {
+        Self::with_epoch_size(epochs, 0, 0)
+    }
+
+    /// Cells whose epoch size is known up front.
+    pub fn with_epoch_size(epochs: u64, batches_per_epoch: u64, samples_per_epoch: u64) -> Self {
         Self {
             seq: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -101,8 +114,8 @@ impl ProgressCells {
             samples: AtomicU64::new(0),
             loss: AtomicU64::new(f64::NAN.to_bits()),
             epochs,
-            batches_per_epoch,
-            samples_per_epoch,
+            batches_per_epoch: AtomicU64::new(batches_per_epoch),
+            samples_per_epoch: AtomicU64::new(samples_per_epoch),
             finished: (0..epochs).map(|_| EpochCell::default()).collect(),
             checkpoint: CheckpointCell::default(),
         }
@@ -113,14 +126,21 @@ impl ProgressCells {
         self.epochs
     }
 
-    /// Batches in one epoch.
+    /// Batches in one epoch (0 until the data is loaded).
     pub fn batches_per_epoch(&self) -> u64 {
-        self.batches_per_epoch
+        self.batches_per_epoch.load(Ordering::Acquire)
     }
 
-    /// Examples in one epoch.
+    /// Examples in one epoch (0 until the data is loaded).
     pub fn samples_per_epoch(&self) -> u64 {
-        self.samples_per_epoch
+        self.samples_per_epoch.load(Ordering::Acquire)
+    }
+
+    /// Records the epoch's size. The training thread calls this once, before its first
+    /// report.
+    pub fn set_epoch_size(&self, batches: u64, samples: u64) {
+        self.samples_per_epoch.store(samples, Ordering::Release);
+        self.batches_per_epoch.store(batches, Ordering::Release);
     }
 
     /// Records progress. Only the training thread calls this: a handful of relaxed
@@ -178,6 +198,10 @@ impl ProgressCells {
             .store(record.train_accuracy.to_bits(), Ordering::Relaxed);
         cell.duration_ms
             .store(record.duration_ms, Ordering::Relaxed);
+        cell.val_loss
+            .store(record.val_loss.to_bits(), Ordering::Relaxed);
+        cell.val_metric
+            .store(record.val_metric.to_bits(), Ordering::Relaxed);
         cell.done.store(true, Ordering::Release);
     }
 
@@ -243,6 +267,8 @@ impl ProgressCells {
             train_loss: f64::from_bits(cell.loss.load(Ordering::Relaxed)),
             train_accuracy: f64::from_bits(cell.accuracy.load(Ordering::Relaxed)),
             duration_ms: cell.duration_ms.load(Ordering::Relaxed),
+            val_loss: f64::from_bits(cell.val_loss.load(Ordering::Relaxed)),
+            val_metric: f64::from_bits(cell.val_metric.load(Ordering::Relaxed)),
         })
     }
 }
@@ -254,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_reader_never_sees_a_torn_snapshot() {
-        let cells = Arc::new(ProgressCells::new(1, 1, 1));
+        let cells = Arc::new(ProgressCells::with_epoch_size(1, 1, 1));
         let writer = {
             let cells = Arc::clone(&cells);
             std::thread::spawn(move || {
@@ -283,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_newest_checkpoint_is_read_whole() {
-        let cells = ProgressCells::new(1, 1, 1);
+        let cells = ProgressCells::with_epoch_size(1, 1, 1);
         assert_eq!(cells.latest_checkpoint(), None);
         let mark = CheckpointMark {
             step: 7,
@@ -298,15 +324,19 @@ mod tests {
 
     #[test]
     fn epoch_summaries_appear_once_published() {
-        let cells = ProgressCells::new(2, 10, 100);
+        let cells = ProgressCells::with_epoch_size(2, 10, 100);
         assert_eq!(cells.finished_epoch(0), None);
         let record = EpochRecord {
             train_loss: 0.5,
             train_accuracy: 0.75,
             duration_ms: 12,
+            val_loss: 0.6,
+            val_metric: f64::NAN,
         };
         cells.finish_epoch(0, record);
-        assert_eq!(cells.finished_epoch(0), Some(record));
+        let read = cells.finished_epoch(0).expect("published");
+        assert_eq!(read.val_loss, 0.6);
+        assert!(read.val_metric.is_nan());
         assert_eq!(cells.finished_epoch(1), None);
         cells.finish_epoch(5, record);
         assert_eq!(cells.finished_epoch(5), None);

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::Saved;
 use super::control::RunControl;
+use super::data::DataRoots;
 use super::progress::ProgressCells;
 use super::trainer::{self, Attempt, Finish, ResumeFrom};
 use crate::domain::{RunId, RunSpec};
@@ -58,6 +59,8 @@ pub struct TrainingJob {
     pub run_dir: PathBuf,
     /// The checkpoint to continue from.
     pub resume: Option<ResumeFrom>,
+    /// Where data files may be read from.
+    pub roots: DataRoots,
 }
 
 /// Starts the training thread for one attempt.
@@ -73,6 +76,7 @@ pub fn spawn_training(job: TrainingJob) -> std::io::Result<TrainingHandle> {
                 control: &job.control,
                 run_dir: job.run_dir.clone(),
                 resume: job.resume.clone(),
+                roots: &job.roots,
             })
         }));
         let outcome = match result {
@@ -124,11 +128,7 @@ mod tests {
     }
 
     fn job(spec: RunSpec, dir: &std::path::Path, resume: Option<ResumeFrom>) -> TrainingJob {
-        let cells = Arc::new(ProgressCells::new(
-            u64::from(spec.epochs),
-            spec.batches_per_epoch(),
-            u64::from(spec.data.samples()),
-        ));
+        let cells = Arc::new(ProgressCells::new(u64::from(spec.epochs)));
         TrainingJob {
             run_id: RunId::new(),
             spec,
@@ -137,6 +137,7 @@ mod tests {
             control: Arc::new(RunControl::default()),
             run_dir: dir.to_path_buf(),
             resume,
+            roots: DataRoots::new([dir.to_path_buf()]),
         }
     }
 

@@ -19,12 +19,12 @@ use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::{self, CheckpointError, Position, Saved};
 use super::control::RunControl;
-use super::data::Dataset;
+use super::data::{self, DataError, DataRoots, Dataset};
 use super::model;
 use super::optim::{OptimError, Optimizer};
 use super::progress::{CheckpointMark, EpochRecord, ProgressCells};
 use super::schedule;
-use crate::domain::spec::RunSpec;
+use crate::domain::spec::{RunSpec, Task};
 
 /// Torch's parameter initialisation draws from one process-wide generator; seeding it
 /// and building the model happen under this lock so concurrent runs stay reproducible.
@@ -45,6 +45,19 @@ pub enum TrainError {
     /// The optimizer state in a checkpoint does not fit.
     #[error("optimizer state: {0}")]
     Optimizer(#[from] OptimError),
+    /// The data cannot be loaded (it changed since the run was submitted).
+    #[error("data: {0}")]
+    Data(#[from] DataError),
+    /// The loss became NaN or infinite (`fail_on_nan`).
+    #[error("loss is {loss} at epoch {epoch}, batch {batch}")]
+    NonFinite {
+        /// The loss value.
+        loss: f64,
+        /// 1-based epoch.
+        epoch: u64,
+        /// 1-based batch in the epoch.
+        batch: u64,
+    },
 }
 
 /// Where to resume from: a journaled checkpoint.
@@ -71,6 +84,8 @@ pub struct Attempt<'a> {
     pub run_dir: PathBuf,
     /// The checkpoint to continue from, if any.
     pub resume: Option<ResumeFrom>,
+    /// Where data files may be read from.
+    pub roots: &'a DataRoots,
 }
 
 /// How a training attempt ended, when it did not fail.
@@ -124,19 +139,64 @@ fn save_checkpoint(
     Ok(())
 }
 
+/// The training loss: cross-entropy over class logits, or mean squared error.
+fn loss_of(task: Task, outputs: &Tensor, targets: &Tensor) -> Result<Tensor, tch::TchError> {
+    match task {
+        Task::Classification => {
+            outputs.f_cross_entropy_loss::<Tensor>(targets, None, tch::Reduction::Mean, -100, 0.0)
+        }
+        Task::Regression => outputs.f_mse_loss(targets, tch::Reduction::Mean),
+    }
+}
+
+/// Examples evaluated per forward pass on validation data.
+const EVAL_BATCH: i64 = 4096;
+
+/// Mean loss and accuracy (classification) or mean absolute error (regression) over
+/// `data`, without gradients.
+fn evaluate(task: Task, net: &nn::Sequential, data: &Dataset) -> Result<(f64, f64), tch::TchError> {
+    tch::no_grad(|| {
+        let n = data.len();
+        let (mut loss_sum, mut metric_sum) = (0.0, 0.0);
+        let mut start = 0;
+        while start < n {
+            let len = EVAL_BATCH.min(n - start);
+            let xs = data.features.f_narrow(0, start, len)?;
+            let ys = data.targets.f_narrow(0, start, len)?;
+            let outputs = model::forward(net, &xs);
+            loss_sum += loss_of(task, &outputs, &ys)?.f_double_value(&[])? * len as f64;
+            metric_sum += match task {
+                Task::Classification => outputs
+                    .f_argmax(-1, false)?
+                    .f_eq_tensor(&ys)?
+                    .f_sum(Kind::Double)?
+                    .f_double_value(&[])?,
+                Task::Regression => {
+                    let per_value = outputs.f_sub(&ys)?.f_abs()?.f_mean(Kind::Double)?;
+                    per_value.f_double_value(&[])? * len as f64
+                }
+            };
+            start += len;
+        }
+        Ok((loss_sum / n as f64, metric_sum / n as f64))
+    })
+}
+
 /// Trains one attempt until done, paused or cancelled.
 pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
     let spec = attempt.spec;
     let device = attempt.device;
     let cells = attempt.cells;
-    let data = Dataset::load(&spec.data, device)?;
+    let (data, validation) = data::load_run(spec, attempt.roots)?;
+    let data = data.to_device(device)?;
+    let validation = validation.map(|v| v.to_device(device)).transpose()?;
     let vs = nn::VarStore::new(device);
     let net = {
         let _guard = TORCH_INIT
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(spec.seed as i64);
-        model::build(&vs.root(), &spec.model, data.feature_count(), data.classes)
+        model::build(&vs.root(), &spec.model, data.feature_count(), data.outputs)
     };
     let mut optimizer = Optimizer::new(&spec.optimizer, &vs)?;
 
@@ -153,7 +213,8 @@ pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
 
     let n = data.len();
     let batch_size = i64::from(spec.batch_size);
-    let batches = cells.batches_per_epoch();
+    let batches = spec.batches_per_epoch(n as u64);
+    cells.set_epoch_size(batches, n as u64);
     let epochs = u64::from(spec.epochs);
     let total_steps = epochs * batches;
     let base_lr = spec.optimizer.lr();
@@ -185,15 +246,9 @@ pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
             let len = batch_size.min(n - start);
             let index = permutation.f_narrow(0, start, len)?;
             let xs = data.features.f_index_select(0, &index)?;
-            let ys = data.labels.f_index_select(0, &index)?;
-            let logits = model::forward(&net, &xs);
-            let loss = logits.f_cross_entropy_loss::<Tensor>(
-                &ys,
-                None,
-                tch::Reduction::Mean,
-                -100,
-                0.0,
-            )?;
+            let ys = data.targets.f_index_select(0, &index)?;
+            let outputs = model::forward(&net, &xs);
+            let loss = loss_of(spec.task, &outputs, &ys)?;
             optimizer.zero_grad();
             loss.backward();
             if let Some(max_norm) = spec.grad_clip {
@@ -209,12 +264,22 @@ pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
             optimizer.step(lr)?;
 
             let loss_value = loss.f_double_value(&[])?;
-            let hits = logits
-                .detach()
-                .f_argmax(-1, false)?
-                .f_eq_tensor(&ys)?
-                .f_sum(Kind::Int64)?
-                .f_int64_value(&[])?;
+            if spec.fail_on_nan && !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    loss: loss_value,
+                    epoch: epoch + 1,
+                    batch: position.batch + 1,
+                });
+            }
+            let hits = match spec.task {
+                Task::Classification => outputs
+                    .detach()
+                    .f_argmax(-1, false)?
+                    .f_eq_tensor(&ys)?
+                    .f_sum(Kind::Int64)?
+                    .f_int64_value(&[])?,
+                Task::Regression => 0,
+            };
             position.loss_sum += loss_value * len as f64;
             position.correct += hits;
             position.batch += 1;
@@ -232,15 +297,24 @@ pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
             }
         }
         let train_loss = position.loss_sum / n as f64;
-        let train_accuracy = position.correct as f64 / n as f64;
+        let train_accuracy = match spec.task {
+            Task::Classification => position.correct as f64 / n as f64,
+            Task::Regression => f64::NAN,
+        };
         position.last_loss = train_loss;
         position.last_accuracy = train_accuracy;
+        let (val_loss, val_metric) = match &validation {
+            Some(v) => evaluate(spec.task, &net, v)?,
+            None => (f64::NAN, f64::NAN),
+        };
         cells.finish_epoch(
             epoch,
             EpochRecord {
                 train_loss,
                 train_accuracy,
                 duration_ms: started.elapsed().as_millis() as u64,
+                val_loss,
+                val_metric,
             },
         );
         position.epoch += 1;

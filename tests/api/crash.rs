@@ -135,7 +135,7 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
     };
     let live = submit(spec_of("live-at-the-crash")).await;
     wait_for(&http, &server.address, &live, |r| {
-        r["state"] == "running" && r["checkpoint"]["step"].as_u64().unwrap_or(0) > 0
+        r["state"] == "running" && r["checkpoint"]["epoch"].as_u64().unwrap_or(0) >= 2
     })
     .await;
     let before = all_events(&http, &server.address).await;

@@ -125,6 +125,13 @@ fn drain_events(buffer: &mut String, out: &mut Vec<SseEvent>) {
 }
 
 impl TestApp {
+    /// The data root of this server (`DATA_DIR/datasets`), created.
+    pub fn datasets(&self) -> std::path::PathBuf {
+        let dir = self._dir.path().join("datasets");
+        std::fs::create_dir_all(&dir).expect("datasets dir");
+        dir
+    }
+
     /// `POST /api/v1/runs` with a JSON body.
     pub async fn submit(&self, spec: &Value) -> reqwest::Response {
         self.client

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod data;
 mod helpers;
 mod pause;
 mod runs;

@@ -266,3 +266,41 @@ async fn unknown_runs_and_routes_are_problems() {
     let (status, health) = app.get_json("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 }
+
+#[actix_web::test]
+async fn higher_priority_runs_leave_the_queue_first() {
+    let app = spawn_app_with(|c| c.train.cpu_slots = 1).await;
+    let first = app.submit_ok(&long_spec("holds-the-slot")).await;
+    app.wait_for(&first, |r| r["state"] == "running").await;
+    let low = app.submit_ok(&quick_spec("low")).await;
+    let mut urgent = quick_spec("urgent");
+    urgent["priority"] = json!(5);
+    let urgent = app.submit_ok(&urgent).await;
+    assert_eq!(app.run(&urgent).await["queue_position"], 1);
+    assert_eq!(app.run(&low).await["queue_position"], 2);
+    let (_, queued) = app.get_json("/api/v1/runs?state=queued").await;
+    assert_eq!(queued.as_array().expect("list").len(), 2);
+    let response = app
+        .client
+        .get(format!("{}/api/v1/runs?state=sleeping", app.address))
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(response, 400, "invalid_query").await;
+
+    assert_eq!(
+        app.post(&format!("/api/v1/runs/{first}/cancel"))
+            .await
+            .status(),
+        200
+    );
+    app.wait_for(&low, |r| r["state"] == "completed").await;
+    let claimed = |events: Vec<Value>| {
+        events
+            .iter()
+            .find(|e| e["type"] == "SlotClaimed")
+            .and_then(|e| e["seq"].as_u64())
+            .expect("claimed")
+    };
+    assert!(claimed(app.events(&urgent).await) < claimed(app.events(&low).await));
+}
