@@ -13,6 +13,8 @@ pub mod thread;
 pub mod trainer;
 
 pub use control::RunControl;
-pub use progress::{CheckpointMark, EpochRecord, ProgressCells, ProgressSnapshot};
+pub use progress::{
+    CheckpointMark, EpochRecord, NoReport, ProgressCells, ProgressSnapshot, Report,
+};
 pub use thread::{spawn_training, Outcome, TrainingHandle};
 pub use trainer::TrainError;

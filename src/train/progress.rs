@@ -12,6 +12,29 @@
 use std::hint;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
+/// Where the training loop reports after every batch. [`ProgressCells`] is the real
+/// one; [`NoReport`] compiles reporting out, so benches can measure what it costs.
+pub trait Report {
+    /// Records progress after a batch.
+    fn report(&self, epoch: u64, batch: u64, samples: u64, loss: f64);
+}
+
+impl Report for ProgressCells {
+    #[inline]
+    fn report(&self, epoch: u64, batch: u64, samples: u64, loss: f64) {
+        ProgressCells::report(self, epoch, batch, samples, loss);
+    }
+}
+
+/// Reporting compiled out (for measuring what reporting costs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReport;
+
+impl Report for NoReport {
+    #[inline(always)]
+    fn report(&self, _epoch: u64, _batch: u64, _samples: u64, _loss: f64) {}
+}
+
 /// A consistent reading of a run's live counters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressSnapshot {

@@ -22,7 +22,7 @@ use super::control::RunControl;
 use super::data::{self, DataError, DataRoots, Dataset};
 use super::model;
 use super::optim::{OptimError, Optimizer};
-use super::progress::{CheckpointMark, EpochRecord, ProgressCells};
+use super::progress::{CheckpointMark, EpochRecord, ProgressCells, Report};
 use super::schedule;
 use crate::domain::spec::{RunSpec, Task};
 
@@ -184,6 +184,13 @@ fn evaluate(task: Task, net: &nn::Sequential, data: &Dataset) -> Result<(f64, f6
 
 /// Trains one attempt until done, paused or cancelled.
 pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
+    train_with(attempt, attempt.cells)
+}
+
+/// [`train`], with the per-batch report going to `per_batch` (the attempt's cells in
+/// the server; [`super::progress::NoReport`] in the overhead bench). Epoch summaries
+/// and checkpoints still go to the attempt's cells.
+pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Finish, TrainError> {
     let spec = attempt.spec;
     let device = attempt.device;
     let cells = attempt.cells;
@@ -285,7 +292,7 @@ pub fn train(attempt: &Attempt<'_>) -> Result<Finish, TrainError> {
             position.batch += 1;
             position.step += 1;
             position.samples += len as u64;
-            cells.report(epoch + 1, position.batch, position.samples, loss_value);
+            per_batch.report(epoch + 1, position.batch, position.samples, loss_value);
 
             let by_batches = policy.every_batches.is_some_and(|k| position.step % k == 0);
             let by_time = policy
