@@ -192,6 +192,52 @@ pub struct CosineSchedule {
 pub enum ModelSpec {
     /// A multi-layer perceptron.
     Mlp(MlpSpec),
+    /// A small convolutional network for image-shaped data.
+    Cnn(CnnSpec),
+}
+
+/// Convolutions (same padding, each followed by the activation and an optional max
+/// pool), then fully connected layers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnSpec {
+    /// Shape of one example, `[channels, height, width]`; its product must equal the
+    /// features per example.
+    pub input: [u32; 3],
+    /// Output channels of each convolution.
+    pub channels: Vec<u32>,
+    /// Kernel size of each convolution (odd); one per entry of `channels`.
+    pub kernel_sizes: Vec<u32>,
+    /// Max-pool window after each convolution (1 disables pooling).
+    #[serde(default = "default_pool")]
+    pub pool: u32,
+    /// Widths of the fully connected layers after the convolutions.
+    #[serde(default)]
+    pub hidden: Vec<u32>,
+    /// The non-linearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Dropout probability before each fully connected layer.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+fn default_pool() -> u32 {
+    2
+}
+
+impl CnnSpec {
+    /// `(channels, height, width)` after the convolutions and pools.
+    pub fn conv_output(&self) -> (u64, u64, u64) {
+        let [mut c, mut h, mut w] = self.input.map(u64::from);
+        let pool = u64::from(self.pool.max(1));
+        for out in &self.channels {
+            c = u64::from(*out);
+            h /= pool;
+            w /= pool;
+        }
+        (c, h, w)
+    }
 }
 
 /// A multi-layer perceptron: linear layers with an activation between them.
@@ -203,6 +249,11 @@ pub struct MlpSpec {
     /// The non-linearity between layers.
     #[serde(default)]
     pub activation: Activation,
+    /// Dropout probability after each hidden layer (0 disables it). Masks are drawn
+    /// from a generator seeded by the run's seed and the step, so a resumed run drops
+    /// the same units.
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 /// A non-linearity between layers.
@@ -450,8 +501,10 @@ mod tagged {
 
 impl<'de> Deserialize<'de> for ModelSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (_, body) = tagged::split(d, &["mlp"])?;
-        tagged::variant(body).map(ModelSpec::Mlp)
+        match tagged::split(d, &["mlp", "cnn"])? {
+            ("mlp", body) => tagged::variant(body).map(ModelSpec::Mlp),
+            (_, body) => tagged::variant(body).map(ModelSpec::Cnn),
+        }
     }
 }
 
@@ -659,6 +712,64 @@ impl RunSpec {
                     check_range(&format!("model.hidden[{i}]"), u64::from(*width), 1, 65_536)?;
                 }
             }
+            ModelSpec::Cnn(cnn) => {
+                for (i, side) in cnn.input.iter().enumerate() {
+                    check_range(&format!("model.input[{i}]"), u64::from(*side), 1, 4096)?;
+                }
+                if cnn.channels.is_empty() || cnn.channels.len() > 8 {
+                    return Err(SpecError::new(
+                        "model.channels",
+                        "between 1 and 8 convolutions",
+                    ));
+                }
+                if cnn.kernel_sizes.len() != cnn.channels.len() {
+                    return Err(SpecError::new(
+                        "model.kernel_sizes",
+                        format!(
+                            "one per convolution: {} given for {} channels entries",
+                            cnn.kernel_sizes.len(),
+                            cnn.channels.len()
+                        ),
+                    ));
+                }
+                for (i, c) in cnn.channels.iter().enumerate() {
+                    check_range(&format!("model.channels[{i}]"), u64::from(*c), 1, 4096)?;
+                }
+                for (i, k) in cnn.kernel_sizes.iter().enumerate() {
+                    check_range(&format!("model.kernel_sizes[{i}]"), u64::from(*k), 1, 15)?;
+                    if k % 2 == 0 {
+                        return Err(SpecError::new(
+                            format!("model.kernel_sizes[{i}]"),
+                            "must be odd (same padding)",
+                        ));
+                    }
+                }
+                check_range("model.pool", u64::from(cnn.pool), 1, 8)?;
+                let (c, h, w) = cnn.conv_output();
+                if h == 0 || w == 0 {
+                    return Err(SpecError::new(
+                        "model.pool",
+                        format!(
+                            "pools shrink the {}x{} input to nothing",
+                            cnn.input[1], cnn.input[2]
+                        ),
+                    ));
+                }
+                let _ = c;
+                for (i, width) in cnn.hidden.iter().enumerate() {
+                    check_range(&format!("model.hidden[{i}]"), u64::from(*width), 1, 65_536)?;
+                }
+            }
+        }
+        let dropout = match &self.model {
+            ModelSpec::Mlp(m) => m.dropout,
+            ModelSpec::Cnn(c) => c.dropout,
+        };
+        if !(dropout.is_finite() && (0.0..=0.9).contains(&dropout)) {
+            return Err(SpecError::new(
+                "model.dropout",
+                format!("must be in [0, 0.9], got {dropout}"),
+            ));
         }
         check_data("data", &self.data)?;
         if let Some(validation) = &self.validation {
@@ -816,6 +927,18 @@ impl RunSpec {
                 ),
             ));
         }
+        if let ModelSpec::Cnn(cnn) = &self.model {
+            let wanted: u64 = cnn.input.iter().map(|d| u64::from(*d)).product();
+            if wanted != shape.features {
+                return Err(SpecError::new(
+                    "model.input",
+                    format!(
+                        "{:?} is {wanted} values per example, the data has {}",
+                        cnn.input, shape.features
+                    ),
+                ));
+            }
+        }
         let parameters = self.parameter_count(shape);
         if parameters > MAX_PARAMETERS {
             return Err(SpecError::new(
@@ -840,12 +963,24 @@ impl RunSpec {
     /// Trainable parameters of the model for data of this shape (weights and biases).
     pub fn parameter_count(&self, shape: &DataShape) -> u64 {
         let (inputs, outputs) = (shape.features, shape.outputs);
+        let dense = |first: u64, hidden: &[u32]| -> u64 {
+            let mut widths = vec![first];
+            widths.extend(hidden.iter().map(|h| u64::from(*h)));
+            widths.push(outputs);
+            widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+        };
         match &self.model {
-            ModelSpec::Mlp(mlp) => {
-                let mut widths = vec![inputs];
-                widths.extend(mlp.hidden.iter().map(|h| u64::from(*h)));
-                widths.push(outputs);
-                widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+            ModelSpec::Mlp(mlp) => dense(inputs, &mlp.hidden),
+            ModelSpec::Cnn(cnn) => {
+                let mut c_in = u64::from(cnn.input[0]);
+                let mut conv = 0;
+                for (c_out, k) in cnn.channels.iter().zip(&cnn.kernel_sizes) {
+                    let (c_out, k) = (u64::from(*c_out), u64::from(*k));
+                    conv += c_in * c_out * k * k + c_out;
+                    c_in = c_out;
+                }
+                let (c, h, w) = cnn.conv_output();
+                conv + dense(c * h * w, &cnn.hidden)
             }
         }
     }
@@ -939,6 +1074,7 @@ mod tests {
         spec.model = ModelSpec::Mlp(MlpSpec {
             hidden: vec![8, 0],
             activation: Activation::Relu,
+            dropout: 0.0,
         });
         assert_eq!(spec.validate().unwrap_err().field, "model.hidden[1]");
         let mut spec = demo();
@@ -959,6 +1095,7 @@ mod tests {
         spec.model = ModelSpec::Mlp(MlpSpec {
             hidden: vec![65_536, 65_536],
             activation: Activation::Relu,
+            dropout: 0.0,
         });
         assert_eq!(spec.validate().unwrap_err().field, "model");
         let shape = DataShape {

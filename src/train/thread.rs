@@ -201,6 +201,11 @@ mod tests {
         let whole = tempfile::tempdir().expect("tempdir");
         let mut every_7 = spec(3);
         every_7.checkpoint.every_batches = Some(7);
+        // Dropout too: its masks must come out the same after the resume.
+        every_7.model = serde_json::from_value(serde_json::json!(
+            {"kind": "mlp", "hidden": [16], "dropout": 0.2}
+        ))
+        .expect("model");
         let finish = |job: TrainingJob| match spawn_training(job)
             .expect("spawn")
             .outcome

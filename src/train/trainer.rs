@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 use super::checkpoint::{self, CheckpointError, Position, Saved};
 use super::control::RunControl;
 use super::data::{self, DataError, DataRoots, Dataset};
-use super::model;
+use super::model::{Mode, Net};
 use super::optim::{OptimError, Optimizer};
 use super::progress::{CheckpointMark, EpochRecord, ProgressCells, Report};
 use super::schedule;
@@ -154,7 +154,7 @@ const EVAL_BATCH: i64 = 4096;
 
 /// Mean loss and accuracy (classification) or mean absolute error (regression) over
 /// `data`, without gradients.
-fn evaluate(task: Task, net: &nn::Sequential, data: &Dataset) -> Result<(f64, f64), tch::TchError> {
+fn evaluate(task: Task, net: &Net, data: &Dataset) -> Result<(f64, f64), tch::TchError> {
     tch::no_grad(|| {
         let n = data.len();
         let (mut loss_sum, mut metric_sum) = (0.0, 0.0);
@@ -163,7 +163,7 @@ fn evaluate(task: Task, net: &nn::Sequential, data: &Dataset) -> Result<(f64, f6
             let len = EVAL_BATCH.min(n - start);
             let xs = data.features.f_narrow(0, start, len)?;
             let ys = data.targets.f_narrow(0, start, len)?;
-            let outputs = model::forward(net, &xs);
+            let outputs = net.forward(&xs, Mode::Eval)?;
             loss_sum += loss_of(task, &outputs, &ys)?.f_double_value(&[])? * len as f64;
             metric_sum += match task {
                 Task::Classification => outputs
@@ -203,7 +203,13 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(spec.seed as i64);
-        model::build(&vs.root(), &spec.model, data.feature_count(), data.outputs)
+        Net::build(
+            &vs.root(),
+            &spec.model,
+            data.feature_count(),
+            data.outputs,
+            spec.seed,
+        )
     };
     let mut optimizer = Optimizer::new(&spec.optimizer, &vs)?;
 
@@ -254,7 +260,12 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
             let index = permutation.f_narrow(0, start, len)?;
             let xs = data.features.f_index_select(0, &index)?;
             let ys = data.targets.f_index_select(0, &index)?;
-            let outputs = model::forward(&net, &xs);
+            let outputs = net.forward(
+                &xs,
+                Mode::Train {
+                    step: position.step,
+                },
+            )?;
             let loss = loss_of(spec.task, &outputs, &ys)?;
             optimizer.zero_grad();
             loss.backward();

@@ -180,3 +180,35 @@ async fn a_failed_attempt_is_retried_after_its_backoff_and_can_then_succeed() {
     assert_eq!(history[retry + 1], "SlotReleased");
     assert_eq!(history.iter().filter(|t| *t == "RunFailed").count(), 0);
 }
+
+#[actix_web::test]
+async fn a_cnn_with_dropout_learns_the_digits_as_images() {
+    let app = spawn_app().await;
+    std::fs::copy(digits_file(), app.datasets().join("digits.csv.gz"))
+        .expect("digits.csv.gz present: run scripts/fetch-digits.sh");
+    let spec = json!({
+        "name": "digits-cnn",
+        "model": {"kind": "cnn", "input": [1, 8, 8], "channels": [8, 16], "kernel_sizes": [3, 3],
+                  "pool": 2, "hidden": [64], "dropout": 0.1},
+        "data": {"kind": "csv", "path": "digits.csv.gz"},
+        "validation": {"fraction": 0.2},
+        "optimizer": {"kind": "adamw", "lr": 0.003, "weight_decay": 0.01},
+        "lr_schedule": {"kind": "cosine", "warmup_steps": 20},
+        "grad_clip": 5.0,
+        "epochs": 8,
+        "batch_size": 32,
+        "seed": 2
+    });
+    let id = app.submit_ok(&spec).await;
+    let run = app.wait_for(&id, |r| r["state"] == "completed").await;
+    let accuracy = run["metrics"]["val_metric"]
+        .as_f64()
+        .expect("validation accuracy");
+    assert!(accuracy > 0.85, "validation accuracy {accuracy}");
+
+    let mut wrong = spec.clone();
+    wrong["model"]["input"] = json!([1, 8, 9]);
+    wrong["name"] = json!("wrong-shape");
+    let detail = assert_problem(app.submit(&wrong).await, 422, "invalid_spec").await;
+    assert!(detail.starts_with("model.input:"), "{detail}");
+}
