@@ -57,9 +57,21 @@ pub struct TrainConfig {
     pub cpu_slots: u32,
     /// Ticker period in milliseconds.
     pub tick_ms: u64,
+    /// Torch threads for CPU training: 0 shares the machine's cores among the CPU
+    /// slots.
+    pub threads_per_slot: u32,
 }
 
 impl TrainConfig {
+    /// Torch intra-op threads for CPU training.
+    pub fn cpu_threads(&self) -> u32 {
+        if self.threads_per_slot > 0 {
+            return self.threads_per_slot;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        (cores / self.cpu_slots.max(1)).max(1)
+    }
+
     /// The ticker period.
     pub fn tick(&self) -> Duration {
         Duration::from_millis(self.tick_ms)
@@ -153,6 +165,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "train.cpu_slots",
                 reason: format!("must be between 1 and 1024, got {}", self.train.cpu_slots),
+            });
+        }
+        if self.train.threads_per_slot > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "train.threads_per_slot",
+                reason: format!(
+                    "must be between 0 and 1024, got {}",
+                    self.train.threads_per_slot
+                ),
             });
         }
         if !(10..=60_000).contains(&self.train.tick_ms) {

@@ -42,6 +42,12 @@ impl Application {
             "journal replayed"
         );
         let devices = supervisor::slot_devices(config.train.cpu_slots);
+        if devices.iter().all(|d| *d == tch::Device::Cpu) {
+            // Torch's intra-op pool is process-wide: the slots share the cores.
+            let threads = config.train.cpu_threads();
+            tch::set_num_threads(threads as i32);
+            tracing::info!(threads, slots = devices.len(), "cpu training threads");
+        }
         let roots = DataRoots::new(config.data_roots());
         let actors = supervisor::start(log, state, &devices, config.train.tick(), data_dir, &roots);
         let listener = TcpListener::bind(config.server.bind)

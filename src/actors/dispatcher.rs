@@ -96,8 +96,8 @@ impl Dispatcher {
             } else {
                 continue;
             }
-            if let Some(slot) = run.slot {
-                records.push((run.id, Event::SlotReleased { slot }));
+            for slot in &run.slots {
+                records.push((run.id, Event::SlotReleased { slot: *slot }));
             }
         }
         records
@@ -144,14 +144,15 @@ impl Dispatcher {
         });
     }
 
+    /// Starts queued runs, in queue order, while the run at the head finds enough free
+    /// slots. A run needing `k` slots claims all `k` in one journal append, or waits
+    /// holding none; the runs behind it wait too, so it is not starved.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        while let Some(index) = self.slots.iter().position(|s| s.busy.is_none()) {
-            let Some(run_id) = self.queue.pop_front() else {
-                return;
-            };
+        while let Some(&run_id) = self.queue.front() {
             let (spec, attempt, resume) = {
                 let state = self.reader.state();
                 let Some(run) = state.run(run_id).filter(|r| r.state == RunState::Queued) else {
+                    self.queue.pop_front();
                     continue;
                 };
                 // An attempt continues from the run's newest checkpoint.
@@ -170,6 +171,7 @@ impl Dispatcher {
             let spec = match spec {
                 Ok(spec) => spec,
                 Err(e) => {
+                    self.queue.pop_front();
                     let failed = Event::RunFailed {
                         reason: format!("stored spec is unreadable: {e}"),
                     };
@@ -177,32 +179,54 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let slot = self.slots[index].info.id;
-            self.slots[index].busy = Some(run_id);
-            let claim = self
-                .journal
-                .send(Append::one(run_id, Event::SlotClaimed { slot }));
+            let wanted = spec.slots.max(1) as usize;
+            let free: Vec<usize> = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.busy.is_none())
+                .map(|(i, _)| i)
+                .take(wanted)
+                .collect();
+            if free.len() < wanted {
+                return;
+            }
+            self.queue.pop_front();
+            for &i in &free {
+                self.slots[i].busy = Some(run_id);
+            }
+            let slots: Vec<SlotId> = free.iter().map(|&i| self.slots[i].info.id).collect();
+            let claims = slots
+                .iter()
+                .map(|slot| (run_id, Event::SlotClaimed { slot: *slot }))
+                .collect();
+            let claim = self.journal.send(Append { records: claims });
             ctx.spawn(claim.into_actor(self).map(move |result, dispatcher, ctx| {
                 match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                     Ok(_) => {
-                        tracing::info!(run_id = %run_id, %slot, attempt, "slot claimed");
-                        dispatcher.slots[index].addr.do_send(StartRun {
+                        tracing::info!(run_id = %run_id, slots = ?slots, attempt, "slots claimed");
+                        dispatcher.slots[free[0]].addr.do_send(StartRun {
                             run_id,
                             spec,
                             attempt,
                             resume,
+                            slots,
                             dispatcher: ctx.address(),
                         });
                     }
                     Err(AppendError::Rejected(rejection)) => {
                         // The run was cancelled meanwhile: nothing to start.
                         tracing::info!(run_id = %run_id, %rejection, "claim refused");
-                        dispatcher.slots[index].busy = None;
+                        for &i in &free {
+                            dispatcher.slots[i].busy = None;
+                        }
                         dispatcher.schedule(ctx);
                     }
                     Err(e) => {
                         tracing::error!(run_id = %run_id, error = %e, "claim not journaled; run stays queued");
-                        dispatcher.slots[index].busy = None;
+                        for &i in &free {
+                            dispatcher.slots[i].busy = None;
+                        }
                         dispatcher.queue.push_front(run_id);
                     }
                 }
@@ -234,8 +258,9 @@ impl Dispatcher {
         }
     }
 
-    fn slot_of(&self, run_id: RunId) -> Option<&SlotEntry> {
-        self.slots.iter().find(|s| s.busy == Some(run_id))
+    /// The slots a run holds (the slot actor running it ignores messages for others).
+    fn slots_of(&self, run_id: RunId) -> impl Iterator<Item = &SlotEntry> + '_ {
+        self.slots.iter().filter(move |s| s.busy == Some(run_id))
     }
 }
 
@@ -376,7 +401,7 @@ impl Handler<CancelRun> for Dispatcher {
                     match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                         Ok(_) if immediate => Ok(CancelOutcome::Cancelled),
                         Ok(_) => {
-                            if let Some(entry) = dispatcher.slot_of(run_id) {
+                            for entry in dispatcher.slots_of(run_id) {
                                 entry.addr.do_send(CancelOnSlot { run_id });
                             }
                             Ok(CancelOutcome::Requested)
@@ -450,7 +475,7 @@ impl Handler<PauseRun> for Dispatcher {
                     match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                         Ok(_) if immediate => Ok(PauseOutcome::Paused),
                         Ok(_) => {
-                            if let Some(entry) = dispatcher.slot_of(run_id) {
+                            for entry in dispatcher.slots_of(run_id) {
                                 entry.addr.do_send(PauseOnSlot { run_id });
                             }
                             Ok(PauseOutcome::Requested)
@@ -522,7 +547,7 @@ impl Handler<ResumeRun> for Dispatcher {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct SlotFreed {
-    /// The slot.
+    /// The run's first slot (every slot the run held is free).
     pub slot: SlotId,
     /// The run that held it.
     pub run_id: RunId,
@@ -532,11 +557,7 @@ impl Handler<SlotFreed> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: SlotFreed, ctx: &mut Self::Context) {
-        if let Some(entry) = self
-            .slots
-            .iter_mut()
-            .find(|s| s.info.id == msg.slot && s.busy == Some(msg.run_id))
-        {
+        for entry in self.slots.iter_mut().filter(|s| s.busy == Some(msg.run_id)) {
             entry.busy = None;
         }
         // A failed attempt with retries left is queued again after its delay.

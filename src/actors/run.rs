@@ -41,6 +41,7 @@ pub struct RunActor {
     spec: RunSpec,
     attempt: u32,
     slot: SlotId,
+    slots: Vec<SlotId>,
     device: tch::Device,
     data_dir: PathBuf,
     roots: DataRoots,
@@ -70,6 +71,8 @@ pub struct RunSetup {
     pub resume: Option<Resume>,
     /// The slot it runs on.
     pub slot: SlotId,
+    /// Every slot claimed for it (released together at the end).
+    pub slots: Vec<SlotId>,
     /// The slot's device.
     pub device: tch::Device,
     /// The server's data directory.
@@ -103,6 +106,7 @@ impl RunActor {
             spec: setup.spec,
             attempt: setup.attempt,
             slot: setup.slot,
+            slots: setup.slots,
             device: setup.device,
             data_dir: setup.data_dir,
             roots: setup.roots,
@@ -331,7 +335,9 @@ impl RunActor {
         };
         tracing::info!(run_id = %self.run_id, outcome = terminal.kind().name(), "training attempt ended");
         records.push((self.run_id, terminal));
-        records.push((self.run_id, Event::SlotReleased { slot: self.slot }));
+        for slot in &self.slots {
+            records.push((self.run_id, Event::SlotReleased { slot: *slot }));
+        }
         // The final sample is published before the terminal event is journaled, so
         // whoever reads the terminal event can also read the progress it ended with.
         let unwatch = self.ticker.send(Unwatch {

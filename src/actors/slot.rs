@@ -88,6 +88,8 @@ pub struct StartRun {
     pub attempt: u32,
     /// The checkpoint to continue from.
     pub resume: Option<Resume>,
+    /// Every slot claimed for the run, this one first.
+    pub slots: Vec<SlotId>,
     /// The dispatcher, told when the slot is free again.
     pub dispatcher: Addr<Dispatcher>,
 }
@@ -104,6 +106,7 @@ impl Handler<StartRun> for Slot {
             attempt: msg.attempt,
             resume: msg.resume,
             slot: self.id,
+            slots: msg.slots,
             device: self.device,
             data_dir: self.context.data_dir.clone(),
             roots: self.context.roots.clone(),

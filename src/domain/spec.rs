@@ -62,6 +62,14 @@ pub struct RunSpec {
     /// Fail the attempt when the loss becomes NaN or infinite.
     #[serde(default = "default_true")]
     pub fail_on_nan: bool,
+    /// Slots claimed together for the run; it waits until that many are free and
+    /// trains on the first one's device.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+}
+
+fn default_slots() -> u32 {
+    1
 }
 
 fn default_retry_backoff() -> f64 {
@@ -880,6 +888,7 @@ impl RunSpec {
         check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
         check_range("batch_size", u64::from(self.batch_size), 1, 1_000_000)?;
         check_range("max_retries", u64::from(self.max_retries), 0, 100)?;
+        check_range("slots", u64::from(self.slots), 1, 64)?;
         if !(self.retry_backoff_secs.is_finite()
             && (0.0..=3600.0).contains(&self.retry_backoff_secs))
         {

@@ -83,7 +83,8 @@ impl RunState {
         match (from, kind) {
             (None, K::RunSubmitted) => Some(S::Queued),
             (None, _) | (Some(_), K::RunSubmitted) => None,
-            (Some(S::Queued), K::SlotClaimed) => Some(S::Starting),
+            // A run needing several slots claims them in one append, one event each.
+            (Some(S::Queued | S::Starting), K::SlotClaimed) => Some(S::Starting),
             (Some(S::Starting), K::RunStarted) => Some(S::Running),
             (Some(S::Running), K::ResumedFromCheckpoint) => Some(S::Running),
             (
@@ -149,8 +150,10 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
     /// Number of attempts started so far.
     pub attempt: u32,
-    /// The slot held now, if any.
+    /// The slot the run trains on, if it holds any (the first of `slots`).
     pub slot: Option<SlotId>,
+    /// Every slot held now.
+    pub slots: Vec<SlotId>,
     /// The device of the latest attempt.
     pub device: Option<String>,
     /// Queue priority from the spec (higher first).
@@ -332,6 +335,7 @@ impl State {
                     updated_at: at,
                     attempt: 0,
                     slot: None,
+                    slots: Vec::new(),
                     device: None,
                     priority,
                     retries: 0,
@@ -361,7 +365,8 @@ impl State {
         match &envelope.event {
             Event::RunSubmitted { .. } => {}
             Event::SlotClaimed { slot } => {
-                run.slot = Some(*slot);
+                run.slots.push(*slot);
+                run.slot = run.slots.first().copied();
                 self.slots.claim(*slot, run_id, seq);
             }
             Event::RunStarted {
@@ -469,9 +474,8 @@ impl State {
             Event::PauseRequested | Event::ResumedFromCheckpoint { .. } => {}
             Event::RunPaused { reason } => run.error = Some(reason.clone()),
             Event::SlotReleased { slot } => {
-                if run.slot == Some(*slot) {
-                    run.slot = None;
-                }
+                run.slots.retain(|s| s != slot);
+                run.slot = run.slots.first().copied();
                 if self.slots.holder(*slot).map(|h| h.run_id) == Some(run_id) {
                     self.slots.release(*slot);
                 }
@@ -616,6 +620,7 @@ mod tests {
         let mut table = vec![
             (None, K::RunSubmitted, S::Queued),
             (Some(S::Queued), K::SlotClaimed, S::Starting),
+            (Some(S::Starting), K::SlotClaimed, S::Starting),
             (Some(S::Starting), K::RunStarted, S::Running),
             (Some(S::Running), K::ResumedFromCheckpoint, S::Running),
             (Some(S::Starting), K::RunRequeued, S::Queued),

@@ -233,6 +233,16 @@ pub async fn submit(
     }
     let body = read_body(payload).await?;
     let spec = parse_spec(&body)?;
+    let available = state.actors.slots.len();
+    if spec.slots as usize > available {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSpec,
+            format!(
+                "slots: the run needs {} slots together, this server has {available}",
+                spec.slots
+            ),
+        ));
+    }
     let spec = check_data(&state, spec).await?;
     let submitted = state
         .actors

@@ -35,6 +35,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.server.bind = "127.0.0.1:0".parse().expect("address");
     config.server.data_dir = dir.path().to_path_buf();
     config.train.tick_ms = 20;
+    // Torch's thread count is process-wide and every test server in this binary sets
+    // it: the same value everywhere keeps the bit-identical checks meaningful.
+    config.train.threads_per_slot = 1;
     configure(&mut config);
     let app = Application::build(config).await.expect("server builds");
     let address = format!("http://{}", app.address());

@@ -304,3 +304,48 @@ async fn higher_priority_runs_leave_the_queue_first() {
     };
     assert!(claimed(app.events(&urgent).await) < claimed(app.events(&low).await));
 }
+
+#[actix_web::test]
+async fn a_run_needing_two_slots_claims_both_together_or_waits_holding_none() {
+    let app = spawn_app_with(|c| c.train.cpu_slots = 2).await;
+    let blocker = app.submit_ok(&long_spec("holds-one-slot")).await;
+    app.wait_for(&blocker, |r| r["state"] == "running").await;
+    let mut gang = quick_spec("needs-two");
+    gang["slots"] = json!(2);
+    let gang = app.submit_ok(&gang).await;
+    let (_, slots) = app.get_json("/api/v1/slots").await;
+    let held: Vec<&Value> = slots
+        .as_array()
+        .expect("slots")
+        .iter()
+        .filter(|s| s["run_id"] == gang.as_str())
+        .collect();
+    assert!(held.is_empty(), "no partial claim while waiting: {slots}");
+    assert_eq!(app.run(&gang).await["state"], "queued");
+
+    let mut too_many = quick_spec("needs-three");
+    too_many["slots"] = json!(3);
+    let detail = assert_problem(app.submit(&too_many).await, 422, "invalid_spec").await;
+    assert!(detail.starts_with("slots:"), "{detail}");
+
+    assert_eq!(
+        app.post(&format!("/api/v1/runs/{blocker}/cancel"))
+            .await
+            .status(),
+        200
+    );
+    let done = app.wait_for(&gang, |r| r["state"] == "completed").await;
+    assert_eq!(done["slots"], json!([]));
+    let history = types(&app.events(&gang).await);
+    assert_eq!(history[..3], ["RunSubmitted", "SlotClaimed", "SlotClaimed"]);
+    assert_eq!(
+        history[history.len() - 2..],
+        ["SlotReleased", "SlotReleased"]
+    );
+    let (_, slots) = app.get_json("/api/v1/slots").await;
+    assert!(slots
+        .as_array()
+        .expect("slots")
+        .iter()
+        .all(|s| s["run_id"].is_null()));
+}
