@@ -66,43 +66,6 @@ impl Dispatcher {
         }
     }
 
-    /// Events that bring runs left live (or with an unanswered cancel) by a previous
-    /// process back to a consistent state.
-    fn recovery_records(&self) -> Vec<(RunId, Event)> {
-        let state = self.reader.state();
-        let mut records = Vec::new();
-        for run in state.runs().filter(|r| !r.state.is_terminal()) {
-            if run.cancel_requested {
-                records.push((
-                    run.id,
-                    Event::RunCancelled {
-                        reason: "cancelled by request (carried out after a server restart)".into(),
-                    },
-                ));
-            } else if run.state == RunState::Pausing {
-                records.push((
-                    run.id,
-                    Event::RunPaused {
-                        reason: "paused by request (carried out after a server restart)".into(),
-                    },
-                ));
-            } else if run.state.is_live() {
-                records.push((
-                    run.id,
-                    Event::RunRequeued {
-                        reason: "server restarted while the run was live".into(),
-                    },
-                ));
-            } else {
-                continue;
-            }
-            for slot in &run.slots {
-                records.push((run.id, Event::SlotReleased { slot: *slot }));
-            }
-        }
-        records
-    }
-
     /// Rebuilds the queue and slot occupancy from the published state; runs waiting
     /// out a retry delay join the queue when it is over.
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
@@ -268,7 +231,7 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let records = self.recovery_records();
+        let records = self.reader.state().recovery();
         let recovered = records.len();
         let append = self.journal.send(Append { records });
         // `wait` holds every other message until recovery is journaled.

@@ -483,6 +483,52 @@ impl State {
         }
     }
 
+    /// Events that bring the state left by a previous process back to a consistent
+    /// one, journaled at start before anything else: runs that were live go back to
+    /// the queue (or to `paused`, or `cancelled`, when that was asked for and
+    /// acknowledged), and give their slots back; then the slot ledger is audited, and
+    /// a slot still held by a run that is not live is released (a repair, logged).
+    pub fn recovery(&self) -> Vec<(RunId, Event)> {
+        let mut records = Vec::new();
+        let mut released = std::collections::HashSet::new();
+        for run in self.runs().filter(|r| !r.state.is_terminal()) {
+            let event = if run.cancel_requested {
+                Event::RunCancelled {
+                    reason: "cancelled by request (carried out after a server restart)".into(),
+                }
+            } else if run.state == RunState::Pausing {
+                Event::RunPaused {
+                    reason: "paused by request (carried out after a server restart)".into(),
+                }
+            } else if run.state.is_live() {
+                Event::RunRequeued {
+                    reason: "server restarted while the run was live".into(),
+                }
+            } else {
+                continue;
+            };
+            records.push((run.id, event));
+            for slot in &run.slots {
+                records.push((run.id, Event::SlotReleased { slot: *slot }));
+                released.insert(*slot);
+            }
+        }
+        for (slot, holding) in self.slots.held() {
+            if released.contains(&slot) {
+                continue;
+            }
+            let live = self
+                .runs
+                .get(&holding.run_id)
+                .is_some_and(|r| r.state.is_live());
+            if !live {
+                tracing::warn!(%slot, run_id = %holding.run_id, since = holding.since, "slot ledger repair: releasing a slot held by a run that is not live");
+                records.push((holding.run_id, Event::SlotReleased { slot }));
+            }
+        }
+        records
+    }
+
     /// Folds a whole sequence of events, as replay does.
     pub fn from_events<'a>(events: impl IntoIterator<Item = (Seq, &'a Envelope)>) -> Self {
         let mut state = State::default();
@@ -749,6 +795,68 @@ mod tests {
             state.check(stranger, &Event::CancelRequested),
             Err(Rejection::UnknownRun(stranger))
         );
+    }
+
+    #[test]
+    fn recovery_requeues_live_runs_and_repairs_the_ledger() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let (live, done, pausing) = (RunId::new(), RunId::new(), RunId::new());
+        let submit = |digest: &str| Event::RunSubmitted {
+            name: "n".into(),
+            digest: digest.into(),
+            spec: "{}".into(),
+        };
+        for (run, digest, slot) in [(live, "a", 0), (done, "b", 1), (pausing, "c", 2)] {
+            append(&mut state, &mut seq, run, submit(digest)).expect("submit");
+            append(
+                &mut state,
+                &mut seq,
+                run,
+                Event::SlotClaimed { slot: SlotId(slot) },
+            )
+            .expect("claim");
+            append(
+                &mut state,
+                &mut seq,
+                run,
+                event_of(EventKind::RunStarted, SlotId(slot)),
+            )
+            .expect("start");
+        }
+        append(&mut state, &mut seq, pausing, Event::PauseRequested).expect("pause");
+        // A hand-edited or buggy journal: a completed run that never released its slot.
+        append(
+            &mut state,
+            &mut seq,
+            done,
+            event_of(EventKind::RunCompleted, SlotId(1)),
+        )
+        .expect("done");
+
+        let records = state.recovery();
+        let expected = vec![
+            (
+                live,
+                Event::RunRequeued {
+                    reason: "server restarted while the run was live".into(),
+                },
+            ),
+            (live, Event::SlotReleased { slot: SlotId(0) }),
+            (
+                pausing,
+                Event::RunPaused {
+                    reason: "paused by request (carried out after a server restart)".into(),
+                },
+            ),
+            (pausing, Event::SlotReleased { slot: SlotId(2) }),
+            (done, Event::SlotReleased { slot: SlotId(1) }),
+        ];
+        assert_eq!(records, expected);
+        for (run, event) in records {
+            append(&mut state, &mut seq, run, event).expect("recovery events are valid");
+        }
+        assert_eq!(state.slots().held().count(), 0);
+        assert!(state.recovery().is_empty(), "recovery is idempotent");
     }
 
     #[test]
