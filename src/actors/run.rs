@@ -57,6 +57,79 @@ pub struct RunActor {
     epochs_journaled: u64,
     /// The newest checkpoint sent to the journal.
     checkpoint_journaled: Option<CheckpointMark>,
+    /// Whether the thread is making progress.
+    stall: StallWatch,
+}
+
+/// Shortest default stall threshold.
+const MIN_STALL: Duration = Duration::from_secs(30);
+/// Batch times remembered for the median.
+const BATCH_TIMES: usize = 64;
+
+/// Watches the batch counter between ticks: how long batches take, and how long the
+/// counter has not moved.
+#[derive(Debug)]
+struct StallWatch {
+    /// Batches done in the attempt at the last change.
+    batches: u64,
+    /// When the counter last moved (or the attempt started).
+    since: std::time::Instant,
+    /// Recent seconds per batch.
+    batch_times: std::collections::VecDeque<f64>,
+    stalled: bool,
+}
+
+impl StallWatch {
+    fn new() -> Self {
+        Self {
+            batches: 0,
+            since: std::time::Instant::now(),
+            batch_times: std::collections::VecDeque::with_capacity(BATCH_TIMES),
+            stalled: false,
+        }
+    }
+
+    fn threshold(&self, configured: Option<f64>) -> Duration {
+        if let Some(secs) = configured {
+            return Duration::from_secs_f64(secs);
+        }
+        let mut times: Vec<f64> = self.batch_times.iter().copied().collect();
+        times.sort_by(f64::total_cmp);
+        let median = times.get(times.len() / 2).copied().unwrap_or(0.0);
+        Duration::from_secs_f64(median * 10.0).max(MIN_STALL)
+    }
+
+    /// The stall event due now, if any, given the batches done so far.
+    fn observe(&mut self, batches: u64, configured: Option<f64>) -> Option<Event> {
+        let now = std::time::Instant::now();
+        let idle = now.duration_since(self.since);
+        if batches != self.batches {
+            if batches > self.batches {
+                let per_batch = idle.as_secs_f64() / (batches - self.batches) as f64;
+                if self.batch_times.len() == BATCH_TIMES {
+                    self.batch_times.pop_front();
+                }
+                self.batch_times.push_back(per_batch);
+            }
+            self.batches = batches;
+            self.since = now;
+            if std::mem::take(&mut self.stalled) {
+                return Some(Event::StallEnded {
+                    idle_secs: idle.as_secs_f64(),
+                });
+            }
+            return None;
+        }
+        let threshold = self.threshold(configured);
+        if !self.stalled && idle >= threshold {
+            self.stalled = true;
+            return Some(Event::RunStalled {
+                idle_secs: idle.as_secs_f64(),
+                threshold_secs: threshold.as_secs_f64(),
+            });
+        }
+        None
+    }
 }
 
 /// The parts of a run actor that come from its slot.
@@ -120,6 +193,7 @@ impl RunActor {
             tick: setup.tick,
             epochs_journaled,
             checkpoint_journaled: None,
+            stall: StallWatch::new(),
         }
     }
 
@@ -181,7 +255,17 @@ impl RunActor {
     }
 
     fn journal_progress(&mut self, ctx: &mut Context<Self>) {
-        let records = self.new_records();
+        let snap = self.cells.snapshot();
+        let per_epoch = self.cells.batches_per_epoch();
+        let batches = snap.epoch.saturating_sub(1) * per_epoch + snap.batch;
+        let stall = self.stall.observe(batches, self.spec.stall_after_secs);
+        let mut records = self.new_records();
+        if let Some(event) = stall {
+            if matches!(event, Event::RunStalled { .. }) {
+                tracing::warn!(run_id = %self.run_id, batches, "run stalled");
+            }
+            records.push((self.run_id, event));
+        }
         if records.is_empty() {
             return;
         }
@@ -285,6 +369,14 @@ impl RunActor {
 
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
         let mut records = self.new_records();
+        if std::mem::take(&mut self.stall.stalled) {
+            records.push((
+                self.run_id,
+                Event::StallEnded {
+                    idle_secs: self.stall.since.elapsed().as_secs_f64(),
+                },
+            ));
+        }
         let terminal = match outcome {
             Outcome::Completed {
                 train_loss,

@@ -143,6 +143,18 @@ pub enum Event {
         /// Wait before the run is queued again, in milliseconds.
         delay_ms: u64,
     },
+    /// A live run's batch counter has not moved for longer than its stall threshold.
+    RunStalled {
+        /// Seconds since the counter last moved.
+        idle_secs: f64,
+        /// The threshold that was passed, in seconds.
+        threshold_secs: f64,
+    },
+    /// A stalled run's batch counter moved again.
+    StallEnded {
+        /// Seconds the run made no progress.
+        idle_secs: f64,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -184,11 +196,15 @@ pub enum EventKind {
     EpochEvaluated,
     /// See [`Event::RunRetryScheduled`].
     RunRetryScheduled,
+    /// See [`Event::RunStalled`].
+    RunStalled,
+    /// See [`Event::StallEnded`].
+    StallEnded,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -207,6 +223,8 @@ impl EventKind {
         EventKind::ArtifactSaved,
         EventKind::EpochEvaluated,
         EventKind::RunRetryScheduled,
+        EventKind::RunStalled,
+        EventKind::StallEnded,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -230,6 +248,8 @@ impl EventKind {
             EventKind::ArtifactSaved => "ArtifactSaved",
             EventKind::EpochEvaluated => "EpochEvaluated",
             EventKind::RunRetryScheduled => "RunRetryScheduled",
+            EventKind::RunStalled => "RunStalled",
+            EventKind::StallEnded => "StallEnded",
         }
     }
 }
@@ -256,6 +276,8 @@ impl Event {
             Event::ArtifactSaved { .. } => EventKind::ArtifactSaved,
             Event::EpochEvaluated { .. } => EventKind::EpochEvaluated,
             Event::RunRetryScheduled { .. } => EventKind::RunRetryScheduled,
+            Event::RunStalled { .. } => EventKind::RunStalled,
+            Event::StallEnded { .. } => EventKind::StallEnded,
         }
     }
 
@@ -324,6 +346,11 @@ impl Event {
                 retry,
                 delay_ms,
             } => json!({"reason": reason, "retry": retry, "delay_ms": delay_ms}),
+            Event::RunStalled {
+                idle_secs,
+                threshold_secs,
+            } => json!({"idle_secs": idle_secs, "threshold_secs": threshold_secs}),
+            Event::StallEnded { idle_secs } => json!({"idle_secs": idle_secs}),
             Event::ArtifactSaved {
                 name,
                 path,

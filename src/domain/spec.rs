@@ -66,6 +66,10 @@ pub struct RunSpec {
     /// trains on the first one's device.
     #[serde(default = "default_slots")]
     pub slots: u32,
+    /// Seconds without a finished batch before the run is reported stalled; by default
+    /// 10 times its median batch time, and at least 30 seconds.
+    #[serde(default)]
+    pub stall_after_secs: Option<f64>,
 }
 
 fn default_slots() -> u32 {
@@ -889,6 +893,14 @@ impl RunSpec {
         check_range("batch_size", u64::from(self.batch_size), 1, 1_000_000)?;
         check_range("max_retries", u64::from(self.max_retries), 0, 100)?;
         check_range("slots", u64::from(self.slots), 1, 64)?;
+        if let Some(secs) = self.stall_after_secs {
+            if !(secs.is_finite() && (1.0..=86_400.0).contains(&secs)) {
+                return Err(SpecError::new(
+                    "stall_after_secs",
+                    format!("must be between 1 and 86400, got {secs}"),
+                ));
+            }
+        }
         if !(self.retry_backoff_secs.is_finite()
             && (0.0..=3600.0).contains(&self.retry_backoff_secs))
         {

@@ -89,7 +89,12 @@ impl RunState {
             (Some(S::Running), K::ResumedFromCheckpoint) => Some(S::Running),
             (
                 Some(s @ (S::Running | S::Pausing)),
-                K::EpochCompleted | K::EpochEvaluated | K::CheckpointSaved | K::ArtifactSaved,
+                K::EpochCompleted
+                | K::EpochEvaluated
+                | K::CheckpointSaved
+                | K::ArtifactSaved
+                | K::RunStalled
+                | K::StallEnded,
             ) => Some(s),
             (Some(S::Running | S::Pausing), K::RunCompleted) => Some(S::Completed),
             (Some(S::Queued | S::Starting | S::Running | S::Pausing), K::RunFailed) => {
@@ -162,6 +167,8 @@ pub struct Run {
     pub retries: u32,
     /// A retried run waits in the queue until this time.
     pub not_before: Option<DateTime<Utc>>,
+    /// Whether the live run has made no progress for longer than its threshold.
+    pub stalled: bool,
     /// Whether a cancel was asked for and not yet carried out.
     pub cancel_requested: bool,
     /// Finished epochs: those of the current attempt, and those before the checkpoint
@@ -340,6 +347,7 @@ impl State {
                     priority,
                     retries: 0,
                     not_before: None,
+                    stalled: false,
                     cancel_requested: false,
                     epochs: Vec::new(),
                     checkpoint: None,
@@ -362,6 +370,9 @@ impl State {
         }
         run.updated_at = at;
         run.last_seq = seq;
+        if !run.state.is_live() {
+            run.stalled = false;
+        }
         match &envelope.event {
             Event::RunSubmitted { .. } => {}
             Event::SlotClaimed { slot } => {
@@ -374,6 +385,7 @@ impl State {
             } => {
                 run.attempt = *attempt;
                 run.device = Some(device.clone());
+                run.stalled = false;
                 // An attempt resumes from the newest checkpoint: epochs after it are
                 // trained again.
                 let kept = run.checkpoint.as_ref().map_or(0, |c| c.epoch);
@@ -472,6 +484,8 @@ impl State {
                 });
             }
             Event::PauseRequested | Event::ResumedFromCheckpoint { .. } => {}
+            Event::RunStalled { .. } => run.stalled = true,
+            Event::StallEnded { .. } => run.stalled = false,
             Event::RunPaused { reason } => run.error = Some(reason.clone()),
             Event::SlotReleased { slot } => {
                 run.slots.retain(|s| s != slot);
@@ -633,6 +647,11 @@ mod tests {
                 bytes: 100,
             },
             EventKind::PauseRequested => Event::PauseRequested,
+            EventKind::RunStalled => Event::RunStalled {
+                idle_secs: 31.0,
+                threshold_secs: 30.0,
+            },
+            EventKind::StallEnded => Event::StallEnded { idle_secs: 40.0 },
             EventKind::RunRetryScheduled => Event::RunRetryScheduled {
                 reason: "boom".into(),
                 retry: 1,
@@ -683,6 +702,8 @@ mod tests {
         for s in [S::Running, S::Pausing] {
             table.push((Some(s), K::EpochCompleted, s));
             table.push((Some(s), K::EpochEvaluated, s));
+            table.push((Some(s), K::RunStalled, s));
+            table.push((Some(s), K::StallEnded, s));
             table.push((Some(s), K::CheckpointSaved, s));
             table.push((Some(s), K::ArtifactSaved, s));
             table.push((Some(s), K::RunCompleted, S::Completed));

@@ -97,7 +97,8 @@ impl DataRoots {
                         format!("`{path}` leads outside the data roots"),
                     ));
                 }
-                if real.is_file() {
+                // Anything readable but a directory: files, and pipes a pipeline feeds.
+                if !real.is_dir() {
                     return Ok(real);
                 }
             }

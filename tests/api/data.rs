@@ -212,3 +212,49 @@ async fn a_cnn_with_dropout_learns_the_digits_as_images() {
     let detail = assert_problem(app.submit(&wrong).await, 422, "invalid_spec").await;
     assert!(detail.starts_with("model.input:"), "{detail}");
 }
+
+#[actix_web::test]
+async fn a_run_that_makes_no_progress_is_reported_stalled_until_it_moves_again() {
+    let app = spawn_app_with(|c| c.train.cpu_slots = 1).await;
+    write_regression_csv(&app.datasets());
+    let csv = std::fs::read(app.datasets().join("lines.csv")).expect("csv");
+    let blocker = app.submit_ok(&long_spec("holds-the-slot")).await;
+    app.wait_for(&blocker, |r| r["state"] == "running").await;
+
+    let mut spec = regression_spec("feed.csv");
+    spec["stall_after_secs"] = json!(1.0);
+    let feed = app.datasets().join("feed.csv");
+    std::fs::write(&feed, &csv).expect("checked at submission");
+    let id = app.submit_ok(&spec).await;
+    // By the time the run starts, its data comes through a pipe nobody writes yet:
+    // the training thread blocks reading it.
+    std::fs::remove_file(&feed).expect("removed");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&feed)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    assert_eq!(
+        app.post(&format!("/api/v1/runs/{blocker}/cancel"))
+            .await
+            .status(),
+        200
+    );
+
+    let stalled = app.wait_for(&id, |r| r["stalled"] == true).await;
+    assert_eq!(stalled["state"], "running");
+    let writer = std::thread::spawn(move || std::fs::write(&feed, csv).expect("fed"));
+    let done = app.wait_for(&id, |r| r["state"] == "completed").await;
+    writer.join().expect("writer");
+    assert_eq!(done["stalled"], false);
+    let history = types(&app.events(&id).await);
+    let stall = history
+        .iter()
+        .position(|t| t == "RunStalled")
+        .expect("stalled");
+    let ended = history
+        .iter()
+        .position(|t| t == "StallEnded")
+        .expect("ended");
+    assert!(stall < ended, "{history:?}");
+}
