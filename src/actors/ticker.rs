@@ -2,12 +2,12 @@
 //! percent and ETA, and publishes the newest sample of each run on the
 //! [`ProgressBoard`] that streams and the API read. Training threads never wait for it.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
+use rustc_hash::FxHashMap;
 use tokio::sync::watch;
 
 use crate::domain::RunId;
@@ -43,7 +43,9 @@ pub struct Progress {
 /// that ended stays), and a counter that changes every tick.
 #[derive(Clone)]
 pub struct ProgressBoard {
-    latest: Arc<RwLock<HashMap<RunId, Progress>>>,
+    /// Keyed by run id with FxHash: run ids are random UUIDs, nothing to defend
+    /// against, and the ticker writes every live run's entry every tick.
+    latest: Arc<RwLock<FxHashMap<RunId, Progress>>>,
     ticks: Arc<watch::Sender<u64>>,
 }
 
@@ -82,6 +84,10 @@ impl ProgressBoard {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .extend(samples);
+        self.notify();
+    }
+
+    fn notify(&self) {
         self.ticks.send_modify(|t| *t = t.wrapping_add(1));
     }
 }
@@ -144,7 +150,8 @@ impl Watched {
 pub struct Ticker {
     every: Duration,
     board: ProgressBoard,
-    live: HashMap<RunId, Watched>,
+    /// Watched runs, dense, so a tick walks a slice.
+    live: Vec<(RunId, Watched)>,
     /// Ticks whose sampling started later than planned, for lag metrics.
     late_ticks: u64,
     next_due: Option<Instant>,
@@ -156,7 +163,7 @@ impl Ticker {
         Self {
             every,
             board,
-            live: HashMap::new(),
+            live: Vec::new(),
             late_ticks: 0,
             next_due: None,
         }
@@ -164,16 +171,17 @@ impl Ticker {
 
     /// Starts sampling a run's cells (what the [`Watch`] message does).
     pub fn watch(&mut self, run_id: RunId, cells: Arc<ProgressCells>) {
-        self.live.insert(
-            run_id,
-            Watched {
-                cells,
-                last_version: u64::MAX,
-                last: None,
-                rate: 0.0,
-                progress: None,
-            },
-        );
+        let watched = Watched {
+            cells,
+            last_version: u64::MAX,
+            last: None,
+            rate: 0.0,
+            progress: None,
+        };
+        match self.live.iter_mut().find(|(id, _)| *id == run_id) {
+            Some(entry) => entry.1 = watched,
+            None => self.live.push((run_id, watched)),
+        }
     }
 
     /// Number of runs being sampled.
@@ -190,12 +198,25 @@ impl Ticker {
             }
         }
         self.next_due = Some(now + self.every);
-        let samples: Vec<(RunId, Progress)> = self
-            .live
-            .iter_mut()
-            .filter_map(|(id, w)| w.sample(now).map(|p| (*id, p)))
-            .collect();
-        self.board.publish(samples.into_iter());
+        {
+            // One lock for the whole tick; entries are updated in place.
+            let mut latest = self
+                .board
+                .latest
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (id, watched) in &mut self.live {
+                if let Some(progress) = watched.sample(now) {
+                    match latest.get_mut(id) {
+                        Some(slot) => *slot = progress,
+                        None => {
+                            latest.insert(*id, progress);
+                        }
+                    }
+                }
+            }
+        }
+        self.board.notify();
     }
 }
 
@@ -246,7 +267,8 @@ impl Handler<Unwatch> for Ticker {
     type Result = ();
 
     fn handle(&mut self, msg: Unwatch, _ctx: &mut Self::Context) {
-        if let Some(mut watched) = self.live.remove(&msg.run_id) {
+        let position = self.live.iter().position(|(id, _)| *id == msg.run_id);
+        if let Some((_, mut watched)) = position.map(|i| self.live.swap_remove(i)) {
             let last = watched.sample(Instant::now());
             self.board
                 .publish(last.map(|p| (msg.run_id, p)).into_iter());
