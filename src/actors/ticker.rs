@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::Serialize;
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::domain::RunId;

@@ -206,6 +206,17 @@ pub enum ModelSpec {
     Mlp(MlpSpec),
     /// A small convolutional network for image-shaped data.
     Cnn(CnnSpec),
+    /// A module saved from Python with `torch.jit.save`, trained in-process.
+    Torchscript(TorchscriptSpec),
+}
+
+/// A TorchScript module: its parameters are registered with the optimizer and
+/// trained, not frozen. It maps `[batch, features]` to `[batch, outputs]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorchscriptSpec {
+    /// Path of the `.pt` file, relative to a data root (or absolute, inside one).
+    pub path: String,
 }
 
 /// Convolutions (same padding, each followed by the activation and an optional max
@@ -513,9 +524,10 @@ mod tagged {
 
 impl<'de> Deserialize<'de> for ModelSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match tagged::split(d, &["mlp", "cnn"])? {
+        match tagged::split(d, &["mlp", "cnn", "torchscript"])? {
             ("mlp", body) => tagged::variant(body).map(ModelSpec::Mlp),
-            (_, body) => tagged::variant(body).map(ModelSpec::Cnn),
+            ("cnn", body) => tagged::variant(body).map(ModelSpec::Cnn),
+            (_, body) => tagged::variant(body).map(ModelSpec::Torchscript),
         }
     }
 }
@@ -772,10 +784,17 @@ impl RunSpec {
                     check_range(&format!("model.hidden[{i}]"), u64::from(*width), 1, 65_536)?;
                 }
             }
+            ModelSpec::Torchscript(_) => {}
         }
         let dropout = match &self.model {
             ModelSpec::Mlp(m) => m.dropout,
             ModelSpec::Cnn(c) => c.dropout,
+            ModelSpec::Torchscript(t) => {
+                if t.path.trim().is_empty() {
+                    return Err(SpecError::new("model.path", "must not be empty"));
+                }
+                0.0
+            }
         };
         if !(dropout.is_finite() && (0.0..=0.9).contains(&dropout)) {
             return Err(SpecError::new(
@@ -1003,6 +1022,8 @@ impl RunSpec {
                 let (c, h, w) = cnn.conv_output();
                 conv + dense(c * h * w, &cnn.hidden)
             }
+            // Known only once the module is loaded; its file size bounds it.
+            ModelSpec::Torchscript(_) => 0,
         }
     }
 

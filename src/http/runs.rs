@@ -200,13 +200,26 @@ fn join_path(path: &str, message: &str) -> String {
 /// need its shape, so a wrong path, column or shape is a `422` now rather than a
 /// failed run later.
 async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
-    if spec.data.declared_samples().is_some() {
+    let script = matches!(spec.model, crate::domain::spec::ModelSpec::Torchscript(_));
+    if spec.data.declared_samples().is_some() && !script {
         return Ok(spec);
     }
     let roots = state.roots.clone();
     web::block(move || {
         let (train, _) = crate::train::data::load_run(&spec, &roots)?;
         spec.validate_shape(&train.shape())?;
+        if script {
+            // Load the module once on the CPU: a wrong file or shape is a 422 now.
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            crate::train::model::Net::build(
+                &vs.root(),
+                &spec.model,
+                train.feature_count(),
+                train.outputs,
+                spec.seed,
+                &roots,
+            )?;
+        }
         Ok::<_, crate::domain::SpecError>(spec)
     })
     .await

@@ -1,13 +1,15 @@
-//! Built-in model architectures: an MLP and a small CNN, with dropout whose masks come
-//! from a generator seeded by the run's seed and the step, not from torch's shared
+//! Models: an MLP and a small CNN built in, with dropout whose masks come from a
+//! generator seeded by the run's seed and the step, not from torch's shared
 //! generator, so concurrent runs do not disturb each other and a resumed run drops
-//! the same units as an uninterrupted one.
+//! the same units as an uninterrupted one; and TorchScript modules saved from
+//! Python, whose parameters join the run's variables and are trained.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::nn::{self, ConvConfig};
 use tch::{Device, Tensor};
 
+use super::data::{DataError, DataRoots};
 use crate::domain::spec::{Activation, CnnSpec, ModelSpec};
 
 /// Whether the network is training (dropout on) or being evaluated.
@@ -22,8 +24,12 @@ pub enum Mode {
     Eval,
 }
 
+/// Parameters of a TorchScript module are registered under this prefix.
+const SCRIPT_PREFIX: &str = "script";
+
 #[derive(Debug)]
 enum Layer {
+    Script(tch::TrainableCModule),
     Linear(nn::Linear),
     Conv(nn::Conv2D, i64),
     Activation(Activation),
@@ -43,8 +49,17 @@ pub struct Net {
 
 impl Net {
     /// Builds the network a spec describes under `root`, mapping `inputs` features to
-    /// `outputs` values. `seed` seeds the dropout masks.
-    pub fn build(root: &nn::Path, spec: &ModelSpec, inputs: i64, outputs: i64, seed: u64) -> Self {
+    /// `outputs` values. `seed` seeds the dropout masks; `roots` is where a
+    /// TorchScript file is looked up. A TorchScript module is checked on a zero input:
+    /// it must map `[1, inputs]` to `[1, outputs]`.
+    pub fn build(
+        root: &nn::Path,
+        spec: &ModelSpec,
+        inputs: i64,
+        outputs: i64,
+        seed: u64,
+        roots: &DataRoots,
+    ) -> Result<Self, DataError> {
         let layers = match spec {
             ModelSpec::Mlp(mlp) => dense(
                 root,
@@ -56,12 +71,21 @@ impl Net {
                 Vec::new(),
             ),
             ModelSpec::Cnn(cnn) => convolutional(root, cnn, outputs),
+            ModelSpec::Torchscript(script) => {
+                vec![Layer::Script(load_script(
+                    root,
+                    &script.path,
+                    inputs,
+                    outputs,
+                    roots,
+                )?)]
+            }
         };
-        Self {
+        Ok(Self {
             layers,
             seed,
             device: root.device(),
-        }
+        })
     }
 
     /// Runs the network forward.
@@ -70,6 +94,7 @@ impl Net {
         let mut dropouts = 0u64;
         for layer in &self.layers {
             x = match layer {
+                Layer::Script(module) => module.forward_ts(&[x])?,
                 Layer::Linear(l) => x.f_linear(&l.ws, l.bs.as_ref())?,
                 Layer::Conv(c, padding) => x.f_conv2d(
                     &c.ws,
@@ -116,6 +141,44 @@ impl Net {
             .f_to_kind(x.kind())?
             .f_to_device(self.device)
     }
+}
+
+/// Loads a TorchScript module, registers its parameters under `root`, and checks
+/// that it maps `[1, inputs]` to `[1, outputs]`.
+fn load_script(
+    root: &nn::Path,
+    path: &str,
+    inputs: i64,
+    outputs: i64,
+    roots: &DataRoots,
+) -> Result<tch::TrainableCModule, DataError> {
+    let path = roots.resolve("model.path", path)?;
+    let shown = path.display();
+    let module = tch::TrainableCModule::load(&path, root / SCRIPT_PREFIX).map_err(|e| {
+        DataError::new(
+            "model.path",
+            format!("{shown}: not a TorchScript module: {e}"),
+        )
+    })?;
+    let probe = Tensor::zeros([1, inputs], (tch::Kind::Float, root.device()));
+    let out = tch::no_grad(|| module.forward_ts(&[probe])).map_err(|e| {
+        let first = e.to_string();
+        let first = first.lines().next().unwrap_or_default().to_string();
+        DataError::new(
+            "model.path",
+            format!("{shown}: does not take [batch, {inputs}] inputs: {first}"),
+        )
+    })?;
+    if out.size() != [1, outputs] {
+        return Err(DataError::new(
+            "model.path",
+            format!(
+                "{shown}: maps [1, {inputs}] to {:?}, the data needs [1, {outputs}]",
+                out.size()
+            ),
+        ));
+    }
+    Ok(module)
 }
 
 fn activation_and_dropout(layers: &mut Vec<Layer>, activation: Activation, dropout: f64) {
@@ -195,8 +258,42 @@ fn convolutional(root: &nn::Path, cnn: &CnnSpec, outputs: i64) -> Vec<Layer> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::spec::MlpSpec;
+    use crate::domain::spec::{MlpSpec, TorchscriptSpec};
     use tch::Kind;
+
+    fn roots() -> DataRoots {
+        DataRoots::new([std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")])
+    }
+
+    #[test]
+    fn a_torchscript_module_is_loaded_with_trainable_parameters() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let spec = ModelSpec::Torchscript(TorchscriptSpec {
+            path: "tiny_mlp.pt".into(),
+        });
+        let net = Net::build(&vs.root(), &spec, 16, 3, 0, &roots()).expect("loads");
+        let trainable = vs.trainable_variables();
+        assert_eq!(trainable.len(), 4, "two linear layers: weights and biases");
+        let out = net
+            .forward(
+                &Tensor::ones([2, 16], (Kind::Float, Device::Cpu)),
+                Mode::Train { step: 0 },
+            )
+            .expect("forward");
+        assert_eq!(out.size(), [2, 3]);
+        out.sum(Kind::Float).backward();
+        assert!(
+            trainable.iter().all(|t| t.grad().defined()),
+            "gradients reach the module's parameters"
+        );
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = Net::build(&vs.root(), &spec, 8, 3, 0, &roots()).expect_err("wrong inputs");
+        assert_eq!(err.field, "model.path");
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = Net::build(&vs.root(), &spec, 16, 5, 0, &roots()).expect_err("wrong outputs");
+        assert!(err.reason.contains("[1, 5]"), "{err}");
+    }
 
     #[test]
     fn dropout_masks_depend_on_seed_and_step_only() {
@@ -206,7 +303,7 @@ mod tests {
             activation: Activation::Relu,
             dropout: 0.5,
         });
-        let net = Net::build(&vs.root(), &spec, 8, 3, 7);
+        let net = Net::build(&vs.root(), &spec, 8, 3, 7, &roots()).expect("net");
         let xs = Tensor::ones([4, 8], (Kind::Float, Device::Cpu));
         let a = net.forward(&xs, Mode::Train { step: 3 }).expect("a");
         let b = net.forward(&xs, Mode::Train { step: 3 }).expect("b");
@@ -230,7 +327,7 @@ mod tests {
             activation: Activation::Relu,
             dropout: 0.25,
         });
-        let net = Net::build(&vs.root(), &spec, 64, 10, 1);
+        let net = Net::build(&vs.root(), &spec, 64, 10, 1, &roots()).expect("net");
         let xs = Tensor::randn([5, 64], (Kind::Float, Device::Cpu));
         let out = net.forward(&xs, Mode::Train { step: 0 }).expect("forward");
         assert_eq!(out.size(), [5, 10]);

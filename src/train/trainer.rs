@@ -209,7 +209,8 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
             data.feature_count(),
             data.outputs,
             spec.seed,
-        )
+            attempt.roots,
+        )?
     };
     let mut optimizer = Optimizer::new(&spec.optimizer, &vs)?;
 

@@ -258,3 +258,41 @@ async fn a_run_that_makes_no_progress_is_reported_stalled_until_it_moves_again()
         .expect("ended");
     assert!(stall < ended, "{history:?}");
 }
+
+#[actix_web::test]
+async fn a_torchscript_module_from_python_is_trained_in_process() {
+    let app = spawn_app().await;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_mlp.pt");
+    std::fs::copy(&fixture, app.datasets().join("tiny_mlp.pt")).expect("fixture");
+    let spec = json!({
+        "name": "scripted",
+        "model": {"kind": "torchscript", "path": "tiny_mlp.pt"},
+        "data": {"kind": "synthetic", "samples": 2000, "features": 16, "classes": 3, "seed": 7},
+        "optimizer": {"kind": "adam", "lr": 0.01},
+        "epochs": 5,
+        "batch_size": 32,
+        "seed": 1
+    });
+    let id = app.submit_ok(&spec).await;
+    let run = app.wait_for(&id, |r| r["state"] == "completed").await;
+    let epochs = run["epochs"].as_array().expect("epochs");
+    let first = epochs[0]["train_loss"].as_f64().expect("loss");
+    let last = epochs[4]["train_loss"].as_f64().expect("loss");
+    assert!(
+        last < first,
+        "the module's parameters are trained: {first} -> {last}"
+    );
+
+    let mut wrong = spec.clone();
+    wrong["name"] = json!("wrong-inputs");
+    wrong["data"]["features"] = json!(12);
+    let detail = assert_problem(app.submit(&wrong).await, 422, "invalid_spec").await;
+    assert!(
+        detail.starts_with("model.path:") && detail.contains("[batch, 12]"),
+        "{detail}"
+    );
+    let mut missing = spec.clone();
+    missing["model"]["path"] = json!("nowhere.pt");
+    let detail = assert_problem(app.submit(&missing).await, 422, "invalid_spec").await;
+    assert!(detail.contains("no file"), "{detail}");
+}
