@@ -9,7 +9,8 @@
 //!   them. The training loop never blocks, allocates, locks or does I/O to report.
 //! - **Event sourcing.** Every state change is an [`domain::Event`] appended to a
 //!   sled log and flushed before it is acknowledged; state is a pure fold over the
-//!   log ([`domain::State`]); a restart replays it and re-queues runs that were live.
+//!   log ([`domain::State`]); a restart replays it and resumes runs that were live
+//!   from their last checkpoint, bit-identical to an uninterrupted run.
 //!
 //! # Layout
 //!
@@ -18,8 +19,10 @@
 //! - [`store`]: the sled event log, its record codec and replay.
 //! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, and their
 //!   supervision.
-//! - [`train`]: progress cells, the cancel flag, built-in models and data, the
-//!   training thread.
+//! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
+//!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
+//!   saveable state, learning-rate schedules, checkpoints, the training loop and its
+//!   thread.
 //! - [`http`]: the REST API, server-sent event streams, health checks, errors.
 //! - [`cli`]: the `runyard` command line.
 //! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging, and

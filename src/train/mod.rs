@@ -1,5 +1,6 @@
 //! The training side: progress cells a training thread writes and the ticker reads,
-//! the cancel flag, the built-in models and data sets, and the training thread itself.
+//! the cancel and pause flags, data sets, models, optimizers and schedules,
+//! checkpoints, and the training loop with its thread.
 
 pub mod checkpoint;
 pub mod control;
