@@ -182,6 +182,31 @@ mod tests {
     }
 
     #[test]
+    fn a_non_finite_loss_fails_the_attempt_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows: String = (0..64).map(|i| format!("{i},3e38\n")).collect();
+        std::fs::write(dir.path().join("huge.csv"), rows).expect("csv");
+        let spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "name": "nan", "task": "regression", "model": {"kind": "mlp", "hidden": [4]},
+            "data": {"kind": "csv", "path": "huge.csv"},
+            "epochs": 1, "batch_size": 16
+        }))
+        .expect("spec");
+        let outcome = spawn_training(job(spec, dir.path(), None))
+            .expect("spawn")
+            .outcome
+            .blocking_recv()
+            .expect("outcome");
+        let Outcome::Failed(reason) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            reason.contains("loss is inf at epoch 1, batch 1"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn a_pause_checkpoints_at_the_next_batch_boundary() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = job(spec(3), dir.path(), None);
