@@ -1,5 +1,6 @@
 //! The `runyard` command line: one file per command.
 
+pub mod journal;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Start the server.
     Serve(ServeArgs),
+    /// Export, import or verify a data directory's event log.
+    #[command(subcommand)]
+    Journal(journal::JournalCommand),
 }
 
 /// Flags of `runyard serve`; they win over the config file and the environment.
@@ -40,5 +44,6 @@ pub struct ServeArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Journal(command) => journal::run(command),
     }
 }

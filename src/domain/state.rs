@@ -543,6 +543,34 @@ impl State {
         records
     }
 
+    /// A SHA-256 over what the fold says of every run and slot, in a form that does
+    /// not depend on how the fold is laid out in memory: replaying the same journal
+    /// must give the same fingerprint in every later version (the golden-journal
+    /// test holds it to that).
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let runs: Vec<serde_json::Value> = self
+            .runs()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "state": r.state.name(),
+                    "digest": r.digest,
+                    "attempt": r.attempt,
+                    "retries": r.retries,
+                    "slots": r.slots,
+                    "epochs": r.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+                    "checkpoint": r.checkpoint.as_ref().map(|c| (c.step, c.sha256.clone())),
+                    "artifacts": r.artifacts.iter().map(|a| (a.name.clone(), a.sha256.clone())).collect::<Vec<_>>(),
+                    "error": r.error,
+                })
+            })
+            .collect();
+        let held: Vec<(SlotId, RunId)> = self.slots.held().map(|(s, h)| (s, h.run_id)).collect();
+        let canonical = serde_json::json!({"last_seq": self.last_seq, "runs": runs, "held": held});
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+
     /// Folds a whole sequence of events, as replay does.
     pub fn from_events<'a>(events: impl IntoIterator<Item = (Seq, &'a Envelope)>) -> Self {
         let mut state = State::default();

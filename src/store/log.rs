@@ -176,6 +176,36 @@ impl EventLog {
         Ok(())
     }
 
+    /// Every record in order, each decoded on its own: a corrupt record is handed to
+    /// `visit` as an error and the scan goes on (used by `runyard journal verify`).
+    pub fn scan(&self, mut visit: impl FnMut(Result<(Seq, Envelope), StoreError>)) {
+        for item in self.events.iter() {
+            let record = item.map_err(|e| self.sled_err(e)).and_then(|(key, value)| {
+                let seq = self.seq_of(&key)?;
+                Ok((seq, self.decode(seq, &value)?))
+            });
+            visit(record);
+        }
+    }
+
+    /// Every `(run, seq)` entry of the per-run index, in key order.
+    pub fn index_entries(&self) -> Result<Vec<(RunId, Seq)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.run_index.iter() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            if key.len() != 24 {
+                return Err(StoreError::BadKey {
+                    dir: self.dir.clone(),
+                    key: key.to_vec(),
+                });
+            }
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&key[..16]);
+            out.push((RunId::from_bytes(id), self.seq_of(&key[16..])?));
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` records about `run_id` after `after`, in order.
     pub fn read_run_after(
         &self,

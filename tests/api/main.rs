@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod data;
+mod golden;
 mod helpers;
 mod pause;
 mod runs;
