@@ -221,6 +221,37 @@ impl Dispatcher {
         }
     }
 
+    /// Journals the event that stops a run (cancel or pause): done at once when
+    /// `immediate`, else a request its thread acts on. Answers whether it was
+    /// immediate; a refused transition becomes a conflict worded by `conflict`, and a
+    /// run taken from the queue goes back to it when the journal fails.
+    fn stop(
+        &mut self,
+        run_id: RunId,
+        event: Event,
+        immediate: bool,
+        requeue_on_error: bool,
+        conflict: impl FnOnce(RunState) -> String + 'static,
+    ) -> impl ActorFuture<Self, Output = Result<bool, DispatchError>> {
+        let append = self.journal.send(Append::one(run_id, event));
+        append
+            .into_actor(self)
+            .map(move |result, dispatcher, _ctx| {
+                match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                    Ok(_) => Ok(immediate),
+                    Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                        Err(DispatchError::Conflict(conflict(from)))
+                    }
+                    Err(e) => {
+                        if requeue_on_error {
+                            dispatcher.queue.push_front(run_id);
+                        }
+                        Err(e.into())
+                    }
+                }
+            })
+    }
+
     /// The slots a run holds (the slot actor running it ignores messages for others).
     fn slots_of(&self, run_id: RunId) -> impl Iterator<Item = &SlotEntry> + '_ {
         self.slots.iter().filter(move |s| s.busy == Some(run_id))
@@ -356,34 +387,23 @@ impl Handler<CancelRun> for Dispatcher {
         } else {
             Event::CancelRequested
         };
-        let append = self.journal.send(Append::one(run_id, event));
-        Box::pin(
-            append
-                .into_actor(self)
-                .map(move |result, dispatcher, _ctx| {
-                    match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                        Ok(_) if immediate => Ok(CancelOutcome::Cancelled),
-                        Ok(_) => {
-                            for entry in dispatcher.slots_of(run_id) {
-                                entry.addr.do_send(CancelOnSlot { run_id });
-                            }
-                            Ok(CancelOutcome::Requested)
-                        }
-                        Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
-                            Err(DispatchError::Conflict(format!(
-                                "run {run_id} is already {}",
-                                from.name()
-                            )))
-                        }
-                        Err(e) => {
-                            if immediate {
-                                dispatcher.queue.push_front(run_id);
-                            }
-                            Err(e.into())
-                        }
-                    }
-                }),
-        )
+        let requeue = immediate && state == Some(RunState::Queued);
+        let stop = self.stop(run_id, event, immediate, requeue, move |from| {
+            format!("run {run_id} is already {}", from.name())
+        });
+        Box::pin(stop.map(move |result, dispatcher, _ctx| {
+            let immediate = result?;
+            if !immediate {
+                for entry in dispatcher.slots_of(run_id) {
+                    entry.addr.do_send(CancelOnSlot { run_id });
+                }
+            }
+            Ok(if immediate {
+                CancelOutcome::Cancelled
+            } else {
+                CancelOutcome::Requested
+            })
+        }))
     }
 }
 
@@ -430,34 +450,25 @@ impl Handler<PauseRun> for Dispatcher {
         } else {
             Event::PauseRequested
         };
-        let append = self.journal.send(Append::one(run_id, event));
-        Box::pin(
-            append
-                .into_actor(self)
-                .map(move |result, dispatcher, _ctx| {
-                    match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                        Ok(_) if immediate => Ok(PauseOutcome::Paused),
-                        Ok(_) => {
-                            for entry in dispatcher.slots_of(run_id) {
-                                entry.addr.do_send(PauseOnSlot { run_id });
-                            }
-                            Ok(PauseOutcome::Requested)
-                        }
-                        Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
-                            Err(DispatchError::Conflict(format!(
-                                "run {run_id} is {}; only a queued or running run can be paused",
-                                from.name()
-                            )))
-                        }
-                        Err(e) => {
-                            if immediate {
-                                dispatcher.queue.push_front(run_id);
-                            }
-                            Err(e.into())
-                        }
-                    }
-                }),
-        )
+        let stop = self.stop(run_id, event, immediate, immediate, move |from| {
+            format!(
+                "run {run_id} is {}; only a queued or running run can be paused",
+                from.name()
+            )
+        });
+        Box::pin(stop.map(move |result, dispatcher, _ctx| {
+            let immediate = result?;
+            if !immediate {
+                for entry in dispatcher.slots_of(run_id) {
+                    entry.addr.do_send(PauseOnSlot { run_id });
+                }
+            }
+            Ok(if immediate {
+                PauseOutcome::Paused
+            } else {
+                PauseOutcome::Requested
+            })
+        }))
     }
 }
 
