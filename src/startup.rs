@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::actors::{supervisor, Actors};
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, RecoveryNote, ReplayReport};
 use crate::store::{replay, EventLog, ReplayStats};
 use crate::train::data::DataRoots;
 
@@ -41,6 +41,25 @@ impl Application {
             dir = %journal_dir.display(),
             "journal replayed"
         );
+        let recovery = state.recovery();
+        let last_replay = ReplayReport {
+            events: stats.events,
+            runs: stats.runs,
+            elapsed_ms: stats.elapsed.as_secs_f64() * 1e3,
+            recovery: recovery
+                .iter()
+                .map(|(run_id, event)| RecoveryNote {
+                    run_id: *run_id,
+                    event: event.kind().name(),
+                    slot: match event {
+                        crate::domain::Event::SlotReleased { slot } => Some(*slot),
+                        _ => None,
+                    },
+                    repair: matches!(event, crate::domain::Event::SlotReleased { .. })
+                        && !state.run(*run_id).is_some_and(|r| r.state.is_live()),
+                })
+                .collect(),
+        };
         let devices = supervisor::slot_devices(config.train.cpu_slots);
         if devices.iter().all(|d| *d == tch::Device::Cpu) {
             // Torch's intra-op pool is process-wide: the slots share the cores.
@@ -61,6 +80,7 @@ impl Application {
                 cancel_wait: Duration::from_secs(30),
                 data_dir: data_dir.clone(),
                 roots,
+                last_replay,
             },
         )?;
         Ok(Self {

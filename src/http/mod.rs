@@ -32,6 +32,35 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     /// Where data files named in specs may be read from.
     pub roots: crate::train::data::DataRoots,
+    /// What the start-up replay did and the recovery it journaled.
+    pub last_replay: ReplayReport,
+}
+
+/// What the start-up replay did, as `/api/v1/slots/audit` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplayReport {
+    /// Events replayed.
+    pub events: u64,
+    /// Runs found.
+    pub runs: usize,
+    /// Replay time in milliseconds.
+    pub elapsed_ms: f64,
+    /// The recovery events journaled right after, as `(run id, event name, slot)`;
+    /// a `SlotReleased` of a run that was not live is a ledger repair.
+    pub recovery: Vec<RecoveryNote>,
+}
+
+/// One recovery event journaled at start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoveryNote {
+    /// The run.
+    pub run_id: crate::domain::RunId,
+    /// The event, e.g. `RunRequeued` or `SlotReleased`.
+    pub event: &'static str,
+    /// The slot released, for `SlotReleased`.
+    pub slot: Option<crate::domain::SlotId>,
+    /// Whether it repaired the ledger (a slot held by a run that was not live).
+    pub repair: bool,
 }
 
 /// Registers every route.
@@ -49,7 +78,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/runs/{id}/resume", web::post().to(runs::resume))
                 .route("/runs/{id}/artifacts/{name}", web::get().to(runs::artifact))
                 .route("/runs/{id}/stream", web::get().to(stream::run_stream))
-                .route("/slots", web::get().to(slots::list)),
+                .route("/slots", web::get().to(slots::list))
+                .route("/slots/audit", web::get().to(slots::audit)),
         )
         .default_service(web::to(not_found));
 }

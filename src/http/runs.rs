@@ -318,13 +318,43 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(views))
 }
 
-/// `GET /api/v1/runs/{id}`.
+/// Query of `GET /api/v1/runs/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    /// Show the run as it was right after this sequence number.
+    at_seq: Option<Seq>,
+}
+
+/// `GET /api/v1/runs/{id}[?at_seq=N]`: the run now, or as it was right after event
+/// `N` (a fold of its events up to `N`; live progress is not part of the past).
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_run_id(&path)?;
-    run_response(&state, id, HttpResponse::Ok())
+    let Some(at) = query.at_seq else {
+        return run_response(&state, id, HttpResponse::Ok());
+    };
+    let id = existing_run_id(&state, &path)?;
+    let log = state.actors.reader.log().clone();
+    let records = web::block(move || log.read_run_after(id, 0, usize::MAX))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let past = crate::domain::State::from_events(
+        records
+            .iter()
+            .take_while(|(seq, _)| *seq <= at)
+            .map(|(seq, envelope)| (*seq, envelope)),
+    );
+    let run = past.run(id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RunNotFound,
+            format!("run {id} did not exist yet at sequence number {at}"),
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(RunView::new(run, None, None)))
 }
 
 /// Query of `GET /api/v1/runs/{id}/events`.

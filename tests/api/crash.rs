@@ -219,4 +219,16 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
     );
     let slots = get(&http, format!("{}/api/v1/slots", server.address)).await;
     assert_eq!(slots[0]["run_id"], Value::Null);
+    let audit = get(&http, format!("{}/api/v1/slots/audit", server.address)).await;
+    assert_eq!(audit["slots"][0]["consistent"], true);
+    let recovered = audit["last_replay"]["recovery"]
+        .as_array()
+        .expect("recovery");
+    assert!(
+        recovered
+            .iter()
+            .any(|r| r["run_id"] == live.as_str() && r["event"] == "RunRequeued"),
+        "{audit}"
+    );
+    assert!(recovered.iter().all(|r| r["repair"] == false), "{audit}");
 }

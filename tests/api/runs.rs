@@ -65,6 +65,40 @@ async fn a_submitted_run_trains_to_completion() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 
+    // Time travel: the run as it was right after each of these events.
+    let seq_of = |t: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == t)
+            .and_then(|e| e["seq"].as_u64())
+            .expect("event")
+    };
+    let (_, then) = app
+        .get_json(&format!(
+            "/api/v1/runs/{id}?at_seq={}",
+            seq_of("RunStarted")
+        ))
+        .await;
+    assert_eq!(
+        (then["state"].as_str(), then["attempt"].as_u64()),
+        (Some("running"), Some(1))
+    );
+    assert_eq!(then["epochs"], json!([]));
+    let (_, then) = app
+        .get_json(&format!(
+            "/api/v1/runs/{id}?at_seq={}",
+            seq_of("SlotClaimed")
+        ))
+        .await;
+    assert_eq!(then["state"], "starting");
+    let response = app
+        .client
+        .get(format!("{}/api/v1/runs/{id}?at_seq=0", app.address))
+        .send()
+        .await
+        .expect("answered");
+    assert_problem(response, 404, "run_not_found").await;
+
     let (status, slots) = app.get_json("/api/v1/slots").await;
     assert_eq!(status, 200);
     assert_eq!(slots[0]["device"], "cpu");
