@@ -26,8 +26,18 @@ pub struct Config {
     pub train: TrainConfig,
     /// Data files.
     pub data: DataConfig,
+    /// The event log.
+    pub journal: JournalConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[journal]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Events between state snapshots (replay starts from the newest); 0 disables them.
+    pub snapshot_every: u64,
 }
 
 /// `[data]`.

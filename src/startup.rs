@@ -38,6 +38,7 @@ impl Application {
             events = stats.events,
             runs = stats.runs,
             elapsed_ms = stats.elapsed.as_secs_f64() * 1e3,
+            from_snapshot = stats.from_snapshot,
             dir = %journal_dir.display(),
             "journal replayed"
         );
@@ -46,6 +47,7 @@ impl Application {
             events: stats.events,
             runs: stats.runs,
             elapsed_ms: stats.elapsed.as_secs_f64() * 1e3,
+            from_snapshot: stats.from_snapshot,
             recovery: recovery
                 .iter()
                 .map(|(run_id, event)| RecoveryNote {
@@ -68,7 +70,15 @@ impl Application {
             tracing::info!(threads, slots = devices.len(), "cpu training threads");
         }
         let roots = DataRoots::new(config.data_roots());
-        let actors = supervisor::start(log, state, &devices, config.train.tick(), data_dir, &roots);
+        let actors = supervisor::start(
+            log,
+            state,
+            &devices,
+            config.train.tick(),
+            data_dir,
+            &roots,
+            config.journal.snapshot_every,
+        );
         let listener = TcpListener::bind(config.server.bind)
             .with_context(|| format!("cannot listen on {} (server.bind)", config.server.bind))?;
         let address = listener.local_addr()?;

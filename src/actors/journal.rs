@@ -117,11 +117,29 @@ pub struct Journal {
     /// Appends in the flush on disk now.
     in_flight: Vec<Pending>,
     counters: JournalCounters,
+    /// Events between snapshots (0: none).
+    snapshot_every: u64,
+    /// Sequence number of the last snapshot taken (or of the state at start).
+    last_snapshot: Seq,
+    /// Whether a snapshot is being written.
+    snapshotting: bool,
 }
+
+/// Snapshots kept in the log; older ones are deleted as new ones are written.
+const SNAPSHOTS_KEPT: usize = 2;
 
 impl Journal {
     /// A journal over `log` whose replayed state is `state`, and a reader of it.
     pub fn new(log: EventLog, state: State) -> (Self, JournalReader) {
+        Self::with_snapshots(log, state, 0)
+    }
+
+    /// A journal that also snapshots the state every `snapshot_every` events (0: never).
+    pub fn with_snapshots(
+        log: EventLog,
+        state: State,
+        snapshot_every: u64,
+    ) -> (Self, JournalReader) {
         let published = Arc::new(RwLock::new(state.clone()));
         let (tail, tail_rx) = watch::channel(state.last_seq());
         let reader = JournalReader {
@@ -138,7 +156,12 @@ impl Journal {
             pending: Vec::new(),
             in_flight: Vec::new(),
             counters: JournalCounters::default(),
+            snapshot_every,
+            last_snapshot: 0,
+            snapshotting: false,
         };
+        let mut journal = journal;
+        journal.last_snapshot = journal.next_seq - 1;
         (journal, reader)
     }
 
@@ -236,6 +259,7 @@ impl Journal {
                 self.counters.events += count;
                 self.counters.flushes += 1;
                 self.counters.max_batch = self.counters.max_batch.max(count);
+                self.maybe_snapshot(ctx);
                 for pending in batch {
                     let seqs = (0..pending.envelopes.len() as Seq)
                         .map(|i| pending.first_seq + i)
@@ -253,6 +277,48 @@ impl Journal {
                 ctx.stop();
             }
         }
+    }
+
+    /// Writes a snapshot of the published state off the actor's thread, when
+    /// `snapshot_every` events have been flushed since the last one.
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let last = self.next_seq - 1 - self.pending_events();
+        if self.snapshot_every == 0
+            || self.snapshotting
+            || last < self.last_snapshot + self.snapshot_every
+        {
+            return;
+        }
+        self.snapshotting = true;
+        let state = self.published();
+        let seq = state.last_seq();
+        let log = self.log.clone();
+        let write = async move {
+            tokio::task::spawn_blocking(move || {
+                log.write_snapshot(seq, &state.to_snapshot(), SNAPSHOTS_KEPT)
+            })
+            .await
+        };
+        ctx.spawn(write.into_actor(self).map(move |done, journal, _| {
+            journal.snapshotting = false;
+            match done {
+                Ok(Ok(())) => {
+                    journal.last_snapshot = seq;
+                    tracing::info!(seq, "state snapshot written");
+                }
+                Ok(Err(e)) => tracing::warn!(seq, error = %e, "state snapshot not written"),
+                Err(e) => tracing::warn!(seq, error = %e, "state snapshot task failed"),
+            }
+        }));
+    }
+
+    /// Events accepted but not yet flushed.
+    fn pending_events(&self) -> Seq {
+        self.in_flight
+            .iter()
+            .chain(&self.pending)
+            .map(|p| p.envelopes.len() as Seq)
+            .sum()
     }
 
     fn rederive(&mut self) -> Result<(), StoreError> {

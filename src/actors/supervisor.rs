@@ -55,8 +55,9 @@ pub fn start(
     tick: Duration,
     data_dir: &std::path::Path,
     roots: &DataRoots,
+    snapshot_every: u64,
 ) -> Actors {
-    let (journal, reader) = Journal::new(log, state);
+    let (journal, reader) = Journal::with_snapshots(log, state, snapshot_every);
     let journal = Supervisor::start(move |_| journal);
     let board = ProgressBoard::default();
     let ticker = {

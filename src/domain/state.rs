@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::event::{Envelope, Event, EventKind};
 use super::ids::{RunId, Seq, SlotId};
 use super::slots::{LedgerError, SlotLedger};
 
 /// Where a run is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Waiting for a slot.
@@ -120,7 +120,7 @@ impl RunState {
 }
 
 /// The summary of one finished epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochSummary {
     /// 1-based epoch number.
     pub epoch: u32,
@@ -137,7 +137,7 @@ pub struct EpochSummary {
 }
 
 /// Everything known about one run, derived from its events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     /// The run's id.
     pub id: RunId,
@@ -199,7 +199,7 @@ pub struct Run {
 const MAX_CHECKPOINTS_REMEMBERED: usize = 1000;
 
 /// A journaled checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRef {
     /// Path relative to the data directory.
     pub path: String,
@@ -218,7 +218,7 @@ pub struct CheckpointRef {
 }
 
 /// A file a run produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
     /// Its name, e.g. `final.safetensors`.
     pub name: String,
@@ -231,7 +231,7 @@ pub struct Artifact {
 }
 
 /// The final figures of a completed run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
     /// Training loss of the last epoch.
     pub train_loss: f64,
@@ -267,6 +267,19 @@ pub enum Rejection {
     /// The slot ledger does not allow the claim or release.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateSnapshot {
+    last_seq: Seq,
+    runs: Vec<RunSnapshot>,
+    held: Vec<(SlotId, crate::domain::slots::Holding)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunSnapshot {
+    run: Run,
+    checkpoints: Vec<CheckpointRef>,
 }
 
 /// The fold of every event in the journal.
@@ -569,6 +582,47 @@ impl State {
         let held: Vec<(SlotId, RunId)> = self.slots.held().map(|(s, h)| (s, h.run_id)).collect();
         let canonical = serde_json::json!({"last_seq": self.last_seq, "runs": runs, "held": held});
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+
+    /// The whole state as JSON, for a snapshot (checkpoint lists included, which the
+    /// API view of a run leaves out).
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let snapshot = StateSnapshot {
+            last_seq: self.last_seq,
+            runs: self
+                .runs()
+                .map(|run| RunSnapshot {
+                    run: run.clone(),
+                    checkpoints: run.checkpoints.clone(),
+                })
+                .collect(),
+            held: self.slots.held().collect(),
+        };
+        // Plain data always serializes to JSON.
+        serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
+
+    /// The state a snapshot made by [`State::to_snapshot`] holds.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let snapshot: StateSnapshot = serde_json::from_slice(bytes)?;
+        let mut state = State {
+            last_seq: snapshot.last_seq,
+            ..State::default()
+        };
+        for RunSnapshot {
+            mut run,
+            checkpoints,
+        } in snapshot.runs
+        {
+            run.checkpoints = checkpoints;
+            state.by_digest.entry(run.digest.clone()).or_insert(run.id);
+            state.order.push(run.id);
+            state.runs.insert(run.id, run);
+        }
+        for (slot, holding) in snapshot.held {
+            state.slots.claim(slot, holding.run_id, holding.since);
+        }
+        Ok(state)
     }
 
     /// Folds a whole sequence of events, as replay does.

@@ -45,6 +45,8 @@ pub struct ReplayReport {
     pub runs: usize,
     /// Replay time in milliseconds.
     pub elapsed_ms: f64,
+    /// The snapshot replay started from, if any.
+    pub from_snapshot: Option<crate::domain::Seq>,
     /// The recovery events journaled right after, as `(run id, event name, slot)`;
     /// a `SlotReleased` of a run that was not live is a ledger repair.
     pub recovery: Vec<RecoveryNote>,

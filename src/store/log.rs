@@ -13,6 +13,7 @@ use crate::domain::{Envelope, RunId, Seq};
 
 const EVENTS_TREE: &str = "events";
 const RUN_INDEX_TREE: &str = "run_index";
+const SNAPSHOTS_TREE: &str = "snapshots";
 
 /// A failure of the event log.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,7 @@ pub struct EventLog {
     db: sled::Db,
     events: sled::Tree,
     run_index: sled::Tree,
+    snapshots: sled::Tree,
     dir: PathBuf,
 }
 
@@ -82,10 +84,12 @@ impl EventLog {
             .map_err(sled_err)?;
         let events = db.open_tree(EVENTS_TREE).map_err(sled_err)?;
         let run_index = db.open_tree(RUN_INDEX_TREE).map_err(sled_err)?;
+        let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(sled_err)?;
         Ok(Self {
             db,
             events,
             run_index,
+            snapshots,
             dir: dir.to_path_buf(),
         })
     }
@@ -166,9 +170,18 @@ impl EventLog {
     /// Every record, in order, handed to `visit` one by one (used by replay).
     pub fn for_each(
         &self,
+        visit: impl FnMut(Seq, Envelope) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.for_each_after(0, visit)
+    }
+
+    /// Every record after `after`, in order, handed to `visit` one by one.
+    pub fn for_each_after(
+        &self,
+        after: Seq,
         mut visit: impl FnMut(Seq, Envelope) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        for item in self.events.iter() {
+        for item in self.events.range(after.saturating_add(1).to_be_bytes()..) {
             let (key, value) = item.map_err(|e| self.sled_err(e))?;
             let seq = self.seq_of(&key)?;
             visit(seq, self.decode(seq, &value)?)?;
@@ -229,6 +242,58 @@ impl EventLog {
             }
         }
         Ok(out)
+    }
+
+    /// Stores a snapshot of the state as of `seq` (checksummed), flushes it, and keeps
+    /// only the newest `keep` snapshots.
+    pub fn write_snapshot(&self, seq: Seq, payload: &[u8], keep: usize) -> Result<(), StoreError> {
+        let mut value = Vec::with_capacity(payload.len() + 4);
+        value.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+        value.extend_from_slice(payload);
+        self.snapshots
+            .insert(seq.to_be_bytes(), value)
+            .map_err(|e| self.sled_err(e))?;
+        let stale: Vec<sled::IVec> = self
+            .snapshots
+            .iter()
+            .rev()
+            .skip(keep.max(1))
+            .filter_map(|item| item.ok().map(|(key, _)| key))
+            .collect();
+        for key in stale {
+            self.snapshots.remove(key).map_err(|e| self.sled_err(e))?;
+        }
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Snapshots, newest first, as `(seq, payload)`; one whose checksum fails is
+    /// reported as an error in its place.
+    pub fn snapshots(&self) -> Vec<Result<(Seq, Vec<u8>), StoreError>> {
+        self.snapshots
+            .iter()
+            .rev()
+            .map(|item| {
+                let (key, value) = item.map_err(|e| self.sled_err(e))?;
+                let seq = self.seq_of(&key)?;
+                let corrupt = || StoreError::Record {
+                    dir: self.dir.clone(),
+                    source: CodecError::Malformed {
+                        seq,
+                        reason: "snapshot fails its checksum".into(),
+                    },
+                };
+                if value.len() < 4 {
+                    return Err(corrupt());
+                }
+                let (head, payload) = value.split_at(4);
+                let stored = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+                if stored != crc32c::crc32c(payload) {
+                    return Err(corrupt());
+                }
+                Ok((seq, payload.to_vec()))
+            })
+            .collect()
     }
 
     /// Number of records in the log.

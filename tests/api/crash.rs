@@ -23,6 +23,8 @@ impl Server {
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUNYARD__TRAIN__TICK_MS", "20")
+            // Snapshots often, so the restart replays from one.
+            .env("RUNYARD__JOURNAL__SNAPSHOT_EVERY", "10")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -231,4 +233,8 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         "{audit}"
     );
     assert!(recovered.iter().all(|r| r["repair"] == false), "{audit}");
+    assert!(
+        audit["last_replay"]["from_snapshot"].as_u64().is_some(),
+        "the restart replayed from a snapshot: {audit}"
+    );
 }
