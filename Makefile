@@ -30,7 +30,7 @@ test: setup lint
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json.
 bench: setup
-	$(CARGO) bench --locked --bench progress --bench journal --bench training
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 
