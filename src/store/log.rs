@@ -176,17 +176,64 @@ impl EventLog {
     }
 
     /// Every record after `after`, in order, handed to `visit` one by one.
+    ///
+    /// Reading and decoding run on a second thread, a chunk ahead of `visit`, so a
+    /// replay uses both the disk and the fold at once.
     pub fn for_each_after(
         &self,
         after: Seq,
         mut visit: impl FnMut(Seq, Envelope) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        for item in self.events.range(after.saturating_add(1).to_be_bytes()..) {
-            let (key, value) = item.map_err(|e| self.sled_err(e))?;
-            let seq = self.seq_of(&key)?;
-            visit(seq, self.decode(seq, &value)?)?;
-        }
-        Ok(())
+        const CHUNK: usize = 1024;
+        std::thread::scope(|scope| {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<Result<Vec<(Seq, Envelope)>, StoreError>>(8);
+            let reader = scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                for item in self.events.range(after.saturating_add(1).to_be_bytes()..) {
+                    let record = item.map_err(|e| self.sled_err(e)).and_then(|(key, value)| {
+                        let seq = self.seq_of(&key)?;
+                        Ok((seq, self.decode(seq, &value)?))
+                    });
+                    match record {
+                        Ok(record) => chunk.push(record),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    if chunk.len() == CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        if tx.send(Ok(full)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.send(Ok(chunk));
+                }
+            });
+            let mut outcome = Ok(());
+            for chunk in rx {
+                match chunk {
+                    Ok(records) => {
+                        for (seq, envelope) in records {
+                            if let Err(e) = visit(seq, envelope) {
+                                outcome = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => outcome = Err(e),
+                }
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            // Dropping the receiver (end of the loop) stops the reader at its next send.
+            let _ = reader.join();
+            outcome
+        })
     }
 
     /// Every record in order, each decoded on its own: a corrupt record is handed to
