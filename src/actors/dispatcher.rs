@@ -126,7 +126,7 @@ impl Dispatcher {
                     epoch: c.epoch,
                 });
                 (
-                    serde_json::from_value::<RunSpec>(run.spec.clone()),
+                    serde_json::from_str::<RunSpec>(run.spec.get()),
                     run.attempt + 1,
                     resume,
                 )

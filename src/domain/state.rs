@@ -137,7 +137,7 @@ pub struct EpochSummary {
 }
 
 /// Everything known about one run, derived from its events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Run {
     /// The run's id.
     pub id: RunId,
@@ -147,8 +147,13 @@ pub struct Run {
     pub state: RunState,
     /// Hex SHA-256 of the canonical spec.
     pub digest: String,
-    /// The canonical spec.
-    pub spec: serde_json::Value,
+    /// The canonical spec, kept as the JSON text it was journaled as: replay does not
+    /// build a tree of it for every run (readers parse it when they need it).
+    pub spec: Box<serde_json::value::RawValue>,
+    /// The task, from the spec.
+    pub task: crate::domain::spec::Task,
+    /// How many checkpoints the spec's keep policy leaves on disk.
+    pub keep: u32,
     /// When `RunSubmitted` was recorded.
     pub created_at: DateTime<Utc>,
     /// When the last event about the run was recorded.
@@ -269,6 +274,35 @@ pub enum Rejection {
     Ledger(#[from] LedgerError),
 }
 
+/// The few spec fields the fold needs, read without building the whole spec.
+#[derive(Deserialize, Default)]
+struct SpecHead {
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    task: crate::domain::spec::Task,
+    #[serde(default)]
+    checkpoint: KeepHead,
+}
+
+#[derive(Deserialize)]
+struct KeepHead {
+    #[serde(default = "default_keep")]
+    keep: u32,
+}
+
+impl Default for KeepHead {
+    fn default() -> Self {
+        Self {
+            keep: default_keep(),
+        }
+    }
+}
+
+fn default_keep() -> u32 {
+    3
+}
+
 #[derive(Serialize, Deserialize)]
 struct StateSnapshot {
     last_seq: Seq,
@@ -335,12 +369,15 @@ impl State {
             if self.runs.contains_key(&run_id) {
                 return;
             }
-            let spec: serde_json::Value = serde_json::from_str(spec)
-                .unwrap_or_else(|_| serde_json::Value::String(spec.clone()));
-            let priority = spec["priority"]
-                .as_i64()
-                .and_then(|p| i32::try_from(p).ok())
-                .unwrap_or(0);
+            let head: SpecHead = serde_json::from_str(spec).unwrap_or_default();
+            let spec =
+                serde_json::value::RawValue::from_string(spec.clone()).unwrap_or_else(|_| {
+                    // Not JSON (only a hand-edited journal): shown as a string.
+                    let quoted = serde_json::to_string(spec).unwrap_or_else(|_| "null".into());
+                    serde_json::value::RawValue::from_string(quoted)
+                        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+                });
+            let priority = head.priority;
             self.by_digest.entry(digest.clone()).or_insert(run_id);
             self.order.push(run_id);
             self.runs.insert(
@@ -351,6 +388,8 @@ impl State {
                     state: RunState::Queued,
                     digest: digest.clone(),
                     spec,
+                    task: head.task,
+                    keep: head.checkpoint.keep,
                     created_at: at,
                     updated_at: at,
                     attempt: 0,

@@ -47,7 +47,7 @@ impl<'a> RunView<'a> {
     /// The view of `run` with the newest progress sample, if it is live.
     pub fn new(run: &'a Run, progress: Option<Progress>, queue_position: Option<usize>) -> Self {
         let last = run.epochs.last();
-        let keep = run.spec["checkpoint"]["keep"].as_u64().unwrap_or(3) as usize;
+        let keep = run.keep as usize;
         let kept_from = run.checkpoints.len().saturating_sub(keep);
         Self {
             run,
@@ -61,7 +61,7 @@ impl<'a> RunView<'a> {
                 val_metric: run.epochs.iter().rev().find_map(|e| e.val_metric),
                 best_val_metric: {
                     let metrics = run.epochs.iter().filter_map(|e| e.val_metric);
-                    if run.spec["task"] == "regression" {
+                    if run.task == crate::domain::spec::Task::Regression {
                         metrics.reduce(f64::min)
                     } else {
                         metrics.reduce(f64::max)
