@@ -22,10 +22,11 @@
 //! Run without `--bench` (as `cargo test --all-targets` does) it only checks that each
 //! loop works, with a few samples, and writes no figures.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -79,12 +80,6 @@ fn fresh_run() -> Append {
             spec: "{}".into(),
         },
     )
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// A temporary directory under the target directory, so on the repository's disk
@@ -214,13 +209,12 @@ async fn measure_throughput(plan: &Plan, log_dir: &Path, writers: usize) -> Thro
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    let benchmarking = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
+    let benchmarking = match common::mode() {
+        common::Mode::List => return,
+        mode => mode == common::Mode::Bench,
+    };
     let plan = if benchmarking { &BENCH } else { &SMOKE };
-    let target = target_dir();
+    let target = common::target_dir();
 
     // The directories outlive the actix system, and with it every journal and its
     // sled database, so sled never finds its directory gone.
@@ -237,13 +231,12 @@ fn main() {
     drop(log_dirs);
     drop(fsync_dir);
 
-    let mut figures = BTreeMap::new();
-    let mut put = |name: String, value: f64, unit: &str| {
-        if benchmarking {
-            println!("{name}: {value:.2} {unit}");
-        }
-        figures.insert(name, serde_json::json!({ "value": value, "unit": unit }));
+    let mut figures = if benchmarking {
+        common::Figures::echoed(2)
+    } else {
+        common::Figures::quiet()
     };
+    let mut put = |name: String, value: f64, unit: &str| figures.put(name, value, unit);
     let fsync_p50 = percentile_us(&latencies.fsync, 0.50);
     let fsync_p99 = percentile_us(&latencies.fsync, 0.99);
     let append_p50 = percentile_us(&latencies.append, 0.50);
@@ -294,8 +287,5 @@ fn main() {
         );
         return;
     }
-    let out = target.join("bench-figures");
-    std::fs::create_dir_all(&out).expect("create target/bench-figures");
-    let text = serde_json::to_string_pretty(&figures).expect("figures serialize");
-    std::fs::write(out.join("journal.json"), text + "\n").expect("write journal figures");
+    figures.write("journal");
 }

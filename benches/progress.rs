@@ -19,9 +19,10 @@
 //! this very run. Without `--bench` (`cargo test --benches`) nothing is written, and
 //! with a filter only the estimates this run wrote are reported, never older ones.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::hint::{self, black_box};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -42,12 +43,6 @@ struct PlainProgress {
     batch: u64,
     samples: u64,
     loss: f64,
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 fn bench_report(c: &mut Criterion) {
@@ -204,7 +199,7 @@ fn mean_ns(criterion_dir: &Path, group: &str, id: &str, since: SystemTime) -> Op
 
 fn main() {
     let started = SystemTime::now();
-    let target = target_dir();
+    let target = common::target_dir();
     let criterion_dir = target.join("criterion");
     let mut criterion = Criterion::default()
         .output_directory(&criterion_dir)
@@ -214,25 +209,15 @@ fn main() {
     bench_report(&mut criterion);
     bench_ticker(&mut criterion);
     criterion.final_summary();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let benchmarking = args.iter().any(|a| a == "--bench")
-        && !args
-            .iter()
-            .any(|a| matches!(a.as_str(), "--test" | "--list" | "--profile-time"));
-    if !benchmarking {
+    if common::mode() != common::Mode::Bench {
         // `cargo test --benches` runs each routine once; there is nothing to report.
         println!("progress bench: not benchmarking (no --bench); no figures written");
         return;
     }
 
     let mean = |group, id| mean_ns(&criterion_dir, group, id, started);
-    let mut figures = BTreeMap::new();
-    let mut put = |name: &str, value: f64, unit: &str| {
-        figures.insert(
-            name.to_owned(),
-            serde_json::json!({ "value": value, "unit": unit }),
-        );
-    };
+    let mut figures = common::Figures::quiet();
+    let mut put = |name: &str, value: f64, unit: &str| figures.put(name, value, unit);
     let report = mean("progress", "report");
     let plain = mean("progress", "plain_store");
     if let Some(report) = report {
@@ -263,8 +248,5 @@ fn main() {
         eprintln!("progress bench: no estimate from this run; no figures written");
         return;
     }
-    let out = target.join("bench-figures");
-    std::fs::create_dir_all(&out).expect("create target/bench-figures");
-    let text = serde_json::to_string_pretty(&figures).expect("figures serialize");
-    std::fs::write(out.join("progress.json"), text + "\n").expect("write progress figures");
+    figures.write("progress");
 }

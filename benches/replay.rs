@@ -15,21 +15,16 @@
 //! Run without `--bench` it builds tiny logs, checks each step works, and writes no
 //! figures.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runyard::domain::{Envelope, Event, RunId, SlotId};
 use runyard::store::{replay, EventLog};
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
 
 /// The ten events of a finished run.
 fn finished_run(i: u64) -> Vec<Envelope> {
@@ -164,17 +159,16 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    let benchmarking = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
+    let benchmarking = match common::mode() {
+        common::Mode::List => return,
+        mode => mode == common::Mode::Bench,
+    };
     let (replay_runs, start_runs, repeats) = if benchmarking {
         (100_000, 10_000, 3)
     } else {
         (20, 20, 1)
     };
-    let target = target_dir();
+    let target = common::target_dir();
     std::fs::create_dir_all(&target).expect("target dir");
 
     // Replay of 1M events, no snapshot, against a raw scan.
@@ -212,16 +206,12 @@ fn main() {
         starts.2.push(cold_start(empty.path()));
     }
 
-    let mut figures = BTreeMap::new();
-    let mut put = |name: &str, value: f64, unit: &str| {
-        if benchmarking {
-            println!("{name}: {value:.4} {unit}");
-        }
-        figures.insert(
-            name.to_string(),
-            serde_json::json!({ "value": value, "unit": unit }),
-        );
+    let mut figures = if benchmarking {
+        common::Figures::echoed(4)
+    } else {
+        common::Figures::quiet()
     };
+    let mut put = |name: &str, value: f64, unit: &str| figures.put(name, value, unit);
     let replay_s = median(replays);
     let scan_s = median(scans);
     put("replay_1m_events_s", replay_s, "s");
@@ -237,8 +227,5 @@ fn main() {
         println!("replay bench: smoke run ok; no figures written (no --bench)");
         return;
     }
-    let out = target.join("bench-figures");
-    std::fs::create_dir_all(&out).expect("create target/bench-figures");
-    let text = serde_json::to_string_pretty(&figures).expect("figures serialize");
-    std::fs::write(out.join("replay.json"), text + "\n").expect("write replay figures");
+    figures.write("replay");
 }

@@ -42,9 +42,10 @@
 //! Without `--bench` (`cargo test --benches`) a tiny pair and a tiny speed run train
 //! and nothing is written.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runyard::domain::RunSpec;
@@ -109,12 +110,6 @@ const DATA_SEED: u64 = 7;
 const SEED: u64 = 1;
 /// Adam's learning rate (its other settings are PyTorch's defaults on both sides).
 const LR: f64 = 1e-3;
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
 
 fn spec(plan: &Plan, samples: u32, epochs: u32) -> RunSpec {
     let spec: RunSpec = serde_json::from_value(serde_json::json!({
@@ -299,11 +294,10 @@ fn measure_speed(plan: &Plan) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        return;
-    }
-    let benchmarking = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test");
+    let benchmarking = match common::mode() {
+        common::Mode::List => return,
+        mode => mode == common::Mode::Bench,
+    };
     let plan = if benchmarking { &BENCH } else { &SMOKE };
     let threads = tch::get_num_threads();
 
@@ -317,16 +311,12 @@ fn main() {
         plan.pairs, overhead.batches, overhead.reporting_ms, overhead.silent_ms,
     );
 
-    let mut figures = BTreeMap::new();
-    let mut put = |name: &str, value: f64, unit: &str| {
-        if benchmarking {
-            println!("{name}: {value:.4} {unit}");
-        }
-        figures.insert(
-            name.to_owned(),
-            serde_json::json!({ "value": value, "unit": unit }),
-        );
+    let mut figures = if benchmarking {
+        common::Figures::echoed(4)
+    } else {
+        common::Figures::quiet()
     };
+    let mut put = |name: &str, value: f64, unit: &str| figures.put(name, value, unit);
     put("report_overhead_ratio", overhead.ratio, "x");
     put("report_overhead_pct", (overhead.ratio - 1.0) * 100.0, "%");
     put("report_overhead_pct_stderr", overhead.stderr_pct, "%");
@@ -338,7 +328,7 @@ fn main() {
         return;
     }
 
-    let mut params = BTreeMap::new();
+    let mut params = common::Figures::quiet();
     for (name, value, unit) in [
         ("samples", f64::from(plan.speed_samples), "samples"),
         ("features", f64::from(plan.features), "features"),
@@ -350,18 +340,8 @@ fn main() {
         ("threads", f64::from(threads), "threads"),
         ("lr", LR, "lr"),
     ] {
-        params.insert(
-            format!("training_param_{name}"),
-            serde_json::json!({ "value": value, "unit": unit }),
-        );
+        params.put(format!("training_param_{name}"), value, unit);
     }
-    let out = target_dir().join("bench-figures");
-    std::fs::create_dir_all(&out).expect("create target/bench-figures");
-    for (file, map) in [
-        ("training.json", &figures),
-        ("training-params.json", &params),
-    ] {
-        let text = serde_json::to_string_pretty(map).expect("figures serialize");
-        std::fs::write(out.join(file), text + "\n").expect("write training figures");
-    }
+    figures.write("training");
+    params.write("training-params");
 }
