@@ -20,17 +20,9 @@ if [ -f "$dest" ]; then
   exit 0
 fi
 
-pip_cmd=""
-for candidate in pip3 pip "python3 -m pip"; do
-  if $candidate --version >/dev/null 2>&1; then
-    pip_cmd="$candidate"
-    break
-  fi
-done
-if [ -z "$pip_cmd" ]; then
-  echo "fetch-digits: pip is missing; install python3-pip (or put digits.csv.gz in $dest_dir yourself)" >&2
-  exit 1
-fi
+# shellcheck source=lib/pip.sh
+. "$root/scripts/lib/pip.sh"
+find_pip fetch-digits "or put digits.csv.gz in $dest_dir yourself"
 if ! command -v python3 >/dev/null 2>&1; then
   echo "fetch-digits: python3 is missing; it is needed to unpack the wheel" >&2
   exit 1

@@ -16,17 +16,9 @@ if [ -f "$stamp" ]; then
   exit 0
 fi
 
-pip_cmd=""
-for candidate in pip3 pip "python3 -m pip"; do
-  if $candidate --version >/dev/null 2>&1; then
-    pip_cmd="$candidate"
-    break
-  fi
-done
-if [ -z "$pip_cmd" ]; then
-  echo "setup-libtorch: pip is missing; install python3-pip (or set LIBTORCH to an existing libtorch)" >&2
-  exit 1
-fi
+# shellcheck source=lib/pip.sh
+. "$root/scripts/lib/pip.sh"
+find_pip setup-libtorch "or set LIBTORCH to an existing libtorch"
 if ! command -v unzip >/dev/null 2>&1 && ! command -v python3 >/dev/null 2>&1; then
   echo "setup-libtorch: need unzip or python3 to unpack the wheels" >&2
   exit 1
