@@ -191,6 +191,10 @@ impl Dispatcher {
                             dispatcher.slots[i].busy = None;
                         }
                         dispatcher.queue.push_front(run_id);
+                        // Try again once the journal may take writes again.
+                        ctx.run_later(super::journal::RECOVERY_INTERVAL, |dispatcher, ctx| {
+                            dispatcher.schedule(ctx)
+                        });
                     }
                 }
             }));

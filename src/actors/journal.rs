@@ -5,8 +5,16 @@
 //! new appends wait in `pending`, and all of them go out in the next flush. A caller
 //! is answered only after its events are flushed, and readers see the new state
 //! (and the tail notification) at the same moment.
+//!
+//! A failed write (disk full, an I/O error) fails every append waiting on it, and the
+//! journal turns *degraded*: appends are refused at once while readers keep the last
+//! durable state. Every [`RECOVERY_INTERVAL`] it checks that the disk takes writes
+//! again, reopens the database from what is on disk, replays it, and takes appends
+//! again.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
@@ -18,13 +26,21 @@ use crate::store::{replay, EventLog, StoreError};
 /// full mailbox would lose its place in line.
 const MAILBOX_CAPACITY: usize = 1 << 16;
 
+/// Time between two attempts to recover from a failed write.
+pub const RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes written (and removed) to check that the disk takes writes again: a little
+/// more than one sled segment.
+const PROBE_BYTES: usize = 1 << 20;
+
 /// Why an append was not made durable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
     /// The state does not allow one of the events; nothing was written.
     #[error(transparent)]
     Rejected(#[from] Rejection),
-    /// The disk write or flush failed; nothing was acknowledged.
+    /// The disk write or flush failed, or the journal is degraded after such a
+    /// failure; nothing was acknowledged.
     #[error("journal write failed: {0}")]
     Storage(String),
     /// The journal stopped before answering.
@@ -60,6 +76,52 @@ pub struct JournalCounters {
     pub max_batch: u64,
 }
 
+/// Whether the journal takes appends, shared with readers.
+#[derive(Debug, Default)]
+pub struct JournalHealth {
+    degraded: AtomicBool,
+    reason: Mutex<Option<String>>,
+    failures: AtomicU64,
+    recoveries: AtomicU64,
+}
+
+impl JournalHealth {
+    /// Why appends are refused, while they are.
+    pub fn degraded(&self) -> Option<String> {
+        if !self.degraded.load(Ordering::Acquire) {
+            return None;
+        }
+        self.reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Failed writes since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Recoveries from a failed write since start.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, reason: Option<String>) {
+        let degraded = reason.is_some();
+        *self
+            .reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason;
+        if degraded {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
+        }
+        self.degraded.store(degraded, Ordering::Release);
+    }
+}
+
 /// Read access to the journal for everyone but its writer: the published state fold,
 /// the log itself, and a notification of the last durable sequence number.
 #[derive(Clone)]
@@ -67,6 +129,7 @@ pub struct JournalReader {
     log: EventLog,
     state: Arc<RwLock<State>>,
     tail: watch::Receiver<Seq>,
+    health: Arc<JournalHealth>,
 }
 
 impl std::fmt::Debug for JournalReader {
@@ -85,15 +148,54 @@ impl JournalReader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The log, for reading events.
+    /// The log, for reading events. Prefer [`JournalReader::durable_run_events`]:
+    /// the log may hold records whose flush is still under way (or failed).
     pub fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    /// The last durable sequence number: what readers may be shown.
+    pub fn durable_seq(&self) -> Seq {
+        *self.tail.borrow()
+    }
+
+    /// Up to `limit` durable records about `run_id` after `after`, in order, read off
+    /// the async runtime's threads. Records written but not yet flushed (or whose
+    /// flush failed) are never shown.
+    pub async fn durable_run_events(
+        &self,
+        run_id: RunId,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        let durable = self.durable_seq();
+        if after >= durable {
+            return Ok(Vec::new());
+        }
+        let log = self.log.clone();
+        let dir = log.dir().to_path_buf();
+        let mut records =
+            tokio::task::spawn_blocking(move || log.read_run_after(run_id, after, limit))
+                .await
+                .unwrap_or_else(|join| {
+                    Err(StoreError::Interrupted {
+                        dir,
+                        reason: join.to_string(),
+                    })
+                })?;
+        records.retain(|(seq, _)| *seq <= durable);
+        Ok(records)
     }
 
     /// A receiver that changes whenever new events are durable; its value is the last
     /// durable sequence number.
     pub fn subscribe(&self) -> watch::Receiver<Seq> {
         self.tail.clone()
+    }
+
+    /// Whether the journal takes appends.
+    pub fn health(&self) -> &JournalHealth {
+        &self.health
     }
 }
 
@@ -123,6 +225,10 @@ pub struct Journal {
     last_snapshot: Seq,
     /// Whether a snapshot is being written.
     snapshotting: bool,
+    /// Set while appends are refused after a failed write.
+    health: Arc<JournalHealth>,
+    /// The failed write appends are refused for, while degraded.
+    degraded: Option<String>,
 }
 
 /// Snapshots kept in the log; older ones are deleted as new ones are written.
@@ -142,10 +248,12 @@ impl Journal {
     ) -> (Self, JournalReader) {
         let published = Arc::new(RwLock::new(state.clone()));
         let (tail, tail_rx) = watch::channel(state.last_seq());
+        let health = Arc::new(JournalHealth::default());
         let reader = JournalReader {
             log: log.clone(),
             state: Arc::clone(&published),
             tail: tail_rx,
+            health: Arc::clone(&health),
         };
         let journal = Self {
             next_seq: state.last_seq() + 1,
@@ -159,6 +267,8 @@ impl Journal {
             snapshot_every,
             last_snapshot: 0,
             snapshotting: false,
+            health,
+            degraded: None,
         };
         let mut journal = journal;
         journal.last_snapshot = journal.next_seq - 1;
@@ -269,14 +379,64 @@ impl Journal {
                 self.flush_next(ctx);
             }
             Err(reason) => {
-                tracing::error!(error = %reason, dir = %self.log.dir().display(), "journal flush failed; restarting the journal");
+                tracing::error!(error = %reason, dir = %self.log.dir().display(), "journal write failed; appends are refused until the disk takes writes again");
                 let pending = std::mem::take(&mut self.pending);
                 for p in batch.into_iter().chain(pending) {
                     let _ = p.reply.send(Err(AppendError::Storage(reason.clone())));
                 }
-                ctx.stop();
+                // Forget what was accepted but not written: the decider goes back to
+                // the last durable state.
+                self.decider = self.published();
+                self.next_seq = self.decider.last_seq() + 1;
+                self.health.set(Some(reason.clone()));
+                self.degraded = Some(reason);
+                ctx.run_later(RECOVERY_INTERVAL, |journal, ctx| journal.try_recover(ctx));
             }
         }
+    }
+
+    /// One attempt to leave the degraded state: check that the disk takes a write,
+    /// reopen the database from disk, and replay it. Runs off the actor's thread;
+    /// on failure, the next attempt is scheduled.
+    fn try_recover(&mut self, ctx: &mut Context<Self>) {
+        let log = self.log.clone();
+        let attempt = async move {
+            tokio::task::spawn_blocking(move || {
+                probe_disk(log.dir()).map_err(|e| format!("disk still refuses writes: {e}"))?;
+                log.reopen(Duration::from_secs(5))
+                    .map_err(|e| format!("cannot reopen: {e}"))?;
+                replay(&log).map_err(|e| format!("cannot replay: {e}"))
+            })
+            .await
+            .unwrap_or_else(|join| Err(format!("recovery task failed: {join}")))
+        };
+        ctx.spawn(
+            attempt
+                .into_actor(self)
+                .map(|outcome, journal, ctx| match outcome {
+                    Ok((state, _)) => {
+                        let last = state.last_seq();
+                        journal.next_seq = last + 1;
+                        journal.decider = state.clone();
+                        *journal
+                            .published
+                            .write()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner()) = state;
+                        journal.tail.send_replace(last);
+                        journal.degraded = None;
+                        journal.health.set(None);
+                        tracing::info!(
+                            last_seq = last,
+                            "journal recovered; appends are taken again"
+                        );
+                        journal.maybe_snapshot(ctx);
+                    }
+                    Err(reason) => {
+                        tracing::debug!(%reason, "journal still degraded");
+                        ctx.run_later(RECOVERY_INTERVAL, |journal, ctx| journal.try_recover(ctx));
+                    }
+                }),
+        );
     }
 
     /// Writes a snapshot of the published state off the actor's thread, when
@@ -360,7 +520,12 @@ impl Handler<Append> for Journal {
 
     fn handle(&mut self, msg: Append, ctx: &mut Self::Context) -> Self::Result {
         let (reply, answer) = oneshot::channel();
-        if msg.records.is_empty() {
+        if let Some(reason) = &self.degraded {
+            let _ = reply.send(Err(AppendError::Storage(format!(
+                "the journal refuses appends since a failed write ({reason}); retrying every {}s",
+                RECOVERY_INTERVAL.as_secs()
+            ))));
+        } else if msg.records.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
         } else {
             match self.accept(msg.records) {
@@ -379,6 +544,19 @@ impl Handler<Append> for Journal {
         }
         Box::pin(async move { answer.await.unwrap_or(Err(AppendError::Stopped)) })
     }
+}
+
+/// Writes, syncs and removes a probe file in `dir`: whether the disk takes writes.
+fn probe_disk(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".write-probe");
+    let result = (|| {
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Asks for the journal's counters.

@@ -57,6 +57,12 @@ pub struct RunActor {
     epochs_journaled: u64,
     /// The newest checkpoint sent to the journal.
     checkpoint_journaled: Option<CheckpointMark>,
+    /// Whether an append of epochs or a checkpoint is waiting for its answer.
+    progress_in_flight: bool,
+    /// How the attempt ended, when it ended while a progress append was in flight.
+    finish_after_progress: Option<Outcome>,
+    /// Whether the last progress append failed (to log a failure streak once).
+    progress_failing: bool,
     /// Whether the thread is making progress.
     stall: StallWatch,
 }
@@ -193,6 +199,9 @@ impl RunActor {
             tick: setup.tick,
             epochs_journaled,
             checkpoint_journaled: None,
+            progress_in_flight: false,
+            finish_after_progress: None,
+            progress_failing: false,
             stall: StallWatch::new(),
         }
     }
@@ -255,6 +264,11 @@ impl RunActor {
     }
 
     fn journal_progress(&mut self, ctx: &mut Context<Self>) {
+        if self.progress_in_flight {
+            // The next tick after the answer picks up whatever is new by then.
+            return;
+        }
+        let journaled = (self.epochs_journaled, self.checkpoint_journaled);
         let snap = self.cells.snapshot();
         let per_epoch = self.cells.batches_per_epoch();
         let batches = snap.epoch.saturating_sub(1) * per_epoch + snap.batch;
@@ -272,14 +286,34 @@ impl RunActor {
         let checkpointed = records
             .iter()
             .any(|(_, e)| matches!(e, Event::CheckpointSaved { .. }));
+        self.progress_in_flight = true;
         let send = self.journal.send(Append { records });
-        ctx.spawn(send.into_actor(self).map(move |result, actor, _| {
+        ctx.spawn(send.into_actor(self).map(move |result, actor, ctx| {
+            actor.progress_in_flight = false;
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                Ok(_) if checkpointed => actor.prune_checkpoints(),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(run_id = %actor.run_id, error = %e, "progress not journaled")
+                Ok(_) => {
+                    if checkpointed {
+                        actor.prune_checkpoints();
+                    }
+                    if std::mem::take(&mut actor.progress_failing) {
+                        tracing::info!(run_id = %actor.run_id, "progress journaled again");
+                    }
                 }
+                Err(AppendError::Rejected(rejection)) => {
+                    tracing::warn!(run_id = %actor.run_id, %rejection, "progress refused")
+                }
+                Err(e) => {
+                    // Nothing was written: journal the same epochs and checkpoint at a
+                    // later tick (or in the final records), once the journal takes
+                    // writes again.
+                    (actor.epochs_journaled, actor.checkpoint_journaled) = journaled;
+                    if !std::mem::replace(&mut actor.progress_failing, true) {
+                        tracing::warn!(run_id = %actor.run_id, error = %e, "progress not journaled; retrying every tick");
+                    }
+                }
+            }
+            if let Some(outcome) = actor.finish_after_progress.take() {
+                actor.finish(outcome, ctx);
             }
         }));
     }
@@ -368,6 +402,11 @@ impl RunActor {
     }
 
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        if self.progress_in_flight {
+            // Its answer decides which epochs the final records must still carry.
+            self.finish_after_progress = Some(outcome);
+            return;
+        }
         let mut records = self.new_records();
         if std::mem::take(&mut self.stall.stalled) {
             records.push((

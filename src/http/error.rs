@@ -31,6 +31,9 @@ pub enum ErrorCode {
     InvalidQuery,
     /// The server is still replaying its journal.
     NotReady,
+    /// The journal cannot write (disk full, an I/O error) or is reopening; nothing
+    /// was written, and the request can be retried.
+    JournalUnavailable,
     /// Something failed on the server's side.
     Internal,
 }
@@ -76,6 +79,11 @@ impl ErrorCode {
                 "Invalid query parameter",
             ),
             ErrorCode::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Not ready"),
+            ErrorCode::JournalUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                "Journal unavailable",
+            ),
             ErrorCode::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -126,10 +134,16 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, title) = self.code.parts();
-        if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(code, detail = %self.detail, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(code, detail = %self.detail, "request failed");
         }
-        HttpResponse::build(status)
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response
             .content_type("application/problem+json")
             .json(Problem {
                 r#type: format!("https://runyard.dev/problems/{code}"),
@@ -149,7 +163,12 @@ impl From<DispatchError> for ApiError {
             DispatchError::Append(AppendError::Rejected(rejection)) => {
                 ApiError::new(ErrorCode::Conflict, rejection.to_string())
             }
-            DispatchError::Append(e) => ApiError::new(ErrorCode::Internal, e.to_string()),
+            DispatchError::Append(e @ (AppendError::Storage(_) | AppendError::Stopped)) => {
+                ApiError::new(
+                    ErrorCode::JournalUnavailable,
+                    format!("{e}; nothing was written, retry later"),
+                )
+            }
         }
     }
 }
@@ -162,6 +181,16 @@ impl From<actix::MailboxError> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::new(ErrorCode::Internal, e.to_string())
+        use crate::store::StoreError;
+        match e {
+            StoreError::Sled { .. }
+            | StoreError::Closed { .. }
+            | StoreError::Interrupted { .. } => {
+                ApiError::new(ErrorCode::JournalUnavailable, e.to_string())
+            }
+            StoreError::Record { .. } | StoreError::BadKey { .. } => {
+                ApiError::new(ErrorCode::Internal, e.to_string())
+            }
+        }
     }
 }

@@ -338,10 +338,11 @@ pub async fn get(
         return run_response(&state, id, HttpResponse::Ok());
     };
     let id = existing_run_id(&state, &path)?;
-    let log = state.actors.reader.log().clone();
-    let records = web::block(move || log.read_run_after(id, 0, usize::MAX))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let records = state
+        .actors
+        .reader
+        .durable_run_events(id, 0, usize::MAX)
+        .await?;
     let past = crate::domain::State::from_events(
         records
             .iter()
@@ -376,11 +377,11 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
     let limit = query.limit.unwrap_or(10_000).clamp(1, 10_000);
-    let log = state.actors.reader.log().clone();
-    let after = query.after;
-    let records = web::block(move || log.read_run_after(id, after, limit))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let records = state
+        .actors
+        .reader
+        .durable_run_events(id, query.after, limit)
+        .await?;
     let views: Vec<EventView> = records
         .iter()
         .map(|(seq, env)| EventView::new(*seq, env))

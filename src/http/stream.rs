@@ -105,16 +105,12 @@ async fn feed(
         // Lifecycle events first, straight from the journal.
         let mut ended = false;
         loop {
-            let log = reader.log().clone();
-            let after = cursor;
-            let records = match web::block(move || log.read_run_after(id, after, READ_BATCH)).await
-            {
-                Ok(Ok(records)) => records,
-                Ok(Err(e)) => {
+            let records = match reader.durable_run_events(id, cursor, READ_BATCH).await {
+                Ok(records) => records,
+                Err(e) => {
                     tracing::error!(run_id = %id, error = %e, "stream could not read the journal");
                     return;
                 }
-                Err(_) => return,
             };
             if records.is_empty() {
                 break;

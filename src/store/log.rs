@@ -1,9 +1,16 @@
 //! The sled event log: tree `events` maps a big-endian sequence number to a record,
 //! tree `run_index` maps `(run id, sequence number)` to nothing, for per-run reads.
 //! Both trees are written in one transaction, then the database is flushed once per
-//! batch (group commit).
+//! batch (group commit). Tree `snapshots` holds state snapshots and tree `metrics` the
+//! sampled progress history.
+//!
+//! A failed write leaves sled refusing every later write until the database is opened
+//! again, so the handles live behind one lock that [`EventLog::reopen`] swaps: every
+//! clone of an [`EventLog`] then reads the reopened database.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -14,6 +21,7 @@ use crate::domain::{Envelope, RunId, Seq};
 const EVENTS_TREE: &str = "events";
 const RUN_INDEX_TREE: &str = "run_index";
 const SNAPSHOTS_TREE: &str = "snapshots";
+const METRICS_TREE: &str = "metrics";
 
 /// A failure of the event log.
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +52,66 @@ pub enum StoreError {
         /// The key found.
         key: Vec<u8>,
     },
+    /// A read on a worker thread did not finish (the thread panicked or the runtime
+    /// is shutting down).
+    #[error("journal read in {dir} did not finish: {reason}")]
+    Interrupted {
+        /// The data directory.
+        dir: PathBuf,
+        /// What happened to the worker.
+        reason: String,
+    },
+    /// The log is closed for a reopen after a failed write.
+    #[error("journal in {dir} is being reopened after a failed write")]
+    Closed {
+        /// The data directory.
+        dir: PathBuf,
+    },
 }
 
 /// A handle on the event log. Clones share the same database; any clone may read,
 /// and only the journal actor writes.
 #[derive(Clone)]
 pub struct EventLog {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    /// `None` while a reopen is under way.
+    trees: RwLock<Option<Arc<Trees>>>,
+}
+
+/// The open database and its trees.
+struct Trees {
     db: sled::Db,
     events: sled::Tree,
     run_index: sled::Tree,
     snapshots: sled::Tree,
-    dir: PathBuf,
+    metrics: sled::Tree,
+}
+
+impl Trees {
+    fn open(dir: &Path) -> Result<Self, sled::Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Ok(Self {
+            events: db.open_tree(EVENTS_TREE)?,
+            run_index: db.open_tree(RUN_INDEX_TREE)?,
+            snapshots: db.open_tree(SNAPSHOTS_TREE)?,
+            metrics: db.open_tree(METRICS_TREE)?,
+            db,
+        })
+    }
 }
 
 impl std::fmt::Debug for EventLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLog").field("dir", &self.dir).finish()
+        f.debug_struct("EventLog")
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
@@ -73,42 +125,77 @@ fn index_key(run_id: RunId, seq: Seq) -> [u8; 24] {
 impl EventLog {
     /// Opens (or creates) the log in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let sled_err = |source| StoreError::Sled {
+        let trees = Trees::open(dir).map_err(|source| StoreError::Sled {
             dir: dir.to_path_buf(),
             source,
-        };
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(sled_err)?;
-        let events = db.open_tree(EVENTS_TREE).map_err(sled_err)?;
-        let run_index = db.open_tree(RUN_INDEX_TREE).map_err(sled_err)?;
-        let snapshots = db.open_tree(SNAPSHOTS_TREE).map_err(sled_err)?;
+        })?;
         Ok(Self {
-            db,
-            events,
-            run_index,
-            snapshots,
-            dir: dir.to_path_buf(),
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                trees: RwLock::new(Some(Arc::new(trees))),
+            }),
         })
+    }
+
+    /// Closes the database and opens it again from what is on disk, for every clone.
+    ///
+    /// After a failed write sled refuses all later writes, and its in-memory trees may
+    /// hold records that never reached the disk; reopening drops both. Reads in other
+    /// threads may still hold the old database for a moment, so the open is retried
+    /// for up to `patience`; on failure the log stays closed and a later call tries
+    /// again.
+    pub fn reopen(&self, patience: Duration) -> Result<(), StoreError> {
+        let mut slot = self
+            .shared
+            .trees
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Dropping our handle lets the database close once the last reader is done.
+        drop(slot.take());
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Trees::open(&self.shared.dir) {
+                Ok(trees) => {
+                    *slot = Some(Arc::new(trees));
+                    return Ok(());
+                }
+                Err(e) if std::time::Instant::now() >= deadline => return Err(self.sled_err(e)),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.shared
+            .trees
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Closed {
+                dir: self.shared.dir.clone(),
+            })
+    }
+
+    /// The tree of sampled progress history (see [`crate::store::metrics`]).
+    pub fn metrics_tree(&self) -> Result<sled::Tree, StoreError> {
+        Ok(self.trees()?.metrics.clone())
     }
 
     /// The directory the log lives in.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.shared.dir
     }
 
     fn sled_err(&self, source: sled::Error) -> StoreError {
         StoreError::Sled {
-            dir: self.dir.clone(),
+            dir: self.shared.dir.clone(),
             source,
         }
     }
 
     fn seq_of(&self, key: &[u8]) -> Result<Seq, StoreError> {
         let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::BadKey {
-            dir: self.dir.clone(),
+            dir: self.shared.dir.clone(),
             key: key.to_vec(),
         })?;
         Ok(Seq::from_be_bytes(bytes))
@@ -116,14 +203,15 @@ impl EventLog {
 
     fn decode(&self, seq: Seq, bytes: &[u8]) -> Result<Envelope, StoreError> {
         codec::decode(seq, bytes).map_err(|source| StoreError::Record {
-            dir: self.dir.clone(),
+            dir: self.shared.dir.clone(),
             source,
         })
     }
 
     /// The sequence number of the last record, 0 when the log is empty.
     pub fn last_seq(&self) -> Result<Seq, StoreError> {
-        match self.events.last().map_err(|e| self.sled_err(e))? {
+        let t = self.trees()?;
+        match t.events.last().map_err(|e| self.sled_err(e))? {
             Some((key, _)) => self.seq_of(&key),
             None => Ok(0),
         }
@@ -132,6 +220,7 @@ impl EventLog {
     /// Writes `envelopes` under `first_seq, first_seq + 1, ...` and flushes them to
     /// disk before returning: when this returns `Ok`, the events are durable.
     pub fn append(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        let t = self.trees()?;
         let mut events = sled::Batch::default();
         let mut index = sled::Batch::default();
         for (offset, envelope) in envelopes.iter().enumerate() {
@@ -139,7 +228,7 @@ impl EventLog {
             events.insert(&seq.to_be_bytes(), codec::encode(envelope));
             index.insert(&index_key(envelope.run_id, seq), &[]);
         }
-        (&self.events, &self.run_index)
+        (&t.events, &t.run_index)
             .transaction(|(events_tx, index_tx)| {
                 events_tx.apply_batch(&events)?;
                 index_tx.apply_batch(&index)?;
@@ -151,15 +240,16 @@ impl EventLog {
                     self.sled_err(sled::Error::Unsupported("transaction aborted".into()))
                 }
             })?;
-        self.db.flush().map_err(|e| self.sled_err(e))?;
+        t.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
     /// Up to `limit` records after `after`, in order.
     pub fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        let t = self.trees()?;
         let start = after.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
-        for item in self.events.range(start..).take(limit) {
+        for item in t.events.range(start..).take(limit) {
             let (key, value) = item.map_err(|e| self.sled_err(e))?;
             let seq = self.seq_of(&key)?;
             out.push((seq, self.decode(seq, &value)?));
@@ -185,12 +275,13 @@ impl EventLog {
         mut visit: impl FnMut(Seq, Envelope) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         const CHUNK: usize = 1024;
+        let t = self.trees()?;
         std::thread::scope(|scope| {
             let (tx, rx) =
                 std::sync::mpsc::sync_channel::<Result<Vec<(Seq, Envelope)>, StoreError>>(8);
             let reader = scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(CHUNK);
-                for item in self.events.range(after.saturating_add(1).to_be_bytes()..) {
+                for item in t.events.range(after.saturating_add(1).to_be_bytes()..) {
                     let record = item.map_err(|e| self.sled_err(e)).and_then(|(key, value)| {
                         let seq = self.seq_of(&key)?;
                         Ok((seq, self.decode(seq, &value)?))
@@ -239,7 +330,11 @@ impl EventLog {
     /// Every record in order, each decoded on its own: a corrupt record is handed to
     /// `visit` as an error and the scan goes on (used by `runyard journal verify`).
     pub fn scan(&self, mut visit: impl FnMut(Result<(Seq, Envelope), StoreError>)) {
-        for item in self.events.iter() {
+        let t = match self.trees() {
+            Ok(t) => t,
+            Err(e) => return visit(Err(e)),
+        };
+        for item in t.events.iter() {
             let record = item.map_err(|e| self.sled_err(e)).and_then(|(key, value)| {
                 let seq = self.seq_of(&key)?;
                 Ok((seq, self.decode(seq, &value)?))
@@ -250,12 +345,13 @@ impl EventLog {
 
     /// Every `(run, seq)` entry of the per-run index, in key order.
     pub fn index_entries(&self) -> Result<Vec<(RunId, Seq)>, StoreError> {
+        let t = self.trees()?;
         let mut out = Vec::new();
-        for item in self.run_index.iter() {
+        for item in t.run_index.iter() {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
             if key.len() != 24 {
                 return Err(StoreError::BadKey {
-                    dir: self.dir.clone(),
+                    dir: self.shared.dir.clone(),
                     key: key.to_vec(),
                 });
             }
@@ -273,13 +369,14 @@ impl EventLog {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        let t = self.trees()?;
         let start = index_key(run_id, after.saturating_add(1));
         let end = index_key(run_id, Seq::MAX);
         let mut out = Vec::new();
-        for item in self.run_index.range(start..=end).take(limit) {
+        for item in t.run_index.range(start..=end).take(limit) {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
             let seq = self.seq_of(&key[16..])?;
-            let value = self
+            let value = t
                 .events
                 .get(seq.to_be_bytes())
                 .map_err(|e| self.sled_err(e))?;
@@ -294,13 +391,14 @@ impl EventLog {
     /// Stores a snapshot of the state as of `seq` (checksummed), flushes it, and keeps
     /// only the newest `keep` snapshots.
     pub fn write_snapshot(&self, seq: Seq, payload: &[u8], keep: usize) -> Result<(), StoreError> {
+        let t = self.trees()?;
         let mut value = Vec::with_capacity(payload.len() + 4);
         value.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
         value.extend_from_slice(payload);
-        self.snapshots
+        t.snapshots
             .insert(seq.to_be_bytes(), value)
             .map_err(|e| self.sled_err(e))?;
-        let stale: Vec<sled::IVec> = self
+        let stale: Vec<sled::IVec> = t
             .snapshots
             .iter()
             .rev()
@@ -308,23 +406,27 @@ impl EventLog {
             .filter_map(|item| item.ok().map(|(key, _)| key))
             .collect();
         for key in stale {
-            self.snapshots.remove(key).map_err(|e| self.sled_err(e))?;
+            t.snapshots.remove(key).map_err(|e| self.sled_err(e))?;
         }
-        self.db.flush().map_err(|e| self.sled_err(e))?;
+        t.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
 
     /// Snapshots, newest first, as `(seq, payload)`; one whose checksum fails is
     /// reported as an error in its place.
     pub fn snapshots(&self) -> Vec<Result<(Seq, Vec<u8>), StoreError>> {
-        self.snapshots
+        let t = match self.trees() {
+            Ok(t) => t,
+            Err(e) => return vec![Err(e)],
+        };
+        t.snapshots
             .iter()
             .rev()
             .map(|item| {
                 let (key, value) = item.map_err(|e| self.sled_err(e))?;
                 let seq = self.seq_of(&key)?;
                 let corrupt = || StoreError::Record {
-                    dir: self.dir.clone(),
+                    dir: self.shared.dir.clone(),
                     source: CodecError::Malformed {
                         seq,
                         reason: "snapshot fails its checksum".into(),
@@ -344,13 +446,13 @@ impl EventLog {
     }
 
     /// Number of records in the log.
-    pub fn len(&self) -> usize {
-        self.events.len()
+    pub fn len(&self) -> Result<usize, StoreError> {
+        Ok(self.trees()?.events.len())
     }
 
     /// Whether the log holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.trees()?.events.is_empty())
     }
 }
 
@@ -391,6 +493,8 @@ mod tests {
         log.append(1, &[Envelope::now(run, Event::CancelRequested)])
             .expect("append");
         let mut bytes = log
+            .trees()
+            .expect("open")
             .events
             .get(1u64.to_be_bytes())
             .expect("get")
@@ -398,7 +502,9 @@ mod tests {
             .to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        log.events
+        log.trees()
+            .expect("open")
+            .events
             .insert(1u64.to_be_bytes(), bytes)
             .expect("insert");
         let err = log.read_after(0, 10).expect_err("corrupt").to_string();

@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod data;
+mod disk_full;
 mod golden;
 mod helpers;
 mod pause;
