@@ -38,6 +38,11 @@ pub struct ServeArgs {
     /// A TOML file layered over the built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// When the journal holds a record that cannot be read, move it and every later
+    /// record aside into a file under `journal-repairs/` and start, instead of
+    /// refusing to start.
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// Runs the parsed command line; the error is printed as one line by `main`.

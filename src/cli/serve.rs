@@ -4,7 +4,7 @@ use anyhow::Context as _;
 
 use super::ServeArgs;
 use crate::config::{Config, Overrides};
-use crate::startup::Application;
+use crate::startup::{Application, StartOptions};
 
 /// Loads the configuration, then runs the server until it is stopped.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -16,7 +16,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Config::load(args.config.as_deref(), &overrides).context("invalid configuration")?;
     crate::telemetry::init(&config.log.filter);
     actix_web::rt::System::new().block_on(async move {
-        let app = Application::build(config).await?;
+        let options = StartOptions {
+            repair: args.repair,
+        };
+        let app = Application::build_with(config, options).await?;
         // One line on stdout, so scripts and tests learn the port when binding port 0.
         println!("runyard listening on http://{}", app.address());
         tracing::info!(address = %app.address(), "listening");

@@ -155,6 +155,19 @@ pub enum Event {
         /// Seconds the run made no progress.
         idle_secs: f64,
     },
+    /// `runyard serve --repair` moved a bad tail of the journal aside: records
+    /// `from_seq..=to_seq` are in `file` and no longer in the log, and this event
+    /// takes `from_seq`'s place. About no run: its run id is [`RunId::SYSTEM`].
+    JournalRepaired {
+        /// The first record moved aside (the one that failed to read).
+        from_seq: u64,
+        /// The last record moved aside.
+        to_seq: u64,
+        /// Why the first one could not be read.
+        reason: String,
+        /// Where the records went, relative to the data directory.
+        file: String,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -200,11 +213,13 @@ pub enum EventKind {
     RunStalled,
     /// See [`Event::StallEnded`].
     StallEnded,
+    /// See [`Event::JournalRepaired`].
+    JournalRepaired,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -225,6 +240,7 @@ impl EventKind {
         EventKind::RunRetryScheduled,
         EventKind::RunStalled,
         EventKind::StallEnded,
+        EventKind::JournalRepaired,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -250,6 +266,7 @@ impl EventKind {
             EventKind::RunRetryScheduled => "RunRetryScheduled",
             EventKind::RunStalled => "RunStalled",
             EventKind::StallEnded => "StallEnded",
+            EventKind::JournalRepaired => "JournalRepaired",
         }
     }
 }
@@ -278,6 +295,7 @@ impl Event {
             Event::RunRetryScheduled { .. } => EventKind::RunRetryScheduled,
             Event::RunStalled { .. } => EventKind::RunStalled,
             Event::StallEnded { .. } => EventKind::StallEnded,
+            Event::JournalRepaired { .. } => EventKind::JournalRepaired,
         }
     }
 
@@ -357,6 +375,12 @@ impl Event {
                 sha256,
                 bytes,
             } => json!({"name": name, "path": path, "sha256": sha256, "bytes": bytes}),
+            Event::JournalRepaired {
+                from_seq,
+                to_seq,
+                reason,
+                file,
+            } => json!({"from_seq": from_seq, "to_seq": to_seq, "reason": reason, "file": file}),
         }
     }
 }

@@ -15,6 +15,9 @@ pub type Seq = u64;
 pub struct RunId(Uuid);
 
 impl RunId {
+    /// The id of events about the server rather than a run (the nil UUID).
+    pub const SYSTEM: RunId = RunId(Uuid::nil());
+
     /// A fresh, time-ordered id.
     pub fn new() -> Self {
         Self(Uuid::now_v7())

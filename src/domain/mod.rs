@@ -12,4 +12,4 @@ pub use event::{Envelope, Event, EventKind};
 pub use ids::{RunId, Seq, SlotId};
 pub use slots::SlotLedger;
 pub use spec::{RunSpec, SpecError};
-pub use state::{Rejection, Run, RunState, State};
+pub use state::{JournalRepair, Rejection, Run, RunState, State};

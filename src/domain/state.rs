@@ -308,6 +308,25 @@ struct StateSnapshot {
     last_seq: Seq,
     runs: Vec<RunSnapshot>,
     held: Vec<(SlotId, crate::domain::slots::Holding)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    repairs: Vec<JournalRepair>,
+}
+
+/// A repair of the journal by `runyard serve --repair`, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRepair {
+    /// Sequence number of the [`Event::JournalRepaired`] record.
+    pub seq: Seq,
+    /// When it was done.
+    pub at: DateTime<Utc>,
+    /// The first record moved aside.
+    pub from_seq: Seq,
+    /// The last record moved aside.
+    pub to_seq: Seq,
+    /// Why the first one could not be read.
+    pub reason: String,
+    /// The file the records were moved to, relative to the data directory.
+    pub file: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -325,11 +344,20 @@ pub struct State {
     by_digest: HashMap<String, RunId>,
     slots: SlotLedger,
     last_seq: Seq,
+    repairs: Vec<JournalRepair>,
 }
 
 impl State {
     /// Decides whether `event` about `run_id` may be appended to the journal now.
     pub fn check(&self, run_id: RunId, event: &Event) -> Result<(), Rejection> {
+        if let Event::JournalRepaired { .. } = event {
+            // About the server, not a run.
+            return if run_id == RunId::SYSTEM {
+                Ok(())
+            } else {
+                Err(Rejection::UnknownRun(run_id))
+            };
+        }
         let run = self.runs.get(&run_id);
         if let Event::RunSubmitted { digest, .. } = event {
             if run.is_some() {
@@ -365,6 +393,23 @@ impl State {
         self.last_seq = self.last_seq.max(seq);
         let run_id = envelope.run_id;
         let at = envelope.recorded_at();
+        if let Event::JournalRepaired {
+            from_seq,
+            to_seq,
+            reason,
+            file,
+        } = &envelope.event
+        {
+            self.repairs.push(JournalRepair {
+                seq,
+                at,
+                from_seq: *from_seq,
+                to_seq: *to_seq,
+                reason: reason.clone(),
+                file: file.clone(),
+            });
+            return;
+        }
         if let Event::RunSubmitted { name, digest, spec } = &envelope.event {
             if self.runs.contains_key(&run_id) {
                 return;
@@ -426,7 +471,7 @@ impl State {
             run.stalled = false;
         }
         match &envelope.event {
-            Event::RunSubmitted { .. } => {}
+            Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
             Event::SlotClaimed { slot } => {
                 run.slots.push(*slot);
                 run.slot = run.slots.first().copied();
@@ -619,7 +664,17 @@ impl State {
             })
             .collect();
         let held: Vec<(SlotId, RunId)> = self.slots.held().map(|(s, h)| (s, h.run_id)).collect();
-        let canonical = serde_json::json!({"last_seq": self.last_seq, "runs": runs, "held": held});
+        let mut canonical =
+            serde_json::json!({"last_seq": self.last_seq, "runs": runs, "held": held});
+        if !self.repairs.is_empty() {
+            // Only present when there are any, so older fingerprints stay valid.
+            let repairs: Vec<_> = self
+                .repairs
+                .iter()
+                .map(|r| (r.seq, r.from_seq, r.to_seq))
+                .collect();
+            canonical["repairs"] = serde_json::json!(repairs);
+        }
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
 
@@ -636,6 +691,7 @@ impl State {
                 })
                 .collect(),
             held: self.slots.held().collect(),
+            repairs: self.repairs.clone(),
         };
         // Plain data always serializes to JSON.
         serde_json::to_vec(&snapshot).unwrap_or_default()
@@ -646,6 +702,7 @@ impl State {
         let snapshot: StateSnapshot = serde_json::from_slice(bytes)?;
         let mut state = State {
             last_seq: snapshot.last_seq,
+            repairs: snapshot.repairs,
             ..State::default()
         };
         for RunSnapshot {
@@ -707,6 +764,11 @@ impl State {
     /// The sequence number of the last event folded in.
     pub fn last_seq(&self) -> Seq {
         self.last_seq
+    }
+
+    /// Repairs of the journal, oldest first.
+    pub fn repairs(&self) -> &[JournalRepair] {
+        &self.repairs
     }
 
     /// Number of runs known.
@@ -796,6 +858,12 @@ mod tests {
                 path: "p".into(),
                 sha256: "00".repeat(32),
                 bytes: 1,
+            },
+            EventKind::JournalRepaired => Event::JournalRepaired {
+                from_seq: 4,
+                to_seq: 9,
+                reason: "record 4 fails its checksum".into(),
+                file: "journal-repairs/tail.jsonl".into(),
             },
         }
     }

@@ -45,8 +45,8 @@ struct AuditSlot<'a> {
 }
 
 /// `GET /api/v1/slots/audit`: the slot ledger with the state of each holder (a slot
-/// is consistent when free or held by a live run), and what the last start-up
-/// replay found and repaired.
+/// is consistent when free or held by a live run), what the last start-up replay
+/// found and repaired, and every journal repair (`serve --repair`) ever journaled.
 pub async fn audit(state: web::Data<AppState>) -> HttpResponse {
     let fold = state.actors.reader.state();
     let slots: Vec<AuditSlot> = state
@@ -69,5 +69,6 @@ pub async fn audit(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "slots": slots,
         "last_replay": state.last_replay,
+        "journal_repairs": fold.repairs(),
     }))
 }

@@ -69,6 +69,23 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The sequence number of the record that could not be read, when the failure is
+    /// a bad record that `serve --repair` can move aside (not one from a newer
+    /// version, which a newer runyard reads).
+    pub fn bad_record(&self) -> Option<Seq> {
+        match self {
+            StoreError::Record { source, .. } => match source {
+                CodecError::Truncated { seq, .. }
+                | CodecError::Checksum { seq, .. }
+                | CodecError::Malformed { seq, .. } => Some(*seq),
+                CodecError::TooNew { .. } => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// A handle on the event log. Clones share the same database; any clone may read,
 /// and only the journal actor writes.
 #[derive(Clone)]
@@ -386,6 +403,70 @@ impl EventLog {
             }
         }
         Ok(out)
+    }
+
+    /// The stored bytes of every record from `from` on, undecoded, in order (for
+    /// moving a bad tail aside).
+    pub fn raw_from(&self, from: Seq) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
+        let t = self.trees()?;
+        let mut out = Vec::new();
+        for item in t.events.range(from.to_be_bytes()..) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            out.push((self.seq_of(&key)?, value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Removes every record from `from` on, their per-run index entries and every
+    /// snapshot taken at or after `from`, in one transaction, and flushes.
+    pub fn truncate_from(&self, from: Seq) -> Result<(), StoreError> {
+        let t = self.trees()?;
+        let mut events = sled::Batch::default();
+        for item in t.events.range(from.to_be_bytes()..) {
+            events.remove(item.map_err(|e| self.sled_err(e))?.0);
+        }
+        // A bad record's run is unknown: look at every index entry.
+        let mut index = sled::Batch::default();
+        for item in t.run_index.iter() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            if key.len() == 24 && self.seq_of(&key[16..])? >= from {
+                index.remove(key);
+            }
+        }
+        let mut snapshots = sled::Batch::default();
+        for item in t.snapshots.range(from.to_be_bytes()..) {
+            snapshots.remove(item.map_err(|e| self.sled_err(e))?.0);
+        }
+        (&t.events, &t.run_index, &t.snapshots)
+            .transaction(|(events_tx, index_tx, snapshots_tx)| {
+                events_tx.apply_batch(&events)?;
+                index_tx.apply_batch(&index)?;
+                snapshots_tx.apply_batch(&snapshots)?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => self.sled_err(source),
+                TransactionError::Abort(()) => {
+                    self.sled_err(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })?;
+        t.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Flips the last byte of record `seq`, as a bad disk would.
+    #[cfg(test)]
+    pub(crate) fn corrupt_for_tests(&self, seq: Seq) {
+        let t = self.trees().expect("open");
+        let mut bytes = t
+            .events
+            .get(seq.to_be_bytes())
+            .expect("get")
+            .expect("record")
+            .to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        t.events.insert(seq.to_be_bytes(), bytes).expect("insert");
     }
 
     /// Stores a snapshot of the state as of `seq` (checksummed), flushes it, and keeps

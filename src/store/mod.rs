@@ -1,12 +1,14 @@
 //! The event log on disk: sled trees, the record codec, replay, export and import as
-//! JSON lines, and verification.
+//! JSON lines, verification, and moving a bad tail aside (`serve --repair`).
 
 pub mod codec;
 pub mod log;
 pub mod portable;
+pub mod repair;
 pub mod replay;
 pub mod verify;
 
 pub use codec::CodecError;
 pub use log::{EventLog, StoreError};
+pub use repair::{move_tail_aside, RepairError, RepairReport};
 pub use replay::{replay, ReplayStats};

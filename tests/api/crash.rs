@@ -11,17 +11,24 @@ use serde_json::{json, Value};
 use crate::helpers::{client, quick_spec, types, wait_ready, TIMEOUT};
 
 /// The server as a child process; killed when dropped so a failing test leaves none.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    address: String,
+    pub(crate) address: String,
 }
 
 impl Server {
-    fn start(data_dir: &Path, log_name: &str) -> Self {
+    pub(crate) fn start(data_dir: &Path, log_name: &str) -> Self {
+        Self::start_with(data_dir, log_name, &[])
+    }
+
+    /// Starts the binary with `args` after the usual ones; its stderr goes to a file
+    /// beside `data_dir` named by `log_name`.
+    pub(crate) fn start_with(data_dir: &Path, log_name: &str, args: &[&str]) -> Self {
         let log = std::fs::File::create(data_dir.with_extension(log_name)).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_runyard"))
             .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("RUNYARD__TRAIN__TICK_MS", "20")
             // Snapshots often, so the restart replays from one.
             .env("RUNYARD__JOURNAL__SNAPSHOT_EVERY", "10")
@@ -49,7 +56,7 @@ impl Server {
         Self { child, address }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         // std's Child::kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");

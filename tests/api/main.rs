@@ -8,5 +8,6 @@ mod disk_full;
 mod golden;
 mod helpers;
 mod pause;
+mod repair;
 mod runs;
 mod stream;
