@@ -1,6 +1,19 @@
 //! How one journal record is laid out: a CRC32C checksum of the payload, then the
 //! payload, a bincode 2 encoding of the [`Envelope`]. A torn or corrupt record fails
 //! its checksum and is reported, never applied.
+//!
+//! # Versions and upcasting
+//!
+//! The envelope's first field is its format version, so the decoder reads the
+//! version alone before it decodes anything else and hands the payload to the
+//! decoder of that version. Released shapes never change: when an event's shape must
+//! change, the shapes of the current version are frozen in a module `v{N}` here
+//! (plain copies, never edited again), [`ENVELOPE_VERSION`] goes up, and
+//! [`decode_payload`] gets an arm that decodes the frozen shapes and upcasts them to
+//! the current ones. The golden journals under `tests/golden/` hold every released
+//! version to that: they must replay to the same state in every later build.
+//! Adding a variant at the end of [`Event`](crate::domain::Event) is not a shape
+//! change (bincode numbers variants in order), and needs no new version.
 
 use crate::domain::event::{Envelope, ENVELOPE_VERSION};
 use crate::domain::Seq;
@@ -35,6 +48,14 @@ pub enum CodecError {
         seq: Seq,
         /// The decoder's message.
         reason: String,
+    },
+    /// A version this build has no decoder for (no runyard wrote it).
+    #[error("record {seq} has envelope version {version}, which no runyard release wrote")]
+    UnknownVersion {
+        /// The record's sequence number.
+        seq: Seq,
+        /// The version found.
+        version: u16,
     },
     /// Written by a newer runyard than this one.
     #[error(
@@ -81,24 +102,37 @@ pub fn decode(seq: Seq, bytes: &[u8]) -> Result<Envelope, CodecError> {
             computed,
         });
     }
-    let (envelope, used): (Envelope, usize) = bincode::serde::decode_from_slice(payload, config())
-        .map_err(|e| CodecError::Malformed {
-            seq,
-            reason: e.to_string(),
-        })?;
-    if used != payload.len() {
-        return Err(CodecError::Malformed {
-            seq,
-            reason: format!("{} trailing bytes", payload.len() - used),
-        });
+    let malformed = |reason: String| CodecError::Malformed { seq, reason };
+    let (version, _): (u16, usize) = bincode::serde::decode_from_slice(payload, config())
+        .map_err(|e| malformed(format!("no version: {e}")))?;
+    decode_payload(seq, version, payload)
+}
+
+/// Decodes a checksummed payload written with envelope `version`, upcasting older
+/// shapes to the current ones (see the module docs).
+fn decode_payload(seq: Seq, version: u16, payload: &[u8]) -> Result<Envelope, CodecError> {
+    match version {
+        ENVELOPE_VERSION => {
+            let (envelope, used): (Envelope, usize) =
+                bincode::serde::decode_from_slice(payload, config()).map_err(|e| {
+                    CodecError::Malformed {
+                        seq,
+                        reason: e.to_string(),
+                    }
+                })?;
+            if used != payload.len() {
+                return Err(CodecError::Malformed {
+                    seq,
+                    reason: format!("{} trailing bytes", payload.len() - used),
+                });
+            }
+            Ok(envelope)
+        }
+        // Older versions get their arm here, decoding a frozen `v{N}` shape and
+        // upcasting it; there are none yet (version 1 is the first release).
+        v if v > ENVELOPE_VERSION => Err(CodecError::TooNew { seq, version: v }),
+        v => Err(CodecError::UnknownVersion { seq, version: v }),
     }
-    if envelope.version > ENVELOPE_VERSION {
-        return Err(CodecError::TooNew {
-            seq,
-            version: envelope.version,
-        });
-    }
-    Ok(envelope)
 }
 
 #[cfg(test)]
@@ -158,6 +192,23 @@ mod tests {
             let message = err.to_string();
             assert!(message.contains("record 5"), "{message}");
         }
+    }
+
+    #[test]
+    fn the_version_is_read_before_the_rest_and_picks_the_decoder() {
+        let mut envelope = samples().remove(3);
+        envelope.version = 0;
+        let err = decode(8, &encode(&envelope)).expect_err("never released");
+        assert_eq!(err, CodecError::UnknownVersion { seq: 8, version: 0 });
+        // A payload whose version is current but whose rest is not an envelope.
+        let mut bytes = encode(&samples()[0]);
+        bytes.truncate(CHECKSUM_LEN + 3);
+        let crc = crc32c::crc32c(&bytes[CHECKSUM_LEN..]);
+        bytes[..CHECKSUM_LEN].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            decode(9, &bytes),
+            Err(CodecError::Malformed { seq: 9, .. })
+        ));
     }
 
     #[test]

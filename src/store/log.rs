@@ -78,7 +78,8 @@ impl StoreError {
             StoreError::Record { source, .. } => match source {
                 CodecError::Truncated { seq, .. }
                 | CodecError::Checksum { seq, .. }
-                | CodecError::Malformed { seq, .. } => Some(*seq),
+                | CodecError::Malformed { seq, .. }
+                | CodecError::UnknownVersion { seq, .. } => Some(*seq),
                 CodecError::TooNew { .. } => None,
             },
             _ => None,
