@@ -16,7 +16,9 @@
 //!
 //! - [`domain`]: pure types and rules (run spec, events, state machine, slot ledger);
 //!   no I/O.
-//! - [`store`]: the sled event log, its record codec and replay.
+//! - [`store`]: the sled event log (reopened after a failed write), its versioned
+//!   record codec, snapshots and replay, export/import/verify, moving a bad tail
+//!   aside (`serve --repair`), and the sampled progress history.
 //! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, and their
 //!   supervision.
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
