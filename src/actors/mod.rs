@@ -5,10 +5,12 @@
 //! - [`slot::Slot`] owns one device and starts the run actor of the run it is given.
 //! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
 //! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
+//! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
 //! - [`supervisor`] starts them all under actix supervision.
 
 pub mod dispatcher;
 pub mod journal;
+pub mod metrics;
 pub mod run;
 pub mod slot;
 pub mod supervisor;

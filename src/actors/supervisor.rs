@@ -1,6 +1,8 @@
-//! Starts the journal, the ticker, the slot actors and the dispatcher, each under an
-//! actix `Supervisor`: an actor that stops unexpectedly is restarted in place, and its
-//! `Supervised::restarting` hook re-derives its state from the journal.
+//! Starts the journal, the ticker (and the metrics writer it feeds), the slot actors
+//! and the dispatcher, each under an actix `Supervisor`: an actor that stops
+//! unexpectedly is restarted in place, and its `Supervised::restarting` hook re-derives
+//! its state from the journal. The metrics writer runs on a `SyncArbiter` thread
+//! instead, which makes a new writer if one stops.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use actix::prelude::*;
 
 use super::dispatcher::Dispatcher;
 use super::journal::{Journal, JournalReader};
+use super::metrics::MetricsSink;
 use super::run::device_name;
 use super::slot::{Slot, SlotContext, SlotInfo};
 use super::ticker::{ProgressBoard, Ticker};
@@ -30,6 +33,8 @@ pub struct Actors {
     pub ticker: Addr<Ticker>,
     /// The newest progress of live runs.
     pub board: ProgressBoard,
+    /// The progress history writer the ticker feeds, and its counters.
+    pub metrics: MetricsSink,
     /// The slot table.
     pub slots: Vec<SlotInfo>,
     /// True once recovery after replay is done.
@@ -60,9 +65,10 @@ pub fn start(
     let (journal, reader) = Journal::with_snapshots(log, state, snapshot_every);
     let journal = Supervisor::start(move |_| journal);
     let board = ProgressBoard::default();
+    let metrics = MetricsSink::start(reader.log().clone());
     let ticker = {
-        let board = board.clone();
-        Supervisor::start(move |_| Ticker::new(tick, board))
+        let (board, metrics) = (board.clone(), metrics.clone());
+        Supervisor::start(move |_| Ticker::new(tick, board).with_metrics(metrics))
     };
     let context = SlotContext {
         journal: journal.clone(),
@@ -94,6 +100,7 @@ pub fn start(
         dispatcher,
         ticker,
         board,
+        metrics,
         slots: infos,
         ready,
     }

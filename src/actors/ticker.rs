@@ -1,6 +1,8 @@
 //! The ticker: samples every live run's progress cells at a fixed rate, derives rate,
 //! percent and ETA, and publishes the newest sample of each run on the
 //! [`ProgressBoard`] that streams and the API read. Training threads never wait for it.
+//! With a [`MetricsSink`], it also hands the samples that changed to the metrics
+//! writer for the progress history, without waiting for it either.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -10,7 +12,9 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::metrics::{self, MetricsSink};
 use crate::domain::RunId;
+use crate::store::metrics::Sample;
 use crate::train::ProgressCells;
 
 /// Weight of the newest measurement in the smoothed samples-per-second rate.
@@ -98,6 +102,9 @@ struct Watched {
     last: Option<(Instant, u64)>,
     rate: f64,
     progress: Option<Progress>,
+    /// Whether the last sample read a new report (the progress history records only
+    /// those).
+    fresh: bool,
 }
 
 impl Watched {
@@ -115,7 +122,8 @@ impl Watched {
             }
         }
         self.last = Some((now, snap.samples));
-        if snap.version == self.last_version && self.progress.is_some() {
+        self.fresh = snap.version != self.last_version || self.progress.is_none();
+        if !self.fresh {
             // Nothing new was reported; keep the rate fresh but the sample as it was.
             if let Some(p) = self.progress.as_mut() {
                 p.samples_per_sec = self.rate;
@@ -155,6 +163,8 @@ pub struct Ticker {
     /// Ticks whose sampling started later than planned, for lag metrics.
     late_ticks: u64,
     next_due: Option<Instant>,
+    /// Where changed samples go for the progress history, if anywhere.
+    metrics: Option<MetricsSink>,
 }
 
 impl Ticker {
@@ -166,7 +176,14 @@ impl Ticker {
             live: Vec::new(),
             late_ticks: 0,
             next_due: None,
+            metrics: None,
         }
+    }
+
+    /// Also hands every changed sample to the metrics writer behind `sink`.
+    pub fn with_metrics(mut self, sink: MetricsSink) -> Self {
+        self.metrics = Some(sink);
+        self
     }
 
     /// Starts sampling a run's cells (what the [`Watch`] message does).
@@ -177,6 +194,7 @@ impl Ticker {
             last: None,
             rate: 0.0,
             progress: None,
+            fresh: false,
         };
         match self.live.iter_mut().find(|(id, _)| *id == run_id) {
             Some(entry) => entry.1 = watched,
@@ -198,6 +216,18 @@ impl Ticker {
             }
         }
         self.next_due = Some(now + self.every);
+        // Samples for the history are taken only while the writer has room for them
+        // (while it is behind, the changed runs are only counted as dropped), with one
+        // clock read per tick.
+        let wall_ms = match &self.metrics {
+            Some(sink) if sink.has_room() => Some(metrics::now_ms()),
+            _ => None,
+        };
+        let mut history: Vec<Sample> = match wall_ms {
+            Some(_) => Vec::with_capacity(self.live.len()),
+            None => Vec::new(),
+        };
+        let mut skipped = 0;
         {
             // One lock for the whole tick; entries are updated in place.
             let mut latest = self
@@ -207,6 +237,12 @@ impl Ticker {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for (id, watched) in &mut self.live {
                 if let Some(progress) = watched.sample(now) {
+                    if watched.fresh {
+                        match wall_ms {
+                            Some(ms) => history.extend(metrics::sample_of(*id, &progress, ms)),
+                            None => skipped += 1,
+                        }
+                    }
                     match latest.get_mut(id) {
                         Some(slot) => *slot = progress,
                         None => {
@@ -217,6 +253,14 @@ impl Ticker {
             }
         }
         self.board.notify();
+        if let Some(sink) = &self.metrics {
+            if !history.is_empty() {
+                sink.offer(history);
+            }
+            if skipped > 0 {
+                sink.count_dropped(skipped);
+            }
+        }
     }
 }
 
@@ -255,7 +299,9 @@ impl Handler<Watch> for Ticker {
 
 /// Stops sampling a run after one last sample, published at once. The board keeps
 /// that final sample, so a stream reading the run's terminal event (journaled after
-/// this message is answered) also finds the progress it ended with.
+/// this message is answered) also finds the progress it ended with; with a metrics
+/// writer, the answer also waits (a bounded time) for that sample to be stored in the
+/// progress history.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Unwatch {
@@ -264,14 +310,26 @@ pub struct Unwatch {
 }
 
 impl Handler<Unwatch> for Ticker {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Unwatch, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Unwatch, _ctx: &mut Self::Context) -> Self::Result {
         let position = self.live.iter().position(|(id, _)| *id == msg.run_id);
-        if let Some((_, mut watched)) = position.map(|i| self.live.swap_remove(i)) {
-            let last = watched.sample(Instant::now());
-            self.board
-                .publish(last.map(|p| (msg.run_id, p)).into_iter());
-        }
+        let Some((_, mut watched)) = position.map(|i| self.live.swap_remove(i)) else {
+            return Box::pin(async {});
+        };
+        let last = watched.sample(Instant::now());
+        self.board
+            .publish(last.map(|p| (msg.run_id, p)).into_iter());
+        // Recorded even when unchanged since the last tick: that tick's batch may have
+        // been dropped, and the same step only overwrites its point.
+        let stored = self.metrics.as_ref().and_then(|sink| {
+            let sample = metrics::sample_of(msg.run_id, last.as_ref()?, metrics::now_ms())?;
+            Some(sink.record_final(sample))
+        });
+        Box::pin(async move {
+            if let Some(stored) = stored {
+                stored.await;
+            }
+        })
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod runs;
 pub mod slots;
 pub mod stream;
@@ -75,6 +76,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/runs", web::get().to(runs::list))
                 .route("/runs/{id}", web::get().to(runs::get))
                 .route("/runs/{id}/events", web::get().to(runs::events))
+                .route("/runs/{id}/metrics", web::get().to(metrics::run_metrics))
                 .route("/runs/{id}/cancel", web::post().to(runs::cancel))
                 .route("/runs/{id}/pause", web::post().to(runs::pause))
                 .route("/runs/{id}/resume", web::post().to(runs::resume))

@@ -9,7 +9,7 @@
 //! decoder of that version. Released shapes never change: when an event's shape must
 //! change, the shapes of the current version are frozen in a module `v{N}` here
 //! (plain copies, never edited again), [`ENVELOPE_VERSION`] goes up, and
-//! [`decode_payload`] gets an arm that decodes the frozen shapes and upcasts them to
+//! `decode_payload` gets an arm that decodes the frozen shapes and upcasts them to
 //! the current ones. The golden journals under `tests/golden/` hold every released
 //! version to that: they must replay to the same state in every later build.
 //! Adding a variant at the end of [`Event`](crate::domain::Event) is not a shape

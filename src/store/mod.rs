@@ -1,8 +1,9 @@
 //! The event log on disk: sled trees, the record codec, replay, export and import as
-//! JSON lines, verification, and moving a bad tail aside (`serve --repair`).
+//! JSON lines, verification, and the sampled progress history (`metrics`).
 
 pub mod codec;
 pub mod log;
+pub mod metrics;
 pub mod portable;
 pub mod repair;
 pub mod replay;

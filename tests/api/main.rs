@@ -7,6 +7,7 @@ mod data;
 mod disk_full;
 mod golden;
 mod helpers;
+mod metrics;
 mod pause;
 mod repair;
 mod runs;
