@@ -274,8 +274,49 @@ pub async fn submit(
         header::LOCATION,
         format!("/api/v1/runs/{}", submitted.run_id),
     ));
+    if !submitted.created {
+        wait_durable(&state, submitted.run_id).await?;
+    }
     run_response(&state, submitted.run_id, response)
 }
+
+/// Waits until run `id` is in the durable state. A duplicate can name a run whose own
+/// submission is accepted but still being flushed: it is answered only once that is
+/// on disk, so a client is never told of a run a crash could still take back.
+async fn wait_durable(state: &AppState, id: RunId) -> Result<(), ApiError> {
+    let reader = &state.actors.reader;
+    let mut tail = reader.subscribe();
+    let wait = async {
+        loop {
+            if reader.state().run(id).is_some() {
+                return Ok(());
+            }
+            if let Some(reason) = reader.health().degraded() {
+                return Err(reason);
+            }
+            if tail.changed().await.is_err() {
+                return Err("the journal stopped".to_string());
+            }
+        }
+    };
+    let unavailable = |why: String| {
+        ApiError::new(
+            ErrorCode::JournalUnavailable,
+            format!("the run {id} this spec duplicates is not durable: {why}; retry later"),
+        )
+    };
+    match tokio::time::timeout(DUPLICATE_WAIT, wait).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(unavailable(why)),
+        Err(_) => Err(unavailable(format!(
+            "its submission was not flushed within {} s",
+            DUPLICATE_WAIT.as_secs()
+        ))),
+    }
+}
+
+/// How long a duplicate submission waits for the original to be durable.
+const DUPLICATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Query of `GET /api/v1/runs`.
 #[derive(Debug, Deserialize)]
