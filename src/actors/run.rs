@@ -343,8 +343,14 @@ impl RunActor {
             steps.sort_unstable_by(|a, b| b.cmp(a));
             for step in steps.into_iter().skip(keep) {
                 let path = dir.join(checkpoint::file_name(step));
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(run_id = %run_id, path = %path.display(), error = %e, "old checkpoint not removed");
+                match std::fs::remove_file(&path) {
+                    // Two prunes of one run can race (one after a progress append, one
+                    // after the final one): the file is gone either way.
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(run_id = %run_id, path = %path.display(), error = %e, "old checkpoint not removed")
+                    }
                 }
             }
         });
