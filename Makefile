@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup build run test lint bench clean-libtorch
+.PHONY: setup build run test lint bench crash-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -27,6 +27,13 @@ lint: setup
 # Everything from a fresh clone, then the whole test suite.
 test: setup lint
 	$(CARGO) test --locked --all-targets
+
+# The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
+# whole suite runs 25). SEED repeats a failing loop's choices.
+N ?= 1000
+SEED ?=
+crash-loop: setup
+	RUNYARD_CRASH_CYCLES=$(N) RUNYARD_CRASH_SEED=$(SEED) $(CARGO) test --locked --test crash_loop -- --nocapture
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json.
 bench: setup

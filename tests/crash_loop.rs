@@ -1,0 +1,659 @@
+//! The crash loop: the real server is killed with SIGKILL at random moments while runs
+//! are submitted, trained, cancelled, paused and resumed, then restarted on the same
+//! data directory, again and again. After every kill and every restart:
+//!
+//! - `runyard journal verify` passes (checksums, contiguity, run index, slot ledger);
+//! - the exported journal keeps every record of the previous export unchanged, its
+//!   sequence numbers run 1..=last without a gap, no record is written twice, every
+//!   run and every spec digest is submitted once, and only runs built to diverge fail;
+//! - every event a client was shown (event lists, streams) is in it at the same
+//!   sequence number with the same content, every run view and `/readyz` seq a client
+//!   got is covered by it, and every acknowledged submission names one run;
+//! - after the restart: replay covered the whole journal, the slot ledger is
+//!   consistent and repaired nothing, every acknowledged run is there, a run
+//!   acknowledged as ended is still ended the same way, an acknowledged cancel has
+//!   ended the run, an acknowledged pause left it paused (or ended), nothing is left
+//!   pausing, and each run shown to a client reads the same at that sequence number
+//!   (`?at_seq=`).
+//!
+//! At the end the server runs once more until every run has ended (paused runs are
+//! resumed): completed runs trained every epoch, a few runs that were interrupted are
+//! trained again uninterrupted and must end with the same weights.
+//!
+//! `RUNYARD_CRASH_CYCLES` (default 25) sets the number of kills, `RUNYARD_CRASH_SEED`
+//! the seed of every choice but the exact moment a kill lands (`make crash-loop N=1000`).
+
+#[path = "crash_loop/activity.rs"]
+mod activity;
+#[path = "crash_loop/ledger.rs"]
+mod ledger;
+#[path = "crash_loop/server.rs"]
+mod server;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+
+use activity::Clients;
+use ledger::{JournalModel, Ledger, DIVERGING};
+use server::Server;
+
+/// Kills when `RUNYARD_CRASH_CYCLES` is not set.
+const DEFAULT_CYCLES: u64 = 25;
+
+/// A safety net for anything the loop waits on; never the expected wait.
+const SAFETY: Duration = Duration::from_secs(120);
+
+/// How often a wait re-reads the runs.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Most runs left unfinished before the clients stop submitting new ones.
+const MAX_UNFINISHED: usize = 8;
+
+/// Interrupted runs trained again without a break at the end.
+const REFERENCE_RUNS: usize = 3;
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")),
+    )
+}
+
+/// When the SIGKILL lands.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// This long after the process started: during replay, recovery or dispatch.
+    Startup(Duration),
+    /// This long after the clients started.
+    Activity(Duration),
+}
+
+impl Kill {
+    fn draw(rng: &mut ChaCha8Rng) -> Self {
+        let ms = |rng: &mut ChaCha8Rng, range: std::ops::Range<u64>| {
+            Duration::from_millis(rng.random_range(range))
+        };
+        match rng.random_range(0..100) {
+            0..=9 => Kill::Startup(ms(rng, 0..600)),
+            10..=74 => Kill::Activity(ms(rng, 0..400)),
+            75..=94 => Kill::Activity(ms(rng, 400..1500)),
+            _ => Kill::Activity(ms(rng, 1500..4000)),
+        }
+    }
+}
+
+struct Loop {
+    seed: u64,
+    dir: PathBuf,
+    data_dir: PathBuf,
+    http: reqwest::Client,
+    ledger: Arc<Mutex<Ledger>>,
+    model: JournalModel,
+    /// Logs of the servers started, newest last.
+    logs: Vec<PathBuf>,
+    /// What `journal verify` said after the last kill.
+    verified: Option<server::Verified>,
+}
+
+impl Loop {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start_server(&mut self, cycle: u64, snapshot_every: u64) -> Result<Server> {
+        let log = self.dir.join(format!("server-{cycle:04}.log"));
+        self.logs.push(log.clone());
+        Server::spawn(&self.data_dir, log, snapshot_every)
+    }
+
+    async fn get(&self, address: &str, path: &str) -> Result<Value> {
+        let response = self
+            .http
+            .get(format!("{address}{path}"))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("GET {path}: body"))?;
+        ensure!(status == 200, "GET {path}: {status} {body}");
+        Ok(body)
+    }
+
+    /// Fails with every broken promise the clients noticed.
+    fn check_violations(&self) -> Result<()> {
+        let violations = std::mem::take(&mut self.ledger().violations);
+        if !violations.is_empty() {
+            bail!(
+                "{} broken promises:\n  {}",
+                violations.len(),
+                violations.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Right after `/readyz`, before any request: the state the restart left.
+    async fn check_restart(&self, address: &str, ready_seq: u64) -> Result<usize> {
+        let audit = self.get(address, "/api/v1/slots/audit").await?;
+        let slots = self.get(address, "/api/v1/slots").await?;
+        let runs = self.get(address, "/api/v1/runs").await?;
+        let runs = runs.as_array().context("runs")?;
+        self.ledger().ready(ready_seq);
+
+        let journal_last = self.model.lines.len() as u64;
+        let replay = &audit["last_replay"];
+        let replayed = replay["from_snapshot"].as_u64().unwrap_or(0)
+            + replay["events"].as_u64().context("events")?;
+        ensure!(
+            replayed == journal_last,
+            "replay covered {replayed} records, the journal has {journal_last}: {replay}"
+        );
+        let recovery = replay["recovery"].as_array().context("recovery")?;
+        ensure!(
+            recovery.iter().all(|r| r["repair"] == false),
+            "the restart had to repair the slot ledger: {replay}"
+        );
+        if let Some(before) = &self.verified {
+            let released = recovery
+                .iter()
+                .filter(|r| r["event"] == "SlotReleased")
+                .count() as u64;
+            ensure!(
+                released == before.slots_held,
+                "{} slots were held at the kill, the restart released {released}: {replay}",
+                before.slots_held
+            );
+            let live = before.count(&["starting", "running", "pausing"]);
+            let stopped = recovery.len() as u64 - released;
+            ensure!(
+                stopped >= live,
+                "{live} runs were live at the kill, the restart re-queued, paused or cancelled {stopped}: {replay}"
+            );
+        }
+        ensure!(
+            ready_seq >= journal_last + recovery.len() as u64,
+            "ready at seq {ready_seq}, but the journal had {journal_last} records and {} recovery events were due",
+            recovery.len()
+        );
+
+        let by_id: HashMap<&str, &Value> = runs
+            .iter()
+            .filter_map(|r| Some((r["id"].as_str()?, r)))
+            .collect();
+        ensure!(
+            by_id.len() == runs.len() && runs.len() == self.model.runs.len(),
+            "{} runs listed ({} distinct), {} submitted in the journal",
+            runs.len(),
+            by_id.len(),
+            self.model.runs.len()
+        );
+
+        let audit_slots = audit["slots"].as_array().context("audit slots")?;
+        let listed = slots.as_array().context("slots")?;
+        ensure!(
+            listed.len() == 2 && audit_slots.len() == 2,
+            "two slots expected: {slots} / {audit}"
+        );
+        let mut held: HashMap<&str, u64> = HashMap::new();
+        for (slot, audited) in listed.iter().zip(audit_slots) {
+            ensure!(
+                slot["id"] == audited["id"] && slot["device"] == audited["device"],
+                "/slots and /slots/audit disagree: {slots} / {audit}"
+            );
+            ensure!(
+                audited["consistent"] == true,
+                "slot ledger inconsistent after the restart: {audited}"
+            );
+            if let Some(run) = audited["run_id"].as_str() {
+                *held.entry(run).or_default() += 1;
+            }
+        }
+        for (run, count) in held {
+            let wanted = by_id
+                .get(run)
+                .and_then(|r| r["spec"]["slots"].as_u64())
+                .unwrap_or(1);
+            ensure!(
+                count == 1 || count <= wanted,
+                "run {run} holds {count} slots but asked for {wanted}: {audit}"
+            );
+        }
+
+        let (expect_stopped, views) = {
+            let mut ledger = self.ledger();
+            let expected = (
+                ledger.stopped_expected.clone(),
+                std::mem::take(&mut ledger.views_unchecked),
+            );
+            // From here on, what the restart left is the newest news.
+            ledger.resumed_since_check.clear();
+            for run in runs {
+                ledger.view_with("list", run, false);
+            }
+            expected
+        };
+        let ledger_runs = self.ledger().runs.clone();
+        for (id, info) in &ledger_runs {
+            let run = by_id
+                .get(id.as_str())
+                .with_context(|| format!("acknowledged run {id} ({}) is gone", info.name))?;
+            let state = run["state"].as_str().context("state")?;
+            ensure!(
+                state != "pausing",
+                "run {id} is pausing right after the restart, before any request: {run}"
+            );
+            if let Some((terminal, seq)) = &info.terminal {
+                ensure!(
+                    state == terminal,
+                    "run {id} was acknowledged {terminal} (seq {seq}), after the restart it is {state}"
+                );
+            }
+            if info.cancel_acked {
+                ensure!(
+                    matches!(state, "cancelled" | "completed" | "failed"),
+                    "run {id} had an acknowledged cancel, after the restart it is {state}"
+                );
+            }
+            if expect_stopped.contains(id) {
+                ensure!(
+                    matches!(state, "paused" | "cancelled" | "completed" | "failed"),
+                    "run {id} was acknowledged pausing or paused and not resumed, after the restart it is {state}"
+                );
+            }
+        }
+        for (id, (seq, state)) in &views {
+            let past = self
+                .get(address, &format!("/api/v1/runs/{id}?at_seq={seq}"))
+                .await?;
+            ensure!(
+                past["state"] == state.as_str() && past["last_seq"] == *seq,
+                "run {id} was shown {state} with last_seq {seq}; at_seq={seq} now reads {} with last_seq {}",
+                past["state"],
+                past["last_seq"]
+            );
+        }
+        Ok(recovery.len())
+    }
+
+    /// With the server down: verify, export, and compare with every acknowledgment.
+    fn check_offline(&mut self) -> Result<(server::Verified, ledger::OfflineReport)> {
+        if !self.data_dir.join("journal").is_dir() {
+            let ledger = self.ledger();
+            ensure!(
+                ledger.max_seq.0 == 0 && ledger.runs.is_empty() && self.model.lines.is_empty(),
+                "the journal directory is gone"
+            );
+            return Ok((
+                server::Verified::default(),
+                ledger::OfflineReport::default(),
+            ));
+        }
+        let verified = server::verify(&self.data_dir)?;
+        let export = server::export(&self.data_dir, &self.dir.join("export.jsonl"))?;
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let report = self.model.check(&export, verified.last_seq, &mut ledger)?;
+        drop(ledger);
+        self.verified = Some(verified.clone());
+        Ok((verified, report))
+    }
+
+    async fn cycle(&mut self, n: u64, total: u64) -> Result<()> {
+        let started = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let snapshot_every = [3, 10, 30].choose(&mut rng).copied().unwrap_or(10);
+        let kill = Kill::draw(&mut rng);
+        self.ledger().new_life(n);
+        let mut server = self.start_server(n, snapshot_every)?;
+        let mut recovered = None;
+        match kill {
+            Kill::Startup(delay) => {
+                tokio::time::sleep(delay).await;
+                server.kill().context("SIGKILL during start-up")?;
+            }
+            Kill::Activity(delay) => {
+                let address = server.address(SAFETY).await?;
+                let ready = server.wait_ready(&self.http, &address, SAFETY).await?;
+                recovered = Some(
+                    self.check_restart(&address, ready)
+                        .await
+                        .context("check after the restart")?,
+                );
+                let unfinished = self
+                    .ledger()
+                    .runs
+                    .values()
+                    .filter(|r| !r.is_terminal())
+                    .count();
+                let budget = if unfinished < MAX_UNFINISHED {
+                    rng.random_range(1..=3)
+                } else {
+                    0
+                };
+                let clients = Arc::new(Clients {
+                    http: self.http.clone(),
+                    address,
+                    ledger: Arc::clone(&self.ledger),
+                    submit_budget: AtomicI64::new(budget),
+                    cycle: n,
+                });
+                let tasks = activity::start(clients, &mut rng);
+                tokio::time::sleep(delay).await;
+                let killed = server.kill().context("SIGKILL during activity");
+                activity::finish(tasks, SAFETY).await?;
+                killed?;
+            }
+        }
+        drop(server);
+        self.check_violations()?;
+        let (verified, report) = self.check_offline().context("check after the kill")?;
+        let counters = self.ledger().counters;
+        let (kind, delay) = match kill {
+            Kill::Startup(d) => ("start-up", d),
+            Kill::Activity(d) => ("activity", d),
+        };
+        eprintln!(
+            "cycle {n}/{total}: killed {}ms into {kind} (snapshots every {snapshot_every}); journal {} (+{}), {}; recovery events {}; sent {} submit, {} dup, {} cancel, {} pause, {} resume; checked {} views, {} events; {:.1}s",
+            delay.as_millis(),
+            report.last_seq,
+            report.new_events,
+            verified.runs(),
+            recovered.map_or("-".into(), |r| r.to_string()),
+            counters.submits,
+            counters.duplicates,
+            counters.cancels,
+            counters.pauses,
+            counters.resumes,
+            report.checked_views,
+            report.checked_events,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// Re-reads the runs until `done` holds for each; returns them.
+    async fn wait_runs(
+        &self,
+        server: &mut Server,
+        address: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + SAFETY;
+        loop {
+            let runs = self.get(address, "/api/v1/runs").await?;
+            let runs = runs.as_array().context("runs")?.clone();
+            {
+                let mut ledger = self.ledger();
+                for run in &runs {
+                    ledger.view_with("list", run, false);
+                }
+            }
+            let pending: Vec<String> = runs
+                .iter()
+                .filter(|r| !done(r))
+                .map(|r| format!("{} {} ({})", r["id"], r["state"], r["name"]))
+                .collect();
+            if pending.is_empty() {
+                return Ok(runs);
+            }
+            server.ensure_alive()?;
+            ensure!(
+                Instant::now() < deadline,
+                "runs still not {what} after {SAFETY:?}: {}",
+                pending.join(", ")
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn post_ok(&self, address: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut request = self.http.post(format!("{address}{path}"));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status().as_u16();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("POST {path}: body"))?;
+        ensure!(matches!(status, 200 | 201), "POST {path}: {status} {body}");
+        Ok(body)
+    }
+
+    /// The last restart: every run must go on to its end.
+    async fn finish(&mut self, n: u64) -> Result<()> {
+        let started = Instant::now();
+        self.ledger().new_life(n);
+        let mut server = self.start_server(n, 10)?;
+        let address = server.address(SAFETY).await?;
+        let ready = server.wait_ready(&self.http, &address, SAFETY).await?;
+        self.check_restart(&address, ready)
+            .await
+            .context("check after the last restart")?;
+
+        let terminal = |r: &Value| {
+            matches!(
+                r["state"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        };
+        let runs = self
+            .wait_runs(&mut server, &address, "ended or paused", |r| {
+                terminal(r) || r["state"] == "paused"
+            })
+            .await?;
+        let paused: Vec<&str> = runs
+            .iter()
+            .filter(|r| r["state"] == "paused")
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        for id in &paused {
+            self.ledger().resuming(id);
+            let view = self
+                .post_ok(&address, &format!("/api/v1/runs/{id}/resume"), None)
+                .await?;
+            self.ledger().view("resume", &view);
+        }
+        let runs = self
+            .wait_runs(&mut server, &address, "ended", terminal)
+            .await?;
+
+        let mut interrupted = Vec::new();
+        for run in &runs {
+            let name = run["name"].as_str().unwrap_or_default();
+            let state = run["state"].as_str().unwrap_or_default();
+            if state == "completed" {
+                let epochs = run["spec"]["epochs"].as_u64();
+                ensure!(
+                    run["metrics"]["epochs_completed"].as_u64() == epochs,
+                    "completed run {} trained {} of {epochs:?} epochs",
+                    run["id"],
+                    run["metrics"]["epochs_completed"]
+                );
+                ensure!(
+                    final_sha(run).is_some(),
+                    "completed run {} has no final.safetensors: {}",
+                    run["id"],
+                    run["artifacts"]
+                );
+                if run["attempt"].as_u64().unwrap_or(0) > 1 && !name.starts_with(DIVERGING) {
+                    interrupted.push(run.clone());
+                }
+            }
+        }
+        let slots = self.get(&address, "/api/v1/slots").await?;
+        ensure!(
+            slots
+                .as_array()
+                .is_some_and(|s| s.iter().all(|slot| slot["run_id"].is_null())),
+            "every run ended, yet slots are held: {slots}"
+        );
+
+        // A run resumed after kills and pauses ends bit-identical to an uninterrupted one.
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x5EED);
+        let chosen: Vec<Value> = interrupted
+            .choose_multiple(&mut rng, REFERENCE_RUNS)
+            .cloned()
+            .collect();
+        let mut references = Vec::new();
+        for run in &chosen {
+            let mut spec = run["spec"].clone();
+            spec["name"] = Value::String(format!(
+                "{}-reference",
+                run["name"].as_str().unwrap_or("run")
+            ));
+            let view = self
+                .post_ok(&address, "/api/v1/runs", Some(&spec))
+                .await
+                .context("submit a reference run")?;
+            self.ledger().submitted(201, &view);
+            references.push((
+                run.clone(),
+                view["id"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+        let runs = self
+            .wait_runs(&mut server, &address, "ended", terminal)
+            .await?;
+        for (run, reference) in &references {
+            let reference = runs
+                .iter()
+                .find(|r| r["id"] == reference.as_str())
+                .context("reference run listed")?;
+            ensure!(
+                reference["state"] == "completed" && final_sha(reference).is_some(),
+                "reference run did not complete: {reference}"
+            );
+            ensure!(
+                final_sha(run) == final_sha(reference),
+                "run {} ({}, {} attempts) ended with other weights ({:?}) than the same training uninterrupted ({:?})",
+                run["id"],
+                run["name"],
+                run["attempt"],
+                final_sha(run),
+                final_sha(reference)
+            );
+        }
+
+        server.kill().context("the last SIGKILL")?;
+        drop(server);
+        self.check_violations()?;
+        let (verified, report) = self.check_offline().context("the last check")?;
+        ensure!(
+            verified.slots_held == 0
+                && verified.count(&["completed", "failed", "cancelled"]) == runs.len() as u64,
+            "after the end, the journal holds slots or unfinished runs: {}",
+            verified.summary
+        );
+        let states: HashMap<&str, usize> =
+            runs.iter()
+                .filter_map(|r| r["state"].as_str())
+                .fold(HashMap::new(), |mut m, s| {
+                    *m.entry(s).or_default() += 1;
+                    m
+                });
+        eprintln!(
+            "final: every run ended ({states:?}), {} resumed from paused, {} compared with an uninterrupted run; journal {} records; {:.1}s",
+            paused.len(),
+            references.len(),
+            report.last_seq,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+fn final_sha(run: &Value) -> Option<String> {
+    run["artifacts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == "final.safetensors")?["sha256"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn report_failure(dir: &Path, logs: &[PathBuf], seed: u64, cycle: u64, error: &anyhow::Error) {
+    eprintln!("\ncrash loop FAILED in cycle {cycle} (seed {seed}): {error:#}");
+    for log in logs.iter().rev().take(2).rev() {
+        eprintln!(
+            "\n--- last lines of {} (successful GETs left out) ---\n{}",
+            log.display(),
+            server::tail(log, 40)
+        );
+    }
+    eprintln!(
+        "\nreproduce with RUNYARD_CRASH_SEED={seed} RUNYARD_CRASH_CYCLES={cycle}; data, exports and every server log kept in {}",
+        dir.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop() {
+    let cycles = env_u64("RUNYARD_CRASH_CYCLES").unwrap_or(DEFAULT_CYCLES);
+    let seed = env_u64("RUNYARD_CRASH_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    eprintln!(
+        "crash loop: {cycles} cycles, seed {seed} (RUNYARD_CRASH_SEED={seed} repeats the choices)"
+    );
+    let temp = tempfile::Builder::new()
+        .prefix("runyard-crash-loop-")
+        .tempdir()
+        .expect("temp dir");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(SAFETY)
+        .build()
+        .expect("http client");
+    let mut run = Loop {
+        seed,
+        dir: temp.path().to_path_buf(),
+        data_dir: temp.path().join("data"),
+        http,
+        ledger: Arc::new(Mutex::new(Ledger::default())),
+        model: JournalModel::default(),
+        logs: Vec::new(),
+        verified: None,
+    };
+    let started = Instant::now();
+    for n in 1..=cycles + 1 {
+        let result = if n <= cycles {
+            run.cycle(n, cycles).await
+        } else {
+            run.finish(n).await
+        };
+        if let Err(error) = result {
+            let dir = temp.keep();
+            report_failure(&dir, &run.logs, seed, n, &error);
+            panic!("crash loop failed in cycle {n} (seed {seed}): {error:#}");
+        }
+    }
+    eprintln!(
+        "crash loop: {cycles} cycles passed in {:.1}s (seed {seed})",
+        started.elapsed().as_secs_f64()
+    );
+}
