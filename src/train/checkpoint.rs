@@ -136,15 +136,26 @@ pub fn save(
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
-    Tensor::write_safetensors(tensors, &tmp).map_err(|source| CheckpointError::Torch {
-        path: tmp.clone(),
-        source,
-    })?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
-    let (sha256, bytes) = sha256_file(&tmp)?;
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    let written = (|| {
+        Tensor::write_safetensors(tensors, &tmp).map_err(|source| CheckpointError::Torch {
+            path: tmp.clone(),
+            source,
+        })?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        let summary = sha256_file(&tmp)?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        Ok(summary)
+    })();
+    let (sha256, bytes) = match written {
+        Ok(summary) => summary,
+        Err(e) => {
+            // A partial file (a full disk) would only take more space.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir))?;

@@ -115,6 +115,24 @@ fn epoch_order(seed: u64, epoch: u64, n: i64) -> Vec<i64> {
     order
 }
 
+/// A periodic checkpoint (a policy trigger or an epoch end): one that cannot be
+/// written (a full disk) does not end the run. Training goes on, and the next trigger
+/// writes a newer one; only the pause checkpoint and the final weights must succeed.
+fn periodic_checkpoint(
+    attempt: &Attempt<'_>,
+    vs: &nn::VarStore,
+    optimizer: &Optimizer,
+    position: &Position,
+) {
+    if let Err(e) = save_checkpoint(attempt, vs, optimizer, position) {
+        tracing::warn!(
+            step = position.step,
+            error = %e,
+            "checkpoint not written; training goes on and writes one at the next trigger"
+        );
+    }
+}
+
 fn save_checkpoint(
     attempt: &Attempt<'_>,
     vs: &nn::VarStore,
@@ -311,7 +329,7 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
                 .every_seconds
                 .is_some_and(|s| last_checkpoint.elapsed().as_secs_f64() >= s);
             if (by_batches || by_time) && position.batch < batches {
-                save_checkpoint(attempt, &vs, &optimizer, &position)?;
+                periodic_checkpoint(attempt, &vs, &optimizer, &position);
                 last_checkpoint = Instant::now();
             }
         }
@@ -340,7 +358,7 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
         position.batch = 0;
         position.loss_sum = 0.0;
         position.correct = 0;
-        save_checkpoint(attempt, &vs, &optimizer, &position)?;
+        periodic_checkpoint(attempt, &vs, &optimizer, &position);
         last_checkpoint = Instant::now();
     }
     let weights = checkpoint::save(

@@ -206,7 +206,12 @@ async fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     // The hog's epochs, refused while the disk was full, are journaled after it:
     // every epoch exactly once and in order.
     let hog_done = app.post(&format!("/api/v1/runs/{hog}/cancel")).await;
-    assert!(hog_done.status().is_success());
+    let status = hog_done.status();
+    assert!(
+        status.is_success(),
+        "cancel answered {status}: {}",
+        hog_done.text().await.unwrap_or_default()
+    );
     app.wait_for(&hog, |r| r["state"] == "cancelled").await;
     let epochs: Vec<u64> = app
         .events(&hog)
