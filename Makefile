@@ -37,7 +37,7 @@ crash-loop: setup
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json.
 bench: setup
-	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 

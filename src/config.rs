@@ -16,6 +16,12 @@ pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 /// Prefix of configuration environment variables; `__` separates section and key.
 pub const ENV_PREFIX: &str = "RUNYARD__";
 
+/// Smallest `server.max_body_bytes` accepted: a run spec needs some room.
+const MIN_BODY_BYTES: usize = 1 << 10;
+
+/// Largest `server.max_body_bytes` accepted (1 GiB): bodies are read into memory.
+const MAX_BODY_BYTES: usize = 1 << 30;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +36,19 @@ pub struct Config {
     pub journal: JournalConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Bearer tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The tokens file (see `runyard token create`); absent or holding no token: no
+    /// auth, and the server listens on loopback only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// `[journal]`.
@@ -57,6 +76,11 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Where the journal and run artifacts live.
     pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes; a larger one is a `413`.
+    pub max_body_bytes: usize,
+    /// Interval between keep-alive comments on event streams, in milliseconds; a
+    /// stream client that has not taken its events for this long is disconnected.
+    pub sse_keep_alive_ms: u64,
 }
 
 /// `[train]`.
@@ -103,6 +127,8 @@ pub struct Overrides {
     pub bind: Option<SocketAddr>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--tokens-file`.
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// A configuration that cannot be used.
@@ -139,6 +165,9 @@ impl Config {
         figment = figment.merge(env);
         if let Some(bind) = overrides.bind {
             figment = figment.merge(Serialized::default("server.bind", bind.to_string()));
+        }
+        if let Some(file) = &overrides.tokens_file {
+            figment = figment.merge(Serialized::default("auth.tokens_file", file));
         }
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::default("server.data_dir", dir));
@@ -192,6 +221,24 @@ impl Config {
                 reason: format!("must be between 10 and 60000, got {}", self.train.tick_ms),
             });
         }
+        if !(10..=3_600_000).contains(&self.server.sse_keep_alive_ms) {
+            return Err(ConfigError::Invalid {
+                key: "server.sse_keep_alive_ms",
+                reason: format!(
+                    "must be between 10 and 3600000, got {}",
+                    self.server.sse_keep_alive_ms
+                ),
+            });
+        }
+        if !(MIN_BODY_BYTES..=MAX_BODY_BYTES).contains(&self.server.max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "server.max_body_bytes",
+                reason: format!(
+                    "must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES}, got {}",
+                    self.server.max_body_bytes
+                ),
+            });
+        }
         if self.server.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "server.data_dir",
@@ -236,6 +283,7 @@ mod tests {
         assert_eq!(config.server.bind, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(config.train.cpu_slots, 1);
         assert_eq!(config.train.tick(), Duration::from_millis(200));
+        assert_eq!(config.server.max_body_bytes, 1 << 20);
     }
 
     #[test]
@@ -254,6 +302,7 @@ mod tests {
         let overrides = Overrides {
             bind: Some("127.0.0.1:0".parse().expect("addr")),
             data_dir: Some("/tmp/x".into()),
+            tokens_file: None,
         };
         let config = load_with(
             &[("RUNYARD__SERVER__BIND", "127.0.0.1:9000")],
@@ -274,6 +323,13 @@ mod tests {
         )
         .expect_err("zero slots");
         assert!(err.to_string().contains("train.cpu_slots"), "{err}");
+        let err = load_with(
+            &[("RUNYARD__SERVER__MAX_BODY_BYTES", "10")],
+            None,
+            &Overrides::default(),
+        )
+        .expect_err("tiny body limit");
+        assert!(err.to_string().contains("server.max_body_bytes"), "{err}");
         let err = load_with(
             &[("RUNYARD__SERVER__BIND", "nowhere")],
             None,

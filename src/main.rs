@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runyard: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(runyard::cli::exit_code(&e))
         }
     }
 }

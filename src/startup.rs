@@ -13,7 +13,8 @@ use crate::http::{self, AppState, RecoveryNote, ReplayReport};
 use crate::store::{replay, EventLog, ReplayStats};
 use crate::train::data::DataRoots;
 
-/// Interval between keep-alive comments on event streams.
+/// Default interval between keep-alive comments on event streams
+/// (`server.sse_keep_alive_ms`).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How the server starts, beyond its configuration.
@@ -30,6 +31,8 @@ pub struct Application {
     server: Server,
     actors: Actors,
     replay: ReplayStats,
+    /// The event streams' counters, also in the handlers' state.
+    streams: std::sync::Arc<http::stream::StreamStats>,
 }
 
 impl Application {
@@ -44,6 +47,16 @@ impl Application {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let tokens = match &config.auth.tokens_file {
+            Some(path) => http::auth::Tokens::load(path)?,
+            None => http::auth::Tokens::default(),
+        };
+        if !tokens.is_empty() {
+            tracing::info!(
+                tokens = tokens.len(),
+                "API tokens loaded; every /api route needs one"
+            );
+        }
         let journal_dir = data_dir.join("journal");
         let log = EventLog::open(&journal_dir).context("cannot open the journal")?;
         let (state, stats) = replay_or_repair(&log, data_dir, options.repair)?;
@@ -92,18 +105,33 @@ impl Application {
             &roots,
             config.journal.snapshot_every,
         );
-        let listener = TcpListener::bind(config.server.bind)
-            .with_context(|| format!("cannot listen on {} (server.bind)", config.server.bind))?;
+        let mut bind = config.server.bind;
+        if tokens.is_empty() && !bind.ip().is_loopback() {
+            let loopback = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bind.port());
+            tracing::warn!(
+                requested = %bind,
+                listening = %loopback,
+                "no API tokens configured (auth.tokens_file): listening on loopback only; \
+                 create one with `runyard token create`"
+            );
+            bind = loopback;
+        }
+        let listener = TcpListener::bind(bind)
+            .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
         let address = listener.local_addr()?;
+        let streams = std::sync::Arc::new(http::stream::StreamStats::default());
         let server = http::serve(
             listener,
             AppState {
                 actors: actors.clone(),
-                keep_alive: KEEP_ALIVE,
+                keep_alive: Duration::from_millis(config.server.sse_keep_alive_ms),
+                streams: std::sync::Arc::clone(&streams),
                 cancel_wait: Duration::from_secs(30),
+                max_body_bytes: config.server.max_body_bytes,
                 data_dir: data_dir.clone(),
                 roots,
                 last_replay,
+                tokens,
             },
         )?;
         Ok(Self {
@@ -111,6 +139,7 @@ impl Application {
             server,
             actors,
             replay: stats,
+            streams,
         })
     }
 
@@ -127,6 +156,11 @@ impl Application {
     /// The running actors.
     pub fn actors(&self) -> &Actors {
         &self.actors
+    }
+
+    /// Counters of the event streams (connected clients, disconnects).
+    pub fn stream_stats(&self) -> std::sync::Arc<http::stream::StreamStats> {
+        std::sync::Arc::clone(&self.streams)
     }
 
     /// What the start-up replay did.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::journal::{Append, AppendError, Journal, JournalReader};
+use super::journal::{Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader};
 use super::run::Resume;
 use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotInfo, StartRun};
 use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, SlotId};
@@ -285,6 +285,89 @@ impl Actor for Dispatcher {
             dispatcher.ready.store(true, Ordering::Release);
             dispatcher.schedule(ctx);
         }));
+        // Files of runs whose deletion was journaled but not finished before the last
+        // stop go now, off the actor's thread.
+        let journal_dir = self.reader.log().dir();
+        if journal_dir.file_name() == Some(std::ffi::OsStr::new("journal")) {
+            if let Some(data_dir) = journal_dir.parent().map(std::path::Path::to_path_buf) {
+                let reader = self.reader.clone();
+                std::thread::spawn(move || {
+                    let state = reader.state().clone();
+                    remove_deleted_run_files(&data_dir, &state);
+                });
+            }
+        }
+    }
+}
+
+/// Removes what is left of the files of runs whose `ArtifactsDeleted` is journaled
+/// (the server stopped between the event and the removal). Answers how many run
+/// directories were removed; a failure is logged and left for the next start.
+pub fn remove_deleted_run_files(data_dir: &std::path::Path, state: &crate::domain::State) -> usize {
+    let mut removed = 0;
+    for run in state.runs().filter(|r| r.files_deleted.is_some()) {
+        let dir = data_dir.join(super::run::run_dir_relative(run.id));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::info!(run_id = %run.id, dir = %dir.display(), "removed the files of a run deleted before the last stop");
+                removed += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, dir = %dir.display(), error = %e, "cannot remove a deleted run's files; retried at the next start")
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Envelope, State};
+
+    #[test]
+    fn files_of_runs_journaled_as_deleted_are_removed_at_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (deleted, kept) = (RunId::new(), RunId::new());
+        let mut events = Vec::new();
+        for id in [deleted, kept] {
+            let submitted = Event::RunSubmitted {
+                name: "n".into(),
+                digest: id.to_string(),
+                spec: "{}".into(),
+            };
+            events.push(Envelope::now(id, submitted));
+            events.push(Envelope::now(
+                id,
+                Event::RunCancelled {
+                    reason: "test".into(),
+                },
+            ));
+            let files = dir.path().join(super::super::run::run_dir_relative(id));
+            std::fs::create_dir_all(files.join("checkpoints")).expect("dir");
+            std::fs::write(files.join("checkpoints/ckpt-1.safetensors"), b"x").expect("file");
+        }
+        events.push(Envelope::now(
+            deleted,
+            Event::ArtifactsDeleted { files: 1, bytes: 1 },
+        ));
+        let state = State::from_events(events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)));
+        assert!(state.run(deleted).and_then(|r| r.files_deleted).is_some());
+        assert_eq!(remove_deleted_run_files(dir.path(), &state), 1);
+        assert!(!dir
+            .path()
+            .join(super::super::run::run_dir_relative(deleted))
+            .exists());
+        assert!(dir
+            .path()
+            .join(super::super::run::run_dir_relative(kept))
+            .exists());
+        assert_eq!(
+            remove_deleted_run_files(dir.path(), &state),
+            0,
+            "nothing left"
+        );
     }
 }
 
@@ -317,6 +400,9 @@ pub struct SubmitRun {
     pub run_id: RunId,
     /// Its validated spec.
     pub spec: RunSpec,
+    /// Make a new run even when a run with the same digest exists (`on_duplicate=
+    /// rerun`); otherwise such a submission answers the newest existing run.
+    pub rerun: bool,
 }
 
 impl Handler<SubmitRun> for Dispatcher {
@@ -330,7 +416,13 @@ impl Handler<SubmitRun> for Dispatcher {
             digest: msg.spec.digest(),
             spec: msg.spec.canonical_json(),
         };
-        let append = self.journal.send(Append::one(run_id, event));
+        let records = vec![(run_id, event)];
+        type Appended = Result<Result<Vec<crate::domain::Seq>, AppendError>, MailboxError>;
+        let append: std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> = if msg.rerun {
+            Box::pin(self.journal.send(AppendAllowingDuplicate { records }))
+        } else {
+            Box::pin(self.journal.send(Append { records }))
+        };
         Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {

@@ -56,6 +56,15 @@ pub struct Append {
     pub records: Vec<(RunId, Event)>,
 }
 
+/// [`Append`], except that a `RunSubmitted` whose spec digest a run already has is
+/// taken (a rerun the client asked for) instead of refused as a duplicate.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Seq>, AppendError>")]
+pub struct AppendAllowingDuplicate {
+    /// `(run, event)` pairs, in the order they are to be written.
+    pub records: Vec<(RunId, Event)>,
+}
+
 impl Append {
     /// An append of a single event.
     pub fn one(run_id: RunId, event: Event) -> Self {
@@ -168,21 +177,46 @@ impl JournalReader {
         after: Seq,
         limit: usize,
     ) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        self.read_durable(after, move |log| log.read_run_after(run_id, after, limit))
+            .await
+    }
+
+    /// Up to `limit` durable records of every run after `after`, in order, read off
+    /// the async runtime's threads: the global log capped at the durable sequence
+    /// number, like [`JournalReader::durable_run_events`] for one run.
+    pub async fn durable_events_after(
+        &self,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<(Seq, Envelope)>, StoreError> {
+        // Never read past the durable tail, so a long unflushed batch is not decoded.
+        let limit = limit
+            .min(usize::try_from(self.durable_seq().saturating_sub(after)).unwrap_or(usize::MAX));
+        self.read_durable(after, move |log| log.read_after(after, limit))
+            .await
+    }
+
+    /// Runs `read` on a blocking thread and keeps only the records at or before the
+    /// durable sequence number as it was when the read began.
+    async fn read_durable(
+        &self,
+        after: Seq,
+        read: impl FnOnce(EventLog) -> Result<Vec<(Seq, Envelope)>, StoreError> + Send + 'static,
+    ) -> Result<Vec<(Seq, Envelope)>, StoreError> {
         let durable = self.durable_seq();
         if after >= durable {
             return Ok(Vec::new());
         }
         let log = self.log.clone();
         let dir = log.dir().to_path_buf();
-        let mut records =
-            tokio::task::spawn_blocking(move || log.read_run_after(run_id, after, limit))
-                .await
-                .unwrap_or_else(|join| {
-                    Err(StoreError::Interrupted {
-                        dir,
-                        reason: join.to_string(),
-                    })
-                })?;
+        let mut records = tokio::task::spawn_blocking(move || read(log))
+            .await
+            .unwrap_or_else(|join| {
+                Err(StoreError::Interrupted {
+                    dir,
+                    reason: join.to_string(),
+                })
+            })?;
         records.retain(|(seq, _)| *seq <= durable);
         Ok(records)
     }
@@ -297,11 +331,19 @@ impl Journal {
     fn accept(
         &mut self,
         records: Vec<(RunId, Event)>,
+        allow_duplicate: bool,
     ) -> Result<(Seq, Vec<Envelope>), AppendError> {
         let first_seq = self.next_seq;
         let mut envelopes = Vec::with_capacity(records.len());
         for (i, (run_id, event)) in records.into_iter().enumerate() {
-            if let Err(rejection) = self.decider.check(run_id, &event) {
+            let checked = self.decider.check(run_id, &event).and_then(|()| {
+                if allow_duplicate {
+                    Ok(())
+                } else {
+                    self.decider.check_new_digest(&event)
+                }
+            });
+            if let Err(rejection) = checked {
                 if i > 0 {
                     self.rebuild_decider();
                 }
@@ -519,16 +561,37 @@ impl Handler<Append> for Journal {
     type Result = ResponseFuture<Result<Vec<Seq>, AppendError>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Self::Context) -> Self::Result {
+        self.append(msg.records, false, ctx)
+    }
+}
+
+impl Handler<AppendAllowingDuplicate> for Journal {
+    type Result = ResponseFuture<Result<Vec<Seq>, AppendError>>;
+
+    fn handle(&mut self, msg: AppendAllowingDuplicate, ctx: &mut Self::Context) -> Self::Result {
+        self.append(msg.records, true, ctx)
+    }
+}
+
+impl Journal {
+    /// Checks, accepts and queues `records` for the next flush; answers once they
+    /// are durable (or refused).
+    fn append(
+        &mut self,
+        records: Vec<(RunId, Event)>,
+        allow_duplicate: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Vec<Seq>, AppendError>> {
         let (reply, answer) = oneshot::channel();
         if let Some(reason) = &self.degraded {
             let _ = reply.send(Err(AppendError::Storage(format!(
                 "the journal refuses appends since a failed write ({reason}); retrying every {}s",
                 RECOVERY_INTERVAL.as_secs()
             ))));
-        } else if msg.records.is_empty() {
+        } else if records.is_empty() {
             let _ = reply.send(Ok(Vec::new()));
         } else {
-            match self.accept(msg.records) {
+            match self.accept(records, allow_duplicate) {
                 Ok((first_seq, envelopes)) => {
                     self.pending.push(Pending {
                         first_seq,

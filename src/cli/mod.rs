@@ -1,7 +1,10 @@
-//! The `runyard` command line: one file per command.
+//! The `runyard` command line: one file per command; the client commands, which talk
+//! to a running server, live in [`client`].
 
+pub mod client;
 pub mod journal;
 pub mod serve;
+pub mod token;
 
 use std::path::PathBuf;
 
@@ -9,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// A crash-safe orchestrator for machine-learning training runs.
 #[derive(Debug, Parser)]
-#[command(name = "runyard", version, about)]
+#[command(name = "runyard", version, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -24,7 +27,18 @@ pub enum Command {
     /// Export, import or verify a data directory's event log.
     #[command(subcommand)]
     Journal(journal::JournalCommand),
+    /// Make bearer tokens for the API.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The client commands (`submit`, `watch`, `ls`, …), talking to a running server.
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
+
+/// The exit codes, shown by `runyard --help`.
+const EXIT_CODES: &str = "Exit codes: 0 ok (watch: the run completed), 1 local error (a file, the \
+configuration), 2 bad command line, 3 server unreachable, 4 the server answered an error, \
+5 the watched run failed, 6 the watched run was cancelled.";
 
 /// Flags of `runyard serve`; they win over the config file and the environment.
 #[derive(Debug, clap::Args)]
@@ -38,6 +52,9 @@ pub struct ServeArgs {
     /// A TOML file layered over the built-in defaults.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The tokens file (auth.tokens_file); see `runyard token create`.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
     /// When the journal holds a record that cannot be read, move it and every later
     /// record aside into a file under `journal-repairs/` and start, instead of
     /// refusing to start.
@@ -50,5 +67,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Journal(command) => journal::run(command),
+        Command::Token(command) => token::run(command),
+        Command::Client(command) => client::run(command).map_err(anyhow::Error::from),
     }
+}
+
+/// The process exit code for an error from [`run`]: the client's own codes (see
+/// [`client::ClientError::exit_code`]), else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<client::ClientError>()
+        .map_or(client::EXIT_LOCAL, client::ClientError::exit_code)
 }

@@ -11,6 +11,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         bind: args.bind,
         data_dir: args.data_dir,
+        tokens_file: args.tokens_file,
     };
     let config =
         Config::load(args.config.as_deref(), &overrides).context("invalid configuration")?;

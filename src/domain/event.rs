@@ -168,6 +168,15 @@ pub enum Event {
         /// Where the records went, relative to the data directory.
         file: String,
     },
+    /// A client deleted an ended run's files (`DATA_DIR/runs/ID`: checkpoints and
+    /// artifacts). Journaled before the files are removed: a crash in between leaves
+    /// files that the next start removes. The run's history stays.
+    ArtifactsDeleted {
+        /// Files there were to remove.
+        files: u64,
+        /// Their total size in bytes.
+        bytes: u64,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -215,11 +224,13 @@ pub enum EventKind {
     StallEnded,
     /// See [`Event::JournalRepaired`].
     JournalRepaired,
+    /// See [`Event::ArtifactsDeleted`].
+    ArtifactsDeleted,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -241,6 +252,7 @@ impl EventKind {
         EventKind::RunStalled,
         EventKind::StallEnded,
         EventKind::JournalRepaired,
+        EventKind::ArtifactsDeleted,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -267,6 +279,7 @@ impl EventKind {
             EventKind::RunStalled => "RunStalled",
             EventKind::StallEnded => "StallEnded",
             EventKind::JournalRepaired => "JournalRepaired",
+            EventKind::ArtifactsDeleted => "ArtifactsDeleted",
         }
     }
 }
@@ -296,6 +309,7 @@ impl Event {
             Event::RunStalled { .. } => EventKind::RunStalled,
             Event::StallEnded { .. } => EventKind::StallEnded,
             Event::JournalRepaired { .. } => EventKind::JournalRepaired,
+            Event::ArtifactsDeleted { .. } => EventKind::ArtifactsDeleted,
         }
     }
 
@@ -381,6 +395,7 @@ impl Event {
                 reason,
                 file,
             } => json!({"from_seq": from_seq, "to_seq": to_seq, "reason": reason, "file": file}),
+            Event::ArtifactsDeleted { files, bytes } => json!({"files": files, "bytes": bytes}),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! order) is what the SHA-256 digest is computed over, so the same training asked
 //! for twice has the same digest.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -70,7 +72,22 @@ pub struct RunSpec {
     /// 10 times its median batch time, and at least 30 seconds.
     #[serde(default)]
     pub stall_after_secs: Option<f64>,
+    /// Free-form `key: value` metadata for finding runs (`GET /runs?label=k=v`).
+    /// Not part of the digest: the same training with other labels is the same run.
+    /// Left out of the canonical JSON when empty, so digests of specs written before
+    /// labels existed do not change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Most labels a run may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// Longest label key, in characters.
+pub const MAX_LABEL_KEY_CHARS: usize = 63;
+
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE_CHARS: usize = 255;
 
 fn default_slots() -> u32 {
     1
@@ -708,9 +725,59 @@ fn check_rate(field: &str, value: f64, min_exclusive: bool) -> Result<(), SpecEr
     Ok(())
 }
 
+/// Checks the labels: at most [`MAX_LABELS`]; keys of 1 to [`MAX_LABEL_KEY_CHARS`]
+/// ASCII letters, digits, `.`, `_`, `-` or `/`, starting with a letter or digit (so a
+/// `label=key=value` query splits at the first `=`); values of at most
+/// [`MAX_LABEL_VALUE_CHARS`] characters, none of them a control character.
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    if labels.len() > MAX_LABELS {
+        return Err(SpecError::new(
+            "labels",
+            format!("at most {MAX_LABELS} labels, got {}", labels.len()),
+        ));
+    }
+    for (key, value) in labels {
+        let field = format!("labels.{key}");
+        let starts_well = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        let allowed = key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !starts_well || !allowed || key.chars().count() > MAX_LABEL_KEY_CHARS {
+            return Err(SpecError::new(
+                if key.chars().any(char::is_control) {
+                    "labels".to_string()
+                } else {
+                    field
+                },
+                format!(
+                    "label key {key:?} must be 1 to {MAX_LABEL_KEY_CHARS} ASCII letters, digits, \
+                     `.`, `_`, `-` or `/`, starting with a letter or digit"
+                ),
+            ));
+        }
+        if value.chars().count() > MAX_LABEL_VALUE_CHARS {
+            return Err(SpecError::new(
+                field,
+                format!(
+                    "must be at most {MAX_LABEL_VALUE_CHARS} characters, got {}",
+                    value.chars().count()
+                ),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(SpecError::new(field, "must not contain control characters"));
+        }
+    }
+    Ok(())
+}
+
 impl RunSpec {
     /// Checks every rule a spec must follow; the first broken one is returned.
     pub fn validate(&self) -> Result<(), SpecError> {
+        check_labels(&self.labels)?;
         let name = self.name.trim();
         if name.is_empty() {
             return Err(SpecError::new("name", "must not be empty"));
@@ -995,9 +1062,19 @@ impl RunSpec {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Hex SHA-256 of the canonical JSON form; equal specs have equal digests.
+    /// Hex SHA-256 of the canonical JSON form without the labels; equal specs have
+    /// equal digests, whatever their labels.
     pub fn digest(&self) -> String {
-        hex::encode(Sha256::digest(self.canonical_json().as_bytes()))
+        let canonical = if self.labels.is_empty() {
+            self.canonical_json()
+        } else {
+            let unlabelled = RunSpec {
+                labels: BTreeMap::new(),
+                ..self.clone()
+            };
+            unlabelled.canonical_json()
+        };
+        hex::encode(Sha256::digest(canonical.as_bytes()))
     }
 
     /// Trainable parameters of the model for data of this shape (weights and biases).
@@ -1146,5 +1223,42 @@ mod tests {
             outputs: 4,
         };
         assert_eq!(demo().parameter_count(&shape), 32 * 128 + 128 + 128 * 4 + 4);
+    }
+
+    #[test]
+    fn labels_are_kept_out_of_the_digest_and_checked() {
+        let plain = demo();
+        let mut labelled = demo();
+        labelled.labels.insert("team".into(), "vision".into());
+        labelled.labels.insert("exp/arm".into(), "b = 2".into());
+        labelled.validate().expect("valid labels");
+        assert_eq!(labelled.digest(), plain.digest());
+        assert!(labelled
+            .canonical_json()
+            .contains(r#""labels":{"exp/arm":"b = 2","team":"vision"}"#));
+        assert!(!plain.canonical_json().contains("labels"));
+
+        let mut bad = demo();
+        bad.labels.insert("no=pe".into(), "x".into());
+        assert_eq!(bad.validate().unwrap_err().field, "labels.no=pe");
+        let mut bad = demo();
+        bad.labels.insert("-lead".into(), "x".into());
+        assert_eq!(bad.validate().unwrap_err().field, "labels.-lead");
+        let mut bad = demo();
+        bad.labels
+            .insert("k".repeat(MAX_LABEL_KEY_CHARS + 1), "x".into());
+        assert!(bad.validate().unwrap_err().field.starts_with("labels.k"));
+        let mut bad = demo();
+        bad.labels
+            .insert("note".into(), "v".repeat(MAX_LABEL_VALUE_CHARS + 1));
+        assert_eq!(bad.validate().unwrap_err().field, "labels.note");
+        let mut bad = demo();
+        bad.labels.insert("note".into(), "a\nb".into());
+        assert_eq!(bad.validate().unwrap_err().field, "labels.note");
+        let mut bad = demo();
+        for i in 0..=MAX_LABELS {
+            bad.labels.insert(format!("k{i}"), String::new());
+        }
+        assert_eq!(bad.validate().unwrap_err().field, "labels");
     }
 }

@@ -112,6 +112,8 @@ impl RunState {
             (Some(S::Running), K::PauseRequested) => Some(S::Pausing),
             (Some(S::Queued | S::Pausing), K::RunPaused) => Some(S::Paused),
             (Some(S::Paused), K::RunResumed) => Some(S::Queued),
+            // Only an ended run's files can go: a paused one resumes from them.
+            (Some(s), K::ArtifactsDeleted) if s.is_terminal() => Some(s),
             // Releasing a slot never changes the state; the ledger decides if it fits.
             (Some(s), K::SlotReleased) => Some(s),
             _ => None,
@@ -154,6 +156,9 @@ pub struct Run {
     pub task: crate::domain::spec::Task,
     /// How many checkpoints the spec's keep policy leaves on disk.
     pub keep: u32,
+    /// The spec's labels (metadata, not part of the digest).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// When `RunSubmitted` was recorded.
     pub created_at: DateTime<Utc>,
     /// When the last event about the run was recorded.
@@ -185,8 +190,13 @@ pub struct Run {
     /// the keep policy leaves on disk.
     #[serde(skip)]
     pub checkpoints: Vec<CheckpointRef>,
-    /// Files the run produced, by name.
+    /// Files the run produced, by name (still listed after they are deleted: the
+    /// history stays).
     pub artifacts: Vec<Artifact>,
+    /// Set once the run's files were deleted; its artifacts and checkpoints cannot be
+    /// downloaded any more.
+    #[serde(default)]
+    pub files_deleted: Option<FilesDeleted>,
     /// The final summary of a completed run.
     pub result: Option<RunResult>,
     /// Why the run failed or was cancelled.
@@ -232,6 +242,19 @@ pub struct Artifact {
     /// Hex SHA-256.
     pub sha256: String,
     /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// When and what [`Event::ArtifactsDeleted`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesDeleted {
+    /// Sequence number of the event.
+    pub seq: Seq,
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// Files removed.
+    pub files: u64,
+    /// Bytes removed.
     pub bytes: u64,
 }
 
@@ -283,6 +306,8 @@ struct SpecHead {
     task: crate::domain::spec::Task,
     #[serde(default)]
     checkpoint: KeepHead,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -359,14 +384,12 @@ impl State {
             };
         }
         let run = self.runs.get(&run_id);
-        if let Event::RunSubmitted { digest, .. } = event {
+        if let Event::RunSubmitted { .. } = event {
+            // A second run of a known digest is a fact the fold accepts (a rerun);
+            // refusing it is the submitting command's choice: see
+            // [`State::check_new_digest`].
             if run.is_some() {
                 return Err(Rejection::RunExists(run_id));
-            }
-            if let Some(existing) = self.by_digest.get(digest) {
-                return Err(Rejection::Duplicate {
-                    existing: *existing,
-                });
             }
             return Ok(());
         }
@@ -379,10 +402,32 @@ impl State {
             });
         }
         match event {
+            // A run's files are deleted once.
+            Event::ArtifactsDeleted { .. } if run.files_deleted.is_some() => {
+                return Err(Rejection::Transition {
+                    run_id,
+                    from: run.state,
+                    event: event.kind().name(),
+                })
+            }
             Event::SlotClaimed { slot } => self.slots.check_claim(*slot, run_id)?,
             Event::SlotReleased { slot } => self.slots.check_release(*slot, run_id)?,
             Event::RunStarted { slot, .. } => self.slots.check_release(*slot, run_id)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses a `RunSubmitted` whose digest a run already has, naming the newest
+    /// such run: what a submission that does not ask for a rerun checks, in the same
+    /// step as [`State::check`], so two racing submissions of one spec make one run.
+    pub fn check_new_digest(&self, event: &Event) -> Result<(), Rejection> {
+        if let Event::RunSubmitted { digest, .. } = event {
+            if let Some(existing) = self.by_digest.get(digest) {
+                return Err(Rejection::Duplicate {
+                    existing: *existing,
+                });
+            }
         }
         Ok(())
     }
@@ -423,7 +468,8 @@ impl State {
                         .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
                 });
             let priority = head.priority;
-            self.by_digest.entry(digest.clone()).or_insert(run_id);
+            // The newest run of a digest is the one a duplicate submission finds.
+            self.by_digest.insert(digest.clone(), run_id);
             self.order.push(run_id);
             self.runs.insert(
                 run_id,
@@ -435,6 +481,7 @@ impl State {
                     spec,
                     task: head.task,
                     keep: head.checkpoint.keep,
+                    labels: head.labels,
                     created_at: at,
                     updated_at: at,
                     attempt: 0,
@@ -450,6 +497,7 @@ impl State {
                     checkpoint: None,
                     checkpoints: Vec::new(),
                     artifacts: Vec::new(),
+                    files_deleted: None,
                     result: None,
                     error: None,
                     submitted_seq: seq,
@@ -472,6 +520,14 @@ impl State {
         }
         match &envelope.event {
             Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
+            Event::ArtifactsDeleted { files, bytes } => {
+                run.files_deleted = Some(FilesDeleted {
+                    seq,
+                    at,
+                    files: *files,
+                    bytes: *bytes,
+                });
+            }
             Event::SlotClaimed { slot } => {
                 run.slots.push(*slot);
                 run.slot = run.slots.first().copied();
@@ -711,7 +767,8 @@ impl State {
         } in snapshot.runs
         {
             run.checkpoints = checkpoints;
-            state.by_digest.entry(run.digest.clone()).or_insert(run.id);
+            // Runs come in submission order: the newest of a digest wins.
+            state.by_digest.insert(run.digest.clone(), run.id);
             state.order.push(run.id);
             state.runs.insert(run.id, run);
         }
@@ -865,6 +922,10 @@ mod tests {
                 reason: "record 4 fails its checksum".into(),
                 file: "journal-repairs/tail.jsonl".into(),
             },
+            EventKind::ArtifactsDeleted => Event::ArtifactsDeleted {
+                files: 2,
+                bytes: 10,
+            },
         }
     }
 
@@ -904,6 +965,9 @@ mod tests {
         }
         for s in S::ALL {
             table.push((Some(s), K::SlotReleased, s));
+        }
+        for s in [S::Completed, S::Failed, S::Cancelled] {
+            table.push((Some(s), K::ArtifactsDeleted, s));
         }
         table
     }
@@ -977,12 +1041,7 @@ mod tests {
         )
         .expect("ok");
         assert_eq!(
-            append(
-                &mut state,
-                &mut seq,
-                b,
-                event_of(EventKind::RunSubmitted, slot)
-            ),
+            state.check_new_digest(&event_of(EventKind::RunSubmitted, slot)),
             Err(Rejection::Duplicate { existing: a })
         );
         let other = Event::RunSubmitted {
@@ -1005,6 +1064,24 @@ mod tests {
             state.check(stranger, &Event::CancelRequested),
             Err(Rejection::UnknownRun(stranger))
         );
+    }
+
+    #[test]
+    fn a_rerun_of_a_digest_is_accepted_and_becomes_the_one_duplicates_find() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let (first, rerun) = (RunId::new(), RunId::new());
+        let submitted = event_of(EventKind::RunSubmitted, SlotId(0));
+        append(&mut state, &mut seq, first, submitted.clone()).expect("first");
+        // The fold accepts a second run of the digest; only the command refuses it.
+        append(&mut state, &mut seq, rerun, submitted.clone()).expect("rerun");
+        assert_eq!(
+            state.check_new_digest(&submitted),
+            Err(Rejection::Duplicate { existing: rerun })
+        );
+        assert_eq!(state.run_by_digest("d").map(|r| r.id), Some(rerun));
+        let restored = State::from_snapshot(&state.to_snapshot()).expect("snapshot");
+        assert_eq!(restored.run_by_digest("d").map(|r| r.id), Some(rerun));
+        assert_eq!(restored.fingerprint(), state.fingerprint());
     }
 
     #[test]

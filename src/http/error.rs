@@ -11,7 +11,7 @@ use crate::actors::journal::AppendError;
 /// The error codes of the API, each with its status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
-    /// The body is not well-formed JSON.
+    /// The body is not a well-formed document of its media type (JSON, YAML, TOML).
     MalformedBody,
     /// The body is well-formed but not a valid run spec.
     InvalidSpec,
@@ -36,6 +36,19 @@ pub enum ErrorCode {
     JournalUnavailable,
     /// Something failed on the server's side.
     Internal,
+    /// A run with the same spec digest exists and the submission asked
+    /// `on_duplicate=reject`.
+    Duplicate,
+    /// An `Idempotency-Key` was used before with another method, path or body.
+    IdempotencyKeyReused,
+    /// The run's files were deleted (`DELETE /runs/{id}/artifacts`); its history stays.
+    ArtifactDeleted,
+    /// A request header has a value that is not accepted (e.g. `Idempotency-Key`).
+    InvalidHeader,
+    /// The route needs a token and none (or an invalid one) was sent.
+    Unauthorized,
+    /// The token's role does not allow the request.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -89,7 +102,68 @@ impl ErrorCode {
                 "internal",
                 "Internal error",
             ),
+            ErrorCode::Duplicate => (
+                StatusCode::CONFLICT,
+                "duplicate",
+                "A run with the same spec exists",
+            ),
+            ErrorCode::IdempotencyKeyReused => (
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "Idempotency key used for another request",
+            ),
+            ErrorCode::ArtifactDeleted => {
+                (StatusCode::GONE, "artifact_deleted", "Artifact deleted")
+            }
+            ErrorCode::InvalidHeader => (
+                StatusCode::BAD_REQUEST,
+                "invalid_header",
+                "Invalid request header",
+            ),
+            ErrorCode::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication needed",
+            ),
+            ErrorCode::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
         }
+    }
+
+    /// Every code, for the README table check.
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::MalformedBody,
+        ErrorCode::InvalidSpec,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RunNotFound,
+        ErrorCode::RouteNotFound,
+        ErrorCode::ArtifactNotFound,
+        ErrorCode::Conflict,
+        ErrorCode::InvalidQuery,
+        ErrorCode::NotReady,
+        ErrorCode::JournalUnavailable,
+        ErrorCode::Internal,
+        ErrorCode::Duplicate,
+        ErrorCode::IdempotencyKeyReused,
+        ErrorCode::ArtifactDeleted,
+        ErrorCode::InvalidHeader,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+    ];
+
+    /// The HTTP status answered with this code.
+    pub fn status(self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The code as it appears in the `code` field, e.g. `invalid_spec`.
+    pub fn name(self) -> &'static str {
+        self.parts().1
+    }
+
+    /// A short title for the code.
+    pub fn title(self) -> &'static str {
+        self.parts().2
     }
 }
 
@@ -143,6 +217,9 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
         response
             .content_type("application/problem+json")
             .json(Problem {
@@ -192,5 +269,62 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError::new(ErrorCode::Internal, e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails to compile when a code is added without being listed in [`ErrorCode::ALL`]
+    /// (and so in the README check below).
+    fn listed(code: ErrorCode) -> bool {
+        match code {
+            ErrorCode::MalformedBody
+            | ErrorCode::InvalidSpec
+            | ErrorCode::BodyTooLarge
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::RunNotFound
+            | ErrorCode::RouteNotFound
+            | ErrorCode::ArtifactNotFound
+            | ErrorCode::Conflict
+            | ErrorCode::InvalidQuery
+            | ErrorCode::NotReady
+            | ErrorCode::JournalUnavailable
+            | ErrorCode::Internal
+            | ErrorCode::Duplicate
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::ArtifactDeleted
+            | ErrorCode::InvalidHeader
+            | ErrorCode::Unauthorized
+            | ErrorCode::Forbidden => ErrorCode::ALL.contains(&code),
+        }
+    }
+
+    #[test]
+    fn every_error_code_is_in_the_readme_table_with_its_status() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let mut names = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(listed(code));
+            assert!(names.insert(code.name()), "{} twice", code.name());
+            let row = format!("| `{}` | {} |", code.name(), code.status().as_u16());
+            assert!(
+                readme.lines().any(|line| line.starts_with(&row)),
+                "README's error table lacks the row `{row} …`"
+            );
+        }
+        let rows = readme
+            .lines()
+            .filter(|l| {
+                l.starts_with("| `")
+                    && l.split('|').nth(2).is_some_and(|s| {
+                        let s = s.trim();
+                        s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit())
+                    })
+            })
+            .count();
+        assert_eq!(rows, ErrorCode::ALL.len(), "the table lists no other code");
     }
 }

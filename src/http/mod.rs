@@ -1,7 +1,9 @@
 //! The HTTP surface: REST under `/api/v1`, server-sent event streams, health checks.
 
+pub mod auth;
 pub mod error;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod runs;
 pub mod slots;
@@ -16,7 +18,7 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use crate::actors::Actors;
 pub use error::{ApiError, ErrorCode};
 
-/// Largest accepted request body.
+/// The default of `server.max_body_bytes`, the largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What every handler can reach.
@@ -24,17 +26,24 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     /// The running actors and their shared views.
     pub actors: Actors,
-    /// Interval between keep-alive comments on streams.
+    /// Interval between keep-alive comments on streams; also how long a stream waits
+    /// for a client to take its events before disconnecting it as too slow.
     pub keep_alive: Duration,
+    /// Counters of the event streams, shared by all of them.
+    pub streams: std::sync::Arc<stream::StreamStats>,
     /// How long a cancel or pause request waits for the run to stop before answering
     /// `202`.
     pub cancel_wait: Duration,
+    /// Largest accepted request body, in bytes (`server.max_body_bytes`).
+    pub max_body_bytes: usize,
     /// The data directory (artifacts are served from it).
     pub data_dir: std::path::PathBuf,
     /// Where data files named in specs may be read from.
     pub roots: crate::train::data::DataRoots,
     /// What the start-up replay did and the recovery it journaled.
     pub last_replay: ReplayReport,
+    /// The bearer tokens accepted; empty: no auth.
+    pub tokens: auth::Tokens,
 }
 
 /// What the start-up replay did, as `/api/v1/slots/audit` shows it.
@@ -81,7 +90,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/runs/{id}/pause", web::post().to(runs::pause))
                 .route("/runs/{id}/resume", web::post().to(runs::resume))
                 .route("/runs/{id}/artifacts/{name}", web::get().to(runs::artifact))
+                .route(
+                    "/runs/{id}/artifacts",
+                    web::delete().to(runs::delete_artifacts),
+                )
                 .route("/runs/{id}/stream", web::get().to(stream::run_stream))
+                .route("/stream", web::get().to(stream::all_stream))
                 .route("/slots", web::get().to(slots::list))
                 .route("/slots/audit", web::get().to(slots::audit)),
         )
@@ -97,16 +111,19 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
 
 /// Starts serving on an already bound listener (so port 0 works).
 pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let tokens = web::Data::new(state.tokens.clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(tokens.clone())
             .app_data(web::PathConfig::default().error_handler(|err, _| {
                 ApiError::new(ErrorCode::InvalidQuery, err.to_string()).into()
             }))
             .app_data(web::QueryConfig::default().error_handler(|err, _| {
                 ApiError::new(ErrorCode::InvalidQuery, err.to_string()).into()
             }))
+            .wrap(actix_web::middleware::from_fn(auth::check))
             .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("runyard::http"))
             .configure(routes)
     })

@@ -1,11 +1,12 @@
-//! `/api/v1/runs`: submit, list, get, events, cancel.
+//! `/api/v1/runs`: submit (JSON, YAML or TOML), list (filters, sort, cursor pages), get,
+//! events, cancel, pause, resume, artifacts (download, delete).
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState, ErrorCode, MAX_BODY_BYTES};
+use super::{ApiError, AppState, ErrorCode};
 use crate::actors::dispatcher::{
     CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
 };
@@ -47,7 +48,12 @@ impl<'a> RunView<'a> {
     /// The view of `run` with the newest progress sample, if it is live.
     pub fn new(run: &'a Run, progress: Option<Progress>, queue_position: Option<usize>) -> Self {
         let last = run.epochs.last();
-        let keep = run.keep as usize;
+        // Once the run's files are deleted, no checkpoint is left on disk.
+        let keep = if run.files_deleted.is_some() {
+            0
+        } else {
+            run.keep as usize
+        };
         let kept_from = run.checkpoints.len().saturating_sub(keep);
         Self {
             run,
@@ -113,15 +119,34 @@ pub fn parse_run_id(raw: &str) -> Result<RunId, ApiError> {
     })
 }
 
-async fn read_body(mut payload: web::Payload) -> Result<web::Bytes, ApiError> {
+/// Reads a request body of at most `limit` bytes; a larger one is a `413` naming the
+/// limit (checked against `Content-Length` first, so it is not read at all).
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!(
+                "request body is larger than the limit of {limit} bytes (server.max_body_bytes)"
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::MalformedBody, e.to_string()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::BodyTooLarge,
-                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-            ));
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -149,6 +174,128 @@ fn run_response(
         .then(|| fold.queue().iter().position(|q| *q == id).map(|p| p + 1))
         .flatten();
     Ok(response.json(RunView::new(run, state.actors.board.get(id), position)))
+}
+
+/// A format a run spec can be sent in, chosen by the request's `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// `application/json` (or any `+json` type); also what a body without a
+    /// `Content-Type` is read as.
+    Json,
+    /// `application/yaml`, `application/x-yaml`, `text/yaml` (or any `+yaml` type).
+    Yaml,
+    /// `application/toml`.
+    Toml,
+}
+
+/// The media types `POST /api/v1/runs` accepts, as its `415` names them.
+pub const ACCEPTED_SPEC_TYPES: &str =
+    "application/json, application/yaml (or application/x-yaml, text/yaml) or application/toml";
+
+impl SpecFormat {
+    /// The format a `Content-Type` value names (parameters such as `charset` are
+    /// ignored), or `None` when it is not one runyard reads.
+    pub fn from_content_type(value: &str) -> Option<Self> {
+        let mime = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" => Some(SpecFormat::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+                Some(SpecFormat::Yaml)
+            }
+            "application/toml" => Some(SpecFormat::Toml),
+            m if m.ends_with("+json") => Some(SpecFormat::Json),
+            m if m.ends_with("+yaml") => Some(SpecFormat::Yaml),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SpecFormat::Json => "JSON",
+            SpecFormat::Yaml => "YAML",
+            SpecFormat::Toml => "TOML",
+        }
+    }
+}
+
+/// Parses and checks a run spec sent as `format`. A body that is not a document of
+/// that format is a `400 malformed_body` naming the line and column; a document that
+/// is not a valid spec is a `422 invalid_spec` naming the field.
+pub fn parse_spec_as(format: SpecFormat, body: &[u8]) -> Result<RunSpec, ApiError> {
+    let text = match format {
+        SpecFormat::Json => return parse_spec(body),
+        SpecFormat::Yaml | SpecFormat::Toml => std::str::from_utf8(body).map_err(|e| {
+            let (line, column) = line_column(body, e.valid_up_to());
+            ApiError::new(
+                ErrorCode::MalformedBody,
+                format!(
+                    "body is not valid {}: line {line} column {column}: not UTF-8 (byte {})",
+                    format.name(),
+                    e.valid_up_to()
+                ),
+            )
+        })?,
+    };
+    let malformed = |message: String| {
+        ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("body is not valid {}: {message}", format.name()),
+        )
+    };
+    // Read into a JSON tree first: the document's own errors keep their position, and
+    // the spec is then read exactly as a JSON body is (same rules, same field paths).
+    let tree: serde_json::Value = match format {
+        SpecFormat::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+            let message = e.without_snippet().to_string();
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            malformed(one_line(message))
+        })?,
+        _ => toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |span| span.start.min(text.len()));
+            let (line, column) = line_column(text.as_bytes(), at);
+            malformed(format!(
+                "line {line} column {column}: {}",
+                one_line(e.message())
+            ))
+        })?,
+    };
+    let spec: RunSpec = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(
+            ErrorCode::InvalidSpec,
+            join_path(&path, &e.into_inner().to_string()),
+        )
+    })?;
+    spec.validate()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))?;
+    Ok(spec)
+}
+
+/// 1-based line and column (in characters) of byte offset `at` of `text`.
+fn line_column(text: &[u8], at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, column)
+}
+
+/// A multi-line parser message on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Parses and checks a JSON run spec; the error names the field at fault.
@@ -233,19 +380,36 @@ pub async fn submit(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    query: web::Query<SubmitQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        let value = content_type.to_str().unwrap_or_default();
-        let mime = value.split(';').next().unwrap_or_default().trim();
-        if !(mime == "application/json" || mime.ends_with("+json")) {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                format!("content type `{value}` is not accepted; send application/json"),
-            ));
+    let on_duplicate = OnDuplicate::parse(query.on_duplicate.as_deref())?;
+    let format = match req.headers().get(header::CONTENT_TYPE) {
+        None => SpecFormat::Json,
+        Some(content_type) => {
+            let value = String::from_utf8_lossy(content_type.as_bytes());
+            SpecFormat::from_content_type(&value).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("content type `{value}` is not accepted; send {ACCEPTED_SPEC_TYPES}"),
+                )
+            })?
         }
-    }
-    let body = read_body(payload).await?;
-    let spec = parse_spec(&body)?;
+    };
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    super::idempotency::guard(&req, &state, &body, || {
+        submit_spec(&state, format, on_duplicate, &body)
+    })
+    .await
+}
+
+/// The work of `POST /api/v1/runs` once its body is read.
+async fn submit_spec(
+    state: &AppState,
+    format: SpecFormat,
+    on_duplicate: OnDuplicate,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let spec = parse_spec_as(format, body)?;
     let available = state.actors.slots.len();
     if spec.slots as usize > available {
         return Err(ApiError::new(
@@ -256,15 +420,27 @@ pub async fn submit(
             ),
         ));
     }
-    let spec = check_data(&state, spec).await?;
+    let spec = check_data(state, spec).await?;
     let submitted = state
         .actors
         .dispatcher
         .send(SubmitRun {
             run_id: RunId::new(),
             spec,
+            rerun: on_duplicate == OnDuplicate::Rerun,
         })
         .await??;
+    if !submitted.created && on_duplicate == OnDuplicate::Reject {
+        wait_durable(state, submitted.run_id).await?;
+        return Err(ApiError::new(
+            ErrorCode::Duplicate,
+            format!(
+                "run {} has the same spec (digest); submit with on_duplicate=rerun for a new run, \
+                 or on_duplicate=return_existing to be answered with that run",
+                submitted.run_id
+            ),
+        ));
+    }
     let mut response = if submitted.created {
         HttpResponse::Created()
     } else {
@@ -275,9 +451,44 @@ pub async fn submit(
         format!("/api/v1/runs/{}", submitted.run_id),
     ));
     if !submitted.created {
-        wait_durable(&state, submitted.run_id).await?;
+        wait_durable(state, submitted.run_id).await?;
     }
-    run_response(&state, submitted.run_id, response)
+    run_response(state, submitted.run_id, response)
+}
+
+/// Query of `POST /api/v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitQuery {
+    /// What a spec whose digest a run already has does: `return_existing` (the
+    /// default), `rerun` or `reject`.
+    on_duplicate: Option<String>,
+}
+
+/// What a submission of a spec that a run already has does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDuplicate {
+    /// Answer `200` with the newest run of that digest.
+    ReturnExisting,
+    /// Make a new run all the same.
+    Rerun,
+    /// Answer `409 duplicate`, naming the existing run.
+    Reject,
+}
+
+impl OnDuplicate {
+    /// Reads the `on_duplicate` query parameter; absent or empty is `return_existing`.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        match raw.unwrap_or_default() {
+            "" | "return_existing" => Ok(OnDuplicate::ReturnExisting),
+            "rerun" => Ok(OnDuplicate::Rerun),
+            "reject" => Ok(OnDuplicate::Reject),
+            other => Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("on_duplicate: `{other}` is not one of return_existing, rerun, reject"),
+            )),
+        }
+    }
 }
 
 /// Waits until run `id` is in the durable state. A duplicate can name a run whose own
@@ -318,28 +529,252 @@ async fn wait_durable(state: &AppState, id: RunId) -> Result<(), ApiError> {
 /// How long a duplicate submission waits for the original to be durable.
 const DUPLICATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Query of `GET /api/v1/runs`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    state: Option<String>,
+/// Most runs one page of `GET /api/v1/runs` holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// The order of `GET /api/v1/runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortField {
+    /// Submission order (the `RunSubmitted` sequence number).
+    CreatedAt,
+    /// Order of each run's newest event.
+    UpdatedAt,
+    /// Name, then submission order.
+    Name,
 }
 
-/// `GET /api/v1/runs`: every run, newest first, optionally filtered by state.
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let wanted = query.state.as_deref();
-    if let Some(w) = wanted {
-        if !RunState::ALL.iter().any(|s| s.name() == w) {
-            let names: Vec<&str> = RunState::ALL.iter().map(|s| s.name()).collect();
-            return Err(ApiError::new(
-                ErrorCode::InvalidQuery,
-                format!("state: `{w}` is not one of {}", names.join(", ")),
-            ));
+/// A sort order: a field and a direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sort {
+    field: SortField,
+    descending: bool,
+}
+
+impl Sort {
+    const ACCEPTED: &'static str = "created_at, -created_at, updated_at, -updated_at, name, -name";
+
+    fn parse(raw: &str) -> Result<Self, ApiError> {
+        let (descending, name) = match raw.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, raw),
+        };
+        let field = match name {
+            "created_at" => SortField::CreatedAt,
+            "updated_at" => SortField::UpdatedAt,
+            "name" => SortField::Name,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("sort: `{raw}` is not one of {}", Self::ACCEPTED),
+                ))
+            }
+        };
+        Ok(Self { field, descending })
+    }
+
+    fn name(self) -> String {
+        let field = match self.field {
+            SortField::CreatedAt => "created_at",
+            SortField::UpdatedAt => "updated_at",
+            SortField::Name => "name",
+        };
+        if self.descending {
+            format!("-{field}")
+        } else {
+            field.to_string()
         }
     }
+
+    /// The run's place in this order: unique, since sequence numbers are.
+    fn key(self, run: &Run) -> (String, Seq) {
+        match self.field {
+            SortField::CreatedAt => (String::new(), run.submitted_seq),
+            SortField::UpdatedAt => (String::new(), run.last_seq),
+            SortField::Name => (run.name.clone(), run.submitted_seq),
+        }
+    }
+}
+
+/// Where a page of `GET /api/v1/runs` ends: the sort it was made for and the last
+/// run's sort key. Sent as base64url of its JSON, which clients treat as opaque.
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    /// The `sort` the cursor belongs to.
+    sort: String,
+    /// The last run's name (for `sort=name`, else empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    name: String,
+    /// The last run's sequence number in this order.
+    seq: Seq,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        // Plain data always serializes.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn decode(raw: &str, sort: Sort) -> Result<Self, ApiError> {
+        use base64::Engine as _;
+        let invalid = || {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("cursor: `{raw}` is not a cursor this server gave out"),
+            )
+        };
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .map_err(|_| invalid())?;
+        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+        if cursor.sort != sort.name() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!(
+                    "cursor: it was made for sort={}, not sort={}; send the same sort",
+                    cursor.sort,
+                    sort.name()
+                ),
+            ));
+        }
+        Ok(cursor)
+    }
+}
+
+/// A label filter: `key` (the run has the label) or `key=value`.
+#[derive(Debug)]
+struct LabelFilter {
+    key: String,
+    value: Option<String>,
+}
+
+impl LabelFilter {
+    fn matches(&self, run: &Run) -> bool {
+        match (run.labels.get(&self.key), &self.value) {
+            (Some(have), Some(want)) => have == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+/// The parsed query of `GET /api/v1/runs`.
+#[derive(Debug)]
+struct ListQuery {
+    state: Option<RunState>,
+    name_prefix: Option<String>,
+    labels: Vec<LabelFilter>,
+    sort: Sort,
+    limit: Option<usize>,
+    cursor: Option<Cursor>,
+}
+
+impl ListQuery {
+    /// Reads the query string; an unknown parameter or a bad value is a `400
+    /// invalid_query` naming it. An empty value counts as absent.
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.to_string()))?
+            .into_inner();
+        let mut parsed = ListQuery {
+            state: None,
+            name_prefix: None,
+            labels: Vec::new(),
+            sort: Sort {
+                field: SortField::CreatedAt,
+                descending: true,
+            },
+            limit: None,
+            cursor: None,
+        };
+        let mut cursor = None;
+        for (name, value) in &pairs {
+            if value.is_empty() {
+                continue;
+            }
+            match name.as_str() {
+                "state" => {
+                    let found = RunState::ALL.iter().find(|s| s.name() == value);
+                    parsed.state = Some(*found.ok_or_else(|| {
+                        let names: Vec<&str> = RunState::ALL.iter().map(|s| s.name()).collect();
+                        ApiError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("state: `{value}` is not one of {}", names.join(", ")),
+                        )
+                    })?);
+                }
+                "name_prefix" => parsed.name_prefix = Some(value.clone()),
+                "label" => parsed.labels.push(match value.split_once('=') {
+                    Some((key, want)) => LabelFilter {
+                        key: key.to_string(),
+                        value: Some(want.to_string()),
+                    },
+                    None => LabelFilter {
+                        key: value.clone(),
+                        value: None,
+                    },
+                }),
+                "sort" => parsed.sort = Sort::parse(value)?,
+                "limit" => {
+                    let limit = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|l| (1..=MAX_PAGE).contains(l));
+                    parsed.limit = Some(limit.ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::InvalidQuery,
+                            format!("limit: `{value}` is not a whole number from 1 to {MAX_PAGE}"),
+                        )
+                    })?);
+                }
+                "cursor" => cursor = Some(value.clone()),
+                other => {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "`{other}` is not a parameter of this list; use state, name_prefix, \
+                             label, sort, limit or cursor"
+                        ),
+                    ))
+                }
+            }
+        }
+        if let Some(raw) = cursor {
+            parsed.cursor = Some(Cursor::decode(&raw, parsed.sort)?);
+        }
+        Ok(parsed)
+    }
+
+    fn matches(&self, run: &Run) -> bool {
+        self.state.is_none_or(|s| run.state == s)
+            && self
+                .name_prefix
+                .as_deref()
+                .is_none_or(|p| run.name.starts_with(p))
+            && self.labels.iter().all(|l| l.matches(run))
+    }
+}
+
+/// Percent-encodes a query value (everything but RFC 3986's unreserved characters).
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /api/v1/runs`: the runs matching every filter given (`state`, `name_prefix`,
+/// each `label`), in `sort` order (newest first by default); with `limit`, one page
+/// of them, and the next page's cursor in `X-Next-Cursor` and a `Link: <…>;
+/// rel="next"` header. The body stays a plain array.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(req.query_string())?;
     let fold = state.actors.reader.state();
     let positions: std::collections::HashMap<RunId, usize> = fold
         .queue()
@@ -347,16 +782,64 @@ pub async fn list(
         .enumerate()
         .map(|(i, id)| (id, i + 1))
         .collect();
-    let views: Vec<RunView> = fold
+    let sort = query.sort;
+    let mut runs: Vec<(_, &Run)> = fold
         .runs()
-        .rev()
-        .filter(|run| wanted.is_none_or(|w| run.state.name() == w))
-        .map(|run| {
+        .filter(|run| query.matches(run))
+        .map(|run| (sort.key(run), run))
+        .filter(|(key, _)| match &query.cursor {
+            None => true,
+            Some(c) => {
+                let after = (c.name.clone(), c.seq);
+                if sort.descending {
+                    *key < after
+                } else {
+                    *key > after
+                }
+            }
+        })
+        .collect();
+    runs.sort_by(|a, b| a.0.cmp(&b.0));
+    if sort.descending {
+        runs.reverse();
+    }
+    let next = match query.limit {
+        Some(limit) if runs.len() > limit => {
+            runs.truncate(limit);
+            runs.last().map(|((name, seq), _)| Cursor {
+                sort: sort.name(),
+                name: name.clone(),
+                seq: *seq,
+            })
+        }
+        _ => None,
+    };
+    let views: Vec<RunView> = runs
+        .into_iter()
+        .map(|(_, run)| {
             let position = positions.get(&run.id).copied();
             RunView::new(run, state.actors.board.get(run.id), position)
         })
         .collect();
-    Ok(HttpResponse::Ok().json(views))
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = next {
+        let cursor = next.encode();
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map(|q| q.into_inner())
+            .unwrap_or_default();
+        let mut link: Vec<String> = pairs
+            .iter()
+            .filter(|(name, _)| name != "cursor")
+            .map(|(name, value)| format!("{}={}", query_escape(name), query_escape(value)))
+            .collect();
+        link.push(format!("cursor={cursor}"));
+        response.insert_header((
+            header::LINK,
+            format!("<{}?{}>; rel=\"next\"", req.path(), link.join("&")),
+        ));
+        response.insert_header(("X-Next-Cursor", cursor));
+    }
+    Ok(response.json(views))
 }
 
 /// Query of `GET /api/v1/runs/{id}`.
@@ -462,18 +945,23 @@ async fn answer_when_stopped(
 /// live run stops at its next batch boundary. Answers `200` with the cancelled run, or
 /// `202` if it has not stopped within the wait; `409` if it already ended.
 pub async fn cancel(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path)?;
+    super::idempotency::guard(&req, &state, b"", || cancel_run(&state, &path)).await
+}
+
+async fn cancel_run(state: &AppState, path: &str) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(path)?;
     let outcome = state
         .actors
         .dispatcher
         .send(CancelRun { run_id: id })
         .await??;
     match outcome {
-        CancelOutcome::Cancelled => run_response(&state, id, HttpResponse::Ok()),
-        CancelOutcome::Requested => answer_when_stopped(&state, id, RunState::is_terminal).await,
+        CancelOutcome::Cancelled => run_response(state, id, HttpResponse::Ok()),
+        CancelOutcome::Requested => answer_when_stopped(state, id, RunState::is_terminal).await,
     }
 }
 
@@ -481,19 +969,24 @@ pub async fn cancel(
 /// checkpoints at its next batch boundary and gives its slot back. Answers `200` with
 /// the paused run, `202` if it has not stopped within the wait, `409` otherwise.
 pub async fn pause(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path)?;
+    super::idempotency::guard(&req, &state, b"", || pause_run(&state, &path)).await
+}
+
+async fn pause_run(state: &AppState, path: &str) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(path)?;
     let outcome = state
         .actors
         .dispatcher
         .send(PauseRun { run_id: id })
         .await??;
     match outcome {
-        PauseOutcome::Paused => run_response(&state, id, HttpResponse::Ok()),
+        PauseOutcome::Paused => run_response(state, id, HttpResponse::Ok()),
         PauseOutcome::Requested => {
-            answer_when_stopped(&state, id, |s| s == RunState::Paused || s.is_terminal()).await
+            answer_when_stopped(state, id, |s| s == RunState::Paused || s.is_terminal()).await
         }
     }
 }
@@ -501,16 +994,21 @@ pub async fn pause(
 /// `POST /api/v1/runs/{id}/resume`: a paused run goes back to the queue and continues
 /// from its checkpoint. Answers `200` with the run, `409` if it is not paused.
 pub async fn resume(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_run_id(&path)?;
+    super::idempotency::guard(&req, &state, b"", || resume_run(&state, &path)).await
+}
+
+async fn resume_run(state: &AppState, path: &str) -> Result<HttpResponse, ApiError> {
+    let id = parse_run_id(path)?;
     state
         .actors
         .dispatcher
         .send(ResumeRun { run_id: id })
         .await??;
-    run_response(&state, id, HttpResponse::Ok())
+    run_response(state, id, HttpResponse::Ok())
 }
 
 /// `GET /api/v1/runs/{id}/artifacts/{name}`: downloads the final weights or a kept
@@ -525,6 +1023,18 @@ pub async fn artifact(
     let relative = {
         let fold = state.actors.reader.state();
         let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
+        if let Some(deleted) = &run.files_deleted {
+            return Err(ApiError::new(
+                ErrorCode::ArtifactDeleted,
+                format!(
+                    "the files of run {id} were deleted at {} (event {}); `{name}` is gone",
+                    deleted
+                        .at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    deleted.seq
+                ),
+            ));
+        }
         run.artifacts
             .iter()
             .find(|a| a.name == name)
@@ -553,4 +1063,126 @@ pub async fn artifact(
                 .map_err(|_| not_found())?,
         )
         .into_response(&req))
+}
+
+/// `DELETE /api/v1/runs/{id}/artifacts`: removes an ended run's files
+/// (`DATA_DIR/runs/ID`: checkpoints and artifacts) and answers `200` with the run, whose
+/// `files_deleted` says what went; its history stays. `409` while the run has not
+/// ended (or still holds a slot). Deleting again answers the run again and removes
+/// anything left behind, without a second event.
+///
+/// `ArtifactsDeleted` is journaled before anything is removed: a failed append leaves
+/// every file in place (`503`), and a crash after it leaves files that the next start
+/// removes ([`crate::actors::dispatcher::remove_deleted_run_files`]). Removing first
+/// could lose files that the journal still lists as downloadable.
+pub async fn delete_artifacts(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = existing_run_id(&state, &path)?;
+    let already = {
+        let fold = state.actors.reader.state();
+        let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
+        if !run.state.is_terminal() || run.slot.is_some() {
+            let what = if run.state.is_terminal() {
+                "is still stopping".to_string()
+            } else {
+                format!("is {}", run.state.name())
+            };
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "run {id} {what}; only the files of a completed, failed or cancelled run can be deleted"
+                ),
+            ));
+        }
+        run.files_deleted.is_some()
+    };
+    let dir = state
+        .data_dir
+        .join(crate::actors::run::run_dir_relative(id));
+    if !already {
+        let counted = dir.clone();
+        let (files, bytes) = web::block(move || count_files(&counted))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cannot read {}: {e}; nothing was deleted", dir.display()),
+                )
+            })?;
+        let appended = state
+            .actors
+            .journal
+            .send(crate::actors::journal::Append::one(
+                id,
+                crate::domain::Event::ArtifactsDeleted { files, bytes },
+            ))
+            .await?;
+        match appended {
+            Ok(_) => {}
+            // A DELETE racing this one journaled it first: the same outcome.
+            Err(crate::actors::journal::AppendError::Rejected(_))
+                if state
+                    .actors
+                    .reader
+                    .state()
+                    .run(id)
+                    .is_some_and(|r| r.files_deleted.is_some()) => {}
+            Err(crate::actors::journal::AppendError::Rejected(rejection)) => {
+                return Err(ApiError::new(ErrorCode::Conflict, rejection.to_string()))
+            }
+            Err(other) => {
+                return Err(crate::actors::dispatcher::DispatchError::Append(other).into())
+            }
+        }
+    }
+    let removed = dir.clone();
+    web::block(move || remove_run_dir(&removed))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!(
+                    "the deletion is journaled but removing {} failed: {e}; it is retried by \
+                     the next DELETE and at the next start",
+                    dir.display()
+                ),
+            )
+        })?;
+    run_response(&state, id, HttpResponse::Ok())
+}
+
+/// Files under `dir` and their total size; a missing directory holds none.
+fn count_files(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        let entries = match std::fs::read_dir(&next) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Removes a run's directory; one already gone is fine.
+fn remove_run_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }

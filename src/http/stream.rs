@@ -1,33 +1,350 @@
-//! `GET /api/v1/runs/{id}/stream`: server-sent events. Every lifecycle event is sent
-//! with `id:` = its journal sequence number, read from the journal by cursor, so a
-//! client reconnecting with `Last-Event-ID` (or `?after=`) misses nothing and gets
-//! nothing twice. Progress is coalesced: each tick, the newest sample of the run, if
-//! it changed. A slow client holds a cursor and one sample, never a growing queue.
+//! Server-sent event streams: `GET /api/v1/runs/{id}/stream` (one run, until its end)
+//! and `GET /api/v1/stream` (every run, filtered on the server, never ending).
+//!
+//! Every lifecycle event is sent with `id:` = its journal sequence number, read from
+//! the journal by cursor, so a client reconnecting with `Last-Event-ID` (or `?after=`)
+//! misses nothing and gets nothing twice, across a server restart too. Progress is
+//! coalesced: at each tick (the server's, or the client's `?every=`), the newest
+//! sample of each matching live run, if it changed.
+//!
+//! Each stream is a task that holds a journal cursor and the last sample it sent of
+//! each run, and writes into a channel of [`CHANNEL_CHUNKS`] chunks that the
+//! connection drains. A slow client therefore costs a bounded amount of memory, and
+//! neither the journal, the ticker nor the training threads ever wait for it. A chunk
+//! that cannot be queued within one keep-alive interval means the client is not
+//! taking its events: the stream ends with a last `resume` event that names the
+//! `after` to reconnect with, and is counted in [`StreamStats`].
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use tokio::sync::mpsc;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::{mpsc, oneshot};
 
-use super::runs::{existing_run_id, EventView};
+use super::runs::{existing_run_id, parse_run_id, EventView};
 use super::{ApiError, AppState, ErrorCode};
 use crate::actors::Progress;
-use crate::domain::{RunId, Seq};
+use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
 
-/// Events read from the journal per pass.
-const READ_BATCH: usize = 256;
-/// Chunks buffered between the feeder task and the connection.
-const CHANNEL_CHUNKS: usize = 8;
+/// Events read from the journal per pass (and so at most per chunk).
+const READ_BATCH: usize = 64;
+/// Chunks buffered between a stream's task and its connection: with [`READ_BATCH`],
+/// what a client that stopped reading can hold on the server beyond the connection's
+/// own buffers.
+pub const CHANNEL_CHUNKS: usize = 4;
+/// Shortest `?every=`.
+const EVERY_MIN: Duration = Duration::from_millis(50);
+/// Longest `?every=`.
+const EVERY_MAX: Duration = Duration::from_secs(60);
 
-/// Query of the stream endpoint.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StreamQuery {
-    /// Resume after this sequence number (like `Last-Event-ID`).
-    after: Option<Seq>,
+/// Counters of the event streams, shared by all of them (for metrics).
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    opened: AtomicU64,
+    connected: AtomicU64,
+    disconnects: AtomicU64,
+    slow_disconnects: AtomicU64,
+    /// The newest `progress` event of each run, encoded once and shared: with many
+    /// subscribers, a tick is serialized once per run, not once per subscriber.
+    encoded: Mutex<FxHashMap<RunId, (Progress, web::Bytes)>>,
+}
+
+/// A copy of [`StreamStats`] at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StreamCounts {
+    /// Streams opened since start.
+    pub opened: u64,
+    /// Streams open now.
+    pub connected: u64,
+    /// Streams ended since start, for any reason (client gone, run ended, too slow).
+    pub disconnects: u64,
+    /// Streams ended because the client did not take its events in time.
+    pub slow_disconnects: u64,
+}
+
+impl StreamStats {
+    /// The `progress` event of `progress`, from the shared cache when another stream
+    /// encoded it already.
+    fn encoded(&self, id: RunId, progress: &Progress) -> web::Bytes {
+        let cached = self
+            .encoded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&id)
+            .filter(|(p, _)| p == progress)
+            .map(|(_, event)| event.clone());
+        if let Some(event) = cached {
+            return event;
+        }
+        let mut data = serde_json::to_value(progress).unwrap_or_default();
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("run_id".into(), serde_json::Value::String(id.to_string()));
+        }
+        let mut out = String::new();
+        sse_event(&mut out, None, "progress", &data.to_string());
+        let event = web::Bytes::from(out);
+        self.encoded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(id, (*progress, event.clone()));
+        event
+    }
+
+    /// Forgets a run's cached event once the run has ended.
+    fn forget(&self, id: RunId) {
+        self.encoded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&id);
+    }
+
+    /// The counters now.
+    pub fn counts(&self) -> StreamCounts {
+        StreamCounts {
+            opened: self.opened.load(Ordering::Relaxed),
+            connected: self.connected.load(Ordering::Relaxed),
+            disconnects: self.disconnects.load(Ordering::Relaxed),
+            slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts a stream as connected while it lives.
+struct Connected(Arc<AppState>);
+
+impl Connected {
+    fn new(state: Arc<AppState>) -> Self {
+        state.streams.opened.fetch_add(1, Ordering::Relaxed);
+        state.streams.connected.fetch_add(1, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.streams.connected.fetch_sub(1, Ordering::Relaxed);
+        self.0.streams.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a stream sends.
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    /// Only these runs (sorted, no duplicates); all runs when `None`.
+    runs: Option<Vec<RunId>>,
+    /// Only runs whose current state is one of these; any state when empty.
+    states: Vec<RunState>,
+    /// Only these event names; every name when `None`.
+    types: Option<Vec<&'static str>>,
+    /// Whether `progress` events are sent.
+    progress: bool,
+    /// Progress every this long instead of at every server tick.
+    every: Option<Duration>,
+    /// End after the run's terminal event (the one-run stream).
+    until_end: bool,
+}
+
+impl Filter {
+    fn wants_run(&self, id: RunId) -> bool {
+        self.runs
+            .as_ref()
+            .is_none_or(|runs| runs.binary_search(&id).is_ok())
+    }
+
+    fn wants_state(&self, state: Option<RunState>) -> bool {
+        self.states.is_empty() || state.is_some_and(|s| self.states.contains(&s))
+    }
+
+    fn wants_type(&self, name: &str) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(&name))
+    }
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidQuery, detail)
+}
+
+/// Parses `500ms`, `1s`, `2s`, `1m` (bounded by [`EVERY_MIN`] and [`EVERY_MAX`]).
+fn parse_every(raw: &str) -> Result<Duration, ApiError> {
+    let bad = || {
+        invalid(format!(
+            "`every` must be a duration from 50ms to 60s such as `500ms` or `2s`, got `{raw}`"
+        ))
+    };
+    let raw_trim = raw.trim();
+    let (number, unit) = raw_trim
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((raw_trim, ""), |i| raw_trim.split_at(i));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let every = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(bad()),
+    };
+    if !(EVERY_MIN..=EVERY_MAX).contains(&every) {
+        return Err(bad());
+    }
+    Ok(every)
+}
+
+fn parse_after(raw: &str, what: &str) -> Result<Seq, ApiError> {
+    raw.trim()
+        .parse::<Seq>()
+        .map_err(|_| invalid(format!("{what} must be a sequence number, got `{raw}`")))
+}
+
+/// The cursor to start from: `Last-Event-ID` wins over `?after=` (a reconnecting
+/// `EventSource` sends the header with the URL it was first given).
+fn start_cursor(req: &HttpRequest, after: Option<Seq>) -> Result<Seq, ApiError> {
+    let header_cursor = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| invalid("Last-Event-ID must be a sequence number"))
+                .and_then(|s| parse_after(s, "Last-Event-ID"))
+        })
+        .transpose()?;
+    Ok(header_cursor.or(after).unwrap_or(0))
+}
+
+/// `GET /api/v1/runs/{id}/stream?after=&every=`: one run's lifecycle events and
+/// progress until its terminal event.
+pub async fn run_stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = existing_run_id(&state, &path)?;
+    let mut filter = Filter {
+        runs: Some(vec![id]),
+        progress: true,
+        until_end: true,
+        ..Filter::default()
+    };
+    let mut after = None;
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "after" => after = Some(parse_after(&value, "`after`")?),
+            "every" => filter.every = Some(parse_every(&value)?),
+            other => {
+                return Err(invalid(format!(
+                    "unknown query parameter `{other}` (expected `after` or `every`)"
+                )))
+            }
+        }
+    }
+    let cursor = start_cursor(&req, after)?;
+    Ok(respond(state.into_inner(), filter, cursor))
+}
+
+/// `GET /api/v1/stream?run=&state=&type=&after=&every=`: the lifecycle events of
+/// every run and the progress of live ones, filtered on the server; never ends.
+pub async fn all_stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut filter = Filter {
+        progress: true,
+        ..Filter::default()
+    };
+    let mut after = None;
+    let mut types: Vec<&'static str> = Vec::new();
+    let mut runs: Vec<RunId> = Vec::new();
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "after" => after = Some(parse_after(&value, "`after`")?),
+            "every" => filter.every = Some(parse_every(&value)?),
+            "run" => runs.push(parse_run_id(&value).map_err(|_| {
+                invalid(format!("`run` must be a run id, got `{value}`"))
+            })?),
+            "state" => {
+                let s = RunState::ALL
+                    .into_iter()
+                    .find(|s| s.name() == value)
+                    .ok_or_else(|| {
+                        let names: Vec<_> = RunState::ALL.iter().map(|s| s.name()).collect();
+                        invalid(format!(
+                            "`state` must be one of {}, got `{value}`",
+                            names.join(", ")
+                        ))
+                    })?;
+                filter.states.push(s);
+            }
+            "type" => {
+                let name = EventKind::ALL
+                    .into_iter()
+                    .map(EventKind::name)
+                    .chain(["progress"])
+                    .find(|n| *n == value)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`type` must be an event name such as `RunCompleted`, or `progress`, got `{value}`"
+                        ))
+                    })?;
+                types.push(name);
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown query parameter `{other}` (expected `run`, `state`, `type`, `after` or `every`)"
+                )))
+            }
+        }
+    }
+    if !runs.is_empty() {
+        runs.sort_unstable();
+        runs.dedup();
+        filter.runs = Some(runs);
+    }
+    if !types.is_empty() {
+        filter.progress = types.contains(&"progress");
+        filter.types = Some(types);
+    }
+    let cursor = start_cursor(&req, after)?;
+    Ok(respond(state.into_inner(), filter, cursor))
+}
+
+/// Starts the stream's task and answers with the body it feeds.
+fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
+    let (tx, mut rx) = mpsc::channel::<web::Bytes>(CHANNEL_CHUNKS);
+    let (last_tx, last_rx) = oneshot::channel::<web::Bytes>();
+    actix_web::rt::spawn(feed(state, filter, cursor, tx, last_tx));
+    // The channel's chunks, then the task's last word (a `resume` event), if any.
+    let mut last_rx = Some(last_rx);
+    let body = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+        Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok::<_, Infallible>(chunk))),
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(None) => {
+            let Some(last) = last_rx.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(last).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(outcome) => {
+                    last_rx = None;
+                    Poll::Ready(outcome.ok().map(Ok))
+                }
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
 }
 
 fn sse_event(out: &mut String, id: Option<Seq>, name: &str, data: &str) {
@@ -41,140 +358,308 @@ fn sse_event(out: &mut String, id: Option<Seq>, name: &str, data: &str) {
     out.push('\n');
 }
 
-/// Streams one run's lifecycle events and progress until its terminal event.
-pub async fn run_stream(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<StreamQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let id = existing_run_id(&state, &path)?;
-    let header_cursor = req
-        .headers()
-        .get("last-event-id")
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<Seq>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::InvalidQuery,
-                        "Last-Event-ID must be a sequence number",
-                    )
-                })
-        })
-        .transpose()?;
-    let cursor = header_cursor.or(query.after).unwrap_or(0);
-
-    let (tx, mut rx) = mpsc::channel::<web::Bytes>(CHANNEL_CHUNKS);
-    actix_web::rt::spawn(feed(state.into_inner(), id, cursor, tx));
-    let body = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
-    });
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+/// Why a stream's task stopped.
+enum End {
+    /// The client went away (its connection dropped the channel).
+    Gone,
+    /// The client did not take a chunk within one keep-alive interval.
+    Slow,
+    /// The run ended (one-run stream), or the journal could not be read.
+    Done,
 }
 
-/// Feeds one stream until the run ends or the client goes away (a failed send).
-async fn feed(
-    state: std::sync::Arc<AppState>,
-    id: RunId,
-    mut cursor: Seq,
+/// One stream's task: its cursor, the last sample sent of each run, the channel.
+struct Feed {
+    state: Arc<AppState>,
+    filter: Filter,
+    /// The last sequence number sent to (or skipped for) the client.
+    cursor: Seq,
     tx: mpsc::Sender<web::Bytes>,
-) {
-    let reader = &state.actors.reader;
-    let mut tail = reader.subscribe();
-    let mut ticks = state.actors.board.subscribe();
-    let mut last_progress: Option<Progress> = None;
-    let mut keep_alive = tokio::time::interval_at(
-        tokio::time::Instant::now() + state.keep_alive,
-        state.keep_alive,
-    );
-    // Tell the client how soon to retry if the connection drops.
-    if tx
-        .send(web::Bytes::from_static(b"retry: 1000\n\n"))
-        .await
-        .is_err()
-    {
-        return;
+    /// The last sample sent of each run (live runs only; pruned every tick).
+    sent: FxHashMap<RunId, Progress>,
+}
+
+impl Feed {
+    /// Queues a chunk, waiting at most one keep-alive interval for room.
+    async fn send(&self, chunk: web::Bytes) -> Result<(), End> {
+        match self.tx.send_timeout(chunk, self.state.keep_alive).await {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(_)) => Err(End::Slow),
+            Err(SendTimeoutError::Closed(_)) => Err(End::Gone),
+        }
     }
-    loop {
-        // Lifecycle events first, straight from the journal.
-        let mut ended = false;
-        loop {
-            let records = match reader.durable_run_events(id, cursor, READ_BATCH).await {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::error!(run_id = %id, error = %e, "stream could not read the journal");
-                    return;
-                }
+
+    /// Whether the journal may hold an event for this stream after the cursor: with a
+    /// run filter, the published state says without touching the log, so a wakeup
+    /// for another run costs no read.
+    fn may_have_news(&self) -> bool {
+        let reader = &self.state.actors.reader;
+        if reader.durable_seq() <= self.cursor {
+            return false;
+        }
+        match &self.filter.runs {
+            None => true,
+            Some(runs) => {
+                let fold = reader.state();
+                runs.iter()
+                    .any(|id| fold.run(*id).is_some_and(|r| r.last_seq > self.cursor))
+            }
+        }
+    }
+
+    async fn read(&self) -> Result<Vec<(Seq, Envelope)>, End> {
+        let reader = &self.state.actors.reader;
+        let read = match self.filter.runs.as_deref() {
+            Some([one]) => {
+                reader
+                    .durable_run_events(*one, self.cursor, READ_BATCH)
+                    .await
+            }
+            _ => reader.durable_events_after(self.cursor, READ_BATCH).await,
+        };
+        read.map_err(|e| {
+            tracing::error!(error = %e, "stream could not read the journal");
+            End::Done
+        })
+    }
+
+    /// Sends every matching journaled event after the cursor.
+    async fn catch_up(&mut self) -> Result<(), End> {
+        while self.may_have_news() {
+            let records = self.read().await?;
+            let Some(&(last_seq, _)) = records.last() else {
+                return Ok(());
             };
-            if records.is_empty() {
-                break;
-            }
             let mut chunk = String::new();
-            if records.iter().any(|(_, e)| e.event.is_terminal()) {
-                // The run's final sample was published before its terminal event was
-                // journaled: send it first, so the stream ends on the real figures.
-                progress_event(&mut chunk, &state, id, &mut last_progress);
+            let mut ended = false;
+            {
+                let state = Arc::clone(&self.state);
+                let fold = state.actors.reader.state();
+                for (seq, envelope) in &records {
+                    let run_id = envelope.run_id;
+                    let run_state = fold.run(run_id).map(|r| r.state);
+                    let name = envelope.event.kind().name();
+                    if !self.filter.wants_run(run_id)
+                        || !self.filter.wants_state(run_state)
+                        || !self.filter.wants_type(name)
+                    {
+                        continue;
+                    }
+                    if envelope.event.is_terminal() {
+                        // The run's final sample was published before its terminal
+                        // event was journaled: send it first, so the stream shows the
+                        // real final figures.
+                        if self.filter.progress {
+                            self.progress_of(&mut chunk, run_id);
+                        }
+                        self.sent.remove(&run_id);
+                        self.state.streams.forget(run_id);
+                        ended |= self.filter.until_end;
+                    }
+                    let data =
+                        serde_json::to_string(&EventView::new(*seq, envelope)).unwrap_or_default();
+                    sse_event(&mut chunk, Some(*seq), name, &data);
+                }
             }
-            for (seq, envelope) in &records {
-                let view = EventView::new(*seq, envelope);
-                let data = serde_json::to_string(&view).unwrap_or_default();
-                sse_event(&mut chunk, Some(*seq), view.r#type, &data);
-                cursor = *seq;
-                ended |= envelope.event.is_terminal();
+            if !chunk.is_empty() {
+                self.send(chunk.into()).await?;
             }
-            if tx.send(chunk.into()).await.is_err() {
-                return;
+            self.cursor = last_seq;
+            if ended {
+                // The terminal event and the slot release are journaled together, so
+                // both have been sent; the stream is complete.
+                return Err(End::Done);
             }
             if records.len() < READ_BATCH {
-                break;
+                return Ok(());
             }
         }
-        if ended {
-            // The terminal event and the slot release are journaled together, so both
-            // have been sent; the stream is complete.
+        Ok(())
+    }
+
+    /// Appends a `progress` event for `id` to `out` if its newest sample differs from
+    /// the last one sent.
+    fn progress_of(&mut self, out: &mut String, id: RunId) {
+        let Some(progress) = self.state.actors.board.get(id) else {
+            return;
+        };
+        if self.sent.get(&id) == Some(&progress) {
             return;
         }
-        tokio::select! {
-            changed = tail.changed() => {
-                if changed.is_err() {
-                    return;
+        self.sent.insert(id, progress);
+        let event = self.state.streams.encoded(id, &progress);
+        out.push_str(std::str::from_utf8(&event).unwrap_or_default());
+    }
+
+    /// The runs whose progress this stream shows now, sorted.
+    fn progress_runs(&self) -> Vec<RunId> {
+        let fold = self.state.actors.reader.state();
+        let mut live: Vec<RunId> = match &self.filter.runs {
+            Some(runs) => runs.clone(),
+            // Live runs hold slots: no walk over every run ever submitted.
+            None => fold.slots().held().map(|(_, h)| h.run_id).collect(),
+        };
+        live.sort_unstable();
+        live.dedup();
+        live.retain(|id| {
+            fold.run(*id)
+                .is_some_and(|r| r.state.is_live() && self.filter.wants_state(Some(r.state)))
+        });
+        live
+    }
+
+    /// The newest samples of the matching runs that changed since last sent; dropped,
+    /// not queued, when the client has no room (the next tick has newer ones).
+    fn send_progress(&mut self) -> Result<(), End> {
+        let state = Arc::clone(&self.state);
+        let owned;
+        // The one-run stream shows its run's newest sample whatever its state (a
+        // paused run keeps its last one) and needs no look at the fold; the all-runs
+        // stream shows live runs'.
+        let ids: &[RunId] = if self.filter.until_end {
+            self.filter.runs.as_deref().unwrap_or_default()
+        } else {
+            owned = self.progress_runs();
+            self.sent.retain(|id, _| owned.binary_search(id).is_ok());
+            &owned
+        };
+        let mut changed: Vec<(RunId, Progress, web::Bytes)> = Vec::new();
+        for &id in ids {
+            if let Some(progress) = state.actors.board.get(id) {
+                if self.sent.get(&id) != Some(&progress) {
+                    changed.push((id, progress, state.streams.encoded(id, &progress)));
                 }
             }
-            changed = ticks.changed() => {
+        }
+        let chunk = match changed.as_slice() {
+            [] => return Ok(()),
+            [(_, _, one)] => one.clone(),
+            many => many
+                .iter()
+                .flat_map(|(_, _, event)| event.iter().copied())
+                .collect::<Vec<u8>>()
+                .into(),
+        };
+        match self.tx.try_send(chunk) {
+            Ok(()) => {
+                self.sent
+                    .extend(changed.into_iter().map(|(id, p, _)| (id, p)));
+                Ok(())
+            }
+            // Not sent: these samples (or newer ones) go next time.
+            Err(TrySendError::Full(_)) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(End::Gone),
+        }
+    }
+}
+
+/// Feeds one stream until the run ends (one-run stream), the client goes away, or it
+/// is too slow; then frees everything it held.
+async fn feed(
+    state: Arc<AppState>,
+    filter: Filter,
+    cursor: Seq,
+    tx: mpsc::Sender<web::Bytes>,
+    last: oneshot::Sender<web::Bytes>,
+) {
+    let _connected = Connected::new(Arc::clone(&state));
+    let mut feed = Feed {
+        state: Arc::clone(&state),
+        filter,
+        cursor,
+        tx,
+        sent: FxHashMap::default(),
+    };
+    let end = run_feed(&mut feed).await;
+    if let End::Slow = end {
+        state
+            .streams
+            .slow_disconnects
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            after = feed.cursor,
+            "stream client too slow; disconnected with the cursor to resume from"
+        );
+        let mut chunk = String::new();
+        sse_event(
+            &mut chunk,
+            None,
+            "resume",
+            &serde_json::json!({ "after": feed.cursor }).to_string(),
+        );
+        let _ = last.send(chunk.into());
+    }
+}
+
+async fn run_feed(feed: &mut Feed) -> End {
+    let keep_alive_every = feed.state.keep_alive;
+    let mut tail = feed.state.actors.reader.subscribe();
+    let mut ticks = feed.state.actors.board.subscribe();
+    let mut every = feed.filter.every.map(|d| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        interval
+    });
+    let mut keep_alive = tokio::time::interval_at(
+        tokio::time::Instant::now() + keep_alive_every,
+        keep_alive_every,
+    );
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Tell the client how soon to retry if the connection drops.
+    if let Err(end) = feed.send(web::Bytes::from_static(b"retry: 1000\n\n")).await {
+        return end;
+    }
+    let progress = feed.filter.progress;
+    loop {
+        if let Err(end) = feed.catch_up().await {
+            return end;
+        }
+        let tx = feed.tx.clone();
+        tokio::select! {
+            // The connection dropped its end: the client is gone.
+            _ = tx.closed() => return End::Gone,
+            changed = tail.changed() => {
                 if changed.is_err() {
-                    return;
+                    return End::Done;
                 }
-                let mut chunk = String::new();
-                progress_event(&mut chunk, &state, id, &mut last_progress);
-                if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
-                    return;
+            }
+            changed = ticks.changed(), if progress && every.is_none() => {
+                if changed.is_err() {
+                    return End::Done;
+                }
+                if let Err(end) = feed.send_progress() {
+                    return end;
+                }
+            }
+            _ = async { every.as_mut().expect("guarded").tick().await }, if progress && every.is_some() => {
+                if let Err(end) = feed.send_progress() {
+                    return end;
                 }
             }
             _ = keep_alive.tick() => {
-                if tx.send(web::Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
-                    return;
+                if let Err(end) = feed.send(web::Bytes::from_static(b": keep-alive\n\n")).await {
+                    return end;
                 }
             }
         }
     }
 }
 
-/// Appends a `progress` event to `out` if the run's newest sample differs from `last`.
-fn progress_event(out: &mut String, state: &AppState, id: RunId, last: &mut Option<Progress>) {
-    let progress = state.actors.board.get(id);
-    if progress.is_none() || progress == *last {
-        return;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_takes_milliseconds_seconds_and_minutes_within_bounds() {
+        assert_eq!(
+            parse_every("500ms").expect("ms"),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_every("1s").expect("s"), Duration::from_secs(1));
+        assert_eq!(parse_every("1m").expect("m"), Duration::from_secs(60));
+        for bad in ["", "s", "1", "10ms", "61s", "1h", "-1s", "1.5s", "fast"] {
+            let err = parse_every(bad).expect_err(bad);
+            assert!(err.detail.contains("`every`"), "{}", err.detail);
+        }
     }
-    *last = progress;
-    let mut data = serde_json::to_value(progress).unwrap_or_default();
-    if let Some(obj) = data.as_object_mut() {
-        obj.insert("run_id".into(), serde_json::Value::String(id.to_string()));
-    }
-    sse_event(out, None, "progress", &data.to_string());
 }

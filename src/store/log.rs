@@ -199,6 +199,16 @@ impl EventLog {
         Ok(self.trees()?.metrics.clone())
     }
 
+    /// The tree of `Idempotency-Key` answers (see [`crate::http::idempotency`]): not
+    /// part of the journal's contract, a cache of answers that expires.
+    pub fn idempotency_tree(&self) -> Result<sled::Tree, StoreError> {
+        let trees = self.trees()?;
+        trees
+            .db
+            .open_tree("idempotency")
+            .map_err(|e| self.sled_err(e))
+    }
+
     /// The directory the log lives in.
     pub fn dir(&self) -> &Path {
         &self.shared.dir

@@ -1,7 +1,9 @@
 //! Integration tests: the real server on port 0 with a temporary data directory,
 //! talked to over HTTP. One binary, to link once.
 
+mod auth;
 mod cli;
+mod cli_client;
 mod crash;
 mod data;
 mod disk_full;
@@ -11,4 +13,6 @@ mod metrics;
 mod pause;
 mod repair;
 mod runs;
+mod runs_v1;
 mod stream;
+mod stream_resume;

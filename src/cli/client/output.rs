@@ -1,0 +1,229 @@
+//! Plain-text output: aligned tables, one-line summaries of events, numbers.
+
+use serde_json::Value;
+
+/// Columns separated by two spaces, each as wide as its widest cell; the last column
+/// is not padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let columns = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.enumerate() {
+            if i + 1 < columns {
+                text.push_str(cell);
+                let pad = widths[i].saturating_sub(cell.chars().count()) + 2;
+                text.extend(std::iter::repeat_n(' ', pad));
+            } else {
+                text.push_str(cell);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// A number with four decimals, or `-` when absent.
+pub fn num(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".into(), |v| format!("{v:.4}"))
+}
+
+/// A string field, or `-`.
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A timestamp from the server, in local time (`YYYY-MM-DD HH:MM:SS`).
+pub fn local_time(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| text(value))
+}
+
+/// Only the time of day of a timestamp, in local time.
+pub fn clock(value: &Value) -> String {
+    let full = local_time(value);
+    full.split_once(' ')
+        .map_or(full.clone(), |(_, t)| t.to_string())
+}
+
+/// Seconds as `1h02m`, `3m04s` or `5.2s`.
+pub fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".into();
+    }
+    let whole = secs.round() as u64;
+    if whole >= 3600 {
+        format!("{}h{:02}m", whole / 3600, whole % 3600 / 60)
+    } else if whole >= 60 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        format!("{secs:.1}s")
+    }
+}
+
+/// Bytes as `12.3 KiB`.
+pub fn bytes(value: &Value) -> String {
+    let Some(n) = value.as_u64() else {
+        return "-".into();
+    };
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut size = n as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < units.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{size:.1} {}", units[unit])
+    }
+}
+
+/// The details of one event's `data`, on one line, e.g. `epoch 2 loss 0.3100 acc
+/// 0.9100 (1.2s)` for `EpochCompleted`.
+pub fn describe(kind: &str, data: &Value) -> String {
+    let d = |key: &str| &data[key];
+    match kind {
+        "RunSubmitted" => format!(
+            "name {} digest {}",
+            text(d("name")),
+            text(d("digest")).chars().take(12).collect::<String>()
+        ),
+        "SlotClaimed" | "SlotReleased" => format!("slot {}", text(d("slot"))),
+        "RunStarted" => format!(
+            "attempt {} on {} (slot {})",
+            text(d("attempt")),
+            text(d("device")),
+            text(d("slot"))
+        ),
+        "ResumedFromCheckpoint" => format!("step {} from {}", text(d("step")), text(d("path"))),
+        "EpochCompleted" => format!(
+            "epoch {} loss {} acc {} ({})",
+            text(d("epoch")),
+            num(d("train_loss")),
+            num(d("train_accuracy")),
+            d("duration_ms")
+                .as_f64()
+                .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0))
+        ),
+        "EpochEvaluated" => format!(
+            "epoch {} val_loss {} val_metric {}",
+            text(d("epoch")),
+            num(d("val_loss")),
+            num(d("val_metric"))
+        ),
+        "CheckpointSaved" => format!(
+            "epoch {} batch {} step {} ({})",
+            text(d("epoch")),
+            text(d("batch")),
+            text(d("step")),
+            bytes(d("bytes"))
+        ),
+        "ArtifactSaved" => format!("{} ({})", text(d("name")), bytes(d("bytes"))),
+        "RunCompleted" => format!(
+            "loss {} acc {}",
+            num(d("train_loss")),
+            num(d("train_accuracy"))
+        ),
+        "RunFailed" | "RunCancelled" | "RunRequeued" | "RunPaused" => text(d("reason")),
+        "RunRetryScheduled" => format!(
+            "retry {} in {}: {}",
+            text(d("retry")),
+            d("delay_ms")
+                .as_f64()
+                .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0)),
+            text(d("reason"))
+        ),
+        "RunStalled" => format!(
+            "idle {} (threshold {})",
+            d("idle_secs").as_f64().map_or_else(|| "-".into(), duration),
+            d("threshold_secs")
+                .as_f64()
+                .map_or_else(|| "-".into(), duration)
+        ),
+        "StallEnded" => format!(
+            "after {}",
+            d("idle_secs").as_f64().map_or_else(|| "-".into(), duration)
+        ),
+        _ => match data.as_object() {
+            Some(fields) => fields
+                .iter()
+                .map(|(k, v)| format!("{k} {}", text(v)))
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => String::new(),
+        },
+    }
+}
+
+/// One line for a lifecycle event: `HH:MM:SS Type details`.
+pub fn event_line(event: &Value) -> String {
+    let kind = event["type"].as_str().unwrap_or("?");
+    let details = describe(kind, &event["data"]);
+    let line = format!("{} {kind} {details}", clock(&event["at"]));
+    line.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_table_aligns_its_columns() {
+        let rows = vec![
+            vec!["1".to_string(), "long name".into(), "x".into()],
+            vec!["22".to_string(), "n".into(), "".into()],
+        ];
+        assert_eq!(
+            table(&["ID", "NAME", "STATE"], &rows),
+            "ID  NAME       STATE\n1   long name  x\n22  n\n"
+        );
+    }
+
+    #[test]
+    fn an_epoch_is_described_on_one_line() {
+        let data =
+            json!({"epoch": 2, "train_loss": 0.31, "train_accuracy": 0.91, "duration_ms": 1200});
+        assert_eq!(
+            describe("EpochCompleted", &data),
+            "epoch 2 loss 0.3100 acc 0.9100 (1.2s)"
+        );
+        assert_eq!(describe("RunResumed", &json!({})), "");
+        assert_eq!(describe("Unknown", &json!({"a": 1})), "a 1");
+    }
+
+    #[test]
+    fn durations_and_sizes_read_well() {
+        assert_eq!(duration(5.24), "5.2s");
+        assert_eq!(duration(184.0), "3m04s");
+        assert_eq!(duration(3720.0), "1h02m");
+        assert_eq!(bytes(&json!(2048)), "2.0 KiB");
+        assert_eq!(bytes(&json!(12)), "12 B");
+    }
+}

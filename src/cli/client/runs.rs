@@ -1,0 +1,455 @@
+//! `submit`, `ls`, `show`, `events`, `cancel`, `pause`, `resume`.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use reqwest::header::CONTENT_TYPE;
+use reqwest::Method;
+use serde_json::Value;
+
+use super::output::{bytes, describe, duration, local_time, num, table, text};
+use super::watch::{self, WatchOptions};
+use super::{print_json, Client, ClientError, Connection, Output, OutputArg};
+
+/// Arguments of `runyard submit`.
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The spec file: `.json`, `.yaml`/`.yml` or `.toml` (sent with the matching
+    /// content type); any other name, or `-` for stdin, is sent as JSON.
+    pub spec: PathBuf,
+    /// Then follow the run as `runyard watch` does, and exit with its outcome.
+    #[arg(long)]
+    pub watch: bool,
+    /// Options of `--watch`.
+    #[command(flatten)]
+    pub watch_options: WatchOptions,
+    /// The server and token.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// `--output`.
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `runyard ls`.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Only runs in this state (queued, starting, running, pausing, paused,
+    /// completed, failed, cancelled).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// The server and token.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// `--output`.
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `runyard show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The run's id.
+    pub id: String,
+    /// The server and token.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// `--output`.
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `runyard events`.
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// The run's id.
+    pub id: String,
+    /// Only events after this sequence number.
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+    /// At most this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// The server and token.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// `--output`.
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// Arguments of `runyard cancel | pause | resume`.
+#[derive(Debug, clap::Args)]
+pub struct ActionArgs {
+    /// The run's id.
+    pub id: String,
+    /// The server and token.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// `--output`.
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+/// What `action` asks the server for.
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    /// `POST /runs/{id}/cancel`.
+    Cancel,
+    /// `POST /runs/{id}/pause`.
+    Pause,
+    /// `POST /runs/{id}/resume`.
+    Resume,
+}
+
+/// A path segment for a run id typed by a user: anything that is not a plain id
+/// character is escaped, so it cannot change the path.
+pub(super) fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn content_type(spec: &std::path::Path) -> &'static str {
+    match spec
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("yaml" | "yml") => "application/yaml",
+        Some("toml") => "application/toml",
+        _ => "application/json",
+    }
+}
+
+fn read_spec(spec: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+    if spec.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| ClientError::Local(format!("cannot read the spec from stdin: {e}")))?;
+        return Ok(body);
+    }
+    std::fs::read(spec)
+        .map_err(|e| ClientError::Local(format!("cannot read spec file {}: {e}", spec.display())))
+}
+
+/// `runyard submit`.
+pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
+    let body = read_spec(&args.spec)?;
+    let client = Client::new(&args.connection)?;
+    let request = client
+        .request(Method::POST, "/api/v1/runs")
+        .header(CONTENT_TYPE, content_type(&args.spec))
+        .body(body);
+    let response = client.send(request).await?;
+    let created = response.status().as_u16() == 201;
+    let run = client.json(response).await?;
+    let id = text(&run["id"]);
+    let summary = if created {
+        format!("created run {id} ({})", text(&run["state"]))
+    } else {
+        format!(
+            "existing run {id} ({}): the same spec was submitted before",
+            text(&run["state"])
+        )
+    };
+    if !args.watch {
+        return match args.output.output {
+            Output::Json => print_json(&run),
+            Output::Table => {
+                outln!("{summary}");
+                Ok(())
+            }
+        };
+    }
+    // With --watch, stdout is for the run's lines (or, in JSON mode, its final state).
+    match args.output.output {
+        Output::Json => eprintln!("{summary}"),
+        Output::Table => outln!("{summary}"),
+    }
+    watch::follow(&client, &id, &args.watch_options, args.output.output).await
+}
+
+/// `runyard ls`.
+pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
+    let client = Client::new(&args.connection)?;
+    let mut request = client.request(Method::GET, "/api/v1/runs");
+    if let Some(state) = &args.state {
+        request = request.query(&[("state", state)]);
+    }
+    let response = client.send(request).await?;
+    let runs = client.json(response).await?;
+    if args.output.output == Output::Json {
+        return print_json(&runs);
+    }
+    let rows: Vec<Vec<String>> = runs
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|run| {
+            vec![
+                text(&run["id"]),
+                text(&run["name"]),
+                state_of(run),
+                format!(
+                    "{}/{}",
+                    text(&run["metrics"]["epochs_completed"]),
+                    text(&run["spec"]["epochs"])
+                ),
+                run["progress"]["percent"]
+                    .as_f64()
+                    .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
+                num(&run["metrics"]["train_loss"]),
+                num(&run["metrics"]["val_metric"]),
+                local_time(&run["created_at"]),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        table(
+            &["ID", "NAME", "STATE", "EPOCHS", "PROGRESS", "LOSS", "VAL", "CREATED"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// The state, with `(stalled)` or `(cancelling)` when that applies.
+fn state_of(run: &Value) -> String {
+    let mut state = text(&run["state"]);
+    if run["stalled"] == true {
+        state.push_str(" (stalled)");
+    }
+    if run["cancel_requested"] == true {
+        state.push_str(" (cancelling)");
+    }
+    state
+}
+
+/// `runyard show`.
+pub async fn show(args: ShowArgs) -> Result<(), ClientError> {
+    let client = Client::new(&args.connection)?;
+    let run = client
+        .get_json(&format!("/api/v1/runs/{}", segment(&args.id)))
+        .await?;
+    match args.output.output {
+        Output::Json => print_json(&run),
+        Output::Table => {
+            out!("{}", describe_run(&run));
+            Ok(())
+        }
+    }
+}
+
+/// The `show` text of a run.
+pub(super) fn describe_run(run: &Value) -> String {
+    let mut fields: Vec<(&str, String)> = vec![
+        ("id", text(&run["id"])),
+        ("name", text(&run["name"])),
+        ("state", state_of(run)),
+        ("digest", text(&run["digest"])),
+        ("created", local_time(&run["created_at"])),
+        ("updated", local_time(&run["updated_at"])),
+        (
+            "attempt",
+            format!(
+                "{} (retries {}, device {}, slots {})",
+                text(&run["attempt"]),
+                text(&run["retries"]),
+                text(&run["device"]),
+                run["slots"]
+                    .as_array()
+                    .filter(|s| !s.is_empty())
+                    .map_or_else(
+                        || "none".into(),
+                        |s| s.iter().map(text).collect::<Vec<_>>().join(",")
+                    )
+            ),
+        ),
+        ("priority", text(&run["priority"])),
+    ];
+    if let Some(position) = run["queue_position"].as_u64() {
+        fields.push(("queue", format!("position {position}")));
+    }
+    let metrics = &run["metrics"];
+    fields.push((
+        "epochs",
+        format!(
+            "{}/{} done, train loss {}, acc {}, val loss {}, val metric {} (best {}), {} training",
+            text(&metrics["epochs_completed"]),
+            text(&run["spec"]["epochs"]),
+            num(&metrics["train_loss"]),
+            num(&metrics["train_accuracy"]),
+            num(&metrics["val_loss"]),
+            num(&metrics["val_metric"]),
+            num(&metrics["best_val_metric"]),
+            metrics["training_time_ms"]
+                .as_f64()
+                .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0)),
+        ),
+    ));
+    let progress = &run["progress"];
+    if progress.is_object() {
+        fields.push(("progress", progress_line(progress)));
+    }
+    let checkpoint = &run["checkpoint"];
+    if checkpoint.is_object() {
+        fields.push((
+            "checkpoint",
+            describe("CheckpointSaved", checkpoint) + &format!(" {}", text(&checkpoint["path"])),
+        ));
+    }
+    for artifact in run["artifacts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        fields.push((
+            "artifact",
+            format!(
+                "{} ({}, sha256 {})",
+                text(&artifact["name"]),
+                bytes(&artifact["bytes"]),
+                text(&artifact["sha256"])
+            ),
+        ));
+    }
+    if !run["error"].is_null() {
+        fields.push(("error", text(&run["error"])));
+    }
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in &fields {
+        out.push_str(&format!("{key:<width$}  {value}\n"));
+    }
+    let epochs = run["epochs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !epochs.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = epochs
+            .iter()
+            .map(|e| {
+                vec![
+                    text(&e["epoch"]),
+                    num(&e["train_loss"]),
+                    num(&e["train_accuracy"]),
+                    num(&e["val_loss"]),
+                    num(&e["val_metric"]),
+                    e["duration_ms"]
+                        .as_f64()
+                        .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0)),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "EPOCH",
+                "TRAIN_LOSS",
+                "TRAIN_ACC",
+                "VAL_LOSS",
+                "VAL_METRIC",
+                "TIME",
+            ],
+            &rows,
+        ));
+    }
+    out
+}
+
+/// A progress sample on one line.
+pub(super) fn progress_line(p: &Value) -> String {
+    format!(
+        "epoch {}/{} batch {}/{} ({}%) loss {} {} samples/s ETA {}",
+        text(&p["epoch"]),
+        text(&p["epochs"]),
+        text(&p["batch"]),
+        text(&p["batches_per_epoch"]),
+        p["percent"]
+            .as_f64()
+            .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+        num(&p["loss"]),
+        p["samples_per_sec"]
+            .as_f64()
+            .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+        p["eta_secs"].as_f64().map_or_else(|| "-".into(), duration),
+    )
+}
+
+/// `runyard events`.
+pub async fn events(args: EventsArgs) -> Result<(), ClientError> {
+    let client = Client::new(&args.connection)?;
+    let mut request = client.request(
+        Method::GET,
+        &format!("/api/v1/runs/{}/events", segment(&args.id)),
+    );
+    if let Some(after) = args.after {
+        request = request.query(&[("after", after)]);
+    }
+    if let Some(limit) = args.limit {
+        request = request.query(&[("limit", limit)]);
+    }
+    let response = client.send(request).await?;
+    let events = client.json(response).await?;
+    if args.output.output == Output::Json {
+        return print_json(&events);
+    }
+    let rows: Vec<Vec<String>> = events
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let kind = e["type"].as_str().unwrap_or("?");
+            vec![
+                text(&e["seq"]),
+                local_time(&e["at"]),
+                kind.to_string(),
+                describe(kind, &e["data"]),
+            ]
+        })
+        .collect();
+    out!("{}", table(&["SEQ", "AT", "TYPE", "DETAILS"], &rows));
+    Ok(())
+}
+
+/// `runyard cancel | pause | resume`.
+pub async fn action(args: ActionArgs, action: Action) -> Result<(), ClientError> {
+    let client = Client::new(&args.connection)?;
+    let verb = match action {
+        Action::Cancel => "cancel",
+        Action::Pause => "pause",
+        Action::Resume => "resume",
+    };
+    let request = client.request(
+        Method::POST,
+        &format!("/api/v1/runs/{}/{verb}", segment(&args.id)),
+    );
+    let response = client.send(request).await?;
+    let still_stopping = response.status().as_u16() == 202;
+    let run = client.json(response).await?;
+    if args.output.output == Output::Json {
+        return print_json(&run);
+    }
+    if still_stopping {
+        outln!(
+            "run {}: {verb} requested, not stopped yet (state {})",
+            text(&run["id"]),
+            state_of(&run)
+        );
+    } else {
+        outln!("run {}: {}", text(&run["id"]), state_of(&run));
+    }
+    Ok(())
+}
