@@ -324,7 +324,9 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
             position.samples += len as u64;
             per_batch.report(epoch + 1, position.batch, position.samples, loss_value);
 
-            let by_batches = policy.every_batches.is_some_and(|k| position.step % k == 0);
+            let by_batches = policy
+                .every_batches
+                .is_some_and(|k| position.step.is_multiple_of(k));
             let by_time = policy
                 .every_seconds
                 .is_some_and(|s| last_checkpoint.elapsed().as_secs_f64() >= s);
