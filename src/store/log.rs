@@ -109,7 +109,29 @@ struct Trees {
     metrics: sled::Tree,
 }
 
+/// How long [`EventLog::open`] waits for a database that was just closed: sled may
+/// finish writing on a background thread, holding the directory's lock, for a moment
+/// after the last handle is dropped.
+const OPEN_PATIENCE: Duration = Duration::from_secs(3);
+
 impl Trees {
+    /// Opens the database, retrying for up to `patience` while another handle (in
+    /// this process or another) holds its lock.
+    fn open_patiently(dir: &Path, patience: Duration) -> Result<Self, sled::Error> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match Self::open(dir) {
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.to_string().contains("could not acquire lock") =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
     fn open(dir: &Path) -> Result<Self, sled::Error> {
         let db = sled::Config::new()
             .path(dir)
@@ -143,10 +165,11 @@ fn index_key(run_id: RunId, seq: Seq) -> [u8; 24] {
 impl EventLog {
     /// Opens (or creates) the log in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let trees = Trees::open(dir).map_err(|source| StoreError::Sled {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
+        let trees =
+            Trees::open_patiently(dir, OPEN_PATIENCE).map_err(|source| StoreError::Sled {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         Ok(Self {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -170,17 +193,10 @@ impl EventLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Dropping our handle lets the database close once the last reader is done.
         drop(slot.take());
-        let deadline = std::time::Instant::now() + patience;
-        loop {
-            match Trees::open(&self.shared.dir) {
-                Ok(trees) => {
-                    *slot = Some(Arc::new(trees));
-                    return Ok(());
-                }
-                Err(e) if std::time::Instant::now() >= deadline => return Err(self.sled_err(e)),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
+        let trees =
+            Trees::open_patiently(&self.shared.dir, patience).map_err(|e| self.sled_err(e))?;
+        *slot = Some(Arc::new(trees));
+        Ok(())
     }
 
     fn trees(&self) -> Result<Arc<Trees>, StoreError> {
