@@ -237,6 +237,15 @@ impl EventLog {
         }
     }
 
+    fn transaction_err(&self, e: TransactionError<()>) -> StoreError {
+        match e {
+            TransactionError::Storage(source) => self.sled_err(source),
+            TransactionError::Abort(()) => {
+                self.sled_err(sled::Error::Unsupported("transaction aborted".into()))
+            }
+        }
+    }
+
     fn seq_of(&self, key: &[u8]) -> Result<Seq, StoreError> {
         let bytes: [u8; 8] = key.try_into().map_err(|_| StoreError::BadKey {
             dir: self.shared.dir.clone(),
@@ -278,12 +287,7 @@ impl EventLog {
                 index_tx.apply_batch(&index)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                TransactionError::Storage(source) => self.sled_err(source),
-                TransactionError::Abort(()) => {
-                    self.sled_err(sled::Error::Unsupported("transaction aborted".into()))
-                }
-            })?;
+            .map_err(|e| self.transaction_err(e))?;
         t.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }
@@ -471,12 +475,7 @@ impl EventLog {
                 snapshots_tx.apply_batch(&snapshots)?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                TransactionError::Storage(source) => self.sled_err(source),
-                TransactionError::Abort(()) => {
-                    self.sled_err(sled::Error::Unsupported("transaction aborted".into()))
-                }
-            })?;
+            .map_err(|e| self.transaction_err(e))?;
         t.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
     }

@@ -106,24 +106,35 @@ pub struct SseEvent {
     pub data: Value,
 }
 
+/// One block of a stream (the text up to a blank line): its event, if it has an
+/// `event:` field, and its comment lines.
+pub fn parse_block(block: &str) -> (Option<SseEvent>, Vec<String>) {
+    let (mut id, mut event, mut data) = (None, String::new(), String::new());
+    let mut comments = Vec::new();
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.parse().expect("numeric id"));
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            event = v.to_string();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data.push_str(v);
+        } else if let Some(v) = line.strip_prefix(':') {
+            comments.push(v.trim().to_string());
+        }
+    }
+    let event = (!event.is_empty()).then(|| SseEvent {
+        id,
+        event,
+        data: serde_json::from_str(&data).expect("event data is JSON"),
+    });
+    (event, comments)
+}
+
 /// Parses complete events out of `buffer`, leaving a partial one in place.
 fn drain_events(buffer: &mut String, out: &mut Vec<SseEvent>) {
     while let Some(end) = buffer.find("\n\n") {
         let block: String = buffer.drain(..end + 2).collect();
-        let (mut id, mut event, mut data) = (None, String::new(), String::new());
-        for line in block.lines() {
-            if let Some(v) = line.strip_prefix("id: ") {
-                id = Some(v.parse().expect("numeric id"));
-            } else if let Some(v) = line.strip_prefix("event: ") {
-                event = v.to_string();
-            } else if let Some(v) = line.strip_prefix("data: ") {
-                data.push_str(v);
-            }
-        }
-        if !event.is_empty() {
-            let data = serde_json::from_str(&data).expect("event data is JSON");
-            out.push(SseEvent { id, event, data });
-        }
+        out.extend(parse_block(&block).0);
     }
 }
 

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    assert_problem, client, long_spec, quick_spec, spawn_app, types, wait_ready, TIMEOUT,
+    assert_problem, client, long_spec, parse_block, quick_spec, spawn_app, types, wait_ready,
+    TIMEOUT,
 };
 
 #[actix_web::test]
@@ -138,21 +139,10 @@ impl SseReader {
                 .push_str(std::str::from_utf8(chunk.as_ref()).expect("utf-8"));
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let (mut id, mut event, mut data) = (None, String::new(), String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id: ") {
-                        id = Some(v.parse().expect("numeric id"));
-                    } else if let Some(v) = line.strip_prefix("event: ") {
-                        event = v.to_string();
-                    } else if let Some(v) = line.strip_prefix("data: ") {
-                        data.push_str(v);
-                    } else if let Some(v) = line.strip_prefix(':') {
-                        self.items.push_back(Item::Comment(v.trim().to_string()));
-                    }
-                }
-                if !event.is_empty() {
-                    let data = serde_json::from_str(&data).expect("event data is JSON");
-                    self.items.push_back(Item::Event(id, event, data));
+                let (event, comments) = parse_block(&block);
+                self.items.extend(comments.into_iter().map(Item::Comment));
+                if let Some(e) = event {
+                    self.items.push_back(Item::Event(e.id, e.event, e.data));
                 }
             }
         }
