@@ -9,6 +9,7 @@ mod data;
 mod disk_full;
 mod golden;
 mod helpers;
+mod idempotency_restart;
 mod metrics;
 mod pause;
 mod repair;
