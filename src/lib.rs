@@ -25,7 +25,8 @@
 //!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
 //!   saveable state, learning-rate schedules, checkpoints, the training loop and its
 //!   thread.
-//! - [`http`]: the REST API, server-sent event streams, health checks, errors.
+//! - [`http`]: the REST API, server-sent event streams, health checks, errors, and
+//!   the OpenAPI document generated from them.
 //! - [`cli`]: the `runyard` command line.
 //! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging, and
 //!   building the server.

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 /// Largest synthetic data set accepted, in `f32` values (samples x features, and the
 /// samples x classes scores it is labelled from): 1 GiB each.
@@ -16,7 +17,7 @@ const MAX_DATA_VALUES: u64 = 1 << 28;
 const MAX_PARAMETERS: u64 = 1 << 27;
 
 /// What to train, as submitted by a user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
     /// A human name, shown in lists; not unique.
@@ -111,7 +112,7 @@ impl RunSpec {
 }
 
 /// What a run learns.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
     /// Integer class labels; cross-entropy loss, accuracy.
@@ -122,7 +123,7 @@ pub enum Task {
 }
 
 /// Where validation data comes from: a share of the training data, or other data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSpec {
     /// Share of the examples held out (a seeded split), in (0, 0.9].
@@ -134,7 +135,7 @@ pub struct ValidationSpec {
 }
 
 /// When a run writes checkpoints, besides the end of every epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointPolicy {
     /// Every this many optimizer steps.
@@ -164,7 +165,7 @@ impl Default for CheckpointPolicy {
 
 /// A learning-rate schedule, applied per optimizer step after an optional linear
 /// warm-up from 0.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScheduleSpec {
     /// The optimizer's `lr` throughout.
@@ -182,7 +183,7 @@ impl Default for ScheduleSpec {
 }
 
 /// See [`ScheduleSpec::Constant`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConstantSchedule {
     /// Steps of linear warm-up from 0.
@@ -191,7 +192,7 @@ pub struct ConstantSchedule {
 }
 
 /// See [`ScheduleSpec::Step`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepSchedule {
     /// Epochs between decays.
@@ -204,7 +205,7 @@ pub struct StepSchedule {
 }
 
 /// See [`ScheduleSpec::Cosine`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CosineSchedule {
     /// The learning rate the decay ends at (reached after the last step).
@@ -216,7 +217,7 @@ pub struct CosineSchedule {
 }
 
 /// The model architecture.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ModelSpec {
     /// A multi-layer perceptron.
@@ -229,7 +230,7 @@ pub enum ModelSpec {
 
 /// A TorchScript module: its parameters are registered with the optimizer and
 /// trained, not frozen. It maps `[batch, features]` to `[batch, outputs]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TorchscriptSpec {
     /// Path of the `.pt` file, relative to a data root (or absolute, inside one).
@@ -238,11 +239,12 @@ pub struct TorchscriptSpec {
 
 /// Convolutions (same padding, each followed by the activation and an optional max
 /// pool), then fully connected layers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CnnSpec {
     /// Shape of one example, `[channels, height, width]`; its product must equal the
     /// features per example.
+    #[schema(min_items = 3, max_items = 3)]
     pub input: [u32; 3],
     /// Output channels of each convolution.
     pub channels: Vec<u32>,
@@ -281,7 +283,7 @@ impl CnnSpec {
 }
 
 /// A multi-layer perceptron: linear layers with an activation between them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MlpSpec {
     /// Widths of the hidden layers, input side first.
@@ -297,7 +299,7 @@ pub struct MlpSpec {
 }
 
 /// A non-linearity between layers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// max(0, x).
@@ -310,7 +312,7 @@ pub enum Activation {
 }
 
 /// The training data.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DataSpec {
     /// A seeded synthetic classification problem.
@@ -324,7 +326,7 @@ pub enum DataSpec {
 }
 
 /// A CSV file: numeric columns, one of them the target.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CsvSpec {
     /// Path, relative to a data root (or absolute, inside one). `.gz` is decompressed.
@@ -346,7 +348,7 @@ fn default_delimiter() -> char {
 }
 
 /// A column named or counted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ColumnRef {
     /// 0-based index.
@@ -356,7 +358,7 @@ pub enum ColumnRef {
 }
 
 /// Features and targets in two `.npy` files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NpySpec {
     /// `[samples, ...]` features (flattened per example).
@@ -366,7 +368,7 @@ pub struct NpySpec {
 }
 
 /// Features and targets as two named tensors of one safetensors file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SafetensorsSpec {
     /// Path of the file.
@@ -389,7 +391,7 @@ fn default_targets_name() -> String {
 
 /// A seeded, learnable classification problem: Gaussian features labelled by a random
 /// linear teacher.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticSpec {
     /// Number of examples.
@@ -415,7 +417,7 @@ impl DataSpec {
 
 /// The optimizer and its hyper-parameters. runyard implements them itself (with
 /// PyTorch's update rules) so their state can be saved in checkpoints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerSpec {
     /// Stochastic gradient descent.
@@ -437,7 +439,7 @@ impl OptimizerSpec {
 }
 
 /// Stochastic gradient descent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SgdSpec {
     /// Learning rate.
@@ -454,13 +456,14 @@ pub struct SgdSpec {
 }
 
 /// Adam and AdamW.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdamSpec {
     /// Learning rate.
     pub lr: f64,
     /// Decay rates of the first and second moment estimates.
     #[serde(default = "default_betas")]
+    #[schema(min_items = 2, max_items = 2)]
     pub betas: [f64; 2],
     /// Added to the denominator for numerical stability.
     #[serde(default = "default_eps")]

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::event::{Envelope, Event, EventKind};
 use super::ids::{RunId, Seq, SlotId};
 use super::slots::{LedgerError, SlotLedger};
 
 /// Where a run is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Waiting for a slot.
@@ -122,7 +123,7 @@ impl RunState {
 }
 
 /// The summary of one finished epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EpochSummary {
     /// 1-based epoch number.
     pub epoch: u32,
@@ -139,7 +140,7 @@ pub struct EpochSummary {
 }
 
 /// Everything known about one run, derived from its events.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Run {
     /// The run's id.
     pub id: RunId,
@@ -151,6 +152,7 @@ pub struct Run {
     pub digest: String,
     /// The canonical spec, kept as the JSON text it was journaled as: replay does not
     /// build a tree of it for every run (readers parse it when they need it).
+    #[schema(value_type = crate::domain::spec::RunSpec)]
     pub spec: Box<serde_json::value::RawValue>,
     /// The task, from the spec.
     pub task: crate::domain::spec::Task,
@@ -202,11 +204,14 @@ pub struct Run {
     /// Why the run failed or was cancelled.
     pub error: Option<String>,
     /// Sequence number of `RunSubmitted`.
+    #[schema(value_type = u64)]
     pub submitted_seq: Seq,
     /// Sequence number of the event that last put the run in the queue: the
     /// dispatcher serves runs in this order.
+    #[schema(value_type = u64)]
     pub queued_seq: Seq,
     /// Sequence number of the last event about the run.
+    #[schema(value_type = u64)]
     pub last_seq: Seq,
 }
 
@@ -214,7 +219,7 @@ pub struct Run {
 const MAX_CHECKPOINTS_REMEMBERED: usize = 1000;
 
 /// A journaled checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CheckpointRef {
     /// Path relative to the data directory.
     pub path: String,
@@ -229,11 +234,12 @@ pub struct CheckpointRef {
     /// Size in bytes.
     pub bytes: u64,
     /// Sequence number of its `CheckpointSaved` event.
+    #[schema(value_type = u64)]
     pub seq: Seq,
 }
 
 /// A file a run produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Artifact {
     /// Its name, e.g. `final.safetensors`.
     pub name: String,
@@ -246,9 +252,10 @@ pub struct Artifact {
 }
 
 /// When and what [`Event::ArtifactsDeleted`] removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FilesDeleted {
     /// Sequence number of the event.
+    #[schema(value_type = u64)]
     pub seq: Seq,
     /// When it was recorded.
     pub at: DateTime<Utc>,
@@ -259,7 +266,7 @@ pub struct FilesDeleted {
 }
 
 /// The final figures of a completed run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunResult {
     /// Training loss of the last epoch.
     pub train_loss: f64,
@@ -338,15 +345,18 @@ struct StateSnapshot {
 }
 
 /// A repair of the journal by `runyard serve --repair`, as journaled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JournalRepair {
     /// Sequence number of the [`Event::JournalRepaired`] record.
+    #[schema(value_type = u64)]
     pub seq: Seq,
     /// When it was done.
     pub at: DateTime<Utc>,
     /// The first record moved aside.
+    #[schema(value_type = u64)]
     pub from_seq: Seq,
     /// The last record moved aside.
+    #[schema(value_type = u64)]
     pub to_seq: Seq,
     /// Why the first one could not be read.
     pub reason: String,

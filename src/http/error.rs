@@ -192,12 +192,18 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The body of every error answer (RFC 9457 problem details, plus `code`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Problem<'a> {
+    /// A URI naming the kind of problem: `https://runyard.dev/problems/{code}`.
     r#type: String,
+    /// A short title of the code.
     title: &'a str,
+    /// The HTTP status, repeated.
     status: u16,
+    /// What exactly was wrong, for a person.
     detail: &'a str,
+    /// The error code, one per row of the README's error table.
     code: &'a str,
 }
 

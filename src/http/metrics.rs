@@ -6,6 +6,8 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::error::Problem;
+use super::openapi::PROBLEM;
 use super::runs::existing_run_id;
 use super::{ApiError, AppState, ErrorCode};
 use crate::domain::RunId;
@@ -27,11 +29,12 @@ pub struct MetricsQuery {
 }
 
 /// A run's history of one metric.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MetricsView {
     /// The run.
     pub run_id: RunId,
     /// The metric.
+    #[schema(value_type = Metric)]
     pub name: &'static str,
     /// The step range asked for (`null`: open).
     pub from: Option<u64>,
@@ -50,7 +53,7 @@ pub struct MetricsView {
 }
 
 /// One point of a history.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PointView {
     /// Batch index across the run: `(epoch - 1) * batches_per_epoch + batch`.
     pub step: u64,
@@ -125,6 +128,34 @@ fn parse_query(query: &MetricsQuery) -> Result<(Metric, Query), ApiError> {
 /// `GET /api/v1/runs/{id}/metrics?name=loss&from=&to=&points=`: the run's history of
 /// one metric, at most `points` points in step order; an empty list for a run that
 /// has not trained yet.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/metrics",
+    tag = "runs",
+    operation_id = "get_run_metrics",
+    summary = "A run's progress history",
+    description = "The sampled history of one metric, in step order, reduced to at most \
+        `points` points (each the newest of its bucket); an empty list for a run that has not \
+        trained yet. An empty parameter counts as absent.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        ("name" = Option<Metric>, Query, description = "The metric (default `loss`)."),
+        ("from" = Option<u64>, Query, description = "Smallest step (inclusive)."),
+        ("to" = Option<u64>, Query, description = "Largest step (inclusive)."),
+        (
+            "points" = Option<u64>,
+            Query,
+            minimum = 1,
+            description = "Most points answered (default 500; more than are kept means all)."
+        ),
+    ),
+    responses(
+        (status = 200, description = "The history.", body = MetricsView),
+        (status = 400, description = "`invalid_query`: an unknown parameter, or a value that is not accepted (named).", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: the history could not be read.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn run_metrics(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -1,10 +1,12 @@
-//! The HTTP surface: REST under `/api/v1`, server-sent event streams, health checks.
+//! The HTTP surface: REST under `/api/v1`, server-sent event streams, health checks,
+//! and the OpenAPI document of them all (`/api/v1/openapi.json`).
 
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 pub mod runs;
 pub mod slots;
 pub mod stream;
@@ -13,6 +15,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::http::Method;
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::actors::Actors;
@@ -47,7 +50,7 @@ pub struct AppState {
 }
 
 /// What the start-up replay did, as `/api/v1/slots/audit` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// Events replayed.
     pub events: u64,
@@ -56,6 +59,7 @@ pub struct ReplayReport {
     /// Replay time in milliseconds.
     pub elapsed_ms: f64,
     /// The snapshot replay started from, if any.
+    #[schema(value_type = Option<u64>)]
     pub from_snapshot: Option<crate::domain::Seq>,
     /// The recovery events journaled right after, as `(run id, event name, slot)`;
     /// a `SlotReleased` of a run that was not live is a ledger repair.
@@ -63,7 +67,7 @@ pub struct ReplayReport {
 }
 
 /// One recovery event journaled at start.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RecoveryNote {
     /// The run.
     pub run_id: crate::domain::RunId,
@@ -75,31 +79,68 @@ pub struct RecoveryNote {
     pub repair: bool,
 }
 
-/// Registers every route.
+/// One route the server answers: what [`routes`] registers, and what the OpenAPI
+/// document must describe (its tests check that both hold the same routes).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path pattern, written the same way for actix and OpenAPI (`/runs/{id}`).
+    pub path: &'static str,
+    /// Builds the route's handler (a function, so the table can be a constant).
+    handler: fn() -> actix_web::Route,
+}
+
+impl Endpoint {
+    const fn new(method: Method, path: &'static str, handler: fn() -> actix_web::Route) -> Self {
+        Self {
+            method,
+            path,
+            handler,
+        }
+    }
+}
+
+/// `route!(GET "/path" => handler)`: an [`Endpoint`] of [`ROUTES`].
+macro_rules! route {
+    ($method:ident $path:literal => $handler:path) => {
+        Endpoint::new(Method::$method, $path, || web::to($handler))
+    };
+}
+
+/// Every route served. [`routes`] registers exactly these, so a route cannot be served
+/// without being listed here, and `openapi`'s tests fail for one that is not
+/// documented.
+pub const ROUTES: &[Endpoint] = &[
+    route!(GET "/healthz" => health::healthz),
+    route!(GET "/readyz" => health::readyz),
+    route!(GET "/api/v1/openapi.json" => openapi::document),
+    route!(POST "/api/v1/runs" => runs::submit),
+    route!(GET "/api/v1/runs" => runs::list),
+    route!(GET "/api/v1/runs/{id}" => runs::get),
+    route!(GET "/api/v1/runs/{id}/events" => runs::events),
+    route!(GET "/api/v1/runs/{id}/metrics" => metrics::run_metrics),
+    route!(POST "/api/v1/runs/{id}/cancel" => runs::cancel),
+    route!(POST "/api/v1/runs/{id}/pause" => runs::pause),
+    route!(POST "/api/v1/runs/{id}/resume" => runs::resume),
+    route!(GET "/api/v1/runs/{id}/artifacts/{name}" => runs::artifact),
+    route!(DELETE "/api/v1/runs/{id}/artifacts" => runs::delete_artifacts),
+    route!(GET "/api/v1/runs/{id}/stream" => stream::run_stream),
+    route!(GET "/api/v1/stream" => stream::all_stream),
+    route!(GET "/api/v1/slots" => slots::list),
+    route!(GET "/api/v1/slots/audit" => slots::audit),
+];
+
+/// Registers every route of [`ROUTES`], and answers anything else `404
+/// route_not_found`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .service(
-            web::scope("/api/v1")
-                .route("/runs", web::post().to(runs::submit))
-                .route("/runs", web::get().to(runs::list))
-                .route("/runs/{id}", web::get().to(runs::get))
-                .route("/runs/{id}/events", web::get().to(runs::events))
-                .route("/runs/{id}/metrics", web::get().to(metrics::run_metrics))
-                .route("/runs/{id}/cancel", web::post().to(runs::cancel))
-                .route("/runs/{id}/pause", web::post().to(runs::pause))
-                .route("/runs/{id}/resume", web::post().to(runs::resume))
-                .route("/runs/{id}/artifacts/{name}", web::get().to(runs::artifact))
-                .route(
-                    "/runs/{id}/artifacts",
-                    web::delete().to(runs::delete_artifacts),
-                )
-                .route("/runs/{id}/stream", web::get().to(stream::run_stream))
-                .route("/stream", web::get().to(stream::all_stream))
-                .route("/slots", web::get().to(slots::list))
-                .route("/slots/audit", web::get().to(slots::audit)),
-        )
-        .default_service(web::to(not_found));
+    for endpoint in ROUTES {
+        cfg.route(
+            endpoint.path,
+            (endpoint.handler)().method(endpoint.method.clone()),
+        );
+    }
+    cfg.default_service(web::to(not_found));
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
@@ -111,6 +152,7 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
 
 /// Starts serving on an already bound listener (so port 0 works).
 pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    openapi::build();
     let tokens = web::Data::new(state.tokens.clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {

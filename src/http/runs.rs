@@ -6,6 +6,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::error::Problem;
+use super::openapi::PROBLEM;
 use super::{ApiError, AppState, ErrorCode};
 use crate::actors::dispatcher::{
     CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
@@ -15,11 +17,13 @@ use crate::domain::state::CheckpointRef;
 use crate::domain::{Envelope, Run, RunId, RunSpec, RunState, Seq};
 
 /// A run as the API shows it: its fold, plus live progress and summary metrics.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunView<'a> {
     #[serde(flatten)]
     run: &'a Run,
+    /// The newest progress sample, while the run is running.
     progress: Option<Progress>,
+    /// Summary metrics of the journaled epochs.
     metrics: Metrics,
     /// The checkpoints the keep policy leaves on disk, oldest first.
     checkpoints_kept: &'a [CheckpointRef],
@@ -27,7 +31,9 @@ pub struct RunView<'a> {
     queue_position: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// Summary metrics of a run's journaled epochs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RunMetrics)]
 struct Metrics {
     epochs_completed: usize,
     train_loss: Option<f64>,
@@ -82,9 +88,10 @@ impl<'a> RunView<'a> {
 }
 
 /// One journaled event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     /// Journal sequence number.
+    #[schema(value_type = u64)]
     pub seq: Seq,
     /// When it was recorded.
     pub at: chrono::DateTime<chrono::Utc>,
@@ -376,6 +383,73 @@ async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError
 
 /// `POST /api/v1/runs`: answers `201` once `RunSubmitted` is durable, or `200` with the
 /// existing run when the same spec was submitted before.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs",
+    tag = "runs",
+    operation_id = "submit_run",
+    summary = "Submit a run",
+    description = "Reads a run spec as JSON, YAML or TOML, as its `Content-Type` says (a body \
+        without one is read as JSON, and so is any `+json` type; any `+yaml` type is YAML), \
+        checks it, and answers `201` with the run once `RunSubmitted` is durable. A spec whose \
+        digest a run already has is answered as `on_duplicate` says.",
+    params(
+        (
+            "on_duplicate" = Option<OnDuplicate>,
+            Query,
+            description = "What a spec whose digest a run already has does: `return_existing` \
+                (the default: `200` with the newest such run), `rerun` (`201` with a new run) or \
+                `reject` (`409 duplicate`). Empty counts as absent."
+        ),
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            description = "Makes the request safe to retry: 1 to 255 visible ASCII characters. \
+                A retry with the same key, method, path, query, content type and body within 24 \
+                hours gets the first answer again (unless it was a `5xx`), with \
+                `Idempotent-Replayed: true`, without doing the work twice."
+        ),
+    ),
+    request_body(
+        description = "The run spec. The same document is accepted as JSON, YAML or TOML.",
+        content(
+            (RunSpec = "application/json"),
+            (RunSpec = "application/yaml"),
+            (RunSpec = "application/x-yaml"),
+            (RunSpec = "text/yaml"),
+            (RunSpec = "application/toml"),
+        ),
+    ),
+    responses(
+        (
+            status = 201,
+            description = "The new run, once `RunSubmitted` is durable.",
+            body = RunView,
+            headers(
+                ("Location" = String, description = "The run's URL, `/api/v1/runs/{id}`."),
+                ("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."),
+            )
+        ),
+        (
+            status = 200,
+            description = "A run with the same spec digest exists and `on_duplicate` is \
+                `return_existing`: the newest such run.",
+            body = RunView,
+            headers(
+                ("Location" = String, description = "The run's URL, `/api/v1/runs/{id}`."),
+                ("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."),
+            )
+        ),
+        (status = 400, description = "`malformed_body`: the body is not a well-formed document of its media type (names the line and column); `invalid_query`: an unknown parameter or `on_duplicate` value; `invalid_header`: a malformed `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`duplicate`: `on_duplicate=reject` and a run with the same spec digest exists (named); `idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`body_too_large`: the body is larger than `server.max_body_bytes` (named).", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: the `Content-Type` is not accepted (those that are are named).", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_spec`: the spec breaks a rule, has an unknown field, or names data that cannot be read (names the field).", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn submit(
     req: HttpRequest,
     payload: web::Payload,
@@ -466,7 +540,8 @@ pub struct SubmitQuery {
 }
 
 /// What a submission of a spec that a run already has does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum OnDuplicate {
     /// Answer `200` with the newest run of that digest.
     ReturnExisting,
@@ -773,6 +848,53 @@ fn query_escape(value: &str) -> String {
 /// each `label`), in `sort` order (newest first by default); with `limit`, one page
 /// of them, and the next page's cursor in `X-Next-Cursor` and a `Link: <…>;
 /// rel="next"` header. The body stays a plain array.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    tag = "runs",
+    operation_id = "list_runs",
+    summary = "List runs",
+    description = "The runs matching every filter given, in `sort` order. Without `limit`, \
+        every match; with it, one page, and when more follow, the next page's cursor in \
+        `X-Next-Cursor` and `Link: <…&cursor=C>; rel=\"next\"`. An empty parameter counts as \
+        absent.",
+    params(
+        ("state" = Option<RunState>, Query, description = "Only runs in this state."),
+        ("name_prefix" = Option<String>, Query, description = "Only runs whose name starts with this."),
+        (
+            "label" = Option<Vec<String>>,
+            Query,
+            description = "`key=value` (the run has that label with that value) or `key` (the \
+                run has that label); repeatable, all must match."
+        ),
+        (
+            "sort" = Option<String>,
+            Query,
+            description = "`-created_at` (the default, newest first), `created_at`, \
+                `updated_at`, `-updated_at`, `name` or `-name`.",
+            example = "-created_at"
+        ),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Runs per page (1 to 1,000); without it, every match."),
+        (
+            "cursor" = Option<String>,
+            Query,
+            description = "The `X-Next-Cursor` of the previous page (opaque); send the same \
+                `sort` and filters with it."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The matching runs (a page of them with `limit`).",
+            body = Vec<RunView>,
+            headers(
+                ("Link" = String, description = "`<URL of the next page>; rel=\"next\"`, when more runs follow."),
+                ("X-Next-Cursor" = String, description = "The next page's cursor, when more runs follow."),
+            )
+        ),
+        (status = 400, description = "`invalid_query`: an unknown parameter, or a value that is not accepted (named).", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let fold = state.actors.reader.state();
@@ -852,6 +974,26 @@ pub struct GetQuery {
 
 /// `GET /api/v1/runs/{id}[?at_seq=N]`: the run now, or as it was right after event
 /// `N` (a fold of its events up to `N`; live progress is not part of the past).
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    tag = "runs",
+    operation_id = "get_run",
+    summary = "Get a run",
+    description = "The run now, or with `at_seq=N` as it was right after journal event `N` \
+        (a fold of its events up to `N`, without live progress).",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        ("at_seq" = Option<u64>, Query, description = "Show the run as it was right after this sequence number."),
+    ),
+    responses(
+        (status = 200, description = "The run.", body = RunView),
+        (status = 400, description = "`invalid_query`: an unknown parameter or a bad `at_seq`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id, or not yet at `at_seq`.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn get(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -894,6 +1036,26 @@ pub struct EventsQuery {
 }
 
 /// `GET /api/v1/runs/{id}/events`: the run's journaled events, in order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/events",
+    tag = "runs",
+    operation_id = "list_run_events",
+    summary = "A run's journaled events",
+    description = "The run's durable events, in journal order.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        ("after" = Option<u64>, Query, description = "Only events with a larger sequence number (default 0)."),
+        ("limit" = Option<u32>, Query, description = "At most this many events (default and maximum 10,000; others are clamped to 1 to 10,000)."),
+    ),
+    responses(
+        (status = 200, description = "The events.", body = Vec<EventView>),
+        (status = 400, description = "`invalid_query`: an unknown parameter or a value that is not a whole number.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn events(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -944,6 +1106,47 @@ async fn answer_when_stopped(
 /// `POST /api/v1/runs/{id}/cancel`: a queued or paused run is cancelled at once; a
 /// live run stops at its next batch boundary. Answers `200` with the cancelled run, or
 /// `202` if it has not stopped within the wait; `409` if it already ended.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    tag = "runs",
+    operation_id = "cancel_run",
+    summary = "Cancel a run",
+    description = "A queued or paused run is cancelled at once; a live run stops at its next batch \
+        boundary and frees its slots. Answers `200` once it has stopped, or `202` if it has \
+        not within 30 seconds.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            description = "Makes the request safe to retry: 1 to 255 visible ASCII characters. \
+                A retry with the same key, method, path, query, content type and body within 24 \
+                hours gets the first answer again (unless it was a `5xx`), with \
+                `Idempotent-Replayed: true`, without doing the work twice."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The cancelled run.",
+            body = RunView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."))
+        ),
+        (
+            status = 202,
+            description = "Cancelling: the run has not stopped within the wait.",
+            body = RunView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."))
+        ),
+        (status = 400, description = "`invalid_header`: a malformed `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the run has already ended; `idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn cancel(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -968,6 +1171,48 @@ async fn cancel_run(state: &AppState, path: &str) -> Result<HttpResponse, ApiErr
 /// `POST /api/v1/runs/{id}/pause`: a queued run is paused at once; a running one
 /// checkpoints at its next batch boundary and gives its slot back. Answers `200` with
 /// the paused run, `202` if it has not stopped within the wait, `409` otherwise.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/pause",
+    tag = "runs",
+    operation_id = "pause_run",
+    summary = "Pause a run",
+    description = "A queued run is paused at once; a running one checkpoints at its next batch \
+        boundary and frees its slots. Answers `200` once it has stopped, or `202` if it has \
+        not within 30 seconds. A paused run continues from its checkpoint when \
+        resumed.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            description = "Makes the request safe to retry: 1 to 255 visible ASCII characters. \
+                A retry with the same key, method, path, query, content type and body within 24 \
+                hours gets the first answer again (unless it was a `5xx`), with \
+                `Idempotent-Replayed: true`, without doing the work twice."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The paused run.",
+            body = RunView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."))
+        ),
+        (
+            status = 202,
+            description = "Pausing: the run has not stopped within the wait.",
+            body = RunView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."))
+        ),
+        (status = 400, description = "`invalid_header`: a malformed `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the run is neither queued nor running; `idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn pause(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -993,6 +1238,39 @@ async fn pause_run(state: &AppState, path: &str) -> Result<HttpResponse, ApiErro
 
 /// `POST /api/v1/runs/{id}/resume`: a paused run goes back to the queue and continues
 /// from its checkpoint. Answers `200` with the run, `409` if it is not paused.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/resume",
+    tag = "runs",
+    operation_id = "resume_run",
+    summary = "Resume a paused run",
+    description = "A paused run goes back to the queue and continues from its checkpoint.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            description = "Makes the request safe to retry: 1 to 255 visible ASCII characters. \
+                A retry with the same key, method, path, query, content type and body within 24 \
+                hours gets the first answer again (unless it was a `5xx`), with \
+                `Idempotent-Replayed: true`, without doing the work twice."
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The run, queued again.",
+            body = RunView,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."))
+        ),
+        (status = 400, description = "`invalid_header`: a malformed `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the run is not paused; `idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn resume(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -1013,6 +1291,44 @@ async fn resume_run(state: &AppState, path: &str) -> Result<HttpResponse, ApiErr
 
 /// `GET /api/v1/runs/{id}/artifacts/{name}`: downloads the final weights or a kept
 /// checkpoint. Only files the journal names are served.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/artifacts/{name}",
+    tag = "runs",
+    operation_id = "download_artifact",
+    summary = "Download an artifact",
+    description = "Downloads a file the run's journal names: an artifact (`final.safetensors`) \
+        or a kept checkpoint (by file name). Conditional (`If-None-Match`, \
+        `If-Modified-Since`, `If-Match`, `If-Unmodified-Since`) and `Range` requests are \
+        answered as HTTP says.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        ("name" = String, Path, description = "The artifact's name, or a kept checkpoint's file name."),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The file.",
+            content_type = "application/octet-stream",
+            headers(
+                ("ETag" = String, description = "The file's entity tag."),
+                ("Last-Modified" = String, description = "When the file was last written."),
+            )
+        ),
+        (
+            status = 206,
+            description = "The part of the file a `Range` header asked for.",
+            content_type = "application/octet-stream",
+            headers(("Content-Range" = String, description = "Which bytes of the file are sent."))
+        ),
+        (status = 304, description = "Not modified since the `If-None-Match` or `If-Modified-Since` given; no body."),
+        (status = 400, description = "A malformed `Range` header; no body."),
+        (status = 404, description = "`run_not_found`: no run with that id; `artifact_not_found`: the run has no artifact or kept checkpoint of that name.", body = Problem, content_type = PROBLEM),
+        (status = 410, description = "`artifact_deleted`: the run's files were deleted.", body = Problem, content_type = PROBLEM),
+        (status = 412, description = "An `If-Match` or `If-Unmodified-Since` precondition failed; no body."),
+        (status = 416, description = "The `Range` asked for is not in the file; no body."),
+    )
+)]
 pub async fn artifact(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -1075,6 +1391,27 @@ pub async fn artifact(
 /// every file in place (`503`), and a crash after it leaves files that the next start
 /// removes ([`crate::actors::dispatcher::remove_deleted_run_files`]). Removing first
 /// could lose files that the journal still lists as downloadable.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/runs/{id}/artifacts",
+    tag = "runs",
+    operation_id = "delete_artifacts",
+    summary = "Delete a run's files",
+    description = "Removes an ended run's files (checkpoints and artifacts), journals \
+        `ArtifactsDeleted` first, and answers the run, whose `files_deleted` says what went. \
+        Its events and view stay. Deleting again answers the run again, without a second \
+        event.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+    ),
+    responses(
+        (status = 200, description = "The run, with `files_deleted` set.", body = RunView),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the run has not ended (or still holds a slot).", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn delete_artifacts(
     state: web::Data<AppState>,
     path: web::Path<String>,

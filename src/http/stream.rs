@@ -221,6 +221,48 @@ fn start_cursor(req: &HttpRequest, after: Option<Seq>) -> Result<Seq, ApiError> 
 
 /// `GET /api/v1/runs/{id}/stream?after=&every=`: one run's lifecycle events and
 /// progress until its terminal event.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/stream",
+    tag = "streams",
+    operation_id = "stream_run",
+    summary = "Stream a run's events",
+    description = "Server-sent events of one run: its journaled lifecycle events from the \
+        cursor on, and its progress, until its terminal event (then the stream ends). \
+        Each lifecycle event is sent as `id: SEQ`, `event: NAME` (e.g. `EpochCompleted`), \
+        `data: EVENT` (an `EventView` as JSON); `progress` events carry a run's newest \
+        progress sample and its `run_id`, without an `id`. Comments keep the connection alive. \
+        A client too slow to take its events is disconnected after a last `resume` event \
+        naming the `after` to reconnect with.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+        (
+            "Last-Event-ID" = Option<u64>,
+            Header,
+            nullable = false,
+            description = "The `id` of the last event received: the stream goes on after it \
+                (wins over `after`). An `EventSource` sends it when it reconnects."
+        ),
+        ("after" = Option<u64>, Query, description = "Start after this sequence number (default 0: from the start)."),
+        (
+            "every" = Option<String>,
+            Query,
+            description = "Send progress at most this often instead of at every server tick: \
+                a duration from `50ms` to `60s`, such as `500ms`, `2s` or `1m`.",
+            example = "500ms"
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The stream of server-sent events.",
+            content_type = "text/event-stream",
+            body = String
+        ),
+        (status = 400, description = "`invalid_query`: an unknown parameter, a bad `after`, `every` or `Last-Event-ID`.", body = crate::http::error::Problem, content_type = crate::http::openapi::PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = crate::http::error::Problem, content_type = crate::http::openapi::PROBLEM),
+    )
+)]
 pub async fn run_stream(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -252,6 +294,59 @@ pub async fn run_stream(
 
 /// `GET /api/v1/stream?run=&state=&type=&after=&every=`: the lifecycle events of
 /// every run and the progress of live ones, filtered on the server; never ends.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "streams",
+    operation_id = "stream_all",
+    summary = "Stream every run's events",
+    description = "Server-sent events of every run: journaled lifecycle events from the \
+        cursor on and the progress of live runs, filtered on the server; it never ends. \
+        Filters of one kind are alternatives, filters of different kinds must all match. \
+        Each lifecycle event is sent as `id: SEQ`, `event: NAME` (e.g. `EpochCompleted`), \
+        `data: EVENT` (an `EventView` as JSON); `progress` events carry a run's newest \
+        progress sample and its `run_id`, without an `id`. Comments keep the connection alive. \
+        A client too slow to take its events is disconnected after a last `resume` event \
+        naming the `after` to reconnect with.",
+    params(
+        ("run" = Option<Vec<String>>, Query, description = "Only this run (a run id); repeatable."),
+        (
+            "state" = Option<Vec<crate::domain::RunState>>,
+            Query,
+            description = "Only runs whose current state is this; repeatable."
+        ),
+        (
+            "type" = Option<Vec<String>>,
+            Query,
+            description = "Only events of this name (e.g. `RunCompleted`), or `progress`; \
+                repeatable. Without `progress` among them, no progress is sent."
+        ),
+        (
+            "Last-Event-ID" = Option<u64>,
+            Header,
+            nullable = false,
+            description = "The `id` of the last event received: the stream goes on after it \
+                (wins over `after`). An `EventSource` sends it when it reconnects."
+        ),
+        ("after" = Option<u64>, Query, description = "Start after this sequence number (default 0: from the start)."),
+        (
+            "every" = Option<String>,
+            Query,
+            description = "Send progress at most this often instead of at every server tick: \
+                a duration from `50ms` to `60s`, such as `500ms`, `2s` or `1m`.",
+            example = "500ms"
+        ),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The stream of server-sent events.",
+            content_type = "text/event-stream",
+            body = String
+        ),
+        (status = 400, description = "`invalid_query`: an unknown parameter, or a value that is not accepted (named).", body = crate::http::error::Problem, content_type = crate::http::openapi::PROBLEM),
+    )
+)]
 pub async fn all_stream(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -78,7 +78,8 @@ const POINT_VALUE_LEN: usize = 16;
 const STATE_LEN: usize = 1 + 8 * 3;
 
 /// A sampled quantity of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
 pub enum Metric {
     /// Loss of the last batch before the sample (no point while it is not finite, e.g.
     /// right after a resume).

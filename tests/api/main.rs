@@ -11,6 +11,7 @@ mod golden;
 mod helpers;
 mod idempotency_restart;
 mod metrics;
+mod openapi;
 mod pause;
 mod repair;
 mod runs;
