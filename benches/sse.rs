@@ -8,6 +8,11 @@
 //!   subscribers connected and served one progress tick, minus before they connected,
 //!   over N (10,000): everything a connection costs the server (socket state in user
 //!   space, actix buffers, the stream task, its channel).
+//! - `sse_bare_actix_bytes_per_subscriber`: the same for a bare actix-web server in
+//!   its own process (the same `HttpServer` settings, a `Logger`), whose event-stream
+//!   handler sends one event and then nothing: what an open HTTP/1 connection costs in
+//!   actix-web itself (its 8 KiB read and write buffers, the connection task), the
+//!   floor under the figure above.
 //! - `sse_tick_p99_ms_1k`, `sse_tick_p99_ms_10k`: one run's progress stream
 //!   (`GET /api/v1/runs/{id}/stream`) with 1,000 and 10,000 subscribers. The run is
 //!   paused, so the server's own ticker leaves its sample alone; this bench publishes
@@ -155,7 +160,7 @@ async fn run(bench: bool, figures: &mut common::Figures) {
         let mut child = Child::spawn(&[
             "stream".into(),
             address.clone(),
-            run_id.clone(),
+            format!("/api/v1/runs/{run_id}/stream"),
             n.to_string(),
         ]);
         assert_eq!(child.line().await, "connected");
@@ -203,10 +208,15 @@ async fn run(bench: bool, figures: &mut common::Figures) {
             10_000 => {
                 figures.put("sse_tick_p99_ms_10k", p99, "ms");
                 figures.put("sse_bytes_per_subscriber", bytes_per_subscriber, "B");
+                let bare = bare_bytes_per_subscriber(n).await;
+                figures.put("sse_bare_actix_bytes_per_subscriber", bare, "B");
             }
-            _ => println!(
-                "sse smoke: {n} subscribers, p99 {p99:.2} ms, {bytes_per_subscriber:.0} B each"
-            ),
+            _ => {
+                let bare = bare_bytes_per_subscriber(n).await;
+                println!(
+                    "sse smoke: {n} subscribers, p99 {p99:.2} ms, {bytes_per_subscriber:.0} B each (bare actix-web: {bare:.0} B)"
+                );
+            }
         }
         // Let the server notice the closed connections before the next size.
         tokio::time::sleep(TICK_GAP).await;
@@ -334,6 +344,67 @@ fn bare_server(body: Vec<u8>) -> (std::net::SocketAddr, actix_web::dev::ServerHa
     (address, handle)
 }
 
+/// A bare actix-web server in a child process, `n` event-stream subscribers from
+/// another: the server's resident memory per subscriber.
+async fn bare_bytes_per_subscriber(n: usize) -> f64 {
+    let mut server = Child::spawn(&["bare-sse".into()]);
+    let address = server.line().await;
+    let mut clients = Child::spawn(&["stream".into(), address, "/sse".into(), n.to_string()]);
+    assert_eq!(clients.line().await, "connected");
+    assert_eq!(clients.line().await, "ready");
+    server.say(&format!("measure {n}")).await;
+    server.line().await.parse().expect("bytes per subscriber")
+}
+
+/// The bare server: prints its address, then answers `measure N` with its resident
+/// memory growth since it started listening, over N.
+fn bare_sse_server() {
+    actix_web::rt::System::new().block_on(async {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = actix_web::HttpServer::new(|| {
+            actix_web::App::new()
+                .wrap(actix_web::middleware::Logger::default())
+                .route(
+                    "/sse",
+                    actix_web::web::get().to(|| async {
+                        // One event (the client waits for a first sample), then nothing.
+                        let mut first = Some(actix_web::web::Bytes::from_static(
+                            b"retry: 1000\n\nevent: progress\ndata: {\"samples\":1}\n\n",
+                        ));
+                        let body = futures_util::stream::poll_fn(move |_| match first.take() {
+                            Some(event) => {
+                                std::task::Poll::Ready(Some(Ok::<_, std::convert::Infallible>(
+                                    event,
+                                )))
+                            }
+                            None => std::task::Poll::Pending,
+                        });
+                        actix_web::HttpResponse::Ok()
+                            .content_type("text/event-stream")
+                            .streaming(body)
+                    }),
+                )
+        })
+        .listen(listener)
+        .expect("listen")
+        .run();
+        actix_web::rt::spawn(server);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = rss_bytes();
+        println!("{address}");
+        let _ = std::io::stdout().flush();
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = stdin.next_line().await {
+            if let Some(n) = line.strip_prefix("measure ") {
+                let n: f64 = n.parse().expect("n");
+                println!("{}", rss_bytes().saturating_sub(before) as f64 / n);
+                let _ = std::io::stdout().flush();
+            }
+        }
+    });
+}
+
 // ---- The client process ----
 
 fn child() {
@@ -343,6 +414,10 @@ fn child() {
         .build()
         .expect("runtime");
     match args.first().map(String::as_str) {
+        Some("bare-sse") => {
+            drop(runtime);
+            bare_sse_server();
+        }
         Some("stream") => runtime.block_on(stream_clients(
             &args[1],
             &args[2],
@@ -364,10 +439,9 @@ struct Receipts {
     count: AtomicU64,
 }
 
-async fn stream_clients(address: &str, run_id: &str, n: usize) {
-    let request = format!(
-        "GET /api/v1/runs/{run_id}/stream HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
-    );
+async fn stream_clients(address: &str, path: &str, n: usize) {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
     let receipts: Arc<std::sync::Mutex<HashMap<u64, Arc<Receipts>>>> = Arc::default();
     let first_seen = Arc::new(AtomicU64::new(0));
     let connected = Arc::new(tokio::sync::Semaphore::new(0));

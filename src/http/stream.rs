@@ -38,18 +38,30 @@ use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
 
 /// Events read from the journal per pass (and so at most per chunk).
 const READ_BATCH: usize = 64;
-/// Chunks buffered between a stream's task and its connection: with [`READ_BATCH`],
+/// Chunks buffered between a stream's task and its connection: with [`CHUNK_BYTES`],
 /// what a client that stopped reading can hold on the server beyond the connection's
 /// own buffers.
-pub const CHANNEL_CHUNKS: usize = 4;
+pub const CHANNEL_CHUNKS: usize = 1;
+/// A catch-up chunk is sent once it holds this many bytes. The connection copies
+/// whatever chunks are ready into its write buffer before flushing, and keeps that
+/// buffer's memory while the stream lasts: small chunks through a short channel keep
+/// it small however long the history a client catches up on.
+const CHUNK_BYTES: usize = 1024;
 /// Shortest `?every=`.
 const EVERY_MIN: Duration = Duration::from_millis(50);
 /// Longest `?every=`.
 const EVERY_MAX: Duration = Duration::from_secs(60);
 
+/// Journal reads of all streams at once. Reads run on blocking threads: a burst of
+/// clients catching up (every dashboard reconnecting after a restart) would otherwise
+/// start a thread each, up to the runtime's limit, and keep them for a while.
+const CONCURRENT_READS: usize = 4;
+
 /// Counters of the event streams, shared by all of them (for metrics).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamStats {
+    /// Permits for journal reads ([`CONCURRENT_READS`]).
+    reads: tokio::sync::Semaphore,
     opened: AtomicU64,
     connected: AtomicU64,
     disconnects: AtomicU64,
@@ -57,6 +69,19 @@ pub struct StreamStats {
     /// The newest `progress` event of each run, encoded once and shared: with many
     /// subscribers, a tick is serialized once per run, not once per subscriber.
     encoded: Mutex<FxHashMap<RunId, (Progress, web::Bytes)>>,
+}
+
+impl Default for StreamStats {
+    fn default() -> Self {
+        Self {
+            reads: tokio::sync::Semaphore::new(CONCURRENT_READS),
+            opened: AtomicU64::default(),
+            connected: AtomicU64::default(),
+            disconnects: AtomicU64::default(),
+            slow_disconnects: AtomicU64::default(),
+            encoded: Mutex::default(),
+        }
+    }
 }
 
 /// A copy of [`StreamStats`] at one moment.
@@ -503,6 +528,14 @@ impl Feed {
     }
 
     async fn read(&self) -> Result<Vec<(Seq, Envelope)>, End> {
+        // The semaphore is never closed.
+        let _permit = self
+            .state
+            .streams
+            .reads
+            .acquire()
+            .await
+            .map_err(|_| End::Done)?;
         let reader = &self.state.actors.reader;
         let read = match self.filter.runs.as_deref() {
             Some([one]) => {
@@ -526,6 +559,9 @@ impl Feed {
                 return Ok(());
             };
             let mut chunk = String::new();
+            // Chunks of at least CHUNK_BYTES, each with the last sequence number it
+            // holds, sent after the fold is let go.
+            let mut full: Vec<(String, Seq)> = Vec::new();
             let mut ended = false;
             {
                 let state = Arc::clone(&self.state);
@@ -554,7 +590,16 @@ impl Feed {
                     let data =
                         serde_json::to_string(&EventView::new(*seq, envelope)).unwrap_or_default();
                     sse_event(&mut chunk, Some(*seq), name, &data);
+                    if chunk.len() >= CHUNK_BYTES {
+                        full.push((std::mem::take(&mut chunk), *seq));
+                    }
                 }
+            }
+            // The cursor follows every chunk taken, so a stream ended as too slow
+            // names exactly what its client got.
+            for (part, through) in full {
+                self.send(part.into()).await?;
+                self.cursor = through;
             }
             if !chunk.is_empty() {
                 self.send(chunk.into()).await?;
