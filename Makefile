@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup build run test lint bench crash-loop clean-libtorch
+.PHONY: setup browser build run test lint bench crash-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -10,6 +10,11 @@ DATA_DIR ?= ./data
 setup:
 	bash scripts/setup-libtorch.sh
 	bash scripts/fetch-digits.sh
+
+# Debian's chromium and chromedriver for the dashboard's browser test, with apt-get
+# when either is missing (as root; elsewhere it says what to install and goes on).
+browser:
+	bash scripts/setup-browser.sh
 
 # Set-up and the release build.
 build: setup
@@ -24,9 +29,11 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# Everything from a fresh clone, then the whole test suite.
-test: setup lint
-	$(CARGO) test --locked --all-targets
+# Everything from a fresh clone, then the whole test suite. The dashboard's browser
+# test fails without chromium here; RUNYARD_REQUIRE_BROWSER=0 lets it skip instead.
+RUNYARD_REQUIRE_BROWSER ?= 1
+test: setup browser lint
+	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
 # whole suite runs 25). SEED repeats a failing loop's choices.

@@ -39,6 +39,47 @@ pub struct Config {
     /// Bearer tokens.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Environment variable naming the OTLP endpoint, read when `telemetry.otlp_endpoint`
+/// is not set (the OpenTelemetry standard one).
+pub const OTEL_ENDPOINT_VAR: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Base URL of an OTLP/HTTP (protobuf) receiver, e.g. `http://localhost:4318`;
+    /// spans go to its `/v1/traces`. Absent: no traces. Falls back to
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Longest time a finished span waits before it is sent, in milliseconds.
+    #[serde(default = "default_export_interval_ms")]
+    pub export_interval_ms: u64,
+}
+
+fn default_export_interval_ms() -> u64 {
+    5000
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            export_interval_ms: default_export_interval_ms(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The batch export interval.
+    pub fn export_interval(&self) -> Duration {
+        Duration::from_millis(self.export_interval_ms)
+    }
 }
 
 /// `[auth]`.
@@ -159,6 +200,12 @@ impl Config {
 
     fn figment(file: Option<&Path>, overrides: &Overrides, env: Env) -> Figment {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        // The OpenTelemetry variable comes first, so runyard's own layers win over it.
+        figment = figment.merge(
+            Env::raw()
+                .filter(|key| key == OTEL_ENDPOINT_VAR)
+                .map(|_| "telemetry.otlp_endpoint".into()),
+        );
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
@@ -245,6 +292,27 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint {
+            let url = reqwest::Url::parse(endpoint).map_err(|e| ConfigError::Invalid {
+                key: "telemetry.otlp_endpoint",
+                reason: format!("`{endpoint}` is not a URL: {e}"),
+            })?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::Invalid {
+                    key: "telemetry.otlp_endpoint",
+                    reason: format!("must be an http:// or https:// URL, got `{endpoint}`"),
+                });
+            }
+        }
+        if !(10..=600_000).contains(&self.telemetry.export_interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "telemetry.export_interval_ms",
+                reason: format!(
+                    "must be between 10 and 600000, got {}",
+                    self.telemetry.export_interval_ms
+                ),
+            });
+        }
         if let Err(e) = self.log.filter.parse::<tracing_subscriber::EnvFilter>() {
             return Err(ConfigError::Invalid {
                 key: "log.filter",
@@ -312,6 +380,48 @@ mod tests {
         .expect("valid");
         assert_eq!(config.server.bind.port(), 0);
         assert_eq!(config.server.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_on_with_either_endpoint_variable() {
+        let config = load_with(&[], None, &Overrides::default()).expect("valid");
+        assert_eq!(config.telemetry.otlp_endpoint, None);
+        assert_eq!(config.telemetry.export_interval(), Duration::from_secs(5));
+        let config = load_with(
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")],
+            None,
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        // runyard's own variable wins over the standard one.
+        let config = load_with(
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                ("RUNYARD__TELEMETRY__OTLP_ENDPOINT", "http://mine:4318"),
+                ("RUNYARD__TELEMETRY__EXPORT_INTERVAL_MS", "100"),
+            ],
+            None,
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.telemetry.otlp_endpoint.as_deref(),
+            Some("http://mine:4318")
+        );
+        assert_eq!(config.telemetry.export_interval_ms, 100);
+        for bad in ["collector:4318", "not a url", "ftp://collector"] {
+            let err = load_with(
+                &[("RUNYARD__TELEMETRY__OTLP_ENDPOINT", bad)],
+                None,
+                &Overrides::default(),
+            )
+            .expect_err(bad);
+            assert!(err.to_string().contains("telemetry.otlp_endpoint"), "{err}");
+        }
     }
 
     #[test]

@@ -19,17 +19,22 @@
 //! - [`store`]: the sled event log (reopened after a failed write), its versioned
 //!   record codec, snapshots and replay, export/import/verify, moving a bad tail
 //!   aside (`serve --repair`), and the sampled progress history.
-//! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, and their
-//!   supervision.
+//! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, their
+//!   supervision, and the tracer that turns the journal into runs' traces.
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
 //!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
 //!   saveable state, learning-rate schedules, checkpoints, the training loop and its
 //!   thread.
-//! - [`http`]: the REST API, server-sent event streams, health checks, errors, and
-//!   the OpenAPI document generated from them.
+//! - [`http`]: the REST API, server-sent event streams, health checks, errors, the
+//!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),
+//!   and the OpenAPI document generated from them.
 //! - [`cli`]: the `runyard` command line.
-//! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging, and
-//!   building the server.
+//! - [`instruments`]: the Prometheus histograms and counters the actors and the HTTP
+//!   layer update (`GET /metrics` adds what it reads at scrape time).
+//! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging and
+//!   OpenTelemetry traces (`telemetry::run_spans`: a run's events as spans;
+//!   `telemetry::traces`: the OTLP export pipeline; `http::traces`: request spans),
+//!   and building the server.
 
 #![warn(missing_docs)]
 
@@ -38,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod instruments;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -17,6 +17,9 @@ use crate::train::data::DataRoots;
 /// (`server.sse_keep_alive_ms`).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Longest time a stopping server spends sending its last spans.
+pub const TRACE_FLUSH: Duration = Duration::from_secs(5);
+
 /// How the server starts, beyond its configuration.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StartOptions {
@@ -33,6 +36,10 @@ pub struct Application {
     replay: ReplayStats,
     /// The event streams' counters, also in the handlers' state.
     streams: std::sync::Arc<http::stream::StreamStats>,
+    /// The trace pipeline, when traces are on (flushed when the server stops).
+    traces: Option<crate::telemetry::traces::Traces>,
+    /// The actor that builds runs' spans from the journal, when traces are on.
+    tracer: Option<actix::Addr<crate::actors::tracer::Tracer>>,
 }
 
 impl Application {
@@ -56,6 +63,10 @@ impl Application {
                 tokens = tokens.len(),
                 "API tokens loaded; every /api route needs one"
             );
+        }
+        let traces = crate::telemetry::traces::Traces::start(&config.telemetry)?;
+        if let Some(traces) = &traces {
+            tracing::info!(endpoint = traces.endpoint(), "traces on: OTLP/HTTP export");
         }
         let journal_dir = data_dir.join("journal");
         let log = EventLog::open(&journal_dir).context("cannot open the journal")?;
@@ -96,6 +107,8 @@ impl Application {
             tracing::info!(threads, slots = devices.len(), "cpu training threads");
         }
         let roots = DataRoots::new(config.data_roots());
+        // The tracer takes over after the last record the previous server wrote.
+        let replayed_seq = state.last_seq();
         let actors = supervisor::start(
             log,
             state,
@@ -105,6 +118,13 @@ impl Application {
             &roots,
             config.journal.snapshot_every,
         );
+        let tracer = traces.as_ref().map(|traces| {
+            actix::Actor::start(crate::actors::tracer::Tracer::new(
+                actors.reader.clone(),
+                traces.clone(),
+                replayed_seq,
+            ))
+        });
         let mut bind = config.server.bind;
         if tokens.is_empty() && !bind.ip().is_loopback() {
             let loopback = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bind.port());
@@ -132,6 +152,7 @@ impl Application {
                 roots,
                 last_replay,
                 tokens,
+                traces: traces.clone(),
             },
         )?;
         Ok(Self {
@@ -140,6 +161,8 @@ impl Application {
             actors,
             replay: stats,
             streams,
+            traces,
+            tracer,
         })
     }
 
@@ -170,7 +193,24 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT or SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        if let Some(traces) = self.traces {
+            crate::actors::tracer::flush_and_stop(self.tracer, traces, TRACE_FLUSH).await;
+        }
+        served
+    }
+
+    /// Spans this server exported and dropped (all zero when traces are off).
+    pub fn span_counts(&self) -> crate::telemetry::SpanCounts {
+        self.traces
+            .as_ref()
+            .map(crate::telemetry::traces::Traces::counts)
+            .unwrap_or_default()
+    }
+
+    /// The trace pipeline, when traces are on.
+    pub fn traces(&self) -> Option<crate::telemetry::traces::Traces> {
+        self.traces.clone()
     }
 }
 

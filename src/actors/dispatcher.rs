@@ -40,6 +40,8 @@ pub struct Dispatcher {
     slots: Vec<SlotEntry>,
     queue: VecDeque<RunId>,
     ready: Arc<AtomicBool>,
+    /// Where queue wait times are recorded, if anywhere.
+    queue_wait: Option<prometheus::Histogram>,
 }
 
 impl Dispatcher {
@@ -63,7 +65,15 @@ impl Dispatcher {
                 .collect(),
             queue: VecDeque::new(),
             ready,
+            queue_wait: None,
         }
+    }
+
+    /// Also records, in `queue_wait` (seconds), how long each run waited in the queue
+    /// before its slots were claimed.
+    pub fn with_queue_wait_histogram(mut self, queue_wait: prometheus::Histogram) -> Self {
+        self.queue_wait = Some(queue_wait);
+        self
     }
 
     /// Rebuilds the queue and slot occupancy from the published state; runs waiting
@@ -112,7 +122,7 @@ impl Dispatcher {
     /// holding none; the runs behind it wait too, so it is not starved.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         while let Some(&run_id) = self.queue.front() {
-            let (spec, attempt, resume) = {
+            let (spec, attempt, resume, queued_since) = {
                 let state = self.reader.state();
                 let Some(run) = state.run(run_id).filter(|r| r.state == RunState::Queued) else {
                     self.queue.pop_front();
@@ -129,6 +139,9 @@ impl Dispatcher {
                     serde_json::from_str::<RunSpec>(run.spec.get()),
                     run.attempt + 1,
                     resume,
+                    // A queued run's last event put it in the queue (submitted,
+                    // requeued, resumed, or its retry scheduled).
+                    run.updated_at,
                 )
             };
             let spec = match spec {
@@ -168,6 +181,10 @@ impl Dispatcher {
                 match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                     Ok(_) => {
                         tracing::info!(run_id = %run_id, slots = ?slots, attempt, "slots claimed");
+                        if let Some(queue_wait) = &dispatcher.queue_wait {
+                            let waited = chrono::Utc::now().signed_duration_since(queued_since);
+                            queue_wait.observe(waited.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+                        }
                         dispatcher.slots[free[0]].addr.do_send(StartRun {
                             run_id,
                             spec,
@@ -403,6 +420,9 @@ pub struct SubmitRun {
     /// Make a new run even when a run with the same digest exists (`on_duplicate=
     /// rerun`); otherwise such a submission answers the newest existing run.
     pub rerun: bool,
+    /// The run's [`Event::TraceAssigned`], journaled in the same append as its
+    /// `RunSubmitted` (when traces are on).
+    pub trace: Option<Event>,
 }
 
 impl Handler<SubmitRun> for Dispatcher {
@@ -416,7 +436,8 @@ impl Handler<SubmitRun> for Dispatcher {
             digest: msg.spec.digest(),
             spec: msg.spec.canonical_json(),
         };
-        let records = vec![(run_id, event)];
+        let mut records = vec![(run_id, event)];
+        records.extend(msg.trace.map(|trace| (run_id, trace)));
         type Appended = Result<Result<Vec<crate::domain::Seq>, AppendError>, MailboxError>;
         let append: std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> = if msg.rerun {
             Box::pin(self.journal.send(AppendAllowingDuplicate { records }))

@@ -14,12 +14,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use crate::domain::{Envelope, Event, Rejection, RunId, Seq, State};
+use crate::instruments::Instruments;
 use crate::store::{replay, EventLog, StoreError};
 
 /// Capacity of the journal's mailbox: appends are small, and a sender that finds a
@@ -237,6 +238,8 @@ struct Pending {
     first_seq: Seq,
     envelopes: Vec<Envelope>,
     reply: oneshot::Sender<Result<Vec<Seq>, AppendError>>,
+    /// When the append reached the journal.
+    arrived: Instant,
 }
 
 /// The journal actor.
@@ -263,6 +266,8 @@ pub struct Journal {
     health: Arc<JournalHealth>,
     /// The failed write appends are refused for, while degraded.
     degraded: Option<String>,
+    /// Append latency and flush sizes, for `/metrics`.
+    instruments: Option<Instruments>,
 }
 
 /// Snapshots kept in the log; older ones are deleted as new ones are written.
@@ -303,10 +308,17 @@ impl Journal {
             snapshotting: false,
             health,
             degraded: None,
+            instruments: None,
         };
         let mut journal = journal;
         journal.last_snapshot = journal.next_seq - 1;
         (journal, reader)
+    }
+
+    /// Also records append latency and flush sizes in `instruments`.
+    pub fn with_instruments(mut self, instruments: Instruments) -> Self {
+        self.instruments = Some(instruments);
+        self
     }
 
     fn published(&self) -> State {
@@ -412,6 +424,14 @@ impl Journal {
                 self.counters.flushes += 1;
                 self.counters.max_batch = self.counters.max_batch.max(count);
                 self.maybe_snapshot(ctx);
+                if let Some(instruments) = &self.instruments {
+                    instruments.journal_flush_events.observe(count as f64);
+                    for pending in &batch {
+                        instruments
+                            .journal_append
+                            .observe(pending.arrived.elapsed().as_secs_f64());
+                    }
+                }
                 for pending in batch {
                     let seqs = (0..pending.envelopes.len() as Seq)
                         .map(|i| pending.first_seq + i)
@@ -597,6 +617,7 @@ impl Journal {
                         first_seq,
                         envelopes,
                         reply,
+                        arrived: Instant::now(),
                     });
                     self.flush_next(ctx);
                 }

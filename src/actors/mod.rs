@@ -6,6 +6,8 @@
 //! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
 //! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
 //! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
+//! - [`tracer::Tracer`] follows the journal and turns each run's events into its
+//!   OpenTelemetry trace (started only when traces are on).
 //! - [`supervisor`] starts them all under actix supervision.
 
 pub mod dispatcher;
@@ -15,6 +17,7 @@ pub mod run;
 pub mod slot;
 pub mod supervisor;
 pub mod ticker;
+pub mod tracer;
 
 pub use dispatcher::Dispatcher;
 pub use journal::{Journal, JournalReader};

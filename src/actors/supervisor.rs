@@ -39,6 +39,8 @@ pub struct Actors {
     pub slots: Vec<SlotInfo>,
     /// True once recovery after replay is done.
     pub ready: Arc<AtomicBool>,
+    /// The Prometheus instruments the actors update.
+    pub instruments: crate::instruments::Instruments,
 }
 
 /// The devices slots are made for: one per CUDA device when torch sees any, otherwise
@@ -62,13 +64,23 @@ pub fn start(
     roots: &DataRoots,
     snapshot_every: u64,
 ) -> Actors {
+    let instruments = crate::instruments::Instruments::new();
     let (journal, reader) = Journal::with_snapshots(log, state, snapshot_every);
+    let journal = journal.with_instruments(instruments.clone());
     let journal = Supervisor::start(move |_| journal);
     let board = ProgressBoard::default();
     let metrics = MetricsSink::start(reader.log().clone());
     let ticker = {
-        let (board, metrics) = (board.clone(), metrics.clone());
-        Supervisor::start(move |_| Ticker::new(tick, board).with_metrics(metrics))
+        let (board, metrics, lag) = (
+            board.clone(),
+            metrics.clone(),
+            instruments.ticker_lag.clone(),
+        );
+        Supervisor::start(move |_| {
+            Ticker::new(tick, board)
+                .with_metrics(metrics)
+                .with_lag_histogram(lag)
+        })
     };
     let context = SlotContext {
         journal: journal.clone(),
@@ -92,7 +104,10 @@ pub fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let dispatcher = {
         let (journal, reader, ready) = (journal.clone(), reader.clone(), Arc::clone(&ready));
-        Supervisor::start(move |_| Dispatcher::new(journal, reader, slots, ready))
+        let queue_wait = instruments.queue_wait.clone();
+        Supervisor::start(move |_| {
+            Dispatcher::new(journal, reader, slots, ready).with_queue_wait_histogram(queue_wait)
+        })
     };
     Actors {
         journal,
@@ -103,5 +118,6 @@ pub fn start(
         metrics,
         slots: infos,
         ready,
+        instruments,
     }
 }

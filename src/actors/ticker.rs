@@ -165,6 +165,8 @@ pub struct Ticker {
     next_due: Option<Instant>,
     /// Where changed samples go for the progress history, if anywhere.
     metrics: Option<MetricsSink>,
+    /// Where tick lag is recorded, if anywhere.
+    lag: Option<prometheus::Histogram>,
 }
 
 impl Ticker {
@@ -177,12 +179,19 @@ impl Ticker {
             late_ticks: 0,
             next_due: None,
             metrics: None,
+            lag: None,
         }
     }
 
     /// Also hands every changed sample to the metrics writer behind `sink`.
     pub fn with_metrics(mut self, sink: MetricsSink) -> Self {
         self.metrics = Some(sink);
+        self
+    }
+
+    /// Also records how late each tick starts in `lag` (seconds).
+    pub fn with_lag_histogram(mut self, lag: prometheus::Histogram) -> Self {
+        self.lag = Some(lag);
         self
     }
 
@@ -213,6 +222,9 @@ impl Ticker {
         if let Some(due) = self.next_due {
             if now > due + self.every {
                 self.late_ticks += 1;
+            }
+            if let Some(lag) = &self.lag {
+                lag.observe(now.saturating_duration_since(due).as_secs_f64());
             }
         }
         self.next_due = Some(now + self.every);

@@ -177,6 +177,18 @@ pub enum Event {
         /// Their total size in bytes.
         bytes: u64,
     },
+    /// The run's OpenTelemetry trace was chosen: journaled with `RunSubmitted` when
+    /// traces are on, so every span of the run, after a restart too, lands in one
+    /// trace under one root span.
+    TraceAssigned {
+        /// W3C trace id, 32 lowercase hex digits: the caller's (from the submit
+        /// request's `traceparent`) or a fresh one.
+        trace_id: String,
+        /// The run's root span id, 16 lowercase hex digits.
+        span_id: String,
+        /// The caller's span (from `traceparent`) the root span is a child of.
+        parent_span_id: Option<String>,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -226,11 +238,13 @@ pub enum EventKind {
     JournalRepaired,
     /// See [`Event::ArtifactsDeleted`].
     ArtifactsDeleted,
+    /// See [`Event::TraceAssigned`].
+    TraceAssigned,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -253,6 +267,7 @@ impl EventKind {
         EventKind::StallEnded,
         EventKind::JournalRepaired,
         EventKind::ArtifactsDeleted,
+        EventKind::TraceAssigned,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -280,6 +295,7 @@ impl EventKind {
             EventKind::StallEnded => "StallEnded",
             EventKind::JournalRepaired => "JournalRepaired",
             EventKind::ArtifactsDeleted => "ArtifactsDeleted",
+            EventKind::TraceAssigned => "TraceAssigned",
         }
     }
 }
@@ -310,6 +326,7 @@ impl Event {
             Event::StallEnded { .. } => EventKind::StallEnded,
             Event::JournalRepaired { .. } => EventKind::JournalRepaired,
             Event::ArtifactsDeleted { .. } => EventKind::ArtifactsDeleted,
+            Event::TraceAssigned { .. } => EventKind::TraceAssigned,
         }
     }
 
@@ -396,6 +413,13 @@ impl Event {
                 file,
             } => json!({"from_seq": from_seq, "to_seq": to_seq, "reason": reason, "file": file}),
             Event::ArtifactsDeleted { files, bytes } => json!({"files": files, "bytes": bytes}),
+            Event::TraceAssigned {
+                trace_id,
+                span_id,
+                parent_span_id,
+            } => json!({
+                "trace_id": trace_id, "span_id": span_id, "parent_span_id": parent_span_id,
+            }),
         }
     }
 }

@@ -117,6 +117,8 @@ impl RunState {
             (Some(s), K::ArtifactsDeleted) if s.is_terminal() => Some(s),
             // Releasing a slot never changes the state; the ledger decides if it fits.
             (Some(s), K::SlotReleased) => Some(s),
+            // Which trace the run's spans go to is no lifecycle step.
+            (Some(s), K::TraceAssigned) => Some(s),
             _ => None,
         }
     }
@@ -199,6 +201,10 @@ pub struct Run {
     /// downloaded any more.
     #[serde(default)]
     pub files_deleted: Option<FilesDeleted>,
+    /// The OpenTelemetry trace id of the run's spans (32 hex digits), when traces
+    /// were on at its submission: what to search for in a trace viewer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// The final summary of a completed run.
     pub result: Option<RunResult>,
     /// Why the run failed or was cancelled.
@@ -508,6 +514,7 @@ impl State {
                     checkpoints: Vec::new(),
                     artifacts: Vec::new(),
                     files_deleted: None,
+                    trace_id: None,
                     result: None,
                     error: None,
                     submitted_seq: seq,
@@ -530,6 +537,7 @@ impl State {
         }
         match &envelope.event {
             Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
+            Event::TraceAssigned { trace_id, .. } => run.trace_id = Some(trace_id.clone()),
             Event::ArtifactsDeleted { files, bytes } => {
                 run.files_deleted = Some(FilesDeleted {
                     seq,
@@ -936,6 +944,11 @@ mod tests {
                 files: 2,
                 bytes: 10,
             },
+            EventKind::TraceAssigned => Event::TraceAssigned {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                span_id: "00f067aa0ba902b7".into(),
+                parent_span_id: None,
+            },
         }
     }
 
@@ -975,6 +988,7 @@ mod tests {
         }
         for s in S::ALL {
             table.push((Some(s), K::SlotReleased, s));
+            table.push((Some(s), K::TraceAssigned, s));
         }
         for s in [S::Completed, S::Failed, S::Cancelled] {
             table.push((Some(s), K::ArtifactsDeleted, s));

@@ -6,10 +6,16 @@
 //! constant time with every stored hash; neither the token nor its hash is ever
 //! logged. Roles nest: `admin` may do what `write` may, `write` what `read` may.
 //!
-//! What each request needs ([`required_role`]): `/healthz` and `/readyz` are open;
-//! under `/api/`, reads (`GET`, `HEAD`) need `read` and everything else `write`.
-//! Handlers that need `admin` check the [`Caller`] the middleware leaves in the
-//! request's extensions.
+//! What each request needs ([`required_role`]): `/healthz` and `/readyz` are open, and
+//! so are the dashboard page `/` and its `/assets/` (they hold no data: the page reads
+//! the API with the token the person enters); under `/api/`, reads (`GET`, `HEAD`) need
+//! `read` and everything else `write`. Handlers that need `admin` check the [`Caller`]
+//! the middleware leaves in the request's extensions.
+//!
+//! The token comes in `Authorization: Bearer TOKEN`. The two stream routes also take it
+//! as the query parameter `access_token` ([`takes_query_token`]), because a browser's
+//! `EventSource` cannot send headers; it is checked the same way, and the access log
+//! writes paths without their query, so it is not logged either.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -249,7 +255,8 @@ pub fn create_token(path: &Path, name: &str, role: Role) -> Result<String, AuthE
 
 /// The role a request needs, or `None` when it is open to anyone.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
-    if !(path == "/api" || path.starts_with("/api/")) {
+    // `/metrics` names runs and their figures: it needs a token too.
+    if !(path == "/api" || path.starts_with("/api/") || path == "/metrics") {
         return None;
     }
     if method == Method::GET || method == Method::HEAD {
@@ -257,6 +264,29 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     } else {
         Some(Role::Write)
     }
+}
+
+/// Whether `path` is one of the two stream routes (`/api/v1/stream`,
+/// `/api/v1/runs/{id}/stream`), the only ones that take the token as the query
+/// parameter `access_token` too: an `EventSource` cannot send an `Authorization` header.
+pub fn takes_query_token(path: &str) -> bool {
+    path == "/api/v1/stream"
+        || path
+            .strip_prefix("/api/v1/runs/")
+            .and_then(|rest| rest.strip_suffix("/stream"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// The `access_token` query parameter of a request to a stream route.
+fn query_token(req: &ServiceRequest) -> Option<String> {
+    if !takes_query_token(req.path()) {
+        return None;
+    }
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .ok()?
+        .into_inner()
+        .into_iter()
+        .find_map(|(key, value)| (key == "access_token").then_some(value))
 }
 
 /// The token of a request: `Authorization: Bearer TOKEN`.
@@ -289,13 +319,22 @@ pub async fn check(
     let Some(needed) = required_role(req.method(), req.path()) else {
         return next.call(req).await;
     };
-    let caller = match bearer(&req) {
+    // The header wins; the query parameter counts on the stream routes only.
+    let presented = bearer(&req)
+        .map(str::to_owned)
+        .or_else(|| query_token(&req));
+    let caller = match presented.as_deref() {
         None => {
+            let how = if takes_query_token(req.path()) {
+                "send `Authorization: Bearer TOKEN` or `?access_token=TOKEN`"
+            } else {
+                "send `Authorization: Bearer TOKEN`"
+            };
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
-                "this route needs a token: send `Authorization: Bearer TOKEN`",
+                format!("this route needs a token: {how}"),
             )
-            .into())
+            .into());
         }
         Some(token) => tokens.verify(token).ok_or_else(|| {
             ApiError::new(
@@ -404,5 +443,24 @@ mod tests {
             Some(Role::Write)
         );
         assert_eq!(required_role(&Method::GET, "/apiary"), None);
+        assert_eq!(required_role(&Method::GET, "/assets/dashboard.js"), None);
+    }
+
+    #[test]
+    fn only_the_stream_routes_take_the_token_as_a_query_parameter() {
+        assert!(takes_query_token("/api/v1/stream"));
+        assert!(takes_query_token(
+            "/api/v1/runs/0193a3c4-0000-7000-8000-000000000000/stream"
+        ));
+        for path in [
+            "/api/v1/runs",
+            "/api/v1/runs/x/events",
+            "/api/v1/runs//stream",
+            "/api/v1/runs/a/b/stream",
+            "/api/v1/streams",
+            "/",
+        ] {
+            assert!(!takes_query_token(path), "{path}");
+        }
     }
 }

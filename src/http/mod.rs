@@ -1,15 +1,19 @@
 //! The HTTP surface: REST under `/api/v1`, server-sent event streams, health checks,
-//! and the OpenAPI document of them all (`/api/v1/openapi.json`).
+//! the dashboard page (`/`), and the OpenAPI document of them all
+//! (`/api/v1/openapi.json`).
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
+pub mod prometheus;
 pub mod runs;
 pub mod slots;
 pub mod stream;
+pub mod traces;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -47,6 +51,9 @@ pub struct AppState {
     pub last_replay: ReplayReport,
     /// The bearer tokens accepted; empty: no auth.
     pub tokens: auth::Tokens,
+    /// The trace pipeline (request spans, and runs' traces picked at submission);
+    /// `None` when traces are off.
+    pub traces: Option<crate::telemetry::traces::Traces>,
 }
 
 /// What the start-up replay did, as `/api/v1/slots/audit` shows it.
@@ -112,6 +119,9 @@ macro_rules! route {
 /// without being listed here, and `openapi`'s tests fail for one that is not
 /// documented.
 pub const ROUTES: &[Endpoint] = &[
+    route!(GET "/" => dashboard::index),
+    route!(GET "/assets/dashboard.js" => dashboard::script),
+    route!(GET "/assets/dashboard.css" => dashboard::style),
     route!(GET "/healthz" => health::healthz),
     route!(GET "/readyz" => health::readyz),
     route!(GET "/api/v1/openapi.json" => openapi::document),
@@ -129,6 +139,7 @@ pub const ROUTES: &[Endpoint] = &[
     route!(GET "/api/v1/stream" => stream::all_stream),
     route!(GET "/api/v1/slots" => slots::list),
     route!(GET "/api/v1/slots/audit" => slots::audit),
+    route!(GET "/metrics" => prometheus::exposition),
 ];
 
 /// Registers every route of [`ROUTES`], and answers anything else `404
@@ -166,7 +177,17 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
                 ApiError::new(ErrorCode::InvalidQuery, err.to_string()).into()
             }))
             .wrap(actix_web::middleware::from_fn(auth::check))
-            .wrap(actix_web::middleware::Logger::new("%r %s %Dms").log_target("runyard::http"))
+            // Outside auth: refused requests are counted too.
+            .wrap(actix_web::middleware::from_fn(prometheus::record))
+            // Outside auth too: a refused request has its span.
+            .wrap(actix_web::middleware::from_fn(traces::trace_request))
+            // Method and path, never the query: a stream's `access_token` stays out of
+            // the log.
+            .wrap(
+                actix_web::middleware::Logger::new("%{method}xi %U %s %Dms")
+                    .custom_request_replace("method", |req| req.method().to_string())
+                    .log_target("runyard::http"),
+            )
             .configure(routes)
     })
     .listen(listener)?

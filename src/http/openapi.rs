@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{self, Role};
 use super::error::Problem;
-use super::{health, metrics, runs, slots, stream, ErrorCode};
+use super::{dashboard, health, metrics, prometheus, runs, slots, stream, ErrorCode};
 use crate::domain::EventKind;
 
 /// The media type of every error answer.
@@ -48,9 +48,15 @@ const BEARER: &str = "bearer";
             needs `Authorization: Bearer TOKEN` of a large enough role (`read` for `GET`, \
             `write` for everything else; `admin` may do what `write` may, `write` what `read` \
             may). With none, the server listens on loopback only and needs no token. \
-            `/healthz` and `/readyz` are always open."
+            `/healthz` and `/readyz` are always open, and so are the dashboard page `/` and \
+            its assets, which hold no data. The two stream routes also take the token as \
+            the query parameter `access_token`, for an `EventSource`, which cannot send \
+            headers."
     ),
     paths(
+        dashboard::index,
+        dashboard::script,
+        dashboard::style,
         health::healthz,
         health::readyz,
         document,
@@ -68,6 +74,7 @@ const BEARER: &str = "bearer";
         stream::all_stream,
         slots::list,
         slots::audit,
+        prometheus::exposition,
     ),
     components(schemas(
         Problem,
@@ -82,6 +89,8 @@ const BEARER: &str = "bearer";
         (name = "slots", description = "The slot ledger."),
         (name = "health", description = "Liveness and readiness; always open."),
         (name = "meta", description = "This document."),
+        (name = "dashboard", description = "The dashboard page and its assets; always open."),
+        (name = "operations", description = "Prometheus metrics."),
     )
 )]
 struct ApiDoc;

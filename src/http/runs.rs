@@ -410,6 +410,16 @@ async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError
                 hours gets the first answer again (unless it was a `5xx`), with \
                 `Idempotent-Replayed: true`, without doing the work twice."
         ),
+        (
+            "traceparent" = Option<String>,
+            Header,
+            nullable = false,
+            description = "W3C trace context of the caller. When the server exports traces, \
+                the new run's trace (root span `run`) becomes a child of this span, in the \
+                caller's trace; without it (or when it is not sampled), the run gets a trace of \
+                its own. The run's `trace_id` says which.",
+            example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ),
     ),
     request_body(
         description = "The run spec. The same document is accepted as JSON, YAML or TOML.",
@@ -470,8 +480,13 @@ pub async fn submit(
         }
     };
     let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // Picked before the guard, so a replayed answer costs no trace.
+    let trace = state
+        .traces
+        .as_ref()
+        .map(|traces| traces.assign(super::traces::sampled_caller(req.headers()).as_ref()));
     super::idempotency::guard(&req, &state, &body, || {
-        submit_spec(&state, format, on_duplicate, &body)
+        submit_spec(&state, format, on_duplicate, &body, trace)
     })
     .await
 }
@@ -482,6 +497,7 @@ async fn submit_spec(
     format: SpecFormat,
     on_duplicate: OnDuplicate,
     body: &[u8],
+    trace: Option<crate::domain::Event>,
 ) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec_as(format, body)?;
     let available = state.actors.slots.len();
@@ -502,6 +518,7 @@ async fn submit_spec(
             run_id: RunId::new(),
             spec,
             rerun: on_duplicate == OnDuplicate::Rerun,
+            trace,
         })
         .await??;
     if !submitted.created && on_duplicate == OnDuplicate::Reject {

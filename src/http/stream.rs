@@ -270,6 +270,13 @@ fn start_cursor(req: &HttpRequest, after: Option<Seq>) -> Result<Seq, ApiError> 
         ),
         ("after" = Option<u64>, Query, description = "Start after this sequence number (default 0: from the start)."),
         (
+            "access_token" = Option<String>,
+            Query,
+            description = "The bearer token, for clients that cannot send an `Authorization` \
+                header (a browser's `EventSource`); the header wins when both are sent. Taken \
+                by the two stream routes only; never logged."
+        ),
+        (
             "every" = Option<String>,
             Query,
             description = "Send progress at most this often instead of at every server tick: \
@@ -306,6 +313,8 @@ pub async fn run_stream(
         match key.as_str() {
             "after" => after = Some(parse_after(&value, "`after`")?),
             "every" => filter.every = Some(parse_every(&value)?),
+            // Checked by the auth middleware.
+            "access_token" => {}
             other => {
                 return Err(invalid(format!(
                     "unknown query parameter `{other}` (expected `after` or `every`)"
@@ -355,6 +364,13 @@ pub async fn run_stream(
         ),
         ("after" = Option<u64>, Query, description = "Start after this sequence number (default 0: from the start)."),
         (
+            "access_token" = Option<String>,
+            Query,
+            description = "The bearer token, for clients that cannot send an `Authorization` \
+                header (a browser's `EventSource`); the header wins when both are sent. Taken \
+                by the two stream routes only; never logged."
+        ),
+        (
             "every" = Option<String>,
             Query,
             description = "Send progress at most this often instead of at every server tick: \
@@ -388,6 +404,8 @@ pub async fn all_stream(
         match key.as_str() {
             "after" => after = Some(parse_after(&value, "`after`")?),
             "every" => filter.every = Some(parse_every(&value)?),
+            // Checked by the auth middleware.
+            "access_token" => {}
             "run" => runs.push(parse_run_id(&value).map_err(|_| {
                 invalid(format!("`run` must be a run id, got `{value}`"))
             })?),

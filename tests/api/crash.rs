@@ -56,6 +56,18 @@ impl Server {
         Self { child, address }
     }
 
+    /// Sends SIGTERM (a graceful stop, as a service manager asks for one) and waits
+    /// for the process to exit.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        // The shell's own `kill`: no procps needed.
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status()
+            .expect("sh runs");
+        assert!(sent.success(), "SIGTERM sent");
+        self.child.wait().expect("reaped")
+    }
+
     pub(crate) fn kill(mut self) {
         // std's Child::kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("SIGKILL");

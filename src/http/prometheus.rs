@@ -1,0 +1,354 @@
+//! `GET /metrics`: Prometheus text exposition, and the middleware that counts HTTP
+//! requests.
+//!
+//! Two kinds of figures are shown. Histograms and counters of things as they happen
+//! (journal append latency and flush sizes, queue waits, ticker lag, HTTP requests)
+//! live in the server's [`Instruments`](crate::instruments::Instruments). Everything
+//! that already has a home (runs by state, the queue, slots, stream counts, journal
+//! health, the progress history writer, the newest progress of live runs) is read
+//! when the endpoint is scraped, into families made for that scrape, so nothing is
+//! kept twice and runs that end leave no series behind.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder as _, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use super::{ApiError, AppState, ErrorCode};
+use crate::actors::journal::GetCounters;
+use crate::domain::RunState;
+
+/// The exposition format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Counts every answered request in the server's instruments, by route pattern (never
+/// the raw path: label values stay bounded), method and status.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().clone();
+    let instruments = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.actors.instruments.clone());
+    let response = next.call(req).await;
+    if let Some(instruments) = instruments {
+        let status = match &response {
+            Ok(response) => response.status().as_u16(),
+            Err(error) => error.as_response_error().status_code().as_u16(),
+        };
+        instruments.http_request(
+            &route,
+            method.as_str(),
+            status,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    response
+}
+
+/// `GET /metrics`: every family, in the Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    description = "Prometheus metrics in the text exposition format: runs by state, the \
+        queue and its wait times, slots, journal append latency and flush sizes, replay \
+        time, ticker lag, event-stream clients, HTTP requests by route and status, \
+        exported and dropped trace spans, the process, and samples/s, loss and epoch of \
+        each live run (series of runs that ended are gone at the next scrape).",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain", body = String),
+        (status = 500, description = "`internal`: the metrics could not be encoded.", body = super::error::Problem, content_type = super::openapi::PROBLEM),
+    )
+)]
+pub async fn exposition(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let counters = state.actors.journal.send(GetCounters).await.ok();
+    let mut families = state.actors.instruments.gather();
+    families.extend(scraped(&state, counters).map_err(internal)?);
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut text = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&families, &mut text)
+        .map_err(internal)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, CONTENT_TYPE))
+        .body(text))
+}
+
+fn internal(e: prometheus::Error) -> ApiError {
+    ApiError::new(
+        ErrorCode::Internal,
+        format!("cannot encode the metrics: {e}"),
+    )
+}
+
+/// A registry made for one scrape.
+struct Scrape(Registry);
+
+impl Scrape {
+    fn gauge(&self, name: &str, help: &str, value: f64) -> prometheus::Result<()> {
+        let gauge = Gauge::with_opts(Opts::new(name, help))?;
+        gauge.set(value);
+        self.0.register(Box::new(gauge))
+    }
+
+    fn int_gauge(&self, name: &str, help: &str, value: i64) -> prometheus::Result<()> {
+        let gauge = IntGauge::with_opts(Opts::new(name, help))?;
+        gauge.set(value);
+        self.0.register(Box::new(gauge))
+    }
+
+    fn counter(&self, name: &str, help: &str, value: u64) -> prometheus::Result<()> {
+        let counter = IntCounter::with_opts(Opts::new(name, help))?;
+        counter.inc_by(value);
+        self.0.register(Box::new(counter))
+    }
+
+    fn int_gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
+        let vec = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(vec.clone()))?;
+        Ok(vec)
+    }
+
+    fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        let vec = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(vec.clone()))?;
+        Ok(vec)
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
+        let vec = GaugeVec::new(Opts::new(name, help), labels)?;
+        self.0.register(Box::new(vec.clone()))?;
+        Ok(vec)
+    }
+}
+
+/// The families read from where their figures live.
+fn scraped(
+    state: &AppState,
+    journal: Option<crate::actors::journal::JournalCounters>,
+) -> prometheus::Result<Vec<MetricFamily>> {
+    let scrape = Scrape(Registry::new());
+    let reader = &state.actors.reader;
+
+    // Runs, the queue and the slots, from the durable state.
+    let live_runs = {
+        let fold = reader.state();
+        let runs = scrape.int_gauge_vec("runyard_runs", "Runs by state", &["state"])?;
+        let mut by_state = [0i64; RunState::ALL.len()];
+        let mut oldest_queued = None;
+        for run in fold.runs() {
+            if let Some(i) = RunState::ALL.iter().position(|s| *s == run.state) {
+                by_state[i] += 1;
+            }
+            if run.state == RunState::Queued {
+                oldest_queued = Some(
+                    oldest_queued.map_or(run.updated_at, |t: chrono::DateTime<chrono::Utc>| {
+                        t.min(run.updated_at)
+                    }),
+                );
+            }
+        }
+        for (s, count) in RunState::ALL.iter().zip(by_state) {
+            runs.with_label_values(&[s.name()]).set(count);
+        }
+        let queued = by_state[RunState::ALL
+            .iter()
+            .position(|s| *s == RunState::Queued)
+            .unwrap_or_default()];
+        scrape.int_gauge("runyard_queue_depth", "Runs waiting in the queue", queued)?;
+        let oldest = oldest_queued.map_or(0.0, |t| {
+            chrono::Utc::now()
+                .signed_duration_since(t)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1e3
+        });
+        scrape.gauge(
+            "runyard_queue_oldest_wait_seconds",
+            "How long the run longest in the queue has waited (0 when the queue is empty)",
+            oldest,
+        )?;
+        let total = state.actors.slots.len();
+        let held: Vec<_> = fold.slots().held().collect();
+        let slots = scrape.int_gauge_vec(
+            "runyard_slots",
+            "Slots by whether a run holds them",
+            &["state"],
+        )?;
+        slots.with_label_values(&["held"]).set(held.len() as i64);
+        slots
+            .with_label_values(&["free"])
+            .set(total.saturating_sub(held.len()) as i64);
+        scrape.gauge(
+            "runyard_slot_utilization",
+            "Fraction of slots held by runs",
+            if total == 0 {
+                0.0
+            } else {
+                held.len() as f64 / total as f64
+            },
+        )?;
+        let mut live: Vec<(crate::domain::RunId, String)> = held
+            .iter()
+            .filter_map(|(_, h)| fold.run(h.run_id).map(|r| (r.id, r.name.clone())))
+            .collect();
+        live.sort();
+        live.dedup();
+        live
+    };
+
+    // Each live run's newest sample; the series of runs that ended are not made again.
+    let samples_per_sec = scrape.gauge_vec(
+        "runyard_run_samples_per_second",
+        "Training throughput of each live run",
+        &["run_id", "name"],
+    )?;
+    let loss = scrape.gauge_vec(
+        "runyard_run_loss",
+        "Newest training loss of each live run",
+        &["run_id", "name"],
+    )?;
+    let epoch = scrape.gauge_vec(
+        "runyard_run_epoch",
+        "Epoch each live run is in",
+        &["run_id", "name"],
+    )?;
+    for (id, name) in &live_runs {
+        let Some(progress) = state.actors.board.get(*id) else {
+            continue;
+        };
+        let labels = [id.to_string(), name.clone()];
+        let labels = [labels[0].as_str(), labels[1].as_str()];
+        samples_per_sec
+            .with_label_values(&labels)
+            .set(progress.samples_per_sec);
+        if let Some(value) = progress.loss {
+            loss.with_label_values(&labels).set(value);
+        }
+        epoch.with_label_values(&labels).set(progress.epoch as f64);
+    }
+
+    // The journal.
+    let health = reader.health();
+    scrape.int_gauge(
+        "runyard_journal_degraded",
+        "1 while the journal refuses appends after a failed write",
+        i64::from(health.degraded().is_some()),
+    )?;
+    scrape.counter(
+        "runyard_journal_write_failures_total",
+        "Failed journal writes",
+        health.failures(),
+    )?;
+    scrape.counter(
+        "runyard_journal_recoveries_total",
+        "Recoveries from a failed journal write",
+        health.recoveries(),
+    )?;
+    scrape.int_gauge(
+        "runyard_journal_last_seq",
+        "Sequence number of the last durable event",
+        reader.durable_seq() as i64,
+    )?;
+    if let Some(journal) = journal {
+        scrape.counter(
+            "runyard_journal_events_total",
+            "Events written to the journal",
+            journal.events,
+        )?;
+        scrape.counter(
+            "runyard_journal_flushes_total",
+            "Journal flushes",
+            journal.flushes,
+        )?;
+    }
+    scrape.gauge(
+        "runyard_replay_seconds",
+        "Time the journal replay took at start",
+        state.last_replay.elapsed_ms / 1e3,
+    )?;
+    scrape.int_gauge(
+        "runyard_replay_events",
+        "Events replayed at start",
+        state.last_replay.events as i64,
+    )?;
+
+    // Event streams.
+    let streams = state.streams.counts();
+    scrape.int_gauge(
+        "runyard_sse_clients",
+        "Event-stream clients connected now",
+        streams.connected as i64,
+    )?;
+    scrape.counter(
+        "runyard_sse_opened_total",
+        "Event streams opened",
+        streams.opened,
+    )?;
+    let disconnects = scrape.counter_vec(
+        "runyard_sse_disconnects_total",
+        "Event streams ended, by reason: slow (the client did not take its events in time) or other",
+        &["reason"],
+    )?;
+    disconnects
+        .with_label_values(&["slow"])
+        .inc_by(streams.slow_disconnects);
+    disconnects
+        .with_label_values(&["other"])
+        .inc_by(streams.disconnects.saturating_sub(streams.slow_disconnects));
+
+    // Trace spans (all zero while traces are off).
+    let spans = state
+        .traces
+        .as_ref()
+        .map(|t| t.counts())
+        .unwrap_or_default();
+    scrape.counter(
+        "runyard_trace_spans_exported_total",
+        "Trace spans the OTLP collector accepted",
+        spans.exported,
+    )?;
+    scrape.counter(
+        "runyard_trace_spans_dropped_total",
+        "Trace spans that never reached the collector (queue full, export failed, after shutdown)",
+        spans.dropped,
+    )?;
+
+    // The progress history writer.
+    let history = state.actors.metrics.stats();
+    scrape.counter(
+        "runyard_progress_samples_written_total",
+        "Progress samples written to the history",
+        history.samples_written,
+    )?;
+    scrape.counter(
+        "runyard_progress_samples_dropped_total",
+        "Progress samples dropped while the history writer was behind",
+        history.samples_dropped,
+    )?;
+
+    Ok(scrape.0.gather())
+}
