@@ -42,6 +42,45 @@ pub struct Config {
     /// OpenTelemetry traces.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Command runs and their logs.
+    #[serde(default)]
+    pub runs: RunsConfig,
+}
+
+/// `[runs]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    /// Whether runs of `"kind": "command"` are accepted. A command run executes a
+    /// program on this machine as the server's user, so it is off unless enabled here
+    /// or with `runyard serve --allow-commands`; with tokens configured it also needs
+    /// an `admin` token.
+    #[serde(default)]
+    pub allow_commands: bool,
+    /// Size at which a command run's `stdout.log` or `stderr.log` is rotated.
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per stream (`stdout.log.1` .. `.N`).
+    #[serde(default = "default_log_keep")]
+    pub log_keep: u32,
+}
+
+fn default_log_max_bytes() -> u64 {
+    10 << 20
+}
+
+fn default_log_keep() -> u32 {
+    3
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self {
+            allow_commands: false,
+            log_max_bytes: default_log_max_bytes(),
+            log_keep: default_log_keep(),
+        }
+    }
 }
 
 /// Environment variable naming the OTLP endpoint, read when `telemetry.otlp_endpoint`
@@ -170,6 +209,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--tokens-file`.
     pub tokens_file: Option<PathBuf>,
+    /// `--allow-commands`.
+    pub allow_commands: bool,
 }
 
 /// A configuration that cannot be used.
@@ -218,6 +259,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::default("server.data_dir", dir));
+        }
+        if overrides.allow_commands {
+            figment = figment.merge(Serialized::default("runs.allow_commands", true));
         }
         figment
     }
@@ -284,6 +328,21 @@ impl Config {
                     "must be between {MIN_BODY_BYTES} and {MAX_BODY_BYTES}, got {}",
                     self.server.max_body_bytes
                 ),
+            });
+        }
+        if !((64 << 10)..=(1 << 40)).contains(&self.runs.log_max_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "runs.log_max_bytes",
+                reason: format!(
+                    "must be between 65536 and 1099511627776, got {}",
+                    self.runs.log_max_bytes
+                ),
+            });
+        }
+        if self.runs.log_keep > 100 {
+            return Err(ConfigError::Invalid {
+                key: "runs.log_keep",
+                reason: format!("must be between 0 and 100, got {}", self.runs.log_keep),
             });
         }
         if self.server.data_dir.as_os_str().is_empty() {
@@ -371,6 +430,7 @@ mod tests {
             bind: Some("127.0.0.1:0".parse().expect("addr")),
             data_dir: Some("/tmp/x".into()),
             tokens_file: None,
+            allow_commands: true,
         };
         let config = load_with(
             &[("RUNYARD__SERVER__BIND", "127.0.0.1:9000")],

@@ -153,6 +153,7 @@ impl Application {
                 last_replay,
                 tokens,
                 traces: traces.clone(),
+                allow_commands: config.runs.allow_commands,
             },
         )?;
         Ok(Self {

@@ -521,6 +521,13 @@ impl RunActor {
 impl Actor for RunActor {
     type Context = Context<Self>;
 
+    /// An actor stopped before its attempt ended (the server is shutting down) leaves
+    /// no training thread running on: it stops at its next batch boundary, and the
+    /// journal still says the run is live, so the next start resumes it.
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.control.cancel();
+    }
+
     fn started(&mut self, ctx: &mut Self::Context) {
         let mut records = vec![(
             self.run_id,

@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// refusing to start.
     #[arg(long)]
     pub repair: bool,
+    /// Accept runs of `"kind": "command"`, which execute programs on this machine as
+    /// the server's user (runs.allow_commands).
+    #[arg(long)]
+    pub allow_commands: bool,
 }
 
 /// Runs the parsed command line; the error is printed as one line by `main`.

@@ -12,6 +12,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         bind: args.bind,
         data_dir: args.data_dir,
         tokens_file: args.tokens_file,
+        allow_commands: args.allow_commands,
     };
     let config =
         Config::load(args.config.as_deref(), &overrides).context("invalid configuration")?;

@@ -22,16 +22,50 @@ const MAX_PARAMETERS: u64 = 1 << 27;
 pub struct RunSpec {
     /// A human name, shown in lists; not unique.
     pub name: String,
-    /// The network to train.
-    pub model: ModelSpec,
-    /// Where the training examples come from.
-    pub data: DataSpec,
+    /// What runs: `train` (the default: the built-in training loop over `model`,
+    /// `data`, `epochs` and `batch_size`) or `command` (`argv`, a process of the
+    /// user's that reports its progress over a pipe).
+    #[serde(default, skip_serializing_if = "RunKind::is_train")]
+    pub kind: RunKind,
+    /// The program and its arguments (`command` runs), e.g. `["python3", "train.py"]`;
+    /// the program is looked up in `PATH` when it has no `/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub argv: Vec<String>,
+    /// The command's working directory (default: the run's directory under the data
+    /// directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Environment variables set for the command, over the server's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Longest an attempt of the command may run (`"2h"`, `"90m"`, `"30s"`); it is
+    /// then stopped as on cancel, and fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub timeout: Option<SpecDuration>,
+    /// Time between `SIGTERM` and `SIGKILL` when the command is stopped (cancel,
+    /// pause, timeout); 10 s when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub grace: Option<SpecDuration>,
+    /// Stop the command when it is reported stalled (see `stall_after_secs`); the
+    /// attempt then fails (and is retried as `max_retries` allows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill_on_stall: bool,
+    /// The network to train (`train` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// Where the training examples come from (`train` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSpec>,
     /// How parameters are updated.
     #[serde(default)]
     pub optimizer: OptimizerSpec,
-    /// Passes over the training data.
+    /// Passes over the training data (`train` runs).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub epochs: u32,
-    /// Examples per optimizer step.
+    /// Examples per optimizer step (`train` runs).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub batch_size: u32,
     /// Seed for parameter initialisation and the data order.
     #[serde(default)]
@@ -92,6 +126,112 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 255;
 
 fn default_slots() -> u32 {
     1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What a run is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    /// The built-in training loop (tch).
+    #[default]
+    Train,
+    /// A command of the user's, run as a child process.
+    Command,
+}
+
+impl RunKind {
+    /// Whether this is the built-in training loop (left out of the canonical JSON, so
+    /// digests of specs written before commands existed do not change).
+    pub fn is_train(&self) -> bool {
+        *self == RunKind::Train
+    }
+}
+
+/// A duration in a spec, written `"500ms"`, `"30s"`, `"90m"`, `"2h"` or as a number of
+/// seconds; shown in the largest whole unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SpecDuration {
+    millis: u64,
+}
+
+impl SpecDuration {
+    /// The duration.
+    pub fn get(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.millis)
+    }
+
+    /// A duration of whole milliseconds.
+    pub fn from_millis(millis: u64) -> Self {
+        Self { millis }
+    }
+}
+
+impl std::str::FromStr for SpecDuration {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let text = raw.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let scale = match unit.trim() {
+            "ms" => 1.0,
+            "" | "s" => 1e3,
+            "m" => 60e3,
+            "h" => 3600e3,
+            _ => f64::NAN,
+        };
+        let value: f64 = number.parse().unwrap_or(f64::NAN);
+        let millis = value * scale;
+        if !(millis.is_finite() && (0.0..=1e15).contains(&millis)) {
+            return Err(format!(
+                "a duration such as \"500ms\", \"30s\", \"90m\" or \"2h\", got {raw:?}"
+            ));
+        }
+        Ok(Self {
+            millis: millis.round() as u64,
+        })
+    }
+}
+
+impl std::fmt::Display for SpecDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.millis;
+        match ms {
+            0 => write!(f, "0s"),
+            _ if ms.is_multiple_of(3_600_000) => write!(f, "{}h", ms / 3_600_000),
+            _ if ms.is_multiple_of(60_000) => write!(f, "{}m", ms / 60_000),
+            _ if ms.is_multiple_of(1000) => write!(f, "{}s", ms / 1000),
+            _ => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+impl Serialize for SpecDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpecDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(f64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Seconds(secs) => format!("{secs}s").parse(),
+            Raw::Text(text) => text.parse(),
+        }
+        .map_err(serde::de::Error::custom)
+    }
 }
 
 fn default_retry_backoff() -> f64 {
@@ -794,7 +934,14 @@ impl RunSpec {
                 "must not contain control characters",
             ));
         }
-        match &self.model {
+        self.validate_common()?;
+        let (model, data) = match self.kind {
+            RunKind::Command => return self.validate_command(),
+            RunKind::Train => self.training_parts()?,
+        };
+        check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
+        check_range("batch_size", u64::from(self.batch_size), 1, 1_000_000)?;
+        match model {
             ModelSpec::Mlp(MlpSpec { hidden, .. }) => {
                 if hidden.len() > 16 {
                     return Err(SpecError::new(
@@ -856,7 +1003,7 @@ impl RunSpec {
             }
             ModelSpec::Torchscript(_) => {}
         }
-        let dropout = match &self.model {
+        let dropout = match model {
             ModelSpec::Mlp(m) => m.dropout,
             ModelSpec::Cnn(c) => c.dropout,
             ModelSpec::Torchscript(t) => {
@@ -872,7 +1019,8 @@ impl RunSpec {
                 format!("must be in [0, 0.9], got {dropout}"),
             ));
         }
-        check_data("data", &self.data)?;
+        check_data("data", data)?;
+        let train_data = data;
         if let Some(validation) = &self.validation {
             match (validation.fraction, &validation.data) {
                 (Some(fraction), None) => {
@@ -885,7 +1033,7 @@ impl RunSpec {
                 }
                 (None, Some(data)) => {
                     check_data("validation.data", data)?;
-                    if std::mem::discriminant(data) != std::mem::discriminant(&self.data) {
+                    if std::mem::discriminant(data) != std::mem::discriminant(train_data) {
                         return Err(SpecError::new(
                             "validation.data.kind",
                             "must be the same kind as data",
@@ -900,7 +1048,7 @@ impl RunSpec {
                 }
             }
         }
-        if self.task == Task::Regression && matches!(self.data, DataSpec::Synthetic(_)) {
+        if self.task == Task::Regression && matches!(data, DataSpec::Synthetic(_)) {
             return Err(SpecError::new(
                 "task",
                 "synthetic data is a classification problem",
@@ -965,6 +1113,23 @@ impl RunSpec {
                 ));
             }
         }
+        if let DataSpec::Synthetic(s) = data {
+            let held_out = self
+                .validation
+                .as_ref()
+                .and_then(|v| v.fraction)
+                .map_or(0, |f| (f64::from(s.samples) * f).round() as u64);
+            self.validate_shape(&DataShape {
+                samples: u64::from(s.samples) - held_out,
+                features: u64::from(s.features),
+                outputs: u64::from(s.classes),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Rules every kind of run follows: checkpoints, retries, slots, stalls, priority.
+    fn validate_common(&self) -> Result<(), SpecError> {
         let policy = &self.checkpoint;
         if let Some(every) = policy.every_batches {
             check_range("checkpoint.every_batches", every, 1, u64::MAX)?;
@@ -978,8 +1143,6 @@ impl RunSpec {
             }
         }
         check_range("checkpoint.keep", u64::from(policy.keep), 1, 1000)?;
-        check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
-        check_range("batch_size", u64::from(self.batch_size), 1, 1_000_000)?;
         check_range("max_retries", u64::from(self.max_retries), 0, 100)?;
         check_range("slots", u64::from(self.slots), 1, 64)?;
         if let Some(secs) = self.stall_after_secs {
@@ -1007,19 +1170,119 @@ impl RunSpec {
                 format!("must be between -1000 and 1000, got {}", self.priority),
             ));
         }
-        if let DataSpec::Synthetic(s) = &self.data {
-            let held_out = self
-                .validation
-                .as_ref()
-                .and_then(|v| v.fraction)
-                .map_or(0, |f| (f64::from(s.samples) * f).round() as u64);
-            self.validate_shape(&DataShape {
-                samples: u64::from(s.samples) - held_out,
-                features: u64::from(s.features),
-                outputs: u64::from(s.classes),
-            })?;
+        Ok(())
+    }
+
+    /// The model and data of a `train` run, which must have both and no command.
+    pub fn training_parts(&self) -> Result<(&ModelSpec, &DataSpec), SpecError> {
+        let command_field = [
+            ("argv", !self.argv.is_empty()),
+            ("cwd", self.cwd.is_some()),
+            ("env", !self.env.is_empty()),
+            ("timeout", self.timeout.is_some()),
+            ("grace", self.grace.is_some()),
+            ("kill_on_stall", self.kill_on_stall),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set);
+        if let Some((field, _)) = command_field {
+            return Err(SpecError::new(
+                field,
+                "is for `\"kind\": \"command\"` runs; this spec is a training run",
+            ));
+        }
+        let missing = |field: &str| {
+            SpecError::new(
+                field,
+                "is required for a training run (or set `\"kind\": \"command\"` with `argv`)",
+            )
+        };
+        let model = self.model.as_ref().ok_or_else(|| missing("model"))?;
+        let data = self.data.as_ref().ok_or_else(|| missing("data"))?;
+        Ok((model, data))
+    }
+
+    /// The rules of a `command` run: a program, and none of a training run's fields.
+    fn validate_command(&self) -> Result<(), SpecError> {
+        let training_field = [
+            ("model", self.model.is_some()),
+            ("data", self.data.is_some()),
+            ("epochs", self.epochs != 0),
+            ("batch_size", self.batch_size != 0),
+            ("validation", self.validation.is_some()),
+            ("grad_clip", self.grad_clip.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set);
+        if let Some((field, _)) = training_field {
+            return Err(SpecError::new(
+                field,
+                "is for training runs; a command run reports its own epochs and figures",
+            ));
+        }
+        let Some(program) = self.argv.first() else {
+            return Err(SpecError::new(
+                "argv",
+                "a command run needs the program to run, e.g. [\"python3\", \"train.py\"]",
+            ));
+        };
+        if program.trim().is_empty() {
+            return Err(SpecError::new("argv[0]", "must name a program"));
+        }
+        if self.argv.len() > 4096 {
+            return Err(SpecError::new("argv", "at most 4096 arguments"));
+        }
+        for (i, arg) in self.argv.iter().enumerate() {
+            if arg.contains('\0') {
+                return Err(SpecError::new(
+                    format!("argv[{i}]"),
+                    "must not contain a NUL character",
+                ));
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if cwd.trim().is_empty() || cwd.contains('\0') {
+                return Err(SpecError::new("cwd", "must be a directory path"));
+            }
+        }
+        if self.env.len() > 1024 {
+            return Err(SpecError::new("env", "at most 1024 variables"));
+        }
+        for (key, value) in &self.env {
+            let field = format!("env.{key}");
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(SpecError::new(
+                    field,
+                    "a variable name must be non-empty, without `=` or NUL",
+                ));
+            }
+            if key.starts_with("RUNYARD_") {
+                return Err(SpecError::new(
+                    field,
+                    "RUNYARD_* variables are set by the server for the command",
+                ));
+            }
+            if value.contains('\0') {
+                return Err(SpecError::new(field, "must not contain a NUL character"));
+            }
+        }
+        if let Some(timeout) = self.timeout {
+            if timeout.get() < std::time::Duration::from_secs(1) {
+                return Err(SpecError::new("timeout", "must be at least 1s"));
+            }
+        }
+        if let Some(grace) = self.grace {
+            if grace.get() > std::time::Duration::from_secs(3600) {
+                return Err(SpecError::new("grace", "must be at most 1h"));
+            }
         }
         Ok(())
+    }
+
+    /// How long a stopped command gets between `SIGTERM` and `SIGKILL`.
+    pub fn grace_period(&self) -> std::time::Duration {
+        self.grace
+            .map_or(std::time::Duration::from_secs(10), SpecDuration::get)
     }
 
     /// The rules that need the data's shape (known from the spec for synthetic data,
@@ -1037,7 +1300,7 @@ impl RunSpec {
                 ),
             ));
         }
-        if let ModelSpec::Cnn(cnn) = &self.model {
+        if let Some(ModelSpec::Cnn(cnn)) = &self.model {
             let wanted: u64 = cnn.input.iter().map(|d| u64::from(*d)).product();
             if wanted != shape.features {
                 return Err(SpecError::new(
@@ -1090,8 +1353,9 @@ impl RunSpec {
             widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
         };
         match &self.model {
-            ModelSpec::Mlp(mlp) => dense(inputs, &mlp.hidden),
-            ModelSpec::Cnn(cnn) => {
+            None => 0,
+            Some(ModelSpec::Mlp(mlp)) => dense(inputs, &mlp.hidden),
+            Some(ModelSpec::Cnn(cnn)) => {
                 let mut c_in = u64::from(cnn.input[0]);
                 let mut conv = 0;
                 for (c_out, k) in cnn.channels.iter().zip(&cnn.kernel_sizes) {
@@ -1103,7 +1367,7 @@ impl RunSpec {
                 conv + dense(c * h * w, &cnn.hidden)
             }
             // Known only once the module is loaded; its file size bounds it.
-            ModelSpec::Torchscript(_) => 0,
+            Some(ModelSpec::Torchscript(_)) => 0,
         }
     }
 
@@ -1124,6 +1388,103 @@ mod tests {
                 "optimizer":{"kind":"adam","lr":0.001},"epochs":3,"batch_size":64,"seed":1}"#,
         )
         .expect("demo spec parses")
+    }
+
+    fn command(json: &str) -> RunSpec {
+        serde_json::from_str(json).expect("command spec parses")
+    }
+
+    #[test]
+    fn a_command_run_needs_a_program_and_no_training_fields() {
+        let spec = command(
+            r#"{"name":"py","kind":"command","argv":["python3","train.py","--lr","0.01"],
+                "env":{"OMP_NUM_THREADS":"1"},"timeout":"2h","grace":"30s","kill_on_stall":true}"#,
+        );
+        spec.validate().expect("valid");
+        assert_eq!(
+            spec.timeout.map(SpecDuration::get),
+            Some(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(spec.grace_period(), std::time::Duration::from_secs(30));
+        let canonical = spec.canonical_json();
+        assert!(canonical.contains(r#""kind":"command""#), "{canonical}");
+        assert!(canonical.contains(r#""timeout":"2h""#), "{canonical}");
+        assert!(!canonical.contains("model"), "{canonical}");
+        assert_eq!(
+            command(r#"{"name":"py","kind":"command","argv":["true"]}"#).grace_period(),
+            std::time::Duration::from_secs(10)
+        );
+
+        for (json, field) in [
+            (r#"{"name":"x","kind":"command"}"#, "argv"),
+            (r#"{"name":"x","kind":"command","argv":[" "]}"#, "argv[0]"),
+            (
+                r#"{"name":"x","kind":"command","argv":["t"],"epochs":3}"#,
+                "epochs",
+            ),
+            (
+                r#"{"name":"x","kind":"command","argv":["t"],"model":{"kind":"mlp","hidden":[4]}}"#,
+                "model",
+            ),
+            (
+                r#"{"name":"x","kind":"command","argv":["t"],"env":{"RUNYARD_RUN_ID":"1"}}"#,
+                "env.RUNYARD_RUN_ID",
+            ),
+            (
+                r#"{"name":"x","kind":"command","argv":["t"],"env":{"A=B":"1"}}"#,
+                "env.A=B",
+            ),
+            (
+                r#"{"name":"x","kind":"command","argv":["t"],"timeout":"10ms"}"#,
+                "timeout",
+            ),
+            (
+                r#"{"name":"x","kind":"command","argv":["t"],"grace":"2h"}"#,
+                "grace",
+            ),
+        ] {
+            assert_eq!(
+                command(json).validate().expect_err(json).field,
+                field,
+                "{json}"
+            );
+        }
+        // A training run with a command's field, or without its model or data.
+        let mut spec = demo();
+        spec.argv = vec!["python3".into()];
+        assert_eq!(spec.validate().unwrap_err().field, "argv");
+        let mut spec = demo();
+        spec.model = None;
+        let err = spec.validate().unwrap_err();
+        assert_eq!(err.field, "model");
+        assert!(err.reason.contains("command"), "{}", err.reason);
+    }
+
+    #[test]
+    fn durations_read_units_or_seconds_and_show_the_largest_whole_unit() {
+        for (raw, millis, shown) in [
+            ("500ms", 500, "500ms"),
+            ("90s", 90_000, "90s"),
+            ("90m", 5_400_000, "90m"),
+            ("120m", 7_200_000, "2h"),
+            ("1.5h", 5_400_000, "90m"),
+            ("45", 45_000, "45s"),
+        ] {
+            let d: SpecDuration = raw.parse().expect(raw);
+            assert_eq!(
+                (d.get().as_millis() as u64, d.to_string().as_str()),
+                (millis, shown)
+            );
+        }
+        for bad in ["", "h", "-1s", "2d", "fast"] {
+            assert!(bad.parse::<SpecDuration>().is_err(), "{bad}");
+        }
+        let from_number: RunSpec =
+            command(r#"{"name":"n","kind":"command","argv":["t"],"timeout":90}"#);
+        assert_eq!(
+            from_number.timeout.map(|t| t.to_string()),
+            Some("90s".into())
+        );
     }
 
     #[test]
@@ -1193,11 +1554,11 @@ mod tests {
         spec.batch_size = 30_000;
         assert_eq!(spec.validate().unwrap_err().field, "batch_size");
         let mut spec = demo();
-        spec.model = ModelSpec::Mlp(MlpSpec {
+        spec.model = Some(ModelSpec::Mlp(MlpSpec {
             hidden: vec![8, 0],
             activation: Activation::Relu,
             dropout: 0.0,
-        });
+        }));
         assert_eq!(spec.validate().unwrap_err().field, "model.hidden[1]");
         let mut spec = demo();
         spec.optimizer = OptimizerSpec::Adam(AdamSpec::with_lr(f64::NAN));
@@ -1206,19 +1567,19 @@ mod tests {
         spec.name = "  ".into();
         assert_eq!(spec.validate().unwrap_err().field, "name");
         let mut spec = demo();
-        spec.data = DataSpec::Synthetic(SyntheticSpec {
+        spec.data = Some(DataSpec::Synthetic(SyntheticSpec {
             samples: 10_000_000,
             features: 65_536,
             classes: 2,
             seed: 0,
-        });
+        }));
         assert_eq!(spec.validate().unwrap_err().field, "data");
         let mut spec = demo();
-        spec.model = ModelSpec::Mlp(MlpSpec {
+        spec.model = Some(ModelSpec::Mlp(MlpSpec {
             hidden: vec![65_536, 65_536],
             activation: Activation::Relu,
             dropout: 0.0,
-        });
+        }));
         assert_eq!(spec.validate().unwrap_err().field, "model");
         let shape = DataShape {
             samples: 20_000,

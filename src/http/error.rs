@@ -49,6 +49,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token's role does not allow the request.
     Forbidden,
+    /// A command run was submitted to a server that does not accept them.
+    CommandsDisabled,
 }
 
 impl ErrorCode {
@@ -126,11 +128,16 @@ impl ErrorCode {
                 "Authentication needed",
             ),
             ErrorCode::Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            ErrorCode::CommandsDisabled => (
+                StatusCode::FORBIDDEN,
+                "commands_disabled",
+                "Command runs are not enabled",
+            ),
         }
     }
 
     /// Every code, for the README table check.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedBody,
         ErrorCode::InvalidSpec,
         ErrorCode::BodyTooLarge,
@@ -149,6 +156,7 @@ impl ErrorCode {
         ErrorCode::InvalidHeader,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
+        ErrorCode::CommandsDisabled,
     ];
 
     /// The HTTP status answered with this code.
@@ -303,7 +311,8 @@ mod tests {
             | ErrorCode::ArtifactDeleted
             | ErrorCode::InvalidHeader
             | ErrorCode::Unauthorized
-            | ErrorCode::Forbidden => ErrorCode::ALL.contains(&code),
+            | ErrorCode::Forbidden
+            | ErrorCode::CommandsDisabled => ErrorCode::ALL.contains(&code),
         }
     }
 

@@ -51,6 +51,8 @@ pub struct AppState {
     pub last_replay: ReplayReport,
     /// The bearer tokens accepted; empty: no auth.
     pub tokens: auth::Tokens,
+    /// Whether runs of `"kind": "command"` are accepted (`runs.allow_commands`).
+    pub allow_commands: bool,
     /// The trace pipeline (request spans, and runs' traces picked at submission);
     /// `None` when traces are off.
     pub traces: Option<crate::telemetry::traces::Traces>,

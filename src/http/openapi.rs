@@ -263,14 +263,17 @@ fn secure(operation: &mut Operation, role: Option<Role>) {
                 ErrorCode::Unauthorized.name()
             )),
         );
-        responses.insert(
-            "403".into(),
-            problem(format!(
-                "`{}`: the token's role is smaller than `{}`.",
-                ErrorCode::Forbidden.name(),
-                role.name()
-            )),
+        let forbidden = format!(
+            "`{}`: the token's role is smaller than `{}`.",
+            ErrorCode::Forbidden.name(),
+            role.name()
         );
+        // An operation's own 403 (e.g. a command run's) is kept, with this one added.
+        let description = match responses.get("403") {
+            Some(RefOr::T(own)) => format!("{forbidden} {}", own.description),
+            _ => forbidden,
+        };
+        responses.insert("403".into(), problem(description));
     }
     operation.security = Some(security);
 }

@@ -2,7 +2,7 @@
 //! events, cancel, pause, resume, artifacts (download, delete).
 
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -354,8 +354,12 @@ fn join_path(path: &str, message: &str) -> String {
 /// need its shape, so a wrong path, column or shape is a `422` now rather than a
 /// failed run later.
 async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
-    let script = matches!(spec.model, crate::domain::spec::ModelSpec::Torchscript(_));
-    if spec.data.declared_samples().is_some() && !script {
+    let Ok((model, data)) = spec.training_parts() else {
+        // A command run: no data of the server's to check.
+        return Ok(spec);
+    };
+    let script = matches!(model, crate::domain::spec::ModelSpec::Torchscript(_));
+    if data.declared_samples().is_some() && !script {
         return Ok(spec);
     }
     let roots = state.roots.clone();
@@ -365,9 +369,10 @@ async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError
         if script {
             // Load the module once on the CPU: a wrong file or shape is a 422 now.
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let (model, _) = spec.training_parts()?;
             crate::train::model::Net::build(
                 &vs.root(),
-                &spec.model,
+                model,
                 train.feature_count(),
                 train.outputs,
                 spec.seed,
@@ -455,6 +460,7 @@ async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError
         (status = 409, description = "`duplicate`: `on_duplicate=reject` and a run with the same spec digest exists (named); `idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
         (status = 413, description = "`body_too_large`: the body is larger than `server.max_body_bytes` (named).", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: the `Content-Type` is not accepted (those that are are named).", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`commands_disabled`: a `command` run, and the server does not accept them (`runyard serve --allow-commands`). With tokens configured, a `command` run also needs an `admin` token (`forbidden` otherwise).", body = Problem, content_type = PROBLEM),
         (status = 422, description = "`invalid_spec`: the spec breaks a rule, has an unknown field, or names data that cannot be read (names the field).", body = Problem, content_type = PROBLEM),
         (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
         (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
@@ -480,15 +486,55 @@ pub async fn submit(
         }
     };
     let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // Whoever may submit may run a command only where the server allows it, and, with
+    // tokens configured, only with an admin token.
+    let admin_missing = !state.tokens.is_empty()
+        && req
+            .extensions()
+            .get::<super::auth::Caller>()
+            .is_none_or(|caller| caller.role < super::auth::Role::Admin);
+    let command_gate = CommandGate {
+        allowed: state.allow_commands,
+        admin_missing,
+    };
     // Picked before the guard, so a replayed answer costs no trace.
     let trace = state
         .traces
         .as_ref()
         .map(|traces| traces.assign(super::traces::sampled_caller(req.headers()).as_ref()));
     super::idempotency::guard(&req, &state, &body, || {
-        submit_spec(&state, format, on_duplicate, &body, trace)
+        submit_spec(&state, format, on_duplicate, &body, trace, command_gate)
     })
     .await
+}
+
+/// Whether a command run may be submitted by this request.
+#[derive(Debug, Clone, Copy)]
+struct CommandGate {
+    /// `runs.allow_commands`.
+    allowed: bool,
+    /// Tokens are configured and the caller's is not an admin one.
+    admin_missing: bool,
+}
+
+impl CommandGate {
+    fn check(self) -> Result<(), ApiError> {
+        if !self.allowed {
+            return Err(ApiError::new(
+                ErrorCode::CommandsDisabled,
+                "command runs execute programs on the server and this server does not accept \
+                 them: start it with `runyard serve --allow-commands` or set \
+                 `runs.allow_commands = true` (RUNYARD__RUNS__ALLOW_COMMANDS=true)",
+            ));
+        }
+        if self.admin_missing {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "command runs need a token of role `admin`",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The work of `POST /api/v1/runs` once its body is read.
@@ -498,8 +544,12 @@ async fn submit_spec(
     on_duplicate: OnDuplicate,
     body: &[u8],
     trace: Option<crate::domain::Event>,
+    command_gate: CommandGate,
 ) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec_as(format, body)?;
+    if spec.kind == crate::domain::spec::RunKind::Command {
+        command_gate.check()?;
+    }
     let available = state.actors.slots.len();
     if spec.slots as usize > available {
         return Err(ApiError::new(

@@ -348,7 +348,10 @@ pub fn load_run(
     spec: &RunSpec,
     roots: &DataRoots,
 ) -> Result<(Dataset, Option<Dataset>), DataError> {
-    let data = load(&spec.data, spec.task, roots, "data")?;
+    let (_, data_spec) = spec
+        .training_parts()
+        .map_err(|e| DataError::new(e.field, e.reason))?;
+    let data = load(data_spec, spec.task, roots, "data")?;
     let Some(validation) = &spec.validation else {
         return Ok((data, None));
     };

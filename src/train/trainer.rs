@@ -221,9 +221,12 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         tch::manual_seed(spec.seed as i64);
+        let (model, _) = spec
+            .training_parts()
+            .map_err(|e| data::DataError::new(e.field, e.reason))?;
         Net::build(
             &vs.root(),
-            &spec.model,
+            model,
             data.feature_count(),
             data.outputs,
             spec.seed,

@@ -657,3 +657,81 @@ async fn deleting_an_ended_runs_files_keeps_its_history() {
     .await;
     cancel_all(&app).await;
 }
+
+/// A command run that exits at once.
+fn command_spec(name: &str) -> Value {
+    json!({"name": name, "kind": "command", "argv": ["true"]})
+}
+
+#[actix_web::test]
+async fn command_runs_are_refused_unless_the_server_allows_them_and_need_an_admin_token() {
+    // Off by default: a clear 403 saying how to turn them on, and nothing is made.
+    let app = spawn_app().await;
+    let detail = assert_problem(
+        app.submit(&command_spec("refused")).await,
+        403,
+        "commands_disabled",
+    )
+    .await;
+    assert!(detail.contains("--allow-commands"), "{detail}");
+    assert!(detail.contains("runs.allow_commands"), "{detail}");
+    let (_, runs) = app.get_json("/api/v1/runs?name_prefix=refused").await;
+    assert_eq!(runs, json!([]));
+    // A command spec is checked like any other first: what is wrong with it is named.
+    let mut bad = command_spec("bad");
+    bad["epochs"] = json!(3);
+    let detail = assert_problem(app.submit(&bad).await, 422, "invalid_spec").await;
+    assert!(detail.contains("epochs"), "{detail}");
+
+    // Allowed, with tokens: a write token is not enough, an admin one is.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("tokens.toml");
+    let write = runyard::http::auth::create_token(&file, "ci", runyard::http::auth::Role::Write)
+        .expect("token");
+    let admin = runyard::http::auth::create_token(&file, "ops", runyard::http::auth::Role::Admin)
+        .expect("token");
+    let app = spawn_app_with(|config| {
+        config.auth.tokens_file = Some(file.clone());
+        config.runs.allow_commands = true;
+    })
+    .await;
+    let submit = |token: String, spec: Value| {
+        let app = &app;
+        async move {
+            app.client
+                .post(format!("{}/api/v1/runs", app.address))
+                .bearer_auth(token)
+                .json(&spec)
+                .send()
+                .await
+                .expect("answered")
+        }
+    };
+    let detail = assert_problem(
+        submit(write.clone(), command_spec("needs-admin")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert!(detail.contains("admin"), "{detail}");
+    // The same token may still submit training runs.
+    let trained = submit(write, quick_spec("trained")).await;
+    assert_eq!(trained.status(), 201);
+    assert_eq!(
+        submit(admin.clone(), command_spec("allowed"))
+            .await
+            .status(),
+        201
+    );
+    // No training outlives the test.
+    let trained: Value = trained.json().await.expect("run");
+    let id = trained["id"].as_str().expect("id");
+    let cancelled = app
+        .client
+        .post(format!("{}/api/v1/runs/{id}/cancel", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("answered");
+    assert!(cancelled.status().is_success() || cancelled.status() == 409);
+}
