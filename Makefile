@@ -42,9 +42,11 @@ SEED ?=
 crash-loop: setup
 	RUNYARD_CRASH_CYCLES=$(N) RUNYARD_CRASH_SEED=$(SEED) $(CARGO) test --locked --test crash_loop -- --nocapture
 
-# Benchmarks: prints `name: value unit` lines and writes bench-results.json.
+# Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
+# command bench compares with MLflow, installed (with torch) into target/bench-venv.
 bench: setup
-	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse
+	bash scripts/setup-mlflow.sh
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 

@@ -24,7 +24,10 @@
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
 //!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
 //!   saveable state, learning-rate schedules, checkpoints, the training loop and its
-//!   thread.
+//!   thread; command runs (`train::command`: a child process per attempt, its
+//!   signals, and ending the commands a killed server left running), their progress
+//!   protocol v1 (`train::protocol`: the pipe's reader thread, into the same cells)
+//!   and their rotated stdout/stderr files (`train::logfile`).
 //! - [`http`]: the REST API, server-sent event streams, health checks, errors, the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),
 //!   and the OpenAPI document generated from them.

@@ -79,14 +79,17 @@ impl Application {
             dir = %journal_dir.display(),
             "journal replayed"
         );
+        // Before anything resumes: no command left by a killed server keeps a slot.
+        let (state, orphans) = end_orphan_commands(&log, state)?;
         let recovery = state.recovery();
         let last_replay = ReplayReport {
             events: stats.events,
             runs: stats.runs,
             elapsed_ms: stats.elapsed.as_secs_f64() * 1e3,
             from_snapshot: stats.from_snapshot,
-            recovery: recovery
+            recovery: orphans
                 .iter()
+                .chain(&recovery)
                 .map(|(run_id, event)| RecoveryNote {
                     run_id: *run_id,
                     event: event.kind().name(),
@@ -117,6 +120,7 @@ impl Application {
             data_dir,
             &roots,
             config.journal.snapshot_every,
+            crate::train::command::CommandSettings::from(&config.runs),
         );
         let tracer = traces.as_ref().map(|traces| {
             actix::Actor::start(crate::actors::tracer::Tracer::new(
@@ -213,6 +217,36 @@ impl Application {
     pub fn traces(&self) -> Option<crate::telemetry::traces::Traces> {
         self.traces.clone()
     }
+}
+
+/// Ends the process groups of commands that a killed server left running
+/// ([`crate::train::command::end_orphans`]) and journals a `CommandExited` for each
+/// run that had one; answers the state with them folded in, and the records.
+fn end_orphan_commands(
+    log: &EventLog,
+    mut state: crate::domain::State,
+) -> anyhow::Result<(
+    crate::domain::State,
+    Vec<(crate::domain::RunId, crate::domain::Event)>,
+)> {
+    let records: Vec<_> = crate::train::command::end_orphans(&state)
+        .into_iter()
+        .filter(|(run_id, event)| state.check(*run_id, event).is_ok())
+        .collect();
+    if records.is_empty() {
+        return Ok((state, records));
+    }
+    let first = state.last_seq() + 1;
+    let envelopes: Vec<_> = records
+        .iter()
+        .map(|(run_id, event)| crate::domain::Envelope::now(*run_id, event.clone()))
+        .collect();
+    log.append(first, &envelopes)
+        .context("cannot journal the end of commands left from before the restart")?;
+    for (offset, envelope) in envelopes.iter().enumerate() {
+        state.apply(first + offset as crate::domain::Seq, envelope);
+    }
+    Ok((state, records))
 }
 
 /// Replays the journal. A record that cannot be read stops the start with an error

@@ -1,20 +1,27 @@
 //! The run actor: one per live attempt. It owns the attempt's progress cells and
-//! flags, starts the training thread, journals each finished epoch and each new
-//! checkpoint it finds in the cells, and on the thread's end journals the outcome and
-//! the slot's release.
+//! flags, starts the training thread (or, for a command run, the command's
+//! supervisor thread), journals each finished epoch and each new checkpoint it finds
+//! in the cells (a command's checkpoints in its [`CommandFeed`]), and on the thread's
+//! end journals the outcome and the slot's release.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use rustc_hash::FxHashMap;
 
 use actix::prelude::*;
 
 use super::journal::{Append, AppendError, Journal, JournalReader};
 use super::slot::{RunEnded, Slot};
 use super::ticker::{Ticker, Unwatch, Watch};
+use crate::domain::spec::RunKind;
+use crate::domain::state::ProtocolReport;
 use crate::domain::{Event, RunId, RunSpec, SlotId};
 use crate::train::checkpoint;
+use crate::train::command::{spawn_command, CommandJob, CommandResume, CommandSettings};
 use crate::train::data::DataRoots;
+use crate::train::protocol::{self, CommandCheckpoint, CommandFeed};
 use crate::train::thread::TrainingJob;
 use crate::train::trainer::{ResumeFrom, FINAL_WEIGHTS};
 use crate::train::{spawn_training, CheckpointMark, Outcome, ProgressCells, RunControl};
@@ -65,6 +72,54 @@ pub struct RunActor {
     progress_failing: bool,
     /// Whether the thread is making progress.
     stall: StallWatch,
+    /// What a command run's attempt shares with its threads; `None` for a training
+    /// run.
+    feed: Option<Arc<CommandFeed>>,
+    /// Whether the command's `CommandStarted` was sent to the journal.
+    process_journaled: bool,
+    /// A command's checkpoints taken from its feed and not yet journaled (all of
+    /// them are journaled, not only the newest: their files are pruned by it).
+    command_checkpoints: Vec<CommandCheckpoint>,
+    /// Those sent in the progress append in flight, put back if it fails.
+    checkpoints_in_flight: Vec<CommandCheckpoint>,
+    /// Where the API finds the command's live figures.
+    commands: CommandBoard,
+    /// Log rotation for command runs.
+    command_settings: CommandSettings,
+}
+
+/// The live progress-pipe figures of the command runs' current attempts, by run: what
+/// the API shows as a run's `protocol` while its command runs.
+#[derive(Clone, Default)]
+pub struct CommandBoard {
+    /// Keyed with FxHash as the progress board is: run ids are random.
+    feeds: Arc<RwLock<FxHashMap<RunId, Arc<CommandFeed>>>>,
+}
+
+impl std::fmt::Debug for CommandBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandBoard").finish_non_exhaustive()
+    }
+}
+
+impl CommandBoard {
+    /// The live figures of a run whose command is running (or ending).
+    pub fn get(&self, run_id: RunId) -> Option<ProtocolReport> {
+        let feeds = self.feeds.read().unwrap_or_else(|p| p.into_inner());
+        feeds.get(&run_id).map(|feed| feed.report())
+    }
+
+    fn insert(&self, run_id: RunId, feed: Arc<CommandFeed>) {
+        let mut feeds = self.feeds.write().unwrap_or_else(|p| p.into_inner());
+        feeds.insert(run_id, feed);
+    }
+
+    fn remove(&self, run_id: RunId, feed: &Arc<CommandFeed>) {
+        let mut feeds = self.feeds.write().unwrap_or_else(|p| p.into_inner());
+        if feeds.get(&run_id).is_some_and(|f| Arc::ptr_eq(f, feed)) {
+            feeds.remove(&run_id);
+        }
+    }
 }
 
 /// Shortest default stall threshold.
@@ -168,6 +223,10 @@ pub struct RunSetup {
     pub slot_addr: Addr<Slot>,
     /// How often finished epochs and checkpoints are looked for.
     pub tick: Duration,
+    /// Where command runs publish their live figures.
+    pub commands: CommandBoard,
+    /// Log rotation for command runs.
+    pub command_settings: CommandSettings,
 }
 
 /// `runs/ID`, relative to the data directory.
@@ -178,7 +237,13 @@ pub fn run_dir_relative(run_id: RunId) -> PathBuf {
 impl RunActor {
     /// A run actor for one attempt.
     pub fn new(setup: RunSetup) -> Self {
-        let cells = Arc::new(ProgressCells::new(u64::from(setup.spec.epochs)));
+        let command = setup.spec.kind == RunKind::Command;
+        let cells = Arc::new(if command {
+            // A command says how many epochs it runs as it goes.
+            ProgressCells::open_ended(protocol::MAX_EPOCHS)
+        } else {
+            ProgressCells::new(u64::from(setup.spec.epochs))
+        });
         let epochs_journaled = setup.resume.as_ref().map_or(0, |r| u64::from(r.epoch));
         Self {
             run_id: setup.run_id,
@@ -203,6 +268,12 @@ impl RunActor {
             finish_after_progress: None,
             progress_failing: false,
             stall: StallWatch::new(),
+            feed: command.then(|| Arc::new(CommandFeed::default())),
+            process_journaled: false,
+            command_checkpoints: Vec::new(),
+            checkpoints_in_flight: Vec::new(),
+            commands: setup.commands,
+            command_settings: setup.command_settings,
         }
     }
 
@@ -218,11 +289,20 @@ impl RunActor {
     /// is read first, so every epoch it covers is already published when the epochs
     /// are read, and an epoch is never journaled after a checkpoint past it.
     fn new_records(&mut self) -> Vec<(RunId, Event)> {
-        let checkpoint = self
-            .cells
-            .latest_checkpoint()
-            .filter(|mark| Some(*mark) != self.checkpoint_journaled);
         let mut events = Vec::new();
+        if let Some(process) = self.feed.as_ref().and_then(|feed| feed.started()) {
+            if !std::mem::replace(&mut self.process_journaled, true) {
+                events.push((
+                    self.run_id,
+                    Event::CommandStarted {
+                        pid: process.pid,
+                        pgid: process.pgid,
+                        start_ticks: process.start_ticks,
+                    },
+                ));
+            }
+        }
+        let checkpoints = self.new_checkpoints();
         while let Some(record) = self.cells.finished_epoch(self.epochs_journaled) {
             self.epochs_journaled += 1;
             let epoch = self.epochs_journaled as u32;
@@ -246,12 +326,12 @@ impl RunActor {
                 ));
             }
         }
-        if let Some(mark) = checkpoint {
+        for (mark, path) in checkpoints {
             self.checkpoint_journaled = Some(mark);
             events.push((
                 self.run_id,
                 Event::CheckpointSaved {
-                    path: self.relative(&["checkpoints", &checkpoint::file_name(mark.step)]),
+                    path,
                     epoch: mark.epoch as u32,
                     batch: mark.batch,
                     step: mark.step,
@@ -263,20 +343,64 @@ impl RunActor {
         events
     }
 
+    /// Checkpoints to journal now, with the paths to journal them under: every one
+    /// a command reported since the last call (under its own path), or the training
+    /// loop's newest (named by its step).
+    fn new_checkpoints(&mut self) -> Vec<(CheckpointMark, String)> {
+        match &self.feed {
+            Some(feed) => {
+                let mut pending = std::mem::take(&mut self.command_checkpoints);
+                pending.extend(feed.take_checkpoints());
+                self.checkpoints_in_flight.clone_from(&pending);
+                pending.into_iter().map(|c| (c.mark, c.path)).collect()
+            }
+            None => self
+                .cells
+                .latest_checkpoint()
+                .filter(|mark| Some(*mark) != self.checkpoint_journaled)
+                .map(|mark| {
+                    let path = self.relative(&["checkpoints", &checkpoint::file_name(mark.step)]);
+                    (mark, path)
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
     fn journal_progress(&mut self, ctx: &mut Context<Self>) {
         if self.progress_in_flight {
             // The next tick after the answer picks up whatever is new by then.
             return;
         }
-        let journaled = (self.epochs_journaled, self.checkpoint_journaled);
-        let snap = self.cells.snapshot();
-        let per_epoch = self.cells.batches_per_epoch();
-        let batches = snap.epoch.saturating_sub(1) * per_epoch + snap.batch;
+        let journaled = (
+            self.epochs_journaled,
+            self.checkpoint_journaled,
+            self.process_journaled,
+        );
+        // A command is alive while good lines come (heartbeats too); a training
+        // thread while batches finish.
+        let batches = match &self.feed {
+            Some(feed) => feed.beats(),
+            None => {
+                let snap = self.cells.snapshot();
+                let per_epoch = self.cells.batches_per_epoch();
+                snap.epoch.saturating_sub(1) * per_epoch + snap.batch
+            }
+        };
         let stall = self.stall.observe(batches, self.spec.stall_after_secs);
         let mut records = self.new_records();
         if let Some(event) = stall {
-            if matches!(event, Event::RunStalled { .. }) {
+            if let Event::RunStalled {
+                idle_secs,
+                threshold_secs,
+            } = event
+            {
                 tracing::warn!(run_id = %self.run_id, batches, "run stalled");
+                if let (Some(feed), true) = (&self.feed, self.spec.kill_on_stall) {
+                    feed.request_stall_stop(format!(
+                        "stalled: no progress or heartbeat for {idle_secs:.0}s (threshold {threshold_secs:.0}s)"
+                    ));
+                }
             }
             records.push((self.run_id, event));
         }
@@ -290,6 +414,7 @@ impl RunActor {
         let send = self.journal.send(Append { records });
         ctx.spawn(send.into_actor(self).map(move |result, actor, ctx| {
             actor.progress_in_flight = false;
+            let in_flight = std::mem::take(&mut actor.checkpoints_in_flight);
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {
                     if checkpointed {
@@ -306,7 +431,12 @@ impl RunActor {
                     // Nothing was written: journal the same epochs and checkpoint at a
                     // later tick (or in the final records), once the journal takes
                     // writes again.
-                    (actor.epochs_journaled, actor.checkpoint_journaled) = journaled;
+                    (
+                        actor.epochs_journaled,
+                        actor.checkpoint_journaled,
+                        actor.process_journaled,
+                    ) = journaled;
+                    actor.command_checkpoints = in_flight;
                     if !std::mem::replace(&mut actor.progress_failing, true) {
                         tracing::warn!(run_id = %actor.run_id, error = %e, "progress not journaled; retrying every tick");
                     }
@@ -325,6 +455,10 @@ impl RunActor {
         let Some(newest) = self.checkpoint_journaled else {
             return;
         };
+        if self.feed.is_some() {
+            self.prune_command_checkpoints();
+            return;
+        }
         let dir = self
             .data_dir
             .join(run_dir_relative(self.run_id))
@@ -356,6 +490,48 @@ impl RunActor {
         });
     }
 
+    /// Deletes the files of a command's journaled checkpoints beyond the newest
+    /// `keep`, unless a kept checkpoint has the same path (a command may write one
+    /// file over and over). Only files inside the run's directory are touched.
+    fn prune_command_checkpoints(&self) {
+        let keep = self.spec.checkpoint.keep as usize;
+        let (kept, old): (Vec<String>, Vec<String>) = {
+            let state = self.reader.state();
+            let Some(run) = state.run(self.run_id) else {
+                return;
+            };
+            let split = run.checkpoints.len().saturating_sub(keep);
+            let paths = |list: &[crate::domain::state::CheckpointRef]| {
+                list.iter().map(|c| c.path.clone()).collect::<Vec<_>>()
+            };
+            (
+                paths(&run.checkpoints[split..]),
+                paths(&run.checkpoints[..split]),
+            )
+        };
+        let prefix = run_dir_relative(self.run_id);
+        let doomed: std::collections::BTreeSet<String> = old
+            .into_iter()
+            .filter(|p| !kept.contains(p) && Path::new(p).starts_with(&prefix))
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        let (data_dir, run_id) = (self.data_dir.clone(), self.run_id);
+        actix_web::rt::task::spawn_blocking(move || {
+            for path in doomed {
+                let path = data_dir.join(path);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(run_id = %run_id, path = %path.display(), error = %e, "old checkpoint not removed")
+                    }
+                }
+            }
+        });
+    }
+
     fn start_thread(&mut self, ctx: &mut Context<Self>) {
         let flags = self.reader.state().run(self.run_id).map(|run| {
             (
@@ -371,20 +547,43 @@ impl RunActor {
                 self.control.pause();
             }
         }
-        let job = TrainingJob {
-            run_id: self.run_id,
-            spec: self.spec.clone(),
-            device: self.device,
-            cells: Arc::clone(&self.cells),
-            control: Arc::clone(&self.control),
-            run_dir: self.data_dir.join(run_dir_relative(self.run_id)),
-            resume: self.resume.as_ref().map(|r| ResumeFrom {
-                path: self.data_dir.join(&r.path),
-                sha256: r.sha256.clone(),
+        let run_dir = self.data_dir.join(run_dir_relative(self.run_id));
+        let spawned = match &self.feed {
+            Some(feed) => {
+                self.commands.insert(self.run_id, Arc::clone(feed));
+                spawn_command(CommandJob {
+                    run_id: self.run_id,
+                    attempt: self.attempt,
+                    spec: self.spec.clone(),
+                    device: self.device,
+                    data_dir: self.data_dir.clone(),
+                    run_dir,
+                    cells: Arc::clone(&self.cells),
+                    control: Arc::clone(&self.control),
+                    feed: Arc::clone(feed),
+                    resume: self.resume.as_ref().map(|r| CommandResume {
+                        path: self.data_dir.join(&r.path),
+                        epoch: r.epoch,
+                        step: r.step,
+                    }),
+                    settings: self.command_settings,
+                })
+            }
+            None => spawn_training(TrainingJob {
+                run_id: self.run_id,
+                spec: self.spec.clone(),
+                device: self.device,
+                cells: Arc::clone(&self.cells),
+                control: Arc::clone(&self.control),
+                run_dir,
+                resume: self.resume.as_ref().map(|r| ResumeFrom {
+                    path: self.data_dir.join(&r.path),
+                    sha256: r.sha256.clone(),
+                }),
+                roots: self.roots.clone(),
             }),
-            roots: self.roots.clone(),
         };
-        let handle = match spawn_training(job) {
+        let handle = match spawned {
             Ok(handle) => handle,
             Err(e) => {
                 self.finish(
@@ -414,6 +613,16 @@ impl RunActor {
             return;
         }
         let mut records = self.new_records();
+        let end = self.feed.as_ref().and_then(|feed| feed.take_end());
+        let stop_note = end.as_ref().and_then(|end| end.stop_note.clone());
+        if let Some(exited) = end.and_then(|end| end.exited) {
+            records.push((self.run_id, exited));
+        }
+        // A stop of a command says how it went, e.g. which signal ended it.
+        let requested = |what: &str| match &stop_note {
+            Some(note) => format!("{what}; {note}"),
+            None => what.to_string(),
+        };
         if std::mem::take(&mut self.stall.stalled) {
             records.push((
                 self.run_id,
@@ -428,15 +637,17 @@ impl RunActor {
                 train_accuracy,
                 weights,
             } => {
-                records.push((
-                    self.run_id,
-                    Event::ArtifactSaved {
-                        name: FINAL_WEIGHTS.into(),
-                        path: self.relative(&["artifacts", FINAL_WEIGHTS]),
-                        sha256: hex::encode(weights.sha256),
-                        bytes: weights.bytes,
-                    },
-                ));
+                if let Some(weights) = weights {
+                    records.push((
+                        self.run_id,
+                        Event::ArtifactSaved {
+                            name: FINAL_WEIGHTS.into(),
+                            path: self.relative(&["artifacts", FINAL_WEIGHTS]),
+                            sha256: hex::encode(weights.sha256),
+                            bytes: weights.bytes,
+                        },
+                    ));
+                }
                 Event::RunCompleted {
                     train_loss,
                     train_accuracy,
@@ -444,13 +655,13 @@ impl RunActor {
             }
             // A cancel that raced the pause wins: the client asked for it last.
             Outcome::Paused if self.control.is_cancelled() => Event::RunCancelled {
-                reason: "cancelled by request".into(),
+                reason: requested("cancelled by request"),
             },
             Outcome::Paused => Event::RunPaused {
-                reason: "paused by request".into(),
+                reason: requested("paused by request"),
             },
             Outcome::Cancelled => Event::RunCancelled {
-                reason: "cancelled by request".into(),
+                reason: requested("cancelled by request"),
             },
             Outcome::Failed(reason) => {
                 let retries = self
@@ -510,6 +721,10 @@ impl RunActor {
     }
 
     fn release(&mut self, ctx: &mut Context<Self>) {
+        if let Some(feed) = &self.feed {
+            // The journal has the attempt's figures now (`CommandExited`).
+            self.commands.remove(self.run_id, feed);
+        }
         self.slot_addr.do_send(RunEnded {
             run_id: self.run_id,
             slot: self.slot,
@@ -518,15 +733,18 @@ impl RunActor {
     }
 }
 
-impl Actor for RunActor {
-    type Context = Context<Self>;
-
-    /// An actor stopped before its attempt ended (the server is shutting down) leaves
-    /// no training thread running on: it stops at its next batch boundary, and the
-    /// journal still says the run is live, so the next start resumes it.
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
+/// An actor that goes away before its attempt ended (the server is shutting down, or
+/// its runtime is dropped) leaves no training thread running on: the thread stops at
+/// its next batch boundary, and the journal still says the run is live, so the next
+/// start resumes it.
+impl Drop for RunActor {
+    fn drop(&mut self) {
         self.control.cancel();
     }
+}
+
+impl Actor for RunActor {
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let mut records = vec![(

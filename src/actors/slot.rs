@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::dispatcher::{Dispatcher, SlotFreed};
 use super::journal::{Journal, JournalReader};
-use super::run::{device_name, Cancel, Pause, Resume, RunActor, RunSetup};
+use super::run::{device_name, Cancel, CommandBoard, Pause, Resume, RunActor, RunSetup};
 use super::ticker::Ticker;
 use crate::domain::{RunId, RunSpec, SlotId};
 use crate::train::data::DataRoots;
@@ -38,6 +38,10 @@ pub struct SlotContext {
     pub data_dir: std::path::PathBuf,
     /// Where data files may be read from.
     pub roots: DataRoots,
+    /// Where command runs publish their live figures.
+    pub commands: CommandBoard,
+    /// Log rotation for command runs (`[runs]`).
+    pub command_settings: crate::train::command::CommandSettings,
 }
 
 /// The slot actor.
@@ -115,6 +119,8 @@ impl Handler<StartRun> for Slot {
             ticker: self.context.ticker.clone(),
             slot_addr: ctx.address(),
             tick: self.context.tick,
+            commands: self.context.commands.clone(),
+            command_settings: self.context.command_settings,
         });
         self.current = Some((msg.run_id, actor.start()));
     }

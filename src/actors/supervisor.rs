@@ -13,7 +13,7 @@ use actix::prelude::*;
 use super::dispatcher::Dispatcher;
 use super::journal::{Journal, JournalReader};
 use super::metrics::MetricsSink;
-use super::run::device_name;
+use super::run::{device_name, CommandBoard};
 use super::slot::{Slot, SlotContext, SlotInfo};
 use super::ticker::{ProgressBoard, Ticker};
 use crate::domain::{SlotId, State};
@@ -35,6 +35,8 @@ pub struct Actors {
     pub board: ProgressBoard,
     /// The progress history writer the ticker feeds, and its counters.
     pub metrics: MetricsSink,
+    /// The live progress-pipe figures of running commands.
+    pub commands: CommandBoard,
     /// The slot table.
     pub slots: Vec<SlotInfo>,
     /// True once recovery after replay is done.
@@ -55,6 +57,9 @@ pub fn slot_devices(cpu_slots: u32) -> Vec<tch::Device> {
 }
 
 /// Starts every actor over a replayed log; must run inside an actix system.
+// Each argument is a separate setting from a separate config section; a struct
+// bundling them would only be built here.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     log: EventLog,
     state: State,
@@ -63,6 +68,7 @@ pub fn start(
     data_dir: &std::path::Path,
     roots: &DataRoots,
     snapshot_every: u64,
+    command_settings: crate::train::command::CommandSettings,
 ) -> Actors {
     let instruments = crate::instruments::Instruments::new();
     let (journal, reader) = Journal::with_snapshots(log, state, snapshot_every);
@@ -82,6 +88,7 @@ pub fn start(
                 .with_lag_histogram(lag)
         })
     };
+    let commands = CommandBoard::default();
     let context = SlotContext {
         journal: journal.clone(),
         reader: reader.clone(),
@@ -89,6 +96,8 @@ pub fn start(
         tick,
         data_dir: data_dir.to_path_buf(),
         roots: roots.clone(),
+        commands: commands.clone(),
+        command_settings,
     };
     let slots: Vec<(SlotInfo, Addr<Slot>)> = devices
         .iter()
@@ -116,6 +125,7 @@ pub fn start(
         ticker,
         board,
         metrics,
+        commands,
         slots: infos,
         ready,
         instruments,

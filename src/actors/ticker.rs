@@ -133,10 +133,11 @@ impl Watched {
         self.last_version = snap.version;
         let epochs = self.cells.epochs();
         let per_epoch = self.cells.batches_per_epoch();
-        let total = (epochs * per_epoch).max(1);
+        let total = epochs * per_epoch;
         let done = snap.epoch.saturating_sub(1) * per_epoch + snap.batch;
         let total_samples = epochs * self.cells.samples_per_epoch();
-        let eta_secs = (self.rate > 0.0)
+        // A command may not say its totals: no percent or ETA then, rather than 100.
+        let eta_secs = (self.rate > 0.0 && total_samples > 0)
             .then(|| total_samples.saturating_sub(snap.samples) as f64 / self.rate);
         let progress = Progress {
             epoch: snap.epoch,
@@ -145,7 +146,11 @@ impl Watched {
             batches_per_epoch: per_epoch,
             samples: snap.samples,
             loss: snap.loss.is_finite().then_some(snap.loss),
-            percent: (done as f64 / total as f64 * 100.0).min(100.0),
+            percent: if total == 0 {
+                0.0
+            } else {
+                (done as f64 / total as f64 * 100.0).min(100.0)
+            },
             samples_per_sec: self.rate,
             eta_secs,
         };

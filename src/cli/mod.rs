@@ -36,9 +36,9 @@ pub enum Command {
 }
 
 /// The exit codes, shown by `runyard --help`.
-const EXIT_CODES: &str = "Exit codes: 0 ok (watch: the run completed), 1 local error (a file, the \
-configuration), 2 bad command line, 3 server unreachable, 4 the server answered an error, \
-5 the watched run failed, 6 the watched run was cancelled.";
+const EXIT_CODES: &str = "Exit codes: 0 ok (watch, logs -f: the run completed), 1 local error (a \
+file, the configuration), 2 bad command line, 3 server unreachable, 4 the server answered an \
+error, 5 the watched run failed, 6 the watched run was cancelled.";
 
 /// Flags of `runyard serve`; they win over the config file and the environment.
 #[derive(Debug, clap::Args)]

@@ -189,6 +189,36 @@ pub enum Event {
         /// The caller's span (from `traceparent`) the root span is a child of.
         parent_span_id: Option<String>,
     },
+    /// A command run's process started (journaled after `RunStarted`): what a
+    /// restarted server needs to find the process again and end it, should it have
+    /// outlived the server.
+    CommandStarted {
+        /// Its process id.
+        pid: u32,
+        /// Its process group; the command leads its own, so the same as `pid`.
+        pgid: u32,
+        /// Its start time in clock ticks after boot (`/proc/PID/stat` field 22): tells
+        /// it from a later process given the same pid.
+        start_ticks: u64,
+    },
+    /// A command run's process ended, or was found at a server start left from
+    /// before it and ended: how, and what it reported over its progress pipe.
+    CommandExited {
+        /// How it ended, e.g. `exit code 3` or `killed by signal 9 (SIGKILL)`.
+        status: String,
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// The signal that ended it, when one did.
+        signal: Option<i32>,
+        /// Lines read from its progress pipe, bad ones included.
+        lines: u64,
+        /// Bad lines by kind (`not_json`, `too_long`, ...), in name order.
+        bad: Vec<(String, u64)>,
+        /// The error of the last bad line.
+        last_error: Option<String>,
+        /// The newest value of each free-form metric, in name order.
+        metrics: Vec<(String, f64)>,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -240,11 +270,15 @@ pub enum EventKind {
     ArtifactsDeleted,
     /// See [`Event::TraceAssigned`].
     TraceAssigned,
+    /// See [`Event::CommandStarted`].
+    CommandStarted,
+    /// See [`Event::CommandExited`].
+    CommandExited,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -268,6 +302,8 @@ impl EventKind {
         EventKind::JournalRepaired,
         EventKind::ArtifactsDeleted,
         EventKind::TraceAssigned,
+        EventKind::CommandStarted,
+        EventKind::CommandExited,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -296,6 +332,8 @@ impl EventKind {
             EventKind::JournalRepaired => "JournalRepaired",
             EventKind::ArtifactsDeleted => "ArtifactsDeleted",
             EventKind::TraceAssigned => "TraceAssigned",
+            EventKind::CommandStarted => "CommandStarted",
+            EventKind::CommandExited => "CommandExited",
         }
     }
 }
@@ -327,6 +365,8 @@ impl Event {
             Event::JournalRepaired { .. } => EventKind::JournalRepaired,
             Event::ArtifactsDeleted { .. } => EventKind::ArtifactsDeleted,
             Event::TraceAssigned { .. } => EventKind::TraceAssigned,
+            Event::CommandStarted { .. } => EventKind::CommandStarted,
+            Event::CommandExited { .. } => EventKind::CommandExited,
         }
     }
 
@@ -420,6 +460,29 @@ impl Event {
             } => json!({
                 "trace_id": trace_id, "span_id": span_id, "parent_span_id": parent_span_id,
             }),
+            Event::CommandStarted {
+                pid,
+                pgid,
+                start_ticks,
+            } => json!({"pid": pid, "pgid": pgid, "start_ticks": start_ticks}),
+            Event::CommandExited {
+                status,
+                exit_code,
+                signal,
+                lines,
+                bad,
+                last_error,
+                metrics,
+            } => {
+                let bad: serde_json::Map<String, serde_json::Value> =
+                    bad.iter().map(|(k, n)| (k.clone(), json!(n))).collect();
+                let metrics: serde_json::Map<String, serde_json::Value> =
+                    metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                json!({
+                    "status": status, "exit_code": exit_code, "signal": signal,
+                    "lines": lines, "bad": bad, "last_error": last_error, "metrics": metrics,
+                })
+            }
         }
     }
 }

@@ -119,6 +119,8 @@ impl RunState {
             (Some(s), K::SlotReleased) => Some(s),
             // Which trace the run's spans go to is no lifecycle step.
             (Some(s), K::TraceAssigned) => Some(s),
+            // A command run's process starts and ends within an attempt.
+            (Some(s @ (S::Running | S::Pausing)), K::CommandStarted | K::CommandExited) => Some(s),
             _ => None,
         }
     }
@@ -129,9 +131,12 @@ impl RunState {
 pub struct EpochSummary {
     /// 1-based epoch number.
     pub epoch: u32,
-    /// Mean training loss.
+    /// Mean training loss (`null` when it was not a number).
+    #[serde(with = "nan_as_null")]
     pub train_loss: f64,
-    /// Training accuracy.
+    /// Training accuracy (`null` for regression runs, and command runs that report
+    /// none).
+    #[serde(with = "nan_as_null")]
     pub train_accuracy: f64,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
@@ -205,6 +210,16 @@ pub struct Run {
     /// were on at its submission: what to search for in a trace viewer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The process of the current attempt of a command run, from its
+    /// `CommandStarted` to its `CommandExited`: what a restarted server looks for to
+    /// end a command that outlived it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<CommandProcess>,
+    /// What the last ended attempt of a command run reported over its progress pipe
+    /// (journaled with `CommandExited`). Kept out of the run's JSON: the API shows it
+    /// as `protocol`, the live figures while the command runs.
+    #[serde(skip)]
+    pub protocol: Option<ProtocolReport>,
     /// The final summary of a completed run.
     pub result: Option<RunResult>,
     /// Why the run failed or was cancelled.
@@ -257,6 +272,34 @@ pub struct Artifact {
     pub bytes: u64,
 }
 
+/// A command run's process, as journaled by [`Event::CommandStarted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CommandProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Process group id.
+    pub pgid: u32,
+    /// Start time in clock ticks after boot, to tell it from a recycled pid.
+    pub start_ticks: u64,
+    /// The attempt it belongs to.
+    pub attempt: u32,
+}
+
+/// What a command reported over its progress pipe (protocol v1): lines read, bad
+/// lines by kind with the last error, and the newest free-form metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProtocolReport {
+    /// Lines read, bad ones included (blank lines are not counted).
+    pub lines: u64,
+    /// Bad lines by kind: `not_json`, `not_object`, `bad_field`, `unknown_type`,
+    /// `too_long`, `too_fast`, `bad_checkpoint`, `metric_dropped`.
+    pub bad: std::collections::BTreeMap<String, u64>,
+    /// The error of the last bad line.
+    pub last_error: Option<String>,
+    /// The newest value of each free-form metric.
+    pub metrics: std::collections::BTreeMap<String, f64>,
+}
+
 /// When and what [`Event::ArtifactsDeleted`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FilesDeleted {
@@ -274,10 +317,31 @@ pub struct FilesDeleted {
 /// The final figures of a completed run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunResult {
-    /// Training loss of the last epoch.
+    /// Training loss of the last epoch (`null` when it was not a number).
+    #[serde(with = "nan_as_null")]
     pub train_loss: f64,
-    /// Training accuracy of the last epoch.
+    /// Training accuracy of the last epoch (`null` when there is none).
+    #[serde(with = "nan_as_null")]
     pub train_accuracy: f64,
+}
+
+/// JSON has no NaN or infinity: such a figure is written `null` and read back as
+/// NaN, so a state holding one (regression runs have no accuracy) still makes a
+/// snapshot that decodes.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else {
+            serializer.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+    }
 }
 
 /// Why an event may not be appended.
@@ -374,6 +438,8 @@ pub struct JournalRepair {
 struct RunSnapshot {
     run: Run,
     checkpoints: Vec<CheckpointRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    protocol: Option<ProtocolReport>,
 }
 
 /// The fold of every event in the journal.
@@ -515,6 +581,8 @@ impl State {
                     artifacts: Vec::new(),
                     files_deleted: None,
                     trace_id: None,
+                    process: None,
+                    protocol: None,
                     result: None,
                     error: None,
                     submitted_seq: seq,
@@ -538,6 +606,33 @@ impl State {
         match &envelope.event {
             Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
             Event::TraceAssigned { trace_id, .. } => run.trace_id = Some(trace_id.clone()),
+            Event::CommandStarted {
+                pid,
+                pgid,
+                start_ticks,
+            } => {
+                run.process = Some(CommandProcess {
+                    pid: *pid,
+                    pgid: *pgid,
+                    start_ticks: *start_ticks,
+                    attempt: run.attempt,
+                })
+            }
+            Event::CommandExited {
+                lines,
+                bad,
+                last_error,
+                metrics,
+                ..
+            } => {
+                run.process = None;
+                run.protocol = Some(ProtocolReport {
+                    lines: *lines,
+                    bad: bad.iter().cloned().collect(),
+                    last_error: last_error.clone(),
+                    metrics: metrics.iter().cloned().collect(),
+                });
+            }
             Event::ArtifactsDeleted { files, bytes } => {
                 run.files_deleted = Some(FilesDeleted {
                     seq,
@@ -557,6 +652,7 @@ impl State {
                 run.attempt = *attempt;
                 run.device = Some(device.clone());
                 run.stalled = false;
+                run.process = None;
                 // An attempt resumes from the newest checkpoint: epochs after it are
                 // trained again.
                 let kept = run.checkpoint.as_ref().map_or(0, |c| c.epoch);
@@ -762,6 +858,7 @@ impl State {
                 .map(|run| RunSnapshot {
                     run: run.clone(),
                     checkpoints: run.checkpoints.clone(),
+                    protocol: run.protocol.clone(),
                 })
                 .collect(),
             held: self.slots.held().collect(),
@@ -782,9 +879,11 @@ impl State {
         for RunSnapshot {
             mut run,
             checkpoints,
+            protocol,
         } in snapshot.runs
         {
             run.checkpoints = checkpoints;
+            run.protocol = protocol;
             // Runs come in submission order: the newest of a digest wins.
             state.by_digest.insert(run.digest.clone(), run.id);
             state.order.push(run.id);
@@ -949,6 +1048,20 @@ mod tests {
                 span_id: "00f067aa0ba902b7".into(),
                 parent_span_id: None,
             },
+            EventKind::CommandStarted => Event::CommandStarted {
+                pid: 4242,
+                pgid: 4242,
+                start_ticks: 123_456,
+            },
+            EventKind::CommandExited => Event::CommandExited {
+                status: "exit code 0".into(),
+                exit_code: Some(0),
+                signal: None,
+                lines: 12,
+                bad: vec![("not_json".into(), 1)],
+                last_error: Some("line 3: not JSON".into()),
+                metrics: vec![("lr".into(), 0.01)],
+            },
         }
     }
 
@@ -979,6 +1092,8 @@ mod tests {
             table.push((Some(s), K::StallEnded, s));
             table.push((Some(s), K::CheckpointSaved, s));
             table.push((Some(s), K::ArtifactSaved, s));
+            table.push((Some(s), K::CommandStarted, s));
+            table.push((Some(s), K::CommandExited, s));
             table.push((Some(s), K::RunCompleted, S::Completed));
         }
         for s in [S::Queued, S::Starting, S::Running, S::Pausing] {
@@ -1168,6 +1283,77 @@ mod tests {
         }
         assert_eq!(state.slots().held().count(), 0);
         assert!(state.recovery().is_empty(), "recovery is idempotent");
+    }
+
+    #[test]
+    fn a_command_process_is_known_from_its_start_to_its_exit_and_through_snapshots() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let run = RunId::new();
+        let slot = SlotId(0);
+        for kind in [
+            EventKind::RunSubmitted,
+            EventKind::SlotClaimed,
+            EventKind::RunStarted,
+            EventKind::CommandStarted,
+        ] {
+            append(&mut state, &mut seq, run, event_of(kind, slot)).expect("allowed");
+        }
+        let process = CommandProcess {
+            pid: 4242,
+            pgid: 4242,
+            start_ticks: 123_456,
+            attempt: 1,
+        };
+        assert_eq!(state.run(run).expect("run").process, Some(process));
+        let restored = State::from_snapshot(&state.to_snapshot()).expect("snapshot");
+        assert_eq!(restored.run(run).expect("run").process, Some(process));
+
+        append(
+            &mut state,
+            &mut seq,
+            run,
+            event_of(EventKind::CommandExited, slot),
+        )
+        .expect("allowed");
+        let r = state.run(run).expect("run");
+        assert_eq!(r.process, None);
+        let report = r.protocol.clone().expect("journaled figures");
+        assert_eq!(report.lines, 12);
+        assert_eq!(report.bad.get("not_json"), Some(&1));
+        assert_eq!(report.metrics.get("lr"), Some(&0.01));
+        let restored = State::from_snapshot(&state.to_snapshot()).expect("snapshot");
+        assert_eq!(restored.run(run).expect("run").protocol, Some(report));
+        assert_eq!(restored.fingerprint(), state.fingerprint());
+        // Ended: no `process` in the run's JSON; `protocol` is the API view's field.
+        let json = serde_json::to_value(state.run(run).expect("run")).expect("json");
+        assert!(json.get("protocol").is_none() && json.get("process").is_none());
+    }
+
+    #[test]
+    fn a_state_with_figures_that_are_not_numbers_still_snapshots() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let run = RunId::new();
+        let slot = SlotId(0);
+        for kind in [
+            EventKind::RunSubmitted,
+            EventKind::SlotClaimed,
+            EventKind::RunStarted,
+        ] {
+            append(&mut state, &mut seq, run, event_of(kind, slot)).expect("allowed");
+        }
+        // A regression run has no accuracy.
+        let epoch = Event::EpochCompleted {
+            epoch: 1,
+            train_loss: 0.5,
+            train_accuracy: f64::NAN,
+            duration_ms: 10,
+        };
+        append(&mut state, &mut seq, run, epoch).expect("allowed");
+        let snapshot = state.to_snapshot();
+        let restored = State::from_snapshot(&snapshot).expect("the snapshot decodes");
+        assert_eq!(restored.fingerprint(), state.fingerprint());
+        let epochs = &restored.run(run).expect("run").epochs;
+        assert!(epochs[0].train_accuracy.is_nan() && epochs[0].train_loss == 0.5);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod idempotency;
+pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod prometheus;
@@ -137,6 +138,8 @@ pub const ROUTES: &[Endpoint] = &[
     route!(POST "/api/v1/runs/{id}/resume" => runs::resume),
     route!(GET "/api/v1/runs/{id}/artifacts/{name}" => runs::artifact),
     route!(DELETE "/api/v1/runs/{id}/artifacts" => runs::delete_artifacts),
+    route!(GET "/api/v1/runs/{id}/logs" => logs::tail),
+    route!(GET "/api/v1/runs/{id}/logs/stream" => logs::stream),
     route!(GET "/api/v1/runs/{id}/stream" => stream::run_stream),
     route!(GET "/api/v1/stream" => stream::all_stream),
     route!(GET "/api/v1/slots" => slots::list),

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{self, Role};
 use super::error::Problem;
-use super::{dashboard, health, metrics, prometheus, runs, slots, stream, ErrorCode};
+use super::{dashboard, health, logs, metrics, prometheus, runs, slots, stream, ErrorCode};
 use crate::domain::EventKind;
 
 /// The media type of every error answer.
@@ -70,6 +70,8 @@ const BEARER: &str = "bearer";
         runs::resume,
         runs::artifact,
         runs::delete_artifacts,
+        logs::tail,
+        logs::stream,
         stream::run_stream,
         stream::all_stream,
         slots::list,
@@ -79,6 +81,7 @@ const BEARER: &str = "bearer";
     components(schemas(
         Problem,
         runs::OnDuplicate,
+        logs::LogStream,
         crate::domain::RunState,
         crate::store::metrics::Metric,
     )),

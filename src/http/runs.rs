@@ -13,7 +13,7 @@ use crate::actors::dispatcher::{
     CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
 };
 use crate::actors::Progress;
-use crate::domain::state::CheckpointRef;
+use crate::domain::state::{CheckpointRef, ProtocolReport};
 use crate::domain::{Envelope, Run, RunId, RunSpec, RunState, Seq};
 
 /// A run as the API shows it: its fold, plus live progress and summary metrics.
@@ -29,6 +29,11 @@ pub struct RunView<'a> {
     checkpoints_kept: &'a [CheckpointRef],
     /// 1-based place in the queue, for a queued run.
     queue_position: Option<usize>,
+    /// A command run's progress-pipe figures (lines, bad lines by kind, the last
+    /// error, the newest free-form metrics): live while its command runs, else
+    /// those journaled when its last attempt ended. Absent for training runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<ProtocolReport>,
 }
 
 /// Summary metrics of a run's journaled epochs.
@@ -83,7 +88,16 @@ impl<'a> RunView<'a> {
             },
             checkpoints_kept: &run.checkpoints[kept_from..],
             queue_position,
+            protocol: run.protocol.clone(),
         }
+    }
+
+    /// Shows the live progress-pipe figures of a running command, when there are.
+    pub fn with_live_protocol(mut self, live: Option<ProtocolReport>) -> Self {
+        if live.is_some() {
+            self.protocol = live;
+        }
+        self
     }
 }
 
@@ -180,7 +194,10 @@ fn run_response(
     let position = (run.state == RunState::Queued)
         .then(|| fold.queue().iter().position(|q| *q == id).map(|p| p + 1))
         .flatten();
-    Ok(response.json(RunView::new(run, state.actors.board.get(id), position)))
+    Ok(response.json(
+        RunView::new(run, state.actors.board.get(id), position)
+            .with_live_protocol(state.actors.commands.get(id)),
+    ))
 }
 
 /// A format a run spec can be sent in, chosen by the request's `Content-Type`.
@@ -1008,6 +1025,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .map(|(_, run)| {
             let position = positions.get(&run.id).copied();
             RunView::new(run, state.actors.board.get(run.id), position)
+                .with_live_protocol(state.actors.commands.get(run.id))
         })
         .collect();
     let mut response = HttpResponse::Ok();

@@ -133,6 +133,11 @@ impl StreamStats {
             .remove(&id);
     }
 
+    /// Counts a stream ended because its client did not take its events in time.
+    pub(super) fn count_slow(&self) {
+        self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn counts(&self) -> StreamCounts {
         StreamCounts {
@@ -144,11 +149,11 @@ impl StreamStats {
     }
 }
 
-/// Counts a stream as connected while it lives.
-struct Connected(Arc<AppState>);
+/// Counts a stream as connected while it lives (the log streams too).
+pub(super) struct Connected(Arc<AppState>);
 
 impl Connected {
-    fn new(state: Arc<AppState>) -> Self {
+    pub(super) fn new(state: Arc<AppState>) -> Self {
         state.streams.opened.fetch_add(1, Ordering::Relaxed);
         state.streams.connected.fetch_add(1, Ordering::Relaxed);
         Self(state)

@@ -528,7 +528,11 @@ impl RunTrace {
                 span.set("runyard.checkpoint.bytes", *bytes as i64);
                 out.push(self.end(span, at, Status::Unset, scope));
             }
-            Event::ArtifactSaved { .. } | Event::RunStalled { .. } | Event::StallEnded { .. } => {
+            Event::ArtifactSaved { .. }
+            | Event::RunStalled { .. }
+            | Event::StallEnded { .. }
+            | Event::CommandStarted { .. }
+            | Event::CommandExited { .. } => {
                 self.attempt_or_root()
                     .event(event.kind().name(), at, attributes());
             }

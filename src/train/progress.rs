@@ -111,8 +111,9 @@ pub struct ProgressCells {
     batch: AtomicU64,
     samples: AtomicU64,
     loss: AtomicU64,
-    /// Epochs the attempt will run; fixed at creation.
-    epochs: u64,
+    /// Epochs the attempt will run: fixed at creation for the training loop; told
+    /// as it goes by a command (see [`ProgressCells::open_ended`]).
+    epochs: AtomicU64,
     /// Batches in one epoch; set once by the thread when the data is loaded.
     batches_per_epoch: AtomicU64,
     /// Examples in one epoch; set once with `batches_per_epoch`.
@@ -136,7 +137,7 @@ impl ProgressCells {
             batch: AtomicU64::new(0),
             samples: AtomicU64::new(0),
             loss: AtomicU64::new(f64::NAN.to_bits()),
-            epochs,
+            epochs: AtomicU64::new(epochs),
             batches_per_epoch: AtomicU64::new(batches_per_epoch),
             samples_per_epoch: AtomicU64::new(samples_per_epoch),
             finished: (0..epochs).map(|_| EpochCell::default()).collect(),
@@ -144,9 +145,28 @@ impl ProgressCells {
         }
     }
 
-    /// Epochs the attempt will run.
+    /// Cells for an attempt that tells its epoch count as it goes (a command run):
+    /// room for `capacity` epoch summaries, and 0 epochs until
+    /// [`ProgressCells::set_epochs`].
+    pub fn open_ended(capacity: u64) -> Self {
+        let cells = Self::with_epoch_size(capacity, 0, 0);
+        cells.epochs.store(0, Ordering::Release);
+        cells
+    }
+
+    /// Epochs the attempt will run (0 while a command has not said).
     pub fn epochs(&self) -> u64 {
-        self.epochs
+        self.epochs.load(Ordering::Acquire)
+    }
+
+    /// Records the epoch count a command reported. Only the writer calls this.
+    pub fn set_epochs(&self, epochs: u64) {
+        self.epochs.store(epochs, Ordering::Release);
+    }
+
+    /// How many epoch summaries the cells have room for.
+    pub fn epoch_capacity(&self) -> u64 {
+        self.finished.len() as u64
     }
 
     /// Batches in one epoch (0 until the data is loaded).

@@ -18,14 +18,14 @@ use crate::domain::{RunId, RunSpec};
 /// How a training attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Every epoch ran.
+    /// Every epoch ran (a command: it exited with status 0 unasked).
     Completed {
-        /// Mean training loss of the last epoch.
+        /// Mean training loss of the last epoch (NaN when a command reported none).
         train_loss: f64,
-        /// Training accuracy of the last epoch.
+        /// Training accuracy of the last epoch (NaN when unknown).
         train_accuracy: f64,
-        /// The final weights file.
-        weights: Saved,
+        /// The final weights file; `None` for a command run, whose files are its own.
+        weights: Option<Saved>,
     },
     /// Stopped at a batch boundary with a checkpoint, after a pause.
     Paused,
@@ -87,7 +87,7 @@ pub fn spawn_training(job: TrainingJob) -> std::io::Result<TrainingHandle> {
             })) => Outcome::Completed {
                 train_loss,
                 train_accuracy,
-                weights,
+                weights: Some(weights),
             },
             Ok(Ok(Finish::Paused)) => Outcome::Paused,
             Ok(Ok(Finish::Cancelled)) => Outcome::Cancelled,
@@ -159,6 +159,7 @@ mod tests {
         else {
             panic!("{outcome:?}");
         };
+        let weights = weights.expect("a training run saves its weights");
         assert!(weights.path.ends_with("artifacts/final.safetensors"));
         let first = cells.finished_epoch(0).expect("epoch 1");
         let last = cells.finished_epoch(4).expect("epoch 5");
@@ -237,7 +238,10 @@ mod tests {
             .blocking_recv()
             .expect("outcome")
         {
-            Outcome::Completed { weights, .. } => weights,
+            Outcome::Completed {
+                weights: Some(weights),
+                ..
+            } => weights,
             other => panic!("did not complete: {other:?}"),
         };
         let reference = finish(job(every_7.clone(), whole.path(), None));

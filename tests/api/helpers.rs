@@ -139,6 +139,11 @@ fn drain_events(buffer: &mut String, out: &mut Vec<SseEvent>) {
 }
 
 impl TestApp {
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// The data root of this server (`DATA_DIR/datasets`), created.
     pub fn datasets(&self) -> std::path::PathBuf {
         let dir = self._dir.path().join("datasets");

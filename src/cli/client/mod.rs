@@ -1,6 +1,6 @@
 //! The client commands (`submit`, `watch`, `ls`, `show`, `events`, `cancel`, `pause`,
-//! `resume`, `slots`): each talks to a running server over its REST API, through one
-//! pooled HTTP client on a current-thread runtime.
+//! `resume`, `slots`, `logs`): each talks to a running server over its REST API,
+//! through one pooled HTTP client on a current-thread runtime.
 //!
 //! # Layout
 //!
@@ -9,6 +9,7 @@
 //! - `output`: plain aligned tables and one-line summaries of events.
 //! - `runs`: `submit`, `ls`, `show`, `events`, `cancel`, `pause`, `resume`.
 //! - `slots`: `slots`.
+//! - `logs`: `logs`, the last lines of a command run's output, and following them.
 //! - [`sse`]: an incremental server-sent events parser.
 //! - `watch`: `watch`, following a run's stream with progress bars and reconnecting.
 
@@ -27,6 +28,7 @@ macro_rules! outln {
 }
 
 pub mod config;
+mod logs;
 mod output;
 mod runs;
 mod slots;
@@ -39,6 +41,7 @@ use clap::Subcommand;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 
+pub use logs::LogsArgs;
 pub use runs::{ActionArgs, EventsArgs, LsArgs, ShowArgs, SubmitArgs};
 pub use slots::SlotsArgs;
 pub use watch::{WatchArgs, WatchOptions};
@@ -90,6 +93,9 @@ pub enum ClientCommand {
     Resume(ActionArgs),
     /// List the slots and the runs holding them.
     Slots(SlotsArgs),
+    /// Print the last lines of a command run's stdout or stderr; with `-f`, follow
+    /// them until the run ends and exit with its outcome, as `watch` does.
+    Logs(LogsArgs),
 }
 
 /// Where the server is and who is asking; on every client command.
@@ -194,6 +200,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
             ClientCommand::Pause(args) => runs::action(args, runs::Action::Pause).await,
             ClientCommand::Resume(args) => runs::action(args, runs::Action::Resume).await,
             ClientCommand::Slots(args) => slots::run(args).await,
+            ClientCommand::Logs(args) => logs::run(args).await,
         }
     })
 }

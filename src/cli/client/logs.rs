@@ -1,0 +1,178 @@
+//! `runyard logs ID`: the last lines of a command run's stdout or stderr. With
+//! `-f`, it goes on printing lines as they are written until the run ends, and exits
+//! with the run's outcome as `watch` does; a dropped connection is retried with
+//! backoff, going on after the last line printed (`Last-Event-ID`), so no line is
+//! printed twice or missed.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, Response};
+
+use super::output::text;
+use super::runs::segment;
+use super::sse::SseParser;
+use super::watch::WatchOptions;
+use super::{retryable, Client, ClientError, Connection};
+use crate::http::logs::LogStream;
+
+/// First wait before reconnecting.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Arguments of `runyard logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The run's id.
+    pub id: String,
+    /// Which of the command's streams.
+    #[arg(long, value_enum, default_value_t)]
+    pub stream: LogStream,
+    /// How many of the last lines to print first (0 to 10000).
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "N",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(0..=10_000)
+    )]
+    pub tail: u32,
+    /// Then print lines as they are written until the run ends, and exit with its
+    /// outcome (0 completed, 5 failed, 6 cancelled).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// How to follow the stream (with `-f`).
+    #[command(flatten)]
+    pub options: WatchOptions,
+    /// The server and token.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `runyard logs`.
+pub async fn run(args: LogsArgs) -> Result<(), ClientError> {
+    let client = Client::new(&args.connection)?;
+    let query = [
+        ("stream", args.stream.name().to_string()),
+        ("tail", args.tail.to_string()),
+    ];
+    let id = segment(&args.id);
+    if !args.follow {
+        let request = client
+            .request(Method::GET, &format!("/api/v1/runs/{id}/logs"))
+            .query(&query);
+        let response = client.send(request).await?;
+        let body = response.bytes().await.map_err(|e| client.unreachable(&e))?;
+        out!("{}", String::from_utf8_lossy(&body));
+        return Ok(());
+    }
+    let path = format!("/api/v1/runs/{id}/logs/stream");
+    let retry_for = Duration::from_secs(args.options.retry_for);
+    let mut last_id: Option<String> = None;
+    let mut connected_once = false;
+    let mut lost_since: Option<Instant> = None;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let mut request = client.request(Method::GET, &path).query(&query);
+        if let Some(id) = &last_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let failure = match client.send_streaming(request).await {
+            Ok(response) => {
+                connected_once = true;
+                let before = last_id.clone();
+                let read = print_lines(&client, response, &mut last_id).await;
+                if last_id != before {
+                    lost_since = None;
+                    backoff = FIRST_BACKOFF;
+                }
+                match read {
+                    // The server ends the stream once the run has ended and its log is
+                    // read; it also ends when the server stops.
+                    Ok(()) => match outcome(&client, &args.id).await {
+                        Ok(Some(result)) => return result,
+                        Ok(None) => ClientError::Unreachable {
+                            server: client.base().to_string(),
+                            reason: "the log stream ended before the run did".into(),
+                        },
+                        Err(e) => e,
+                    },
+                    Err(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        let retry = match &failure {
+            ClientError::Unreachable { .. } => connected_once,
+            ClientError::Answer { status, .. } => connected_once && retryable(*status),
+            _ => false,
+        };
+        if !retry {
+            return Err(failure);
+        }
+        let since = *lost_since.get_or_insert_with(|| {
+            eprintln!("runyard: connection lost ({failure}); reconnecting");
+            Instant::now()
+        });
+        if since.elapsed() >= retry_for {
+            return Err(failure);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Prints one connection's `line` events until it ends (`Ok`) or breaks (`Err`),
+/// keeping the id of the last line printed.
+async fn print_lines(
+    client: &Client,
+    mut response: Response,
+    last_id: &mut Option<String>,
+) -> Result<(), ClientError> {
+    let mut parser = SseParser::new();
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(client.unreachable(&e)),
+        };
+        let mut lines = String::new();
+        for event in parser.feed(&chunk) {
+            if event.event != "line" {
+                continue;
+            }
+            lines.push_str(&event.data);
+            lines.push('\n');
+            if event.id.is_some() {
+                *last_id = event.id;
+            }
+        }
+        if !lines.is_empty() {
+            out!("{lines}");
+        }
+    }
+}
+
+/// The run's outcome once it has ended (`Ok` when it completed); `None` while it has
+/// not.
+async fn outcome(
+    client: &Client,
+    id: &str,
+) -> Result<Option<Result<(), ClientError>>, ClientError> {
+    let run = client
+        .get_json(&format!("/api/v1/runs/{}", segment(id)))
+        .await?;
+    let reason = text(&run["error"]);
+    Ok(match run["state"].as_str().unwrap_or_default() {
+        "completed" => Some(Ok(())),
+        "failed" => Some(Err(ClientError::RunFailed {
+            id: id.to_string(),
+            reason,
+        })),
+        "cancelled" => Some(Err(ClientError::RunCancelled {
+            id: id.to_string(),
+            reason,
+        })),
+        _ => None,
+    })
+}

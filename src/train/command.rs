@@ -1,0 +1,754 @@
+//! Command runs: one attempt of a `"kind": "command"` run as a child process, with
+//! the same lifecycle as a training thread. [`spawn_command`] gives back the same
+//! [`TrainingHandle`] (its [`Outcome`] arrives once), so the run actor only picks
+//! which to start.
+//!
+//! Per attempt there are up to five threads, none on an actix arbiter: the
+//! supervisor (starts the process, turns cancel, pause, timeout and stall requests
+//! into signals to its process group, waits for it with `waitid`), the progress
+//! reader (see [`super::protocol`], which documents what the command sees and
+//! writes), the checkpoint hasher the reader starts on the first checkpoint, and one
+//! pump each for stdout and stderr into the run's log files (see
+//! [`super::logfile`]).
+//!
+//! The supervisor both signals and reaps the process, and checks whether it exited
+//! without reaping it (`WNOWAIT`): while it has not been reaped its pid, and so its
+//! process group id, cannot be given to another process, so a signal never reaches a
+//! stranger. It looks at the run's flags every [`POLL`].
+//!
+//! [`end_orphans`] is the other half of crash safety: at start, before anything
+//! resumes, it ends the process groups that a killed server's commands left running.
+//! It knows them from `CommandStarted`, which the run actor journals at its first
+//! tick after the start (`train.tick_ms`): a server killed within that tick leaves a
+//! command the next start cannot know of.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use super::control::RunControl;
+use super::logfile::{attempt_header, RotatingLog, LOGS_DIR, STDERR_LOG, STDOUT_LOG};
+use super::progress::ProgressCells;
+use super::protocol::{self, CommandEnd, CommandFeed, ReaderSetup, ReaderStage};
+use super::thread::{Outcome, TrainingHandle};
+use crate::domain::spec::SpecDuration;
+use crate::domain::state::CommandProcess;
+use crate::domain::{Event, RunId, RunSpec, State};
+
+/// How often the supervisor looks at the run's flags and the process.
+pub const POLL: Duration = Duration::from_millis(25);
+
+/// Lines of stderr kept for a failure's message.
+pub const STDERR_TAIL_LINES: usize = 50;
+
+/// The longest stderr line kept for a failure's message, in bytes.
+const STDERR_LINE_BYTES: usize = 1000;
+
+/// How long the supervisor waits, once the process group is gone, for the pipes to
+/// be read to their end (a process that left the group may hold them open).
+const PIPE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a killed process group may take to go before the attempt ends anyway.
+const GROUP_WAIT: Duration = Duration::from_secs(5);
+
+/// Variables the server sets; the server's own values of them are never passed on.
+const SERVER_VARS: [&str; 9] = [
+    "RUNYARD_RUN_ID",
+    "RUNYARD_ATTEMPT",
+    "RUNYARD_DEVICE",
+    "RUNYARD_CHECKPOINT_DIR",
+    "RUNYARD_RESUME_FROM",
+    "RUNYARD_PROGRESS_FD",
+    "RUNYARD_PROTOCOL",
+    "RUNYARD_PAUSE",
+    "CUDA_VISIBLE_DEVICES",
+];
+
+/// The `[runs]` settings a command attempt needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSettings {
+    /// Size at which a log file is rotated (`runs.log_max_bytes`).
+    pub log_max_bytes: u64,
+    /// Rotated files kept per stream (`runs.log_keep`).
+    pub log_keep: u32,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        Self::from(&crate::config::RunsConfig::default())
+    }
+}
+
+impl From<&crate::config::RunsConfig> for CommandSettings {
+    fn from(runs: &crate::config::RunsConfig) -> Self {
+        Self {
+            log_max_bytes: runs.log_max_bytes,
+            log_keep: runs.log_keep,
+        }
+    }
+}
+
+/// The checkpoint an attempt continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResume {
+    /// Its path (`RUNYARD_RESUME_FROM` is made absolute from it).
+    pub path: PathBuf,
+    /// Epochs fully done when it was taken.
+    pub epoch: u32,
+    /// Its step.
+    pub step: u64,
+}
+
+/// What the supervisor of one attempt is given.
+#[derive(Debug)]
+pub struct CommandJob {
+    /// The run.
+    pub run_id: RunId,
+    /// The attempt number (1-based).
+    pub attempt: u32,
+    /// The run's spec (`argv`, `cwd`, `env`, `timeout`, `grace`).
+    pub spec: RunSpec,
+    /// The slot's device.
+    pub device: tch::Device,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+    /// `DATA_DIR/runs/ID`.
+    pub run_dir: PathBuf,
+    /// The attempt's progress cells (made with [`ProgressCells::open_ended`]).
+    pub cells: Arc<ProgressCells>,
+    /// The run actor's cancel and pause flags.
+    pub control: Arc<RunControl>,
+    /// What the attempt shares with the run actor and the API.
+    pub feed: Arc<CommandFeed>,
+    /// The checkpoint to continue from.
+    pub resume: Option<CommandResume>,
+    /// Log rotation.
+    pub settings: CommandSettings,
+}
+
+/// Starts the supervisor thread of one attempt; the process starts on it.
+pub fn spawn_command(job: CommandJob) -> std::io::Result<TrainingHandle> {
+    let (tx, rx) = oneshot::channel();
+    let name = format!("cmd-{}", &job.run_id.to_string()[..8]);
+    std::thread::Builder::new().name(name).spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| supervise(&job)))
+            .unwrap_or_else(|_| Outcome::Failed("the command's supervisor thread panicked".into()));
+        // The run actor may be gone (server stopping); nothing else to tell then.
+        let _ = tx.send(outcome);
+    })?;
+    Ok(TrainingHandle { outcome: rx })
+}
+
+/// Why the server stopped the command.
+#[derive(Debug, Clone, PartialEq)]
+enum Stop {
+    Cancel,
+    Pause,
+    Timeout(SpecDuration),
+    Stalled(String),
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    Code(i32),
+    Signal(i32),
+    /// Reaped by someone else, or `waitid` failed: how it ended is not known.
+    Unknown(Errno),
+}
+
+impl Ending {
+    fn describe(self) -> String {
+        match self {
+            Ending::Code(code) => format!("exit code {code}"),
+            Ending::Signal(signal) => {
+                format!("killed by signal {signal} ({})", signal_name(signal))
+            }
+            Ending::Unknown(errno) => format!("ended; its status was lost ({errno})"),
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal).map_or_else(|_| "unknown".into(), |s| s.to_string())
+}
+
+fn device_env(device: tch::Device) -> (String, String) {
+    match device {
+        tch::Device::Cuda(i) => (format!("cuda:{i}"), i.to_string()),
+        tch::Device::Cpu => ("cpu".into(), String::new()),
+        tch::Device::Mps => ("mps".into(), String::new()),
+        tch::Device::Vulkan => ("vulkan".into(), String::new()),
+    }
+}
+
+/// Sends `signal` to a process group; a group that is gone already is no error.
+fn signal_group(pgid: Pid, signal: Signal) {
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => {
+            tracing::warn!(pgid = pgid.as_raw(), %signal, error = %e, "could not signal the command's process group")
+        }
+    }
+}
+
+/// Between fork and exec: the pipe's write end becomes fd 3, open across exec. Only
+/// async-signal-safe calls here.
+fn give_progress_fd(fd: RawFd) -> std::io::Result<()> {
+    use nix::libc;
+    if fd == protocol::PROGRESS_FD {
+        // dup2 onto itself would leave close-on-exec set.
+        // SAFETY: fcntl on a descriptor this process owns; no memory is touched.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else if unsafe {
+        // SAFETY: dup2 between descriptors of this process; the new one has
+        // close-on-exec clear.
+        libc::dup2(fd, protocol::PROGRESS_FD)
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The last lines of stderr, for a failure's message.
+#[derive(Debug, Default)]
+struct StderrTail {
+    lines: VecDeque<String>,
+    partial: Vec<u8>,
+}
+
+impl StderrTail {
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(end) = data.iter().position(|b| *b == b'\n') {
+            self.extend_partial(&data[..end]);
+            let line = String::from_utf8_lossy(&self.partial).into_owned();
+            self.partial.clear();
+            if self.lines.len() == STDERR_TAIL_LINES {
+                self.lines.pop_front();
+            }
+            self.lines.push_back(line);
+            data = &data[end + 1..];
+        }
+        self.extend_partial(data);
+    }
+
+    fn extend_partial(&mut self, data: &[u8]) {
+        let room = STDERR_LINE_BYTES.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn text(&self) -> String {
+        let mut lines: Vec<String> = self.lines.iter().cloned().collect();
+        if !self.partial.is_empty() {
+            lines.push(String::from_utf8_lossy(&self.partial).into_owned());
+        }
+        let skip = lines.len().saturating_sub(STDERR_TAIL_LINES);
+        lines.split_off(skip).join("\n")
+    }
+}
+
+/// Copies one of the command's output streams into its log file (and stderr into
+/// the tail) until every writer has closed it; receives `()` then.
+fn spawn_pump(
+    mut source: impl Read + Send + 'static,
+    mut log: Option<RotatingLog>,
+    tail: Option<Arc<Mutex<StderrTail>>>,
+    name: String,
+) -> std::io::Result<Receiver<()>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new().name(name).spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            if let Some(file) = &mut log {
+                if let Err(e) = file.write(&buf[..n]) {
+                    // Still drained, so the command never blocks on a full pipe.
+                    tracing::warn!(error = %e, "command output not written to its log; the rest is dropped");
+                    log = None;
+                }
+            }
+            if let Some(tail) = &tail {
+                tail.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(&buf[..n]);
+            }
+        }
+        let _ = tx.send(());
+    })?;
+    Ok(rx)
+}
+
+fn open_log(
+    dir: &Path,
+    name: &str,
+    settings: CommandSettings,
+    attempt: u32,
+) -> Option<RotatingLog> {
+    let opened = RotatingLog::open(dir.join(name), settings.log_max_bytes, settings.log_keep)
+        .and_then(|mut log| {
+            log.write(attempt_header(attempt).as_bytes())?;
+            Ok(log)
+        });
+    match opened {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::warn!(file = %dir.join(name).display(), error = %e, "command log not writable; its output is dropped");
+            None
+        }
+    }
+}
+
+/// Runs one attempt to its end.
+fn supervise(job: &CommandJob) -> Outcome {
+    let fail = |reason: String| {
+        // No process ran: nothing to journal but the failure.
+        job.feed.set_end(CommandEnd {
+            exited: None,
+            stop_note: None,
+        });
+        Outcome::Failed(reason)
+    };
+    let checkpoint_dir = protocol::checkpoint_dir(&job.run_dir);
+    let logs_dir = job.run_dir.join(LOGS_DIR);
+    for dir in [&checkpoint_dir, &logs_dir] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return fail(format!("cannot create {}: {e}", dir.display()));
+        }
+    }
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let stdout_log = open_log(&logs_dir, STDOUT_LOG, job.settings, job.attempt);
+    let stderr_log = open_log(&logs_dir, STDERR_LOG, job.settings, job.attempt);
+    let (pipe_reader, pipe_writer) = match std::io::pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => return fail(format!("cannot create the progress pipe: {e}")),
+    };
+    let Some((program, args)) = job.spec.argv.split_first() else {
+        return fail("the spec has no `argv`".into());
+    };
+    let cwd = job
+        .spec
+        .cwd
+        .as_ref()
+        .map_or_else(|| absolute(&job.run_dir), PathBuf::from);
+    // Checked here: a spawn error would name the program, not the directory.
+    if !cwd.is_dir() {
+        return fail(format!("`cwd` {} is not a directory", cwd.display()));
+    }
+    let (device, cuda_visible) = device_env(job.device);
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for var in SERVER_VARS {
+        command.env_remove(var);
+    }
+    command
+        .envs(&job.spec.env)
+        .env("RUNYARD_RUN_ID", job.run_id.to_string())
+        .env("RUNYARD_ATTEMPT", job.attempt.to_string())
+        .env("RUNYARD_DEVICE", device)
+        .env("CUDA_VISIBLE_DEVICES", cuda_visible)
+        .env("RUNYARD_CHECKPOINT_DIR", absolute(&checkpoint_dir))
+        .env("RUNYARD_PROGRESS_FD", protocol::PROGRESS_FD.to_string())
+        .env("RUNYARD_PROTOCOL", protocol::VERSION.to_string());
+    if let Some(resume) = &job.resume {
+        command.env("RUNYARD_RESUME_FROM", absolute(&resume.path));
+    }
+    let write_fd = pipe_writer.as_raw_fd();
+    // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe, and
+    // touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || give_progress_fd(write_fd));
+    }
+    let spawned = command.spawn();
+    // The command holds the write end now; the reader sees the end of the pipe when
+    // the command (and whatever it started) has closed it.
+    drop(pipe_writer);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return fail(format!("could not start `{program}`: {e}")),
+    };
+    let raw_pid = child.id() as i32;
+    let pid = Pid::from_raw(raw_pid);
+    let process = CommandProcess {
+        pid: child.id(),
+        pgid: child.id(),
+        start_ticks: proc_stat(raw_pid).map_or(0, |s| s.start_ticks),
+        attempt: job.attempt,
+    };
+    job.feed.set_started(process);
+    tracing::info!(run_id = %job.run_id, attempt = job.attempt, pid = process.pid, program = %program, "command started");
+
+    let short = &job.run_id.to_string()[..8];
+    let stderr_tail = Arc::new(Mutex::new(StderrTail::default()));
+    let threads = (|| {
+        let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let stderr = child.stderr.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        let reader = protocol::spawn_reader(
+            pipe_reader,
+            ReaderSetup {
+                feed: Arc::clone(&job.feed),
+                cells: Arc::clone(&job.cells),
+                data_dir: job.data_dir.clone(),
+                run_dir: job.run_dir.clone(),
+                checkpoint_dir: checkpoint_dir.clone(),
+                epochs_done: job.resume.as_ref().map_or(0, |r| u64::from(r.epoch)),
+                step: job.resume.as_ref().map_or(0, |r| r.step),
+            },
+            format!("cmd-{short}-pipe"),
+        )?;
+        let out = spawn_pump(stdout, stdout_log, None, format!("cmd-{short}-out"))?;
+        let err = spawn_pump(
+            stderr,
+            stderr_log,
+            Some(Arc::clone(&stderr_tail)),
+            format!("cmd-{short}-err"),
+        )?;
+        Ok::<_, std::io::Error>((reader, out, err))
+    })();
+
+    let (ending, stop, killed) = match &threads {
+        Ok(_) => watch(job, pid),
+        Err(_) => {
+            // Nothing would drain its pipes: it must not run.
+            signal_group(pid, Signal::SIGKILL);
+            (wait_exit(pid), None, true)
+        }
+    };
+    // The first process has exited but is not reaped, so the group id is still its
+    // own: end what is left of the group, then reap.
+    signal_group(pid, Signal::SIGKILL);
+    while let Err(Errno::EINTR) = waitpid(pid, None) {}
+    drop(child);
+    if !wait_group_gone(raw_pid, GROUP_WAIT) {
+        tracing::warn!(run_id = %job.run_id, pgid = raw_pid, "the command's process group did not go after SIGKILL");
+    }
+    let thread_error = match &threads {
+        Ok((reader, _out, err)) => {
+            match reader.stages.recv_timeout(PIPE_WAIT) {
+                // The last reported checkpoint is hashed before the attempt ends, so
+                // it is journaled before the attempt's end.
+                Ok(ReaderStage::Eof) => {
+                    let _ = reader.stages.recv();
+                }
+                Ok(ReaderStage::Done) | Err(RecvTimeoutError::Disconnected) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    tracing::warn!(run_id = %job.run_id, "the progress pipe is still open (held by a process outside the command's group); its later lines are not journaled with this attempt")
+                }
+            }
+            let _ = err.recv_timeout(PIPE_WAIT);
+            None
+        }
+        Err(e) => Some(format!(
+            "could not start the threads that read the command: {e}"
+        )),
+    };
+    let tail = stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).text();
+
+    let (exit_code, signal) = match ending {
+        Ending::Code(code) => (Some(code), None),
+        Ending::Signal(signal) => (None, Some(signal)),
+        Ending::Unknown(_) => (None, None),
+    };
+    let grace = SpecDuration::from_millis(job.spec.grace_period().as_millis() as u64);
+    let stop_note = stop.as_ref().map(|_| match ending {
+        Ending::Signal(9) if killed => {
+            format!("it did not stop on SIGTERM; SIGKILL ended it after the {grace} grace period")
+        }
+        Ending::Signal(15) => "SIGTERM ended it".to_string(),
+        Ending::Code(code) => format!("it exited with code {code} after SIGTERM"),
+        other => format!("{} after SIGTERM", other.describe()),
+    });
+    let exited = job.feed.exited_event(ending.describe(), exit_code, signal);
+    job.feed.set_end(CommandEnd {
+        exited: Some(exited),
+        stop_note: stop_note.clone(),
+    });
+    let stderr_part = if tail.is_empty() {
+        " (nothing on stderr)".to_string()
+    } else {
+        format!("; last stderr lines:\n{tail}")
+    };
+    let note = stop_note.unwrap_or_default();
+    let outcome = match stop {
+        _ if thread_error.is_some() => Outcome::Failed(thread_error.unwrap_or_default()),
+        Some(Stop::Cancel) => Outcome::Cancelled,
+        Some(Stop::Pause) if job.control.is_cancelled() => Outcome::Cancelled,
+        Some(Stop::Pause) => Outcome::Paused,
+        Some(Stop::Timeout(after)) => Outcome::Failed(format!("timed out after {after}; {note}")),
+        Some(Stop::Stalled(why)) => {
+            Outcome::Failed(format!("{why}; stopped (kill_on_stall): {note}"))
+        }
+        None => match ending {
+            Ending::Code(0) => {
+                let last = job.feed.last_epoch();
+                Outcome::Completed {
+                    train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+                    train_accuracy: last.map_or(f64::NAN, |e| e.train_accuracy),
+                    weights: None,
+                }
+            }
+            other => Outcome::Failed(format!("{}{stderr_part}", other.describe())),
+        },
+    };
+    tracing::info!(run_id = %job.run_id, attempt = job.attempt, status = %ending.describe(), "command ended");
+    outcome
+}
+
+/// Watches the running process: turns the run's requests into signals, until it
+/// exits (not reaped). Answers how it ended, why the server stopped it (if it did),
+/// and whether SIGKILL was sent.
+fn watch(job: &CommandJob, pid: Pid) -> (Ending, Option<Stop>, bool) {
+    let started = Instant::now();
+    let grace = job.spec.grace_period();
+    let mut stop: Option<Stop> = None;
+    let mut term_sent: Option<Instant> = None;
+    let mut killed = false;
+    loop {
+        if let Some(ending) = exited(pid) {
+            return (ending, stop, killed);
+        }
+        let now = Instant::now();
+        if stop.is_none() {
+            stop = if job.control.is_cancelled() {
+                Some(Stop::Cancel)
+            } else if job.control.is_paused() {
+                Some(Stop::Pause)
+            } else if let Some(why) = job.feed.stall_stop() {
+                Some(Stop::Stalled(why))
+            } else {
+                job.spec
+                    .timeout
+                    .filter(|t| now.duration_since(started) >= t.get())
+                    .map(Stop::Timeout)
+            };
+            if let Some(reason) = &stop {
+                tracing::info!(run_id = %job.run_id, pid = pid.as_raw(), ?reason, "stopping the command: SIGTERM");
+                signal_group(pid, Signal::SIGTERM);
+                term_sent = Some(now);
+            }
+        }
+        if let Some(sent) = term_sent {
+            if !killed && now.duration_since(sent) >= grace {
+                tracing::info!(run_id = %job.run_id, pid = pid.as_raw(), "the command outlived its grace period: SIGKILL");
+                signal_group(pid, Signal::SIGKILL);
+                killed = true;
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How the process ended, if it has (it stays unreaped).
+fn exited(pid: Pid) -> Option<Ending> {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    loop {
+        return match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::Exited(_, code)) => Some(Ending::Code(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => Some(Ending::Signal(signal as i32)),
+            Ok(_) => None,
+            Err(Errno::EINTR) => continue,
+            Err(e) => Some(Ending::Unknown(e)),
+        };
+    }
+}
+
+/// Waits (without reaping) for a process that was just killed.
+fn wait_exit(pid: Pid) -> Ending {
+    loop {
+        if let Some(ending) = exited(pid) {
+            return ending;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Fields of `/proc/PID/stat` that tell a process apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// The state letter (`R`, `S`, `Z`, ...).
+    pub state: char,
+    /// Its process group.
+    pub pgrp: i32,
+    /// Its start time in clock ticks after boot (field 22).
+    pub start_ticks: u64,
+}
+
+/// Reads `/proc/PID/stat`; `None` when there is no such process.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &str) -> Option<ProcStat> {
+    // The command name (field 2) is in parentheses and may hold anything.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `fields[0]` is field 3.
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Live (not zombie) processes of group `pgid`, with their stats.
+fn group_members(pgid: i32) -> Vec<(i32, ProcStat)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .filter(|(_, s)| s.pgrp == pgid && !matches!(s.state, 'Z' | 'X'))
+        .collect()
+}
+
+/// Whether process group `pgid` has no live process left.
+pub fn group_gone(pgid: i32) -> bool {
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(Errno::ESRCH) => true,
+        // Members left may be zombies waiting for their new parent to reap them.
+        _ => group_members(pgid).is_empty(),
+    }
+}
+
+fn wait_group_gone(pgid: i32, patience: Duration) -> bool {
+    let deadline = Instant::now() + patience;
+    loop {
+        if group_gone(pgid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends the commands that a previous server process left running. For every run that
+/// is live in `state` with a journaled process: when that process still runs (same
+/// pid and start time), or it is gone but processes of its group started after it
+/// still run, the group is killed with SIGKILL and waited for (a few seconds at
+/// most). Answers a `CommandExited` per such run, saying what was found, to journal
+/// before the runs resume. A pid now used by another process is left alone.
+pub fn end_orphans(state: &State) -> Vec<(RunId, Event)> {
+    let mut records = Vec::new();
+    for run in state.runs().filter(|r| r.state.is_live()) {
+        let Some(process) = run.process else {
+            continue;
+        };
+        let (pid, pgid) = (process.pid as i32, process.pgid as i32);
+        let leader = proc_stat(pid);
+        let ours = match leader {
+            Some(stat) => stat.start_ticks == process.start_ticks && stat.pgrp == pgid,
+            // Gone: anything left in its group started after it is its offspring.
+            None => group_members(pgid)
+                .iter()
+                .any(|(_, s)| s.start_ticks >= process.start_ticks),
+        };
+        let stranger = leader.is_some_and(|s| s.start_ticks != process.start_ticks);
+        let (status, signal) = if ours {
+            signal_group(Pid::from_raw(pgid), Signal::SIGKILL);
+            let gone = wait_group_gone(pgid, GROUP_WAIT);
+            tracing::warn!(run_id = %run.id, pid, pgid, gone, "ended a command left running by the previous server process (SIGKILL to its process group)");
+            let status = if gone {
+                format!("still running when the server restarted: process group {pgid} ended with SIGKILL")
+            } else {
+                format!("still running when the server restarted: SIGKILL sent to process group {pgid}, which had not gone {}s later", GROUP_WAIT.as_secs())
+            };
+            (status, Some(Signal::SIGKILL as i32))
+        } else if stranger {
+            tracing::info!(run_id = %run.id, pid, "the journaled command's pid belongs to another process now; left alone");
+            (
+                format!(
+                    "gone when the server restarted (pid {pid} now belongs to another process)"
+                ),
+                None,
+            )
+        } else {
+            ("gone when the server restarted".to_string(), None)
+        };
+        records.push((
+            run.id,
+            Event::CommandExited {
+                status,
+                exit_code: None,
+                signal,
+                lines: 0,
+                bad: Vec::new(),
+                last_error: None,
+                metrics: Vec::new(),
+            },
+        ));
+    }
+    records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_reads_state_group_and_start_time_past_an_odd_name() {
+        let line = "4242 (a (weird) name) S 1 4240 4240 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 1 1";
+        assert_eq!(
+            parse_stat(line),
+            Some(ProcStat {
+                state: 'S',
+                pgrp: 4240,
+                start_ticks: 987654
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        let me = proc_stat(std::process::id() as i32).expect("this process");
+        assert_eq!(me.pgrp, nix::unistd::getpgrp().as_raw());
+        assert!(me.start_ticks > 0);
+    }
+
+    #[test]
+    fn the_stderr_tail_keeps_the_last_lines_cut_to_length() {
+        let mut tail = StderrTail::default();
+        for i in 0..60 {
+            tail.push(format!("line {i}\n").as_bytes());
+        }
+        tail.push(b"partial ");
+        tail.push(b"end");
+        let text = tail.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), STDERR_TAIL_LINES);
+        assert_eq!(lines[0], "line 11");
+        assert_eq!(lines[STDERR_TAIL_LINES - 1], "partial end");
+        let mut long = StderrTail::default();
+        long.push(&vec![b'x'; 5000]);
+        long.push(b"\n");
+        assert_eq!(long.text().len(), STDERR_LINE_BYTES);
+    }
+}
