@@ -102,25 +102,39 @@ impl Group {
             ])
             .status();
     }
+
+    /// Whether the leader has exited (and is reaped) within `limit`.
+    fn exited_within(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            self.signal("KILL"); // whatever it left behind in its group
-            return;
-        }
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.signal("TERM");
+            if !self.exited_within(Duration::from_secs(10)) {
+                eprintln!("command bench: {} ignored SIGTERM", self.name);
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
+        // Whatever is left of the group (MLflow's workers).
         self.signal("KILL");
-        let _ = self.child.wait();
-        eprintln!("command bench: {} stopped", self.name);
+        if !self.exited_within(Duration::from_secs(10)) {
+            eprintln!(
+                "command bench: {} (process group {}) is still running",
+                self.name,
+                self.child.id()
+            );
+        }
     }
 }
 
@@ -299,9 +313,10 @@ async fn run(bench: bool) {
         figures.put(&mut out);
         out.write("command");
     } else {
+        // A plain-Python step of a few µs: the slowdown means nothing here.
         println!(
-            "command smoke: {} rounds, runyard {:.3} µs a report, slowdown {:.2} %",
-            result["rounds"], figures.command_report_us, figures.command_slowdown_pct
+            "command smoke: {} rounds through a real server, {} lines read, {:.3} µs a report",
+            result["rounds"], result["reporter_lines"], figures.command_report_us
         );
     }
 }
@@ -341,6 +356,12 @@ fn check_the_server_saw_it(run: &Value, result: &Value) {
     assert_eq!(lines, written, "every line written was read: {protocol}");
     let bad = protocol["bad"].as_object().map_or(0, |b| b.len());
     assert_eq!(bad, 0, "bad lines: {protocol}");
+    // Every runyard round (and its warm-up) ended with an epoch summary, in order.
+    let rounds = result["arms"]["runyard"]["seconds"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let epochs = run["epochs"].as_array().map_or(0, Vec::len);
+    assert_eq!(epochs, rounds + 1, "epoch summaries journaled");
 }
 
 /// The figures, from the script's per-round numbers.

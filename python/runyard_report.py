@@ -8,15 +8,17 @@ or newer): import it, or copy it into your project.
     import runyard_report
 
     with runyard_report.Reporter() as reporter:
-        for epoch in range(start_epoch, epochs):
-            for batch, (x, y) in enumerate(loader):
+        start = load(reporter.resume_from) if reporter.resume_from else 1
+        for epoch in range(start, epochs + 1):             # from 1
+            for batch, (x, y) in enumerate(loader, 1):      # batches done
                 loss = step(x, y)
                 reporter.progress(epoch=epoch, epochs=epochs, batch=batch,
-                                  batches=len(loader), loss=loss)
+                                  batches=len(loader), loss=loss.detach())
                 if reporter.should_stop:      # SIGTERM: cancel or pause
-                    save_and_report_checkpoint()
+                    save_and_report_checkpoint(reporter)
                     sys.exit(0)
             reporter.epoch(epoch, loss=mean_loss, val_loss=val_loss)
+            save_and_report_checkpoint(reporter)
 
 Outside runyard (no ``RUNYARD_PROGRESS_FD``) the same calls do nothing, so the
 script runs unchanged on a laptop.
