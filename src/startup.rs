@@ -229,6 +229,9 @@ fn end_orphan_commands(
     crate::domain::State,
     Vec<(crate::domain::RunId, crate::domain::Event)>,
 )> {
+    // Commands started but not yet journaled when the server was killed: found by
+    // their RUNYARD_RUN_ID, ended, logged.
+    crate::train::command::end_unjournaled(&state);
     let records: Vec<_> = crate::train::command::end_orphans(&state)
         .into_iter()
         .filter(|(run_id, event)| state.check(*run_id, event).is_ok())

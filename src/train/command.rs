@@ -19,8 +19,10 @@
 //! [`end_orphans`] is the other half of crash safety: at start, before anything
 //! resumes, it ends the process groups that a killed server's commands left running.
 //! It knows them from `CommandStarted`, which the run actor journals at its first
-//! tick after the start (`train.tick_ms`): a server killed within that tick leaves a
-//! command the next start cannot know of.
+//! tick after the start (`train.tick_ms`). A server killed within that tick leaves a
+//! command the journal does not name; every command carries its run's id in
+//! `RUNYARD_RUN_ID`, so those are found by their environment instead
+//! ([`end_unjournaled`]).
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -712,9 +714,124 @@ pub fn end_orphans(state: &State) -> Vec<(RunId, Event)> {
     records
 }
 
+/// Ends commands of runs live in `state` that no `CommandStarted` names (a server
+/// killed between starting a command and journaling it): any process whose
+/// environment holds `RUNYARD_RUN_ID` of such a run is a command this data directory's
+/// previous server started (run ids are unique), and its process group is killed with
+/// SIGKILL. Called at start, before anything resumes, so none of them is this
+/// server's. Answers the process groups ended.
+pub fn end_unjournaled(state: &State) -> Vec<(RunId, i32)> {
+    let wanted: std::collections::HashMap<String, RunId> = state
+        .runs()
+        .filter(|r| r.state.is_live() && r.process.is_none())
+        .map(|r| (format!("RUNYARD_RUN_ID={}", r.id), r.id))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id() as i32;
+    let my_group = nix::unistd::getpgrp().as_raw();
+    let mut groups: Vec<(RunId, i32)> = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Unreadable (another user's process, or gone): not ours.
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let run = environ
+            .split(|b| *b == 0)
+            .filter_map(|var| std::str::from_utf8(var).ok())
+            .find_map(|var| wanted.get(var).copied());
+        let (Some(run), Some(stat)) = (run, proc_stat(pid)) else {
+            continue;
+        };
+        if stat.pgrp != my_group && !groups.iter().any(|(_, g)| *g == stat.pgrp) {
+            groups.push((run, stat.pgrp));
+        }
+    }
+    for (run, pgid) in &groups {
+        signal_group(Pid::from_raw(*pgid), Signal::SIGKILL);
+        let gone = wait_group_gone(*pgid, GROUP_WAIT);
+        tracing::warn!(run_id = %run, pgid, gone, "ended a command the previous server process started but had not journaled (found by RUNYARD_RUN_ID; SIGKILL to its process group)");
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_the_journal_does_not_name_is_found_by_its_run_id_and_ended() {
+        use crate::domain::{Envelope, SlotId};
+        let run = RunId::new();
+        let other = RunId::new();
+        let mut state = State::default();
+        let slot = SlotId(0);
+        for (seq, event) in [
+            Event::RunSubmitted {
+                name: "n".into(),
+                digest: "d".into(),
+                spec: "{}".into(),
+            },
+            Event::SlotClaimed { slot },
+            Event::RunStarted {
+                attempt: 1,
+                slot,
+                device: "cpu".into(),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            state.apply(seq as u64 + 1, &Envelope::now(run, event));
+        }
+        // The command (with a child of its own) of the live run, and a process of a
+        // run this state does not have, each in its own process group.
+        let spawn = |id: RunId| {
+            Command::new("sh")
+                .args(["-c", "sleep 600 & wait"])
+                .env("RUNYARD_RUN_ID", id.to_string())
+                .process_group(0)
+                .spawn()
+                .expect("sh starts")
+        };
+        let mut orphan = spawn(run);
+        let mut stranger = spawn(other);
+        let pgid = orphan.id() as i32;
+        // Wait until the shell has started its child (a member of the group besides it).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while group_members(pgid).len() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the orphan's child never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        let ended = end_unjournaled(&state);
+        assert_eq!(ended, vec![(run, pgid)]);
+        assert!(group_gone(pgid), "the whole group is gone");
+        let _ = orphan.wait();
+        assert!(
+            stranger.try_wait().expect("status").is_none(),
+            "another run's process is left alone"
+        );
+        signal_group(Pid::from_raw(stranger.id() as i32), Signal::SIGKILL);
+        let _ = stranger.wait();
+    }
 
     #[test]
     fn proc_stat_reads_state_group_and_start_time_past_an_odd_name() {
