@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::crash::Server;
-use crate::helpers::{client, spawn_app_with, types, wait_ready, TestApp, TIMEOUT};
+use crate::helpers::{
+    client, get_json_at, spawn_app_with, types, wait_for_run_at, wait_ready, TestApp, TIMEOUT,
+};
 use runyard::train::command::{group_gone, proc_stat};
 
 /// A server that accepts command runs, with small log files.
@@ -615,32 +617,6 @@ async fn heartbeats_keep_a_command_alive_and_a_silent_one_is_killed_on_stall() {
     );
 }
 
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    let answer = http.get(url).send().await.expect("answered");
-    assert_eq!(answer.status(), 200);
-    answer.json().await.expect("JSON")
-}
-
-/// Re-reads a run of a server in a child process until `done` holds.
-async fn poll_run(
-    http: &reqwest::Client,
-    address: &str,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let run = get_json(http, format!("{address}/api/v1/runs/{id}")).await;
-            if done(&run) {
-                return run;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("run reached the state in time")
-}
-
 #[tokio::test]
 async fn a_command_left_by_a_killed_server_is_ended_at_restart_and_the_run_resumes() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -674,7 +650,7 @@ async fn a_command_left_by_a_killed_server_is_ended_at_restart_and_the_run_resum
         .as_str()
         .expect("id")
         .to_string();
-    let run = poll_run(&http, &server.address, &id, |r| {
+    let run = wait_for_run_at(&http, &server.address, &id, |r| {
         r["process"].is_object() && r["checkpoint"]["step"] == 1
     })
     .await;
@@ -702,7 +678,7 @@ async fn a_command_left_by_a_killed_server_is_ended_at_restart_and_the_run_resum
     let grandchild: i32 = read(&grandchild_file).trim().parse().expect("pid");
     assert!(dead(pid) && dead(grandchild));
 
-    let run = poll_run(&http, &server.address, &id, |r| r["state"] == "completed").await;
+    let run = wait_for_run_at(&http, &server.address, &id, |r| r["state"] == "completed").await;
     assert_eq!(run["attempt"], 2);
     let checkpoint = data_dir.join(format!("runs/{id}/checkpoints/c1"));
     assert_eq!(
@@ -711,7 +687,7 @@ async fn a_command_left_by_a_killed_server_is_ended_at_restart_and_the_run_resum
             .expect("absolute")
             .to_string_lossy()
     );
-    let events = get_json(&http, url(&server, &format!("/runs/{id}/events"))).await;
+    let events = get_json_at(&http, url(&server, &format!("/runs/{id}/events"))).await;
     let events = events.as_array().expect("events");
     let history = types(events);
     let exited = history

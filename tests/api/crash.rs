@@ -4,11 +4,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, quick_spec, types, wait_ready, TIMEOUT};
+use crate::helpers::{
+    client, get_json_at, quick_spec, types, wait_for_run_at, wait_ready, TIMEOUT,
+};
 
 /// The server as a child process; killed when dropped so a failing test leaves none.
 pub(crate) struct Server {
@@ -82,37 +83,12 @@ impl Drop for Server {
     }
 }
 
-async fn get(client: &reqwest::Client, url: String) -> Value {
-    let response = client.get(url).send().await.expect("answered");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("JSON")
-}
-
-async fn wait_for(
-    client: &reqwest::Client,
-    address: &str,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            let run = get(client, format!("{address}/api/v1/runs/{id}")).await;
-            if done(&run) {
-                return run;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("run reached the state in time")
-}
-
 async fn all_events(client: &reqwest::Client, address: &str) -> Vec<Value> {
-    let runs = get(client, format!("{address}/api/v1/runs")).await;
+    let runs = get_json_at(client, format!("{address}/api/v1/runs")).await;
     let mut events = Vec::new();
     for run in runs.as_array().expect("runs") {
         let id = run["id"].as_str().expect("id");
-        let of_run = get(client, format!("{address}/api/v1/runs/{id}/events")).await;
+        let of_run = get_json_at(client, format!("{address}/api/v1/runs/{id}/events")).await;
         events.extend(of_run.as_array().expect("events").iter().cloned());
     }
     events.sort_by_key(|e| e["seq"].as_u64());
@@ -142,7 +118,7 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         }
     };
     let finished = submit(quick_spec("finished-before-the-crash")).await;
-    wait_for(&http, &server.address, &finished, |r| {
+    wait_for_run_at(&http, &server.address, &finished, |r| {
         r["state"] == "completed"
     })
     .await;
@@ -155,7 +131,7 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         spec
     };
     let live = submit(spec_of("live-at-the-crash")).await;
-    wait_for(&http, &server.address, &live, |r| {
+    wait_for_run_at(&http, &server.address, &live, |r| {
         r["state"] == "running" && r["checkpoint"]["epoch"].as_u64().unwrap_or(0) >= 2
     })
     .await;
@@ -170,12 +146,12 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         "every event acknowledged before the kill is still there, unchanged"
     );
 
-    let run = wait_for(&http, &server.address, &live, |r| r["state"] == "completed").await;
+    let run = wait_for_run_at(&http, &server.address, &live, |r| r["state"] == "completed").await;
     assert_eq!(run["attempt"], 2);
     assert_eq!(run["metrics"]["epochs_completed"], 20);
 
     let history = types(
-        get(
+        get_json_at(
             &http,
             format!("{}/api/v1/runs/{live}/events", server.address),
         )
@@ -215,7 +191,7 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
     assert_eq!(response.status(), 201);
     let reference: Value = response.json().await.expect("JSON");
     let reference_id = reference["id"].as_str().expect("id");
-    let reference = wait_for(&http, &server.address, reference_id, |r| {
+    let reference = wait_for_run_at(&http, &server.address, reference_id, |r| {
         r["state"] == "completed"
     })
     .await;
@@ -227,7 +203,7 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         "bit-identical after kill -9 and resume"
     );
 
-    let kept = get(&http, format!("{}/api/v1/runs/{finished}", server.address)).await;
+    let kept = get_json_at(&http, format!("{}/api/v1/runs/{finished}", server.address)).await;
     assert_eq!(kept["state"], "completed");
     assert_eq!(kept["attempt"], 1);
 
@@ -238,9 +214,9 @@ async fn a_run_live_at_sigkill_is_trained_again_after_restart_and_nothing_is_los
         seqs, expected,
         "sequence numbers are contiguous, none lost or repeated"
     );
-    let slots = get(&http, format!("{}/api/v1/slots", server.address)).await;
+    let slots = get_json_at(&http, format!("{}/api/v1/slots", server.address)).await;
     assert_eq!(slots[0]["run_id"], Value::Null);
-    let audit = get(&http, format!("{}/api/v1/slots/audit", server.address)).await;
+    let audit = get_json_at(&http, format!("{}/api/v1/slots/audit", server.address)).await;
     assert_eq!(audit["slots"][0]["consistent"], true);
     let recovered = audit["last_replay"]["recovery"]
         .as_array()

@@ -75,6 +75,34 @@ pub async fn wait_ready(client: &reqwest::Client, address: &str) {
     .expect("server became ready");
 }
 
+/// `GET url` of any server (a child process, where there is no [`TestApp`]),
+/// expecting `200` and JSON.
+pub async fn get_json_at(http: &reqwest::Client, url: String) -> Value {
+    let response = http.get(url).send().await.expect("answered");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("JSON")
+}
+
+/// Re-reads run `id` of the server at `address` until `done` holds, and returns it.
+pub async fn wait_for_run_at(
+    http: &reqwest::Client,
+    address: &str,
+    id: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            let run = get_json_at(http, format!("{address}/api/v1/runs/{id}")).await;
+            if done(&run) {
+                return run;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+    .expect("run reached the expected state in time")
+}
+
 /// A small, quick classification run.
 pub fn quick_spec(name: &str) -> Value {
     json!({

@@ -6,14 +6,8 @@
 use serde_json::{json, Value};
 
 use crate::crash::Server;
-use crate::helpers::{client, quick_spec, wait_ready, TIMEOUT};
+use crate::helpers::{client, get_json_at, quick_spec, wait_for_run_at, wait_ready};
 use crate::stream::{Item, SseReader};
-
-async fn get_json(http: &reqwest::Client, url: String) -> Value {
-    let response = http.get(url).send().await.expect("answered");
-    assert_eq!(response.status(), 200);
-    response.json().await.expect("JSON")
-}
 
 async fn open(http: &reqwest::Client, url: String, last_event_id: Option<u64>) -> SseReader {
     let mut request = http.get(url);
@@ -24,13 +18,7 @@ async fn open(http: &reqwest::Client, url: String, last_event_id: Option<u64>) -
 }
 
 async fn wait_state(http: &reqwest::Client, address: &str, id: &str, state: &str) {
-    tokio::time::timeout(TIMEOUT, async {
-        while get_json(http, format!("{address}/api/v1/runs/{id}")).await["state"] != state {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("run reached the state in time");
+    wait_for_run_at(http, address, id, |run| run["state"] == state).await;
 }
 
 /// Reads events until `done` says so or the stream ends; returns the ids seen, in
@@ -116,7 +104,7 @@ async fn streams_resume_across_a_server_restart_with_no_gap_and_no_duplicate() {
     let events_of = |id: String| {
         let (http, address) = (http.clone(), server.address.clone());
         async move {
-            get_json(&http, format!("{address}/api/v1/runs/{id}/events"))
+            get_json_at(&http, format!("{address}/api/v1/runs/{id}/events"))
                 .await
                 .as_array()
                 .expect("events")
