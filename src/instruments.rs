@@ -112,15 +112,15 @@ impl Instruments {
         }
     }
 
-    /// Counts one answered HTTP request. `route` is the matched route pattern (or
-    /// `unmatched`), so label values stay bounded.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    /// Counts one answered HTTP request (`status`: its three digits). `route` is the
+    /// matched route pattern (or `unmatched`), so label values stay bounded.
+    pub fn http_request(&self, route: &str, method: &str, status: &str, seconds: f64) {
         let method = KNOWN_METHODS
             .into_iter()
             .find(|m| *m == method)
             .unwrap_or("other");
         self.http_requests
-            .with_label_values(&[route, method, &status.to_string()])
+            .with_label_values(&[route, method, status])
             .inc();
         self.http_duration
             .with_label_values(&[route, method])
@@ -140,8 +140,8 @@ mod tests {
     #[test]
     fn unknown_methods_are_counted_as_other() {
         let instruments = Instruments::new();
-        instruments.http_request("/api/v1/runs", "GET", 200, 0.001);
-        instruments.http_request("/api/v1/runs", "BREW", 405, 0.001);
+        instruments.http_request("/api/v1/runs", "GET", "200", 0.001);
+        instruments.http_request("/api/v1/runs", "BREW", "405", 0.001);
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&instruments.gather())
             .expect("text");

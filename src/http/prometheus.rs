@@ -35,23 +35,23 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    // Before the call: the service needs the request to itself while it runs.
     let route = req
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().clone();
-    let instruments = req
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.actors.instruments.clone());
+    // One reference count, not a copy of every instrument handle.
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(req).await;
-    if let Some(instruments) = instruments {
+    if let Some(state) = state {
         let status = match &response {
-            Ok(response) => response.status().as_u16(),
-            Err(error) => error.as_response_error().status_code().as_u16(),
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
         };
-        instruments.http_request(
+        state.actors.instruments.http_request(
             &route,
             method.as_str(),
-            status,
+            status.as_str(),
             started.elapsed().as_secs_f64(),
         );
     }
