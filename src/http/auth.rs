@@ -309,15 +309,32 @@ pub async fn check(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let tokens = req
-        .app_data::<web::Data<Tokens>>()
-        .map(|t| t.get_ref().clone())
-        .unwrap_or_default();
-    if tokens.is_empty() {
-        return next.call(req).await;
+    // A reference count; tokens are only looked at when some are configured.
+    let tokens = req.app_data::<web::Data<Tokens>>().cloned();
+    let admitted = match tokens.as_deref() {
+        Some(tokens) if !tokens.is_empty() => admit(&req, tokens),
+        _ => Ok(None),
+    };
+    match admitted {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                req.extensions_mut().insert(caller);
+            }
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        // A response rather than an error: it keeps the request, so the outer
+        // middlewares (metrics, traces) still see which route was refused.
+        Err(error) => Ok(req.error_response(error).map_into_right_body()),
     }
+}
+
+/// The caller of a request to a route that needs a role (`None` for open routes), or
+/// why it is refused.
+fn admit(req: &ServiceRequest, tokens: &Tokens) -> Result<Option<Caller>, ApiError> {
     let Some(needed) = required_role(req.method(), req.path()) else {
-        return next.call(req).await;
+        return Ok(None);
     };
     // The header wins; the query parameter counts on the stream routes only.
     let presented = bearer(&req)
@@ -333,8 +350,7 @@ pub async fn check(
             return Err(ApiError::new(
                 ErrorCode::Unauthorized,
                 format!("this route needs a token: {how}"),
-            )
-            .into());
+            ));
         }
         Some(token) => tokens.verify(token).ok_or_else(|| {
             ApiError::new(
@@ -354,11 +370,9 @@ pub async fn check(
                 req.path(),
                 needed.name()
             ),
-        )
-        .into());
+        ));
     }
-    req.extensions_mut().insert(caller);
-    next.call(req).await
+    Ok(Some(caller))
 }
 
 #[cfg(test)]

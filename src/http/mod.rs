@@ -147,13 +147,23 @@ pub const ROUTES: &[Endpoint] = &[
     route!(GET "/metrics" => prometheus::exposition),
 ];
 
+/// The pattern of the route that served a request, as resource data: after the
+/// response, `request().app_data::<RoutePattern>()` names it without matching the
+/// path against the route table again.
+#[derive(Debug, Clone, Copy)]
+pub struct RoutePattern(pub &'static str);
+
 /// Registers every route of [`ROUTES`], and answers anything else `404
 /// route_not_found`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for endpoint in ROUTES {
-        cfg.route(
-            endpoint.path,
-            (endpoint.handler)().method(endpoint.method.clone()),
+        // One resource per method (the guard lets another method of the same path fall
+        // through to its own resource), carrying its pattern for the middlewares.
+        cfg.service(
+            web::resource(endpoint.path)
+                .guard(actix_web::guard::Method(endpoint.method.clone()))
+                .app_data(RoutePattern(endpoint.path))
+                .route((endpoint.handler)()),
         );
     }
     cfg.default_service(web::to(not_found));

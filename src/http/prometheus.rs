@@ -9,6 +9,7 @@
 //! when the endpoint is scraped, into families made for that scrape, so nothing is
 //! kept twice and runs that end leave no series behind.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -35,18 +36,17 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    // Before the call: the service needs the request to itself while it runs.
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().clone();
     // One reference count, not a copy of every instrument handle.
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = next.call(req).await;
     if let Some(state) = state {
-        let status = match &response {
-            Ok(response) => response.status(),
-            Err(error) => error.as_response_error().status_code(),
+        let (status, route) = match &response {
+            Ok(response) => (response.status(), route_of(response.request())),
+            Err(error) => (
+                error.as_response_error().status_code(),
+                Cow::Borrowed(UNMATCHED),
+            ),
         };
         state.actors.instruments.http_request(
             &route,
@@ -56,6 +56,21 @@ pub async fn record(
         );
     }
     response
+}
+
+/// The route label of requests that no route served.
+const UNMATCHED: &str = "unmatched";
+
+/// The pattern of the route that served `req`: its resource data when the router got
+/// to it (no second walk of the route table), else the table's match for requests
+/// refused before routing (401, 403), else `unmatched`.
+fn route_of(req: &actix_web::HttpRequest) -> Cow<'static, str> {
+    match req.app_data::<super::RoutePattern>() {
+        Some(pattern) => Cow::Borrowed(pattern.0),
+        None => req
+            .match_pattern()
+            .map_or(Cow::Borrowed(UNMATCHED), Cow::Owned),
+    }
 }
 
 /// `GET /metrics`: every family, in the Prometheus text format.
