@@ -45,6 +45,88 @@ pub struct Config {
     /// Command runs and their logs.
     #[serde(default)]
     pub runs: RunsConfig,
+    /// Executors other than the server's own slots.
+    #[serde(default)]
+    pub executors: ExecutorsConfig,
+}
+
+/// `[executors]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorsConfig {
+    /// `[executors.slurm]`: runs with `"executor": "slurm"`.
+    #[serde(default)]
+    pub slurm: SlurmConfig,
+}
+
+/// `[executors.slurm]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmConfig {
+    /// Whether runs with `"executor": "slurm"` are accepted.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The partition of jobs whose spec names none; absent: Slurm's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// A directory the server and every compute node see at the same path: each
+    /// job's script, its worker's journal, checkpoints and artifacts. Required when
+    /// enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dir: Option<PathBuf>,
+    /// The `runyard` binary on the compute nodes; absent: this server's own path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_bin: Option<PathBuf>,
+    /// How often a job's state is asked of Slurm (`squeue`) while its worker cannot be
+    /// reached, or has not registered yet, in milliseconds. Workers are polled every
+    /// tick (`train.tick_ms`).
+    #[serde(default = "default_slurm_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Extra `sbatch` arguments for every job, e.g. `["--nice=10"]`.
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+    /// Seconds between `scancel --signal=TERM` (the worker checkpoints and stops) and
+    /// `scancel` (Slurm kills the job).
+    #[serde(default = "default_slurm_grace_secs")]
+    pub grace_secs: u64,
+    /// Jobs the cluster may lose for one run (node failure, preemption) before the
+    /// run fails.
+    #[serde(default = "default_slurm_max_lost")]
+    pub max_lost: u32,
+}
+
+fn default_slurm_poll_ms() -> u64 {
+    2000
+}
+
+fn default_slurm_grace_secs() -> u64 {
+    30
+}
+
+fn default_slurm_max_lost() -> u32 {
+    5
+}
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            partition: None,
+            shared_dir: None,
+            worker_bin: None,
+            poll_interval_ms: default_slurm_poll_ms(),
+            sbatch_args: Vec::new(),
+            grace_secs: default_slurm_grace_secs(),
+            max_lost: default_slurm_max_lost(),
+        }
+    }
+}
+
+impl SlurmConfig {
+    /// How often Slurm is asked about a job whose worker is not answering.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
 }
 
 /// `[runs]`.
@@ -343,6 +425,41 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "runs.log_keep",
                 reason: format!("must be between 0 and 100, got {}", self.runs.log_keep),
+            });
+        }
+        let slurm = &self.executors.slurm;
+        if slurm.enabled {
+            match &slurm.shared_dir {
+                None => {
+                    return Err(ConfigError::Invalid {
+                        key: "executors.slurm.shared_dir",
+                        reason: "is required when executors.slurm.enabled is true: a directory \
+                                 the server and every compute node see at the same path"
+                            .into(),
+                    })
+                }
+                Some(dir) if !dir.is_absolute() => {
+                    return Err(ConfigError::Invalid {
+                        key: "executors.slurm.shared_dir",
+                        reason: format!("must be an absolute path, got {}", dir.display()),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        if !(100..=600_000).contains(&slurm.poll_interval_ms) {
+            return Err(ConfigError::Invalid {
+                key: "executors.slurm.poll_interval_ms",
+                reason: format!(
+                    "must be between 100 and 600000, got {}",
+                    slurm.poll_interval_ms
+                ),
+            });
+        }
+        if slurm.grace_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "executors.slurm.grace_secs",
+                reason: format!("must be between 0 and 3600, got {}", slurm.grace_secs),
             });
         }
         if self.server.data_dir.as_os_str().is_empty() {

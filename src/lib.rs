@@ -50,4 +50,5 @@ pub mod instruments;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod slurm;
 pub mod train;

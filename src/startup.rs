@@ -26,6 +26,9 @@ pub struct StartOptions {
     /// Move a bad tail of the journal aside instead of refusing to start
     /// (`runyard serve --repair`).
     pub repair: bool,
+    /// Leave SIGINT and SIGTERM to the caller instead of stopping the HTTP server on
+    /// them (a Slurm worker checkpoints on SIGTERM and keeps answering meanwhile).
+    pub keep_signals: bool,
 }
 
 /// A built server, listening but not yet driven.
@@ -144,8 +147,9 @@ impl Application {
             .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
         let address = listener.local_addr()?;
         let streams = std::sync::Arc::new(http::stream::StreamStats::default());
-        let server = http::serve(
+        let server = http::serve_with(
             listener,
+            !options.keep_signals,
             AppState {
                 actors: actors.clone(),
                 keep_alive: Duration::from_millis(config.server.sse_keep_alive_ms),

@@ -21,7 +21,7 @@ use crate::train::ProgressCells;
 const RATE_SMOOTHING: f64 = 0.3;
 
 /// A run's progress as shown in the run JSON and on its stream.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// 1-based epoch in progress.
     pub epoch: u64,

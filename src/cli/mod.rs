@@ -33,6 +33,16 @@ pub enum Command {
     /// The client commands (`submit`, `watch`, `ls`, …), talking to a running server.
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// Run one Slurm job of a run (started by the job's batch script, not by hand).
+    Worker(WorkerArgs),
+}
+
+/// Flags of `runyard worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// The job's directory in the shared directory, holding its `job.json`.
+    #[arg(long)]
+    pub job_dir: PathBuf,
 }
 
 /// The exit codes, shown by `runyard --help`.
@@ -73,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Journal(command) => journal::run(command),
         Command::Token(command) => token::run(command),
         Command::Client(command) => client::run(command).map_err(anyhow::Error::from),
+        Command::Worker(args) => crate::slurm::worker::run(&args.job_dir),
     }
 }
 

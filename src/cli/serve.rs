@@ -20,6 +20,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let options = StartOptions {
             repair: args.repair,
+            keep_signals: false,
         };
         let app = Application::build_with(config, options).await?;
         // One line on stdout, so scripts and tests learn the port when binding port 0.

@@ -219,6 +219,58 @@ pub enum Event {
         /// The newest value of each free-form metric, in name order.
         metrics: Vec<(String, f64)>,
     },
+    /// A Slurm job was submitted for the run: journaled before the submit (or resume,
+    /// or retry) is answered, so a restarted server follows the job instead of
+    /// submitting another.
+    SlurmJobSubmitted {
+        /// Slurm's job id.
+        job_id: u64,
+        /// 1 for the run's first job, +1 for each later one (resume, retry).
+        job: u32,
+        /// The job's directory in the shared directory (absolute): its script, its
+        /// worker's registration and output.
+        dir: String,
+    },
+    /// The run's Slurm worker started an attempt on a node.
+    SlurmJobStarted {
+        /// Slurm's job id.
+        job_id: u64,
+        /// The run's attempt number.
+        attempt: u32,
+        /// The node the job runs on.
+        node: String,
+        /// The torch device the worker trains on, e.g. `cuda:0`.
+        device: String,
+    },
+    /// The run's Slurm job ended, as Slurm reports it.
+    SlurmJobEnded {
+        /// Slurm's job id.
+        job_id: u64,
+        /// Slurm's job state, e.g. `COMPLETED`, `CANCELLED`, `NODE_FAIL`.
+        state: String,
+        /// Slurm's reason, or how the server learnt of the end.
+        reason: String,
+    },
+    /// The cluster lost the run's job (node failure, preemption): the run is queued
+    /// again and a new job resumes from its newest checkpoint after a delay. Counted
+    /// apart from failures of the user's code.
+    SlurmJobLost {
+        /// Slurm's job id.
+        job_id: u64,
+        /// What happened, e.g. `NODE_FAIL`.
+        reason: String,
+        /// Jobs lost so far, this one included.
+        lost: u32,
+        /// Wait before the next job is submitted, in milliseconds.
+        delay_ms: u64,
+    },
+    /// The run's worker facts through `through_seq` (the worker's own sequence
+    /// numbers) are journaled: a repeated poll never journals one twice. Appended in
+    /// the same batch as the facts it covers.
+    WorkerSynced {
+        /// The worker's sequence number of the last fact journaled.
+        through_seq: u64,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -274,11 +326,21 @@ pub enum EventKind {
     CommandStarted,
     /// See [`Event::CommandExited`].
     CommandExited,
+    /// See [`Event::SlurmJobSubmitted`].
+    SlurmJobSubmitted,
+    /// See [`Event::SlurmJobStarted`].
+    SlurmJobStarted,
+    /// See [`Event::SlurmJobEnded`].
+    SlurmJobEnded,
+    /// See [`Event::SlurmJobLost`].
+    SlurmJobLost,
+    /// See [`Event::WorkerSynced`].
+    WorkerSynced,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 25] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -304,6 +366,11 @@ impl EventKind {
         EventKind::TraceAssigned,
         EventKind::CommandStarted,
         EventKind::CommandExited,
+        EventKind::SlurmJobSubmitted,
+        EventKind::SlurmJobStarted,
+        EventKind::SlurmJobEnded,
+        EventKind::SlurmJobLost,
+        EventKind::WorkerSynced,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -334,6 +401,11 @@ impl EventKind {
             EventKind::TraceAssigned => "TraceAssigned",
             EventKind::CommandStarted => "CommandStarted",
             EventKind::CommandExited => "CommandExited",
+            EventKind::SlurmJobSubmitted => "SlurmJobSubmitted",
+            EventKind::SlurmJobStarted => "SlurmJobStarted",
+            EventKind::SlurmJobEnded => "SlurmJobEnded",
+            EventKind::SlurmJobLost => "SlurmJobLost",
+            EventKind::WorkerSynced => "WorkerSynced",
         }
     }
 }
@@ -367,6 +439,11 @@ impl Event {
             Event::TraceAssigned { .. } => EventKind::TraceAssigned,
             Event::CommandStarted { .. } => EventKind::CommandStarted,
             Event::CommandExited { .. } => EventKind::CommandExited,
+            Event::SlurmJobSubmitted { .. } => EventKind::SlurmJobSubmitted,
+            Event::SlurmJobStarted { .. } => EventKind::SlurmJobStarted,
+            Event::SlurmJobEnded { .. } => EventKind::SlurmJobEnded,
+            Event::SlurmJobLost { .. } => EventKind::SlurmJobLost,
+            Event::WorkerSynced { .. } => EventKind::WorkerSynced,
         }
     }
 
@@ -483,6 +560,27 @@ impl Event {
                     "lines": lines, "bad": bad, "last_error": last_error, "metrics": metrics,
                 })
             }
+            Event::SlurmJobSubmitted { job_id, job, dir } => {
+                json!({"job_id": job_id, "job": job, "dir": dir})
+            }
+            Event::SlurmJobStarted {
+                job_id,
+                attempt,
+                node,
+                device,
+            } => json!({"job_id": job_id, "attempt": attempt, "node": node, "device": device}),
+            Event::SlurmJobEnded {
+                job_id,
+                state,
+                reason,
+            } => json!({"job_id": job_id, "state": state, "reason": reason}),
+            Event::SlurmJobLost {
+                job_id,
+                reason,
+                lost,
+                delay_ms,
+            } => json!({"job_id": job_id, "reason": reason, "lost": lost, "delay_ms": delay_ms}),
+            Event::WorkerSynced { through_seq } => json!({"through_seq": through_seq}),
         }
     }
 }

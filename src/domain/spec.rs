@@ -113,6 +113,54 @@ pub struct RunSpec {
     /// labels existed do not change.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Where the run trains: `local` (the server's own slots, the default) or `slurm`
+    /// (a job on the Slurm cluster, when the server has `executors.slurm` enabled).
+    /// Left out of the canonical JSON when local, so earlier digests do not change.
+    #[serde(default, skip_serializing_if = "Executor::is_local")]
+    pub executor: Executor,
+    /// Slurm partition (`sbatch --partition`); the server's `executors.slurm.partition`
+    /// when absent. Slurm runs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// Generic resources per node (`sbatch --gres`), e.g. `gpu:2`. Slurm runs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres: Option<String>,
+    /// The job's time limit in Slurm's format (`sbatch --time`), e.g. `90`, `2:00:00`
+    /// or `1-12:00:00`. Slurm runs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<String>,
+    /// Account charged for the job (`sbatch --account`). Slurm runs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Quality of service (`sbatch --qos`). Slurm runs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+}
+
+/// Where a run trains.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Executor {
+    /// The server's own slots, through its dispatcher.
+    #[default]
+    Local,
+    /// A Slurm job running `runyard worker`; queued by Slurm, not by the dispatcher.
+    Slurm,
+}
+
+impl Executor {
+    /// Whether this is the server's own slots.
+    pub fn is_local(&self) -> bool {
+        *self == Executor::Local
+    }
+
+    /// The name used in specs and messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Executor::Local => "local",
+            Executor::Slurm => "slurm",
+        }
+    }
 }
 
 /// Most labels a run may carry.
@@ -1168,6 +1216,58 @@ impl RunSpec {
             return Err(SpecError::new(
                 "priority",
                 format!("must be between -1000 and 1000, got {}", self.priority),
+            ));
+        }
+        self.validate_executor()
+    }
+
+    /// The Slurm fields: only on Slurm runs, each a short printable word (they become
+    /// `sbatch` arguments), and a time limit in Slurm's format.
+    fn validate_executor(&self) -> Result<(), SpecError> {
+        let fields = [
+            ("partition", &self.partition),
+            ("gres", &self.gres),
+            ("time_limit", &self.time_limit),
+            ("account", &self.account),
+            ("qos", &self.qos),
+        ];
+        for (field, value) in fields {
+            let Some(value) = value else { continue };
+            if self.executor.is_local() {
+                return Err(SpecError::new(
+                    field,
+                    "is for `\"executor\": \"slurm\"` runs; this run trains on the server's own slots",
+                ));
+            }
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.:,=+/".contains(c);
+            if value.is_empty() || value.len() > 128 || !value.chars().all(allowed) {
+                return Err(SpecError::new(
+                    field,
+                    format!(
+                        "must be 1 to 128 letters, digits or `_-.:,=+/`, got {value:?}"
+                    ),
+                ));
+            }
+        }
+        if let Some(limit) = &self.time_limit {
+            let ok = limit
+                .split(['-', ':'])
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+                && limit.matches('-').count() <= 1
+                && limit.matches(':').count() <= 2;
+            if !ok {
+                return Err(SpecError::new(
+                    "time_limit",
+                    format!(
+                        "must be in Slurm's format: minutes, `MM:SS`, `HH:MM:SS`, `D-HH` or `D-HH:MM:SS`, got {limit:?}"
+                    ),
+                ));
+            }
+        }
+        if !self.executor.is_local() && self.slots != 1 {
+            return Err(SpecError::new(
+                "slots",
+                "is for local runs; a Slurm run asks Slurm for devices with `gres` (e.g. \"gpu:2\")",
             ));
         }
         Ok(())

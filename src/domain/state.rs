@@ -121,9 +121,35 @@ impl RunState {
             (Some(s), K::TraceAssigned) => Some(s),
             // A command run's process starts and ends within an attempt.
             (Some(s @ (S::Running | S::Pausing)), K::CommandStarted | K::CommandExited) => Some(s),
+            // A Slurm run is queued by Slurm: its job is submitted while it is queued,
+            // and starts it running; a lost job queues it again.
+            (Some(S::Queued), K::SlurmJobSubmitted) => Some(S::Queued),
+            (Some(S::Queued | S::Running), K::SlurmJobStarted) => Some(S::Running),
+            (Some(S::Queued | S::Running), K::SlurmJobLost) => Some(S::Queued),
+            (Some(s), K::SlurmJobEnded | K::WorkerSynced) => Some(s),
             _ => None,
         }
     }
+}
+
+/// A Slurm run's newest job, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SlurmJob {
+    /// Slurm's job id.
+    pub job_id: u64,
+    /// Which of the run's jobs it is (1 for the first).
+    pub job: u32,
+    /// The job's directory in the shared directory.
+    pub dir: String,
+    /// The node it runs on, once its worker started.
+    pub node: Option<String>,
+    /// Slurm's state for it once it ended (`COMPLETED`, `NODE_FAIL`, ...).
+    pub ended: Option<String>,
+    /// Jobs of the run the cluster lost (node failure, preemption), retried apart
+    /// from failures of the user's code.
+    pub lost: u32,
+    /// The worker's sequence number of the last fact journaled.
+    pub synced_seq: u64,
 }
 
 /// The summary of one finished epoch.
@@ -168,6 +194,12 @@ pub struct Run {
     /// The spec's labels (metadata, not part of the digest).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Where the run trains (from the spec).
+    #[serde(default)]
+    pub executor: crate::domain::spec::Executor,
+    /// A Slurm run's newest job, once one was submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmJob>,
     /// When `RunSubmitted` was recorded.
     pub created_at: DateTime<Utc>,
     /// When the last event about the run was recorded.
@@ -385,6 +417,8 @@ struct SpecHead {
     checkpoint: KeepHead,
     #[serde(default)]
     labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    executor: crate::domain::spec::Executor,
 }
 
 #[derive(Deserialize)]
@@ -564,6 +598,8 @@ impl State {
                     task: head.task,
                     keep: head.checkpoint.keep,
                     labels: head.labels,
+                    executor: head.executor,
+                    slurm: None,
                     created_at: at,
                     updated_at: at,
                     attempt: 0,
@@ -753,6 +789,61 @@ impl State {
             Event::PauseRequested | Event::ResumedFromCheckpoint { .. } => {}
             Event::RunStalled { .. } => run.stalled = true,
             Event::StallEnded { .. } => run.stalled = false,
+            Event::SlurmJobSubmitted { job_id, job, dir } => {
+                let (lost, synced_seq) = run.slurm.as_ref().map_or((0, 0), |j| (j.lost, j.synced_seq));
+                run.slurm = Some(SlurmJob {
+                    job_id: *job_id,
+                    job: *job,
+                    dir: dir.clone(),
+                    node: None,
+                    ended: None,
+                    lost,
+                    synced_seq,
+                });
+            }
+            Event::SlurmJobStarted {
+                attempt,
+                node,
+                device,
+                ..
+            } => {
+                run.attempt = *attempt;
+                run.device = Some(device.clone());
+                run.stalled = false;
+                let kept = run.checkpoint.as_ref().map_or(0, |c| c.epoch);
+                run.epochs.retain(|e| e.epoch <= kept);
+                run.error = None;
+                if let Some(job) = &mut run.slurm {
+                    job.node = Some(node.clone());
+                }
+            }
+            Event::SlurmJobEnded { state, .. } => {
+                if let Some(job) = &mut run.slurm {
+                    job.ended = Some(state.clone());
+                }
+            }
+            Event::SlurmJobLost {
+                reason,
+                lost,
+                delay_ms,
+                ..
+            } => {
+                run.queued_seq = seq;
+                run.error = Some(reason.clone());
+                run.not_before = Some(
+                    at + chrono::Duration::milliseconds(
+                        i64::try_from(*delay_ms).unwrap_or(i64::MAX / 2),
+                    ),
+                );
+                if let Some(job) = &mut run.slurm {
+                    job.lost = *lost;
+                }
+            }
+            Event::WorkerSynced { through_seq } => {
+                if let Some(job) = &mut run.slurm {
+                    job.synced_seq = *through_seq;
+                }
+            }
             Event::RunPaused { reason } => run.error = Some(reason.clone()),
             Event::SlotReleased { slot } => {
                 run.slots.retain(|s| s != slot);
@@ -772,7 +863,11 @@ impl State {
     pub fn recovery(&self) -> Vec<(RunId, Event)> {
         let mut records = Vec::new();
         let mut released = std::collections::HashSet::new();
-        for run in self.runs().filter(|r| !r.state.is_terminal()) {
+        // A Slurm run's job outlives the server: the Slurm executor re-attaches to it.
+        for run in self
+            .runs()
+            .filter(|r| !r.state.is_terminal() && r.executor.is_local())
+        {
             let event = if run.cancel_requested {
                 Event::RunCancelled {
                     reason: "cancelled by request (carried out after a server restart)".into(),
@@ -924,7 +1019,7 @@ impl State {
     pub fn queue(&self) -> Vec<RunId> {
         let mut queued: Vec<&Run> = self
             .runs()
-            .filter(|r| r.state == RunState::Queued)
+            .filter(|r| r.state == RunState::Queued && r.executor.is_local())
             .collect();
         queued.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.queued_seq));
         queued.into_iter().map(|r| r.id).collect()
@@ -1062,6 +1157,29 @@ mod tests {
                 last_error: Some("line 3: not JSON".into()),
                 metrics: vec![("lr".into(), 0.01)],
             },
+            EventKind::SlurmJobSubmitted => Event::SlurmJobSubmitted {
+                job_id: 41,
+                job: 1,
+                dir: "/shared/runyard/runs/x/job-1".into(),
+            },
+            EventKind::SlurmJobStarted => Event::SlurmJobStarted {
+                job_id: 41,
+                attempt: 1,
+                node: "node1".into(),
+                device: "cpu".into(),
+            },
+            EventKind::SlurmJobEnded => Event::SlurmJobEnded {
+                job_id: 41,
+                state: "COMPLETED".into(),
+                reason: "None".into(),
+            },
+            EventKind::SlurmJobLost => Event::SlurmJobLost {
+                job_id: 41,
+                reason: "NODE_FAIL".into(),
+                lost: 1,
+                delay_ms: 1000,
+            },
+            EventKind::WorkerSynced => Event::WorkerSynced { through_seq: 9 },
         }
     }
 
@@ -1107,6 +1225,15 @@ mod tests {
         }
         for s in [S::Completed, S::Failed, S::Cancelled] {
             table.push((Some(s), K::ArtifactsDeleted, s));
+        }
+        table.push((Some(S::Queued), K::SlurmJobSubmitted, S::Queued));
+        for s in [S::Queued, S::Running] {
+            table.push((Some(s), K::SlurmJobStarted, S::Running));
+            table.push((Some(s), K::SlurmJobLost, S::Queued));
+        }
+        for s in S::ALL {
+            table.push((Some(s), K::SlurmJobEnded, s));
+            table.push((Some(s), K::WorkerSynced, s));
         }
         table
     }

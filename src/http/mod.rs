@@ -15,6 +15,7 @@ pub mod runs;
 pub mod slots;
 pub mod stream;
 pub mod traces;
+pub mod worker;
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -132,6 +133,7 @@ pub const ROUTES: &[Endpoint] = &[
     route!(GET "/api/v1/runs" => runs::list),
     route!(GET "/api/v1/runs/{id}" => runs::get),
     route!(GET "/api/v1/runs/{id}/events" => runs::events),
+    route!(GET "/api/v1/runs/{id}/facts" => worker::facts),
     route!(GET "/api/v1/runs/{id}/metrics" => metrics::run_metrics),
     route!(POST "/api/v1/runs/{id}/cancel" => runs::cancel),
     route!(POST "/api/v1/runs/{id}/pause" => runs::pause),
@@ -176,8 +178,18 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
     ))
 }
 
-/// Starts serving on an already bound listener (so port 0 works).
+/// Starts serving on an already bound listener (so port 0 works); SIGINT and SIGTERM
+/// stop it.
 pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    serve_with(listener, true, state)
+}
+
+/// [`serve`], with the choice of whether SIGINT and SIGTERM stop the server.
+pub fn serve_with(
+    listener: TcpListener,
+    handle_signals: bool,
+    state: AppState,
+) -> std::io::Result<Server> {
     openapi::build();
     let tokens = web::Data::new(state.tokens.clone());
     let data = web::Data::new(state);
@@ -206,7 +218,12 @@ pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> 
             .configure(routes)
     })
     .listen(listener)?
-    .shutdown_timeout(5)
-    .run();
+    .shutdown_timeout(5);
+    let server = if handle_signals {
+        server
+    } else {
+        server.disable_signals()
+    };
+    let server = server.run();
     Ok(server)
 }

@@ -26,7 +26,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{self, Role};
 use super::error::Problem;
-use super::{dashboard, health, logs, metrics, prometheus, runs, slots, stream, ErrorCode};
+use super::{dashboard, health, logs, metrics, prometheus, runs, slots, stream, worker, ErrorCode};
 use crate::domain::EventKind;
 
 /// The media type of every error answer.
@@ -64,6 +64,7 @@ const BEARER: &str = "bearer";
         runs::list,
         runs::get,
         runs::events,
+        worker::facts,
         metrics::run_metrics,
         runs::cancel,
         runs::pause,

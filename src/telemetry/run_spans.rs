@@ -621,6 +621,37 @@ impl RunTrace {
                 self.open_queue(seq, at, "resumed");
             }
             Event::SlotReleased { .. } => self.root.event("SlotReleased", at, attributes()),
+            Event::SlurmJobStarted {
+                attempt,
+                node,
+                device,
+                job_id,
+            } => {
+                self.end_queue(at, scope, out);
+                self.end_attempt(at, "superseded", Status::Unset, scope, out);
+                self.attempts = *attempt;
+                let mut span = self.child("attempt", seq, at);
+                span.set("runyard.attempt", i64::from(*attempt));
+                span.set("runyard.slurm.job_id", *job_id as i64);
+                span.set("runyard.slurm.node", node.clone());
+                span.set("runyard.device", device.clone());
+                span.links = std::mem::take(&mut self.restart_links);
+                span.event("SlurmJobStarted", at, attributes());
+                self.attempt = Some(span);
+                self.root.set("runyard.run.attempt", i64::from(*attempt));
+            }
+            Event::SlurmJobLost { reason, lost, .. } => {
+                let status = Status::error(reason.clone());
+                self.stop_work(at, "lost", status, scope, out);
+                self.root.event("SlurmJobLost", at, attributes());
+                let queue = self.open_queue(seq, at, "lost");
+                queue.set("runyard.slurm.lost", i64::from(*lost));
+            }
+            Event::SlurmJobSubmitted { .. } | Event::SlurmJobEnded { .. } => {
+                self.attempt_or_root()
+                    .event(event.kind().name(), at, attributes());
+            }
+            Event::WorkerSynced { .. } => {}
         }
         false
     }
