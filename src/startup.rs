@@ -124,6 +124,7 @@ impl Application {
             &roots,
             config.journal.snapshot_every,
             crate::train::command::CommandSettings::from(&config.runs),
+            Some(&config.executors.slurm).filter(|s| s.enabled),
         );
         let tracer = traces.as_ref().map(|traces| {
             actix::Actor::start(crate::actors::tracer::Tracer::new(

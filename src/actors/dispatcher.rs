@@ -11,6 +11,7 @@ use actix::prelude::*;
 use super::journal::{Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader};
 use super::run::Resume;
 use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotInfo, StartRun};
+use super::slurm::{Launch, SlurmExecutor, StopJob};
 use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, SlotId};
 
 /// Why a command to the dispatcher failed.
@@ -27,6 +28,9 @@ pub enum DispatchError {
     Conflict(String),
 }
 
+/// An answer the dispatcher finishes later.
+type Later<T> = std::pin::Pin<Box<dyn ActorFuture<Dispatcher, Output = T>>>;
+
 struct SlotEntry {
     info: SlotInfo,
     addr: Addr<Slot>,
@@ -42,6 +46,8 @@ pub struct Dispatcher {
     ready: Arc<AtomicBool>,
     /// Where queue wait times are recorded, if anywhere.
     queue_wait: Option<prometheus::Histogram>,
+    /// The Slurm executor, which queues and runs `"executor": "slurm"` runs.
+    slurm: Option<Addr<SlurmExecutor>>,
 }
 
 impl Dispatcher {
@@ -66,6 +72,53 @@ impl Dispatcher {
             queue: VecDeque::new(),
             ready,
             queue_wait: None,
+            slurm: None,
+        }
+    }
+
+    /// Hands runs with `"executor": "slurm"` to `slurm` (when there is one).
+    pub fn with_slurm(mut self, slurm: Option<Addr<SlurmExecutor>>) -> Self {
+        self.slurm = slurm;
+        self
+    }
+
+    /// Whether the run is Slurm's to run.
+    fn is_slurm(&self, run_id: RunId) -> bool {
+        self.reader
+            .state()
+            .run(run_id)
+            .is_some_and(|r| !r.executor.is_local())
+    }
+
+    /// Submits the run's next Slurm job and waits until it is journaled.
+    fn launch(
+        &self,
+        run_id: RunId,
+    ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
+        let slurm = self.slurm.clone();
+        async move {
+            let Some(slurm) = slurm else {
+                return Err(DispatchError::Conflict(
+                    "the Slurm executor is not enabled on this server (executors.slurm.enabled)"
+                        .into(),
+                ));
+            };
+            match slurm.send(Launch { run_id }).await {
+                Ok(Ok(())) => Ok(()),
+                // The run stays queued; the executor tries again.
+                Ok(Err(message)) => {
+                    tracing::warn!(%run_id, %message, "slurm job not submitted yet");
+                    Ok(())
+                }
+                Err(_) => Err(DispatchError::Append(AppendError::Stopped)),
+            }
+        }
+    }
+
+    /// Tells the Slurm executor to stop the run's job.
+    fn stop_job(&self, run_id: RunId) {
+        if let Some(slurm) = &self.slurm {
+            slurm.do_send(StopJob { run_id });
         }
     }
 
@@ -124,7 +177,10 @@ impl Dispatcher {
         while let Some(&run_id) = self.queue.front() {
             let (spec, attempt, resume, queued_since) = {
                 let state = self.reader.state();
-                let Some(run) = state.run(run_id).filter(|r| r.state == RunState::Queued) else {
+                let Some(run) = state
+                    .run(run_id)
+                    .filter(|r| r.state == RunState::Queued && r.executor.is_local())
+                else {
                     self.queue.pop_front();
                     continue;
                 };
@@ -431,6 +487,13 @@ impl Handler<SubmitRun> for Dispatcher {
     #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
     fn handle(&mut self, msg: SubmitRun, _ctx: &mut Self::Context) -> Self::Result {
         let run_id = msg.run_id;
+        let slurm = !msg.spec.executor.is_local();
+        if slurm && self.slurm.is_none() {
+            return Box::pin(fut::ready(Err(DispatchError::Conflict(
+                "the Slurm executor is not enabled on this server (executors.slurm.enabled)"
+                    .into(),
+            ))));
+        }
         let event = Event::RunSubmitted {
             name: msg.spec.name.clone(),
             digest: msg.spec.digest(),
@@ -444,8 +507,19 @@ impl Handler<SubmitRun> for Dispatcher {
         } else {
             Box::pin(self.journal.send(Append { records }))
         };
-        Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
-            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+        Box::pin(append.into_actor(self).then(move |result, dispatcher, ctx| {
+            let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                Ok(_) if slurm => {
+                    // The job id is journaled before the submit is answered.
+                    let launched = dispatcher.launch(run_id);
+                    let answer = launched.into_actor(dispatcher).map(move |launched, _, _| {
+                        launched.map(|()| Submitted {
+                            run_id,
+                            created: true,
+                        })
+                    });
+                    return Box::pin(answer) as Later<Result<Submitted, DispatchError>>;
+                }
                 Ok(_) => {
                     dispatcher.enqueue(run_id);
                     dispatcher.schedule(ctx);
@@ -459,7 +533,8 @@ impl Handler<SubmitRun> for Dispatcher {
                     created: false,
                 }),
                 Err(e) => Err(e.into()),
-            }
+            };
+            Box::pin(fut::ready(answer)) as Later<_>
         }))
     }
 }
@@ -508,8 +583,12 @@ impl Handler<CancelRun> for Dispatcher {
         let stop = self.stop(run_id, event, immediate, requeue, move |from| {
             format!("run {run_id} is already {}", from.name())
         });
+        let slurm = self.is_slurm(run_id);
         Box::pin(stop.map(move |result, dispatcher, _ctx| {
             let immediate = result?;
+            if slurm && !immediate {
+                dispatcher.stop_job(run_id);
+            }
             if !immediate {
                 for entry in dispatcher.slots_of(run_id) {
                     entry.addr.do_send(CancelOnSlot { run_id });
@@ -551,6 +630,8 @@ impl Handler<PauseRun> for Dispatcher {
         let immediate = match state {
             None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
             Some(RunState::Queued) if self.take_from_queue(run_id) => true,
+            // A Slurm job not yet started is simply cancelled in Slurm.
+            Some(RunState::Queued) if self.is_slurm(run_id) => true,
             Some(RunState::Running) => false,
             Some(other) => {
                 let message = format!(
@@ -567,14 +648,19 @@ impl Handler<PauseRun> for Dispatcher {
         } else {
             Event::PauseRequested
         };
-        let stop = self.stop(run_id, event, immediate, immediate, move |from| {
+        let requeue = immediate && !self.is_slurm(run_id);
+        let stop = self.stop(run_id, event, immediate, requeue, move |from| {
             format!(
                 "run {run_id} is {}; only a queued or running run can be paused",
                 from.name()
             )
         });
+        let slurm = self.is_slurm(run_id);
         Box::pin(stop.map(move |result, dispatcher, _ctx| {
             let immediate = result?;
+            if slurm {
+                dispatcher.stop_job(run_id);
+            }
             if !immediate {
                 for entry in dispatcher.slots_of(run_id) {
                     entry.addr.do_send(PauseOnSlot { run_id });
@@ -615,8 +701,13 @@ impl Handler<ResumeRun> for Dispatcher {
             }
         }
         let append = self.journal.send(Append::one(run_id, Event::RunResumed));
-        Box::pin(append.into_actor(self).map(move |result, dispatcher, ctx| {
-            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+        let slurm = self.is_slurm(run_id);
+        Box::pin(append.into_actor(self).then(move |result, dispatcher, ctx| {
+            let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                // A new job resumes from the checkpoint in the shared directory.
+                Ok(_) if slurm => {
+                    return Box::pin(dispatcher.launch(run_id).into_actor(dispatcher)) as Later<_>;
+                }
                 Ok(_) => {
                     dispatcher.enqueue(run_id);
                     dispatcher.schedule(ctx);
@@ -629,7 +720,8 @@ impl Handler<ResumeRun> for Dispatcher {
                     )))
                 }
                 Err(e) => Err(e.into()),
-            }
+            };
+            Box::pin(fut::ready(answer)) as Later<_>
         }))
     }
 }

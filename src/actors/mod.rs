@@ -15,6 +15,7 @@ pub mod journal;
 pub mod metrics;
 pub mod run;
 pub mod slot;
+pub mod slurm;
 pub mod supervisor;
 pub mod ticker;
 pub mod tracer;

@@ -43,6 +43,10 @@ pub struct Actors {
     pub ready: Arc<AtomicBool>,
     /// The Prometheus instruments the actors update.
     pub instruments: crate::instruments::Instruments,
+    /// The Slurm executor, when `executors.slurm.enabled`.
+    pub slurm: Option<Addr<super::slurm::SlurmExecutor>>,
+    /// The live Slurm view of followed runs.
+    pub slurm_board: super::slurm::SlurmBoard,
 }
 
 /// The devices slots are made for: one per CUDA device when torch sees any, otherwise
@@ -69,6 +73,7 @@ pub fn start(
     roots: &DataRoots,
     snapshot_every: u64,
     command_settings: crate::train::command::CommandSettings,
+    slurm: Option<&crate::config::SlurmConfig>,
 ) -> Actors {
     let instruments = crate::instruments::Instruments::new();
     let (journal, reader) = Journal::with_snapshots(log, state, snapshot_every);
@@ -110,12 +115,29 @@ pub fn start(
         .collect();
     let infos: Vec<SlotInfo> = slots.iter().map(|(info, _)| info.clone()).collect();
     tracing::info!(slots = infos.len(), device = %devices.first().map(|d| device_name(*d)).unwrap_or_default(), "slots ready");
+    let slurm_board = super::slurm::SlurmBoard::default();
+    let slurm = slurm.and_then(|config| {
+        let shared = config.shared_dir.clone()?;
+        let context = super::slurm::SlurmContext {
+            journal: journal.clone(),
+            reader: reader.clone(),
+            ticker: ticker.clone(),
+            tick,
+            data_roots: roots.roots().to_vec(),
+            board: slurm_board.clone(),
+        };
+        tracing::info!(shared = %shared.display(), "slurm executor on");
+        Some(super::slurm::SlurmExecutor::new(config.clone(), shared, context).start())
+    });
     let ready = Arc::new(AtomicBool::new(false));
     let dispatcher = {
         let (journal, reader, ready) = (journal.clone(), reader.clone(), Arc::clone(&ready));
         let queue_wait = instruments.queue_wait.clone();
+        let slurm = slurm.clone();
         Supervisor::start(move |_| {
-            Dispatcher::new(journal, reader, slots, ready).with_queue_wait_histogram(queue_wait)
+            Dispatcher::new(journal, reader, slots, ready)
+                .with_queue_wait_histogram(queue_wait)
+                .with_slurm(slurm)
         })
     };
     Actors {
@@ -129,5 +151,7 @@ pub fn start(
         slots: infos,
         ready,
         instruments,
+        slurm,
+        slurm_board,
     }
 }

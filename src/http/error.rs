@@ -51,6 +51,8 @@ pub enum ErrorCode {
     Forbidden,
     /// A command run was submitted to a server that does not accept them.
     CommandsDisabled,
+    /// A run asked for an executor the server does not have enabled.
+    ExecutorDisabled,
 }
 
 impl ErrorCode {
@@ -133,11 +135,16 @@ impl ErrorCode {
                 "commands_disabled",
                 "Command runs are not enabled",
             ),
+            ErrorCode::ExecutorDisabled => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "executor_disabled",
+                "The run's executor is not enabled",
+            ),
         }
     }
 
     /// Every code, for the README table check.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::MalformedBody,
         ErrorCode::InvalidSpec,
         ErrorCode::BodyTooLarge,
@@ -157,6 +164,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::CommandsDisabled,
+        ErrorCode::ExecutorDisabled,
     ];
 
     /// The HTTP status answered with this code.
@@ -312,7 +320,8 @@ mod tests {
             | ErrorCode::InvalidHeader
             | ErrorCode::Unauthorized
             | ErrorCode::Forbidden
-            | ErrorCode::CommandsDisabled => ErrorCode::ALL.contains(&code),
+            | ErrorCode::CommandsDisabled
+            | ErrorCode::ExecutorDisabled => ErrorCode::ALL.contains(&code),
         }
     }
 

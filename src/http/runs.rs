@@ -34,6 +34,11 @@ pub struct RunView<'a> {
     /// those journaled when its last attempt ended. Absent for training runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     protocol: Option<ProtocolReport>,
+    /// A Slurm run's job as Slurm and its worker show it now (`state` `PENDING` with
+    /// Slurm's `reason` while the run is queued; `unreachable` while its worker does
+    /// not answer). Absent for local runs and ended jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slurm_live: Option<crate::actors::slurm::SlurmLive>,
 }
 
 /// Summary metrics of a run's journaled epochs.
@@ -89,7 +94,14 @@ impl<'a> RunView<'a> {
             checkpoints_kept: &run.checkpoints[kept_from..],
             queue_position,
             protocol: run.protocol.clone(),
+            slurm_live: None,
         }
+    }
+
+    /// Shows the live view of a Slurm run's job, when it has one.
+    pub fn with_slurm(mut self, live: Option<crate::actors::slurm::SlurmLive>) -> Self {
+        self.slurm_live = live;
+        self
     }
 
     /// Shows the live progress-pipe figures of a running command, when there are.
@@ -196,7 +208,8 @@ fn run_response(
         .flatten();
     Ok(response.json(
         RunView::new(run, state.actors.board.get(id), position)
-            .with_live_protocol(state.actors.commands.get(id)),
+            .with_live_protocol(state.actors.commands.get(id))
+            .with_slurm(state.actors.slurm_board.get(id)),
     ))
 }
 
@@ -478,7 +491,7 @@ async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError
         (status = 413, description = "`body_too_large`: the body is larger than `server.max_body_bytes` (named).", body = Problem, content_type = PROBLEM),
         (status = 415, description = "`unsupported_media_type`: the `Content-Type` is not accepted (those that are are named).", body = Problem, content_type = PROBLEM),
         (status = 403, description = "`commands_disabled`: a `command` run, and the server does not accept them (`runyard serve --allow-commands`). With tokens configured, a `command` run also needs an `admin` token (`forbidden` otherwise).", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`invalid_spec`: the spec breaks a rule, has an unknown field, or names data that cannot be read (names the field).", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_spec`: the spec breaks a rule, has an unknown field, or names data that cannot be read (names the field); `executor_disabled`: an `\"executor\": \"slurm\"` run, and the server has no Slurm executor enabled.", body = Problem, content_type = PROBLEM),
         (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
         (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
     )
@@ -566,6 +579,14 @@ async fn submit_spec(
     let spec = parse_spec_as(format, body)?;
     if spec.kind == crate::domain::spec::RunKind::Command {
         command_gate.check()?;
+    }
+    if !spec.executor.is_local() && state.actors.slurm.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::ExecutorDisabled,
+            "executor: this server does not run Slurm jobs: enable them with \
+             `[executors.slurm] enabled = true` and a `shared_dir` \
+             (RUNYARD__EXECUTORS__SLURM__ENABLED=true, RUNYARD__EXECUTORS__SLURM__SHARED_DIR=...)",
+        ));
     }
     let available = state.actors.slots.len();
     if spec.slots as usize > available {
@@ -1026,6 +1047,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             let position = positions.get(&run.id).copied();
             RunView::new(run, state.actors.board.get(run.id), position)
                 .with_live_protocol(state.actors.commands.get(run.id))
+                .with_slurm(state.actors.slurm_board.get(run.id))
         })
         .collect();
     let mut response = HttpResponse::Ok();

@@ -723,7 +723,7 @@ pub fn end_orphans(state: &State) -> Vec<(RunId, Event)> {
 pub fn end_unjournaled(state: &State) -> Vec<(RunId, i32)> {
     let wanted: std::collections::HashMap<String, RunId> = state
         .runs()
-        .filter(|r| r.state.is_live() && r.process.is_none())
+        .filter(|r| r.state.is_live() && r.process.is_none() && r.executor.is_local())
         .map(|r| (format!("RUNYARD_RUN_ID={}", r.id), r.id))
         .collect();
     if wanted.is_empty() {

@@ -1,0 +1,998 @@
+//! The Slurm executor: runs with `"executor": "slurm"` are queued by Slurm, not by the
+//! dispatcher. [`SlurmExecutor`] submits each job (`sbatch`, then `SlurmJobSubmitted`
+//! journaled before anyone is answered) and starts a [`RemoteRun`] per job, which
+//! follows it the way the ticker follows a local run: it pulls, every tick, the
+//! worker's new facts (journaled in order, each once: `WorkerSynced` records the
+//! worker's sequence number in the same append) and its progress (written into cells
+//! the ticker samples, so streams, metrics and traces see a Slurm run as a local one).
+//!
+//! When the worker cannot be reached, or has not registered yet, Slurm is asked for
+//! the job's state instead (`scontrol`, `squeue`) and the run is shown `unreachable`,
+//! not failed. When the job has ended, the facts the worker journaled and the server
+//! did not pull are read from the worker's journal in the shared directory, and the
+//! job's end decides the rest: a run that did not finish on its own is cancelled or
+//! paused as asked, retried in a new job when the cluster lost it (`NODE_FAIL`,
+//! `PREEMPTED`), or failed with Slurm's state and the job's last output line.
+//!
+//! After a server restart the executor re-attaches to every job the journal names and
+//! has not seen end, and submits jobs for Slurm runs that were waiting for one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use super::journal::{Append, AppendError, Journal, JournalReader};
+use super::ticker::{Ticker, Unwatch, Watch};
+use crate::config::SlurmConfig;
+use crate::domain::spec::Executor;
+use crate::domain::{Envelope, Event, Rejection, RunId, RunSpec, RunState, Seq};
+use crate::http::worker::Facts;
+use crate::slurm::cli::{self, JobInfo, SlurmError, Submission};
+use crate::slurm::files::{self, Registration, WorkerJob};
+use crate::train::ProgressCells;
+
+/// How long one pull from a worker may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait before a lost job's run gets a new job.
+const MAX_LOST_DELAY: Duration = Duration::from_secs(300);
+
+/// What the API shows of a Slurm run's job beyond the journal: Slurm's view and the
+/// worker's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SlurmLive {
+    /// Slurm's job state (`PENDING`, `RUNNING`, ...), as last asked.
+    pub state: Option<String>,
+    /// Slurm's reason for it (`Priority`, `Resources`, `None`, ...).
+    pub reason: Option<String>,
+    /// Where the worker listens, once it registered.
+    pub worker: Option<String>,
+    /// Whether the worker stopped answering (the run is not failed for it).
+    pub unreachable: bool,
+}
+
+/// The live Slurm view of every followed run.
+#[derive(Clone, Default)]
+pub struct SlurmBoard {
+    live: Arc<RwLock<FxHashMap<RunId, SlurmLive>>>,
+}
+
+impl std::fmt::Debug for SlurmBoard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlurmBoard").finish_non_exhaustive()
+    }
+}
+
+impl SlurmBoard {
+    /// The live view of a followed run.
+    pub fn get(&self, run_id: RunId) -> Option<SlurmLive> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.get(&run_id).cloned()
+    }
+
+    fn update(&self, run_id: RunId, change: impl FnOnce(&mut SlurmLive)) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        change(live.entry(run_id).or_default());
+    }
+
+    fn remove(&self, run_id: RunId) {
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        live.remove(&run_id);
+    }
+}
+
+/// What the executor needs besides the configuration.
+#[derive(Clone)]
+pub struct SlurmContext {
+    /// The journal.
+    pub journal: Addr<Journal>,
+    /// Its reader.
+    pub reader: JournalReader,
+    /// The ticker that samples followed runs' progress.
+    pub ticker: Addr<Ticker>,
+    /// The progress sampling interval: workers are pulled this often.
+    pub tick: Duration,
+    /// The server's data roots, given to workers.
+    pub data_roots: Vec<PathBuf>,
+    /// Where the API finds the live view.
+    pub board: SlurmBoard,
+}
+
+/// Submits and follows Slurm jobs.
+pub struct SlurmExecutor {
+    config: SlurmConfig,
+    shared: PathBuf,
+    worker_bin: PathBuf,
+    context: SlurmContext,
+    followers: FxHashMap<RunId, Addr<RemoteRun>>,
+}
+
+impl SlurmExecutor {
+    /// An executor over `shared` (the configured shared directory).
+    pub fn new(config: SlurmConfig, shared: PathBuf, context: SlurmContext) -> Self {
+        let worker_bin = config
+            .worker_bin
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("runyard"));
+        Self {
+            config,
+            shared,
+            worker_bin,
+            context,
+            followers: FxHashMap::default(),
+        }
+    }
+
+    fn follow(&mut self, run_id: RunId, job_id: u64, dir: PathBuf, ctx: &mut Context<Self>) {
+        let follower = RemoteRun {
+            run_id,
+            job_id,
+            dir,
+            worker_dir: files::worker_data_dir(&self.shared, run_id),
+            secret: None,
+            address: None,
+            node: None,
+            cells: None,
+            busy: false,
+            last_slurm_check: None,
+            stop: None,
+            poll_interval: self.config.poll_interval(),
+            grace: Duration::from_secs(self.config.grace_secs),
+            max_lost: self.config.max_lost,
+            context: self.context.clone(),
+            executor: ctx.address(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(PULL_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+        };
+        self.context.board.update(run_id, |live| *live = SlurmLive::default());
+        self.followers.insert(run_id, follower.start());
+    }
+
+    /// Submits a run's next job after `wait`, if the run is still waiting for one.
+    fn launch_after(&self, run_id: RunId, wait: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(wait, move |executor, ctx| {
+            ctx.address().do_send(Launch { run_id });
+            let _ = executor;
+        });
+    }
+}
+
+impl Actor for SlurmExecutor {
+    type Context = Context<Self>;
+
+    /// Re-attaches to the jobs the journal names, and submits jobs for Slurm runs
+    /// that were waiting for one.
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let state = self.context.reader.state();
+        let mut follow = Vec::new();
+        let mut launch = Vec::new();
+        for run in state
+            .runs()
+            .filter(|r| r.executor == Executor::Slurm && !r.state.is_terminal())
+        {
+            match (&run.slurm, run.state) {
+                (_, RunState::Paused) => {}
+                (Some(job), _) if job.ended.is_none() => {
+                    follow.push((run.id, job.job_id, PathBuf::from(&job.dir)))
+                }
+                (_, RunState::Queued) => {
+                    let wait = run
+                        .not_before
+                        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+                        .unwrap_or_default();
+                    launch.push((run.id, wait));
+                }
+                (_, other) => {
+                    tracing::warn!(run_id = %run.id, state = other.name(), "slurm run without a live job");
+                }
+            }
+        }
+        drop(state);
+        for (run_id, job_id, dir) in follow {
+            tracing::info!(%run_id, job_id, "re-attaching to slurm job");
+            self.follow(run_id, job_id, dir, ctx);
+        }
+        for (run_id, wait) in launch {
+            self.launch_after(run_id, wait, ctx);
+        }
+    }
+}
+
+/// Submits the next Slurm job of a queued Slurm run and journals it; answers once
+/// `SlurmJobSubmitted` (or, when Slurm refused the job, `RunFailed`) is durable.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Launch {
+    /// The run.
+    pub run_id: RunId,
+}
+
+/// What a launch needs, taken from the state before going off the actor.
+struct Prepared {
+    job: u32,
+    name: String,
+    dir: PathBuf,
+    spec: RunSpec,
+}
+
+impl Handler<Launch> for SlurmExecutor {
+    type Result = ResponseActFuture<Self, Result<(), String>>;
+
+    fn handle(&mut self, msg: Launch, _ctx: &mut Self::Context) -> Self::Result {
+        let run_id = msg.run_id;
+        if self.followers.contains_key(&run_id) {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let prepared = {
+            let state = self.context.reader.state();
+            let Some(run) = state.run(run_id) else {
+                return Box::pin(fut::ready(Err(format!("no run with id {run_id}"))));
+            };
+            if run.state != RunState::Queued || run.executor != Executor::Slurm {
+                return Box::pin(fut::ready(Ok(())));
+            }
+            if run.slurm.as_ref().is_some_and(|j| j.ended.is_none()) {
+                return Box::pin(fut::ready(Ok(())));
+            }
+            let spec: RunSpec = match serde_json::from_str(run.spec.get()) {
+                Ok(spec) => spec,
+                Err(e) => return Box::pin(fut::ready(Err(format!("the run's spec: {e}")))),
+            };
+            let job = run.slurm.as_ref().map_or(1, |j| j.job + 1);
+            Prepared {
+                job,
+                name: files::job_name(run_id, job),
+                dir: files::job_dir(&self.shared, run_id, job),
+                spec,
+            }
+        };
+        let worker_job = WorkerJob {
+            run_id,
+            job: prepared.job,
+            spec: local_spec(&prepared.spec),
+            data_dir: files::worker_data_dir(&self.shared, run_id),
+            data_roots: self.context.data_roots.clone(),
+            tick_ms: self.context.tick.as_millis() as u64,
+        };
+        let worker_bin = self.worker_bin.clone();
+        let partition = prepared
+            .spec
+            .partition
+            .clone()
+            .or_else(|| self.config.partition.clone());
+        let extra = self.config.sbatch_args.clone();
+        let spec = prepared.spec.clone();
+        let dir = prepared.dir.clone();
+        let name = prepared.name.clone();
+        let submitted = actix_web::rt::task::spawn_blocking(move || {
+            write_job_files(&dir, &worker_job, &worker_bin)?;
+            // A job of this name submitted just before a crash is the job: no second.
+            if let Ok(Some(job_id)) = cli::find_job(&name) {
+                tracing::info!(%run_id, job_id, "found the job submitted before a restart");
+                return Ok(job_id);
+            }
+            let output = dir.join("output.log");
+            let script = dir.join("job.sh");
+            cli::sbatch(&Submission {
+                script: &script,
+                name: &name,
+                output: &output,
+                dir: &dir,
+                partition: partition.as_deref(),
+                gres: spec.gres.as_deref(),
+                time_limit: spec.time_limit.as_deref(),
+                account: spec.account.as_deref(),
+                qos: spec.qos.as_deref(),
+                extra: &extra,
+            })
+        });
+        let journal = self.context.journal.clone();
+        Box::pin(
+            async move {
+                let result = submitted
+                    .await
+                    .unwrap_or_else(|e| Err(SlurmError::Unavailable(format!("sbatch task: {e}"))));
+                let event = match &result {
+                    Ok(job_id) => Event::SlurmJobSubmitted {
+                        job_id: *job_id,
+                        job: prepared.job,
+                        dir: prepared.dir.display().to_string(),
+                    },
+                    Err(SlurmError::Refused(message)) => Event::RunFailed {
+                        reason: format!("Slurm refused the job: {message}"),
+                    },
+                    Err(SlurmError::Unavailable(message)) => {
+                        return (Err(format!("cannot submit to Slurm: {message}")), None)
+                    }
+                };
+                let appended = journal
+                    .send(Append::one(run_id, event))
+                    .await
+                    .map_err(|_| AppendError::Stopped)
+                    .and_then(|r| r);
+                match (appended, result) {
+                    (Ok(_), Ok(job_id)) => (Ok(()), Some((job_id, prepared.dir))),
+                    (Ok(_), Err(_)) => (Ok(()), None),
+                    (Err(e), Ok(job_id)) => {
+                        // Not journaled: the job must not run unrecorded.
+                        let _ = actix_web::rt::task::spawn_blocking(move || cli::scancel(job_id, None))
+                            .await;
+                        (Err(format!("cannot journal the Slurm job: {e}")), None)
+                    }
+                    (Err(e), Err(_)) => (Err(format!("cannot journal the refused job: {e}")), None),
+                }
+            }
+            .into_actor(self)
+            .map(move |(result, follow), executor, ctx| {
+                if let Some((job_id, dir)) = follow {
+                    tracing::info!(%run_id, job_id, "slurm job submitted");
+                    executor.follow(run_id, job_id, dir, ctx);
+                } else if let Err(e) = &result {
+                    tracing::warn!(%run_id, error = %e, "slurm submission failed; trying again");
+                    executor.launch_after(run_id, executor.config.poll_interval() * 5, ctx);
+                }
+                result
+            }),
+        )
+    }
+}
+
+/// The spec a worker runs: the same training on its own slot.
+fn local_spec(spec: &RunSpec) -> RunSpec {
+    RunSpec {
+        executor: Executor::Local,
+        partition: None,
+        gres: None,
+        time_limit: None,
+        account: None,
+        qos: None,
+        ..spec.clone()
+    }
+}
+
+/// Writes a job's directory: `job.json`, the secret and its hash, `job.sh`.
+fn write_job_files(dir: &Path, job: &WorkerJob, worker_bin: &Path) -> Result<(), SlurmError> {
+    let io = |what: &str, e: std::io::Error| {
+        SlurmError::Unavailable(format!("cannot write {what} in {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("the job directory", e))?;
+    std::fs::create_dir_all(&job.data_dir).map_err(|e| io("the worker directory", e))?;
+    let tokens = dir.join("tokens.toml");
+    let _ = std::fs::remove_file(&tokens);
+    let secret = crate::http::auth::create_token(&tokens, "server", crate::http::auth::Role::Admin)
+        .map_err(|e| SlurmError::Unavailable(format!("cannot make the job's secret: {e}")))?;
+    files::write_atomic(&dir.join("secret"), secret.as_bytes(), 0o600)
+        .map_err(|e| io("secret", e))?;
+    let json = serde_json::to_vec_pretty(job).map_err(|e| io("job.json", e.into()))?;
+    files::write_atomic(&dir.join("job.json"), &json, 0o600).map_err(|e| io("job.json", e))?;
+    let script = files::batch_script(worker_bin, dir);
+    files::write_atomic(&dir.join("job.sh"), script.as_bytes(), 0o700)
+        .map_err(|e| io("job.sh", e))
+}
+
+/// Stops a Slurm run's job: `scancel --signal=TERM` (the worker checkpoints and
+/// stops), then `scancel` after the grace period. The caller journaled why
+/// (`CancelRequested`, `PauseRequested`, or the run's end).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopJob {
+    /// The run.
+    pub run_id: RunId,
+}
+
+impl Handler<StopJob> for SlurmExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StopJob, _ctx: &mut Self::Context) {
+        if let Some(follower) = self.followers.get(&msg.run_id) {
+            follower.do_send(StopJob { run_id: msg.run_id });
+            return;
+        }
+        // No job: a run waiting for its next one is cancelled here.
+        let cancel = self
+            .context
+            .reader
+            .state()
+            .run(msg.run_id)
+            .is_some_and(|r| r.cancel_requested && r.state == RunState::Queued);
+        if cancel {
+            self.context.journal.do_send(Append::one(
+                msg.run_id,
+                Event::RunCancelled {
+                    reason: "cancelled by request before its Slurm job started".into(),
+                },
+            ));
+        }
+    }
+}
+
+/// A follower is done: its job ended and what it left is journaled.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct FollowerDone {
+    run_id: RunId,
+}
+
+impl Handler<FollowerDone> for SlurmExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FollowerDone, ctx: &mut Self::Context) {
+        self.followers.remove(&msg.run_id);
+        self.context.board.remove(msg.run_id);
+        // A lost job's run waits for its delay, then gets a new job.
+        let wait = {
+            let state = self.context.reader.state();
+            state
+                .run(msg.run_id)
+                .filter(|r| r.state == RunState::Queued)
+                .map(|r| {
+                    r.not_before
+                        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
+                        .unwrap_or_default()
+                })
+        };
+        if let Some(wait) = wait {
+            self.launch_after(msg.run_id, wait, ctx);
+        }
+    }
+}
+
+/// Follows one Slurm job of a run.
+pub struct RemoteRun {
+    run_id: RunId,
+    job_id: u64,
+    dir: PathBuf,
+    worker_dir: PathBuf,
+    secret: Option<String>,
+    address: Option<String>,
+    node: Option<String>,
+    cells: Option<Arc<ProgressCells>>,
+    busy: bool,
+    last_slurm_check: Option<Instant>,
+    stop: Option<Instant>,
+    poll_interval: Duration,
+    grace: Duration,
+    max_lost: u32,
+    context: SlurmContext,
+    executor: Addr<SlurmExecutor>,
+    http: reqwest::Client,
+}
+
+impl Actor for RemoteRun {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A cancel or pause asked for before a restart is carried out again.
+        let asked = self
+            .context
+            .reader
+            .state()
+            .run(self.run_id)
+            .is_some_and(|r| r.cancel_requested || r.state == RunState::Pausing);
+        if asked {
+            ctx.address().do_send(StopJob {
+                run_id: self.run_id,
+            });
+        }
+        ctx.run_interval(self.context.tick, |follower, ctx| follower.poll(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if self.cells.take().is_some() {
+            self.context.ticker.do_send(Unwatch {
+                run_id: self.run_id,
+            });
+        }
+    }
+}
+
+impl Handler<StopJob> for RemoteRun {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopJob, ctx: &mut Self::Context) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.stop = Some(Instant::now());
+        let (job_id, run_id) = (self.job_id, self.run_id);
+        tracing::info!(%run_id, job_id, "stopping slurm job: SIGTERM");
+        actix_web::rt::task::spawn_blocking(move || {
+            if let Err(e) = cli::scancel(job_id, Some("TERM")) {
+                tracing::warn!(%run_id, job_id, error = %e, "scancel --signal=TERM failed");
+            }
+        });
+        ctx.run_later(self.grace, move |_, _| {
+            actix_web::rt::task::spawn_blocking(move || {
+                // Ends the job if the worker has not stopped by now (a no-op if it has).
+                let _ = cli::scancel(job_id, None);
+            });
+        });
+    }
+}
+
+/// What one poll learnt.
+enum Polled {
+    /// The worker's facts and progress.
+    Pulled(Facts),
+    /// Slurm's view of the job (the worker is not answering or not registered).
+    Slurm(Option<JobInfo>),
+    /// Nothing this time.
+    Nothing,
+}
+
+impl RemoteRun {
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        if self.address.is_none() {
+            self.read_registration();
+        }
+        let synced = self
+            .context
+            .reader
+            .state()
+            .run(self.run_id)
+            .and_then(|r| r.slurm.as_ref().map(|j| j.synced_seq))
+            .unwrap_or(0);
+        let pull = match (&self.address, &self.secret) {
+            (Some(address), Some(secret)) => Some(
+                self.http
+                    .get(format!(
+                        "http://{address}/api/v1/runs/{}/facts?after={synced}",
+                        self.run_id
+                    ))
+                    .bearer_auth(secret)
+                    .send(),
+            ),
+            _ => None,
+        };
+        let check_slurm = self
+            .last_slurm_check
+            .is_none_or(|at| at.elapsed() >= self.poll_interval);
+        let job_id = self.job_id;
+        self.busy = true;
+        let polled = async move {
+            if let Some(pull) = pull {
+                match pull.await {
+                    Ok(response) if response.status().is_success() => {
+                        match response.json::<Facts>().await {
+                            Ok(facts) => return Ok(Polled::Pulled(facts)),
+                            Err(e) => tracing::warn!(job_id, error = %e, "bad answer from the worker"),
+                        }
+                    }
+                    Ok(response) => {
+                        tracing::warn!(job_id, status = %response.status(), "the worker refused the pull")
+                    }
+                    Err(e) => tracing::debug!(job_id, error = %e, "the worker does not answer"),
+                }
+                Err(check_slurm)
+            } else {
+                Err(check_slurm)
+            }
+        };
+        let fut = async move {
+            match polled.await {
+                Ok(polled) => (polled, false),
+                Err(false) => (Polled::Nothing, true),
+                Err(true) => {
+                    let info = actix_web::rt::task::spawn_blocking(move || cli::job_info(job_id))
+                        .await
+                        .unwrap_or_else(|e| Err(SlurmError::Unavailable(e.to_string())));
+                    match info {
+                        Ok(info) => (Polled::Slurm(info), true),
+                        Err(e) => {
+                            tracing::warn!(job_id, error = %e, "cannot ask Slurm about the job");
+                            (Polled::Nothing, true)
+                        }
+                    }
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self).then(|(polled, unreachable), follower, _ctx| {
+            let had_worker = follower.address.is_some();
+            let run_id = follower.run_id;
+            let board = follower.context.board.clone();
+            board.update(run_id, |live| live.unreachable = unreachable && had_worker);
+            let work: std::pin::Pin<Box<dyn ActorFuture<RemoteRun, Output = ()>>> = match polled {
+                Polled::Pulled(facts) => {
+                    board.update(run_id, |live| {
+                        live.state = Some("RUNNING".into());
+                        live.reason = None;
+                    });
+                    follower.show_progress(&facts);
+                    let worker_done = matches!(
+                        facts.state.as_str(),
+                        "paused" | "completed" | "failed" | "cancelled"
+                    );
+                    if worker_done && facts.facts.is_empty() {
+                        // The worker is exiting: ask Slurm from now on.
+                        follower.address = None;
+                        follower.last_slurm_check = None;
+                    }
+                    Box::pin(follower.journal_facts(facts.facts).into_actor(follower).map(|_, _, _| ()))
+                }
+                Polled::Slurm(info) => {
+                    follower.last_slurm_check = Some(Instant::now());
+                    let ended = info.as_ref().is_none_or(JobInfo::ended);
+                    board.update(run_id, |live| {
+                        live.state = Some(info.as_ref().map_or("GONE".into(), |i| i.state.clone()));
+                        live.reason = info.as_ref().map(|i| i.reason.clone());
+                    });
+                    if let Some(nodes) = info.as_ref().and_then(|i| i.nodes.clone()) {
+                        follower.node.get_or_insert(nodes);
+                    }
+                    if ended {
+                        Box::pin(follower.finish(info).into_actor(follower).map(|_, follower, ctx| {
+                            follower.executor.do_send(FollowerDone {
+                                run_id: follower.run_id,
+                            });
+                            ctx.stop();
+                        }))
+                    } else {
+                        Box::pin(fut::ready(()))
+                    }
+                }
+                Polled::Nothing => Box::pin(fut::ready(())),
+            };
+            work.map(|_, follower: &mut RemoteRun, _| follower.busy = false)
+        }));
+    }
+
+    /// Reads `worker.json` and the secret, once the worker wrote it.
+    fn read_registration(&mut self) {
+        match files::read_json::<Registration>(&self.dir.join("worker.json")) {
+            Ok(Some(registration)) => {
+                let secret = std::fs::read_to_string(self.dir.join("secret"))
+                    .map(|s| s.trim().to_string());
+                match secret {
+                    Ok(secret) => {
+                        tracing::info!(run_id = %self.run_id, job_id = self.job_id, worker = %registration.address, "worker registered");
+                        self.context.board.update(self.run_id, |live| {
+                            live.worker = Some(registration.address.clone());
+                        });
+                        self.node = Some(registration.node);
+                        self.address = Some(registration.address);
+                        self.secret = Some(secret);
+                    }
+                    Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "cannot read the job's secret"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "cannot read worker.json"),
+        }
+    }
+
+    /// Writes the worker's newest progress into the cells the ticker samples.
+    fn show_progress(&mut self, facts: &Facts) {
+        let Some(progress) = facts.progress else {
+            return;
+        };
+        let cells = self.cells.get_or_insert_with(|| {
+            let cells = Arc::new(ProgressCells::with_epoch_size(
+                progress.epochs,
+                progress.batches_per_epoch,
+                0,
+            ));
+            self.context.ticker.do_send(Watch {
+                run_id: self.run_id,
+                cells: Arc::clone(&cells),
+            });
+            cells
+        });
+        if cells.epochs() != progress.epochs {
+            cells.set_epochs(progress.epochs);
+        }
+        if cells.batches_per_epoch() != progress.batches_per_epoch {
+            cells.set_epoch_size(progress.batches_per_epoch, cells.samples_per_epoch());
+        }
+        cells.report(
+            progress.epoch,
+            progress.batch,
+            progress.samples,
+            progress.loss.unwrap_or(f64::NAN),
+        );
+    }
+
+    /// Journals the worker's facts in order, each once.
+    fn journal_facts(
+        &self,
+        facts: Vec<crate::http::worker::Fact>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let decoded: Vec<(Seq, Envelope)> = facts
+            .iter()
+            .filter_map(|fact| match fact.decode() {
+                Ok(envelope) => Some((fact.seq, envelope)),
+                Err(e) => {
+                    tracing::warn!(run_id = %self.run_id, error = %e, "skipping an unreadable fact");
+                    None
+                }
+            })
+            .collect();
+        journal_worker_facts(self.mapper(), decoded, self.context.clone())
+    }
+
+    fn mapper(&self) -> Mapper {
+        Mapper {
+            run_id: self.run_id,
+            job_id: self.job_id,
+            node: self.node.clone().unwrap_or_else(|| "unknown".into()),
+            worker_dir: self.worker_dir.clone(),
+        }
+    }
+
+    /// The job ended: journals what the worker left unpulled, then how the run goes
+    /// on.
+    fn finish(&mut self, info: Option<JobInfo>) -> impl std::future::Future<Output = ()> + 'static {
+        let mapper = self.mapper();
+        let context = self.context.clone();
+        let (run_id, job_id, max_lost) = (self.run_id, self.job_id, self.max_lost);
+        let journal_dir = self.worker_dir.join("journal");
+        let output = self.dir.join("output.log");
+        async move {
+            let synced = context
+                .reader
+                .state()
+                .run(run_id)
+                .and_then(|r| r.slurm.as_ref().map(|j| j.synced_seq))
+                .unwrap_or(0);
+            let left = actix_web::rt::task::spawn_blocking(move || read_left(&journal_dir, run_id, synced))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            match left {
+                Ok(left) => journal_worker_facts(mapper, left, context.clone()).await,
+                Err(e) => tracing::warn!(%run_id, error = %e, "cannot read the worker's journal"),
+            }
+            let (state, reason) = info
+                .as_ref()
+                .map_or(("GONE".to_string(), "Slurm no longer knows the job".to_string()), |i| {
+                    (i.state.clone(), i.reason.clone())
+                });
+            let mut records = vec![(
+                run_id,
+                Event::SlurmJobEnded {
+                    job_id,
+                    state: state.clone(),
+                    reason: reason.clone(),
+                },
+            )];
+            let outcome = {
+                let fold = context.reader.state();
+                fold.run(run_id).and_then(|run| {
+                    outcome(run, job_id, &state, &output, max_lost)
+                })
+            };
+            records.extend(outcome.map(|event| (run_id, event)));
+            tracing::info!(%run_id, job_id, state = %state, "slurm job ended");
+            if let Err(e) = context.journal.send(Append { records }).await.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                tracing::error!(%run_id, job_id, error = %e, "cannot journal the end of the slurm job");
+            }
+        }
+    }
+}
+
+/// How a run goes on after its job ended without the run pausing or ending.
+fn outcome(
+    run: &crate::domain::Run,
+    job_id: u64,
+    slurm_state: &str,
+    output: &Path,
+    max_lost: u32,
+) -> Option<Event> {
+    if run.state.is_terminal() || run.state == RunState::Paused {
+        return None;
+    }
+    if run.cancel_requested {
+        return Some(Event::RunCancelled {
+            reason: format!("cancelled by request (Slurm job {job_id} ended {slurm_state})"),
+        });
+    }
+    if run.state == RunState::Pausing {
+        return Some(Event::RunPaused {
+            reason: format!("paused by request (Slurm job {job_id} ended {slurm_state})"),
+        });
+    }
+    let info = JobInfo {
+        state: slurm_state.to_string(),
+        reason: String::new(),
+        nodes: None,
+    };
+    if info.lost_to_the_cluster() {
+        let lost = run.slurm.as_ref().map_or(0, |j| j.lost) + 1;
+        if lost <= max_lost {
+            let delay = Duration::from_secs(1 << lost.min(8)).min(MAX_LOST_DELAY);
+            return Some(Event::SlurmJobLost {
+                job_id,
+                reason: slurm_state.to_string(),
+                lost,
+                delay_ms: delay.as_millis() as u64,
+            });
+        }
+        return Some(Event::RunFailed {
+            reason: format!(
+                "the cluster lost {lost} Slurm jobs of this run (the last {slurm_state}); executors.slurm.max_lost is {max_lost}"
+            ),
+        });
+    }
+    let last_line = std::fs::read_to_string(output)
+        .ok()
+        .and_then(|text| text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_owned))
+        .map(|line| format!("; its last output: {}", line.chars().take(300).collect::<String>()))
+        .unwrap_or_default();
+    Some(Event::RunFailed {
+        reason: format!("Slurm job {job_id} ended {slurm_state} before the run finished{last_line}"),
+    })
+}
+
+/// Reads the facts the worker journaled after `synced` from its journal in the
+/// shared directory (the job has ended, so its worker holds it no more).
+fn read_left(journal_dir: &Path, run_id: RunId, synced: Seq) -> Result<Vec<(Seq, Envelope)>, String> {
+    if !journal_dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut last_error = String::new();
+    // The worker may be a moment from exiting: its lock goes with it.
+    for _ in 0..50 {
+        match crate::store::EventLog::open(journal_dir) {
+            Ok(log) => {
+                return log
+                    .read_run_after(run_id, synced, usize::MAX)
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => last_error = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(last_error)
+}
+
+/// Turns a worker's facts into the server's events.
+#[derive(Clone)]
+struct Mapper {
+    run_id: RunId,
+    job_id: u64,
+    node: String,
+    worker_dir: PathBuf,
+}
+
+impl Mapper {
+    /// The server's event for a worker fact, given the run as the server knows it;
+    /// `None` for facts about the worker's own bookkeeping (its slot, its queue).
+    fn map(&self, run: &crate::domain::Run, event: &Event) -> Option<Event> {
+        let absolute = |path: &str| self.worker_dir.join(path).display().to_string();
+        Some(match event {
+            Event::RunStarted {
+                attempt, device, ..
+            } => Event::SlurmJobStarted {
+                job_id: self.job_id,
+                attempt: *attempt,
+                node: self.node.clone(),
+                device: device.clone(),
+            },
+            Event::CheckpointSaved {
+                path,
+                epoch,
+                batch,
+                step,
+                sha256,
+                bytes,
+            } => Event::CheckpointSaved {
+                path: absolute(path),
+                epoch: *epoch,
+                batch: *batch,
+                step: *step,
+                sha256: sha256.clone(),
+                bytes: *bytes,
+            },
+            Event::ArtifactSaved {
+                name,
+                path,
+                sha256,
+                bytes,
+            } => Event::ArtifactSaved {
+                name: name.clone(),
+                path: absolute(path),
+                sha256: sha256.clone(),
+                bytes: *bytes,
+            },
+            Event::ResumedFromCheckpoint { step, path } => Event::ResumedFromCheckpoint {
+                step: *step,
+                path: absolute(path),
+            },
+            Event::EpochCompleted { .. }
+            | Event::EpochEvaluated { .. }
+            | Event::RunStalled { .. }
+            | Event::StallEnded { .. }
+            | Event::CommandExited { .. }
+            | Event::RunCompleted { .. }
+            | Event::RunFailed { .. }
+            | Event::RunCancelled { .. }
+            | Event::RunRetryScheduled { .. } => event.clone(),
+            // The worker stops on SIGTERM with a checkpoint: the server asked for a
+            // cancel or a pause, or Slurm ended the job (decided when it has ended).
+            Event::RunPaused { reason } if run.cancel_requested => Event::RunCancelled {
+                reason: format!("cancelled by request ({reason})"),
+            },
+            Event::RunPaused { reason } if run.state == RunState::Pausing => Event::RunPaused {
+                reason: reason.clone(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Journals facts in order: in one append with a `WorkerSynced` after them when the
+/// state takes them all, else one by one, skipping (with a warning) a fact the
+/// server's state refuses, so a repeated pull never journals one twice.
+async fn journal_worker_facts(mapper: Mapper, facts: Vec<(Seq, Envelope)>, context: SlurmContext) {
+    let Some(last) = facts.last().map(|(seq, _)| *seq) else {
+        return;
+    };
+    let run_id = mapper.run_id;
+    let mapped: Vec<(Seq, Option<Event>)> = {
+        let fold = context.reader.state();
+        let Some(run) = fold.run(run_id) else {
+            return;
+        };
+        // Mapping against the state before the batch is enough: the only facts that
+        // depend on the state (a pause) end the worker's run.
+        facts
+            .iter()
+            .map(|(seq, envelope)| (*seq, mapper.map(run, &envelope.event)))
+            .collect()
+    };
+    let mut records: Vec<(RunId, Event)> = mapped
+        .iter()
+        .filter_map(|(_, event)| event.clone().map(|e| (run_id, e)))
+        .collect();
+    records.push((run_id, Event::WorkerSynced { through_seq: last }));
+    let appended = context
+        .journal
+        .send(Append { records })
+        .await
+        .map_err(|_| AppendError::Stopped)
+        .and_then(|r| r);
+    match appended {
+        Ok(_) => return,
+        Err(AppendError::Rejected(Rejection::Transition { .. })) => {}
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "cannot journal the worker's facts; next pull retries");
+            return;
+        }
+    }
+    for (seq, event) in mapped {
+        let mut records: Vec<(RunId, Event)> = event.map(|e| (run_id, e)).into_iter().collect();
+        records.push((run_id, Event::WorkerSynced { through_seq: seq }));
+        let first = context
+            .journal
+            .send(Append { records })
+            .await
+            .map_err(|_| AppendError::Stopped)
+            .and_then(|r| r);
+        match first {
+            Ok(_) => {}
+            Err(AppendError::Rejected(rejection)) => {
+                tracing::warn!(%run_id, seq, %rejection, "a worker fact the run's state refuses: skipped");
+                let skipped = context
+                    .journal
+                    .send(Append::one(run_id, Event::WorkerSynced { through_seq: seq }))
+                    .await;
+                if !matches!(skipped, Ok(Ok(_))) {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%run_id, error = %e, "cannot journal the worker's facts; next pull retries");
+                return;
+            }
+        }
+    }
+}
