@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup browser build run test lint bench crash-loop clean-libtorch
+.PHONY: setup browser slurm-up build run test lint bench crash-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -16,6 +16,12 @@ setup:
 browser:
 	bash scripts/setup-browser.sh
 
+# A one-node Slurm cluster on this machine for the Slurm executor's tests: Debian's
+# slurm-wlm and munge with apt-get when missing, a localhost configuration, the
+# daemons started (as root; elsewhere it says why and goes on).
+slurm-up:
+	bash scripts/setup-slurm.sh
+
 # Set-up and the release build.
 build: setup
 	$(CARGO) build --release --locked
@@ -30,10 +36,12 @@ lint: setup
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Everything from a fresh clone, then the whole test suite. The dashboard's browser
-# test fails without chromium here; RUNYARD_REQUIRE_BROWSER=0 lets it skip instead.
+# test fails without chromium here, and the Slurm tests without a Slurm cluster;
+# RUNYARD_REQUIRE_BROWSER=0 and RUNYARD_REQUIRE_SLURM=0 let them skip instead.
 RUNYARD_REQUIRE_BROWSER ?= 1
-test: setup browser lint
-	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) $(CARGO) test --locked --all-targets
+RUNYARD_REQUIRE_SLURM ?= 1
+test: setup browser slurm-up lint
+	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
 # whole suite runs 25). SEED repeats a failing loop's choices.

@@ -490,8 +490,7 @@ impl Handler<SubmitRun> for Dispatcher {
         let slurm = !msg.spec.executor.is_local();
         if slurm && self.slurm.is_none() {
             return Box::pin(fut::ready(Err(DispatchError::Conflict(
-                "the Slurm executor is not enabled on this server (executors.slurm.enabled)"
-                    .into(),
+                "the Slurm executor is not enabled on this server (executors.slurm.enabled)".into(),
             ))));
         }
         let event = Event::RunSubmitted {
@@ -507,35 +506,42 @@ impl Handler<SubmitRun> for Dispatcher {
         } else {
             Box::pin(self.journal.send(Append { records }))
         };
-        Box::pin(append.into_actor(self).then(move |result, dispatcher, ctx| {
-            let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                Ok(_) if slurm => {
-                    // The job id is journaled before the submit is answered.
-                    let launched = dispatcher.launch(run_id);
-                    let answer = launched.into_actor(dispatcher).map(move |launched, _, _| {
-                        launched.map(|()| Submitted {
-                            run_id,
-                            created: true,
-                        })
-                    });
-                    return Box::pin(answer) as Later<Result<Submitted, DispatchError>>;
-                }
-                Ok(_) => {
-                    dispatcher.enqueue(run_id);
-                    dispatcher.schedule(ctx);
-                    Ok(Submitted {
-                        run_id,
-                        created: true,
-                    })
-                }
-                Err(AppendError::Rejected(Rejection::Duplicate { existing })) => Ok(Submitted {
-                    run_id: existing,
-                    created: false,
+        Box::pin(
+            append
+                .into_actor(self)
+                .then(move |result, dispatcher, ctx| {
+                    let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                        Ok(_) if slurm => {
+                            // The job id is journaled before the submit is answered.
+                            let launched = dispatcher.launch(run_id);
+                            let answer =
+                                launched.into_actor(dispatcher).map(move |launched, _, _| {
+                                    launched.map(|()| Submitted {
+                                        run_id,
+                                        created: true,
+                                    })
+                                });
+                            return Box::pin(answer) as Later<Result<Submitted, DispatchError>>;
+                        }
+                        Ok(_) => {
+                            dispatcher.enqueue(run_id);
+                            dispatcher.schedule(ctx);
+                            Ok(Submitted {
+                                run_id,
+                                created: true,
+                            })
+                        }
+                        Err(AppendError::Rejected(Rejection::Duplicate { existing })) => {
+                            Ok(Submitted {
+                                run_id: existing,
+                                created: false,
+                            })
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    Box::pin(fut::ready(answer)) as Later<_>
                 }),
-                Err(e) => Err(e.into()),
-            };
-            Box::pin(fut::ready(answer)) as Later<_>
-        }))
+        )
     }
 }
 
@@ -702,27 +708,32 @@ impl Handler<ResumeRun> for Dispatcher {
         }
         let append = self.journal.send(Append::one(run_id, Event::RunResumed));
         let slurm = self.is_slurm(run_id);
-        Box::pin(append.into_actor(self).then(move |result, dispatcher, ctx| {
-            let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                // A new job resumes from the checkpoint in the shared directory.
-                Ok(_) if slurm => {
-                    return Box::pin(dispatcher.launch(run_id).into_actor(dispatcher)) as Later<_>;
-                }
-                Ok(_) => {
-                    dispatcher.enqueue(run_id);
-                    dispatcher.schedule(ctx);
-                    Ok(())
-                }
-                Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
-                    Err(DispatchError::Conflict(format!(
-                        "run {run_id} is {}; only a paused run can be resumed",
-                        from.name()
-                    )))
-                }
-                Err(e) => Err(e.into()),
-            };
-            Box::pin(fut::ready(answer)) as Later<_>
-        }))
+        Box::pin(
+            append
+                .into_actor(self)
+                .then(move |result, dispatcher, ctx| {
+                    let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                        // A new job resumes from the checkpoint in the shared directory.
+                        Ok(_) if slurm => {
+                            return Box::pin(dispatcher.launch(run_id).into_actor(dispatcher))
+                                as Later<_>;
+                        }
+                        Ok(_) => {
+                            dispatcher.enqueue(run_id);
+                            dispatcher.schedule(ctx);
+                            Ok(())
+                        }
+                        Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                            Err(DispatchError::Conflict(format!(
+                                "run {run_id} is {}; only a paused run can be resumed",
+                                from.name()
+                            )))
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    Box::pin(fut::ready(answer)) as Later<_>
+                }),
+        )
     }
 }
 

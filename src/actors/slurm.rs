@@ -152,7 +152,9 @@ impl SlurmExecutor {
                 .build()
                 .unwrap_or_default(),
         };
-        self.context.board.update(run_id, |live| *live = SlurmLive::default());
+        self.context
+            .board
+            .update(run_id, |live| *live = SlurmLive::default());
         self.followers.insert(run_id, follower.start());
     }
 
@@ -323,8 +325,9 @@ impl Handler<Launch> for SlurmExecutor {
                     (Ok(_), Err(_)) => (Ok(()), None),
                     (Err(e), Ok(job_id)) => {
                         // Not journaled: the job must not run unrecorded.
-                        let _ = actix_web::rt::task::spawn_blocking(move || cli::scancel(job_id, None))
-                            .await;
+                        let _ =
+                            actix_web::rt::task::spawn_blocking(move || cli::scancel(job_id, None))
+                                .await;
                         (Err(format!("cannot journal the Slurm job: {e}")), None)
                     }
                     (Err(e), Err(_)) => (Err(format!("cannot journal the refused job: {e}")), None),
@@ -374,8 +377,7 @@ fn write_job_files(dir: &Path, job: &WorkerJob, worker_bin: &Path) -> Result<(),
     let json = serde_json::to_vec_pretty(job).map_err(|e| io("job.json", e.into()))?;
     files::write_atomic(&dir.join("job.json"), &json, 0o600).map_err(|e| io("job.json", e))?;
     let script = files::batch_script(worker_bin, dir);
-    files::write_atomic(&dir.join("job.sh"), script.as_bytes(), 0o700)
-        .map_err(|e| io("job.sh", e))
+    files::write_atomic(&dir.join("job.sh"), script.as_bytes(), 0o700).map_err(|e| io("job.sh", e))
 }
 
 /// Stops a Slurm run's job: `scancel --signal=TERM` (the worker checkpoints and
@@ -566,7 +568,9 @@ impl RemoteRun {
                     Ok(response) if response.status().is_success() => {
                         match response.json::<Facts>().await {
                             Ok(facts) => return Ok(Polled::Pulled(facts)),
-                            Err(e) => tracing::warn!(job_id, error = %e, "bad answer from the worker"),
+                            Err(e) => {
+                                tracing::warn!(job_id, error = %e, "bad answer from the worker")
+                            }
                         }
                     }
                     Ok(response) => {
@@ -597,62 +601,75 @@ impl RemoteRun {
                 }
             }
         };
-        ctx.spawn(fut.into_actor(self).then(|(polled, unreachable), follower, _ctx| {
-            let had_worker = follower.address.is_some();
-            let run_id = follower.run_id;
-            let board = follower.context.board.clone();
-            board.update(run_id, |live| live.unreachable = unreachable && had_worker);
-            let work: std::pin::Pin<Box<dyn ActorFuture<RemoteRun, Output = ()>>> = match polled {
-                Polled::Pulled(facts) => {
-                    board.update(run_id, |live| {
-                        live.state = Some("RUNNING".into());
-                        live.reason = None;
-                    });
-                    follower.show_progress(&facts);
-                    let worker_done = matches!(
-                        facts.state.as_str(),
-                        "paused" | "completed" | "failed" | "cancelled"
-                    );
-                    if worker_done && facts.facts.is_empty() {
-                        // The worker is exiting: ask Slurm from now on.
-                        follower.address = None;
-                        follower.last_slurm_check = None;
-                    }
-                    Box::pin(follower.journal_facts(facts.facts).into_actor(follower).map(|_, _, _| ()))
-                }
-                Polled::Slurm(info) => {
-                    follower.last_slurm_check = Some(Instant::now());
-                    let ended = info.as_ref().is_none_or(JobInfo::ended);
-                    board.update(run_id, |live| {
-                        live.state = Some(info.as_ref().map_or("GONE".into(), |i| i.state.clone()));
-                        live.reason = info.as_ref().map(|i| i.reason.clone());
-                    });
-                    if let Some(nodes) = info.as_ref().and_then(|i| i.nodes.clone()) {
-                        follower.node.get_or_insert(nodes);
-                    }
-                    if ended {
-                        Box::pin(follower.finish(info).into_actor(follower).map(|_, follower, ctx| {
-                            follower.executor.do_send(FollowerDone {
-                                run_id: follower.run_id,
-                            });
-                            ctx.stop();
-                        }))
-                    } else {
-                        Box::pin(fut::ready(()))
-                    }
-                }
-                Polled::Nothing => Box::pin(fut::ready(())),
-            };
-            work.map(|_, follower: &mut RemoteRun, _| follower.busy = false)
-        }));
+        ctx.spawn(
+            fut.into_actor(self)
+                .then(|(polled, unreachable), follower, _ctx| {
+                    let had_worker = follower.address.is_some();
+                    let run_id = follower.run_id;
+                    let board = follower.context.board.clone();
+                    board.update(run_id, |live| live.unreachable = unreachable && had_worker);
+                    let work: std::pin::Pin<Box<dyn ActorFuture<RemoteRun, Output = ()>>> =
+                        match polled {
+                            Polled::Pulled(facts) => {
+                                board.update(run_id, |live| {
+                                    live.state = Some("RUNNING".into());
+                                    live.reason = None;
+                                });
+                                follower.show_progress(&facts);
+                                let worker_done = matches!(
+                                    facts.state.as_str(),
+                                    "paused" | "completed" | "failed" | "cancelled"
+                                );
+                                if worker_done && facts.facts.is_empty() {
+                                    // The worker is exiting: ask Slurm from now on.
+                                    follower.address = None;
+                                    follower.last_slurm_check = None;
+                                }
+                                Box::pin(
+                                    follower
+                                        .journal_facts(facts.facts)
+                                        .into_actor(follower)
+                                        .map(|_, _, _| ()),
+                                )
+                            }
+                            Polled::Slurm(info) => {
+                                follower.last_slurm_check = Some(Instant::now());
+                                let ended = info.as_ref().is_none_or(JobInfo::ended);
+                                board.update(run_id, |live| {
+                                    live.state = Some(
+                                        info.as_ref().map_or("GONE".into(), |i| i.state.clone()),
+                                    );
+                                    live.reason = info.as_ref().map(|i| i.reason.clone());
+                                });
+                                if let Some(nodes) = info.as_ref().and_then(|i| i.nodes.clone()) {
+                                    follower.node.get_or_insert(nodes);
+                                }
+                                if ended {
+                                    Box::pin(follower.finish(info).into_actor(follower).map(
+                                        |_, follower, ctx| {
+                                            follower.executor.do_send(FollowerDone {
+                                                run_id: follower.run_id,
+                                            });
+                                            ctx.stop();
+                                        },
+                                    ))
+                                } else {
+                                    Box::pin(fut::ready(()))
+                                }
+                            }
+                            Polled::Nothing => Box::pin(fut::ready(())),
+                        };
+                    work.map(|_, follower: &mut RemoteRun, _| follower.busy = false)
+                }),
+        );
     }
 
     /// Reads `worker.json` and the secret, once the worker wrote it.
     fn read_registration(&mut self) {
         match files::read_json::<Registration>(&self.dir.join("worker.json")) {
             Ok(Some(registration)) => {
-                let secret = std::fs::read_to_string(self.dir.join("secret"))
-                    .map(|s| s.trim().to_string());
+                let secret =
+                    std::fs::read_to_string(self.dir.join("secret")).map(|s| s.trim().to_string());
                 match secret {
                     Ok(secret) => {
                         tracing::info!(run_id = %self.run_id, job_id = self.job_id, worker = %registration.address, "worker registered");
@@ -663,7 +680,9 @@ impl RemoteRun {
                         self.address = Some(registration.address);
                         self.secret = Some(secret);
                     }
-                    Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "cannot read the job's secret"),
+                    Err(e) => {
+                        tracing::warn!(run_id = %self.run_id, error = %e, "cannot read the job's secret")
+                    }
                 }
             }
             Ok(None) => {}
@@ -744,18 +763,22 @@ impl RemoteRun {
                 .run(run_id)
                 .and_then(|r| r.slurm.as_ref().map(|j| j.synced_seq))
                 .unwrap_or(0);
-            let left = actix_web::rt::task::spawn_blocking(move || read_left(&journal_dir, run_id, synced))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            let left = actix_web::rt::task::spawn_blocking(move || {
+                read_left(&journal_dir, run_id, synced)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
             match left {
                 Ok(left) => journal_worker_facts(mapper, left, context.clone()).await,
                 Err(e) => tracing::warn!(%run_id, error = %e, "cannot read the worker's journal"),
             }
-            let (state, reason) = info
-                .as_ref()
-                .map_or(("GONE".to_string(), "Slurm no longer knows the job".to_string()), |i| {
-                    (i.state.clone(), i.reason.clone())
-                });
+            let (state, reason) = info.as_ref().map_or(
+                (
+                    "GONE".to_string(),
+                    "Slurm no longer knows the job".to_string(),
+                ),
+                |i| (i.state.clone(), i.reason.clone()),
+            );
             let mut records = vec![(
                 run_id,
                 Event::SlurmJobEnded {
@@ -766,13 +789,18 @@ impl RemoteRun {
             )];
             let outcome = {
                 let fold = context.reader.state();
-                fold.run(run_id).and_then(|run| {
-                    outcome(run, job_id, &state, &output, max_lost)
-                })
+                fold.run(run_id)
+                    .and_then(|run| outcome(run, job_id, &state, &output, max_lost))
             };
             records.extend(outcome.map(|event| (run_id, event)));
             tracing::info!(%run_id, job_id, state = %state, "slurm job ended");
-            if let Err(e) = context.journal.send(Append { records }).await.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+            if let Err(e) = context
+                .journal
+                .send(Append { records })
+                .await
+                .map_err(|_| AppendError::Stopped)
+                .and_then(|r| r)
+            {
                 tracing::error!(%run_id, job_id, error = %e, "cannot journal the end of the slurm job");
             }
         }
@@ -824,17 +852,33 @@ fn outcome(
     }
     let last_line = std::fs::read_to_string(output)
         .ok()
-        .and_then(|text| text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_owned))
-        .map(|line| format!("; its last output: {}", line.chars().take(300).collect::<String>()))
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+        })
+        .map(|line| {
+            format!(
+                "; its last output: {}",
+                line.chars().take(300).collect::<String>()
+            )
+        })
         .unwrap_or_default();
     Some(Event::RunFailed {
-        reason: format!("Slurm job {job_id} ended {slurm_state} before the run finished{last_line}"),
+        reason: format!(
+            "Slurm job {job_id} ended {slurm_state} before the run finished{last_line}"
+        ),
     })
 }
 
 /// Reads the facts the worker journaled after `synced` from its journal in the
 /// shared directory (the job has ended, so its worker holds it no more).
-fn read_left(journal_dir: &Path, run_id: RunId, synced: Seq) -> Result<Vec<(Seq, Envelope)>, String> {
+fn read_left(
+    journal_dir: &Path,
+    run_id: RunId,
+    synced: Seq,
+) -> Result<Vec<(Seq, Envelope)>, String> {
     if !journal_dir.exists() {
         return Ok(Vec::new());
     }
@@ -983,7 +1027,10 @@ async fn journal_worker_facts(mapper: Mapper, facts: Vec<(Seq, Envelope)>, conte
                 tracing::warn!(%run_id, seq, %rejection, "a worker fact the run's state refuses: skipped");
                 let skipped = context
                     .journal
-                    .send(Append::one(run_id, Event::WorkerSynced { through_seq: seq }))
+                    .send(Append::one(
+                        run_id,
+                        Event::WorkerSynced { through_seq: seq },
+                    ))
                     .await;
                 if !matches!(skipped, Ok(Ok(_))) {
                     return;

@@ -1243,9 +1243,7 @@ impl RunSpec {
             if value.is_empty() || value.len() > 128 || !value.chars().all(allowed) {
                 return Err(SpecError::new(
                     field,
-                    format!(
-                        "must be 1 to 128 letters, digits or `_-.:,=+/`, got {value:?}"
-                    ),
+                    format!("must be 1 to 128 letters, digits or `_-.:,=+/`, got {value:?}"),
                 ));
             }
         }

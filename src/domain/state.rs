@@ -790,7 +790,10 @@ impl State {
             Event::RunStalled { .. } => run.stalled = true,
             Event::StallEnded { .. } => run.stalled = false,
             Event::SlurmJobSubmitted { job_id, job, dir } => {
-                let (lost, synced_seq) = run.slurm.as_ref().map_or((0, 0), |j| (j.lost, j.synced_seq));
+                let (lost, synced_seq) = run
+                    .slurm
+                    .as_ref()
+                    .map_or((0, 0), |j| (j.lost, j.synced_seq));
                 run.slurm = Some(SlurmJob {
                     job_id: *job_id,
                     job: *job,

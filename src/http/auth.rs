@@ -337,9 +337,7 @@ fn admit(req: &ServiceRequest, tokens: &Tokens) -> Result<Option<Caller>, ApiErr
         return Ok(None);
     };
     // The header wins; the query parameter counts on the stream routes only.
-    let presented = bearer(req)
-        .map(str::to_owned)
-        .or_else(|| query_token(req));
+    let presented = bearer(req).map(str::to_owned).or_else(|| query_token(req));
     let caller = match presented.as_deref() {
         None => {
             let how = if takes_query_token(req.path()) {

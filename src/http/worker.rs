@@ -118,6 +118,9 @@ pub async fn facts(
     Ok(HttpResponse::Ok().json(Facts {
         state: run_state.to_string(),
         progress,
-        facts: records.iter().map(|(seq, env)| Fact::new(*seq, env)).collect(),
+        facts: records
+            .iter()
+            .map(|(seq, env)| Fact::new(*seq, env))
+            .collect(),
     }))
 }

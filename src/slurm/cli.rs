@@ -52,10 +52,7 @@ impl JobInfo {
     /// Whether the cluster, not the job's own program, ended it: the run is retried
     /// from its checkpoint in a new job.
     pub fn lost_to_the_cluster(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL"
-        )
+        matches!(self.state.as_str(), "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL")
     }
 }
 
@@ -112,9 +109,8 @@ pub fn sbatch(submission: &Submission<'_>) -> Result<u64, SlurmError> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     // `JOBID` or `JOBID;CLUSTER`.
     let id = stdout.trim().split(';').next().unwrap_or_default();
-    id.parse().map_err(|_| {
-        SlurmError::Unavailable(format!("sbatch answered {stdout:?}, not a job id"))
-    })
+    id.parse()
+        .map_err(|_| SlurmError::Unavailable(format!("sbatch answered {stdout:?}, not a job id")))
 }
 
 /// The state of a job: `scontrol show job` (which knows ended jobs for

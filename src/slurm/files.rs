@@ -147,8 +147,12 @@ mod tests {
             pid: 7,
             job_id: Some(12),
         };
-        write_atomic(&path, &serde_json::to_vec(&registration).expect("json"), 0o600)
-            .expect("write");
+        write_atomic(
+            &path,
+            &serde_json::to_vec(&registration).expect("json"),
+            0o600,
+        )
+        .expect("write");
         assert_eq!(read_json(&path).expect("read"), Some(registration));
         std::fs::write(&path, b"{").expect("write");
         let err = read_json::<Registration>(&path).expect_err("bad json");

@@ -103,7 +103,10 @@ async fn start_or_resume(actors: &crate::actors::Actors, job: &WorkerJob) -> any
                 .context("cannot resume the run")?;
         }
         Some(other) => {
-            tracing::info!(state = other.name(), "the run continues as its journal says");
+            tracing::info!(
+                state = other.name(),
+                "the run continues as its journal says"
+            );
         }
     }
     Ok(())
@@ -126,7 +129,11 @@ async fn follow(actors: &crate::actors::Actors, job: &WorkerJob) -> anyhow::Resu
         if signalled && !pausing {
             pausing = true;
             tracing::info!(run_id = %job.run_id, "signalled: checkpointing and stopping");
-            match actors.dispatcher.send(PauseRun { run_id: job.run_id }).await {
+            match actors
+                .dispatcher
+                .send(PauseRun { run_id: job.run_id })
+                .await
+            {
                 Ok(Ok(_)) => {}
                 // Not running (queued for a retry, or just ended): nothing to save.
                 Ok(Err(e)) => {

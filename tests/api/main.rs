@@ -21,6 +21,7 @@ mod python_helper;
 mod repair;
 mod runs;
 mod runs_v1;
+mod slurm;
 mod stream;
 mod stream_resume;
 mod traces;

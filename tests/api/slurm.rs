@@ -1,0 +1,361 @@
+//! The Slurm executor against a real cluster: the one-node cluster that
+//! `scripts/setup-slurm.sh` starts (`make test` runs it). Without one these tests say
+//! they were skipped, unless `RUNYARD_REQUIRE_SLURM=1` (set by `make test`) makes
+//! them fail.
+//!
+//! The command runs here wait for a gate file the test creates, so what the test sees
+//! (live progress, a kill while the job runs) does not depend on timing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::crash::Server;
+use crate::helpers::{
+    assert_problem, client, get_json_at, quick_spec, spawn_app, spawn_app_with, types,
+    wait_for_run_at, TestApp,
+};
+
+/// Whether a Slurm cluster answers; says why a test is skipped when none does.
+fn slurm_up(test: &str) -> bool {
+    let up = Command::new("sinfo")
+        .args(["--noheader", "--format=%a"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("up"));
+    if !up {
+        assert!(
+            std::env::var("RUNYARD_REQUIRE_SLURM").as_deref() != Ok("1"),
+            "RUNYARD_REQUIRE_SLURM=1 but no Slurm cluster answers `sinfo`: run \
+             `sudo bash scripts/setup-slurm.sh`"
+        );
+        eprintln!(
+            "SKIPPED: slurm::{test}: no Slurm cluster answers `sinfo`; \
+             `sudo bash scripts/setup-slurm.sh` starts a one-node one"
+        );
+    }
+    up
+}
+
+/// A server with the Slurm executor over `shared`, running this build's binary as
+/// the worker.
+async fn slurm_app(shared: &Path) -> TestApp {
+    let shared = shared.to_path_buf();
+    spawn_app_with(move |config| {
+        config.runs.allow_commands = true;
+        let slurm = &mut config.executors.slurm;
+        slurm.enabled = true;
+        slurm.shared_dir = Some(shared);
+        slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
+        slurm.poll_interval_ms = 200;
+        slurm.grace_secs = 5;
+    })
+    .await
+}
+
+/// A command run on Slurm that reports epoch 1, waits for `gate` to exist, then
+/// reports epoch 2 and exits 0.
+fn gated_spec(name: &str, gate: &Path) -> Value {
+    let script = r#"
+printf '{"epoch":1,"epochs":2,"batch":5,"batches":10,"samples":50,"loss":0.5}\n' >&3
+printf '{"type":"epoch","epoch":1,"loss":0.5}\n' >&3
+while [ ! -e "$GATE" ]; do sleep 0.05; done
+printf '{"epoch":2,"epochs":2,"batch":10,"batches":10,"samples":200,"loss":0.25}\n' >&3
+printf '{"type":"epoch","epoch":2,"loss":0.25}\n' >&3
+"#;
+    json!({
+        "name": name,
+        "kind": "command",
+        "executor": "slurm",
+        "argv": ["sh", "-c", script],
+        "env": {"GATE": gate.display().to_string()},
+        "grace": "2s",
+    })
+}
+
+/// Asserts that no fact was journaled twice: each epoch once, each checkpoint step
+/// once, `WorkerSynced` always moving forward; answers the epochs.
+fn assert_each_fact_once(events: &[Value]) -> Vec<u64> {
+    let mut epochs = Vec::new();
+    let mut steps = Vec::new();
+    let mut synced = 0;
+    for event in events {
+        match event["type"].as_str() {
+            Some("EpochCompleted") => epochs.push(event["data"]["epoch"].as_u64().expect("epoch")),
+            Some("CheckpointSaved") => steps.push(event["data"]["step"].as_u64().expect("step")),
+            Some("WorkerSynced") => {
+                let through = event["data"]["through_seq"].as_u64().expect("seq");
+                assert!(through > synced, "WorkerSynced went back: {events:#?}");
+                synced = through;
+            }
+            _ => {}
+        }
+    }
+    let mut unique = epochs.clone();
+    unique.dedup();
+    assert_eq!(
+        unique,
+        epochs,
+        "an epoch journaled twice: {:?}",
+        types(events)
+    );
+    let mut unique_steps = steps.clone();
+    unique_steps.dedup();
+    assert_eq!(unique_steps, steps, "a checkpoint journaled twice");
+    epochs
+}
+
+/// Slurm's state of a job, from `scontrol`.
+fn job_state(job_id: u64) -> String {
+    let output = Command::new("scontrol")
+        .args(["show", "job", "--oneliner", &job_id.to_string()])
+        .output()
+        .expect("scontrol runs");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("JobState="))
+        .unwrap_or("GONE")
+        .to_string()
+}
+
+#[actix_web::test]
+async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
+    if !slurm_up("a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once") {
+        return;
+    }
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    let mut spec = quick_spec("slurm-train");
+    spec["executor"] = json!("slurm");
+    spec["epochs"] = json!(4);
+    spec["checkpoint"] = json!({"every_batches": 40, "keep": 2});
+    let response = app.submit(&spec).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("run");
+    // The job id is journaled before the answer.
+    let job_id = body["slurm"]["job_id"]
+        .as_u64()
+        .expect("job id in the answer");
+    assert_eq!(body["slurm"]["job"], 1);
+    let id = body["id"].as_str().expect("id").to_string();
+    // The job's end is journaled once Slurm reports it, after the run's.
+    let run = app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(run["slurm"]["ended"], "COMPLETED", "{run:#}");
+    assert_eq!(
+        run["slurm"]["node"].as_str().map(str::is_empty),
+        Some(false)
+    );
+    assert_eq!(run["device"], "cpu");
+    assert_eq!(run["metrics"]["epochs_completed"], 4);
+    let events = app.events(&id).await;
+    assert_eq!(assert_each_fact_once(&events), vec![1, 2, 3, 4]);
+    let kinds = types(&events);
+    for kind in [
+        "SlurmJobSubmitted",
+        "SlurmJobStarted",
+        "CheckpointSaved",
+        "RunCompleted",
+        "SlurmJobEnded",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} missing: {kinds:?}");
+    }
+    // Files the worker wrote in the shared directory download through the server.
+    let weights = app
+        .client
+        .get(format!(
+            "{}/api/v1/runs/{id}/artifacts/final.safetensors",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(weights.status(), 200);
+    assert!(!weights.bytes().await.expect("body").is_empty());
+    assert_eq!(job_state(job_id), "COMPLETED");
+}
+
+#[actix_web::test]
+async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_job() {
+    if !slurm_up("a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_job") {
+        return;
+    }
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    let gate = shared.path().join("gate-live");
+    let id = app.submit_ok(&gated_spec("slurm-live", &gate)).await;
+    // Live progress from the worker, pulled by the server, while the job runs.
+    let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
+    assert_eq!(run["state"], "running");
+    assert_eq!(run["slurm_live"]["state"], "RUNNING", "{run:#}");
+    assert!(run["slurm_live"]["worker"].is_string(), "{run:#}");
+    assert_eq!(run["progress"]["epoch"], 1);
+    std::fs::write(&gate, b"").expect("open the gate");
+    let stream = app.stream(&id, None).await;
+    let names: Vec<&str> = stream.iter().map(|e| e.event.as_str()).collect();
+    assert!(names.contains(&"progress"), "{names:?}");
+    assert!(names.contains(&"SlurmJobStarted"), "{names:?}");
+    // The stream ends with the run's end (and the worker sync journaled with it).
+    let last = names.iter().rev().find(|n| **n != "WorkerSynced");
+    assert_eq!(last, Some(&"RunCompleted"), "{names:?}");
+    let run = app.run(&id).await;
+    assert_eq!(run["metrics"]["epochs_completed"], 2);
+
+    // Cancel reaches the job: the worker is signalled, the job ends, the run is
+    // cancelled.
+    let gate = shared.path().join("gate-never");
+    let id = app.submit_ok(&gated_spec("slurm-cancel", &gate)).await;
+    let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
+    let job_id = run["slurm"]["job_id"].as_u64().expect("job id");
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let run = app
+        .wait_for(&id, |r| {
+            r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
+        })
+        .await;
+    assert!(
+        run["error"].as_str().is_some_and(|e| e.contains("cancelled by request")),
+        "{run:#}"
+    );
+    let state = job_state(job_id);
+    assert!(
+        ["COMPLETED", "CANCELLED", "GONE"].contains(&state.as_str()),
+        "job {job_id} is {state}"
+    );
+    assert_each_fact_once(&app.events(&id).await);
+}
+
+#[actix_web::test]
+async fn a_bad_partition_fails_the_run_with_slurms_message_and_no_retry() {
+    if !slurm_up("a_bad_partition_fails_the_run_with_slurms_message_and_no_retry") {
+        return;
+    }
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    let mut spec = quick_spec("slurm-bad-partition");
+    spec["executor"] = json!("slurm");
+    spec["partition"] = json!("no-such-partition");
+    let response = app.submit(&spec).await;
+    assert_eq!(response.status(), 201);
+    let run: Value = response.json().await.expect("run");
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let error = run["error"].as_str().expect("error");
+    assert!(error.contains("Slurm refused the job"), "{error}");
+    assert!(error.to_lowercase().contains("partition"), "{error}");
+    assert!(run["slurm"].is_null(), "no job: {run:#}");
+
+    let mut spec = quick_spec("slurm-bad-gres");
+    spec["executor"] = json!("slurm");
+    spec["gres"] = json!("gpu:64");
+    let run: Value = app.submit(&spec).await.json().await.expect("run");
+    assert_eq!(run["state"], "failed", "{run:#}");
+    assert!(
+        run["error"].as_str().expect("error").contains("gres"),
+        "{run:#}"
+    );
+}
+
+#[actix_web::test]
+async fn a_server_killed_while_its_job_runs_reattaches_and_the_run_completes() {
+    if !slurm_up("a_server_killed_while_its_job_runs_reattaches_and_the_run_completes") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir_all(&shared).expect("shared dir");
+    let config = dir.path().join("runyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runs]\nallow_commands = true\n\n[executors.slurm]\nenabled = true\nshared_dir = {:?}\nworker_bin = {:?}\npoll_interval_ms = 200\ngrace_secs = 5\n",
+            shared.display().to_string(),
+            env!("CARGO_BIN_EXE_runyard"),
+        ),
+    )
+    .expect("config");
+    let config_arg = config.display().to_string();
+    let args = ["--config", config_arg.as_str()];
+    let http = client();
+    let gate = dir.path().join("gate");
+
+    let server = Server::start_with(&data, "slurm-1.log", &args);
+    let response = http
+        .post(format!("{}/api/v1/runs", server.address))
+        .json(&gated_spec("slurm-crash", &gate))
+        .send()
+        .await
+        .expect("submitted");
+    assert_eq!(response.status(), 201);
+    let run: Value = response.json().await.expect("run");
+    let id = run["id"].as_str().expect("id").to_string();
+    let job_id = run["slurm"]["job_id"].as_u64().expect("job id");
+    wait_for_run_at(&http, &server.address, &id, |r| {
+        r["progress"]["samples"] == 50
+    })
+    .await;
+    server.kill();
+
+    // The job runs on without the server.
+    assert_eq!(job_state(job_id), "RUNNING");
+    let server = Server::start_with(&data, "slurm-2.log", &args);
+    // Re-attached: the live figures come from the worker again.
+    let run = wait_for_run_at(&http, &server.address, &id, |r| {
+        r["slurm_live"]["worker"].is_string() && r["progress"]["samples"] == 50
+    })
+    .await;
+    assert_eq!(run["state"], "running", "{run:#}");
+    assert_eq!(run["slurm"]["job"], 1, "no second job: {run:#}");
+    std::fs::write(&gate, b"").expect("open the gate");
+    let run = wait_for_run_at(&http, &server.address, &id, |r| {
+        r["state"] != "running" && r["state"] != "queued"
+    })
+    .await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(run["slurm"]["job"], 1, "no second job: {run:#}");
+    let events = get_json_at(&http, format!("{}/api/v1/runs/{id}/events", server.address)).await;
+    let events = events.as_array().expect("events").clone();
+    assert_eq!(assert_each_fact_once(&events), vec![1, 2]);
+    let submitted: HashMap<String, usize> =
+        types(&events)
+            .into_iter()
+            .fold(HashMap::new(), |mut counts, kind| {
+                *counts.entry(kind).or_default() += 1;
+                counts
+            });
+    assert_eq!(
+        submitted.get("SlurmJobSubmitted"),
+        Some(&1),
+        "{submitted:?}"
+    );
+    assert_eq!(submitted.get("SlurmJobStarted"), Some(&1), "{submitted:?}");
+    assert_eq!(submitted.get("RunCompleted"), Some(&1), "{submitted:?}");
+    drop(server);
+}
+
+#[actix_web::test]
+async fn slurm_fields_need_the_slurm_executor_and_a_server_that_has_it() {
+    let app = spawn_app().await;
+    let mut spec = quick_spec("local-with-partition");
+    spec["partition"] = json!("gpu");
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(
+        detail.contains("partition") && detail.contains("slurm"),
+        "{detail}"
+    );
+
+    let mut spec = quick_spec("bad-time-limit");
+    spec["executor"] = json!("slurm");
+    spec["time_limit"] = json!("two hours");
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.contains("time_limit"), "{detail}");
+
+    let mut spec = quick_spec("no-slurm-here");
+    spec["executor"] = json!("slurm");
+    let detail = assert_problem(app.submit(&spec).await, 422, "executor_disabled").await;
+    assert!(detail.contains("executors.slurm"), "{detail}");
+    let (_, runs) = app.get_json("/api/v1/runs").await;
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs:#}");
+}
