@@ -52,9 +52,9 @@ crash-loop: setup
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
-bench: setup
+bench: setup slurm-up
 	bash scripts/setup-mlflow.sh
-	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 

@@ -20,7 +20,12 @@
 //!   record codec, snapshots and replay, export/import/verify, moving a bad tail
 //!   aside (`serve --repair`), and the sampled progress history.
 //! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, their
-//!   supervision, and the tracer that turns the journal into runs' traces.
+//!   supervision, the tracer that turns the journal into runs' traces, and the Slurm
+//!   executor (`actors::slurm`: submits jobs, follows each by pulling its worker's
+//!   facts and progress every tick, re-attaches after a restart).
+//! - [`slurm`]: Slurm's commands (`sbatch`, `scontrol`, `squeue`, `scancel`), the
+//!   files a server and its workers share, and `runyard worker` (a one-slot server of
+//!   its own, on a compute node).
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
 //!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
 //!   saveable state, learning-rate schedules, checkpoints, the training loop and its

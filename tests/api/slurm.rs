@@ -216,7 +216,9 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
         })
         .await;
     assert!(
-        run["error"].as_str().is_some_and(|e| e.contains("cancelled by request")),
+        run["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cancelled by request")),
         "{run:#}"
     );
     let state = job_state(job_id);
