@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::crash::Server;
 use crate::helpers::{
-    assert_problem, client, get_json_at, quick_spec, spawn_app, spawn_app_with, types,
+    assert_problem, client, get_json_at, long_spec, quick_spec, spawn_app, spawn_app_with, types,
     wait_for_run_at, TestApp,
 };
 
@@ -360,4 +360,57 @@ async fn slurm_fields_need_the_slurm_executor_and_a_server_that_has_it() {
     assert!(detail.contains("executors.slurm"), "{detail}");
     let (_, runs) = app.get_json("/api/v1/runs").await;
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs:#}");
+}
+
+#[actix_web::test]
+async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the_checkpoint() {
+    if !slurm_up(
+        "pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the_checkpoint",
+    ) {
+        return;
+    }
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    let mut spec = long_spec("slurm-pause");
+    spec["executor"] = json!("slurm");
+    spec["checkpoint"] = json!({"every_batches": 20, "keep": 2});
+    let id = app.submit_ok(&spec).await;
+    app.wait_for(&id, |r| {
+        r["checkpoint"].is_object() && r["progress"].is_object()
+    })
+    .await;
+    let response = app.post(&format!("/api/v1/runs/{id}/pause")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let run = app
+        .wait_for(&id, |r| {
+            r["state"] == "paused" && r["slurm"]["ended"].is_string()
+        })
+        .await;
+    let paused_at = run["checkpoint"]["step"].as_u64().expect("checkpoint");
+    assert_eq!(run["slurm"]["job"], 1);
+
+    let response = app.post(&format!("/api/v1/runs/{id}/resume")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    // A new job, journaled before the answer, resuming from the shared checkpoint.
+    let run = app.run(&id).await;
+    assert_eq!(run["slurm"]["job"], 2, "{run:#}");
+    let run = app
+        .wait_for(&id, |r| {
+            r["state"] == "running" && r["checkpoint"]["step"].as_u64() > Some(paused_at)
+        })
+        .await;
+    assert_eq!(run["attempt"], 2, "{run:#}");
+    let events = app.events(&id).await;
+    let resumed = events
+        .iter()
+        .find(|e| e["type"] == "ResumedFromCheckpoint")
+        .expect("resumed from the checkpoint");
+    assert_eq!(resumed["data"]["step"], paused_at);
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    app.wait_for(&id, |r| {
+        r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
+    })
+    .await;
+    assert_each_fact_once(&app.events(&id).await[..]);
 }
