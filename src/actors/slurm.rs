@@ -139,6 +139,8 @@ impl SlurmExecutor {
             node: None,
             cells: None,
             busy: false,
+            pull_failed: false,
+            worker_exiting: false,
             last_slurm_check: None,
             stop: None,
             poll_interval: self.config.poll_interval(),
@@ -458,6 +460,10 @@ pub struct RemoteRun {
     node: Option<String>,
     cells: Option<Arc<ProgressCells>>,
     busy: bool,
+    /// The last pull got no answer.
+    pull_failed: bool,
+    /// The worker said its run stopped: it is exiting, so Slurm is asked instead.
+    worker_exiting: bool,
     last_slurm_check: Option<Instant>,
     stop: Option<Instant>,
     poll_interval: Duration,
@@ -535,7 +541,9 @@ impl RemoteRun {
         if self.busy {
             return;
         }
-        if self.address.is_none() {
+        // Until it registers, and after a failed pull: a job Slurm started again (or a
+        // worker restarted in it) registers a new address.
+        if !self.worker_exiting && (self.address.is_none() || self.pull_failed) {
             self.read_registration();
         }
         let synced = self
@@ -546,7 +554,7 @@ impl RemoteRun {
             .and_then(|r| r.slurm.as_ref().map(|j| j.synced_seq))
             .unwrap_or(0);
         let pull = match (&self.address, &self.secret) {
-            (Some(address), Some(secret)) => Some(
+            (Some(address), Some(secret)) if !self.worker_exiting => Some(
                 self.http
                     .get(format!(
                         "http://{address}/api/v1/runs/{}/facts?after={synced}",
@@ -604,7 +612,8 @@ impl RemoteRun {
         ctx.spawn(
             fut.into_actor(self)
                 .then(|(polled, unreachable), follower, _ctx| {
-                    let had_worker = follower.address.is_some();
+                    let had_worker = follower.address.is_some() && !follower.worker_exiting;
+                    follower.pull_failed = unreachable && had_worker;
                     let run_id = follower.run_id;
                     let board = follower.context.board.clone();
                     board.update(run_id, |live| live.unreachable = unreachable && had_worker);
@@ -622,7 +631,7 @@ impl RemoteRun {
                                 );
                                 if worker_done && facts.facts.is_empty() {
                                     // The worker is exiting: ask Slurm from now on.
-                                    follower.address = None;
+                                    follower.worker_exiting = true;
                                     follower.last_slurm_check = None;
                                 }
                                 Box::pin(
@@ -667,6 +676,7 @@ impl RemoteRun {
     /// Reads `worker.json` and the secret, once the worker wrote it.
     fn read_registration(&mut self) {
         match files::read_json::<Registration>(&self.dir.join("worker.json")) {
+            Ok(Some(registration)) if self.address.as_ref() == Some(&registration.address) => {}
             Ok(Some(registration)) => {
                 let secret =
                     std::fs::read_to_string(self.dir.join("secret")).map(|s| s.trim().to_string());

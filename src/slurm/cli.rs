@@ -84,8 +84,11 @@ pub struct Submission<'a> {
 /// Submits a job with `sbatch --parsable`; answers its id.
 pub fn sbatch(submission: &Submission<'_>) -> Result<u64, SlurmError> {
     let mut command = Command::new("sbatch");
+    // Retries are runyard's (a new job from the checkpoint, counted): Slurm must not
+    // requeue the job itself after a node failure.
     command
         .arg("--parsable")
+        .arg("--no-requeue")
         .arg(format!("--job-name={}", submission.name))
         .arg(format!("--output={}", submission.output.display()))
         .arg(format!("--chdir={}", submission.dir.display()));

@@ -18,6 +18,9 @@ use crate::helpers::{
     wait_for_run_at, TestApp,
 };
 
+/// Tests that take the cluster's node down hold it alone; the others share it.
+static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Whether a Slurm cluster answers; says why a test is skipped when none does.
 fn slurm_up(test: &str) -> bool {
     let up = Command::new("sinfo")
@@ -124,6 +127,7 @@ async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
     if !slurm_up("a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once") {
         return;
     }
+    let _cluster = CLUSTER.read().await;
     let shared = tempfile::tempdir().expect("shared dir");
     let app = slurm_app(shared.path()).await;
     let mut spec = quick_spec("slurm-train");
@@ -181,6 +185,7 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     if !slurm_up("a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_job") {
         return;
     }
+    let _cluster = CLUSTER.read().await;
     let shared = tempfile::tempdir().expect("shared dir");
     let app = slurm_app(shared.path()).await;
     let gate = shared.path().join("gate-live");
@@ -234,6 +239,7 @@ async fn a_bad_partition_fails_the_run_with_slurms_message_and_no_retry() {
     if !slurm_up("a_bad_partition_fails_the_run_with_slurms_message_and_no_retry") {
         return;
     }
+    let _cluster = CLUSTER.read().await;
     let shared = tempfile::tempdir().expect("shared dir");
     let app = slurm_app(shared.path()).await;
     let mut spec = quick_spec("slurm-bad-partition");
@@ -264,6 +270,7 @@ async fn a_server_killed_while_its_job_runs_reattaches_and_the_run_completes() {
     if !slurm_up("a_server_killed_while_its_job_runs_reattaches_and_the_run_completes") {
         return;
     }
+    let _cluster = CLUSTER.read().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let shared = dir.path().join("shared");
@@ -369,6 +376,7 @@ async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the
     ) {
         return;
     }
+    let _cluster = CLUSTER.read().await;
     let shared = tempfile::tempdir().expect("shared dir");
     let app = slurm_app(shared.path()).await;
     let mut spec = long_spec("slurm-pause");
@@ -413,4 +421,141 @@ async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the
     })
     .await;
     assert_each_fact_once(&app.events(&id).await[..]);
+}
+
+/// Brings the test cluster's node back when dropped (a failing test too).
+struct NodeBack(String);
+
+impl Drop for NodeBack {
+    fn drop(&mut self) {
+        // Slurm may have returned it already (`ReturnToService=2`): an error is fine.
+        let _ = Command::new("scontrol")
+            .args(["update", &format!("nodename={}", self.0), "state=resume"])
+            .output();
+    }
+}
+
+#[actix_web::test]
+async fn a_job_lost_with_its_node_is_retried_from_the_checkpoint_and_counted_apart() {
+    if !slurm_up("a_job_lost_with_its_node_is_retried_from_the_checkpoint_and_counted_apart") {
+        return;
+    }
+    // Alone on the cluster: the node going down ends every job on it.
+    let _cluster = CLUSTER.write().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    let mut spec = long_spec("slurm-node-fail");
+    spec["executor"] = json!("slurm");
+    spec["checkpoint"] = json!({"every_batches": 20, "keep": 2});
+    let id = app.submit_ok(&spec).await;
+    let run = app
+        .wait_for(&id, |r| {
+            r["checkpoint"].is_object() && r["progress"].is_object()
+        })
+        .await;
+    let node = run["slurm"]["node"].as_str().expect("node").to_string();
+    let _back = NodeBack(node.clone());
+    let down = Command::new("scontrol")
+        .args([
+            "update",
+            &format!("nodename={node}"),
+            "state=down",
+            "reason=runyard-test",
+        ])
+        .output()
+        .expect("scontrol runs");
+    assert!(down.status.success(), "{down:?}");
+    // The job ended NODE_FAIL: the run is queued again for a new job, counted as
+    // lost, not as a failure of its code.
+    let events = tokio::time::timeout(crate::helpers::TIMEOUT, async {
+        loop {
+            let events = app.events(&id).await;
+            if events.iter().any(|e| e["type"] == "SlurmJobLost") {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the lost job was journaled");
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "SlurmJobEnded")
+        .expect("the job's end");
+    assert_eq!(ended["data"]["state"], "NODE_FAIL", "{ended:#}");
+    let lost = events
+        .iter()
+        .find(|e| e["type"] == "SlurmJobLost")
+        .expect("lost");
+    assert_eq!(lost["data"]["lost"], 1);
+    drop(_back);
+    // A new job resumes from the newest checkpoint.
+    let run = app
+        .wait_for(&id, |r| {
+            r["slurm"]["job"] == 2 && r["state"] == "running" && r["attempt"] == 2
+        })
+        .await;
+    assert_eq!(run["slurm"]["lost"], 1, "{run:#}");
+    assert_eq!(
+        run["retries"], 0,
+        "a lost job is not a failure of the run's code: {run:#}"
+    );
+    let events = app.events(&id).await;
+    assert!(
+        events.iter().any(|e| e["type"] == "ResumedFromCheckpoint"),
+        "{:?}",
+        types(&events)
+    );
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    app.wait_for(&id, |r| {
+        r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on() {
+    if !slurm_up("a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on") {
+        return;
+    }
+    let _cluster = CLUSTER.read().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    let gate = shared.path().join("gate");
+    let id = app.submit_ok(&gated_spec("slurm-unreachable", &gate)).await;
+    let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
+    let dir = PathBuf::from(run["slurm"]["dir"].as_str().expect("job dir"));
+    let registration: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("worker.json")).expect("worker.json"))
+            .expect("json");
+    let pid = registration["pid"].as_u64().expect("pid").to_string();
+    // The worker stops answering (its process stopped, its job still running).
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    };
+    signal("STOP");
+    let run = app
+        .wait_for(&id, |r| r["slurm_live"]["unreachable"] == true)
+        .await;
+    assert_eq!(run["state"], "running", "not failed: {run:#}");
+    assert_eq!(
+        run["slurm_live"]["state"], "RUNNING",
+        "Slurm's view: {run:#}"
+    );
+    signal("CONT");
+    app.wait_for(&id, |r| r["slurm_live"]["unreachable"] == false)
+        .await;
+    std::fs::write(&gate, b"").expect("open the gate");
+    let run = app
+        .wait_for(&id, |r| {
+            r["state"] == "completed" && r["slurm"]["ended"].is_string()
+        })
+        .await;
+    assert_eq!(run["metrics"]["epochs_completed"], 2);
+    assert_each_fact_once(&app.events(&id).await);
 }
