@@ -74,6 +74,12 @@ impl SlurmBoard {
         live.get(&run_id).cloned()
     }
 
+    /// The live view of every followed job.
+    pub fn all(&self) -> Vec<SlurmLive> {
+        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+        live.values().cloned().collect()
+    }
+
     fn update(&self, run_id: RunId, change: impl FnOnce(&mut SlurmLive)) {
         let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
         change(live.entry(run_id).or_default());

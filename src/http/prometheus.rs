@@ -174,11 +174,15 @@ fn scraped(
         let runs = scrape.int_gauge_vec("runyard_runs", "Runs by state", &["state"])?;
         let mut by_state = [0i64; RunState::ALL.len()];
         let mut oldest_queued = None;
+        let (mut local_queued, mut slurm_lost) = (0i64, 0u64);
         for run in fold.runs() {
             if let Some(i) = RunState::ALL.iter().position(|s| *s == run.state) {
                 by_state[i] += 1;
             }
-            if run.state == RunState::Queued {
+            slurm_lost += run.slurm.as_ref().map_or(0, |j| u64::from(j.lost));
+            // Slurm runs wait in Slurm's queue, not in this server's.
+            if run.state == RunState::Queued && run.executor.is_local() {
+                local_queued += 1;
                 oldest_queued = Some(
                     oldest_queued.map_or(run.updated_at, |t: chrono::DateTime<chrono::Utc>| {
                         t.min(run.updated_at)
@@ -189,11 +193,34 @@ fn scraped(
         for (s, count) in RunState::ALL.iter().zip(by_state) {
             runs.with_label_values(&[s.name()]).set(count);
         }
-        let queued = by_state[RunState::ALL
-            .iter()
-            .position(|s| *s == RunState::Queued)
-            .unwrap_or_default()];
-        scrape.int_gauge("runyard_queue_depth", "Runs waiting in the queue", queued)?;
+        scrape.int_gauge(
+            "runyard_queue_depth",
+            "Runs waiting in the queue for local slots",
+            local_queued,
+        )?;
+        if state.actors.slurm.is_some() {
+            let jobs = scrape.int_gauge_vec(
+                "runyard_slurm_jobs",
+                "Slurm jobs followed now, by Slurm's state as last seen",
+                &["state"],
+            )?;
+            let mut unreachable = 0i64;
+            for live in state.actors.slurm_board.all() {
+                jobs.with_label_values(&[live.state.as_deref().unwrap_or("UNKNOWN")])
+                    .inc();
+                unreachable += i64::from(live.unreachable);
+            }
+            scrape.int_gauge(
+                "runyard_slurm_workers_unreachable",
+                "Followed Slurm jobs whose worker does not answer",
+                unreachable,
+            )?;
+            scrape.int_gauge(
+                "runyard_slurm_jobs_lost",
+                "Slurm jobs the cluster lost (node failure, preemption), all runs",
+                slurm_lost as i64,
+            )?;
+        }
         let oldest = oldest_queued.map_or(0.0, |t| {
             chrono::Utc::now()
                 .signed_duration_since(t)

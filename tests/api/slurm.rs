@@ -196,6 +196,25 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     assert_eq!(run["slurm_live"]["state"], "RUNNING", "{run:#}");
     assert!(run["slurm_live"]["worker"].is_string(), "{run:#}");
     assert_eq!(run["progress"]["epoch"], 1);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "runyard_slurm_jobs{state=\"RUNNING\"} 1",
+        "runyard_slurm_workers_unreachable 0",
+        "runyard_queue_depth 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
     std::fs::write(&gate, b"").expect("open the gate");
     let stream = app.stream(&id, None).await;
     let names: Vec<&str> = stream.iter().map(|e| e.event.as_str()).collect();

@@ -251,6 +251,41 @@ pub async fn show(args: ShowArgs) -> Result<(), ClientError> {
     }
 }
 
+/// A Slurm run's job, e.g. `job 41 (1st of the run) on node1, RUNNING, worker
+/// 10.0.0.5:4000`; `None` for a local run or before its first job.
+fn slurm_line(run: &Value) -> Option<String> {
+    let job = run["slurm"].as_object()?;
+    let live = &run["slurm_live"];
+    let mut line = format!(
+        "job {} (#{} of the run)",
+        text(&job["job_id"]),
+        text(&job["job"])
+    );
+    if let Some(node) = job["node"].as_str() {
+        line += &format!(" on {node}");
+    }
+    match (job["ended"].as_str(), live["state"].as_str()) {
+        (Some(ended), _) => line += &format!(", ended {ended}"),
+        (None, Some(state)) => {
+            line += &format!(", {state}");
+            if let Some(reason) = live["reason"].as_str().filter(|r| *r != "None") {
+                line += &format!(" ({reason})");
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(worker) = live["worker"].as_str() {
+        line += &format!(", worker {worker}");
+    }
+    if live["unreachable"] == true {
+        line += ", UNREACHABLE";
+    }
+    if job["lost"].as_u64().unwrap_or(0) > 0 {
+        line += &format!(", {} job(s) lost to the cluster", text(&job["lost"]));
+    }
+    Some(line)
+}
+
 /// The `show` text of a run.
 pub(super) fn describe_run(run: &Value) -> String {
     let mut fields: Vec<(&str, String)> = vec![
@@ -280,6 +315,9 @@ pub(super) fn describe_run(run: &Value) -> String {
     ];
     if let Some(position) = run["queue_position"].as_u64() {
         fields.push(("queue", format!("position {position}")));
+    }
+    if let Some(line) = slurm_line(run) {
+        fields.push(("slurm", line));
     }
     let metrics = &run["metrics"];
     fields.push((
@@ -452,4 +490,38 @@ pub async fn action(args: ActionArgs, action: Action) -> Result<(), ClientError>
         outln!("run {}: {}", text(&run["id"]), state_of(&run));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_slurm_runs_job_is_one_line_and_a_local_run_has_none() {
+        let pending = json!({
+            "slurm": {"job_id": 41, "job": 1, "node": null, "ended": null, "lost": 0},
+            "slurm_live": {"state": "PENDING", "reason": "Priority", "worker": null, "unreachable": false},
+        });
+        assert_eq!(
+            slurm_line(&pending).as_deref(),
+            Some("job 41 (#1 of the run), PENDING (Priority)")
+        );
+        let lost = json!({
+            "slurm": {"job_id": 42, "job": 2, "node": "n1", "ended": null, "lost": 1},
+            "slurm_live": {"state": "RUNNING", "reason": "None", "worker": "10.0.0.5:4000", "unreachable": true},
+        });
+        assert_eq!(
+            slurm_line(&lost).as_deref(),
+            Some("job 42 (#2 of the run) on n1, RUNNING, worker 10.0.0.5:4000, UNREACHABLE, 1 job(s) lost to the cluster")
+        );
+        let ended = json!({
+            "slurm": {"job_id": 43, "job": 1, "node": "n1", "ended": "COMPLETED", "lost": 0},
+        });
+        assert_eq!(
+            slurm_line(&ended).as_deref(),
+            Some("job 43 (#1 of the run) on n1, ended COMPLETED")
+        );
+        assert_eq!(slurm_line(&json!({"slurm": null})), None);
+    }
 }
