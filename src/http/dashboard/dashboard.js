@@ -431,7 +431,9 @@
       cells.epoch.textContent = `${epoch} / ${epochs ?? '?'}`;
       cells.loss.textContent = fmt.num(run.progress && run.progress.loss != null ? run.progress.loss : run.metrics.train_loss);
       cells.accuracy.textContent = run.task === 'regression' ? fmt.num(run.metrics.val_metric) : fmt.pct(accuracyOf(run.metrics));
-      cells.slot.textContent = run.slots && run.slots.length ? `${run.slots.join(', ')} (${run.device || '?'})` : '–';
+      cells.slot.textContent = run.slurm
+        ? `slurm ${run.slurm.job_id}${run.slurm_live && run.slurm_live.state ? ` ${run.slurm_live.state}` : ''}${run.slurm_live && run.slurm_live.unreachable ? ' (unreachable)' : ''}`
+        : run.slots && run.slots.length ? `${run.slots.join(', ')} (${run.device || '?'})` : '–';
       cells.updated.textContent = fmt.time(run.updated_at);
     },
 
@@ -700,6 +702,18 @@
     },
 
     renderFacts() {
+      /** A Slurm run's job in one line: id, node, Slurm's state and reason. */
+      const slurmJob = (r) => {
+        const job = r.slurm;
+        const live = r.slurm_live || {};
+        const parts = [`${job.job_id} (#${job.job})`];
+        if (job.node) parts.push(`on ${job.node}`);
+        if (job.ended) parts.push(`ended ${job.ended}`);
+        else if (live.state) parts.push(live.reason && live.reason !== 'None' ? `${live.state} (${live.reason})` : live.state);
+        if (live.unreachable) parts.push('worker unreachable');
+        if (job.lost) parts.push(`${job.lost} lost to the cluster`);
+        return parts.join(' · ');
+      };
       const run = this.run;
       const m = run.metrics || {};
       const p = run.state === 'running' || run.state === 'pausing' ? run.progress : null;
@@ -708,6 +722,7 @@
         ['attempt', run.attempt],
         ['device', run.device || '–'],
         ['slots', run.slots && run.slots.length ? run.slots.join(', ') : '–'],
+        ...(run.slurm ? [['slurm job', slurmJob(run)]] : []),
         ['train loss', fmt.num(m.train_loss)],
         [run.task === 'regression' ? 'train metric' : 'train accuracy', fmt.pct(m.train_accuracy)],
         ['validation loss', fmt.num(m.val_loss)],
