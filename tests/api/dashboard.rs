@@ -668,3 +668,90 @@ async fn assert_no_errors(browser: &Client) {
     let errors = js(browser, "return window.__errors;", Value::Null).await;
     assert_eq!(errors, json!([]), "errors in the page");
 }
+
+#[actix_web::test]
+async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
+    let (chromium, chromedriver) = match find_browser() {
+        Ok(found) => found,
+        Err(missing) if std::env::var("RUNYARD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("RUNYARD_REQUIRE_BROWSER=1 but {missing}")
+        }
+        Err(missing) => {
+            println!("SKIPPED: the dashboard's Slurm test: {missing}");
+            return;
+        }
+    };
+    if !crate::slurm::slurm_up("the dashboard's Slurm test") {
+        return;
+    }
+    let _cluster = crate::slurm::CLUSTER.read().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = crate::slurm::slurm_app(shared.path()).await;
+    let gate = shared.path().join("gate");
+    let id = app
+        .submit_ok(&crate::slurm::gated_spec("slurm-on-the-page", &gate))
+        .await;
+    let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
+    let job_id = run["slurm"]["job_id"].as_u64().expect("job id");
+    let driver = start_driver(&chromedriver).await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let browser = open_browser(&driver, &chromium, profile.path()).await;
+    let outcome = AssertUnwindSafe(async {
+        browser
+            .goto(&format!("{}/", app.address))
+            .await
+            .expect("page");
+        collect_errors(&browser).await;
+        let expected = format!("slurm {job_id} RUNNING");
+        until("the runs table to show the Slurm job", || {
+            let expected = expected.clone();
+            let browser = &browser;
+            async move {
+                text_of(browser, "#runs-body")
+                    .await
+                    .filter(|t| t.contains(&expected))
+            }
+        })
+        .await;
+        browser
+            .goto(&format!("{}/#/runs/{id}", app.address))
+            .await
+            .expect("run page");
+        let facts = until("the run page to show the Slurm job", || async {
+            text_of(&browser, "#run-facts")
+                .await
+                .filter(|t| t.contains("slurm job") && t.contains("RUNNING"))
+        })
+        .await;
+        assert!(facts.contains(&format!("{job_id} (#1)")), "{facts}");
+        screenshot(&browser, "dashboard-slurm.png").await;
+        let epochs = text_of(&browser, "#run-facts").await.unwrap_or_default();
+        assert!(
+            epochs.contains("1 / 2"),
+            "a command's epochs from its report: {epochs}"
+        );
+        std::fs::write(&gate, b"").expect("open the gate");
+        until_run_page_state(&browser, "completed").await;
+        // The job's end is journaled after the run's (the stream has ended by then):
+        // the page shows it when opened again.
+        app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
+        assert_no_errors(&browser).await;
+        browser.refresh().await.expect("reload");
+        collect_errors(&browser).await;
+        let facts = until("the job's end on the run page", || async {
+            text_of(&browser, "#run-facts")
+                .await
+                .filter(|t| t.contains("ended COMPLETED"))
+        })
+        .await;
+        assert!(facts.contains("slurm job"), "{facts}");
+        assert_no_errors(&browser).await;
+    })
+    .catch_unwind()
+    .await;
+    let _ = browser.close().await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

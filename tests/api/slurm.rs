@@ -19,10 +19,10 @@ use crate::helpers::{
 };
 
 /// Tests that take the cluster's node down hold it alone; the others share it.
-static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+pub(crate) static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Whether a Slurm cluster answers; says why a test is skipped when none does.
-fn slurm_up(test: &str) -> bool {
+pub(crate) fn slurm_up(test: &str) -> bool {
     let up = Command::new("sinfo")
         .args(["--noheader", "--format=%a"])
         .output()
@@ -43,7 +43,7 @@ fn slurm_up(test: &str) -> bool {
 
 /// A server with the Slurm executor over `shared`, running this build's binary as
 /// the worker.
-async fn slurm_app(shared: &Path) -> TestApp {
+pub(crate) async fn slurm_app(shared: &Path) -> TestApp {
     let shared = shared.to_path_buf();
     spawn_app_with(move |config| {
         config.runs.allow_commands = true;
@@ -59,7 +59,7 @@ async fn slurm_app(shared: &Path) -> TestApp {
 
 /// A command run on Slurm that reports epoch 1, waits for `gate` to exist, then
 /// reports epoch 2 and exits 0.
-fn gated_spec(name: &str, gate: &Path) -> Value {
+pub(crate) fn gated_spec(name: &str, gate: &Path) -> Value {
     let script = r#"
 printf '{"epoch":1,"epochs":2,"batch":5,"batches":10,"samples":50,"loss":0.5}\n' >&3
 printf '{"type":"epoch","epoch":1,"loss":0.5}\n' >&3

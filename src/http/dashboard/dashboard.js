@@ -257,11 +257,17 @@
     return el('span', { class: 'state', 'data-state': state }, state);
   }
 
+  /** The epochs a run will train: its spec's, else (a command run) what it reported. */
+  function epochsOf(run) {
+    if (run.spec && run.spec.epochs) return run.spec.epochs;
+    return run.progress && run.progress.epochs ? run.progress.epochs : null;
+  }
+
   /** The share of a run done, 0 to 100: the live sample, else epochs journaled. */
   function percentOf(run) {
     if (run.state === 'completed') return 100;
     if (run.progress && typeof run.progress.percent === 'number') return run.progress.percent;
-    const epochs = run.spec && run.spec.epochs;
+    const epochs = epochsOf(run);
     const done = run.metrics ? run.metrics.epochs_completed : 0;
     return epochs ? Math.min(100, (100 * done) / epochs) : 0;
   }
@@ -426,7 +432,7 @@
       row.tr.dataset.state = run.state;
       cells.state.replaceChildren(stateBadge(run.state));
       setProgress(cells.progress, percentOf(run), run.state);
-      const epochs = run.spec ? run.spec.epochs : null;
+      const epochs = epochsOf(run);
       const epoch = run.progress ? run.progress.epoch : run.metrics.epochs_completed;
       cells.epoch.textContent = `${epoch} / ${epochs ?? '?'}`;
       cells.loss.textContent = fmt.num(run.progress && run.progress.loss != null ? run.progress.loss : run.metrics.train_loss);
@@ -718,7 +724,7 @@
       const m = run.metrics || {};
       const p = run.state === 'running' || run.state === 'pausing' ? run.progress : null;
       const facts = [
-        ['epochs', `${m.epochs_completed ?? 0} / ${run.spec ? run.spec.epochs : '?'}`],
+        ['epochs', `${m.epochs_completed ?? 0} / ${epochsOf(run) ?? '?'}`],
         ['attempt', run.attempt],
         ['device', run.device || '–'],
         ['slots', run.slots && run.slots.length ? run.slots.join(', ') : '–'],
