@@ -379,7 +379,8 @@ impl Actor for Dispatcher {
 pub fn remove_deleted_run_files(data_dir: &std::path::Path, state: &crate::domain::State) -> usize {
     let mut removed = 0;
     for run in state.runs().filter(|r| r.files_deleted.is_some()) {
-        let dir = data_dir.join(super::run::run_dir_relative(run.id));
+        let dir = super::slurm::shared_run_dir(run)
+            .unwrap_or_else(|| data_dir.join(super::run::run_dir_relative(run.id)));
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {
                 tracing::info!(run_id = %run.id, dir = %dir.display(), "removed the files of a run deleted before the last stop");

@@ -41,6 +41,13 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait before a lost job's run gets a new job.
 const MAX_LOST_DELAY: Duration = Duration::from_secs(300);
 
+/// A Slurm run's directory in the shared directory (`SHARED/runs/ID`: its jobs'
+/// directories and its worker's data directory), once it had a job.
+pub fn shared_run_dir(run: &crate::domain::Run) -> Option<PathBuf> {
+    let job = run.slurm.as_ref()?;
+    Path::new(&job.dir).parent().map(Path::to_path_buf)
+}
+
 /// What the API shows of a Slurm run's job beyond the journal: Slurm's view and the
 /// worker's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]

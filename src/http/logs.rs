@@ -124,6 +124,21 @@ fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiErr
     )
 }
 
+/// The data directory that holds a run's files: the server's, or for a Slurm run its
+/// worker's, in the shared directory (`SHARED/runs/ID/worker`, beside the job's
+/// directory).
+fn files_root(state: &AppState, id: crate::domain::RunId) -> std::path::PathBuf {
+    let fold = state.actors.reader.state();
+    fold.run(id)
+        .and_then(|run| run.slurm.as_ref())
+        .and_then(|job| {
+            std::path::Path::new(&job.dir)
+                .parent()
+                .map(|run_dir| run_dir.join("worker"))
+        })
+        .unwrap_or_else(|| state.data_dir.clone())
+}
+
 /// `GET /api/v1/runs/{id}/logs?stream=&tail=`: the last lines of a run's stdout or
 /// stderr, as text.
 #[utoipa::path(
@@ -171,7 +186,7 @@ pub async fn tail(
     let id = existing_run_id(&state, &path)?;
     let query = parse_query(query.into_inner())?;
     check_files_kept(&state, id)?;
-    let file = log_path(&state.data_dir, id, query.stream);
+    let file = log_path(&files_root(&state, id), id, query.stream);
     let body = web::block(move || files::tail(&file, query.tail, MAX_TAIL_BYTES))
         .await
         .map_err(|e| unreadable(id, query.stream, e))?
@@ -258,7 +273,7 @@ pub async fn stream(
         })
         .transpose()?;
     check_files_kept(&state, id)?;
-    let file = log_path(&state.data_dir, id, query.stream);
+    let file = log_path(&files_root(&state, id), id, query.stream);
     let follower = web::block(move || match resume {
         Some(position) => Follower::resume(&file, position),
         None => Follower::from_tail(&file, query.tail),

@@ -1514,7 +1514,7 @@ pub async fn artifact(
     responses(
         (status = 200, description = "The run, with `files_deleted` set.", body = RunView),
         (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "`conflict`: the run has not ended (or still holds a slot).", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the run has not ended (or still holds a slot, or its Slurm job has not ended).", body = Problem, content_type = PROBLEM),
         (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
         (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
     )
@@ -1524,10 +1524,11 @@ pub async fn delete_artifacts(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
-    let already = {
+    let (already, dir) = {
         let fold = state.actors.reader.state();
         let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-        if !run.state.is_terminal() || run.slot.is_some() {
+        let job_running = run.slurm.as_ref().is_some_and(|job| job.ended.is_none());
+        if !run.state.is_terminal() || run.slot.is_some() || job_running {
             let what = if run.state.is_terminal() {
                 "is still stopping".to_string()
             } else {
@@ -1540,11 +1541,14 @@ pub async fn delete_artifacts(
                 ),
             ));
         }
-        run.files_deleted.is_some()
+        // A Slurm run's files are its directory in the shared directory.
+        let dir = crate::actors::slurm::shared_run_dir(run).unwrap_or_else(|| {
+            state
+                .data_dir
+                .join(crate::actors::run::run_dir_relative(id))
+        });
+        (run.files_deleted.is_some(), dir)
     };
-    let dir = state
-        .data_dir
-        .join(crate::actors::run::run_dir_relative(id));
     if !already {
         let counted = dir.clone();
         let (files, bytes) = web::block(move || count_files(&counted))

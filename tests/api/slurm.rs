@@ -66,6 +66,7 @@ printf '{"type":"epoch","epoch":1,"loss":0.5}\n' >&3
 while [ ! -e "$GATE" ]; do sleep 0.05; done
 printf '{"epoch":2,"epochs":2,"batch":10,"batches":10,"samples":200,"loss":0.25}\n' >&3
 printf '{"type":"epoch","epoch":2,"loss":0.25}\n' >&3
+echo "gated run done" >&2
 "#;
     json!({
         "name": name,
@@ -178,6 +179,30 @@ async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
     assert_eq!(weights.status(), 200);
     assert!(!weights.bytes().await.expect("body").is_empty());
     assert_eq!(job_state(job_id), "COMPLETED");
+    // Deleting the run's files removes its directory in the shared directory.
+    let run_dir = PathBuf::from(run["slurm"]["dir"].as_str().expect("job dir"))
+        .parent()
+        .expect("run dir")
+        .to_path_buf();
+    assert!(run_dir.join("worker").is_dir());
+    let response = app
+        .client
+        .delete(format!("{}/api/v1/runs/{id}/artifacts", app.address))
+        .send()
+        .await
+        .expect("deleted");
+    assert_eq!(response.status(), 200);
+    assert!(!run_dir.exists(), "{} is still there", run_dir.display());
+    let gone = app
+        .client
+        .get(format!(
+            "{}/api/v1/runs/{id}/artifacts/final.safetensors",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(gone.status(), 410);
 }
 
 #[actix_web::test]
@@ -225,6 +250,20 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     assert_eq!(last, Some(&"RunCompleted"), "{names:?}");
     let run = app.run(&id).await;
     assert_eq!(run["metrics"]["epochs_completed"], 2);
+    // The command's output, written by the worker in the shared directory, is the
+    // run's log on the server.
+    let log = app
+        .client
+        .get(format!(
+            "{}/api/v1/runs/{id}/logs?stream=stderr",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(log.status(), 200);
+    let text = log.text().await.expect("log text");
+    assert!(text.contains("gated run done"), "{text:?}");
 
     // Cancel reaches the job: the worker is signalled, the job ends, the run is
     // cancelled.
