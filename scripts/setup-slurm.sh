@@ -17,8 +17,9 @@ PARTITION=${SLURM_PARTITION:-debug}
 
 say() { echo "setup-slurm: $*" >&2; }
 
-if sinfo -h -o '%P %a' 2>/dev/null | grep -q "^${PARTITION}\*\? up"; then
-    say "a Slurm cluster already answers (partition ${PARTITION} up)"
+if sinfo -h -o '%P %a' 2>/dev/null | grep -q "^${PARTITION}\*\? up" \
+    && sinfo -h -o '%P %a' 2>/dev/null | grep -q "^held down"; then
+    say "a Slurm cluster already answers (partition ${PARTITION} up, held down)"
     exit 0
 fi
 
@@ -85,6 +86,9 @@ MinJobAge=300
 KillWait=10
 NodeName=${node} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${memory} State=UNKNOWN
 PartitionName=${PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
+# Down on purpose: jobs submitted to it stay PENDING (reason PartitionDown), for the
+# tests of a run Slurm holds.
+PartitionName=held Nodes=ALL Default=NO MaxTime=INFINITE State=DOWN
 EOF
 
 start() {
@@ -95,6 +99,10 @@ start() {
     "$@" || say "$name did not start"
 }
 
+if pgrep -x slurmctld >/dev/null; then
+    # Running with an older configuration: read this one.
+    scontrol reconfigure >/dev/null 2>&1 || say "scontrol reconfigure failed"
+fi
 start munged runuser -u munge -- /usr/sbin/munged
 # A fresh controller state (-c): jobs of an earlier cluster on this machine are gone.
 start slurmctld /usr/sbin/slurmctld -c

@@ -491,6 +491,9 @@ impl Actor for RemoteRun {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // A worker that registered before a restart is known before anything is
+        // stopped: it gets the SIGTERM that lets it checkpoint.
+        self.read_registration();
         // A cancel or pause asked for before a restart is carried out again.
         let asked = self
             .context
@@ -524,6 +527,16 @@ impl Handler<StopJob> for RemoteRun {
         }
         self.stop = Some(Instant::now());
         let (job_id, run_id) = (self.job_id, self.run_id);
+        if self.address.is_none() {
+            // No worker yet (the job is pending, or just starting): nothing to save.
+            tracing::info!(%run_id, job_id, "cancelling slurm job before its worker started");
+            actix_web::rt::task::spawn_blocking(move || {
+                if let Err(e) = cli::scancel(job_id, None) {
+                    tracing::warn!(%run_id, job_id, error = %e, "scancel failed");
+                }
+            });
+            return;
+        }
         tracing::info!(%run_id, job_id, "stopping slurm job: SIGTERM");
         actix_web::rt::task::spawn_blocking(move || {
             if let Err(e) = cli::scancel(job_id, Some("TERM")) {

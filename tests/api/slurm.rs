@@ -617,3 +617,56 @@ async fn a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on() {
     assert_eq!(run["metrics"]["epochs_completed"], 2);
     assert_each_fact_once(&app.events(&id).await);
 }
+
+#[actix_web::test]
+async fn a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_reach_it() {
+    if !slurm_up("a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_reach_it")
+    {
+        return;
+    }
+    let _cluster = CLUSTER.read().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    // `held` is down in the test cluster: Slurm keeps its jobs pending.
+    let mut spec = quick_spec("slurm-held");
+    spec["executor"] = json!("slurm");
+    spec["partition"] = json!("held");
+    let id = app.submit_ok(&spec).await;
+    let run = app
+        .wait_for(&id, |r| r["slurm_live"]["state"] == "PENDING")
+        .await;
+    assert_eq!(run["state"], "queued", "{run:#}");
+    assert_eq!(run["slurm_live"]["reason"], "PartitionDown", "{run:#}");
+    let first_job = run["slurm"]["job_id"].as_u64().expect("job id");
+
+    // Pausing a pending job: paused at once, the job cancelled in Slurm.
+    let response = app.post(&format!("/api/v1/runs/{id}/pause")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    app.wait_for(&id, |r| {
+        r["state"] == "paused" && r["slurm"]["ended"].is_string()
+    })
+    .await;
+    assert_eq!(job_state(first_job), "CANCELLED");
+    // Resuming submits the run's second job, pending again.
+    let response = app.post(&format!("/api/v1/runs/{id}/resume")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let run = app
+        .wait_for(&id, |r| {
+            r["slurm"]["job"] == 2 && r["slurm_live"]["state"] == "PENDING"
+        })
+        .await;
+    let second_job = run["slurm"]["job_id"].as_u64().expect("job id");
+    assert_ne!(first_job, second_job);
+
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let run = app
+        .wait_for(&id, |r| {
+            r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
+        })
+        .await;
+    assert_eq!(run["attempt"], 0, "never started: {run:#}");
+    assert_eq!(job_state(second_job), "CANCELLED");
+    let kinds = types(&app.events(&id).await);
+    assert!(!kinds.iter().any(|k| k == "SlurmJobStarted"), "{kinds:?}");
+}
