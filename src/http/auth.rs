@@ -12,7 +12,7 @@
 //! `read` and everything else `write`. Handlers that need `admin` check the [`Caller`]
 //! the middleware leaves in the request's extensions.
 //!
-//! The token comes in `Authorization: Bearer TOKEN`. The two stream routes also take it
+//! The token comes in `Authorization: Bearer TOKEN`. The three stream routes also take it
 //! as the query parameter `access_token` ([`takes_query_token`]), because a browser's
 //! `EventSource` cannot send headers; it is checked the same way, and the access log
 //! writes paths without their query, so it is not logged either.
@@ -266,14 +266,18 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     }
 }
 
-/// Whether `path` is one of the two stream routes (`/api/v1/stream`,
-/// `/api/v1/runs/{id}/stream`), the only ones that take the token as the query
-/// parameter `access_token` too: an `EventSource` cannot send an `Authorization` header.
+/// Whether `path` is one of the three stream routes (`/api/v1/stream`,
+/// `/api/v1/runs/{id}/stream`, `/api/v1/runs/{id}/logs/stream`), the only ones that take
+/// the token as the query parameter `access_token` too: an `EventSource` cannot send an
+/// `Authorization` header.
 pub fn takes_query_token(path: &str) -> bool {
     path == "/api/v1/stream"
         || path
             .strip_prefix("/api/v1/runs/")
-            .and_then(|rest| rest.strip_suffix("/stream"))
+            .and_then(|rest| {
+                rest.strip_suffix("/logs/stream")
+                    .or_else(|| rest.strip_suffix("/stream"))
+            })
             .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
@@ -464,8 +468,14 @@ mod tests {
         assert!(takes_query_token(
             "/api/v1/runs/0193a3c4-0000-7000-8000-000000000000/stream"
         ));
+        assert!(takes_query_token(
+            "/api/v1/runs/0193a3c4-0000-7000-8000-000000000000/logs/stream"
+        ));
         for path in [
             "/api/v1/runs",
+            "/api/v1/runs/x/logs",
+            "/api/v1/runs//logs/stream",
+            "/api/v1/runs/a/b/logs/stream",
             "/api/v1/runs/x/events",
             "/api/v1/runs//stream",
             "/api/v1/runs/a/b/stream",

@@ -4,7 +4,7 @@
 //! The page holds no data: it reads everything from `/api/v1` with the token the
 //! person enters (kept in the browser's session storage), so these routes are open
 //! ([`auth::required_role`](super::auth::required_role) asks no role outside `/api`).
-//! It follows the runs live through `EventSource` on the two stream routes, which take
+//! It follows the runs live through `EventSource` on the stream routes, which take
 //! the token as `?access_token=` because an `EventSource` cannot send headers.
 //!
 //! Each asset has a strong `ETag` (a digest of its bytes) and `Cache-Control: no-cache`,

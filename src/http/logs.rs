@@ -58,9 +58,16 @@ fn invalid(detail: String) -> ApiError {
 /// Reads `stream` and `tail`; anything else, a parameter given twice or a bad value
 /// is a `400 invalid_query` naming it.
 fn parse_query(pairs: Vec<(String, String)>) -> Result<LogQuery, ApiError> {
+    parse_query_of(pairs, false)
+}
+
+/// [`parse_query`]; the stream route also takes `access_token` (the auth middleware
+/// reads it).
+fn parse_query_of(pairs: Vec<(String, String)>, stream_route: bool) -> Result<LogQuery, ApiError> {
     let (mut stream, mut tail) = (None, None);
     for (key, value) in pairs {
         match key.as_str() {
+            "access_token" if stream_route => {}
             "stream" => {
                 let parsed = LogStream::from_name(&value).ok_or_else(|| {
                     invalid(format!(
@@ -227,6 +234,13 @@ pub async fn tail(
                 (default 100)."
         ),
         (
+            "access_token" = Option<String>,
+            Query,
+            description = "The bearer token, for clients that cannot send an `Authorization` \
+                header (a browser's `EventSource`); the header wins when both are sent. Taken \
+                by the stream routes only; never logged."
+        ),
+        (
             "Last-Event-ID" = Option<String>,
             Header,
             nullable = false,
@@ -255,7 +269,7 @@ pub async fn stream(
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
-    let query = parse_query(query.into_inner())?;
+    let query = parse_query_of(query.into_inner(), true)?;
     let resume = req
         .headers()
         .get("last-event-id")

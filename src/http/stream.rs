@@ -279,7 +279,7 @@ fn start_cursor(req: &HttpRequest, after: Option<Seq>) -> Result<Seq, ApiError> 
             Query,
             description = "The bearer token, for clients that cannot send an `Authorization` \
                 header (a browser's `EventSource`); the header wins when both are sent. Taken \
-                by the two stream routes only; never logged."
+                by the stream routes only; never logged."
         ),
         (
             "every" = Option<String>,
@@ -373,7 +373,7 @@ pub async fn run_stream(
             Query,
             description = "The bearer token, for clients that cannot send an `Authorization` \
                 header (a browser's `EventSource`); the header wins when both are sent. Taken \
-                by the two stream routes only; never logged."
+                by the stream routes only; never logged."
         ),
         (
             "every" = Option<String>,

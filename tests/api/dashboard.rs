@@ -99,7 +99,11 @@ async fn the_stream_routes_take_the_token_as_a_query_parameter_and_no_other_rout
             .send()
     };
 
-    for path in [format!("/api/v1/runs/{id}/stream"), "/api/v1/stream".into()] {
+    for path in [
+        format!("/api/v1/runs/{id}/stream"),
+        "/api/v1/stream".into(),
+        format!("/api/v1/runs/{id}/logs/stream"),
+    ] {
         let ok = get(path.clone(), &[("access_token", &token)])
             .await
             .expect("stream");
@@ -745,6 +749,8 @@ async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
         })
         .await;
         assert!(facts.contains("slurm job"), "{facts}");
+        // The command's progress-pipe figures, journaled when it exited.
+        assert!(facts.contains("progress pipe4 lines, none bad"), "{facts}");
         assert_no_errors(&browser).await;
     })
     .catch_unwind()

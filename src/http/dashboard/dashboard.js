@@ -708,6 +708,13 @@
     },
 
     renderFacts() {
+      /** A command run's progress-pipe figures: lines read, bad lines by kind. */
+      const protocolLine = (p) => {
+        const bad = Object.entries(p.bad || {});
+        const total = bad.reduce((sum, [, n]) => sum + n, 0);
+        const kinds = bad.map(([kind, n]) => `${kind} ${n}`).join(', ');
+        return `${p.lines} lines` + (total ? `, ${total} bad (${kinds})` : ', none bad');
+      };
       /** A Slurm run's job in one line: id, node, Slurm's state and reason. */
       const slurmJob = (r) => {
         const job = r.slurm;
@@ -729,6 +736,7 @@
         ['device', run.device || '–'],
         ['slots', run.slots && run.slots.length ? run.slots.join(', ') : '–'],
         ...(run.slurm ? [['slurm job', slurmJob(run)]] : []),
+        ...(run.protocol ? [['progress pipe', protocolLine(run.protocol)]] : []),
         ['train loss', fmt.num(m.train_loss)],
         [run.task === 'regression' ? 'train metric' : 'train accuracy', fmt.pct(m.train_accuracy)],
         ['validation loss', fmt.num(m.val_loss)],
