@@ -301,3 +301,33 @@ pub fn types(events: &[Value]) -> Vec<String> {
         .map(|e| e["type"].as_str().expect("type").to_string())
         .collect()
 }
+
+/// `POST url` with an `Idempotency-Key` (and a JSON body, when given).
+pub async fn post_keyed(
+    http: &reqwest::Client,
+    url: String,
+    key: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut request = http.post(url).header("idempotency-key", key);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.expect("answered")
+}
+
+/// Status, whether `Idempotent-Replayed` is set, `Location` and body of an answer.
+pub async fn answer_parts(response: reqwest::Response) -> (u16, bool, Option<String>, String) {
+    let status = response.status().as_u16();
+    let replayed = response.headers().get("idempotent-replayed").is_some();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("ascii").to_string());
+    (
+        status,
+        replayed,
+        location,
+        response.text().await.expect("body"),
+    )
+}

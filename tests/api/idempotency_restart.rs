@@ -5,32 +5,16 @@
 use serde_json::{json, Value};
 
 use crate::crash::Server;
-use crate::helpers::{client, long_spec, wait_ready};
+use crate::helpers::{answer_parts, client, long_spec, wait_ready};
 
-/// Status, `Idempotent-Replayed`, `Location` and body of a keyed `POST`.
+/// A keyed `POST` and the parts of its answer.
 async fn post_keyed(
     http: &reqwest::Client,
     url: String,
     key: &str,
     body: Option<&Value>,
 ) -> (u16, bool, Option<String>, String) {
-    let mut request = http.post(url).header("idempotency-key", key);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.expect("answered");
-    let status = response.status().as_u16();
-    let replayed = response.headers().get("idempotent-replayed").is_some();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().expect("ascii").to_string());
-    (
-        status,
-        replayed,
-        location,
-        response.text().await.expect("body"),
-    )
+    answer_parts(crate::helpers::post_keyed(http, url, key, body).await).await
 }
 
 async fn runs_named(http: &reqwest::Client, address: &str, prefix: &str) -> usize {

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, long_spec, quick_spec, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{
+    answer_parts, assert_problem, long_spec, quick_spec, spawn_app, spawn_app_with, TestApp,
+};
 
 /// `POST /api/v1/runs` with a raw body of the given content type.
 async fn post_as(app: &TestApp, path: &str, content_type: &str, body: &str) -> reqwest::Response {
@@ -455,37 +457,15 @@ async fn on_duplicate_returns_the_existing_run_reruns_or_rejects() {
     cancel_all(&app).await;
 }
 
-/// `POST` a path with an `Idempotency-Key` and an optional JSON body.
+/// A keyed `POST` to `path` of `app`.
 async fn post_keyed(
     app: &TestApp,
     path: &str,
     key: &str,
     body: Option<&Value>,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(format!("{}{path}", app.address))
-        .header("idempotency-key", key);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    request.send().await.expect("answered")
-}
-
-/// Status, `Idempotent-Replayed`, `Location` and body of an answer.
-async fn parts(response: reqwest::Response) -> (u16, bool, Option<String>, String) {
-    let status = response.status().as_u16();
-    let replayed = response.headers().get("idempotent-replayed").is_some();
-    let location = response
-        .headers()
-        .get("location")
-        .map(|l| l.to_str().expect("ascii").to_string());
-    (
-        status,
-        replayed,
-        location,
-        response.text().await.expect("body"),
-    )
+    let url = format!("{}{path}", app.address);
+    crate::helpers::post_keyed(&app.client, url, key, body).await
 }
 
 #[actix_web::test]
@@ -495,9 +475,9 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
     app.wait_for(&blocker, |r| r["state"] == "running").await;
 
     let spec = quick_spec("keyed");
-    let first = parts(post_keyed(&app, "/api/v1/runs", "key-1", Some(&spec)).await).await;
+    let first = answer_parts(post_keyed(&app, "/api/v1/runs", "key-1", Some(&spec)).await).await;
     assert_eq!((first.0, first.1), (201, false));
-    let again = parts(post_keyed(&app, "/api/v1/runs", "key-1", Some(&spec)).await).await;
+    let again = answer_parts(post_keyed(&app, "/api/v1/runs", "key-1", Some(&spec)).await).await;
     assert_eq!(
         (again.0, again.1),
         (201, true),
@@ -528,17 +508,17 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
     assert_eq!(app.run(&id).await["state"], "queued", "nothing was done");
 
     // A cancel retried with its key gets its first answer, not a conflict.
-    let cancelled = parts(post_keyed(&app, &cancel, "cancel-1", None).await).await;
+    let cancelled = answer_parts(post_keyed(&app, &cancel, "cancel-1", None).await).await;
     assert_eq!(cancelled.0, 200);
-    let retried = parts(post_keyed(&app, &cancel, "cancel-1", None).await).await;
+    let retried = answer_parts(post_keyed(&app, &cancel, "cancel-1", None).await).await;
     assert_eq!(
         (retried.0, retried.1, &retried.3),
         (200, true, &cancelled.3)
     );
     assert_problem(app.post(&cancel).await, 409, "conflict").await;
     // A refusal is an answer too.
-    let refused = parts(post_keyed(&app, &cancel, "cancel-2", None).await).await;
-    let replayed = parts(post_keyed(&app, &cancel, "cancel-2", None).await).await;
+    let refused = answer_parts(post_keyed(&app, &cancel, "cancel-2", None).await).await;
+    let replayed = answer_parts(post_keyed(&app, &cancel, "cancel-2", None).await).await;
     assert_eq!((refused.0, replayed.0, replayed.1), (409, 409, true));
 
     for bad in ["", &"k".repeat(300), "with space"] {
@@ -557,7 +537,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_request
         post_keyed(&app, path, "race", Some(&rerun)),
         post_keyed(&app, path, "race", Some(&rerun))
     );
-    let (a, b) = (parts(a).await, parts(b).await);
+    let (a, b) = (answer_parts(a).await, answer_parts(b).await);
     assert_eq!((a.0, b.0), (201, 201));
     assert_eq!(a.3, b.3);
     assert!(a.1 != b.1, "one of them replayed");
