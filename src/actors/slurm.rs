@@ -121,7 +121,10 @@ pub struct SlurmExecutor {
     shared: PathBuf,
     worker_bin: PathBuf,
     context: SlurmContext,
-    followers: FxHashMap<RunId, Addr<RemoteRun>>,
+    /// The follower of each run's live job, with the job's id.
+    followers: FxHashMap<RunId, (u64, Addr<RemoteRun>)>,
+    /// Runs whose next job is being submitted (one `sbatch` at a time per run).
+    launching: rustc_hash::FxHashSet<RunId>,
 }
 
 impl SlurmExecutor {
@@ -138,6 +141,7 @@ impl SlurmExecutor {
             worker_bin,
             context,
             followers: FxHashMap::default(),
+            launching: rustc_hash::FxHashSet::default(),
         }
     }
 
@@ -170,7 +174,7 @@ impl SlurmExecutor {
         self.context
             .board
             .update(run_id, |live| *live = SlurmLive::default());
-        self.followers.insert(run_id, follower.start());
+        self.followers.insert(run_id, (job_id, follower.start()));
     }
 
     /// Submits a run's next job after `wait`, if the run is still waiting for one.
@@ -245,7 +249,7 @@ impl Handler<Launch> for SlurmExecutor {
 
     fn handle(&mut self, msg: Launch, _ctx: &mut Self::Context) -> Self::Result {
         let run_id = msg.run_id;
-        if self.followers.contains_key(&run_id) {
+        if self.launching.contains(&run_id) {
             return Box::pin(fut::ready(Ok(())));
         }
         let prepared = {
@@ -312,6 +316,7 @@ impl Handler<Launch> for SlurmExecutor {
             })
         });
         let journal = self.context.journal.clone();
+        self.launching.insert(run_id);
         Box::pin(
             async move {
                 let result = submitted
@@ -350,6 +355,7 @@ impl Handler<Launch> for SlurmExecutor {
             }
             .into_actor(self)
             .map(move |(result, follow), executor, ctx| {
+                executor.launching.remove(&run_id);
                 if let Some((job_id, dir)) = follow {
                     tracing::info!(%run_id, job_id, "slurm job submitted");
                     executor.follow(run_id, job_id, dir, ctx);
@@ -409,9 +415,18 @@ impl Handler<StopJob> for SlurmExecutor {
     type Result = ();
 
     fn handle(&mut self, msg: StopJob, _ctx: &mut Self::Context) {
-        if let Some(follower) = self.followers.get(&msg.run_id) {
-            follower.do_send(StopJob { run_id: msg.run_id });
-            return;
+        let live_job = self.context.reader.state().run(msg.run_id).and_then(|r| {
+            r.slurm
+                .as_ref()
+                .filter(|j| j.ended.is_none())
+                .map(|j| j.job_id)
+        });
+        match self.followers.get(&msg.run_id) {
+            Some((job_id, follower)) if Some(*job_id) == live_job => {
+                follower.do_send(StopJob { run_id: msg.run_id });
+                return;
+            }
+            _ => {}
         }
         // No job: a run waiting for its next one is cancelled here.
         let cancel = self
@@ -436,14 +451,22 @@ impl Handler<StopJob> for SlurmExecutor {
 #[rtype(result = "()")]
 struct FollowerDone {
     run_id: RunId,
+    job_id: u64,
 }
 
 impl Handler<FollowerDone> for SlurmExecutor {
     type Result = ();
 
     fn handle(&mut self, msg: FollowerDone, ctx: &mut Self::Context) {
-        self.followers.remove(&msg.run_id);
-        self.context.board.remove(msg.run_id);
+        // A follower of the run's next job may have started meanwhile: it stays.
+        if self
+            .followers
+            .get(&msg.run_id)
+            .is_some_and(|(job_id, _)| *job_id == msg.job_id)
+        {
+            self.followers.remove(&msg.run_id);
+            self.context.board.remove(msg.run_id);
+        }
         // A lost job's run waits for its delay, then gets a new job.
         let wait = {
             let state = self.context.reader.state();
@@ -683,6 +706,7 @@ impl RemoteRun {
                                     Box::pin(follower.finish(info).into_actor(follower).map(
                                         |_, follower, ctx| {
                                             follower.executor.do_send(FollowerDone {
+                                                job_id: follower.job_id,
                                                 run_id: follower.run_id,
                                             });
                                             ctx.stop();

@@ -41,6 +41,46 @@ pub(crate) fn slurm_up(test: &str) -> bool {
     up
 }
 
+/// A server with the Slurm executor over a fresh shared directory, sharing the
+/// cluster with the other tests; `None` (having said why) without a cluster.
+async fn on_the_cluster(
+    test: &str,
+) -> Option<(
+    TestApp,
+    tempfile::TempDir,
+    tokio::sync::RwLockReadGuard<'static, ()>,
+)> {
+    if !slurm_up(test) {
+        return None;
+    }
+    let cluster = CLUSTER.read().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let app = slurm_app(shared.path()).await;
+    Some((app, shared, cluster))
+}
+
+/// The server's `/metrics` text.
+async fn metrics_text(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// Cancels run `id` and waits until it is cancelled and its job's end journaled.
+async fn cancel_and_wait(app: &TestApp, id: &str) -> Value {
+    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    app.wait_for(id, |r| {
+        r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
+    })
+    .await
+}
+
 /// A server with the Slurm executor over `shared`, running this build's binary as
 /// the worker.
 pub(crate) async fn slurm_app(shared: &Path) -> TestApp {
@@ -125,12 +165,11 @@ fn job_state(job_id: u64) -> String {
 
 #[actix_web::test]
 async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
-    if !slurm_up("a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once") {
+    let Some((app, _shared, _cluster)) =
+        on_the_cluster("a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once").await
+    else {
         return;
-    }
-    let _cluster = CLUSTER.read().await;
-    let shared = tempfile::tempdir().expect("shared dir");
-    let app = slurm_app(shared.path()).await;
+    };
     let mut spec = quick_spec("slurm-train");
     spec["executor"] = json!("slurm");
     spec["epochs"] = json!(4);
@@ -207,12 +246,12 @@ async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
 
 #[actix_web::test]
 async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_job() {
-    if !slurm_up("a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_job") {
+    let Some((app, shared, _cluster)) =
+        on_the_cluster("a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_job")
+            .await
+    else {
         return;
-    }
-    let _cluster = CLUSTER.read().await;
-    let shared = tempfile::tempdir().expect("shared dir");
-    let app = slurm_app(shared.path()).await;
+    };
     let gate = shared.path().join("gate-live");
     let id = app.submit_ok(&gated_spec("slurm-live", &gate)).await;
     // Live progress from the worker, pulled by the server, while the job runs.
@@ -221,15 +260,7 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     assert_eq!(run["slurm_live"]["state"], "RUNNING", "{run:#}");
     assert!(run["slurm_live"]["worker"].is_string(), "{run:#}");
     assert_eq!(run["progress"]["epoch"], 1);
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&app).await;
     for line in [
         "runyard_slurm_jobs{state=\"RUNNING\"} 1",
         "runyard_slurm_workers_unreachable 0",
@@ -240,14 +271,36 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
             "{line} missing:\n{metrics}"
         );
     }
-    std::fs::write(&gate, b"").expect("open the gate");
-    let stream = app.stream(&id, None).await;
+    // The stream is open before the gate is: it sees the run live, then its end.
+    let (stream, ()) = tokio::join!(app.stream(&id, None), async {
+        tokio::time::timeout(crate::helpers::TIMEOUT, async {
+            while !metrics_text(&app)
+                .await
+                .lines()
+                .any(|l| l == "runyard_sse_clients 1")
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the stream opened");
+        std::fs::write(&gate, b"").expect("open the gate");
+    });
     let names: Vec<&str> = stream.iter().map(|e| e.event.as_str()).collect();
     assert!(names.contains(&"progress"), "{names:?}");
     assert!(names.contains(&"SlurmJobStarted"), "{names:?}");
-    // The stream ends with the run's end (and the worker sync journaled with it).
-    let last = names.iter().rev().find(|n| **n != "WorkerSynced");
-    assert_eq!(last, Some(&"RunCompleted"), "{names:?}");
+    // The stream ends with the run's end; only the job's bookkeeping may follow it
+    // (a stream opened after the job ended replays its end too).
+    let end = names
+        .iter()
+        .position(|n| *n == "RunCompleted")
+        .unwrap_or_else(|| panic!("no RunCompleted: {names:?}"));
+    assert!(
+        names[end + 1..]
+            .iter()
+            .all(|n| *n == "WorkerSynced" || *n == "SlurmJobEnded"),
+        "{names:?}"
+    );
     let run = app.run(&id).await;
     assert_eq!(run["metrics"]["epochs_completed"], 2);
     // The command's output, written by the worker in the shared directory, is the
@@ -271,13 +324,7 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     let id = app.submit_ok(&gated_spec("slurm-cancel", &gate)).await;
     let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
     let job_id = run["slurm"]["job_id"].as_u64().expect("job id");
-    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
-    assert!(response.status().is_success(), "{}", response.status());
-    let run = app
-        .wait_for(&id, |r| {
-            r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
-        })
-        .await;
+    let run = cancel_and_wait(&app, &id).await;
     assert!(
         run["error"]
             .as_str()
@@ -294,12 +341,11 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
 
 #[actix_web::test]
 async fn a_bad_partition_fails_the_run_with_slurms_message_and_no_retry() {
-    if !slurm_up("a_bad_partition_fails_the_run_with_slurms_message_and_no_retry") {
+    let Some((app, _shared, _cluster)) =
+        on_the_cluster("a_bad_partition_fails_the_run_with_slurms_message_and_no_retry").await
+    else {
         return;
-    }
-    let _cluster = CLUSTER.read().await;
-    let shared = tempfile::tempdir().expect("shared dir");
-    let app = slurm_app(shared.path()).await;
+    };
     let mut spec = quick_spec("slurm-bad-partition");
     spec["executor"] = json!("slurm");
     spec["partition"] = json!("no-such-partition");
@@ -429,14 +475,13 @@ async fn slurm_fields_need_the_slurm_executor_and_a_server_that_has_it() {
 
 #[actix_web::test]
 async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the_checkpoint() {
-    if !slurm_up(
+    let Some((app, _shared, _cluster)) = on_the_cluster(
         "pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the_checkpoint",
-    ) {
+    )
+    .await
+    else {
         return;
-    }
-    let _cluster = CLUSTER.read().await;
-    let shared = tempfile::tempdir().expect("shared dir");
-    let app = slurm_app(shared.path()).await;
+    };
     let mut spec = long_spec("slurm-pause");
     spec["executor"] = json!("slurm");
     spec["checkpoint"] = json!({"every_batches": 20, "keep": 2});
@@ -472,12 +517,7 @@ async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the
         .find(|e| e["type"] == "ResumedFromCheckpoint")
         .expect("resumed from the checkpoint");
     assert_eq!(resumed["data"]["step"], paused_at);
-    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
-    assert!(response.status().is_success(), "{}", response.status());
-    app.wait_for(&id, |r| {
-        r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
-    })
-    .await;
+    cancel_and_wait(&app, &id).await;
     assert_each_fact_once(&app.events(&id).await[..]);
 }
 
@@ -564,22 +604,16 @@ async fn a_job_lost_with_its_node_is_retried_from_the_checkpoint_and_counted_apa
         "{:?}",
         types(&events)
     );
-    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
-    assert!(response.status().is_success(), "{}", response.status());
-    app.wait_for(&id, |r| {
-        r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
-    })
-    .await;
+    cancel_and_wait(&app, &id).await;
 }
 
 #[actix_web::test]
 async fn a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on() {
-    if !slurm_up("a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on") {
+    let Some((app, shared, _cluster)) =
+        on_the_cluster("a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on").await
+    else {
         return;
-    }
-    let _cluster = CLUSTER.read().await;
-    let shared = tempfile::tempdir().expect("shared dir");
-    let app = slurm_app(shared.path()).await;
+    };
     let gate = shared.path().join("gate");
     let id = app.submit_ok(&gated_spec("slurm-unreachable", &gate)).await;
     let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
@@ -620,13 +654,13 @@ async fn a_worker_that_stops_answering_shows_unreachable_and_the_run_goes_on() {
 
 #[actix_web::test]
 async fn a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_reach_it() {
-    if !slurm_up("a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_reach_it")
-    {
+    let Some((app, _shared, _cluster)) = on_the_cluster(
+        "a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_reach_it",
+    )
+    .await
+    else {
         return;
-    }
-    let _cluster = CLUSTER.read().await;
-    let shared = tempfile::tempdir().expect("shared dir");
-    let app = slurm_app(shared.path()).await;
+    };
     // `held` is down in the test cluster: Slurm keeps its jobs pending.
     let mut spec = quick_spec("slurm-held");
     spec["executor"] = json!("slurm");
@@ -658,13 +692,7 @@ async fn a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_
     let second_job = run["slurm"]["job_id"].as_u64().expect("job id");
     assert_ne!(first_job, second_job);
 
-    let response = app.post(&format!("/api/v1/runs/{id}/cancel")).await;
-    assert!(response.status().is_success(), "{}", response.status());
-    let run = app
-        .wait_for(&id, |r| {
-            r["state"] == "cancelled" && r["slurm"]["ended"].is_string()
-        })
-        .await;
+    let run = cancel_and_wait(&app, &id).await;
     assert_eq!(run["attempt"], 0, "never started: {run:#}");
     assert_eq!(job_state(second_job), "CANCELLED");
     let kinds = types(&app.events(&id).await);
