@@ -82,6 +82,12 @@ pub struct SlurmConfig {
     /// tick (`train.tick_ms`).
     #[serde(default = "default_slurm_poll_ms")]
     pub poll_interval_ms: u64,
+    /// Where workers register with this server, e.g. `http://head-node:8080`; absent:
+    /// the address the server listens on (its host name when it listens on all
+    /// addresses). Workers also register through `worker.json` in the shared
+    /// directory, which is enough on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
     /// Extra `sbatch` arguments for every job, e.g. `["--nice=10"]`.
     #[serde(default)]
     pub sbatch_args: Vec<String>,
@@ -115,6 +121,7 @@ impl Default for SlurmConfig {
             shared_dir: None,
             worker_bin: None,
             poll_interval_ms: default_slurm_poll_ms(),
+            server_url: None,
             sbatch_args: Vec::new(),
             grace_secs: default_slurm_grace_secs(),
             max_lost: default_slurm_max_lost(),

@@ -112,27 +112,6 @@ impl Application {
             tch::set_num_threads(threads as i32);
             tracing::info!(threads, slots = devices.len(), "cpu training threads");
         }
-        let roots = DataRoots::new(config.data_roots());
-        // The tracer takes over after the last record the previous server wrote.
-        let replayed_seq = state.last_seq();
-        let actors = supervisor::start(
-            log,
-            state,
-            &devices,
-            config.train.tick(),
-            data_dir,
-            &roots,
-            config.journal.snapshot_every,
-            crate::train::command::CommandSettings::from(&config.runs),
-            Some(&config.executors.slurm).filter(|s| s.enabled),
-        );
-        let tracer = traces.as_ref().map(|traces| {
-            actix::Actor::start(crate::actors::tracer::Tracer::new(
-                actors.reader.clone(),
-                traces.clone(),
-                replayed_seq,
-            ))
-        });
         let mut bind = config.server.bind;
         if tokens.is_empty() && !bind.ip().is_loopback() {
             let loopback = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bind.port());
@@ -147,6 +126,37 @@ impl Application {
         let listener = TcpListener::bind(bind)
             .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
         let address = listener.local_addr()?;
+        // Workers register at this URL unless the configuration names another.
+        let mut slurm = config.executors.slurm.clone();
+        if slurm.server_url.is_none() {
+            let host = if address.ip().is_unspecified() {
+                crate::slurm::worker::node_name()
+            } else {
+                address.ip().to_string()
+            };
+            slurm.server_url = Some(format!("http://{host}:{}", address.port()));
+        }
+        let roots = DataRoots::new(config.data_roots());
+        // The tracer takes over after the last record the previous server wrote.
+        let replayed_seq = state.last_seq();
+        let actors = supervisor::start(
+            log,
+            state,
+            &devices,
+            config.train.tick(),
+            data_dir,
+            &roots,
+            config.journal.snapshot_every,
+            crate::train::command::CommandSettings::from(&config.runs),
+            Some(&slurm).filter(|s| s.enabled),
+        );
+        let tracer = traces.as_ref().map(|traces| {
+            actix::Actor::start(crate::actors::tracer::Tracer::new(
+                actors.reader.clone(),
+                traces.clone(),
+                replayed_seq,
+            ))
+        });
         let streams = std::sync::Arc::new(http::stream::StreamStats::default());
         let server = http::serve_with(
             listener,

@@ -282,6 +282,7 @@ impl Handler<Launch> for SlurmExecutor {
             data_dir: files::worker_data_dir(&self.shared, run_id),
             data_roots: self.context.data_roots.clone(),
             tick_ms: self.context.tick.as_millis() as u64,
+            server_url: self.config.server_url.clone(),
         };
         let worker_bin = self.worker_bin.clone();
         let partition = prepared
@@ -446,6 +447,42 @@ impl Handler<StopJob> for SlurmExecutor {
     }
 }
 
+/// A worker registered over HTTP (its secret already checked): its follower starts
+/// pulling from it at once, without waiting to find `worker.json`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct WorkerRegistered {
+    /// The run.
+    pub run_id: RunId,
+    /// The job the worker runs in (ignored unless it is the run's live job).
+    pub job_id: u64,
+    /// Where it listens.
+    pub registration: Registration,
+    /// The job's secret, to pull with.
+    pub secret: String,
+}
+
+impl Handler<WorkerRegistered> for SlurmExecutor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerRegistered, _ctx: &mut Self::Context) {
+        match self.followers.get(&msg.run_id) {
+            Some((job_id, follower)) if *job_id == msg.job_id => follower.do_send(msg),
+            _ => {
+                tracing::info!(run_id = %msg.run_id, job_id = msg.job_id, "registration of a job not followed: ignored")
+            }
+        }
+    }
+}
+
+impl Handler<WorkerRegistered> for RemoteRun {
+    type Result = ();
+
+    fn handle(&mut self, msg: WorkerRegistered, _ctx: &mut Self::Context) {
+        self.register(msg.registration, msg.secret, "http");
+    }
+}
+
 /// A follower is done: its job ended and what it left is journaled.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -563,7 +600,11 @@ impl Handler<StopJob> for RemoteRun {
         tracing::info!(%run_id, job_id, "stopping slurm job: SIGTERM");
         actix_web::rt::task::spawn_blocking(move || {
             if let Err(e) = cli::scancel(job_id, Some("TERM")) {
-                tracing::warn!(%run_id, job_id, error = %e, "scancel --signal=TERM failed");
+                // Not delivered (the job is not running): waiting for it is pointless.
+                tracing::info!(%run_id, job_id, error = %e, "scancel --signal=TERM not delivered; cancelling the job");
+                if let Err(e) = cli::scancel(job_id, None) {
+                    tracing::warn!(%run_id, job_id, error = %e, "scancel failed");
+                }
             }
         });
         ctx.run_later(self.grace, move |_, _| {
@@ -727,27 +768,30 @@ impl RemoteRun {
     fn read_registration(&mut self) {
         match files::read_json::<Registration>(&self.dir.join("worker.json")) {
             Ok(Some(registration)) if self.address.as_ref() == Some(&registration.address) => {}
-            Ok(Some(registration)) => {
-                let secret =
-                    std::fs::read_to_string(self.dir.join("secret")).map(|s| s.trim().to_string());
-                match secret {
-                    Ok(secret) => {
-                        tracing::info!(run_id = %self.run_id, job_id = self.job_id, worker = %registration.address, "worker registered");
-                        self.context.board.update(self.run_id, |live| {
-                            live.worker = Some(registration.address.clone());
-                        });
-                        self.node = Some(registration.node);
-                        self.address = Some(registration.address);
-                        self.secret = Some(secret);
-                    }
-                    Err(e) => {
-                        tracing::warn!(run_id = %self.run_id, error = %e, "cannot read the job's secret")
-                    }
+            Ok(Some(registration)) => match std::fs::read_to_string(self.dir.join("secret")) {
+                Ok(secret) => self.register(registration, secret.trim().to_string(), "worker.json"),
+                Err(e) => {
+                    tracing::warn!(run_id = %self.run_id, error = %e, "cannot read the job's secret")
                 }
-            }
+            },
             Ok(None) => {}
             Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "cannot read worker.json"),
         }
+    }
+
+    /// Pulls from the worker at `registration` from now on.
+    fn register(&mut self, registration: Registration, secret: String, how: &str) {
+        if self.address.as_ref() == Some(&registration.address) {
+            return;
+        }
+        tracing::info!(run_id = %self.run_id, job_id = self.job_id, worker = %registration.address, how, "worker registered");
+        self.context.board.update(self.run_id, |live| {
+            live.worker = Some(registration.address.clone());
+        });
+        self.node = Some(registration.node);
+        self.address = Some(registration.address);
+        self.secret = Some(secret);
+        self.pull_failed = false;
     }
 
     /// Writes the worker's newest progress into the cells the ticker samples.

@@ -259,11 +259,22 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if !(path == "/api" || path.starts_with("/api/") || path == "/metrics") {
         return None;
     }
+    // A Slurm worker proves itself with its job's secret, checked by the handler.
+    if method == Method::POST && is_worker_registration(path) {
+        return None;
+    }
     if method == Method::GET || method == Method::HEAD {
         Some(Role::Read)
     } else {
         Some(Role::Write)
     }
+}
+
+/// Whether `path` is a worker's registration, `/api/v1/runs/{id}/worker`.
+fn is_worker_registration(path: &str) -> bool {
+    path.strip_prefix("/api/v1/runs/")
+        .and_then(|rest| rest.strip_suffix("/worker"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// Whether `path` is one of the three stream routes (`/api/v1/stream`,

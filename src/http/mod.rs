@@ -134,6 +134,7 @@ pub const ROUTES: &[Endpoint] = &[
     route!(GET "/api/v1/runs/{id}" => runs::get),
     route!(GET "/api/v1/runs/{id}/events" => runs::events),
     route!(GET "/api/v1/runs/{id}/facts" => worker::facts),
+    route!(POST "/api/v1/runs/{id}/worker" => worker::register),
     route!(GET "/api/v1/runs/{id}/metrics" => metrics::run_metrics),
     route!(POST "/api/v1/runs/{id}/cancel" => runs::cancel),
     route!(POST "/api/v1/runs/{id}/pause" => runs::pause),

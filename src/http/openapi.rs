@@ -65,6 +65,7 @@ const BEARER: &str = "bearer";
         runs::get,
         runs::events,
         worker::facts,
+        worker::register,
         metrics::run_metrics,
         runs::cancel,
         runs::pause,

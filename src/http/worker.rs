@@ -124,3 +124,106 @@ pub async fn facts(
             .collect(),
     }))
 }
+
+/// `POST /api/v1/runs/{id}/worker`: a Slurm worker registers where it listens.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/worker",
+    tag = "runs",
+    operation_id = "register_worker",
+    summary = "A Slurm worker registers where it listens",
+    description = "Sent once by `runyard worker` when it listens, with its job's secret as \
+        `Authorization: Bearer SECRET` (not an API token: the secret the server made for \
+        the job). The server pulls the run's facts from that address from then on. Workers \
+        also register through `worker.json` in the shared directory, which is enough on its \
+        own; this only saves the wait for the server to find that file.",
+    params(
+        ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
+    ),
+    request_body(content = crate::slurm::files::Registration, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Registered: the server pulls from the worker from now on."),
+        (status = 400, description = "`malformed_body`: the body is not a registration, or its `address` is not `IP:PORT`.", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`forbidden`: the job's secret is missing or wrong.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`conflict`: the run has no Slurm job running, or the registration names another job.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: the job's secret could not be read.", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub async fn register(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    use super::ErrorCode;
+    let id = existing_run_id(&state, &path)?;
+    let job = {
+        let fold = state.actors.reader.state();
+        fold.run(id)
+            .and_then(|run| run.slurm.clone())
+            .filter(|job| job.ended.is_none())
+    };
+    let (Some(job), Some(slurm)) = (job, state.actors.slurm.clone()) else {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("run {id} has no Slurm job running"),
+        ));
+    };
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, secret)| secret.trim().to_string());
+    let secret_file = std::path::Path::new(&job.dir).join("secret");
+    let secret = web::block(move || std::fs::read_to_string(secret_file))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot read the secret of job {}: {e}", job.job_id),
+            )
+        })?;
+    let secret = secret.trim().to_string();
+    let matches = presented.as_deref().is_some_and(|p| {
+        use subtle::ConstantTimeEq as _;
+        p.len() == secret.len() && bool::from(p.as_bytes().ct_eq(secret.as_bytes()))
+    });
+    if !matches {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "send the job's secret (the `secret` file of its directory) as `Authorization: Bearer SECRET`",
+        ));
+    }
+    let registration: crate::slurm::files::Registration = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::MalformedBody, format!("not a registration: {e}")))?;
+    if registration
+        .address
+        .parse::<std::net::SocketAddr>()
+        .is_err()
+    {
+        return Err(ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("address must be IP:PORT, got {:?}", registration.address),
+        ));
+    }
+    if let Some(other) = registration.job_id.filter(|j| *j != job.job_id) {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "the registration is for Slurm job {other}; run {id}'s job is {}",
+                job.job_id
+            ),
+        ));
+    }
+    slurm.do_send(crate::actors::slurm::WorkerRegistered {
+        run_id: id,
+        job_id: job.job_id,
+        registration,
+        secret,
+    });
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -58,10 +58,15 @@ pub struct WorkerJob {
     pub data_roots: Vec<PathBuf>,
     /// Progress sampling interval, in milliseconds.
     pub tick_ms: u64,
+    /// Where to register with the server (`POST {server_url}/api/v1/runs/{id}/worker`),
+    /// besides `worker.json`.
+    #[serde(default)]
+    pub server_url: Option<String>,
 }
 
-/// `worker.json`: where the worker of a job listens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `worker.json`: where the worker of a job listens (also the body of its
+/// registration with the server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     /// `IP:PORT` the worker's HTTP server is bound to.
     pub address: String,

@@ -74,6 +74,9 @@ pub fn run(job_dir: &Path) -> anyhow::Result<()> {
             .context("cannot write worker.json")?;
         println!("runyard worker listening on http://{address}");
         tracing::info!(%address, run_id = %job.run_id, job = job.job, "worker listening");
+        if let Some(url) = &job.server_url {
+            register(url, job_dir, &job, &registration).await;
+        }
         follow(&actors, &job).await
     })
 }
@@ -110,6 +113,58 @@ async fn start_or_resume(actors: &crate::actors::Actors, job: &WorkerJob) -> any
         }
     }
     Ok(())
+}
+
+/// Tells the server where this worker listens (`POST /api/v1/runs/{id}/worker` with
+/// the job's secret), a few times if it does not answer. Best effort: the server also
+/// finds `worker.json`.
+async fn register(url: &str, job_dir: &Path, job: &WorkerJob, registration: &Registration) {
+    let secret = match std::fs::read_to_string(job_dir.join("secret")) {
+        Ok(secret) => secret.trim().to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the job's secret: not registering over HTTP");
+            return;
+        }
+    };
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(error = %e, "no HTTP client: not registering over HTTP");
+            return;
+        }
+    };
+    let target = format!(
+        "{}/api/v1/runs/{}/worker",
+        url.trim_end_matches('/'),
+        job.run_id
+    );
+    for attempt in 1..=3 {
+        let answer = client
+            .post(&target)
+            .bearer_auth(&secret)
+            .json(registration)
+            .send()
+            .await;
+        match answer {
+            Ok(response) if response.status().is_success() => {
+                tracing::info!(server = %url, "registered with the server");
+                return;
+            }
+            Ok(response) => {
+                // Refused: trying again would be refused again.
+                tracing::warn!(server = %url, status = %response.status(), "the server refused the registration; it reads worker.json instead");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(server = %url, attempt, error = %e, "cannot reach the server to register");
+                tokio::time::sleep(Duration::from_secs(attempt)).await;
+            }
+        }
+    }
 }
 
 /// Waits until the run is paused or over; SIGTERM and SIGINT pause it (a checkpoint,

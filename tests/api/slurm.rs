@@ -259,6 +259,10 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     assert_eq!(run["state"], "running");
     assert_eq!(run["slurm_live"]["state"], "RUNNING", "{run:#}");
     assert!(run["slurm_live"]["worker"].is_string(), "{run:#}");
+    // The worker registered over HTTP too (its own log says so).
+    let output = PathBuf::from(run["slurm"]["dir"].as_str().expect("job dir")).join("output.log");
+    let log = std::fs::read_to_string(&output).expect("the job's output");
+    assert!(log.contains("registered with the server"), "{log}");
     assert_eq!(run["progress"]["epoch"], 1);
     let metrics = metrics_text(&app).await;
     for line in [
@@ -691,6 +695,41 @@ async fn a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_
         .await;
     let second_job = run["slurm"]["job_id"].as_u64().expect("job id");
     assert_ne!(first_job, second_job);
+
+    // Registration over HTTP: only with the job's secret, for the job's id, with an
+    // address; then the server pulls from that address.
+    let dir = PathBuf::from(run["slurm"]["dir"].as_str().expect("job dir"));
+    let secret = std::fs::read_to_string(dir.join("secret")).expect("secret");
+    let register = |secret: String, body: Value| {
+        app.client
+            .post(format!("{}/api/v1/runs/{id}/worker", app.address))
+            .bearer_auth(secret)
+            .json(&body)
+            .send()
+    };
+    let body = |address: &str, job_id: u64| json!({"address": address, "node": "nowhere", "pid": 1, "job_id": job_id});
+    let refused = register("ry_wrong".into(), body("127.0.0.1:9", second_job))
+        .await
+        .expect("answered");
+    assert_problem(refused, 403, "forbidden").await;
+    let bad = register(secret.trim().into(), body("not an address", second_job))
+        .await
+        .expect("answered");
+    assert_problem(bad, 400, "malformed_body").await;
+    let other = register(secret.trim().into(), body("127.0.0.1:9", first_job))
+        .await
+        .expect("answered");
+    assert_problem(other, 409, "conflict").await;
+    let ok = register(secret.trim().into(), body("127.0.0.1:9", second_job))
+        .await
+        .expect("answered");
+    assert_eq!(ok.status(), 204);
+    // Nothing listens there: the run shows its worker unreachable, still queued.
+    let run = app
+        .wait_for(&id, |r| r["slurm_live"]["unreachable"] == true)
+        .await;
+    assert_eq!(run["slurm_live"]["worker"], "127.0.0.1:9");
+    assert_eq!(run["state"], "queued");
 
     let run = cancel_and_wait(&app, &id).await;
     assert_eq!(run["attempt"], 0, "never started: {run:#}");
