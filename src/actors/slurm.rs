@@ -814,8 +814,19 @@ impl RemoteRun {
         if cells.epochs() != progress.epochs {
             cells.set_epochs(progress.epochs);
         }
-        if cells.batches_per_epoch() != progress.batches_per_epoch {
-            cells.set_epoch_size(progress.batches_per_epoch, cells.samples_per_epoch());
+        // The worker's sample has no samples-per-epoch, which the ETA needs; its own
+        // ETA and rate give it (samples now plus those still to go, over the epochs).
+        let samples_per_epoch = match (progress.eta_secs, progress.epochs) {
+            (Some(eta), epochs) if cells.samples_per_epoch() == 0 && epochs > 0 => {
+                let total = progress.samples as f64 + eta * progress.samples_per_sec;
+                (total / epochs as f64).round() as u64
+            }
+            _ => cells.samples_per_epoch(),
+        };
+        if cells.batches_per_epoch() != progress.batches_per_epoch
+            || cells.samples_per_epoch() != samples_per_epoch
+        {
+            cells.set_epoch_size(progress.batches_per_epoch, samples_per_epoch);
         }
         cells.report(
             progress.epoch,

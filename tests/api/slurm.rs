@@ -490,8 +490,11 @@ async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the
     spec["executor"] = json!("slurm");
     spec["checkpoint"] = json!({"every_batches": 20, "keep": 2});
     let id = app.submit_ok(&spec).await;
+    // Live figures as for a local run: the rate, and an ETA from it.
     app.wait_for(&id, |r| {
-        r["checkpoint"].is_object() && r["progress"].is_object()
+        r["checkpoint"].is_object()
+            && r["progress"]["samples_per_sec"].as_f64() > Some(0.0)
+            && r["progress"]["eta_secs"].is_number()
     })
     .await;
     let response = app.post(&format!("/api/v1/runs/{id}/pause")).await;
