@@ -8,8 +8,11 @@
 //! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
 //! - [`tracer::Tracer`] follows the journal and turns each run's events into its
 //!   OpenTelemetry trace (started only when traces are on).
+//! - [`slurm::SlurmExecutor`] submits Slurm jobs and follows each through its worker.
+//! - [`board::RunBoard`] holds a value per run that an actor writes and the API reads.
 //! - [`supervisor`] starts them all under actix supervision.
 
+pub mod board;
 pub mod dispatcher;
 pub mod journal;
 pub mod metrics;

@@ -5,10 +5,8 @@
 //! end journals the outcome and the slot's release.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-use rustc_hash::FxHashMap;
 
 use actix::prelude::*;
 
@@ -90,35 +88,24 @@ pub struct RunActor {
 
 /// The live progress-pipe figures of the command runs' current attempts, by run: what
 /// the API shows as a run's `protocol` while its command runs.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct CommandBoard {
-    /// Keyed with FxHash as the progress board is: run ids are random.
-    feeds: Arc<RwLock<FxHashMap<RunId, Arc<CommandFeed>>>>,
-}
-
-impl std::fmt::Debug for CommandBoard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandBoard").finish_non_exhaustive()
-    }
+    feeds: super::board::RunBoard<Arc<CommandFeed>>,
 }
 
 impl CommandBoard {
     /// The live figures of a run whose command is running (or ending).
     pub fn get(&self, run_id: RunId) -> Option<ProtocolReport> {
-        let feeds = self.feeds.read().unwrap_or_else(|p| p.into_inner());
-        feeds.get(&run_id).map(|feed| feed.report())
+        self.feeds.read(run_id, |feed| feed.report())
     }
 
     fn insert(&self, run_id: RunId, feed: Arc<CommandFeed>) {
-        let mut feeds = self.feeds.write().unwrap_or_else(|p| p.into_inner());
-        feeds.insert(run_id, feed);
+        self.feeds.insert(run_id, feed);
     }
 
+    /// Removes the run's feed if it is still `feed` (a later attempt's stays).
     fn remove(&self, run_id: RunId, feed: &Arc<CommandFeed>) {
-        let mut feeds = self.feeds.write().unwrap_or_else(|p| p.into_inner());
-        if feeds.get(&run_id).is_some_and(|f| Arc::ptr_eq(f, feed)) {
-            feeds.remove(&run_id);
-        }
+        self.feeds.remove_if(run_id, |f| Arc::ptr_eq(f, feed));
     }
 }
 

@@ -18,7 +18,7 @@
 //! has not seen end, and submits jobs for Slurm runs that were waiting for one.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -63,40 +63,7 @@ pub struct SlurmLive {
 }
 
 /// The live Slurm view of every followed run.
-#[derive(Clone, Default)]
-pub struct SlurmBoard {
-    live: Arc<RwLock<FxHashMap<RunId, SlurmLive>>>,
-}
-
-impl std::fmt::Debug for SlurmBoard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlurmBoard").finish_non_exhaustive()
-    }
-}
-
-impl SlurmBoard {
-    /// The live view of a followed run.
-    pub fn get(&self, run_id: RunId) -> Option<SlurmLive> {
-        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        live.get(&run_id).cloned()
-    }
-
-    /// The live view of every followed job.
-    pub fn all(&self) -> Vec<SlurmLive> {
-        let live = self.live.read().unwrap_or_else(|p| p.into_inner());
-        live.values().cloned().collect()
-    }
-
-    fn update(&self, run_id: RunId, change: impl FnOnce(&mut SlurmLive)) {
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        change(live.entry(run_id).or_default());
-    }
-
-    fn remove(&self, run_id: RunId) {
-        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
-        live.remove(&run_id);
-    }
-}
+pub type SlurmBoard = super::board::RunBoard<SlurmLive>;
 
 /// What the executor needs besides the configuration.
 #[derive(Clone)]
@@ -179,10 +146,7 @@ impl SlurmExecutor {
 
     /// Submits a run's next job after `wait`, if the run is still waiting for one.
     fn launch_after(&self, run_id: RunId, wait: Duration, ctx: &mut Context<Self>) {
-        ctx.run_later(wait, move |executor, ctx| {
-            ctx.address().do_send(Launch { run_id });
-            let _ = executor;
-        });
+        ctx.run_later(wait, move |_, ctx| ctx.address().do_send(Launch { run_id }));
     }
 }
 
@@ -502,7 +466,7 @@ impl Handler<FollowerDone> for SlurmExecutor {
             .is_some_and(|(job_id, _)| *job_id == msg.job_id)
         {
             self.followers.remove(&msg.run_id);
-            self.context.board.remove(msg.run_id);
+            self.context.board.remove_if(msg.run_id, |_| true);
         }
         // A lost job's run waits for its delay, then gets a new job.
         let wait = {
@@ -800,11 +764,9 @@ impl RemoteRun {
             return;
         };
         let cells = self.cells.get_or_insert_with(|| {
-            let cells = Arc::new(ProgressCells::with_epoch_size(
-                progress.epochs,
-                progress.batches_per_epoch,
-                0,
-            ));
+            // No room for epoch summaries: those arrive as journaled facts, and a long
+            // run's cells would otherwise hold one per epoch for nothing.
+            let cells = Arc::new(ProgressCells::open_ended(0));
             self.context.ticker.do_send(Watch {
                 run_id: self.run_id,
                 cells: Arc::clone(&cells),

@@ -306,8 +306,12 @@ fn query_token(req: &ServiceRequest) -> Option<String> {
 
 /// The token of a request: `Authorization: Bearer TOKEN`.
 fn bearer(req: &ServiceRequest) -> Option<&str> {
-    let value = req
-        .headers()
+    bearer_token(req.headers())
+}
+
+/// The token of `Authorization: Bearer TOKEN` in `headers`.
+pub fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let value = headers
         .get(actix_web::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;

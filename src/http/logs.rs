@@ -105,13 +105,18 @@ fn parse_query_of(pairs: Vec<(String, String)>, stream_route: bool) -> Result<Lo
     })
 }
 
-/// `410 artifact_deleted` once the run's files (its logs among them) were deleted.
-fn check_files_kept(state: &AppState, id: RunId) -> Result<(), ApiError> {
+/// The file of a run's `stream` log: under the server's data directory, or for a
+/// Slurm run under its worker's, in the shared directory (`SHARED/runs/ID/worker`).
+/// `410 artifact_deleted` once the run's files were deleted.
+fn log_file(
+    state: &AppState,
+    id: RunId,
+    stream: LogStream,
+) -> Result<std::path::PathBuf, ApiError> {
     let fold = state.actors.reader.state();
     let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-    match &run.files_deleted {
-        None => Ok(()),
-        Some(deleted) => Err(ApiError::new(
+    if let Some(deleted) = &run.files_deleted {
+        return Err(ApiError::new(
             ErrorCode::ArtifactDeleted,
             format!(
                 "the files of run {id} were deleted at {} (event {}); its logs are gone",
@@ -120,8 +125,12 @@ fn check_files_kept(state: &AppState, id: RunId) -> Result<(), ApiError> {
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 deleted.seq
             ),
-        )),
+        ));
     }
+    let root = crate::actors::slurm::shared_run_dir(run)
+        .map(|run_dir| run_dir.join("worker"))
+        .unwrap_or_else(|| state.data_dir.clone());
+    Ok(log_path(&root, id, stream))
 }
 
 fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiError {
@@ -129,21 +138,6 @@ fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiErr
         ErrorCode::Internal,
         format!("cannot read the {} log of run {id}: {e}", stream.name()),
     )
-}
-
-/// The data directory that holds a run's files: the server's, or for a Slurm run its
-/// worker's, in the shared directory (`SHARED/runs/ID/worker`, beside the job's
-/// directory).
-fn files_root(state: &AppState, id: crate::domain::RunId) -> std::path::PathBuf {
-    let fold = state.actors.reader.state();
-    fold.run(id)
-        .and_then(|run| run.slurm.as_ref())
-        .and_then(|job| {
-            std::path::Path::new(&job.dir)
-                .parent()
-                .map(|run_dir| run_dir.join("worker"))
-        })
-        .unwrap_or_else(|| state.data_dir.clone())
 }
 
 /// `GET /api/v1/runs/{id}/logs?stream=&tail=`: the last lines of a run's stdout or
@@ -192,8 +186,7 @@ pub async fn tail(
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
     let query = parse_query(query.into_inner())?;
-    check_files_kept(&state, id)?;
-    let file = log_path(&files_root(&state, id), id, query.stream);
+    let file = log_file(&state, id, query.stream)?;
     let body = web::block(move || files::tail(&file, query.tail, MAX_TAIL_BYTES))
         .await
         .map_err(|e| unreadable(id, query.stream, e))?
@@ -286,8 +279,7 @@ pub async fn stream(
                 })
         })
         .transpose()?;
-    check_files_kept(&state, id)?;
-    let file = log_path(&files_root(&state, id), id, query.stream);
+    let file = log_file(&state, id, query.stream)?;
     let follower = web::block(move || match resume {
         Some(position) => Follower::resume(&file, position),
         None => Follower::from_tail(&file, query.tail),

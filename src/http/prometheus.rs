@@ -205,10 +205,14 @@ fn scraped(
                 &["state"],
             )?;
             let mut unreachable = 0i64;
-            for live in state.actors.slurm_board.all() {
-                jobs.with_label_values(&[live.state.as_deref().unwrap_or("UNKNOWN")])
+            let followed = state
+                .actors
+                .slurm_board
+                .read_all(|live| (live.state.clone(), live.unreachable));
+            for (slurm_state, is_unreachable) in followed {
+                jobs.with_label_values(&[slurm_state.as_deref().unwrap_or("UNKNOWN")])
                     .inc();
-                unreachable += i64::from(live.unreachable);
+                unreachable += i64::from(is_unreachable);
             }
             scrape.int_gauge(
                 "runyard_slurm_workers_unreachable",

@@ -209,7 +209,7 @@ fn run_response(
     Ok(response.json(
         RunView::new(run, state.actors.board.get(id), position)
             .with_live_protocol(state.actors.commands.get(id))
-            .with_slurm(state.actors.slurm_board.get(id)),
+            .with_slurm(state.actors.slurm_board.read(id, Clone::clone)),
     ))
 }
 
@@ -1047,7 +1047,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             let position = positions.get(&run.id).copied();
             RunView::new(run, state.actors.board.get(run.id), position)
                 .with_live_protocol(state.actors.commands.get(run.id))
-                .with_slurm(state.actors.slurm_board.get(run.id))
+                .with_slurm(state.actors.slurm_board.read(run.id, Clone::clone))
         })
         .collect();
     let mut response = HttpResponse::Ok();

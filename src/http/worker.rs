@@ -170,15 +170,11 @@ pub async fn register(
             format!("run {id} has no Slurm job running"),
         ));
     };
-    let presented = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, secret)| secret.trim().to_string());
-    let secret_file = std::path::Path::new(&job.dir).join("secret");
-    let secret = web::block(move || std::fs::read_to_string(secret_file))
+    // The job's secret is checked as any token is: against the hash in the tokens
+    // file the server wrote for the job's worker.
+    let presented = super::auth::bearer_token(req.headers()).map(str::to_owned);
+    let tokens_file = std::path::Path::new(&job.dir).join("tokens.toml");
+    let tokens = web::block(move || super::auth::Tokens::load(&tokens_file))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
         .map_err(|e| {
@@ -187,17 +183,12 @@ pub async fn register(
                 format!("cannot read the secret of job {}: {e}", job.job_id),
             )
         })?;
-    let secret = secret.trim().to_string();
-    let matches = presented.as_deref().is_some_and(|p| {
-        use subtle::ConstantTimeEq as _;
-        p.len() == secret.len() && bool::from(p.as_bytes().ct_eq(secret.as_bytes()))
-    });
-    if !matches {
+    let Some(secret) = presented.filter(|p| tokens.verify(p).is_some()) else {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "send the job's secret (the `secret` file of its directory) as `Authorization: Bearer SECRET`",
         ));
-    }
+    };
     let registration: crate::slurm::files::Registration = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::MalformedBody, format!("not a registration: {e}")))?;
     if registration

@@ -209,6 +209,15 @@ impl TestApp {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// `GET` a path, whatever it answers.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("answered")
+    }
+
     /// `POST` a path without a body.
     pub async fn post(&self, path: &str) -> reqwest::Response {
         self.client

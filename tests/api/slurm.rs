@@ -61,14 +61,7 @@ async fn on_the_cluster(
 
 /// The server's `/metrics` text.
 async fn metrics_text(app: &TestApp) -> String {
-    app.client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    app.get("/metrics").await.text().await.expect("text")
 }
 
 /// Cancels run `id` and waits until it is cancelled and its job's end journaled.
@@ -116,6 +109,12 @@ echo "gated run done" >&2
         "env": {"GATE": gate.display().to_string()},
         "grace": "2s",
     })
+}
+
+/// `spec` on Slurm.
+fn on_slurm(mut spec: Value) -> Value {
+    spec["executor"] = json!("slurm");
+    spec
 }
 
 /// Asserts that no fact was journaled twice: each epoch once, each checkpoint step
@@ -170,8 +169,7 @@ async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
     else {
         return;
     };
-    let mut spec = quick_spec("slurm-train");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(quick_spec("slurm-train"));
     spec["epochs"] = json!(4);
     spec["checkpoint"] = json!({"every_batches": 40, "keep": 2});
     let response = app.submit(&spec).await;
@@ -207,14 +205,8 @@ async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
     }
     // Files the worker wrote in the shared directory download through the server.
     let weights = app
-        .client
-        .get(format!(
-            "{}/api/v1/runs/{id}/artifacts/final.safetensors",
-            app.address
-        ))
-        .send()
-        .await
-        .expect("answered");
+        .get(&format!("/api/v1/runs/{id}/artifacts/final.safetensors"))
+        .await;
     assert_eq!(weights.status(), 200);
     assert!(!weights.bytes().await.expect("body").is_empty());
     assert_eq!(job_state(job_id), "COMPLETED");
@@ -233,14 +225,8 @@ async fn a_slurm_run_trains_in_a_job_and_completes_with_every_fact_once() {
     assert_eq!(response.status(), 200);
     assert!(!run_dir.exists(), "{} is still there", run_dir.display());
     let gone = app
-        .client
-        .get(format!(
-            "{}/api/v1/runs/{id}/artifacts/final.safetensors",
-            app.address
-        ))
-        .send()
-        .await
-        .expect("answered");
+        .get(&format!("/api/v1/runs/{id}/artifacts/final.safetensors"))
+        .await;
     assert_eq!(gone.status(), 410);
 }
 
@@ -310,14 +296,8 @@ async fn a_slurm_runs_live_progress_reaches_its_stream_and_cancel_reaches_the_jo
     // The command's output, written by the worker in the shared directory, is the
     // run's log on the server.
     let log = app
-        .client
-        .get(format!(
-            "{}/api/v1/runs/{id}/logs?stream=stderr",
-            app.address
-        ))
-        .send()
-        .await
-        .expect("logs");
+        .get(&format!("/api/v1/runs/{id}/logs?stream=stderr"))
+        .await;
     assert_eq!(log.status(), 200);
     let text = log.text().await.expect("log text");
     assert!(text.contains("gated run done"), "{text:?}");
@@ -350,8 +330,7 @@ async fn a_bad_partition_fails_the_run_with_slurms_message_and_no_retry() {
     else {
         return;
     };
-    let mut spec = quick_spec("slurm-bad-partition");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(quick_spec("slurm-bad-partition"));
     spec["partition"] = json!("no-such-partition");
     let response = app.submit(&spec).await;
     assert_eq!(response.status(), 201);
@@ -362,8 +341,7 @@ async fn a_bad_partition_fails_the_run_with_slurms_message_and_no_retry() {
     assert!(error.to_lowercase().contains("partition"), "{error}");
     assert!(run["slurm"].is_null(), "no job: {run:#}");
 
-    let mut spec = quick_spec("slurm-bad-gres");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(quick_spec("slurm-bad-gres"));
     spec["gres"] = json!("gpu:64");
     let run: Value = app.submit(&spec).await.json().await.expect("run");
     assert_eq!(run["state"], "failed", "{run:#}");
@@ -463,14 +441,12 @@ async fn slurm_fields_need_the_slurm_executor_and_a_server_that_has_it() {
         "{detail}"
     );
 
-    let mut spec = quick_spec("bad-time-limit");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(quick_spec("bad-time-limit"));
     spec["time_limit"] = json!("two hours");
     let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
     assert!(detail.contains("time_limit"), "{detail}");
 
-    let mut spec = quick_spec("no-slurm-here");
-    spec["executor"] = json!("slurm");
+    let spec = on_slurm(quick_spec("no-slurm-here"));
     let detail = assert_problem(app.submit(&spec).await, 422, "executor_disabled").await;
     assert!(detail.contains("executors.slurm"), "{detail}");
     let (_, runs) = app.get_json("/api/v1/runs").await;
@@ -486,8 +462,7 @@ async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the
     else {
         return;
     };
-    let mut spec = long_spec("slurm-pause");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(long_spec("slurm-pause"));
     spec["checkpoint"] = json!({"every_batches": 20, "keep": 2});
     let id = app.submit_ok(&spec).await;
     // Live figures as for a local run: the rate, and an ETA from it.
@@ -549,8 +524,7 @@ async fn a_job_lost_with_its_node_is_retried_from_the_checkpoint_and_counted_apa
     let _cluster = CLUSTER.write().await;
     let shared = tempfile::tempdir().expect("shared dir");
     let app = slurm_app(shared.path()).await;
-    let mut spec = long_spec("slurm-node-fail");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(long_spec("slurm-node-fail"));
     spec["checkpoint"] = json!({"every_batches": 20, "keep": 2});
     let id = app.submit_ok(&spec).await;
     let run = app
@@ -669,8 +643,7 @@ async fn a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_
         return;
     };
     // `held` is down in the test cluster: Slurm keeps its jobs pending.
-    let mut spec = quick_spec("slurm-held");
-    spec["executor"] = json!("slurm");
+    let mut spec = on_slurm(quick_spec("slurm-held"));
     spec["partition"] = json!("held");
     let id = app.submit_ok(&spec).await;
     let run = app
