@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup browser slurm-up build run test lint bench crash-loop clean-libtorch
+.PHONY: setup browser slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -22,6 +22,11 @@ browser:
 slurm-up:
 	bash scripts/setup-slurm.sh
 
+# What the power-cut test needs to mount scripts/cutfs.py: Debian's libfuse2 (with
+# apt-get, as root, when missing) and fusepy in target/cutfs-venv.
+cutfs:
+	bash scripts/setup-cutfs.sh
+
 # Set-up and the release build.
 build: setup
 	$(CARGO) build --release --locked
@@ -36,19 +41,27 @@ lint: setup
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Everything from a fresh clone, then the whole test suite. The dashboard's browser
-# test fails without chromium here, and the Slurm tests without a Slurm cluster;
-# RUNYARD_REQUIRE_BROWSER=0 and RUNYARD_REQUIRE_SLURM=0 let them skip instead.
+# test fails without chromium here, the Slurm tests without a Slurm cluster, and the
+# power-cut test without FUSE; RUNYARD_REQUIRE_BROWSER=0, RUNYARD_REQUIRE_SLURM=0 and
+# RUNYARD_REQUIRE_POWER=0 let them skip instead.
 RUNYARD_REQUIRE_BROWSER ?= 1
 RUNYARD_REQUIRE_SLURM ?= 1
-test: setup browser slurm-up lint
-	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) $(CARGO) test --locked --all-targets
+RUNYARD_REQUIRE_POWER ?= 1
+test: setup browser slurm-up cutfs lint
+	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
 # whole suite runs 25). SEED repeats a failing loop's choices.
 N ?= 1000
 SEED ?=
 crash-loop: setup
-	RUNYARD_CRASH_CYCLES=$(N) RUNYARD_CRASH_SEED=$(SEED) $(CARGO) test --locked --test crash_loop -- --nocapture
+	RUNYARD_CRASH_CYCLES=$(N) RUNYARD_CRASH_SEED=$(SEED) $(CARGO) test --locked --test crash_loop -- --exact crash_loop --nocapture
+
+# The power-cut loop alone, longer: N cycles of SIGKILL, a cut of the FUSE filesystem
+# the data directory is on (every unsynced write lost) and a restart (the whole suite
+# runs 20). Needs root and /dev/fuse (`make cutfs` installs the rest).
+power-loop: setup cutfs
+	RUNYARD_REQUIRE_POWER=1 RUNYARD_POWER_CYCLES=$(N) RUNYARD_POWER_SEED=$(SEED) $(CARGO) test --locked --test crash_loop -- --exact power_loop --nocapture
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.

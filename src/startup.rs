@@ -41,6 +41,8 @@ pub struct Application {
     streams: std::sync::Arc<http::stream::StreamStats>,
     /// The trace pipeline, when traces are on (flushed when the server stops).
     traces: Option<crate::telemetry::traces::Traces>,
+    /// This server's hold on its data directory, let go when it stops.
+    _lock: crate::store::DirLock,
     /// The actor that builds runs' spans from the journal, when traces are on.
     tracer: Option<actix::Addr<crate::actors::tracer::Tracer>>,
 }
@@ -57,6 +59,8 @@ impl Application {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        // Before anything else reads or writes there: one server per data directory.
+        let lock = crate::store::lock(data_dir)?;
         let tokens = match &config.auth.tokens_file {
             Some(path) => http::auth::Tokens::load(path)?,
             None => http::auth::Tokens::default(),
@@ -183,6 +187,7 @@ impl Application {
             streams,
             traces,
             tracer,
+            _lock: lock,
         })
     }
 
@@ -267,6 +272,49 @@ fn end_orphan_commands(
     Ok((state, records))
 }
 
+/// Checks that the log reaches its watermark. A log that ends short of it (sled
+/// stopped its recovery at a damaged message) stops the start with both sequence
+/// numbers, unless `repair` is set: then the damaged log's files are copied aside, the
+/// records sled could read are kept, and a `JournalRepaired` event names what was lost.
+fn reach_or_repair(log: &EventLog, data_dir: &std::path::Path, repair: bool) -> anyhow::Result<()> {
+    let err = match log.check_reach() {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    let repairs = data_dir.join(crate::store::repair::REPAIRS_DIR);
+    if !repair {
+        anyhow::bail!(
+            "cannot start on the journal: {err}. `runyard serve --repair` keeps the records \
+             that can be read, copies the damaged log's files aside into {}/ and starts \
+             from there",
+            repairs.display()
+        );
+    }
+    let report = crate::store::repair::move_short_log_aside(log, data_dir, &err)
+        .context("cannot repair the journal")?;
+    tracing::warn!(
+        from_seq = report.from_seq,
+        to_seq = report.to_seq,
+        file = %report.file,
+        reason = %report.reason,
+        "journal repaired: the log ended short of its watermark; its damaged files were copied aside"
+    );
+    if report.to_seq >= report.from_seq {
+        let envelope = crate::domain::Envelope::now(
+            crate::domain::RunId::SYSTEM,
+            crate::domain::Event::JournalRepaired {
+                from_seq: report.from_seq,
+                to_seq: report.to_seq,
+                reason: report.reason.clone(),
+                file: report.file.clone(),
+            },
+        );
+        log.append(report.from_seq, std::slice::from_ref(&envelope))
+            .context("cannot journal the repair")?;
+    }
+    Ok(())
+}
+
 /// Replays the journal. A record that cannot be read stops the start with an error
 /// naming it and the directory, unless `repair` is set: then that record and every
 /// later one are moved aside into a file, a `JournalRepaired` event takes the bad
@@ -276,6 +324,7 @@ fn replay_or_repair(
     data_dir: &std::path::Path,
     repair: bool,
 ) -> anyhow::Result<(crate::domain::State, ReplayStats)> {
+    reach_or_repair(log, data_dir, repair)?;
     let err = match replay(log) {
         Ok(replayed) => return Ok(replayed),
         Err(e) => e,

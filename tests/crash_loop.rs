@@ -20,11 +20,30 @@
 //! resumed): completed runs trained every epoch, a few runs that were interrupted are
 //! trained again uninterrupted and must end with the same weights.
 //!
+//! Clients also send some of their requests with an `Idempotency-Key`: after each
+//! restart, every keyed answer given since the last one is asked for again with the
+//! same key and must come back byte for byte. After each kill, every checkpoint and
+//! artifact the journal names for a run whose files were not deleted is on disk with
+//! its SHA-256.
+//!
 //! `RUNYARD_CRASH_CYCLES` (default 25) sets the number of kills, `RUNYARD_CRASH_SEED`
 //! the seed of every choice but the exact moment a kill lands (`make crash-loop N=1000`).
+//!
+//! # The power loop
+//!
+//! `power_loop` is the same loop with the data directory on `scripts/cutfs.py`, a FUSE
+//! filesystem that keeps every write in memory until its file is fsynced: after each
+//! SIGKILL the filesystem is cut (killed and mounted again on what it had synced), as
+//! a power cut would leave the disk, and every check above runs on what survived.
+//! `RUNYARD_POWER_CYCLES` (default 20) and `RUNYARD_POWER_SEED` set it (`make
+//! power-loop N=500`). Where the filesystem cannot be mounted (no `/dev/fuse`, no
+//! fusepy: `scripts/setup-cutfs.sh`), it prints `SKIPPED` and why, or fails when
+//! `RUNYARD_REQUIRE_POWER=1` (as `make test` sets it).
 
 #[path = "crash_loop/activity.rs"]
 mod activity;
+#[path = "crash_loop/cutfs.rs"]
+mod cutfs;
 #[path = "crash_loop/ledger.rs"]
 mod ledger;
 #[path = "crash_loop/server.rs"]
@@ -48,6 +67,9 @@ use server::Server;
 
 /// Kills when `RUNYARD_CRASH_CYCLES` is not set.
 const DEFAULT_CYCLES: u64 = 25;
+
+/// Kills and cuts when `RUNYARD_POWER_CYCLES` is not set.
+const DEFAULT_POWER_CYCLES: u64 = 20;
 
 /// A safety net for anything the loop waits on; never the expected wait.
 const SAFETY: Duration = Duration::from_secs(120);
@@ -108,6 +130,8 @@ struct Loop {
     logs: Vec<PathBuf>,
     /// What `journal verify` said after the last kill.
     verified: Option<server::Verified>,
+    /// The filesystem the data directory is on, in the power loop.
+    cutfs: Option<cutfs::CutFs>,
 }
 
 impl Loop {
@@ -290,7 +314,35 @@ impl Loop {
                 past["last_seq"]
             );
         }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ ready_seq ^ 0x4B45_59ED);
+        activity::retry_keyed(&self.http, address, &self.ledger, &mut rng).await?;
         Ok(recovery.len())
+    }
+
+    /// In the power loop, the cut: what was not synced is gone.
+    fn cut(&mut self) -> Result<()> {
+        match &mut self.cutfs {
+            Some(fs) => fs.cut(),
+            None => Ok(()),
+        }
+    }
+
+    /// Every checkpoint and artifact the journal names is there with its SHA-256.
+    fn check_files(&self, export: &[String]) -> Result<usize> {
+        use sha2::Digest as _;
+        let files = ledger::files_named(export)?;
+        for (path, sha256) in &files {
+            let full = self.data_dir.join(path);
+            let bytes = std::fs::read(&full).with_context(|| {
+                format!("the journal names {path} (sha256 {sha256}), which cannot be read")
+            })?;
+            let found = hex::encode(sha2::Sha256::digest(&bytes));
+            ensure!(
+                &found == sha256,
+                "{path} has sha256 {found}; the journal recorded {sha256}"
+            );
+        }
+        Ok(files.len())
     }
 
     /// With the server down: verify, export, and compare with every acknowledgment.
@@ -309,8 +361,9 @@ impl Loop {
         let verified = server::verify(&self.data_dir)?;
         let export = server::export(&self.data_dir, &self.dir.join("export.jsonl"))?;
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-        let report = self.model.check(&export, verified.last_seq, &mut ledger)?;
+        let mut report = self.model.check(&export, verified.last_seq, &mut ledger)?;
         drop(ledger);
+        report.checked_files = self.check_files(&export)?;
         self.verified = Some(verified.clone());
         Ok((verified, report))
     }
@@ -362,6 +415,7 @@ impl Loop {
             }
         }
         drop(server);
+        self.cut()?;
         self.check_violations()?;
         let (verified, report) = self.check_offline().context("check after the kill")?;
         let counters = self.ledger().counters;
@@ -370,8 +424,9 @@ impl Loop {
             Kill::Activity(d) => ("activity", d),
         };
         eprintln!(
-            "cycle {n}/{total}: killed {}ms into {kind} (snapshots every {snapshot_every}); journal {} (+{}), {}; recovery events {}; sent {} submit, {} dup, {} cancel, {} pause, {} resume; checked {} views, {} events; {:.1}s",
+            "cycle {n}/{total}: killed {}ms into {kind}{} (snapshots every {snapshot_every}); journal {} (+{}), {}; recovery events {}; sent {} submit, {} dup, {} cancel, {} pause, {} resume, {} keyed; checked {} views, {} events, {} files; {:.1}s",
             delay.as_millis(),
+            if self.cutfs.is_some() { ", then cut" } else { "" },
             report.last_seq,
             report.new_events,
             verified.runs(),
@@ -381,8 +436,10 @@ impl Loop {
             counters.cancels,
             counters.pauses,
             counters.resumes,
+            counters.keyed,
             report.checked_views,
             report.checked_events,
+            report.checked_files,
             started.elapsed().as_secs_f64()
         );
         Ok(())
@@ -559,6 +616,7 @@ impl Loop {
 
         server.kill().context("the last SIGKILL")?;
         drop(server);
+        self.cut()?;
         self.check_violations()?;
         let (verified, report) = self.check_offline().context("the last check")?;
         ensure!(
@@ -594,8 +652,15 @@ fn final_sha(run: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn report_failure(dir: &Path, logs: &[PathBuf], seed: u64, cycle: u64, error: &anyhow::Error) {
-    eprintln!("\ncrash loop FAILED in cycle {cycle} (seed {seed}): {error:#}");
+fn report_failure(
+    dir: &Path,
+    logs: &[PathBuf],
+    (seed, cycle): (u64, u64),
+    power: bool,
+    error: &anyhow::Error,
+) {
+    let var = if power { "POWER" } else { "CRASH" };
+    eprintln!("\n{var} loop FAILED in cycle {cycle} (seed {seed}): {error:#}");
     for log in logs.iter().rev().take(2).rev() {
         eprintln!(
             "\n--- last lines of {} (successful GETs left out) ---\n{}",
@@ -604,24 +669,16 @@ fn report_failure(dir: &Path, logs: &[PathBuf], seed: u64, cycle: u64, error: &a
         );
     }
     eprintln!(
-        "\nreproduce with RUNYARD_CRASH_SEED={seed} RUNYARD_CRASH_CYCLES={cycle}; data, exports and every server log kept in {}",
+        "\nreproduce with RUNYARD_{var}_SEED={seed} RUNYARD_{var}_CYCLES={cycle}; data, exports and every server log kept in {}",
         dir.display()
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_loop() {
-    let cycles = env_u64("RUNYARD_CRASH_CYCLES").unwrap_or(DEFAULT_CYCLES);
-    let seed = env_u64("RUNYARD_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
-    eprintln!(
-        "crash loop: {cycles} cycles, seed {seed} (RUNYARD_CRASH_SEED={seed} repeats the choices)"
-    );
+/// Runs `cycles` kills (each followed by a cut when `power`) and the last restart.
+async fn run_loop(name: &str, cycles: u64, seed: u64, power: bool) {
+    eprintln!("{name}: {cycles} cycles, seed {seed}");
     let temp = tempfile::Builder::new()
-        .prefix("runyard-crash-loop-")
+        .prefix(&format!("runyard-{name}-"))
         .tempdir()
         .expect("temp dir");
     let http = reqwest::Client::builder()
@@ -629,15 +686,21 @@ async fn crash_loop() {
         .timeout(SAFETY)
         .build()
         .expect("http client");
+    let cutfs = power.then(|| cutfs::CutFs::mount(temp.path()).expect("mount cutfs"));
+    let data_dir = match &cutfs {
+        Some(fs) => fs.point().join("data"),
+        None => temp.path().join("data"),
+    };
     let mut run = Loop {
         seed,
         dir: temp.path().to_path_buf(),
-        data_dir: temp.path().join("data"),
+        data_dir,
         http,
         ledger: Arc::new(Mutex::new(Ledger::default())),
         model: JournalModel::default(),
         logs: Vec::new(),
         verified: None,
+        cutfs,
     };
     let started = Instant::now();
     for n in 1..=cycles + 1 {
@@ -647,13 +710,52 @@ async fn crash_loop() {
             run.finish(n).await
         };
         if let Err(error) = result {
+            // Unmount first: the backing directory keeps what survived.
+            run.cutfs = None;
             let dir = temp.keep();
-            report_failure(&dir, &run.logs, seed, n, &error);
-            panic!("crash loop failed in cycle {n} (seed {seed}): {error:#}");
+            report_failure(&dir, &run.logs, (seed, n), power, &error);
+            panic!("{name} failed in cycle {n} (seed {seed}): {error:#}");
         }
     }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
     eprintln!(
-        "crash loop: {cycles} cycles passed in {:.1}s (seed {seed})",
-        started.elapsed().as_secs_f64()
+        "{name}: {cycles} cycles passed in {:.1}s (seed {seed}), {:.1} cycles/min",
+        started.elapsed().as_secs_f64(),
+        cycles as f64 / minutes.max(f64::EPSILON)
     );
+    drop(run);
+}
+
+fn seed_from(var: &str) -> u64 {
+    env_u64(var).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop() {
+    let cycles = env_u64("RUNYARD_CRASH_CYCLES").unwrap_or(DEFAULT_CYCLES);
+    let seed = seed_from("RUNYARD_CRASH_SEED");
+    eprintln!("crash loop: RUNYARD_CRASH_SEED={seed} repeats the choices");
+    run_loop("crash-loop", cycles, seed, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loop() {
+    if let Some(reason) = cutfs::unavailable() {
+        let required = std::env::var("RUNYARD_REQUIRE_POWER").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "the power-cut test cannot mount its filesystem: {reason} (scripts/setup-cutfs.sh \
+             installs what it needs; RUNYARD_REQUIRE_POWER=0 lets it skip)"
+        );
+        eprintln!("power loop SKIPPED: {reason}");
+        return;
+    }
+    let cycles = env_u64("RUNYARD_POWER_CYCLES").unwrap_or(DEFAULT_POWER_CYCLES);
+    let seed = seed_from("RUNYARD_POWER_SEED");
+    eprintln!("power loop: RUNYARD_POWER_SEED={seed} repeats the choices");
+    run_loop("power-loop", cycles, seed, true).await;
 }

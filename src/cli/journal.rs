@@ -42,7 +42,9 @@ pub enum JournalCommand {
     },
 }
 
-fn open_existing(data_dir: &Path) -> anyhow::Result<EventLog> {
+/// Opens the journal of `data_dir`, holding the directory's lock (a live server's
+/// directory is refused in one line naming its PID).
+fn open_existing(data_dir: &Path) -> anyhow::Result<(crate::store::DirLock, EventLog)> {
     let journal = data_dir.join("journal");
     if !journal.is_dir() {
         bail!(
@@ -51,19 +53,21 @@ fn open_existing(data_dir: &Path) -> anyhow::Result<EventLog> {
             journal.display()
         );
     }
-    EventLog::open(&journal).with_context(|| {
+    let lock = crate::store::lock(data_dir)?;
+    let log = EventLog::open(&journal).with_context(|| {
         format!(
             "cannot open the journal in {} (is a server using it?)",
             data_dir.display()
         )
-    })
+    })?;
+    Ok((lock, log))
 }
 
 /// Runs one journal command.
 pub fn run(command: JournalCommand) -> anyhow::Result<()> {
     match command {
         JournalCommand::Export { data_dir, out } => {
-            let log = open_existing(&data_dir)?;
+            let (_lock, log) = open_existing(&data_dir)?;
             let count = match out {
                 Some(path) => {
                     let file = File::create(&path)
@@ -99,7 +103,7 @@ pub fn run(command: JournalCommand) -> anyhow::Result<()> {
             );
         }
         JournalCommand::Verify { data_dir } => {
-            let log = open_existing(&data_dir)?;
+            let (_lock, log) = open_existing(&data_dir)?;
             let report = verify(&log);
             let mut out = std::io::stdout().lock();
             let states: Vec<String> = report

@@ -250,6 +250,10 @@ pub fn create_token(path: &Path, name: &str, role: Role) -> Result<String, AuthE
     .and_then(|()| temp.as_file().sync_all())
     .map_err(io)?;
     temp.persist(path).map_err(|e| io(e.error))?;
+    // The rename is durable only once the directory that names the file is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
     Ok(token)
 }
 

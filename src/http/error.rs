@@ -284,12 +284,14 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             StoreError::Sled { .. }
             | StoreError::Closed { .. }
-            | StoreError::Interrupted { .. } => {
+            | StoreError::Interrupted { .. }
+            | StoreError::Sync { .. } => {
                 ApiError::new(ErrorCode::JournalUnavailable, e.to_string())
             }
-            StoreError::Record { .. } | StoreError::BadKey { .. } => {
-                ApiError::new(ErrorCode::Internal, e.to_string())
-            }
+            StoreError::Record { .. }
+            | StoreError::BadKey { .. }
+            | StoreError::Short { .. }
+            | StoreError::BadWatermark { .. } => ApiError::new(ErrorCode::Internal, e.to_string()),
         }
     }
 }

@@ -193,7 +193,7 @@ where
             body: String::from_utf8_lossy(&body).into_owned(),
         };
         if !status.is_server_error() {
-            if let Err(e) = write(&tree, &key, &record).await {
+            if let Err(e) = write(state.actors.reader.log(), &tree, &key, &record).await {
                 // The work is done and durable; only a retry's replay is lost.
                 tracing::warn!(error = %e, "idempotency record not stored");
             }
@@ -230,17 +230,19 @@ async fn read(tree: &sled::Tree, key: &str) -> Result<Option<Record>, ApiError> 
     Ok(found.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
-/// Stores the record of `key` and flushes it, off the async threads.
-async fn write(tree: &sled::Tree, key: &str, record: &Record) -> Result<(), String> {
+/// Stores the record of `key` and syncs it to stable storage, off the async threads.
+async fn write(
+    log: &crate::store::EventLog,
+    tree: &sled::Tree,
+    key: &str,
+    record: &Record,
+) -> Result<(), String> {
     let bytes = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-    let (tree, key) = (tree.clone(), key.to_string());
-    actix_web::web::block(move || {
-        tree.insert(key.as_bytes(), bytes)?;
-        tree.flush().map(|_| ())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    let (log, tree, key) = (log.clone(), tree.clone(), key.to_string());
+    actix_web::web::block(move || log.insert_durable(&tree, key.as_bytes(), bytes))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// Removes expired records in the background, at most once per [`SWEEP_EVERY`].

@@ -7,9 +7,35 @@
 //! A failed write leaves sled refusing every later write until the database is opened
 //! again, so the handles live behind one lock that [`EventLog::reopen`] swaps: every
 //! clone of an [`EventLog`] then reads the reopened database.
+//!
+//! # Durable means synced
+//!
+//! sled's own flush makes its log stable on Linux with `sync_file_range(2)`, which
+//! neither persists the file's metadata (its size, for a log that grows) nor flushes
+//! the disk's volatile cache, and it writes large values (over a quarter of a
+//! segment) to files under `blobs/` that it never syncs; only its background flusher
+//! calls `fsync`, every 500 ms. So every write here that promises durability
+//! ([`EventLog::append`], snapshots, repairs, [`EventLog::insert_durable`]) ends with
+//! [`Trees::sync`]: sled's flush, then `fdatasync` of sled's log file, of every blob
+//! file not yet synced, and of the `blobs/` directory when it gained one. One sync per
+//! flushed batch: the journal actor's group commit makes it one per batch of appends.
+//!
+//! # The watermark
+//!
+//! sled checks its messages when it opens a log and, at the first one that fails,
+//! quietly ends its recovery there: a damaged byte would make the journal shorter
+//! with nothing said. So the log keeps its own account of how far it reached: the
+//! file `watermark` beside sled's files holds the last sequence number known synced,
+//! written in place and fdatasynced after each batch is (never before, so a power cut
+//! can only leave it behind the log, never ahead). [`EventLog::check_reach`] fails when
+//! the log ends short of it, naming both sequence numbers.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -67,6 +93,42 @@ pub enum StoreError {
         /// The data directory.
         dir: PathBuf,
     },
+    /// Syncing the log's files to stable storage failed: what was written may not
+    /// survive a power cut.
+    #[error("journal in {dir}: cannot sync {file} to stable storage: {source}")]
+    Sync {
+        /// The data directory.
+        dir: PathBuf,
+        /// The file or directory that did not sync.
+        file: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log ends before the last record it was known to have synced: sled stopped
+    /// its recovery at a damaged message, and every record after it is unreadable.
+    #[error(
+        "journal in {dir} ends at record {last}, but records through {synced} were synced \
+         (its watermark): the log is damaged after record {last}"
+    )]
+    Short {
+        /// The data directory.
+        dir: PathBuf,
+        /// The last record sled recovered.
+        last: Seq,
+        /// The last record the watermark says was synced.
+        synced: Seq,
+    },
+    /// The watermark file does not hold a watermark.
+    #[error("journal in {dir}: the watermark file {file} is damaged ({reason})")]
+    BadWatermark {
+        /// The data directory.
+        dir: PathBuf,
+        /// The watermark file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -98,6 +160,10 @@ struct Shared {
     dir: PathBuf,
     /// `None` while a reopen is under way.
     trees: RwLock<Option<Arc<Trees>>>,
+    /// How far the log is known synced.
+    watermark: Watermark,
+    /// Why the watermark file could not be read, when it could not.
+    watermark_damage: Option<String>,
 }
 
 /// The open database and its trees.
@@ -107,6 +173,140 @@ struct Trees {
     run_index: sled::Tree,
     snapshots: sled::Tree,
     metrics: sled::Tree,
+    /// sled's log file, for `fdatasync`.
+    log_file: File,
+    /// Blob files already synced, by name.
+    blobs_synced: Mutex<HashSet<OsString>>,
+}
+
+/// The file sled keeps its log in, inside its directory.
+const SLED_LOG_FILE: &str = "db";
+
+/// The directory sled writes large values to, one file each.
+const SLED_BLOBS_DIR: &str = "blobs";
+
+/// The watermark's file, beside sled's.
+pub const WATERMARK_FILE: &str = "watermark";
+
+/// A copy of sled's log file as it was before this open. sled zeroes what follows a
+/// damaged message while it recovers, so this copy is the only place the records past
+/// the damage survive; it is removed once the log is found to reach its watermark, and
+/// kept (never refreshed) while it does not, for `serve --repair` to move aside.
+pub const PRE_OPEN_COPY: &str = "db.before-open";
+
+/// sled log files larger than this are opened without a copy (the start would take
+/// too long); a damage found then loses the records past it for good.
+const PRE_OPEN_COPY_MAX_BYTES: u64 = 1 << 30;
+
+/// Copies sled's log file to [`PRE_OPEN_COPY`] unless a kept copy is there already. A
+/// failure (a full disk, say) only costs the copy.
+fn keep_pre_open_copy(dir: &Path) {
+    let (db, copy) = (dir.join(SLED_LOG_FILE), dir.join(PRE_OPEN_COPY));
+    if copy.exists() {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(&db) else {
+        return;
+    };
+    if meta.len() > PRE_OPEN_COPY_MAX_BYTES {
+        return;
+    }
+    // `std::fs::copy` copies inside the kernel (copy_file_range), or reflinks.
+    if let Err(e) = std::fs::copy(&db, &copy) {
+        let _ = std::fs::remove_file(&copy);
+        tracing::warn!(error = %e, file = %copy.display(), "no copy of the journal taken before opening it");
+    }
+}
+
+/// `RYWM`, the sequence number (big-endian) and a CRC32C of both.
+const WATERMARK_LEN: usize = 16;
+const WATERMARK_MAGIC: &[u8; 4] = b"RYWM";
+
+/// `fdatasync` of the file or directory at `path`.
+fn sync_path(path: &Path) -> std::io::Result<()> {
+    File::open(path)?.sync_data()
+}
+
+/// The last sequence number known synced, in a small file written in place.
+struct Watermark {
+    path: PathBuf,
+    file: File,
+    /// The value on disk (after its sync), and the lock that keeps writes in order.
+    synced: Mutex<Option<Seq>>,
+}
+
+impl Watermark {
+    fn encode(seq: Seq) -> [u8; WATERMARK_LEN] {
+        let mut out = [0u8; WATERMARK_LEN];
+        out[..4].copy_from_slice(WATERMARK_MAGIC);
+        out[4..12].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&out[..12]);
+        out[12..].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// `Ok(None)` for an empty file (created, never written), `Err(reason)` for one
+    /// that holds something else.
+    fn decode(bytes: &[u8]) -> Result<Option<Seq>, String> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if bytes.len() != WATERMARK_LEN {
+            return Err(format!("{} bytes, not {WATERMARK_LEN}", bytes.len()));
+        }
+        if &bytes[..4] != WATERMARK_MAGIC {
+            return Err("no RYWM mark".into());
+        }
+        let crc = u32::from_be_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+        if crc != crc32c::crc32c(&bytes[..12]) {
+            return Err("it fails its checksum".into());
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&bytes[4..12]);
+        Ok(Some(Seq::from_be_bytes(seq)))
+    }
+
+    /// Opens (or creates, durably) the watermark of the log in `dir`, and reads it.
+    fn open(dir: &Path) -> std::io::Result<(Self, Result<Option<Seq>, String>)> {
+        let path = dir.join(WATERMARK_FILE);
+        let existed = path.exists();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if !existed {
+            file.sync_all()?;
+            sync_path(dir)?;
+        }
+        let mut bytes = Vec::with_capacity(WATERMARK_LEN);
+        std::io::Read::read_to_end(&mut (&file), &mut bytes)?;
+        let read = Self::decode(&bytes);
+        let watermark = Self {
+            path,
+            file,
+            synced: Mutex::new(read.clone().ok().flatten()),
+        };
+        Ok((watermark, read))
+    }
+
+    /// Writes `seq` and syncs it. `only_forward`: leave a higher value as it is.
+    fn set(&self, seq: Seq, only_forward: bool) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if only_forward && synced.is_some_and(|s| s >= seq) {
+            return Ok(());
+        }
+        self.file.write_all_at(&Self::encode(seq), 0)?;
+        self.file.set_len(WATERMARK_LEN as u64)?;
+        self.file.sync_data()?;
+        *synced = Some(seq);
+        Ok(())
+    }
+
+    fn get(&self) -> Option<Seq> {
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// How long [`EventLog::open`] waits for a database that was just closed: sled may
@@ -137,13 +337,67 @@ impl Trees {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        Ok(Self {
+        let trees = Self {
             events: db.open_tree(EVENTS_TREE)?,
             run_index: db.open_tree(RUN_INDEX_TREE)?,
             snapshots: db.open_tree(SNAPSHOTS_TREE)?,
             metrics: db.open_tree(METRICS_TREE)?,
+            log_file: File::open(dir.join(SLED_LOG_FILE))?,
+            blobs_synced: Mutex::new(HashSet::new()),
             db,
-        })
+        };
+        // A new database's files and directories are durable before anything is
+        // written to them (sled syncs neither its `conf` nor the directories).
+        trees.sync(dir).map_err(|(_, e)| sled::Error::Io(e))?;
+        for file in ["conf", SLED_LOG_FILE, SLED_BLOBS_DIR, "."] {
+            let path = dir.join(file);
+            if path.exists() {
+                sync_path(&path)?;
+            }
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_path(parent)?;
+        }
+        Ok(trees)
+    }
+
+    /// Makes everything written so far durable: sled's flush, then `fdatasync` of its
+    /// log file and of every blob file written since the last sync (and of the blob
+    /// directory that names them). On failure, the path that did not sync.
+    fn sync(&self, dir: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+        self.db.flush().map_err(|e| (dir.to_path_buf(), e.into()))?;
+        let log = dir.join(SLED_LOG_FILE);
+        self.log_file.sync_data().map_err(|e| (log, e))?;
+        self.sync_blobs(&dir.join(SLED_BLOBS_DIR))
+    }
+
+    fn sync_blobs(&self, blobs: &Path) -> Result<(), (PathBuf, std::io::Error)> {
+        let entries = match std::fs::read_dir(blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err((blobs.to_path_buf(), e)),
+        };
+        let mut synced = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| (blobs.to_path_buf(), e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match sync_path(&entry.path()) {
+                    Ok(()) => new = true,
+                    // sled removed it meanwhile (garbage collection).
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err((entry.path(), e)),
+                }
+            }
+            present.insert(name);
+        }
+        if new {
+            sync_path(blobs).map_err(|e| (blobs.to_path_buf(), e))?;
+        }
+        *synced = present;
+        Ok(())
     }
 }
 
@@ -164,18 +418,137 @@ fn index_key(run_id: RunId, seq: Seq) -> [u8; 24] {
 
 impl EventLog {
     /// Opens (or creates) the log in `dir`.
+    ///
+    /// A log without a watermark (new, or written by a runyard before it kept one) gets
+    /// one at its last sequence number. Opening does not check the log against its
+    /// watermark: [`EventLog::check_reach`] does.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        keep_pre_open_copy(dir);
         let trees =
             Trees::open_patiently(dir, OPEN_PATIENCE).map_err(|source| StoreError::Sled {
                 dir: dir.to_path_buf(),
                 source,
             })?;
-        Ok(Self {
+        let sync_err = |file: PathBuf, source| StoreError::Sync {
+            dir: dir.to_path_buf(),
+            file,
+            source,
+        };
+        let (watermark, read) =
+            Watermark::open(dir).map_err(|e| sync_err(dir.join(WATERMARK_FILE), e))?;
+        let log = Self {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 trees: RwLock::new(Some(Arc::new(trees))),
+                watermark,
+                watermark_damage: read.as_ref().err().cloned(),
             }),
-        })
+        };
+        if let Ok(None) = read {
+            let last = log.last_seq()?;
+            log.shared
+                .watermark
+                .set(last, true)
+                .map_err(|e| sync_err(log.shared.watermark.path.clone(), e))?;
+        }
+        if log.check_reach().is_ok() {
+            log.drop_pre_open_copy();
+        }
+        Ok(log)
+    }
+
+    /// Where the copy of sled's log file from before a damaged open is, while kept.
+    pub fn pre_open_copy(&self) -> Option<PathBuf> {
+        Some(self.shared.dir.join(PRE_OPEN_COPY)).filter(|p| p.exists())
+    }
+
+    fn drop_pre_open_copy(&self) {
+        match std::fs::remove_file(self.shared.dir.join(PRE_OPEN_COPY)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(error = %e, "cannot remove the journal's pre-open copy"),
+        }
+    }
+
+    /// The last sequence number the watermark says was synced (`None` when its file
+    /// is damaged).
+    pub fn watermark(&self) -> Option<Seq> {
+        self.shared.watermark.get()
+    }
+
+    /// Whether the log reaches as far as its watermark: fails with
+    /// [`StoreError::Short`] when sled recovered fewer records than were synced (a
+    /// damaged file), and with [`StoreError::BadWatermark`] when the watermark itself
+    /// is damaged.
+    pub fn check_reach(&self) -> Result<(), StoreError> {
+        if let Some(reason) = &self.shared.watermark_damage {
+            return Err(StoreError::BadWatermark {
+                dir: self.shared.dir.clone(),
+                file: self.shared.watermark.path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let last = self.last_seq()?;
+        match self.watermark() {
+            Some(synced) if synced > last => Err(StoreError::Short {
+                dir: self.shared.dir.clone(),
+                last,
+                synced,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes the log as it is now as its reach, for `serve --repair` once what could
+    /// not be read was moved aside: the watermark becomes the last sequence number.
+    pub fn accept_reach(&self) -> Result<(), StoreError> {
+        let last = self.last_seq()?;
+        self.set_watermark(last, false)?;
+        self.drop_pre_open_copy();
+        Ok(())
+    }
+
+    fn set_watermark(&self, seq: Seq, only_forward: bool) -> Result<(), StoreError> {
+        self.shared
+            .watermark
+            .set(seq, only_forward)
+            .map_err(|source| StoreError::Sync {
+                dir: self.shared.dir.clone(),
+                file: self.shared.watermark.path.clone(),
+                source,
+            })
+    }
+
+    /// Records that every record up to `seq` is synced (see the module docs). Call it
+    /// only after the write that made them durable returned.
+    pub fn advance_watermark(&self, seq: Seq) -> Result<(), StoreError> {
+        if self.shared.watermark_damage.is_some() {
+            return Ok(());
+        }
+        self.set_watermark(seq, true)
+    }
+
+    fn sync(&self, trees: &Trees) -> Result<(), StoreError> {
+        trees
+            .sync(&self.shared.dir)
+            .map_err(|(file, source)| StoreError::Sync {
+                dir: self.shared.dir.clone(),
+                file,
+                source,
+            })
+    }
+
+    /// Inserts `key` → `value` into `tree` (a tree of this log's database) and makes it
+    /// durable before returning.
+    pub fn insert_durable(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let t = self.trees()?;
+        tree.insert(key, value).map_err(|e| self.sled_err(e))?;
+        self.sync(&t)
     }
 
     /// Closes the database and opens it again from what is on disk, for every clone.
@@ -270,9 +643,22 @@ impl EventLog {
         }
     }
 
-    /// Writes `envelopes` under `first_seq, first_seq + 1, ...` and flushes them to
-    /// disk before returning: when this returns `Ok`, the events are durable.
+    /// Writes `envelopes` under `first_seq, first_seq + 1, ...` and syncs them to
+    /// stable storage before returning, then advances the watermark: when this
+    /// returns `Ok`, the events are durable.
     pub fn append(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        self.append_synced(first_seq, envelopes)?;
+        if let Some(last) = (envelopes.len() as Seq).checked_sub(1) {
+            self.advance_watermark(first_seq + last)?;
+        }
+        Ok(())
+    }
+
+    /// [`EventLog::append`] without the watermark: the events are durable when this
+    /// returns `Ok`, and the caller advances the watermark afterwards (the journal
+    /// actor does it after answering, so the watermark's own sync is off the path of
+    /// an acknowledgment).
+    pub fn append_synced(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<(), StoreError> {
         let t = self.trees()?;
         let mut events = sled::Batch::default();
         let mut index = sled::Batch::default();
@@ -288,8 +674,7 @@ impl EventLog {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| self.transaction_err(e))?;
-        t.db.flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.sync(&t)
     }
 
     /// Up to `limit` records after `after`, in order.
@@ -449,8 +834,11 @@ impl EventLog {
     }
 
     /// Removes every record from `from` on, their per-run index entries and every
-    /// snapshot taken at or after `from`, in one transaction, and flushes.
+    /// snapshot taken at or after `from`, in one transaction, and syncs. The
+    /// watermark goes back to `from - 1` first, so a cut in between never leaves it
+    /// past the log.
     pub fn truncate_from(&self, from: Seq) -> Result<(), StoreError> {
+        self.set_watermark(from.saturating_sub(1), false)?;
         let t = self.trees()?;
         let mut events = sled::Batch::default();
         for item in t.events.range(from.to_be_bytes()..) {
@@ -476,8 +864,7 @@ impl EventLog {
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| self.transaction_err(e))?;
-        t.db.flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.sync(&t)
     }
 
     /// Flips the last byte of record `seq`, as a bad disk would.
@@ -495,7 +882,7 @@ impl EventLog {
         t.events.insert(seq.to_be_bytes(), bytes).expect("insert");
     }
 
-    /// Stores a snapshot of the state as of `seq` (checksummed), flushes it, and keeps
+    /// Stores a snapshot of the state as of `seq` (checksummed), syncs it, and keeps
     /// only the newest `keep` snapshots.
     pub fn write_snapshot(&self, seq: Seq, payload: &[u8], keep: usize) -> Result<(), StoreError> {
         let t = self.trees()?;
@@ -515,8 +902,7 @@ impl EventLog {
         for key in stale {
             t.snapshots.remove(key).map_err(|e| self.sled_err(e))?;
         }
-        t.db.flush().map_err(|e| self.sled_err(e))?;
-        Ok(())
+        self.sync(&t)
     }
 
     /// Snapshots, newest first, as `(seq, payload)`; one whose checksum fails is
@@ -617,5 +1003,77 @@ mod tests {
         let err = log.read_after(0, 10).expect_err("corrupt").to_string();
         assert!(err.contains("record 1"), "{err}");
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    }
+
+    fn cancelled(n: usize) -> Vec<Envelope> {
+        (0..n)
+            .map(|_| Envelope::now(RunId::new(), Event::CancelRequested))
+            .collect()
+    }
+
+    #[test]
+    fn the_watermark_follows_every_synced_batch_and_a_truncation_lowers_it_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        assert_eq!(log.watermark(), Some(0));
+        log.append(1, &cancelled(3)).expect("append");
+        assert_eq!(log.watermark(), Some(3));
+        log.append_synced(4, &cancelled(2)).expect("append");
+        assert_eq!(log.watermark(), Some(3), "the caller advances it");
+        log.advance_watermark(5).expect("advance");
+        log.advance_watermark(4).expect("an older batch's advance");
+        assert_eq!(log.watermark(), Some(5), "it never goes back by itself");
+        log.check_reach().expect("the log reaches its watermark");
+        log.truncate_from(4).expect("truncate");
+        assert_eq!(log.watermark(), Some(3));
+        drop(log);
+        let reopened = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.watermark(), Some(3), "read back from its file");
+        reopened.check_reach().expect("reach");
+    }
+
+    #[test]
+    fn a_log_short_of_its_watermark_or_with_a_damaged_one_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        log.append(1, &cancelled(2)).expect("append");
+        log.advance_watermark(7).expect("a watermark past the log");
+        let err = log.check_reach().expect_err("short").to_string();
+        assert!(
+            err.contains("ends at record 2") && err.contains("through 7"),
+            "{err}"
+        );
+        log.accept_reach().expect("accept");
+        log.check_reach().expect("reach after accepting");
+        drop(log);
+
+        let path = dir.path().join(WATERMARK_FILE);
+        let mut bytes = std::fs::read(&path).expect("watermark");
+        bytes[6] ^= 1;
+        std::fs::write(&path, &bytes).expect("damage");
+        let log = EventLog::open(dir.path()).expect("open");
+        let err = log.check_reach().expect_err("damaged").to_string();
+        assert!(
+            err.contains("checksum") && err.contains(WATERMARK_FILE),
+            "{err}"
+        );
+        log.accept_reach().expect("repair rewrites it");
+        drop(log);
+        EventLog::open(dir.path())
+            .expect("open")
+            .check_reach()
+            .expect("a rewritten watermark reads");
+    }
+
+    #[test]
+    fn a_log_from_before_the_watermark_gets_one_at_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        log.append(1, &cancelled(4)).expect("append");
+        drop(log);
+        std::fs::remove_file(dir.path().join(WATERMARK_FILE)).expect("remove");
+        let log = EventLog::open(dir.path()).expect("open");
+        assert_eq!(log.watermark(), Some(4));
+        log.check_reach().expect("reach");
     }
 }

@@ -2,6 +2,7 @@
 //! JSON lines, verification, and the sampled progress history (`metrics`).
 
 pub mod codec;
+pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod portable;
@@ -10,6 +11,7 @@ pub mod replay;
 pub mod verify;
 
 pub use codec::CodecError;
+pub use lock::{lock, DirLock, LockError};
 pub use log::{EventLog, StoreError};
 pub use repair::{move_tail_aside, RepairError, RepairReport};
 pub use replay::{replay, ReplayStats};

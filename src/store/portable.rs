@@ -143,6 +143,14 @@ pub fn import(data_dir: &Path, input: impl BufRead) -> Result<(u64, State), Port
         what: format!("moving the imported journal to {}", data_dir.display()),
         source,
     })?;
+    // The journal's files were synced as they were written; the rename that names
+    // them is durable once the directory holding it is.
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| PortableError::Io {
+            what: format!("syncing {}", parent.display()),
+            source,
+        })?;
     Ok((count, state))
 }
 

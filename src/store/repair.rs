@@ -8,6 +8,12 @@
 //! bad one are never touched. The caller journals an
 //! [`Event::JournalRepaired`](crate::domain::Event::JournalRepaired) in the bad
 //! record's place.
+//!
+//! When the log ends short of its watermark (sled ended its recovery at a damaged
+//! message, so the records after it cannot be read through sled at all),
+//! [`move_short_log_aside`] copies the log's files as they are into
+//! `journal-repairs/log-FROM-TO-TIME/` for whoever wants to dig the records out, and
+//! the log goes on from the last record sled could read.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -113,6 +119,70 @@ pub fn move_tail_aside(
         reason: reason.to_string(),
         file: format!("{REPAIRS_DIR}/{name}"),
     })
+}
+
+/// Copies the files of a log that ends short of its watermark (or whose watermark is
+/// damaged) into a new directory under `data_dir/journal-repairs/`, synced, then takes
+/// the log as it is now as its reach. `why` is the failed [`EventLog::check_reach`].
+/// Records `last + 1 ..= synced` could not be read; the report names them (an empty
+/// range, `from_seq > to_seq`, for a damaged watermark over a whole log).
+pub fn move_short_log_aside(
+    log: &EventLog,
+    data_dir: &Path,
+    why: &StoreError,
+) -> Result<RepairReport, RepairError> {
+    let last = log.last_seq()?;
+    let synced = match why {
+        StoreError::Short { synced, .. } => *synced,
+        _ => last,
+    };
+    let name = format!(
+        "log-{}-{synced}-{}",
+        last + 1,
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+    );
+    let dest = data_dir.join(REPAIRS_DIR).join(&name);
+    copy_synced(log.dir(), &dest)?;
+    for dir in [dest.as_path(), &data_dir.join(REPAIRS_DIR)] {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| RepairError::File {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    log.accept_reach()?;
+    Ok(RepairReport {
+        from_seq: last + 1,
+        to_seq: synced,
+        reason: why.to_string(),
+        file: format!("{REPAIRS_DIR}/{name}"),
+    })
+}
+
+/// Copies the directory `from` into `to` (new), every file fsynced.
+fn copy_synced(from: &Path, to: &Path) -> Result<(), RepairError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RepairError::File { path, source }
+    };
+    std::fs::create_dir_all(to).map_err(err(to))?;
+    for entry in std::fs::read_dir(from).map_err(err(from))? {
+        let entry = entry.map_err(err(from))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(err(&entry.path()))?.is_dir() {
+            copy_synced(&entry.path(), &target)?;
+            std::fs::File::open(&target)
+                .and_then(|d| d.sync_all())
+                .map_err(err(&target))?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(err(&target))?;
+            std::fs::File::open(&target)
+                .and_then(|f| f.sync_all())
+                .map_err(err(&target))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `runyard journal verify`: every check a journal should pass, in one pass — record
 //! checksums, contiguous sequence numbers, the per-run index against the records, every
-//! event allowed by the state before it, and a slot ledger where only live runs hold
-//! slots.
+//! event allowed by the state before it, a slot ledger where only live runs hold
+//! slots, and a log that reaches as far as its watermark says it was synced.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -72,6 +72,9 @@ pub fn verify(log: &EventLog) -> VerifyReport {
             }
         }
     });
+    if let Err(e) = log.check_reach() {
+        problems.insert(0, e.to_string());
+    }
     for p in problems {
         report.problem(p);
     }

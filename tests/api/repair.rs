@@ -152,3 +152,130 @@ async fn a_corrupt_record_stops_the_start_and_repair_moves_only_the_tail_aside()
     wait_ready(&client, &again.address).await;
     again.kill();
 }
+
+/// Three runs, each submitted then cancelled in a batch of its own (records 1 to 6),
+/// the second one named `name`.
+fn write_batches(data_dir: &Path, name: &str) -> Vec<RunId> {
+    let log = EventLog::open(&data_dir.join("journal")).expect("journal");
+    let runs: Vec<RunId> = (0..3).map(|_| RunId::new()).collect();
+    for (i, run) in runs.iter().enumerate() {
+        let name = if i == 1 {
+            name.to_string()
+        } else {
+            format!("r{i}")
+        };
+        let records = [
+            Envelope::now(
+                *run,
+                Event::RunSubmitted {
+                    name: name.clone(),
+                    digest: format!("{i:064}"),
+                    spec: quick_spec(&name).to_string(),
+                },
+            ),
+            Envelope::now(
+                *run,
+                Event::RunCancelled {
+                    reason: "test".into(),
+                },
+            ),
+        ];
+        log.append(i as u64 * 2 + 1, &records).expect("append");
+    }
+    runs
+}
+
+#[actix_web::test]
+async fn a_flipped_byte_in_the_log_file_stops_the_start_naming_how_far_it_reached() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let marker = "second-of-three-runs";
+    let runs = write_batches(&data_dir, marker);
+    // One byte flipped inside the second run's records in sled's own file, as a bad
+    // disk would: sled's recovery ends at that message and drops every later one.
+    let db = data_dir.join("journal/db");
+    let mut bytes = std::fs::read(&db).expect("sled's log file");
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .expect("the second run's name is in the log file");
+    bytes[at + 3] ^= 0x20;
+    std::fs::write(&db, &bytes).expect("write the damaged file");
+
+    // The start is refused in one line with both sequence numbers.
+    let (ok, _, stderr) = runyard(&["serve", "--bind", "127.0.0.1:0"], &data_dir);
+    assert!(
+        !ok,
+        "the server started on a log shorter than its watermark"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("ends at record 2") && stderr.contains("through 6"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--repair"), "{stderr}");
+    let (ok, stdout, _) = runyard(&["journal", "verify"], &data_dir);
+    assert!(!ok, "verify passed a short log: {stdout}");
+    assert!(
+        stdout.contains("ends at record 2") && stdout.contains("through 6"),
+        "{stdout}"
+    );
+
+    // --repair keeps what can be read, copies the damaged files aside, and starts.
+    let server = Server::start_with(&data_dir, "repair.log", &["--repair"]);
+    let client = client();
+    wait_ready(&client, &server.address).await;
+    let audit: Value = client
+        .get(format!("{}/api/v1/slots/audit", server.address))
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let repairs = audit["journal_repairs"].as_array().expect("repairs");
+    assert_eq!(repairs.len(), 1, "{audit}");
+    assert_eq!(
+        (
+            repairs[0]["from_seq"].as_u64(),
+            repairs[0]["to_seq"].as_u64()
+        ),
+        (Some(3), Some(6)),
+        "{audit}"
+    );
+    let aside = data_dir.join(repairs[0]["file"].as_str().expect("file"));
+    // sled zeroes what follows the damage as it opens the log: the file as it was
+    // before the first start that found it short is what was kept.
+    let copied = std::fs::read(aside.join("db.before-open")).expect("the damaged log file, kept");
+    assert!(
+        copied == bytes,
+        "the copy aside is not the damaged file as it was"
+    );
+    assert!(
+        !data_dir.join("journal/db.before-open").exists(),
+        "the copy left the journal once moved aside"
+    );
+    let status_of = |i: usize| {
+        let client = client.clone();
+        let url = format!("{}/api/v1/runs/{}", server.address, runs[i]);
+        async move { client.get(url).send().await.expect("run").status() }
+    };
+    assert_eq!(
+        status_of(0).await,
+        200,
+        "the first run was before the damage"
+    );
+    assert_eq!(
+        status_of(1).await,
+        404,
+        "the second run was in the damaged part"
+    );
+    assert_eq!(status_of(2).await, 404, "the third run was after it");
+    server.kill();
+
+    let (ok, stdout, stderr) = runyard(&["journal", "verify"], &data_dir);
+    assert!(ok, "verify after repair: {stdout}{stderr}");
+    let again = Server::start(&data_dir, "again.log");
+    wait_ready(&client, &again.address).await;
+    again.kill();
+}

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use crate::ledger::{Ledger, RunInfo, DIVERGING};
+use crate::ledger::{Keyed, Ledger, RunInfo, DIVERGING};
 
 /// What every task of a server life shares.
 pub struct Clients {
@@ -71,6 +71,100 @@ impl Clients {
     fn unexpected(&self, what: &str, status: u16, body: &Value) {
         self.violation(format!("{what}: unexpected {status} {body}"));
     }
+
+    /// A POST under `/api/v1`, with an `Idempotency-Key` now and then (recorded with
+    /// its answer, to be retried after the next restart). `None` when the server is
+    /// gone.
+    async fn post(
+        &self,
+        rng: &mut ChaCha8Rng,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<(u16, Value)> {
+        let key = rng
+            .random_bool(0.3)
+            .then(|| format!("c{}-{:016x}", self.cycle, rng.random::<u64>()));
+        let mut request = self.http.post(self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(key) = &key {
+            request = request.header("idempotency-key", key.as_str());
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.ok()?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let parsed = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+        // Answers of 5xx are not kept for retries.
+        if let (Some(key), false) = (key, status >= 500) {
+            let mut ledger = self.ledger();
+            ledger.counters.keyed += 1;
+            ledger.keyed.push(Keyed {
+                key,
+                path: path.to_string(),
+                body: body.cloned(),
+                status,
+                text,
+            });
+        }
+        Some((status, parsed))
+    }
+}
+
+/// Retries every keyed request answered since the last check, and a few answered
+/// before, with the same key: each must get its first answer again, byte for byte,
+/// marked replayed. Returns how many were retried.
+pub async fn retry_keyed(
+    http: &reqwest::Client,
+    address: &str,
+    ledger: &Mutex<Ledger>,
+    rng: &mut ChaCha8Rng,
+) -> Result<usize> {
+    let (fresh, old): (Vec<Keyed>, Vec<Keyed>) = {
+        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = std::mem::take(&mut ledger.keyed);
+        let old = ledger
+            .keyed_checked
+            .choose_multiple(rng, 3)
+            .cloned()
+            .collect();
+        (fresh, old)
+    };
+    for keyed in fresh.iter().chain(&old) {
+        let mut request = http
+            .post(format!("{address}/api/v1{}", keyed.path))
+            .header("idempotency-key", keyed.key.as_str());
+        if let Some(body) = &keyed.body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("retry of keyed POST {}", keyed.path))?;
+        let status = response.status().as_u16();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok())
+            == Some("true");
+        let text = response.text().await.context("retry body")?;
+        anyhow::ensure!(
+            status == keyed.status && text == keyed.text && replayed,
+            "keyed POST {} (key {}) was answered {} {}; its retry after the restart got {status} {text} (replayed: {replayed})",
+            keyed.path,
+            keyed.key,
+            keyed.status,
+            keyed.text
+        );
+    }
+    let count = fresh.len() + old.len();
+    ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .keyed_checked
+        .extend(fresh);
+    Ok(count)
 }
 
 /// A small synthetic-data MLP that trains in a fraction of a second to about two
@@ -164,10 +258,15 @@ async fn worker(clients: Arc<Clients>, index: u32, seed: u64) {
                         ledger.counters.duplicates += u32::from(twice);
                     }
                     if twice {
-                        let (a, b) = tokio::join!(submit(&clients, &spec), submit(&clients, &spec));
+                        let (mut one, mut two) = (rng.clone(), rng.clone());
+                        two.random::<u64>();
+                        let (a, b) = tokio::join!(
+                            submit(&clients, &mut one, &spec),
+                            submit(&clients, &mut two, &spec)
+                        );
                         a && b
                     } else {
-                        submit(&clients, &spec).await
+                        submit(&clients, &mut rng, &spec).await
                     }
                 } else {
                     read(&clients, &mut rng).await
@@ -178,7 +277,7 @@ async fn worker(clients: Arc<Clients>, index: u32, seed: u64) {
                 match spec {
                     Some(spec) => {
                         clients.ledger().counters.duplicates += 1;
-                        submit(&clients, &spec).await
+                        submit(&clients, &mut rng, &spec).await
                     }
                     None => read(&clients, &mut rng).await,
                 }
@@ -194,9 +293,8 @@ async fn worker(clients: Arc<Clients>, index: u32, seed: u64) {
     }
 }
 
-async fn submit(clients: &Clients, spec: &Value) -> bool {
-    let request = clients.http.post(clients.url("/runs")).json(spec);
-    let Some((status, body)) = clients.send(request).await else {
+async fn submit(clients: &Clients, rng: &mut ChaCha8Rng, spec: &Value) -> bool {
+    let Some((status, body)) = clients.post(rng, "/runs", Some(spec)).await else {
         return false;
     };
     match status {
@@ -228,10 +326,10 @@ async fn stop(clients: &Clients, rng: &mut ChaCha8Rng, action: &'static str) -> 
             _ => ledger.counters.pauses += 1,
         }
     }
-    let request = clients
-        .http
-        .post(clients.url(&format!("/runs/{id}/{action}")));
-    let Some((status, body)) = clients.send(request).await else {
+    let Some((status, body)) = clients
+        .post(rng, &format!("/runs/{id}/{action}"), None)
+        .await
+    else {
         return false;
     };
     match status {

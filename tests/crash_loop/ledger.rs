@@ -62,6 +62,19 @@ pub struct Counters {
     pub cancels: u32,
     pub pauses: u32,
     pub resumes: u32,
+    pub keyed: u32,
+}
+
+/// A request sent with an `Idempotency-Key`, and the answer it got: a retry with the
+/// same key must get the same answer, byte for byte, after any crash.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub key: String,
+    /// The path under `/api/v1`.
+    pub path: String,
+    pub body: Option<Value>,
+    pub status: u16,
+    pub text: String,
 }
 
 /// Every acknowledgment of the loop.
@@ -91,6 +104,10 @@ pub struct Ledger {
     /// Broken promises seen while the server ran.
     pub violations: Vec<String>,
     pub counters: Counters,
+    /// Keyed answers not yet retried after a restart.
+    pub keyed: Vec<Keyed>,
+    /// Keyed answers retried once already (a few are retried again each restart).
+    pub keyed_checked: Vec<Keyed>,
 }
 
 fn state_after_terminal(kind: &str) -> Option<&'static str> {
@@ -380,6 +397,42 @@ pub struct OfflineReport {
     pub new_events: u64,
     pub checked_events: usize,
     pub checked_views: usize,
+    pub checked_files: usize,
+}
+
+/// Every checkpoint and artifact the journal names that must still be on disk: each
+/// run's newest checkpoint and its artifacts, unless its files were deleted. Returns
+/// `(path relative to the data directory, sha256)`.
+pub fn files_named(export: &[String]) -> Result<Vec<(String, String)>> {
+    #[derive(Default)]
+    struct Files {
+        checkpoint: Option<(String, String)>,
+        artifacts: BTreeMap<String, (String, String)>,
+    }
+    let mut runs: BTreeMap<String, Files> = BTreeMap::new();
+    for line in export {
+        let (_, event) = normalize(line)?;
+        let files = runs.entry(event.run_id.clone()).or_default();
+        let named = || -> Result<(String, String)> {
+            Ok((
+                event.data["path"].as_str().context("path")?.to_string(),
+                event.data["sha256"].as_str().context("sha256")?.to_string(),
+            ))
+        };
+        match event.kind.as_str() {
+            "CheckpointSaved" => files.checkpoint = Some(named()?),
+            "ArtifactSaved" => {
+                let name = event.data["name"].as_str().context("name")?.to_string();
+                files.artifacts.insert(name, named()?);
+            }
+            "ArtifactsDeleted" => *files = Files::default(),
+            _ => {}
+        }
+    }
+    Ok(runs
+        .into_values()
+        .flat_map(|f| f.checkpoint.into_iter().chain(f.artifacts.into_values()))
+        .collect())
 }
 
 impl JournalModel {
@@ -509,6 +562,7 @@ impl JournalModel {
             new_events: last - first_new as u64,
             checked_events: events.len(),
             checked_views: views.len(),
+            checked_files: 0,
         })
     }
 }
