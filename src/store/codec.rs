@@ -14,6 +14,51 @@
 //! version to that: they must replay to the same state in every later build.
 //! Adding a variant at the end of [`Event`](crate::domain::Event) is not a shape
 //! change (bincode numbers variants in order), and needs no new version.
+//!
+//! # Variant indices
+//!
+//! bincode writes an enum variant as its position in the enum, not its name, so
+//! these numbers are as much the on-disk format as the bytes are: reorder two
+//! variants and every journal on disk reads as other events, or not at all. A new
+//! variant goes at the end and takes the next number; a released number never
+//! changes. `tests/golden/records-v1.hex` holds the stored bytes of records of every
+//! variant, and the tests of this module hold this table, those bytes and the enum
+//! to each other (the table is read from this file, so it cannot go stale).
+//! [`Event`](crate::domain::Event)'s fields use no other enum (an `Option` is
+//! bincode's own 0 or 1, not a position); a test fails should one appear.
+//!
+//! | index | `Event` variant |
+//! |------:|-----------------|
+//! | 0 | `RunSubmitted` |
+//! | 1 | `SlotClaimed` |
+//! | 2 | `RunStarted` |
+//! | 3 | `EpochCompleted` |
+//! | 4 | `RunCompleted` |
+//! | 5 | `RunFailed` |
+//! | 6 | `CancelRequested` |
+//! | 7 | `RunCancelled` |
+//! | 8 | `RunRequeued` |
+//! | 9 | `SlotReleased` |
+//! | 10 | `CheckpointSaved` |
+//! | 11 | `PauseRequested` |
+//! | 12 | `RunPaused` |
+//! | 13 | `RunResumed` |
+//! | 14 | `ResumedFromCheckpoint` |
+//! | 15 | `ArtifactSaved` |
+//! | 16 | `EpochEvaluated` |
+//! | 17 | `RunRetryScheduled` |
+//! | 18 | `RunStalled` |
+//! | 19 | `StallEnded` |
+//! | 20 | `JournalRepaired` |
+//! | 21 | `ArtifactsDeleted` |
+//! | 22 | `TraceAssigned` |
+//! | 23 | `CommandStarted` |
+//! | 24 | `CommandExited` |
+//! | 25 | `SlurmJobSubmitted` |
+//! | 26 | `SlurmJobStarted` |
+//! | 27 | `SlurmJobEnded` |
+//! | 28 | `SlurmJobLost` |
+//! | 29 | `WorkerSynced` |
 
 use crate::domain::event::{Envelope, ENVELOPE_VERSION};
 use crate::domain::Seq;
@@ -219,3 +264,6 @@ mod tests {
         assert!(matches!(err, CodecError::TooNew { seq: 7, .. }));
     }
 }
+
+#[cfg(test)]
+mod golden;

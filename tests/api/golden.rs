@@ -3,6 +3,10 @@
 //! state fingerprint, find nothing wrong in them, and export them back byte for byte.
 //! A change to an event's shape that breaks this needs an upcaster, not a new golden
 //! file.
+//!
+//! These journals are JSON, which names variants; the journal on disk is bincode, which
+//! numbers them by position. The stored bytes of records of every variant are pinned
+//! apart, in `tests/golden/records-v1.hex`, by the tests in `src/store/codec.rs`.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
