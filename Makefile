@@ -67,7 +67,7 @@ power-loop: setup cutfs
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
 bench: setup slurm-up
 	bash scripts/setup-mlflow.sh
-	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 

@@ -13,7 +13,7 @@
 //! again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -137,7 +137,7 @@ impl JournalHealth {
 #[derive(Clone)]
 pub struct JournalReader {
     log: EventLog,
-    state: Arc<RwLock<State>>,
+    state: Arc<RwLock<Arc<State>>>,
     tail: watch::Receiver<Seq>,
     health: Arc<JournalHealth>,
 }
@@ -151,11 +151,16 @@ impl std::fmt::Debug for JournalReader {
 }
 
 impl JournalReader {
-    /// The state as of the last flushed event.
-    pub fn state(&self) -> RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The state as of the last flushed event: a snapshot that stays as it is while
+    /// the caller holds it, however long it takes to read, and never holds up a
+    /// flush (the journal publishes a new one after each).
+    pub fn state(&self) -> Arc<State> {
+        Arc::clone(
+            &self
+                .state
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
     }
 
     /// The log, for reading events. Prefer [`JournalReader::durable_run_events`]:
@@ -247,8 +252,9 @@ pub struct Journal {
     log: EventLog,
     /// The fold of every accepted event, flushed or not: appends are checked here.
     decider: State,
-    /// The fold of every flushed event, shared with readers.
-    published: Arc<RwLock<State>>,
+    /// The fold of every flushed event, shared with readers: replaced, never changed
+    /// in place, after each flush (a clone of [`State`] is O(1)).
+    published: Arc<RwLock<Arc<State>>>,
     tail: watch::Sender<Seq>,
     next_seq: Seq,
     /// Accepted appends waiting for the next flush.
@@ -285,7 +291,7 @@ impl Journal {
         state: State,
         snapshot_every: u64,
     ) -> (Self, JournalReader) {
-        let published = Arc::new(RwLock::new(state.clone()));
+        let published = Arc::new(RwLock::new(Arc::new(state.clone())));
         let (tail, tail_rx) = watch::channel(state.last_seq());
         let health = Arc::new(JournalHealth::default());
         let reader = JournalReader {
@@ -321,11 +327,23 @@ impl Journal {
         self
     }
 
+    /// A copy of the published state, to change (O(1): see [`State`]).
     fn published(&self) -> State {
-        self.published
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        State::clone(
+            &self
+                .published
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Replaces the state readers see. The lock is held only to swap the pointer, so
+    /// a reader serializing the old snapshot never waits for this, nor this for it.
+    fn publish(&self, state: State) {
+        *self
+            .published
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(state);
     }
 
     /// Recomputes the decider from the published state plus everything accepted
@@ -408,15 +426,11 @@ impl Journal {
         match result {
             Ok(envelopes) => {
                 let count = envelopes.len() as Seq;
-                {
-                    let mut state = self
-                        .published
-                        .write()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    for (i, envelope) in envelopes.iter().enumerate() {
-                        state.apply(first_seq + i as Seq, envelope);
-                    }
+                let mut state = self.published();
+                for (i, envelope) in envelopes.iter().enumerate() {
+                    state.apply(first_seq + i as Seq, envelope);
                 }
+                self.publish(state);
                 if count > 0 {
                     self.tail.send_replace(first_seq + count - 1);
                 }
@@ -483,10 +497,7 @@ impl Journal {
                         let last = state.last_seq();
                         journal.next_seq = last + 1;
                         journal.decider = state.clone();
-                        *journal
-                            .published
-                            .write()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner()) = state;
+                        journal.publish(state);
                         journal.tail.send_replace(last);
                         journal.degraded = None;
                         journal.health.set(None);
@@ -567,10 +578,7 @@ impl Journal {
         );
         self.next_seq = state.last_seq() + 1;
         self.decider = state.clone();
-        *self
-            .published
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = state;
+        self.publish(state);
         Ok(())
     }
 }

@@ -123,6 +123,7 @@ impl SlurmExecutor {
             node: None,
             cells: None,
             busy: false,
+            reading_registration: false,
             pull_failed: false,
             worker_exiting: false,
             last_slurm_check: None,
@@ -497,6 +498,8 @@ pub struct RemoteRun {
     node: Option<String>,
     cells: Option<Arc<ProgressCells>>,
     busy: bool,
+    /// A read of `worker.json` is under way.
+    reading_registration: bool,
     /// The last pull got no answer.
     pull_failed: bool,
     /// The worker said its run stopped: it is exiting, so Slurm is asked instead.
@@ -516,8 +519,11 @@ impl Actor for RemoteRun {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // A worker that registered before a restart is known before anything is
-        // stopped: it gets the SIGTERM that lets it checkpoint.
-        self.read_registration();
+        // stopped: it gets the SIGTERM that lets it checkpoint (no message is handled
+        // until the read is done).
+        if let Some(read) = self.registration_read() {
+            ctx.wait(read);
+        }
         // A cancel or pause asked for before a restart is carried out again.
         let asked = self
             .context
@@ -598,7 +604,7 @@ impl RemoteRun {
         // Until it registers, and after a failed pull: a job Slurm started again (or a
         // worker restarted in it) registers a new address.
         if !self.worker_exiting && (self.address.is_none() || self.pull_failed) {
-            self.read_registration();
+            self.read_registration(ctx);
         }
         let synced = self
             .context
@@ -728,19 +734,48 @@ impl RemoteRun {
         );
     }
 
-    /// Reads `worker.json` and the secret, once the worker wrote it.
-    fn read_registration(&mut self) {
-        match files::read_json::<Registration>(&self.dir.join("worker.json")) {
-            Ok(Some(registration)) if self.address.as_ref() == Some(&registration.address) => {}
-            Ok(Some(registration)) => match std::fs::read_to_string(self.dir.join("secret")) {
-                Ok(secret) => self.register(registration, secret.trim().to_string(), "worker.json"),
-                Err(e) => {
-                    tracing::warn!(run_id = %self.run_id, error = %e, "cannot read the job's secret")
+    /// Reads `worker.json` and the secret, once the worker wrote it, on a blocking
+    /// thread (they are on the shared filesystem, which may be slow); registers the
+    /// worker when they name a new address. One read at a time.
+    fn read_registration(&mut self, ctx: &mut Context<Self>) {
+        if let Some(read) = self.registration_read() {
+            ctx.spawn(read);
+        }
+    }
+
+    /// The read [`RemoteRun::read_registration`] starts, unless one is under way.
+    fn registration_read(&mut self) -> Option<impl ActorFuture<Self, Output = ()>> {
+        if self.reading_registration {
+            return None;
+        }
+        self.reading_registration = true;
+        let dir = self.dir.clone();
+        let read = async move {
+            actix_web::rt::task::spawn_blocking(move || {
+                let registration = files::read_json::<Registration>(&dir.join("worker.json"))
+                    .map_err(|e| format!("cannot read worker.json: {e}"))?;
+                let Some(registration) = registration else {
+                    return Ok(None);
+                };
+                let secret = std::fs::read_to_string(dir.join("secret"))
+                    .map_err(|e| format!("cannot read the job's secret: {e}"))?;
+                Ok(Some((registration, secret.trim().to_string())))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("registration read failed: {e}")))
+        };
+        Some(read.into_actor(self).map(
+            |read: Result<Option<(Registration, String)>, String>, follower, _| {
+                follower.reading_registration = false;
+                match read {
+                    Ok(Some((registration, secret))) => {
+                        follower.register(registration, secret, "worker.json")
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(run_id = %follower.run_id, error = %e, "worker registration not read"),
                 }
             },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(run_id = %self.run_id, error = %e, "cannot read worker.json"),
-        }
+        ))
     }
 
     /// Pulls from the worker at `registration` from now on.
@@ -864,10 +899,15 @@ impl RemoteRun {
                     reason: reason.clone(),
                 },
             )];
+            // The job's output is on the shared filesystem: read off the arbiter.
+            let last_output =
+                actix_web::rt::task::spawn_blocking(move || last_output_line(&output))
+                    .await
+                    .unwrap_or_default();
             let outcome = {
                 let fold = context.reader.state();
                 fold.run(run_id)
-                    .and_then(|run| outcome(run, job_id, &state, &output, max_lost))
+                    .and_then(|run| outcome(run, job_id, &state, last_output.as_deref(), max_lost))
             };
             records.extend(outcome.map(|event| (run_id, event)));
             tracing::info!(%run_id, job_id, state = %state, "slurm job ended");
@@ -889,7 +929,7 @@ fn outcome(
     run: &crate::domain::Run,
     job_id: u64,
     slurm_state: &str,
-    output: &Path,
+    last_output: Option<&str>,
     max_lost: u32,
 ) -> Option<Event> {
     if run.state.is_terminal() || run.state == RunState::Paused {
@@ -927,14 +967,7 @@ fn outcome(
             ),
         });
     }
-    let last_line = std::fs::read_to_string(output)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-        })
+    let last_line = last_output
         .map(|line| {
             format!(
                 "; its last output: {}",
@@ -1119,4 +1152,13 @@ async fn journal_worker_facts(mapper: Mapper, facts: Vec<(Seq, Envelope)>, conte
             }
         }
     }
+}
+
+/// The last non-empty line of a job's output file, when it can be read.
+fn last_output_line(output: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(output).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_owned)
 }

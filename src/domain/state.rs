@@ -1,8 +1,6 @@
 //! Runs' state as a pure fold over the journal: [`State::check`] decides whether an
 //! event may be appended, [`State::apply`] folds an appended event in and never fails.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -477,12 +475,17 @@ struct RunSnapshot {
 }
 
 /// The fold of every event in the journal.
+///
+/// Its collections are persistent (`imbl`): a clone shares every run with the
+/// original and costs O(1), and a change copies only the run it touches and the path
+/// to it. So the journal publishes a snapshot of the state after each flush, and a
+/// reader that serializes a thousand runs from one never holds up the next flush.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    runs: HashMap<RunId, Run>,
+    runs: imbl::HashMap<RunId, Run>,
     /// Run ids in submission order.
-    order: Vec<RunId>,
-    by_digest: HashMap<String, RunId>,
+    order: imbl::Vector<RunId>,
+    by_digest: imbl::HashMap<String, RunId>,
     slots: SlotLedger,
     last_seq: Seq,
     repairs: Vec<JournalRepair>,
@@ -586,7 +589,7 @@ impl State {
             let priority = head.priority;
             // The newest run of a digest is the one a duplicate submission finds.
             self.by_digest.insert(digest.clone(), run_id);
-            self.order.push(run_id);
+            self.order.push_back(run_id);
             self.runs.insert(
                 run_id,
                 Run {
@@ -984,7 +987,7 @@ impl State {
             run.protocol = protocol;
             // Runs come in submission order: the newest of a digest wins.
             state.by_digest.insert(run.digest.clone(), run.id);
-            state.order.push(run.id);
+            state.order.push_back(run.id);
             state.runs.insert(run.id, run);
         }
         for (slot, holding) in snapshot.held {

@@ -1,0 +1,253 @@
+//! What a large read costs the writers: submit latency while another client lists
+//! runs.
+//!
+//! The journal holds 5,000 ended runs. The server's one slot is held by a command run
+//! that sleeps, so every run submitted here waits in the queue and nothing trains.
+//! One client submits one run at a time (`POST /api/v1/runs`, answered once its
+//! `RunSubmitted` is durable): first alone (`submit_p99_ms_idle`), then while a second
+//! client loops `GET /api/v1/runs?limit=1000` (`submit_p99_ms_while_listing`). The
+//! ratio of the two, `submit_p99_while_listing_ratio`, is what the listing costs an
+//! append: a read that held the state while it serialized 1,000 runs would hold every
+//! flush behind it. `listing_rounds_per_s` says how hard the second client pushed.
+//!
+//! Run without `--bench` (as `cargo test --all-targets` does) it checks the loops with
+//! a few samples on a small journal and writes no figures.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runyard::config::Config;
+use runyard::domain::{Envelope, Event, RunId};
+use runyard::startup::Application;
+use runyard::store::EventLog;
+use serde_json::{json, Value};
+
+/// Sizes of one sitting.
+struct Plan {
+    /// Ended runs in the journal before the server starts.
+    runs: usize,
+    /// Submissions timed in each phase.
+    submits: usize,
+    /// `limit` of each listing.
+    page: usize,
+}
+
+const BENCH: Plan = Plan {
+    runs: 5_000,
+    submits: 400,
+    page: 1_000,
+};
+
+const SMOKE: Plan = Plan {
+    runs: 50,
+    submits: 5,
+    page: 20,
+};
+
+fn spec(name: &str) -> Value {
+    json!({
+        "name": name,
+        "model": {"kind": "mlp", "hidden": [32]},
+        "data": {"kind": "synthetic", "samples": 2000, "features": 16, "classes": 3, "seed": 7},
+        "optimizer": {"kind": "adam", "lr": 0.01},
+        "epochs": 3,
+        "batch_size": 32,
+        "seed": 1
+    })
+}
+
+/// `runs` runs submitted and cancelled, written straight into the journal.
+fn fill_journal(dir: &std::path::Path, runs: usize) {
+    let log = EventLog::open(&dir.join("journal")).expect("journal");
+    let mut seq = 1;
+    for chunk in (0..runs).collect::<Vec<_>>().chunks(500) {
+        let mut batch = Vec::with_capacity(chunk.len() * 2);
+        for i in chunk {
+            let run = RunId::new();
+            let name = format!("ended-{i}");
+            batch.push(Envelope::now(
+                run,
+                Event::RunSubmitted {
+                    name: name.clone(),
+                    digest: format!("{i:064x}"),
+                    spec: spec(&name).to_string(),
+                },
+            ));
+            batch.push(Envelope::now(
+                run,
+                Event::RunCancelled {
+                    reason: "bench".into(),
+                },
+            ));
+        }
+        log.append(seq, &batch).expect("append");
+        seq += batch.len() as u64;
+    }
+}
+
+fn p99_ms(samples: &mut [Duration]) -> f64 {
+    samples.sort();
+    let rank = ((0.99 * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+    samples[rank - 1].as_secs_f64() * 1e3
+}
+
+async fn submit_loop(http: &reqwest::Client, base: &str, tag: &str, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = spec(&format!("{tag}-{i}"));
+        let start = Instant::now();
+        let response = http
+            .post(format!("{base}/api/v1/runs"))
+            .json(&body)
+            .send()
+            .await
+            .expect("submit");
+        let status = response.status();
+        let _ = response.bytes().await.expect("submit body");
+        out.push(start.elapsed());
+        assert_eq!(status, 201, "submission {tag}-{i}");
+    }
+    out
+}
+
+async fn run(plan: &Plan, figures: &mut common::Figures) {
+    let target = common::target_dir();
+    std::fs::create_dir_all(&target).expect("target dir");
+    // On the repository's disk, as the journal bench: `/tmp` may be a RAM disk.
+    let dir = tempfile::tempdir_in(&target).expect("temp dir");
+    fill_journal(dir.path(), plan.runs);
+    let mut config = Config::defaults();
+    config.server.bind = "127.0.0.1:0".parse().expect("address");
+    config.server.data_dir = dir.path().to_path_buf();
+    config.train.cpu_slots = 1;
+    config.train.threads_per_slot = 1;
+    config.runs.allow_commands = true;
+    config.log.filter = "warn".into();
+    let app = Application::build(config).await.expect("server builds");
+    let base = format!("http://{}", app.address());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The one slot sleeps: every run submitted from here on stays queued.
+    let holder = json!({"name": "slot-holder", "kind": "command", "argv": ["sleep", "3600"]});
+    let answer = http
+        .post(format!("{base}/api/v1/runs"))
+        .json(&holder)
+        .send()
+        .await
+        .expect("submit the slot holder");
+    assert_eq!(answer.status(), 201, "slot holder");
+    let holder: Value = answer.json().await.expect("slot holder view");
+    let holder = holder["id"].as_str().expect("slot holder id").to_string();
+
+    let mut idle = submit_loop(&http, &base, "idle", plan.submits).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let listings = Arc::new(AtomicU64::new(0));
+    let lister = {
+        let (http, base, stop, listings) = (
+            http.clone(),
+            base.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&listings),
+        );
+        let page = plan.page;
+        actix_web::rt::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let response = http
+                    .get(format!("{base}/api/v1/runs?limit={page}"))
+                    .send()
+                    .await
+                    .expect("list");
+                assert_eq!(response.status(), 200, "listing");
+                let body = response.bytes().await.expect("list body");
+                assert!(body.len() > page * 100, "a page of {page} runs");
+                listings.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // The lister is under way before the first timed submission.
+    while listings.load(Ordering::Relaxed) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let mut busy = submit_loop(&http, &base, "busy", plan.submits).await;
+    let listing_rate = listings.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    lister.await.expect("lister");
+
+    let (idle_p99, busy_p99) = (p99_ms(&mut idle), p99_ms(&mut busy));
+    figures.put(String::from("submit_p99_ms_idle"), idle_p99, "ms");
+    figures.put(String::from("submit_p99_ms_while_listing"), busy_p99, "ms");
+    figures.put(
+        String::from("submit_p99_while_listing_ratio"),
+        busy_p99 / idle_p99,
+        "x",
+    );
+    figures.put(
+        String::from("listing_rounds_per_s"),
+        listing_rate,
+        "rounds/s",
+    );
+    // No sleeping process outlives the bench.
+    let cancel = http
+        .post(format!("{base}/api/v1/runs/{holder}/cancel"))
+        .send()
+        .await
+        .expect("cancel the slot holder");
+    assert!(cancel.status().is_success(), "cancel: {}", cancel.status());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view: Value = http
+            .get(format!("{base}/api/v1/runs/{holder}"))
+            .send()
+            .await
+            .expect("slot holder")
+            .json()
+            .await
+            .expect("view");
+        if view["state"] == "cancelled" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slot holder not cancelled: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(dir);
+}
+
+fn main() {
+    let benchmarking = match common::mode() {
+        common::Mode::List => return,
+        mode => mode == common::Mode::Bench,
+    };
+    let plan = if benchmarking { &BENCH } else { &SMOKE };
+    let mut figures = if benchmarking {
+        common::Figures::echoed(2)
+    } else {
+        common::Figures::quiet()
+    };
+    actix::System::new().block_on(run(plan, &mut figures));
+    if benchmarking {
+        figures.write("listing");
+    } else {
+        println!("listing bench: smoke run ok; no figures written (no --bench)");
+    }
+}
