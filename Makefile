@@ -65,9 +65,11 @@ power-loop: setup cutfs
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
-bench: setup slurm-up
+bench: setup slurm-up cutfs
 	bash scripts/setup-mlflow.sh
 	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing
+	mkdir -p target/bench-figures
+	RUNYARD_POWER_CYCLES=10 RUNYARD_POWER_FIGURES=$(CURDIR)/target/bench-figures/power.json $(CARGO) test --locked --test crash_loop -- --exact power_loop
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 

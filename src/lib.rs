@@ -8,17 +8,19 @@
 //!   [`train::ProgressCells`] that its run actor owns; the [`actors::Ticker`] samples
 //!   them. The training loop never blocks, allocates, locks or does I/O to report.
 //! - **Event sourcing.** Every state change is an [`domain::Event`] appended to a
-//!   sled log and flushed before it is acknowledged; state is a pure fold over the
-//!   log ([`domain::State`]); a restart replays it and resumes runs that were live
-//!   from their last checkpoint, bit-identical to an uninterrupted run.
+//!   sled log and synced to stable storage before it is acknowledged; state is a pure
+//!   fold over the log ([`domain::State`]); a restart replays it and resumes runs that
+//!   were live from their last checkpoint, bit-identical to an uninterrupted run.
 //!
 //! # Layout
 //!
 //! - [`domain`]: pure types and rules (run spec, events, state machine, slot ledger);
 //!   no I/O.
-//! - [`store`]: the sled event log (reopened after a failed write), its versioned
-//!   record codec, snapshots and replay, export/import/verify, moving a bad tail
-//!   aside (`serve --repair`), and the sampled progress history.
+//! - [`store`]: the sled event log (synced after sled's flush, with a watermark of how
+//!   far it reached; reopened after a failed write), its versioned record codec and the
+//!   golden bytes that pin it (`store::codec`), snapshots and replay,
+//!   export/import/verify, moving a bad tail or a damaged log aside (`serve --repair`),
+//!   the data directory's lock (`store::lock`), and the sampled progress history.
 //! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, their
 //!   supervision, the tracer that turns the journal into runs' traces, and the Slurm
 //!   executor (`actors::slurm`: submits jobs, follows each by pulling its worker's

@@ -36,7 +36,8 @@
 //! SIGKILL the filesystem is cut (killed and mounted again on what it had synced), as
 //! a power cut would leave the disk, and every check above runs on what survived.
 //! `RUNYARD_POWER_CYCLES` (default 20) and `RUNYARD_POWER_SEED` set it (`make
-//! power-loop N=500`). Where the filesystem cannot be mounted (no `/dev/fuse`, no
+//! power-loop N=500`); with `RUNYARD_POWER_FIGURES=FILE` it writes its rate there as
+//! the figure `power_cut_cycles_per_min` (`make bench` does). Where the filesystem cannot be mounted (no `/dev/fuse`, no
 //! fusepy: `scripts/setup-cutfs.sh`), it prints `SKIPPED` and why, or fails when
 //! `RUNYARD_REQUIRE_POWER=1` (as `make test` sets it).
 
@@ -718,11 +719,18 @@ async fn run_loop(name: &str, cycles: u64, seed: u64, power: bool) {
         }
     }
     let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let per_min = cycles as f64 / minutes.max(f64::EPSILON);
     eprintln!(
-        "{name}: {cycles} cycles passed in {:.1}s (seed {seed}), {:.1} cycles/min",
+        "{name}: {cycles} cycles passed in {:.1}s (seed {seed}), {per_min:.1} cycles/min",
         started.elapsed().as_secs_f64(),
-        cycles as f64 / minutes.max(f64::EPSILON)
     );
+    // `make bench` asks for the rate as a figure (scripts/bench-report.py reads it).
+    if let (true, Some(path)) = (power, std::env::var_os("RUNYARD_POWER_FIGURES")) {
+        let figures = serde_json::json!({
+            "power_cut_cycles_per_min": {"value": per_min, "unit": "cycles/min"}
+        });
+        std::fs::write(&path, figures.to_string()).expect("write the power-loop figure");
+    }
     drop(run);
 }
 

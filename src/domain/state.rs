@@ -1,6 +1,8 @@
 //! Runs' state as a pure fold over the journal: [`State::check`] decides whether an
 //! event may be appended, [`State::apply`] folds an appended event in and never fails.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -482,10 +484,12 @@ struct RunSnapshot {
 /// reader that serializes a thousand runs from one never holds up the next flush.
 #[derive(Debug, Clone, Default)]
 pub struct State {
-    runs: imbl::HashMap<RunId, Run>,
+    /// Each run behind its own `Arc`, so copying a map node shares the runs in it and
+    /// a change copies only the run it touches.
+    runs: imbl::HashMap<RunId, Arc<Run>>,
     /// Run ids in submission order.
     order: imbl::Vector<RunId>,
-    by_digest: imbl::HashMap<String, RunId>,
+    by_digest: imbl::HashMap<Arc<str>, RunId>,
     slots: SlotLedger,
     last_seq: Seq,
     repairs: Vec<JournalRepair>,
@@ -502,7 +506,7 @@ impl State {
                 Err(Rejection::UnknownRun(run_id))
             };
         }
-        let run = self.runs.get(&run_id);
+        let run = self.runs.get(&run_id).map(|r| &**r);
         if let Event::RunSubmitted { .. } = event {
             // A second run of a known digest is a fact the fold accepts (a rerun);
             // refusing it is the submitting command's choice: see
@@ -542,7 +546,7 @@ impl State {
     /// step as [`State::check`], so two racing submissions of one spec make one run.
     pub fn check_new_digest(&self, event: &Event) -> Result<(), Rejection> {
         if let Event::RunSubmitted { digest, .. } = event {
-            if let Some(existing) = self.by_digest.get(digest) {
+            if let Some(existing) = self.by_digest.get(digest.as_str()) {
                 return Err(Rejection::Duplicate {
                     existing: *existing,
                 });
@@ -588,11 +592,11 @@ impl State {
                 });
             let priority = head.priority;
             // The newest run of a digest is the one a duplicate submission finds.
-            self.by_digest.insert(digest.clone(), run_id);
+            self.by_digest.insert(Arc::from(digest.as_str()), run_id);
             self.order.push_back(run_id);
             self.runs.insert(
                 run_id,
-                Run {
+                Arc::new(Run {
                     id: run_id,
                     name: name.clone(),
                     state: RunState::Queued,
@@ -627,11 +631,11 @@ impl State {
                     submitted_seq: seq,
                     queued_seq: seq,
                     last_seq: seq,
-                },
+                }),
             );
             return;
         }
-        let Some(run) = self.runs.get_mut(&run_id) else {
+        let Some(run) = self.runs.get_mut(&run_id).map(Arc::make_mut) else {
             return;
         };
         if let Some(next) = RunState::after(Some(run.state), envelope.event.kind()) {
@@ -986,9 +990,9 @@ impl State {
             run.checkpoints = checkpoints;
             run.protocol = protocol;
             // Runs come in submission order: the newest of a digest wins.
-            state.by_digest.insert(run.digest.clone(), run.id);
+            state.by_digest.insert(Arc::from(run.digest.as_str()), run.id);
             state.order.push_back(run.id);
-            state.runs.insert(run.id, run);
+            state.runs.insert(run.id, Arc::new(run));
         }
         for (slot, holding) in snapshot.held {
             state.slots.claim(slot, holding.run_id, holding.since);
@@ -1007,24 +1011,30 @@ impl State {
 
     /// A run by id.
     pub fn run(&self, id: RunId) -> Option<&Run> {
-        self.runs.get(&id)
+        self.runs.get(&id).map(|r| &**r)
     }
 
     /// Every run, in submission order.
     pub fn runs(&self) -> impl DoubleEndedIterator<Item = &Run> + '_ {
-        self.order.iter().filter_map(|id| self.runs.get(id))
+        self.order
+            .iter()
+            .filter_map(|id| self.runs.get(id).map(|r| &**r))
     }
 
     /// The run submitted with this spec digest, if any.
     pub fn run_by_digest(&self, digest: &str) -> Option<&Run> {
-        self.by_digest.get(digest).and_then(|id| self.runs.get(id))
+        self.by_digest.get(digest).and_then(|id| self.run(*id))
     }
 
     /// Queued runs in the order the dispatcher serves them: higher priority first,
     /// then the order they were queued in.
     pub fn queue(&self) -> Vec<RunId> {
+        // Straight over the map: the sort key alone orders them (`queued_seq` is the
+        // sequence number of the event that queued the run, one per run).
         let mut queued: Vec<&Run> = self
-            .runs()
+            .runs
+            .values()
+            .map(|r| &**r)
             .filter(|r| r.state == RunState::Queued && r.executor.is_local())
             .collect();
         queued.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.queued_seq));

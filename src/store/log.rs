@@ -231,8 +231,9 @@ fn sync_path(path: &Path) -> std::io::Result<()> {
 struct Watermark {
     path: PathBuf,
     file: File,
-    /// The value on disk (after its sync), and the lock that keeps writes in order.
-    synced: Mutex<Option<Seq>>,
+    /// The value last written (synced or not), and the lock that keeps writes in
+    /// order.
+    written: Mutex<Option<Seq>>,
 }
 
 impl Watermark {
@@ -286,26 +287,33 @@ impl Watermark {
         let watermark = Self {
             path,
             file,
-            synced: Mutex::new(read.clone().ok().flatten()),
+            written: Mutex::new(read.clone().ok().flatten()),
         };
         Ok((watermark, read))
     }
 
-    /// Writes `seq` and syncs it. `only_forward`: leave a higher value as it is.
-    fn set(&self, seq: Seq, only_forward: bool) -> std::io::Result<()> {
-        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
-        if only_forward && synced.is_some_and(|s| s >= seq) {
-            return Ok(());
+    /// Writes `seq`, and syncs it when `sync`. `only_forward`: leave a higher value
+    /// as it is.
+    fn set(&self, seq: Seq, only_forward: bool, sync: bool) -> std::io::Result<()> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if only_forward && written.is_some_and(|s| s >= seq) {
+            return if sync { self.file.sync_data() } else { Ok(()) };
         }
         self.file.write_all_at(&Self::encode(seq), 0)?;
-        self.file.set_len(WATERMARK_LEN as u64)?;
-        self.file.sync_data()?;
-        *synced = Some(seq);
+        // Only a damaged file is any other length: an overwrite in place changes no
+        // metadata, so its sync is one page and a cache flush.
+        if self.file.metadata()?.len() != WATERMARK_LEN as u64 {
+            self.file.set_len(WATERMARK_LEN as u64)?;
+        }
+        if sync {
+            self.file.sync_data()?;
+        }
+        *written = Some(seq);
         Ok(())
     }
 
     fn get(&self) -> Option<Seq> {
-        *self.synced.lock().unwrap_or_else(|p| p.into_inner())
+        *self.written.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -448,7 +456,7 @@ impl EventLog {
             let last = log.last_seq()?;
             log.shared
                 .watermark
-                .set(last, true)
+                .set(last, true, true)
                 .map_err(|e| sync_err(log.shared.watermark.path.clone(), e))?;
         }
         if log.check_reach().is_ok() {
@@ -509,9 +517,14 @@ impl EventLog {
     }
 
     fn set_watermark(&self, seq: Seq, only_forward: bool) -> Result<(), StoreError> {
-        self.shared
-            .watermark
-            .set(seq, only_forward)
+        self.watermark_io(|w| w.set(seq, only_forward, true))
+    }
+
+    fn watermark_io(
+        &self,
+        io: impl FnOnce(&Watermark) -> std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        io(&self.shared.watermark)
             .map_err(|source| StoreError::Sync {
                 dir: self.shared.dir.clone(),
                 file: self.shared.watermark.path.clone(),
@@ -519,13 +532,29 @@ impl EventLog {
             })
     }
 
-    /// Records that every record up to `seq` is synced (see the module docs). Call it
-    /// only after the write that made them durable returned.
+    /// Records, synced, that every record up to `seq` is synced (see the module
+    /// docs). Call it only after the write that made them durable returned.
     pub fn advance_watermark(&self, seq: Seq) -> Result<(), StoreError> {
         if self.shared.watermark_damage.is_some() {
             return Ok(());
         }
         self.set_watermark(seq, true)
+    }
+
+    /// [`EventLog::advance_watermark`] without the sync: the value is in the page
+    /// cache (it survives a crash of the process, not of the machine) until
+    /// [`EventLog::sync_watermark`]. The journal actor writes it after every batch
+    /// and syncs it a moment later, once for many batches.
+    pub fn write_watermark(&self, seq: Seq) -> Result<(), StoreError> {
+        if self.shared.watermark_damage.is_some() {
+            return Ok(());
+        }
+        self.watermark_io(|w| w.set(seq, true, false))
+    }
+
+    /// Syncs the watermark last written.
+    pub fn sync_watermark(&self) -> Result<(), StoreError> {
+        self.watermark_io(|w| w.file.sync_data())
     }
 
     fn sync(&self, trees: &Trees) -> Result<(), StoreError> {

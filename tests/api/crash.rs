@@ -69,6 +69,11 @@ impl Server {
         self.child.wait().expect("reaped")
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn kill(mut self) {
         // std's Child::kill sends SIGKILL on Unix: no shutdown code runs.
         self.child.kill().expect("SIGKILL");

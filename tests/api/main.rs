@@ -12,6 +12,7 @@ mod disk_full;
 mod golden;
 mod helpers;
 mod idempotency_restart;
+mod lock;
 mod logs;
 mod metrics;
 mod openapi;
