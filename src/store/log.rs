@@ -30,7 +30,7 @@
 //! can only leave it behind the log, never ahead). [`EventLog::check_reach`] fails when
 //! the log ends short of it, naming both sequence numbers.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -175,8 +175,8 @@ struct Trees {
     metrics: sled::Tree,
     /// sled's log file, for `fdatasync`.
     log_file: File,
-    /// Blob files already synced, by name.
-    blobs_synced: Mutex<HashSet<OsString>>,
+    /// Blob files already synced, by name, with the length they had then.
+    blobs_synced: Mutex<HashMap<OsString, u64>>,
 }
 
 /// The file sled keeps its log in, inside its directory.
@@ -190,21 +190,23 @@ pub const WATERMARK_FILE: &str = "watermark";
 
 /// A copy of sled's log file as it was before this open. sled zeroes what follows a
 /// damaged message while it recovers, so this copy is the only place the records past
-/// the damage survive; it is removed once the log is found to reach its watermark, and
-/// kept (never refreshed) while it does not, for `serve --repair` to move aside.
+/// the damage survive. It is removed once the log is found to reach its watermark; an
+/// open that finds the log short keeps it as [`AS_FOUND_COPY`].
 pub const PRE_OPEN_COPY: &str = "db.before-open";
+
+/// The pre-open copy of the first open that found the log short of its watermark,
+/// synced, kept for `serve --repair` to move aside (later opens, whose copies sled
+/// had already zeroed, never replace it).
+pub const AS_FOUND_COPY: &str = "db.as-found";
 
 /// sled log files larger than this are opened without a copy (the start would take
 /// too long); a damage found then loses the records past it for good.
 const PRE_OPEN_COPY_MAX_BYTES: u64 = 1 << 30;
 
-/// Copies sled's log file to [`PRE_OPEN_COPY`] unless a kept copy is there already. A
-/// failure (a full disk, say) only costs the copy.
+/// Copies sled's log file to [`PRE_OPEN_COPY`]. A failure (a full disk, say) only
+/// costs the copy.
 fn keep_pre_open_copy(dir: &Path) {
     let (db, copy) = (dir.join(SLED_LOG_FILE), dir.join(PRE_OPEN_COPY));
-    if copy.exists() {
-        return;
-    }
     let Ok(meta) = std::fs::metadata(&db) else {
         return;
     };
@@ -351,7 +353,7 @@ impl Trees {
             snapshots: db.open_tree(SNAPSHOTS_TREE)?,
             metrics: db.open_tree(METRICS_TREE)?,
             log_file: File::open(dir.join(SLED_LOG_FILE))?,
-            blobs_synced: Mutex::new(HashSet::new()),
+            blobs_synced: Mutex::new(HashMap::new()),
             db,
         };
         // A new database's files and directories are durable before anything is
@@ -386,12 +388,21 @@ impl Trees {
             Err(e) => return Err((blobs.to_path_buf(), e)),
         };
         let mut synced = self.blobs_synced.lock().unwrap_or_else(|p| p.into_inner());
-        let mut present = HashSet::new();
+        let mut present = HashMap::new();
         let mut new = false;
         for entry in entries {
             let entry = entry.map_err(|e| (blobs.to_path_buf(), e))?;
             let name = entry.file_name();
-            if !synced.contains(&name) {
+            // A blob another thread is still writing may be seen (and synced) half
+            // written: one whose length changed since is synced again. sled writes a
+            // blob whole before the log message that points at it can be written, so
+            // the sync after a flush always sees the blobs that flush points at whole.
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err((entry.path(), e)),
+            };
+            if synced.get(&name) != Some(&len) {
                 match sync_path(&entry.path()) {
                     Ok(()) => new = true,
                     // sled removed it meanwhile (garbage collection).
@@ -399,7 +410,7 @@ impl Trees {
                     Err(e) => return Err((entry.path(), e)),
                 }
             }
-            present.insert(name);
+            present.insert(name, len);
         }
         if new {
             sync_path(blobs).map_err(|e| (blobs.to_path_buf(), e))?;
@@ -459,22 +470,42 @@ impl EventLog {
                 .set(last, true, true)
                 .map_err(|e| sync_err(log.shared.watermark.path.clone(), e))?;
         }
-        if log.check_reach().is_ok() {
-            log.drop_pre_open_copy();
+        if matches!(log.check_reach(), Err(StoreError::Short { .. })) {
+            log.keep_as_found();
         }
+        log.remove_copy(PRE_OPEN_COPY);
         Ok(log)
     }
 
-    /// Where the copy of sled's log file from before a damaged open is, while kept.
-    pub fn pre_open_copy(&self) -> Option<PathBuf> {
-        Some(self.shared.dir.join(PRE_OPEN_COPY)).filter(|p| p.exists())
+    /// The copy of sled's log file as the first open that found the log short saw it,
+    /// while kept.
+    pub fn as_found_copy(&self) -> Option<PathBuf> {
+        Some(self.shared.dir.join(AS_FOUND_COPY)).filter(|p| p.exists())
     }
 
-    fn drop_pre_open_copy(&self) {
-        match std::fs::remove_file(self.shared.dir.join(PRE_OPEN_COPY)) {
+    /// Keeps this open's pre-open copy as [`AS_FOUND_COPY`], synced, unless an earlier
+    /// open kept one.
+    fn keep_as_found(&self) {
+        let (copy, kept) = (
+            self.shared.dir.join(PRE_OPEN_COPY),
+            self.shared.dir.join(AS_FOUND_COPY),
+        );
+        if kept.exists() || !copy.exists() {
+            return;
+        }
+        let kept_synced = sync_path(&copy)
+            .and_then(|()| std::fs::rename(&copy, &kept))
+            .and_then(|()| sync_path(&self.shared.dir));
+        if let Err(e) = kept_synced {
+            tracing::warn!(error = %e, file = %kept.display(), "cannot keep the damaged journal's copy");
+        }
+    }
+
+    fn remove_copy(&self, name: &str) {
+        match std::fs::remove_file(self.shared.dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(error = %e, "cannot remove the journal's pre-open copy"),
+            Err(e) => tracing::warn!(error = %e, name, "cannot remove a copy of the journal"),
         }
     }
 
@@ -512,7 +543,7 @@ impl EventLog {
     pub fn accept_reach(&self) -> Result<(), StoreError> {
         let last = self.last_seq()?;
         self.set_watermark(last, false)?;
-        self.drop_pre_open_copy();
+        self.remove_copy(AS_FOUND_COPY);
         Ok(())
     }
 
@@ -524,12 +555,11 @@ impl EventLog {
         &self,
         io: impl FnOnce(&Watermark) -> std::io::Result<()>,
     ) -> Result<(), StoreError> {
-        io(&self.shared.watermark)
-            .map_err(|source| StoreError::Sync {
-                dir: self.shared.dir.clone(),
-                file: self.shared.watermark.path.clone(),
-                source,
-            })
+        io(&self.shared.watermark).map_err(|source| StoreError::Sync {
+            dir: self.shared.dir.clone(),
+            file: self.shared.watermark.path.clone(),
+            source,
+        })
     }
 
     /// Records, synced, that every record up to `seq` is synced (see the module
