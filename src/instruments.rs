@@ -7,8 +7,11 @@
 //! (the tests) keep their own figures.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts,
+    Registry,
 };
+
+use crate::actors::fault::ActorKind;
 
 /// Methods counted by name; any other is counted as `other` (label cardinality stays
 /// bounded whatever clients send).
@@ -31,6 +34,8 @@ pub struct Instruments {
     /// Seconds to answer an HTTP request (to the response head, for streams), by route
     /// pattern and method.
     http_duration: HistogramVec,
+    /// Times an actor came back after a panic in one of its handlers, by actor.
+    actor_restarts: IntCounterVec,
 }
 
 impl Default for Instruments {
@@ -97,6 +102,22 @@ impl Instruments {
         registry
             .register(Box::new(http_duration.clone()))
             .expect("registered once");
+        let actor_restarts = IntCounterVec::new(
+            Opts::new(
+                "runyard_actor_restarts_total",
+                "Times an actor came back after a panic in one of its handlers (a supervised \
+                 actor restarted; a run actor's attempt re-queued), by actor",
+            ),
+            &["actor"],
+        )
+        .expect("valid counter options");
+        registry
+            .register(Box::new(actor_restarts.clone()))
+            .expect("registered once");
+        // Every actor's series shows from the first scrape, at 0 until it restarts.
+        for kind in ActorKind::ALL {
+            actor_restarts.with_label_values(&[kind.name()]);
+        }
         // The process's CPU, memory, file descriptors and threads (Linux).
         let _ = registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -109,7 +130,13 @@ impl Instruments {
             ticker_lag,
             http_requests,
             http_duration,
+            actor_restarts,
         }
+    }
+
+    /// The counter of `actor`'s restarts after a panic, for the actor to count with.
+    pub fn actor_restarts(&self, actor: ActorKind) -> IntCounter {
+        self.actor_restarts.with_label_values(&[actor.name()])
     }
 
     /// Counts one answered HTTP request (`status`: its three digits). `route` is the
@@ -152,5 +179,24 @@ mod tests {
             r#"runyard_http_requests_total{method="other",route="/api/v1/runs",status="405"} 1"#
         ));
         assert!(!text.contains("BREW"));
+    }
+
+    #[test]
+    fn every_actor_has_a_restart_series_from_the_start() {
+        let instruments = Instruments::new();
+        instruments.actor_restarts(ActorKind::Ticker).inc();
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&instruments.gather())
+            .expect("text");
+        assert!(text.contains(r#"runyard_actor_restarts_total{actor="ticker"} 1"#));
+        for kind in [
+            ActorKind::Journal,
+            ActorKind::Dispatcher,
+            ActorKind::Slot,
+            ActorKind::Run,
+        ] {
+            let series = format!(r#"runyard_actor_restarts_total{{actor="{kind}"}} 0"#);
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 }

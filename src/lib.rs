@@ -22,7 +22,9 @@
 //!   export/import/verify, moving a bad tail or a damaged log aside (`serve --repair`),
 //!   the data directory's lock (`store::lock`), and the sampled progress history.
 //! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, their
-//!   supervision, the tracer that turns the journal into runs' traces, and the Slurm
+//!   supervision (`actors::fault`: a panic in a handler caught and turned into a
+//!   restart that re-derives state from the journal; fault points in debug builds),
+//!   the tracer that turns the journal into runs' traces, and the Slurm
 //!   executor (`actors::slurm`: submits jobs, follows each by pulling its worker's
 //!   facts and progress every tick, re-attaches after a restart).
 //! - [`slurm`]: Slurm's commands (`sbatch`, `scontrol`, `squeue`, `scancel`), the

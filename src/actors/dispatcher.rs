@@ -1,18 +1,35 @@
 //! The dispatcher: keeps the queue of runs waiting for a slot (FIFO for now) and hands
 //! each to a free slot actor, journaling the claim first. On start it recovers runs
 //! that were live when the previous process died: they go back to the queue.
+//!
+//! A panic in one of its handlers restarts it (see [`super::fault`]). The restart
+//! drops the old context's futures, so the answers to appends it was waiting for are
+//! lost, though the journal still writes them: the restarted dispatcher first waits
+//! until the journal has answered every append it sent, then rebuilds the queue and
+//! the slots' occupancy from the journal's state, and does again what those lost
+//! answers would have done (hands claimed runs to their slot, passes cancels and
+//! pauses on). Recovery at start is not repeated.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::watch;
 
+use super::fault::{self, ActorKind, Recover};
 use super::journal::{Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader};
 use super::run::Resume;
 use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotInfo, StartRun};
 use super::slurm::{Launch, SlurmExecutor, StopJob};
-use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, SlotId};
+use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, Seq, SlotId};
+
+/// The longest a restarted dispatcher waits for the journal to answer the appends its
+/// old context sent, before it reads the state anyway.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What an append to the journal answers.
+type Appended = Result<Result<Vec<Seq>, AppendError>, MailboxError>;
 
 /// Why a command to the dispatcher failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,6 +48,48 @@ pub enum DispatchError {
 /// An answer the dispatcher finishes later.
 type Later<T> = std::pin::Pin<Box<dyn ActorFuture<Dispatcher, Output = T>>>;
 
+/// Appends sent to the journal and not answered yet, counted apart from the
+/// dispatcher's context so that a restart, which drops the futures waiting for the
+/// answers, can still wait for them.
+#[derive(Clone)]
+struct Outstanding(Arc<watch::Sender<usize>>);
+
+impl Default for Outstanding {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl Outstanding {
+    /// Counts one append until the guard is dropped.
+    fn enter(&self) -> OutstandingGuard {
+        self.0.send_modify(|n| *n += 1);
+        OutstandingGuard(Arc::clone(&self.0))
+    }
+
+    /// Resolves once no append is outstanding (or after [`SETTLE_LIMIT`]).
+    fn settled(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut count = self.0.subscribe();
+        async move {
+            let settled = tokio::time::timeout(SETTLE_LIMIT, count.wait_for(|n| *n == 0)).await;
+            if settled.is_err() {
+                tracing::warn!(
+                    limit_secs = SETTLE_LIMIT.as_secs(),
+                    "journal answers still outstanding after a dispatcher restart; reading the state anyway"
+                );
+            }
+        }
+    }
+}
+
+struct OutstandingGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for OutstandingGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 struct SlotEntry {
     info: SlotInfo,
     addr: Addr<Slot>,
@@ -48,6 +107,14 @@ pub struct Dispatcher {
     queue_wait: Option<prometheus::Histogram>,
     /// The Slurm executor, which queues and runs `"executor": "slurm"` runs.
     slurm: Option<Addr<SlurmExecutor>>,
+    /// Appends the journal has not answered yet.
+    outstanding: Outstanding,
+    /// Whether recovery at start is journaled (a restart does not repeat it).
+    recovered: bool,
+    /// Set by a restart, for `started` to wait for the journal first.
+    restarted: bool,
+    /// Where restarts after a panic are counted, if anywhere.
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl Dispatcher {
@@ -73,7 +140,35 @@ impl Dispatcher {
             ready,
             queue_wait: None,
             slurm: None,
+            outstanding: Outstanding::default(),
+            recovered: false,
+            restarted: false,
+            restarts: None,
         }
+    }
+
+    /// Also counts in `restarts` each restart after a panic in a handler.
+    pub fn with_restart_counter(mut self, restarts: prometheus::IntCounter) -> Self {
+        self.restarts = Some(restarts);
+        self
+    }
+
+    /// Sends `msg` to the journal; the answer is awaited off the dispatcher's context
+    /// too, so that it is counted as answered even when a restart dropped the future
+    /// that waited for it.
+    fn journaled<M>(&self, msg: M) -> impl std::future::Future<Output = Appended> + 'static
+    where
+        M: Message<Result = Result<Vec<Seq>, AppendError>> + Send + 'static,
+        Journal: Handler<M>,
+    {
+        let request = self.journal.send(msg);
+        let counted = self.outstanding.enter();
+        let answer = actix_rt::spawn(async move {
+            let answer = request.await;
+            drop(counted);
+            answer
+        });
+        async move { answer.await.unwrap_or(Err(MailboxError::Closed)) }
     }
 
     /// Hands runs with `"executor": "slurm"` to `slurm` (when there is one).
@@ -158,15 +253,17 @@ impl Dispatcher {
     fn enqueue_after(&mut self, run_id: RunId, wait: std::time::Duration, ctx: &mut Context<Self>) {
         tracing::info!(run_id = %run_id, wait_ms = wait.as_millis() as u64, "retry scheduled");
         ctx.run_later(wait, move |dispatcher, ctx| {
-            let queued = dispatcher
-                .reader
-                .state()
-                .run(run_id)
-                .is_some_and(|r| r.state == RunState::Queued);
-            if queued && !dispatcher.queue.contains(&run_id) {
-                dispatcher.enqueue(run_id);
-                dispatcher.schedule(ctx);
-            }
+            fault::guard(dispatcher, ctx, "retry", |dispatcher, ctx| {
+                let queued = dispatcher
+                    .reader
+                    .state()
+                    .run(run_id)
+                    .is_some_and(|r| r.state == RunState::Queued);
+                if queued && !dispatcher.queue.contains(&run_id) {
+                    dispatcher.enqueue(run_id);
+                    dispatcher.schedule(ctx);
+                }
+            });
         });
     }
 
@@ -185,12 +282,7 @@ impl Dispatcher {
                     continue;
                 };
                 // An attempt continues from the run's newest checkpoint.
-                let resume = run.checkpoint.as_ref().map(|c| Resume {
-                    path: c.path.clone(),
-                    sha256: c.sha256.clone(),
-                    step: c.step,
-                    epoch: c.epoch,
-                });
+                let resume = Resume::of(run);
                 (
                     serde_json::from_str::<RunSpec>(run.spec.get()),
                     run.attempt + 1,
@@ -232,8 +324,8 @@ impl Dispatcher {
                 .iter()
                 .map(|slot| (run_id, Event::SlotClaimed { slot: *slot }))
                 .collect();
-            let claim = self.journal.send(Append { records: claims });
-            ctx.spawn(claim.into_actor(self).map(move |result, dispatcher, ctx| {
+            let claim = self.journaled(Append { records: claims });
+            let claimed = claim.into_actor(self).map(move |result, dispatcher, ctx| {
                 match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                     Ok(_) => {
                         tracing::info!(run_id = %run_id, slots = ?slots, attempt, "slots claimed");
@@ -266,11 +358,12 @@ impl Dispatcher {
                         dispatcher.queue.push_front(run_id);
                         // Try again once the journal may take writes again.
                         ctx.run_later(super::journal::RECOVERY_INTERVAL, |dispatcher, ctx| {
-                            dispatcher.schedule(ctx)
+                            fault::guard(dispatcher, ctx, "schedule", Self::schedule);
                         });
                     }
                 }
-            }));
+            });
+            ctx.spawn(fault::guarded_unit("claim answer", claimed));
         }
     }
 
@@ -310,7 +403,7 @@ impl Dispatcher {
         requeue_on_error: bool,
         conflict: impl FnOnce(RunState) -> String + 'static,
     ) -> impl ActorFuture<Self, Output = Result<bool, DispatchError>> {
-        let append = self.journal.send(Append::one(run_id, event));
+        let append = self.journaled(Append::one(run_id, event));
         append
             .into_actor(self)
             .map(move |result, dispatcher, _ctx| {
@@ -333,17 +426,81 @@ impl Dispatcher {
     fn slots_of(&self, run_id: RunId) -> impl Iterator<Item = &SlotEntry> + '_ {
         self.slots.iter().filter(move |s| s.busy == Some(run_id))
     }
-}
 
-impl Actor for Dispatcher {
-    type Context = Context<Self>;
+    /// Recovery (at the first start), or the queue rebuilt from the journal (after a
+    /// restart).
+    fn begin(&mut self, ctx: &mut Context<Self>) {
+        if self.recovered {
+            self.rebuild(ctx);
+            self.reconcile(ctx);
+            self.schedule(ctx);
+        } else {
+            self.recover_at_start(ctx);
+        }
+    }
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    /// After a restart, does again what the answers its old context lost would have
+    /// done, as the journal's state calls for: a run claimed but not started is handed
+    /// to its first slot (which ignores a run it already runs), and a cancel or pause
+    /// asked for is passed on to the run's slots again (both are flags: twice is once).
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let mut starts = Vec::new();
+        let mut stops = Vec::new();
+        {
+            let state = self.reader.state();
+            for run in state
+                .runs()
+                .filter(|r| r.state.is_live() && r.executor.is_local())
+            {
+                if run.cancel_requested {
+                    stops.push((run.id, true));
+                } else if run.state == RunState::Pausing {
+                    stops.push((run.id, false));
+                }
+                if let (RunState::Starting, Some(first)) = (run.state, run.slot) {
+                    match serde_json::from_str::<RunSpec>(run.spec.get()) {
+                        Ok(spec) => starts.push(StartRun {
+                            run_id: run.id,
+                            spec,
+                            attempt: run.attempt + 1,
+                            resume: Resume::of(run),
+                            slots: run.slots.clone(),
+                            dispatcher: ctx.address(),
+                        }),
+                        Err(e) => {
+                            tracing::warn!(run_id = %run.id, slot = %first, error = %e, "claimed run's stored spec is unreadable; not started")
+                        }
+                    }
+                }
+            }
+        }
+        for start in starts {
+            let first = start.slots.first().copied();
+            if let Some(entry) = self.slots.iter().find(|s| Some(s.info.id) == first) {
+                tracing::info!(run_id = %start.run_id, slot = %entry.info.id, "handing a run claimed before the restart to its slot");
+                entry.addr.do_send(start);
+            }
+        }
+        for (run_id, cancel) in stops {
+            for entry in self.slots_of(run_id) {
+                if cancel {
+                    entry.addr.do_send(CancelOnSlot { run_id });
+                } else {
+                    entry.addr.do_send(PauseOnSlot { run_id });
+                }
+            }
+        }
+    }
+
+    /// Journals the recovery of runs left live by the last stop, then starts
+    /// scheduling and says the server is ready.
+    fn recover_at_start(&mut self, ctx: &mut Context<Self>) {
         let records = self.reader.state().recovery();
         let recovered = records.len();
-        let append = self.journal.send(Append { records });
+        let append = self.journaled(Append { records });
         // `wait` holds every other message until recovery is journaled.
-        ctx.wait(append.into_actor(self).map(move |result, dispatcher, ctx| {
+        let journaled = append.into_actor(self).map(move |result, dispatcher, ctx| {
+            dispatcher.recovered = true;
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) if recovered > 0 => {
                     tracing::info!(
@@ -357,7 +514,8 @@ impl Actor for Dispatcher {
             dispatcher.rebuild(ctx);
             dispatcher.ready.store(true, Ordering::Release);
             dispatcher.schedule(ctx);
-        }));
+        });
+        ctx.wait(fault::guarded_unit("recovery answer", journaled));
         // Files of runs whose deletion was journaled but not finished before the last
         // stop go now, off the actor's thread.
         let journal_dir = self.reader.log().dir();
@@ -370,6 +528,47 @@ impl Actor for Dispatcher {
                 });
             }
         }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if std::mem::take(&mut self.restarted) {
+            // The journal still writes what the old context sent; what the state says
+            // is complete once it has answered all of it. `wait` holds every other
+            // message meanwhile.
+            let settled = fut::wrap_future::<_, Self>(self.outstanding.settled())
+                .map(|(), dispatcher, ctx| dispatcher.begin(ctx));
+            ctx.wait(fault::guarded_unit("restart", settled));
+        } else {
+            fault::guard(self, ctx, "start", Self::begin);
+        }
+    }
+}
+
+impl Recover for Dispatcher {
+    const KIND: ActorKind = ActorKind::Dispatcher;
+
+    fn recover(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A handler's answer behind [`fault::guarded`]; `None` (the handler panicked) and a
+/// panic in the answer's continuations both answer `Stopped`, though a stopping
+/// dispatcher's answers go nowhere: the sender sees the mailbox closed.
+fn guarded_answer<T: 'static>(
+    site: &'static str,
+    answer: Option<ResponseActFuture<Dispatcher, Result<T, DispatchError>>>,
+) -> ResponseActFuture<Dispatcher, Result<T, DispatchError>> {
+    let stopped = || Err(DispatchError::Append(AppendError::Stopped));
+    match answer {
+        Some(answer) => Box::pin(
+            fault::guarded(site, answer).map(move |answer, _, _| answer.unwrap_or_else(stopped)),
+        ),
+        None => Box::pin(fut::ready(stopped())),
     }
 }
 
@@ -446,8 +645,15 @@ mod tests {
 }
 
 impl Supervised for Dispatcher {
-    fn restarting(&mut self, ctx: &mut Self::Context) {
-        self.rebuild(ctx);
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        if let Some(restarts) = &self.restarts {
+            restarts.inc();
+        }
+        tracing::info!(
+            outstanding = *self.outstanding.0.borrow(),
+            "dispatcher restarted; rebuilding from the journal once it answered what was sent"
+        );
+        self.restarted = true;
     }
 }
 
@@ -486,7 +692,20 @@ impl Handler<SubmitRun> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<Submitted, DispatchError>>;
 
     #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
-    fn handle(&mut self, msg: SubmitRun, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: SubmitRun, ctx: &mut Self::Context) -> Self::Result {
+        let answer = fault::guard(self, ctx, "submit", |dispatcher, _| {
+            fault::point(ActorKind::Dispatcher);
+            dispatcher.submit(msg)
+        });
+        guarded_answer("submit answer", answer)
+    }
+}
+
+impl Dispatcher {
+    fn submit(
+        &mut self,
+        msg: SubmitRun,
+    ) -> ResponseActFuture<Self, Result<Submitted, DispatchError>> {
         let run_id = msg.run_id;
         let slurm = !msg.spec.executor.is_local();
         if slurm && self.slurm.is_none() {
@@ -501,11 +720,10 @@ impl Handler<SubmitRun> for Dispatcher {
         };
         let mut records = vec![(run_id, event)];
         records.extend(msg.trace.map(|trace| (run_id, trace)));
-        type Appended = Result<Result<Vec<crate::domain::Seq>, AppendError>, MailboxError>;
         let append: std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> = if msg.rerun {
-            Box::pin(self.journal.send(AppendAllowingDuplicate { records }))
+            Box::pin(self.journaled(AppendAllowingDuplicate { records }))
         } else {
-            Box::pin(self.journal.send(Append { records }))
+            Box::pin(self.journaled(Append { records }))
         };
         Box::pin(
             append
@@ -567,7 +785,17 @@ impl Handler<CancelRun> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<CancelOutcome, DispatchError>>;
 
     #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
-    fn handle(&mut self, msg: CancelRun, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: CancelRun, ctx: &mut Self::Context) -> Self::Result {
+        let answer = fault::guard(self, ctx, "cancel", |dispatcher, _| dispatcher.cancel(msg));
+        guarded_answer("cancel answer", answer)
+    }
+}
+
+impl Dispatcher {
+    fn cancel(
+        &mut self,
+        msg: CancelRun,
+    ) -> ResponseActFuture<Self, Result<CancelOutcome, DispatchError>> {
         let run_id = msg.run_id;
         let state = self.reader.state().run(run_id).map(|r| r.state);
         let immediate = match state {
@@ -631,7 +859,17 @@ impl Handler<PauseRun> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<PauseOutcome, DispatchError>>;
 
     #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
-    fn handle(&mut self, msg: PauseRun, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: PauseRun, ctx: &mut Self::Context) -> Self::Result {
+        let answer = fault::guard(self, ctx, "pause", |dispatcher, _| dispatcher.pause(msg));
+        guarded_answer("pause answer", answer)
+    }
+}
+
+impl Dispatcher {
+    fn pause(
+        &mut self,
+        msg: PauseRun,
+    ) -> ResponseActFuture<Self, Result<PauseOutcome, DispatchError>> {
         let run_id = msg.run_id;
         let state = self.reader.state().run(run_id).map(|r| r.state);
         let immediate = match state {
@@ -694,7 +932,14 @@ impl Handler<ResumeRun> for Dispatcher {
     type Result = ResponseActFuture<Self, Result<(), DispatchError>>;
 
     #[tracing::instrument(skip_all, fields(run_id = %msg.run_id))]
-    fn handle(&mut self, msg: ResumeRun, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ResumeRun, ctx: &mut Self::Context) -> Self::Result {
+        let answer = fault::guard(self, ctx, "resume", |dispatcher, _| dispatcher.resume(msg));
+        guarded_answer("resume answer", answer)
+    }
+}
+
+impl Dispatcher {
+    fn resume(&mut self, msg: ResumeRun) -> ResponseActFuture<Self, Result<(), DispatchError>> {
         let run_id = msg.run_id;
         match self.reader.state().run(run_id).map(|r| r.state) {
             None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
@@ -707,7 +952,7 @@ impl Handler<ResumeRun> for Dispatcher {
                 return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
             }
         }
-        let append = self.journal.send(Append::one(run_id, Event::RunResumed));
+        let append = self.journaled(Append::one(run_id, Event::RunResumed));
         let slurm = self.is_slurm(run_id);
         Box::pin(
             append
@@ -752,6 +997,14 @@ impl Handler<SlotFreed> for Dispatcher {
     type Result = ();
 
     fn handle(&mut self, msg: SlotFreed, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "slot freed", |dispatcher, ctx| {
+            dispatcher.slot_freed(msg, ctx)
+        });
+    }
+}
+
+impl Dispatcher {
+    fn slot_freed(&mut self, msg: SlotFreed, ctx: &mut Context<Self>) {
         for entry in self.slots.iter_mut().filter(|s| s.busy == Some(msg.run_id)) {
             entry.busy = None;
         }

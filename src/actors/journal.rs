@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
+use super::fault::{self, ActorKind, Recover};
 use crate::domain::{Envelope, Event, Rejection, RunId, Seq, State};
 use crate::instruments::Instruments;
 use crate::store::{replay, EventLog, StoreError};
@@ -274,9 +275,16 @@ pub struct Journal {
     degraded: Option<String>,
     /// Append latency and flush sizes, for `/metrics`.
     instruments: Option<Instruments>,
+    /// Set after a handler panicked: appends are refused until the flushes under way
+    /// are done and the journal restarts (see [`Recover`]).
+    restart_due: bool,
     /// A sync of the watermark is scheduled or under way.
     watermark_sync_due: bool,
 }
+
+/// How often a journal waiting to restart after a panic checks that its flushes are
+/// done.
+const RESTART_POLL: Duration = Duration::from_millis(2);
 
 /// How long after a flush the watermark is synced. Batches flushed meanwhile share
 /// the sync; after a power cut the watermark is at most this far behind the log (a
@@ -323,6 +331,7 @@ impl Journal {
             health,
             degraded: None,
             instruments: None,
+            restart_due: false,
             watermark_sync_due: false,
         };
         let mut journal = journal;
@@ -618,14 +627,46 @@ impl Actor for Journal {
     }
 }
 
+/// A panic in a handler stops the journal, once the flushes already under way are
+/// done and answered (their futures would go with the context; a write still on disk
+/// while the log is replayed could be replayed or not), and appends that arrive
+/// meanwhile are refused with `Stopped`. The `Supervisor` then restarts it.
+impl Recover for Journal {
+    const KIND: ActorKind = ActorKind::Journal;
+
+    fn recover(&mut self, ctx: &mut Self::Context) {
+        if std::mem::replace(&mut self.restart_due, true) {
+            return;
+        }
+        ctx.run_interval(RESTART_POLL, |journal, ctx| {
+            if journal.in_flight.is_empty() && journal.pending.is_empty() {
+                ctx.stop();
+            }
+        });
+    }
+}
+
 impl Supervised for Journal {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        if let Some(instruments) = &self.instruments {
+            instruments.actor_restarts(ActorKind::Journal).inc();
+        }
+        // Empty after a restart that waited for its flushes; otherwise their callers
+        // see `Stopped`.
         self.pending.clear();
         self.in_flight.clear();
+        self.restart_due = false;
+        // A snapshot, a watermark write or a recovery attempt under way went with the
+        // old context.
+        self.snapshotting = false;
         self.watermark_sync_due = false;
         if let Err(e) = self.rederive() {
             tracing::error!(error = %e, "journal could not re-derive its state");
         }
+        if self.degraded.is_some() {
+            ctx.run_later(RECOVERY_INTERVAL, |journal, ctx| journal.try_recover(ctx));
+        }
+        tracing::info!(next_seq = self.next_seq, "journal restarted");
     }
 }
 
@@ -633,7 +674,7 @@ impl Handler<Append> for Journal {
     type Result = ResponseFuture<Result<Vec<Seq>, AppendError>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Self::Context) -> Self::Result {
-        self.append(msg.records, false, ctx)
+        self.append_caught(msg.records, false, ctx)
     }
 }
 
@@ -641,7 +682,28 @@ impl Handler<AppendAllowingDuplicate> for Journal {
     type Result = ResponseFuture<Result<Vec<Seq>, AppendError>>;
 
     fn handle(&mut self, msg: AppendAllowingDuplicate, ctx: &mut Self::Context) -> Self::Result {
-        self.append(msg.records, true, ctx)
+        self.append_caught(msg.records, true, ctx)
+    }
+}
+
+impl Journal {
+    /// [`Journal::append`] behind the journal's fault point, with a panic caught
+    /// (see [`Recover`]); refused with `Stopped` while a restart is due.
+    fn append_caught(
+        &mut self,
+        records: Vec<(RunId, Event)>,
+        allow_duplicate: bool,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<Vec<Seq>, AppendError>> {
+        let answer = if self.restart_due {
+            None
+        } else {
+            fault::guard(self, ctx, "append", |journal, ctx| {
+                fault::point(ActorKind::Journal);
+                journal.append(records, allow_duplicate, ctx)
+            })
+        };
+        answer.unwrap_or_else(|| Box::pin(async { Err(AppendError::Stopped) }))
     }
 }
 

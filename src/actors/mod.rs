@@ -14,6 +14,7 @@
 
 pub mod board;
 pub mod dispatcher;
+pub mod fault;
 pub mod journal;
 pub mod metrics;
 pub mod run;

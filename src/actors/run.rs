@@ -3,6 +3,13 @@
 //! supervisor thread), journals each finished epoch and each new checkpoint it finds
 //! in the cells (a command's checkpoints in its [`CommandFeed`]), and on the thread's
 //! end journals the outcome and the slot's release.
+//!
+//! A run actor lives for one attempt, so it comes back from a panic in one of its
+//! handlers the way a run comes back from a server crash: the attempt is handed back.
+//! The thread is asked to checkpoint and stop (a pause), its checkpoint is journaled,
+//! and `RunRequeued` with the slots' release goes in place of `RunPaused`; the
+//! dispatcher queues the run again and its next attempt, on a new run actor, resumes
+//! from that checkpoint. A client's cancel or pause that was asked for still wins.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,12 +17,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::fault::{self, ActorKind, Recover};
 use super::journal::{Append, AppendError, Journal, JournalReader};
 use super::slot::{RunEnded, Slot};
 use super::ticker::{Ticker, Unwatch, Watch};
 use crate::domain::spec::RunKind;
 use crate::domain::state::ProtocolReport;
-use crate::domain::{Event, RunId, RunSpec, SlotId};
+use crate::domain::{Event, RunId, RunSpec, RunState, SlotId};
 use crate::train::checkpoint;
 use crate::train::command::{spawn_command, CommandJob, CommandResume, CommandSettings};
 use crate::train::data::DataRoots;
@@ -38,6 +46,19 @@ pub struct Resume {
     pub step: u64,
     /// Epochs fully done when it was taken (already journaled).
     pub epoch: u32,
+}
+
+impl Resume {
+    /// The checkpoint the next attempt of `run` continues from: its newest journaled
+    /// one.
+    pub fn of(run: &crate::domain::Run) -> Option<Self> {
+        run.checkpoint.as_ref().map(|c| Self {
+            path: c.path.clone(),
+            sha256: c.sha256.clone(),
+            step: c.step,
+            epoch: c.epoch,
+        })
+    }
 }
 
 /// The run actor.
@@ -84,6 +105,22 @@ pub struct RunActor {
     commands: CommandBoard,
     /// Log rotation for command runs.
     command_settings: CommandSettings,
+    /// Where attempts handed back after a panic are counted.
+    restarts: prometheus::IntCounter,
+    /// Panics caught in this actor's handlers.
+    panics: u32,
+    /// Set by the first panic: the attempt goes back to the queue when it ends.
+    handing_back: bool,
+    /// Whether the hand-back events were refused once (and re-derived).
+    hand_back_retried: bool,
+    /// Whether the thread was started and its outcome not yet handled.
+    thread_live: bool,
+    /// Set once the final events are being journaled: nothing else ends the attempt.
+    ending: bool,
+    /// Set when the handling of a progress append's answer panicked: what the journal
+    /// holds of this attempt's epochs is unknown, so no more are journaled, and the
+    /// next attempt resumes from the newest checkpoint the journal does hold.
+    progress_in_doubt: bool,
 }
 
 /// The live progress-pipe figures of the command runs' current attempts, by run: what
@@ -214,6 +251,8 @@ pub struct RunSetup {
     pub commands: CommandBoard,
     /// Log rotation for command runs.
     pub command_settings: CommandSettings,
+    /// Where attempts handed back after a panic are counted.
+    pub restarts: prometheus::IntCounter,
 }
 
 /// `runs/ID`, relative to the data directory.
@@ -261,6 +300,13 @@ impl RunActor {
             checkpoints_in_flight: Vec::new(),
             commands: setup.commands,
             command_settings: setup.command_settings,
+            restarts: setup.restarts,
+            panics: 0,
+            handing_back: false,
+            hand_back_retried: false,
+            thread_live: false,
+            ending: false,
+            progress_in_doubt: false,
         }
     }
 
@@ -355,7 +401,7 @@ impl RunActor {
     }
 
     fn journal_progress(&mut self, ctx: &mut Context<Self>) {
-        if self.progress_in_flight {
+        if self.progress_in_flight || self.progress_in_doubt {
             // The next tick after the answer picks up whatever is new by then.
             return;
         }
@@ -399,7 +445,7 @@ impl RunActor {
             .any(|(_, e)| matches!(e, Event::CheckpointSaved { .. }));
         self.progress_in_flight = true;
         let send = self.journal.send(Append { records });
-        ctx.spawn(send.into_actor(self).map(move |result, actor, ctx| {
+        let answer = send.into_actor(self).map(move |result, actor, ctx| {
             actor.progress_in_flight = false;
             let in_flight = std::mem::take(&mut actor.checkpoints_in_flight);
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
@@ -432,7 +478,18 @@ impl RunActor {
             if let Some(outcome) = actor.finish_after_progress.take() {
                 actor.finish(outcome, ctx);
             }
-        }));
+        });
+        ctx.spawn(
+            fault::guarded("progress answer", answer).map(|handled, actor, ctx| {
+                if handled.is_none() {
+                    actor.progress_in_flight = false;
+                    actor.progress_in_doubt = true;
+                    if let Some(outcome) = actor.finish_after_progress.take() {
+                        actor.finish(outcome, ctx);
+                    }
+                }
+            }),
+        );
     }
 
     /// Deletes checkpoint files beyond the newest `keep` journaled ones. Files newer
@@ -584,19 +641,37 @@ impl RunActor {
             run_id: self.run_id,
             cells: Arc::clone(&self.cells),
         });
-        ctx.run_interval(self.tick, |actor, ctx| actor.journal_progress(ctx));
-        ctx.spawn(handle.outcome.into_actor(self).map(|outcome, actor, ctx| {
+        self.thread_live = true;
+        ctx.run_interval(self.tick, |actor, ctx| {
+            fault::guard(actor, ctx, "progress", |actor, ctx| {
+                fault::point(ActorKind::Run);
+                actor.journal_progress(ctx);
+            });
+        });
+        let ended = handle.outcome.into_actor(self).map(|outcome, actor, ctx| {
+            actor.thread_live = false;
             let outcome = outcome.unwrap_or_else(|_| {
                 Outcome::Failed("training thread ended without an outcome".into())
             });
             actor.finish(outcome, ctx);
-        }));
+        });
+        ctx.spawn(fault::guarded_unit("outcome", ended));
     }
 
     fn finish(&mut self, outcome: Outcome, ctx: &mut Context<Self>) {
+        if self.ending {
+            // The attempt was handed back at once after a second panic.
+            return;
+        }
         if self.progress_in_flight {
             // Its answer decides which epochs the final records must still carry.
             self.finish_after_progress = Some(outcome);
+            return;
+        }
+        if self.progress_in_doubt {
+            // Whatever the thread did, the journal's account of the attempt is
+            // uncertain: the next attempt redoes it from the journaled checkpoint.
+            self.hand_back_now(ctx);
             return;
         }
         let mut records = self.new_records();
@@ -644,6 +719,11 @@ impl RunActor {
             Outcome::Paused if self.control.is_cancelled() => Event::RunCancelled {
                 reason: requested("cancelled by request"),
             },
+            // The pause was the hand-back's, not a client's: the run goes back to the
+            // queue and resumes from the checkpoint the pause just took.
+            Outcome::Paused if self.handing_back && !self.pause_requested() => Event::RunRequeued {
+                reason: HAND_BACK_REASON.into(),
+            },
             Outcome::Paused => Event::RunPaused {
                 reason: requested("paused by request"),
             },
@@ -675,23 +755,96 @@ impl RunActor {
         }
         // The final sample is published before the terminal event is journaled, so
         // whoever reads the terminal event can also read the progress it ended with.
+        self.ending = true;
         let unwatch = self.ticker.send(Unwatch {
             run_id: self.run_id,
         });
-        ctx.wait(unwatch.into_actor(self).map(move |_, actor, ctx| {
+        let unwatched = unwatch.into_actor(self).map(move |_, actor, ctx| {
             actor.append_final(records, ctx);
-        }));
+        });
+        ctx.wait(fault::guarded_unit("unwatch", unwatched));
+    }
+
+    /// Whether a client's pause of the run is journaled (the run is `pausing`).
+    fn pause_requested(&self) -> bool {
+        self.reader
+            .state()
+            .run(self.run_id)
+            .is_some_and(|r| r.state == RunState::Pausing)
+    }
+
+    /// The events that give the attempt back, as the journal's state of the run calls
+    /// for: a cancel or pause a client asked for is carried out, anything else goes
+    /// back to the queue; every slot the run holds is released. None once the run is
+    /// no longer live (its final events are in).
+    fn hand_back_records(&self) -> Vec<(RunId, Event)> {
+        let state = self.reader.state();
+        let Some(run) = state.run(self.run_id).filter(|r| r.state.is_live()) else {
+            return Vec::new();
+        };
+        let terminal = if run.cancel_requested {
+            Event::RunCancelled {
+                reason: "cancelled by request (carried out after the run actor panicked)".into(),
+            }
+        } else if run.state == RunState::Pausing {
+            Event::RunPaused {
+                reason: "paused by request (carried out after the run actor panicked)".into(),
+            }
+        } else {
+            Event::RunRequeued {
+                reason: HAND_BACK_REASON.into(),
+            }
+        };
+        let mut records = vec![(self.run_id, terminal)];
+        records.extend(
+            run.slots
+                .iter()
+                .map(|slot| (self.run_id, Event::SlotReleased { slot: *slot })),
+        );
+        records
+    }
+
+    /// Gives the attempt back now, without waiting for the thread's outcome (after a
+    /// panic that leaves the normal end of the attempt in doubt): the thread is told
+    /// to stop, and the events of [`RunActor::hand_back_records`] are journaled.
+    fn hand_back_now(&mut self, ctx: &mut Context<Self>) {
+        self.control.cancel();
+        self.ending = true;
+        self.finish_after_progress = None;
+        self.ticker.do_send(Unwatch {
+            run_id: self.run_id,
+        });
+        let records = self.hand_back_records();
+        if records.is_empty() {
+            self.release(ctx);
+        } else {
+            self.append_final(records, ctx);
+        }
     }
 
     fn append_final(&mut self, records: Vec<(RunId, Event)>, ctx: &mut Context<Self>) {
         let send = self.journal.send(Append {
             records: records.clone(),
         });
-        ctx.spawn(send.into_actor(self).map(move |result, actor, ctx| {
+        let answer = send.into_actor(self).map(move |result, actor, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {
                     actor.prune_checkpoints();
                     actor.release(ctx);
+                }
+                // A hand-back raced a client's command: the events are read again
+                // off the state that command left.
+                Err(AppendError::Rejected(rejection))
+                    if actor.handing_back && !actor.hand_back_retried =>
+                {
+                    tracing::warn!(run_id = %actor.run_id, %rejection, "hand-back events refused; re-deriving them");
+                    actor.hand_back_retried = true;
+                    let records = actor.hand_back_records();
+                    if records.is_empty() {
+                        actor.release(ctx);
+                    } else {
+                        actor.append_final(records, ctx);
+                    }
                 }
                 Err(AppendError::Rejected(rejection)) => {
                     tracing::error!(run_id = %actor.run_id, %rejection, "final events refused");
@@ -700,11 +853,14 @@ impl RunActor {
                 Err(e) => {
                     tracing::error!(run_id = %actor.run_id, error = %e, "final events not journaled; retrying");
                     ctx.run_later(FINISH_RETRY, move |actor, ctx| {
-                        actor.append_final(records, ctx)
+                        fault::guard(actor, ctx, "final retry", |actor, ctx| {
+                            actor.append_final(records, ctx)
+                        });
                     });
                 }
             }
-        }));
+        });
+        ctx.spawn(fault::guarded_unit("final answer", answer));
     }
 
     fn release(&mut self, ctx: &mut Context<Self>) {
@@ -730,10 +886,52 @@ impl Drop for RunActor {
     }
 }
 
+/// Why an attempt handed back after a panic was queued again.
+const HAND_BACK_REASON: &str =
+    "the run actor panicked; the attempt goes back to the queue and resumes from its checkpoint";
+
+impl Recover for RunActor {
+    const KIND: ActorKind = ActorKind::Run;
+
+    fn recover(&mut self, ctx: &mut Self::Context) {
+        self.panics += 1;
+        match self.panics {
+            1 => {
+                self.restarts.inc();
+                self.handing_back = true;
+                if self.thread_live && !self.ending {
+                    tracing::warn!(run_id = %self.run_id, attempt = self.attempt, "run actor panicked; its attempt checkpoints, stops and goes back to the queue");
+                    self.control.pause();
+                } else {
+                    tracing::warn!(run_id = %self.run_id, attempt = self.attempt, "run actor panicked; its attempt goes back to the queue");
+                    self.hand_back_now(ctx);
+                }
+            }
+            2 => {
+                tracing::error!(run_id = %self.run_id, attempt = self.attempt, "run actor panicked again; its attempt goes back to the queue at once");
+                self.hand_back_now(ctx);
+            }
+            _ => {
+                // Handing back keeps failing: the run stays live in the journal, and the
+                // next start's recovery queues it again.
+                tracing::error!(run_id = %self.run_id, attempt = self.attempt, "run actor cannot hand its attempt back; it stops");
+                ctx.stop();
+            }
+        }
+    }
+}
+
 impl Actor for RunActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "start", Self::journal_start);
+    }
+}
+
+impl RunActor {
+    /// Journals the attempt's start, then starts its thread.
+    fn journal_start(&mut self, ctx: &mut Context<Self>) {
         let mut records = vec![(
             self.run_id,
             Event::RunStarted {
@@ -752,7 +950,7 @@ impl Actor for RunActor {
             ));
         }
         let send = self.journal.send(Append { records });
-        ctx.wait(send.into_actor(self).map(|result, actor, ctx| {
+        let journaled = send.into_actor(self).map(|result, actor, ctx| {
             match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
                 Ok(_) => {
                     tracing::info!(run_id = %actor.run_id, attempt = actor.attempt, slot = %actor.slot, resumed = actor.resume.is_some(), "training attempt started");
@@ -763,7 +961,8 @@ impl Actor for RunActor {
                     actor.finish(Outcome::Failed(format!("could not start: {e}")), ctx);
                 }
             }
-        }));
+        });
+        ctx.wait(fault::guarded_unit("start answer", journaled));
     }
 }
 
@@ -775,8 +974,8 @@ pub struct Cancel;
 impl Handler<Cancel> for RunActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: Cancel, _ctx: &mut Self::Context) {
-        self.control.cancel();
+    fn handle(&mut self, _msg: Cancel, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "cancel", |actor, _| actor.control.cancel());
     }
 }
 
@@ -788,8 +987,8 @@ pub struct Pause;
 impl Handler<Pause> for RunActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: Pause, _ctx: &mut Self::Context) {
-        self.control.pause();
+    fn handle(&mut self, _msg: Pause, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "pause", |actor, _| actor.control.pause());
     }
 }
 

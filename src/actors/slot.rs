@@ -1,6 +1,11 @@
 //! A slot actor owns one device (a GPU, or a share of the CPU) and runs at most one
 //! run on it at a time: it starts the run actor the dispatcher gives it, forwards
 //! cancels to it, and tells the dispatcher when the slot is free again.
+//!
+//! A panic in one of its handlers restarts it (see [`super::fault`]); the restart
+//! keeps the run actor it started, and re-derives from the journal what a lost
+//! message would have told it: a run claimed on this slot that no run actor runs
+//! yet is started, and a run actor that went away without saying so frees the slot.
 
 use std::time::Duration;
 
@@ -8,10 +13,11 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::dispatcher::{Dispatcher, SlotFreed};
+use super::fault::{self, ActorKind, Recover};
 use super::journal::{Journal, JournalReader};
 use super::run::{device_name, Cancel, CommandBoard, Pause, Resume, RunActor, RunSetup};
 use super::ticker::Ticker;
-use crate::domain::{RunId, RunSpec, SlotId};
+use crate::domain::{RunId, RunSpec, RunState, SlotId};
 use crate::train::data::DataRoots;
 
 /// A slot as shown by the API.
@@ -42,6 +48,8 @@ pub struct SlotContext {
     pub commands: CommandBoard,
     /// Log rotation for command runs (`[runs]`).
     pub command_settings: crate::train::command::CommandSettings,
+    /// Where slots and run actors count their restarts after a panic.
+    pub instruments: crate::instruments::Instruments,
 }
 
 /// The slot actor.
@@ -51,17 +59,21 @@ pub struct Slot {
     context: SlotContext,
     current: Option<(RunId, Addr<RunActor>)>,
     dispatcher: Option<Addr<Dispatcher>>,
+    /// Restarts after a panic in a handler.
+    restarts: prometheus::IntCounter,
 }
 
 impl Slot {
     /// A slot for `device`.
     pub fn new(id: SlotId, device: tch::Device, context: SlotContext) -> Self {
+        let restarts = context.instruments.actor_restarts(ActorKind::Slot);
         Self {
             id,
             device,
             context,
             current: None,
             dispatcher: None,
+            restarts,
         }
     }
 
@@ -74,11 +86,145 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// Starts the run actor of an attempt, unless this slot already runs that run
+    /// (a start re-derived after a restart, then the message it stood in for).
+    fn start_run(&mut self, attempt: Attempt, ctx: &mut Context<Self>) {
+        if let Some((run_id, addr)) = &self.current {
+            if *run_id == attempt.run_id && addr.connected() {
+                tracing::debug!(run_id = %run_id, slot = %self.id, "run already started on this slot");
+                return;
+            }
+        }
+        let actor = RunActor::new(RunSetup {
+            run_id: attempt.run_id,
+            spec: attempt.spec,
+            attempt: attempt.attempt,
+            resume: attempt.resume,
+            slot: self.id,
+            slots: attempt.slots,
+            device: self.device,
+            data_dir: self.context.data_dir.clone(),
+            roots: self.context.roots.clone(),
+            journal: self.context.journal.clone(),
+            reader: self.context.reader.clone(),
+            ticker: self.context.ticker.clone(),
+            slot_addr: ctx.address(),
+            tick: self.context.tick,
+            commands: self.context.commands.clone(),
+            command_settings: self.context.command_settings,
+            restarts: self.context.instruments.actor_restarts(ActorKind::Run),
+        });
+        self.current = Some((attempt.run_id, actor.start()));
+    }
+
+    /// After a restart: what the journal says this slot should be doing, where a lost
+    /// message left it otherwise.
+    fn rederive(&mut self, ctx: &mut Context<Self>) {
+        if let Some((run_id, addr)) = &self.current {
+            if addr.connected() {
+                // Its run actor is not part of the restart and carries on.
+                return;
+            }
+            // The run actor went away without its `RunEnded` being handled: once the
+            // journal has the slot back, the dispatcher may give it to the next run.
+            let run_id = *run_id;
+            let released = self
+                .context
+                .reader
+                .state()
+                .slots()
+                .holder(self.id)
+                .is_none_or(|h| h.run_id != run_id);
+            if released {
+                self.current = None;
+                self.slot_freed(run_id);
+            }
+            return;
+        }
+        // A run claimed with this slot first and not started: its `StartRun` was lost.
+        let claimed = {
+            let state = self.context.reader.state();
+            let claimed = state
+                .runs()
+                .find(|r| {
+                    r.slot == Some(self.id)
+                        && r.state == RunState::Starting
+                        && r.executor.is_local()
+                })
+                .map(|run| {
+                    (
+                        run.id,
+                        serde_json::from_str::<RunSpec>(run.spec.get()),
+                        run.attempt + 1,
+                        Resume::of(run),
+                        run.slots.clone(),
+                    )
+                });
+            claimed
+        };
+        let Some((run_id, spec, attempt, resume, slots)) = claimed else {
+            return;
+        };
+        match spec {
+            Ok(spec) => {
+                tracing::info!(run_id = %run_id, slot = %self.id, attempt, "starting the run claimed on this slot before the restart");
+                self.start_run(
+                    Attempt {
+                        run_id,
+                        spec,
+                        attempt,
+                        resume,
+                        slots,
+                    },
+                    ctx,
+                );
+            }
+            // The dispatcher fails such a run when it reads the spec; nothing to start.
+            Err(e) => {
+                tracing::warn!(run_id = %run_id, slot = %self.id, error = %e, "claimed run's stored spec is unreadable")
+            }
+        }
+    }
+
+    fn slot_freed(&self, run_id: RunId) {
+        if let Some(dispatcher) = &self.dispatcher {
+            dispatcher.do_send(SlotFreed {
+                slot: self.id,
+                run_id,
+            });
+        }
+    }
+}
+
+/// What a run actor is started with, besides what the slot itself holds.
+struct Attempt {
+    run_id: RunId,
+    spec: RunSpec,
+    attempt: u32,
+    resume: Option<Resume>,
+    slots: Vec<SlotId>,
+}
+
 impl Actor for Slot {
     type Context = Context<Self>;
 }
 
-impl Supervised for Slot {}
+impl Recover for Slot {
+    const KIND: ActorKind = ActorKind::Slot;
+
+    fn recover(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Supervised for Slot {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        self.restarts.inc();
+        tracing::info!(slot = %self.id, running = ?self.current.as_ref().map(|(id, _)| *id), "slot restarted");
+        self.rederive(ctx);
+    }
+}
 
 /// Starts an attempt of a run on this slot (the claim is already journaled).
 #[derive(Debug, Message)]
@@ -103,26 +249,20 @@ impl Handler<StartRun> for Slot {
 
     #[tracing::instrument(skip_all, fields(run_id = %msg.run_id, slot = %self.id))]
     fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
+        // Kept before anything that could panic: a slot that restarts and starts the
+        // run from the journal still tells the dispatcher when it ends.
         self.dispatcher = Some(msg.dispatcher);
-        let actor = RunActor::new(RunSetup {
+        let attempt = Attempt {
             run_id: msg.run_id,
             spec: msg.spec,
             attempt: msg.attempt,
             resume: msg.resume,
-            slot: self.id,
             slots: msg.slots,
-            device: self.device,
-            data_dir: self.context.data_dir.clone(),
-            roots: self.context.roots.clone(),
-            journal: self.context.journal.clone(),
-            reader: self.context.reader.clone(),
-            ticker: self.context.ticker.clone(),
-            slot_addr: ctx.address(),
-            tick: self.context.tick,
-            commands: self.context.commands.clone(),
-            command_settings: self.context.command_settings,
+        };
+        fault::guard(self, ctx, "start run", |slot, ctx| {
+            fault::point(ActorKind::Slot);
+            slot.start_run(attempt, ctx);
         });
-        self.current = Some((msg.run_id, actor.start()));
     }
 }
 
@@ -137,12 +277,14 @@ pub struct CancelOnSlot {
 impl Handler<CancelOnSlot> for Slot {
     type Result = ();
 
-    fn handle(&mut self, msg: CancelOnSlot, _ctx: &mut Self::Context) {
-        if let Some((run_id, addr)) = &self.current {
-            if *run_id == msg.run_id {
-                addr.do_send(Cancel);
+    fn handle(&mut self, msg: CancelOnSlot, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "cancel", |slot, _| {
+            if let Some((run_id, addr)) = &slot.current {
+                if *run_id == msg.run_id {
+                    addr.do_send(Cancel);
+                }
             }
-        }
+        });
     }
 }
 
@@ -157,12 +299,14 @@ pub struct PauseOnSlot {
 impl Handler<PauseOnSlot> for Slot {
     type Result = ();
 
-    fn handle(&mut self, msg: PauseOnSlot, _ctx: &mut Self::Context) {
-        if let Some((run_id, addr)) = &self.current {
-            if *run_id == msg.run_id {
-                addr.do_send(Pause);
+    fn handle(&mut self, msg: PauseOnSlot, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "pause", |slot, _| {
+            if let Some((run_id, addr)) = &slot.current {
+                if *run_id == msg.run_id {
+                    addr.do_send(Pause);
+                }
             }
-        }
+        });
     }
 }
 
@@ -179,15 +323,12 @@ pub struct RunEnded {
 impl Handler<RunEnded> for Slot {
     type Result = ();
 
-    fn handle(&mut self, msg: RunEnded, _ctx: &mut Self::Context) {
-        if self.current.as_ref().map(|(id, _)| *id) == Some(msg.run_id) {
-            self.current = None;
-        }
-        if let Some(dispatcher) = &self.dispatcher {
-            dispatcher.do_send(SlotFreed {
-                slot: msg.slot,
-                run_id: msg.run_id,
-            });
-        }
+    fn handle(&mut self, msg: RunEnded, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "run ended", |slot, _| {
+            if slot.current.as_ref().map(|(id, _)| *id) == Some(msg.run_id) {
+                slot.current = None;
+            }
+            slot.slot_freed(msg.run_id);
+        });
     }
 }

@@ -3,6 +3,12 @@
 //! unexpectedly is restarted in place, and its `Supervised::restarting` hook re-derives
 //! its state from the journal. The metrics writer runs on a `SyncArbiter` thread
 //! instead, which makes a new writer if one stops.
+//!
+//! actix restarts an actor only when it stops; a panic would unwind the arbiter and
+//! end the server. So these actors' handlers catch their panics
+//! ([`super::fault`]) and stop, and the `Supervisor` restarts them. A run actor,
+//! one per attempt, hands its attempt back instead (see [`super::run`]). Each comes
+//! back counted in `runyard_actor_restarts_total{actor=...}`.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -11,6 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::dispatcher::Dispatcher;
+use super::fault::ActorKind;
 use super::journal::{Journal, JournalReader};
 use super::metrics::MetricsSink;
 use super::run::{device_name, CommandBoard};
@@ -87,10 +94,12 @@ pub fn start(
             metrics.clone(),
             instruments.ticker_lag.clone(),
         );
+        let restarts = instruments.actor_restarts(ActorKind::Ticker);
         Supervisor::start(move |_| {
             Ticker::new(tick, board)
                 .with_metrics(metrics)
                 .with_lag_histogram(lag)
+                .with_restart_counter(restarts)
         })
     };
     let commands = CommandBoard::default();
@@ -103,6 +112,7 @@ pub fn start(
         roots: roots.clone(),
         commands: commands.clone(),
         command_settings,
+        instruments: instruments.clone(),
     };
     let slots: Vec<(SlotInfo, Addr<Slot>)> = devices
         .iter()
@@ -133,10 +143,12 @@ pub fn start(
     let dispatcher = {
         let (journal, reader, ready) = (journal.clone(), reader.clone(), Arc::clone(&ready));
         let queue_wait = instruments.queue_wait.clone();
+        let restarts = instruments.actor_restarts(ActorKind::Dispatcher);
         let slurm = slurm.clone();
         Supervisor::start(move |_| {
             Dispatcher::new(journal, reader, slots, ready)
                 .with_queue_wait_histogram(queue_wait)
+                .with_restart_counter(restarts)
                 .with_slurm(slurm)
         })
     };

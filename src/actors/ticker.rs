@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::fault::{self, ActorKind, Recover};
 use super::metrics::{self, MetricsSink};
 use crate::domain::RunId;
 use crate::store::metrics::Sample;
@@ -172,6 +173,8 @@ pub struct Ticker {
     metrics: Option<MetricsSink>,
     /// Where tick lag is recorded, if anywhere.
     lag: Option<prometheus::Histogram>,
+    /// Where restarts after a panic are counted, if anywhere.
+    restarts: Option<prometheus::IntCounter>,
 }
 
 impl Ticker {
@@ -185,7 +188,14 @@ impl Ticker {
             next_due: None,
             metrics: None,
             lag: None,
+            restarts: None,
         }
+    }
+
+    /// Also counts in `restarts` each restart after a panic in a handler.
+    pub fn with_restart_counter(mut self, restarts: prometheus::IntCounter) -> Self {
+        self.restarts = Some(restarts);
+        self
     }
 
     /// Also hands every changed sample to the metrics writer behind `sink`.
@@ -285,14 +295,37 @@ impl Actor for Ticker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.every, |ticker, _| ticker.tick());
+        ctx.run_interval(self.every, |ticker, ctx| {
+            fault::guard(ticker, ctx, "tick", |ticker, _| {
+                // Armed only while there is a run to sample: a test's panic lands in
+                // the middle of a live run's progress.
+                if !ticker.live.is_empty() {
+                    fault::point(ActorKind::Ticker);
+                }
+                ticker.tick();
+            });
+        });
+    }
+}
+
+impl Recover for Ticker {
+    const KIND: ActorKind = ActorKind::Ticker;
+
+    fn recover(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
 impl Supervised for Ticker {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        // The watched cells are kept: run actors registered them and still own them.
+        if let Some(restarts) = &self.restarts {
+            restarts.inc();
+        }
+        // The watched cells are kept: run actors registered them and still own them,
+        // and a run that ended since unwatched it (its `Unwatch` waits in the mailbox
+        // the restart keeps). `started` runs again and brings the ticks back.
         self.next_due = None;
+        tracing::info!(watched = self.live.len(), "ticker restarted");
     }
 }
 
@@ -309,8 +342,10 @@ pub struct Watch {
 impl Handler<Watch> for Ticker {
     type Result = ();
 
-    fn handle(&mut self, msg: Watch, _ctx: &mut Self::Context) {
-        self.watch(msg.run_id, msg.cells);
+    fn handle(&mut self, msg: Watch, ctx: &mut Self::Context) {
+        fault::guard(self, ctx, "watch", |ticker, _| {
+            ticker.watch(msg.run_id, msg.cells)
+        });
     }
 }
 
@@ -329,20 +364,26 @@ pub struct Unwatch {
 impl Handler<Unwatch> for Ticker {
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Unwatch, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Unwatch, ctx: &mut Self::Context) -> Self::Result {
+        // Forgotten before anything that could panic: a restarted ticker samples no
+        // run that ended.
         let position = self.live.iter().position(|(id, _)| *id == msg.run_id);
         let Some((_, mut watched)) = position.map(|i| self.live.swap_remove(i)) else {
             return Box::pin(async {});
         };
-        let last = watched.sample(Instant::now());
-        self.board
-            .publish(last.map(|p| (msg.run_id, p)).into_iter());
-        // Recorded even when unchanged since the last tick: that tick's batch may have
-        // been dropped, and the same step only overwrites its point.
-        let stored = self.metrics.as_ref().and_then(|sink| {
-            let sample = metrics::sample_of(msg.run_id, last.as_ref()?, metrics::now_ms())?;
-            Some(sink.record_final(sample))
-        });
+        let stored = fault::guard(self, ctx, "unwatch", |ticker, _| {
+            let last = watched.sample(Instant::now());
+            ticker
+                .board
+                .publish(last.map(|p| (msg.run_id, p)).into_iter());
+            // Recorded even when unchanged since the last tick: that tick's batch may
+            // have been dropped, and the same step only overwrites its point.
+            ticker.metrics.as_ref().and_then(|sink| {
+                let sample = metrics::sample_of(msg.run_id, last.as_ref()?, metrics::now_ms())?;
+                Some(sink.record_final(sample))
+            })
+        })
+        .flatten();
         Box::pin(async move {
             if let Some(stored) = stored {
                 stored.await;

@@ -990,7 +990,9 @@ impl State {
             run.checkpoints = checkpoints;
             run.protocol = protocol;
             // Runs come in submission order: the newest of a digest wins.
-            state.by_digest.insert(Arc::from(run.digest.as_str()), run.id);
+            state
+                .by_digest
+                .insert(Arc::from(run.digest.as_str()), run.id);
             state.order.push_back(run.id);
             state.runs.insert(run.id, Arc::new(run));
         }

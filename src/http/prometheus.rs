@@ -2,7 +2,8 @@
 //! requests.
 //!
 //! Two kinds of figures are shown. Histograms and counters of things as they happen
-//! (journal append latency and flush sizes, queue waits, ticker lag, HTTP requests)
+//! (journal append latency and flush sizes, queue waits, ticker lag, HTTP requests,
+//! actors' restarts after a panic)
 //! live in the server's [`Instruments`](crate::instruments::Instruments). Everything
 //! that already has a home (runs by state, the queue, slots, stream counts, journal
 //! health, the progress history writer, the newest progress of live runs) is read
@@ -80,7 +81,8 @@ fn route_of(req: &actix_web::HttpRequest) -> Cow<'static, str> {
     tag = "operations",
     description = "Prometheus metrics in the text exposition format: runs by state, the \
         queue and its wait times, slots, journal append latency and flush sizes, replay \
-        time, ticker lag, event-stream clients, HTTP requests by route and status, \
+        time, ticker lag, actor restarts after a panic by actor, event-stream clients, \
+        HTTP requests by route and status, \
         exported and dropped trace spans, the process, and samples/s, loss and epoch of \
         each live run (series of runs that ended are gone at the next scrape).",
     responses(

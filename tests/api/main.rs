@@ -20,6 +20,7 @@ mod pause;
 mod prometheus;
 mod python_helper;
 mod repair;
+mod restarts;
 mod runs;
 mod runs_v1;
 mod slurm;
