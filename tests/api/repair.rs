@@ -246,15 +246,17 @@ async fn a_flipped_byte_in_the_log_file_stops_the_start_naming_how_far_it_reache
     let aside = data_dir.join(repairs[0]["file"].as_str().expect("file"));
     // sled zeroes what follows the damage as it opens the log: the file as it was
     // before the first start that found it short is what was kept.
-    let copied = std::fs::read(aside.join("db.before-open")).expect("the damaged log file, kept");
+    let copied = std::fs::read(aside.join("db.as-found")).expect("the damaged log file, kept");
     assert!(
         copied == bytes,
         "the copy aside is not the damaged file as it was"
     );
-    assert!(
-        !data_dir.join("journal/db.before-open").exists(),
-        "the copy left the journal once moved aside"
-    );
+    for copy in ["db.as-found", "db.before-open"] {
+        assert!(
+            !data_dir.join("journal").join(copy).exists(),
+            "{copy} left the journal once moved aside"
+        );
+    }
     let status_of = |i: usize| {
         let client = client.clone();
         let url = format!("{}/api/v1/runs/{}", server.address, runs[i]);
