@@ -280,6 +280,8 @@ pub struct Journal {
     restart_due: bool,
     /// A sync of the watermark is scheduled or under way.
     watermark_sync_due: bool,
+    /// The state once the batch on disk is durable (the decider when it went out).
+    in_flight_state: Option<State>,
 }
 
 /// How often a journal waiting to restart after a panic checks that its flushes are
@@ -333,6 +335,7 @@ impl Journal {
             instruments: None,
             restart_due: false,
             watermark_sync_due: false,
+            in_flight_state: None,
         };
         let mut journal = journal;
         journal.last_snapshot = journal.next_seq - 1;
@@ -410,6 +413,10 @@ impl Journal {
             return;
         }
         self.in_flight = std::mem::take(&mut self.pending);
+        // With nothing else pending, the decider is the published state plus exactly
+        // this batch: what readers see once it is durable (an O(1) clone, so the batch
+        // is folded once, not twice).
+        self.in_flight_state = Some(self.decider.clone());
         let first_seq = self.in_flight[0].first_seq;
         let envelopes: Vec<Envelope> = self
             .in_flight
@@ -451,10 +458,16 @@ impl Journal {
         match result {
             Ok(envelopes) => {
                 let count = envelopes.len() as Seq;
-                let mut state = self.published();
-                for (i, envelope) in envelopes.iter().enumerate() {
-                    state.apply(first_seq + i as Seq, envelope);
-                }
+                let state = match self.in_flight_state.take() {
+                    Some(state) if state.last_seq() == first_seq + count - 1 => state,
+                    _ => {
+                        let mut state = self.published();
+                        for (i, envelope) in envelopes.iter().enumerate() {
+                            state.apply(first_seq + i as Seq, envelope);
+                        }
+                        state
+                    }
+                };
                 self.publish(state);
                 if count > 0 {
                     self.tail.send_replace(first_seq + count - 1);
@@ -481,6 +494,7 @@ impl Journal {
                 self.sync_watermark_soon(ctx);
             }
             Err(reason) => {
+                self.in_flight_state = None;
                 tracing::error!(error = %reason, dir = %self.log.dir().display(), "journal write failed; appends are refused until the disk takes writes again");
                 let pending = std::mem::take(&mut self.pending);
                 for p in batch.into_iter().chain(pending) {
@@ -660,6 +674,7 @@ impl Supervised for Journal {
         // old context.
         self.snapshotting = false;
         self.watermark_sync_due = false;
+        self.in_flight_state = None;
         if let Err(e) = self.rederive() {
             tracing::error!(error = %e, "journal could not re-derive its state");
         }
