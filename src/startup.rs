@@ -300,19 +300,25 @@ fn reach_or_repair(log: &EventLog, data_dir: &std::path::Path, repair: bool) -> 
         "journal repaired: the log ended short of its watermark; its damaged files were copied aside"
     );
     if report.to_seq >= report.from_seq {
-        let envelope = crate::domain::Envelope::now(
-            crate::domain::RunId::SYSTEM,
-            crate::domain::Event::JournalRepaired {
-                from_seq: report.from_seq,
-                to_seq: report.to_seq,
-                reason: report.reason.clone(),
-                file: report.file.clone(),
-            },
-        );
-        log.append(report.from_seq, std::slice::from_ref(&envelope))
-            .context("cannot journal the repair")?;
+        journal_repair(log, &report)?;
     }
     Ok(())
+}
+
+/// Journals the `JournalRepaired` event that names `report`, in its first record's
+/// place.
+fn journal_repair(log: &EventLog, report: &crate::store::RepairReport) -> anyhow::Result<()> {
+    let envelope = crate::domain::Envelope::now(
+        crate::domain::RunId::SYSTEM,
+        crate::domain::Event::JournalRepaired {
+            from_seq: report.from_seq,
+            to_seq: report.to_seq,
+            reason: report.reason.clone(),
+            file: report.file.clone(),
+        },
+    );
+    log.append(report.from_seq, std::slice::from_ref(&envelope))
+        .context("cannot journal the repair")
 }
 
 /// Replays the journal. A record that cannot be read stops the start with an error
@@ -350,16 +356,6 @@ fn replay_or_repair(
         reason = %report.reason,
         "journal repaired: a bad tail was moved aside"
     );
-    let envelope = crate::domain::Envelope::now(
-        crate::domain::RunId::SYSTEM,
-        crate::domain::Event::JournalRepaired {
-            from_seq: report.from_seq,
-            to_seq: report.to_seq,
-            reason: report.reason.clone(),
-            file: report.file.clone(),
-        },
-    );
-    log.append(report.from_seq, std::slice::from_ref(&envelope))
-        .context("cannot journal the repair")?;
+    journal_repair(log, &report)?;
     replay(log).context("cannot replay the journal after the repair")
 }
