@@ -1,8 +1,19 @@
 //! The sled event log: tree `events` maps a big-endian sequence number to a record,
-//! tree `run_index` maps `(run id, sequence number)` to nothing, for per-run reads.
-//! Both trees are written in one transaction, then the database is flushed once per
-//! batch (group commit). Tree `snapshots` holds state snapshots and tree `metrics` the
-//! sampled progress history.
+//! tree `run_index` maps `(run id, sequence number)` to nothing, for per-run reads,
+//! and tree `meta` holds the commit mark. Tree `snapshots` holds state snapshots and
+//! tree `metrics` the sampled progress history.
+//!
+//! # A batch is all or nothing
+//!
+//! A batch of appends is written as plain inserts, the records first, then their
+//! index entries, then the commit mark (`meta/committed`, the batch's last sequence
+//! number), and the database is flushed and synced once (group commit). sled
+//! recovers a prefix of its log (it stops at the first message it cannot read back),
+//! so when a batch's commit mark survived a crash, all of the batch did. Records past
+//! the mark are a batch that was never acknowledged and is not whole: opening the log
+//! removes them (index entries first, so none points at a missing record). A sled
+//! transaction over the trees would give the same guarantee at about twice the
+//! append's cost: its batch manifest is one more message for the flush to write.
 //!
 //! A failed write leaves sled refusing every later write until the database is opened
 //! again, so the handles live behind one lock that [`EventLog::reopen`] swaps: every
@@ -48,6 +59,12 @@ const EVENTS_TREE: &str = "events";
 const RUN_INDEX_TREE: &str = "run_index";
 const SNAPSHOTS_TREE: &str = "snapshots";
 const METRICS_TREE: &str = "metrics";
+const META_TREE: &str = "meta";
+
+/// Key, in tree `meta`, of the last sequence number of the last whole batch. A log
+/// written before the mark existed has none (its batches were sled transactions, all
+/// whole).
+const COMMITTED_KEY: &[u8] = b"committed";
 
 /// A failure of the event log.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +190,7 @@ struct Trees {
     run_index: sled::Tree,
     snapshots: sled::Tree,
     metrics: sled::Tree,
+    meta: sled::Tree,
     /// sled's log file, for `fdatasync`.
     log_file: File,
     /// Blob files already synced, by name, with the length they had then.
@@ -352,10 +370,19 @@ impl Trees {
             run_index: db.open_tree(RUN_INDEX_TREE)?,
             snapshots: db.open_tree(SNAPSHOTS_TREE)?,
             metrics: db.open_tree(METRICS_TREE)?,
+            meta: db.open_tree(META_TREE)?,
             log_file: File::open(dir.join(SLED_LOG_FILE))?,
             blobs_synced: Mutex::new(HashMap::new()),
             db,
         };
+        let dropped = trees.drop_uncommitted()?;
+        if dropped > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                records = dropped,
+                "the journal's last batch was cut short before it was acknowledged; its records are removed"
+            );
+        }
         // A new database's files and directories are durable before anything is
         // written to them (sled syncs neither its `conf` nor the directories).
         trees.sync(dir).map_err(|(_, e)| sled::Error::Io(e))?;
@@ -369,6 +396,64 @@ impl Trees {
             sync_path(parent)?;
         }
         Ok(trees)
+    }
+
+    /// The commit mark: the last sequence number of the last whole batch (`None` in a
+    /// log written before the mark existed).
+    fn committed(&self) -> Result<Option<Seq>, sled::Error> {
+        let Some(mark) = self.meta.get(COMMITTED_KEY)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = mark.as_ref().try_into().map_err(|_| {
+            sled::Error::Unsupported(format!(
+                "the journal's commit mark is {} bytes, not 8",
+                mark.len()
+            ))
+        })?;
+        Ok(Some(Seq::from_be_bytes(bytes)))
+    }
+
+    /// Removes the records past the commit mark (a batch a crash cut short, never
+    /// acknowledged), their index entries first, and says how many there were. The
+    /// caller syncs.
+    fn drop_uncommitted(&self) -> Result<usize, sled::Error> {
+        let Some(committed) = self.committed()? else {
+            return Ok(0);
+        };
+        let mut torn = Vec::new();
+        for item in self
+            .events
+            .range(committed.saturating_add(1).to_be_bytes()..)
+        {
+            torn.push(item?);
+        }
+        let Some(first) = torn.first().and_then(|(key, _)| seq_of_key(key)) else {
+            return Ok(0);
+        };
+        // The record names its run, and so its index entry; one that does not decode
+        // (or whose key is malformed) sends us through the whole index instead.
+        let mut every_run_known = true;
+        for (key, value) in &torn {
+            let decoded = seq_of_key(key).and_then(|seq| codec::decode(seq, value).ok());
+            match (seq_of_key(key), decoded) {
+                (Some(seq), Some(envelope)) => {
+                    self.run_index.remove(index_key(envelope.run_id, seq))?;
+                }
+                _ => every_run_known = false,
+            }
+        }
+        if !every_run_known {
+            for item in self.run_index.iter() {
+                let (key, _) = item?;
+                if key.len() == 24 && seq_of_key(&key[16..]).is_some_and(|seq| seq >= first) {
+                    self.run_index.remove(key)?;
+                }
+            }
+        }
+        for (key, _) in &torn {
+            self.events.remove(key)?;
+        }
+        Ok(torn.len())
     }
 
     /// Makes everything written so far durable: sled's flush, then `fdatasync` of its
@@ -426,6 +511,11 @@ impl std::fmt::Debug for EventLog {
             .field("dir", &self.shared.dir)
             .finish()
     }
+}
+
+/// The sequence number an 8-byte key spells, big-endian.
+fn seq_of_key(key: &[u8]) -> Option<Seq> {
+    Some(Seq::from_be_bytes(key.try_into().ok()?))
 }
 
 fn index_key(run_id: RunId, seq: Seq) -> [u8; 24] {
@@ -717,22 +807,31 @@ impl EventLog {
     /// returns `Ok`, and the caller advances the watermark afterwards (the journal
     /// actor does it after answering, so the watermark's own sync is off the path of
     /// an acknowledgment).
+    ///
+    /// The batch is whole or absent after a crash (see the module docs): records,
+    /// then index entries, then the commit mark, in this order.
     pub fn append_synced(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<(), StoreError> {
         let t = self.trees()?;
-        let mut events = sled::Batch::default();
-        let mut index = sled::Batch::default();
+        let Some(last) = (envelopes.len() as Seq)
+            .checked_sub(1)
+            .map(|offset| first_seq + offset)
+        else {
+            return Ok(());
+        };
+        let insert = |tree: &sled::Tree, key: &[u8], value: &[u8]| {
+            tree.insert(key, value)
+                .map(drop)
+                .map_err(|e| self.sled_err(e))
+        };
         for (offset, envelope) in envelopes.iter().enumerate() {
             let seq = first_seq + offset as Seq;
-            events.insert(&seq.to_be_bytes(), codec::encode(envelope));
-            index.insert(&index_key(envelope.run_id, seq), &[]);
+            insert(&t.events, &seq.to_be_bytes(), &codec::encode(envelope))?;
         }
-        (&t.events, &t.run_index)
-            .transaction(|(events_tx, index_tx)| {
-                events_tx.apply_batch(&events)?;
-                index_tx.apply_batch(&index)?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| self.transaction_err(e))?;
+        for (offset, envelope) in envelopes.iter().enumerate() {
+            let seq = first_seq + offset as Seq;
+            insert(&t.run_index, &index_key(envelope.run_id, seq), &[])?;
+        }
+        insert(&t.meta, COMMITTED_KEY, &last.to_be_bytes())?;
         self.sync(&t)
     }
 
@@ -872,9 +971,14 @@ impl EventLog {
                 .events
                 .get(seq.to_be_bytes())
                 .map_err(|e| self.sled_err(e))?;
-            // An index entry always has its event: both are written in one transaction.
+            // An index entry always has its event (see the module docs); the check of
+            // the run costs nothing and keeps a stray entry from showing another
+            // run's record.
             if let Some(value) = value {
-                out.push((seq, self.decode(seq, &value)?));
+                let envelope = self.decode(seq, &value)?;
+                if envelope.run_id == run_id {
+                    out.push((seq, envelope));
+                }
             }
         }
         Ok(out)
@@ -893,7 +997,8 @@ impl EventLog {
     }
 
     /// Removes every record from `from` on, their per-run index entries and every
-    /// snapshot taken at or after `from`, in one transaction, and syncs. The
+    /// snapshot taken at or after `from`, and moves the commit mark back to `from -
+    /// 1`, in one transaction, and syncs. The
     /// watermark goes back to `from - 1` first, so a cut in between never leaves it
     /// past the log.
     pub fn truncate_from(&self, from: Seq) -> Result<(), StoreError> {
@@ -915,11 +1020,13 @@ impl EventLog {
         for item in t.snapshots.range(from.to_be_bytes()..) {
             snapshots.remove(item.map_err(|e| self.sled_err(e))?.0);
         }
-        (&t.events, &t.run_index, &t.snapshots)
-            .transaction(|(events_tx, index_tx, snapshots_tx)| {
+        let committed = from.saturating_sub(1).to_be_bytes();
+        (&t.events, &t.run_index, &t.snapshots, &t.meta)
+            .transaction(|(events_tx, index_tx, snapshots_tx, meta_tx)| {
                 events_tx.apply_batch(&events)?;
                 index_tx.apply_batch(&index)?;
                 snapshots_tx.apply_batch(&snapshots)?;
+                meta_tx.insert(COMMITTED_KEY, &committed[..])?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| self.transaction_err(e))?;
@@ -1035,6 +1142,140 @@ mod tests {
         let reopened = EventLog::open(dir.path()).expect("reopen");
         assert_eq!(reopened.last_seq().expect("last"), 3);
         assert_eq!(reopened.read_after(2, 10).expect("tail")[0].1, batch[2]);
+    }
+
+    /// Writes records `first..` the way a crash in the middle of an append leaves
+    /// them: the records and the first `indexed` index entries, no commit mark.
+    fn write_torn_batch(
+        log: &EventLog,
+        first: Seq,
+        records: &[Vec<u8>],
+        runs: &[RunId],
+        indexed: usize,
+    ) {
+        let t = log.trees().expect("open");
+        for (i, bytes) in records.iter().enumerate() {
+            t.events
+                .insert((first + i as Seq).to_be_bytes(), bytes.as_slice())
+                .expect("insert a record");
+        }
+        for (i, run) in runs.iter().enumerate().take(indexed) {
+            t.run_index
+                .insert(index_key(*run, first + i as Seq), &[])
+                .expect("insert an index entry");
+        }
+        t.db.flush().expect("flush");
+    }
+
+    #[test]
+    fn a_batch_cut_short_before_its_commit_mark_is_gone_after_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let (a, b) = (RunId::new(), RunId::new());
+        let whole = vec![
+            Envelope::now(a, Event::CancelRequested),
+            Envelope::now(b, Event::CancelRequested),
+        ];
+        log.append(1, &whole).expect("append");
+        let torn = [
+            Envelope::now(a, Event::SlotClaimed { slot: SlotId(0) }),
+            Envelope::now(b, Event::SlotClaimed { slot: SlotId(1) }),
+        ];
+        let bytes: Vec<_> = torn.iter().map(codec::encode).collect();
+        write_torn_batch(&log, 3, &bytes, &[a, b], 1);
+        assert_eq!(
+            log.last_seq().expect("last"),
+            4,
+            "the torn records are there before the reopen"
+        );
+        drop(log);
+
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_seq().expect("last"), 2);
+        assert_eq!(
+            log.index_entries()
+                .expect("index")
+                .iter()
+                .map(|(_, s)| *s)
+                .max(),
+            Some(2),
+            "no index entry of the torn batch is left"
+        );
+        // The next batch takes the torn one's numbers; no stale entry shows it on `a`.
+        log.append(3, &[Envelope::now(b, Event::PauseRequested)])
+            .expect("append again");
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen again");
+        assert_eq!(log.last_seq().expect("last"), 3);
+        let of_a: Vec<_> = log
+            .read_run_after(a, 0, 10)
+            .expect("a")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let of_b: Vec<_> = log
+            .read_run_after(b, 0, 10)
+            .expect("b")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!((of_a, of_b), (vec![1], vec![2, 3]));
+    }
+
+    #[test]
+    fn a_torn_record_that_does_not_decode_loses_its_index_entry_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let run = RunId::new();
+        log.append(1, &[Envelope::now(run, Event::CancelRequested)])
+            .expect("append");
+        write_torn_batch(&log, 2, &[vec![0xde, 0xad]], &[run], 1);
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_seq().expect("last"), 1);
+        assert_eq!(log.index_entries().expect("index"), vec![(run, 1)]);
+    }
+
+    #[test]
+    fn a_log_without_a_commit_mark_keeps_every_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let run = RunId::new();
+        log.append(1, &[Envelope::now(run, Event::CancelRequested)])
+            .expect("append");
+        // As a runyard before the mark wrote it (whole batches, in transactions).
+        let t = log.trees().expect("open");
+        t.meta.remove(COMMITTED_KEY).expect("remove the mark");
+        drop(t);
+        let more = Envelope::now(run, Event::PauseRequested);
+        write_torn_batch(&log, 2, &[codec::encode(&more)], &[run], 1);
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_seq().expect("last"), 2);
+        assert_eq!(log.read_run_after(run, 1, 10).expect("read")[0].1, more);
+    }
+
+    #[test]
+    fn a_truncation_moves_the_commit_mark_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let run = RunId::new();
+        let three: Vec<_> = (0..3)
+            .map(|_| Envelope::now(run, Event::CancelRequested))
+            .collect();
+        log.append(1, &three).expect("append");
+        log.truncate_from(2).expect("truncate");
+        // Written after the truncation and not yet marked: a crash here must drop it.
+        let later = Envelope::now(run, Event::PauseRequested);
+        write_torn_batch(&log, 2, &[codec::encode(&later)], &[run], 1);
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_seq().expect("last"), 1);
+        log.append(2, std::slice::from_ref(&later))
+            .expect("append after");
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen again");
+        assert_eq!(log.read_after(1, 10).expect("read"), vec![(2, later)]);
     }
 
     #[test]
