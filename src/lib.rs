@@ -14,8 +14,14 @@
 //!
 //! # Layout
 //!
-//! - [`domain`]: pure types and rules (run spec, events, state machine, slot ledger);
-//!   no I/O.
+//! Imports go one way, down this list's layers (`tests/layers.rs` fails on one that
+//! goes up, and on any import cycle between files): [`domain`] and [`config`] at the
+//! bottom; [`store`], [`train`], [`slurm`], [`auth`], [`telemetry`], [`instruments`]
+//! on them; [`actors`] on those; [`http`] on the actors; [`startup`] and [`worker`],
+//! which wire it all; [`cli`] on top, whose client commands see only the HTTP client.
+//!
+//! - [`domain`]: pure types and rules (run spec, events, state machine, slot ledger,
+//!   a run's progress, a command's output streams); no I/O.
 //! - [`store`]: the sled event log (synced after sled's flush, with a watermark of how
 //!   far it reached; reopened after a failed write), its versioned record codec and the
 //!   golden bytes that pin it (`store::codec`), snapshots and replay,
@@ -28,8 +34,11 @@
 //!   executor (`actors::slurm`: submits jobs, follows each by pulling its worker's
 //!   facts and progress every tick, re-attaches after a restart).
 //! - [`slurm`]: Slurm's commands (`sbatch`, `scontrol`, `squeue`, `scancel`), the
-//!   files a server and its workers share, and `runyard worker` (a one-slot server of
-//!   its own, on a compute node).
+//!   files a server and its workers share, and the facts a worker answers with
+//!   (`slurm::facts`, the wire format of `GET /api/v1/runs/{id}/facts`).
+//! - [`worker`]: `runyard worker`, a one-slot server of its own on a compute node.
+//! - [`auth`]: the tokens file (hashes, names, roles); `http::auth` is the middleware
+//!   that asks for them.
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
 //!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
 //!   saveable state, learning-rate schedules, checkpoints, the training loop and its
@@ -37,7 +46,9 @@
 //!   signals, and ending the commands a killed server left running), their progress
 //!   protocol v1 (`train::protocol`: the pipe's reader thread, into the same cells)
 //!   and their rotated stdout/stderr files (`train::logfile`).
-//! - [`http`]: the REST API, server-sent event streams, health checks, errors, the
+//! - [`http`]: the REST API (`http::state`: what every handler reaches), server-sent
+//!   event streams (`http::stream::stats`: their shared counters), health checks,
+//!   errors (with the problem+json media type), the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),
 //!   and the OpenAPI document generated from them.
 //! - [`cli`]: the `runyard` command line.
@@ -51,6 +62,7 @@
 #![warn(missing_docs)]
 
 pub mod actors;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -61,3 +73,4 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod train;
+pub mod worker;

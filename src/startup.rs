@@ -62,8 +62,8 @@ impl Application {
         // Before anything else reads or writes there: one server per data directory.
         let lock = crate::store::lock(data_dir)?;
         let tokens = match &config.auth.tokens_file {
-            Some(path) => http::auth::Tokens::load(path)?,
-            None => http::auth::Tokens::default(),
+            Some(path) => crate::auth::Tokens::load(path)?,
+            None => crate::auth::Tokens::default(),
         };
         if !tokens.is_empty() {
             tracing::info!(
@@ -134,7 +134,7 @@ impl Application {
         let mut slurm = config.executors.slurm.clone();
         if slurm.server_url.is_none() {
             let host = if address.ip().is_unspecified() {
-                crate::slurm::worker::node_name()
+                crate::slurm::files::node_name()
             } else {
                 address.ip().to_string()
             };

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use super::fault::{self, ActorKind, Recover};
 use super::journal::{Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader};
 use super::run::Resume;
-use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotInfo, StartRun};
+use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotFreed, SlotInfo, StartRun};
 use super::slurm::{Launch, SlurmExecutor, StopJob};
-use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, Seq, SlotId};
+use crate::domain::{Event, Rejection, RunId, RunLayout, RunSpec, RunState, Seq, SlotId};
 
 /// The longest a restarted dispatcher waits for the journal to answer the appends its
 /// old context sent, before it reads the state anyway.
@@ -115,6 +115,9 @@ pub struct Dispatcher {
     restarted: bool,
     /// Where restarts after a panic are counted, if anywhere.
     restarts: Option<prometheus::IntCounter>,
+    /// The data directory, whose deleted runs' leftover files go at start (none
+    /// without one).
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Dispatcher {
@@ -143,6 +146,7 @@ impl Dispatcher {
             outstanding: Outstanding::default(),
             recovered: false,
             restarted: false,
+            data_dir: None,
             restarts: None,
         }
     }
@@ -169,6 +173,13 @@ impl Dispatcher {
             answer
         });
         async move { answer.await.unwrap_or(Err(MailboxError::Closed)) }
+    }
+
+    /// Removes, at start, what is left of the files of runs deleted in `data_dir`
+    /// before the last stop.
+    pub fn with_data_dir(mut self, data_dir: std::path::PathBuf) -> Self {
+        self.data_dir = Some(data_dir);
+        self
     }
 
     /// Hands runs with `"executor": "slurm"` to `slurm` (when there is one).
@@ -339,7 +350,7 @@ impl Dispatcher {
                             attempt,
                             resume,
                             slots,
-                            dispatcher: ctx.address(),
+                            freed: ctx.address().recipient(),
                         });
                     }
                     Err(AppendError::Rejected(rejection)) => {
@@ -465,7 +476,7 @@ impl Dispatcher {
                             attempt: run.attempt + 1,
                             resume: Resume::of(run),
                             slots: run.slots.clone(),
-                            dispatcher: ctx.address(),
+                            freed: ctx.address().recipient(),
                         }),
                         Err(e) => {
                             tracing::warn!(run_id = %run.id, slot = %first, error = %e, "claimed run's stored spec is unreadable; not started")
@@ -518,15 +529,12 @@ impl Dispatcher {
         ctx.wait(fault::guarded_unit("recovery answer", journaled));
         // Files of runs whose deletion was journaled but not finished before the last
         // stop go now, off the actor's thread.
-        let journal_dir = self.reader.log().dir();
-        if journal_dir.file_name() == Some(std::ffi::OsStr::new("journal")) {
-            if let Some(data_dir) = journal_dir.parent().map(std::path::Path::to_path_buf) {
-                let reader = self.reader.clone();
-                std::thread::spawn(move || {
-                    let state = reader.state().clone();
-                    remove_deleted_run_files(&data_dir, &state);
-                });
-            }
+        if let Some(data_dir) = self.data_dir.clone() {
+            let reader = self.reader.clone();
+            std::thread::spawn(move || {
+                let state = reader.state();
+                remove_deleted_run_files(&data_dir, &state);
+            });
         }
     }
 }
@@ -578,8 +586,7 @@ fn guarded_answer<T: 'static>(
 pub fn remove_deleted_run_files(data_dir: &std::path::Path, state: &crate::domain::State) -> usize {
     let mut removed = 0;
     for run in state.runs().filter(|r| r.files_deleted.is_some()) {
-        let dir = super::slurm::shared_run_dir(run)
-            .unwrap_or_else(|| data_dir.join(super::run::run_dir_relative(run.id)));
+        let dir = RunLayout::of(data_dir, run).files().to_path_buf();
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {
                 tracing::info!(run_id = %run.id, dir = %dir.display(), "removed the files of a run deleted before the last stop");
@@ -617,7 +624,7 @@ mod tests {
                     reason: "test".into(),
                 },
             ));
-            let files = dir.path().join(super::super::run::run_dir_relative(id));
+            let files = dir.path().join(RunLayout::relative(id));
             std::fs::create_dir_all(files.join("checkpoints")).expect("dir");
             std::fs::write(files.join("checkpoints/ckpt-1.safetensors"), b"x").expect("file");
         }
@@ -628,14 +635,8 @@ mod tests {
         let state = State::from_events(events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)));
         assert!(state.run(deleted).and_then(|r| r.files_deleted).is_some());
         assert_eq!(remove_deleted_run_files(dir.path(), &state), 1);
-        assert!(!dir
-            .path()
-            .join(super::super::run::run_dir_relative(deleted))
-            .exists());
-        assert!(dir
-            .path()
-            .join(super::super::run::run_dir_relative(kept))
-            .exists());
+        assert!(!dir.path().join(RunLayout::relative(deleted)).exists());
+        assert!(dir.path().join(RunLayout::relative(kept)).exists());
         assert_eq!(
             remove_deleted_run_files(dir.path(), &state),
             0,
@@ -981,16 +982,6 @@ impl Dispatcher {
                 }),
         )
     }
-}
-
-/// Sent when a run's slot release is durable: the slot can take the next run.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct SlotFreed {
-    /// The run's first slot (every slot the run held is free).
-    pub slot: SlotId,
-    /// The run that held it.
-    pub run_id: RunId,
 }
 
 impl Handler<SlotFreed> for Dispatcher {

@@ -663,7 +663,7 @@ impl Recover for Journal {
 impl Supervised for Journal {
     fn restarting(&mut self, ctx: &mut Self::Context) {
         if let Some(instruments) = &self.instruments {
-            instruments.actor_restarts(ActorKind::Journal).inc();
+            instruments.actor_restarts(ActorKind::Journal.name()).inc();
         }
         // Empty after a restart that waited for its flushes; otherwise their callers
         // see `Stopped`.

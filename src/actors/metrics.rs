@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::ticker::Progress;
+use crate::domain::Progress;
 use crate::domain::RunId;
 use crate::store::metrics::{self, Metric, MetricsError, Sample, MAX_POINTS};
 use crate::store::EventLog;

@@ -27,4 +27,4 @@ pub mod tracer;
 pub use dispatcher::Dispatcher;
 pub use journal::{Journal, JournalReader};
 pub use supervisor::Actors;
-pub use ticker::{Progress, ProgressBoard, Ticker};
+pub use ticker::{ProgressBoard, Ticker};

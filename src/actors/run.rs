@@ -19,11 +19,11 @@ use actix::prelude::*;
 
 use super::fault::{self, ActorKind, Recover};
 use super::journal::{Append, AppendError, Journal, JournalReader};
-use super::slot::{RunEnded, Slot};
 use super::ticker::{Ticker, Unwatch, Watch};
+use crate::domain::layout::CHECKPOINTS_DIR;
 use crate::domain::spec::RunKind;
 use crate::domain::state::ProtocolReport;
-use crate::domain::{Event, RunId, RunSpec, RunState, SlotId};
+use crate::domain::{Event, RunId, RunLayout, RunSpec, RunState, SlotId};
 use crate::train::checkpoint;
 use crate::train::command::{spawn_command, CommandJob, CommandResume, CommandSettings};
 use crate::train::data::DataRoots;
@@ -77,7 +77,8 @@ pub struct RunActor {
     journal: Addr<Journal>,
     reader: JournalReader,
     ticker: Addr<Ticker>,
-    slot_addr: Addr<Slot>,
+    /// Told once the run's final events are durable (its slot).
+    ended: Recipient<RunEnded>,
     tick: Duration,
     /// Finished epochs already sent to the journal, so none is journaled twice.
     epochs_journaled: u64,
@@ -217,6 +218,16 @@ impl StallWatch {
     }
 }
 
+/// Sent by the run actor once its final events (and the slot's release) are durable.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RunEnded {
+    /// The run that ended.
+    pub run_id: RunId,
+    /// The slot it released.
+    pub slot: SlotId,
+}
+
 /// The parts of a run actor that come from its slot.
 pub struct RunSetup {
     /// The run.
@@ -244,7 +255,8 @@ pub struct RunSetup {
     /// The ticker that samples the cells.
     pub ticker: Addr<Ticker>,
     /// The slot actor to tell when the run ends.
-    pub slot_addr: Addr<Slot>,
+    /// Told once the run's final events are durable (its slot).
+    pub ended: Recipient<RunEnded>,
     /// How often finished epochs and checkpoints are looked for.
     pub tick: Duration,
     /// Where command runs publish their live figures.
@@ -253,11 +265,6 @@ pub struct RunSetup {
     pub command_settings: CommandSettings,
     /// Where attempts handed back after a panic are counted.
     pub restarts: prometheus::IntCounter,
-}
-
-/// `runs/ID`, relative to the data directory.
-pub fn run_dir_relative(run_id: RunId) -> PathBuf {
-    Path::new("runs").join(run_id.to_string())
 }
 
 impl RunActor {
@@ -286,7 +293,7 @@ impl RunActor {
             journal: setup.journal,
             reader: setup.reader,
             ticker: setup.ticker,
-            slot_addr: setup.slot_addr,
+            ended: setup.ended,
             tick: setup.tick,
             epochs_journaled,
             checkpoint_journaled: None,
@@ -311,7 +318,7 @@ impl RunActor {
     }
 
     fn relative(&self, parts: &[&str]) -> String {
-        let mut path = run_dir_relative(self.run_id);
+        let mut path = RunLayout::relative(self.run_id);
         for part in parts {
             path.push(part);
         }
@@ -392,7 +399,7 @@ impl RunActor {
                 .latest_checkpoint()
                 .filter(|mark| Some(*mark) != self.checkpoint_journaled)
                 .map(|mark| {
-                    let path = self.relative(&["checkpoints", &checkpoint::file_name(mark.step)]);
+                    let path = self.relative(&[CHECKPOINTS_DIR, &checkpoint::file_name(mark.step)]);
                     (mark, path)
                 })
                 .into_iter()
@@ -503,10 +510,7 @@ impl RunActor {
             self.prune_command_checkpoints();
             return;
         }
-        let dir = self
-            .data_dir
-            .join(run_dir_relative(self.run_id))
-            .join("checkpoints");
+        let dir = RunLayout::local(&self.data_dir, self.run_id).checkpoints();
         let keep = self.spec.checkpoint.keep as usize;
         let run_id = self.run_id;
         actix_web::rt::task::spawn_blocking(move || {
@@ -553,7 +557,7 @@ impl RunActor {
                 paths(&run.checkpoints[..split]),
             )
         };
-        let prefix = run_dir_relative(self.run_id);
+        let prefix = RunLayout::relative(self.run_id);
         let doomed: std::collections::BTreeSet<String> = old
             .into_iter()
             .filter(|p| !kept.contains(p) && Path::new(p).starts_with(&prefix))
@@ -591,7 +595,7 @@ impl RunActor {
                 self.control.pause();
             }
         }
-        let run_dir = self.data_dir.join(run_dir_relative(self.run_id));
+        let run_dir = RunLayout::local(&self.data_dir, self.run_id).dir();
         let spawned = match &self.feed {
             Some(feed) => {
                 self.commands.insert(self.run_id, Arc::clone(feed));
@@ -868,7 +872,7 @@ impl RunActor {
             // The journal has the attempt's figures now (`CommandExited`).
             self.commands.remove(self.run_id, feed);
         }
-        self.slot_addr.do_send(RunEnded {
+        self.ended.do_send(RunEnded {
             run_id: self.run_id,
             slot: self.slot,
         });

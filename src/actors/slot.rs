@@ -12,10 +12,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::Serialize;
 
-use super::dispatcher::{Dispatcher, SlotFreed};
 use super::fault::{self, ActorKind, Recover};
 use super::journal::{Journal, JournalReader};
-use super::run::{device_name, Cancel, CommandBoard, Pause, Resume, RunActor, RunSetup};
+use super::run::{device_name, Cancel, CommandBoard, Pause, Resume, RunActor, RunEnded, RunSetup};
 use super::ticker::Ticker;
 use crate::domain::{RunId, RunSpec, RunState, SlotId};
 use crate::train::data::DataRoots;
@@ -58,7 +57,8 @@ pub struct Slot {
     device: tch::Device,
     context: SlotContext,
     current: Option<(RunId, Addr<RunActor>)>,
-    dispatcher: Option<Addr<Dispatcher>>,
+    /// Told when the slot is free again (the dispatcher).
+    freed: Option<Recipient<SlotFreed>>,
     /// Restarts after a panic in a handler.
     restarts: prometheus::IntCounter,
 }
@@ -66,13 +66,13 @@ pub struct Slot {
 impl Slot {
     /// A slot for `device`.
     pub fn new(id: SlotId, device: tch::Device, context: SlotContext) -> Self {
-        let restarts = context.instruments.actor_restarts(ActorKind::Slot);
+        let restarts = context.instruments.actor_restarts(ActorKind::Slot.name());
         Self {
             id,
             device,
             context,
             current: None,
-            dispatcher: None,
+            freed: None,
             restarts,
         }
     }
@@ -109,11 +109,14 @@ impl Slot {
             journal: self.context.journal.clone(),
             reader: self.context.reader.clone(),
             ticker: self.context.ticker.clone(),
-            slot_addr: ctx.address(),
+            ended: ctx.address().recipient(),
             tick: self.context.tick,
             commands: self.context.commands.clone(),
             command_settings: self.context.command_settings,
-            restarts: self.context.instruments.actor_restarts(ActorKind::Run),
+            restarts: self
+                .context
+                .instruments
+                .actor_restarts(ActorKind::Run.name()),
         });
         self.current = Some((attempt.run_id, actor.start()));
     }
@@ -188,8 +191,8 @@ impl Slot {
     }
 
     fn slot_freed(&self, run_id: RunId) {
-        if let Some(dispatcher) = &self.dispatcher {
-            dispatcher.do_send(SlotFreed {
+        if let Some(freed) = &self.freed {
+            freed.do_send(SlotFreed {
                 slot: self.id,
                 run_id,
             });
@@ -240,8 +243,8 @@ pub struct StartRun {
     pub resume: Option<Resume>,
     /// Every slot claimed for the run, this one first.
     pub slots: Vec<SlotId>,
-    /// The dispatcher, told when the slot is free again.
-    pub dispatcher: Addr<Dispatcher>,
+    /// Told when the slot is free again (the dispatcher).
+    pub freed: Recipient<SlotFreed>,
 }
 
 impl Handler<StartRun> for Slot {
@@ -251,7 +254,7 @@ impl Handler<StartRun> for Slot {
     fn handle(&mut self, msg: StartRun, ctx: &mut Self::Context) {
         // Kept before anything that could panic: a slot that restarts and starts the
         // run from the journal still tells the dispatcher when it ends.
-        self.dispatcher = Some(msg.dispatcher);
+        self.freed = Some(msg.freed);
         let attempt = Attempt {
             run_id: msg.run_id,
             spec: msg.spec,
@@ -310,14 +313,14 @@ impl Handler<PauseOnSlot> for Slot {
     }
 }
 
-/// Sent by the run actor once its final events (and the slot's release) are durable.
+/// Sent when a run's slot release is durable: the slot can take the next run.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct RunEnded {
-    /// The run that ended.
-    pub run_id: RunId,
-    /// The slot it released.
+pub struct SlotFreed {
+    /// The run's first slot (every slot the run held is free).
     pub slot: SlotId,
+    /// The run that held it.
+    pub run_id: RunId,
 }
 
 impl Handler<RunEnded> for Slot {

@@ -30,8 +30,8 @@ use super::ticker::{Ticker, Unwatch, Watch};
 use crate::config::SlurmConfig;
 use crate::domain::spec::Executor;
 use crate::domain::{Envelope, Event, Rejection, RunId, RunSpec, RunState, Seq};
-use crate::http::worker::Facts;
 use crate::slurm::cli::{self, JobInfo, SlurmError, Submission};
+use crate::slurm::facts::{Fact, Facts};
 use crate::slurm::files::{self, Registration, WorkerJob};
 use crate::train::ProgressCells;
 
@@ -40,13 +40,6 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest wait before a lost job's run gets a new job.
 const MAX_LOST_DELAY: Duration = Duration::from_secs(300);
-
-/// A Slurm run's directory in the shared directory (`SHARED/runs/ID`: its jobs'
-/// directories and its worker's data directory), once it had a job.
-pub fn shared_run_dir(run: &crate::domain::Run) -> Option<PathBuf> {
-    let job = run.slurm.as_ref()?;
-    Path::new(&job.dir).parent().map(Path::to_path_buf)
-}
 
 /// What the API shows of a Slurm run's job beyond the journal: Slurm's view and the
 /// worker's.
@@ -357,7 +350,7 @@ fn write_job_files(dir: &Path, job: &WorkerJob, worker_bin: &Path) -> Result<(),
     std::fs::create_dir_all(&job.data_dir).map_err(|e| io("the worker directory", e))?;
     let tokens = dir.join("tokens.toml");
     let _ = std::fs::remove_file(&tokens);
-    let secret = crate::http::auth::create_token(&tokens, "server", crate::http::auth::Role::Admin)
+    let secret = crate::auth::create_token(&tokens, "server", crate::auth::Role::Admin)
         .map_err(|e| SlurmError::Unavailable(format!("cannot make the job's secret: {e}")))?;
     files::write_atomic(&dir.join("secret"), secret.as_bytes(), 0o600)
         .map_err(|e| io("secret", e))?;
@@ -834,10 +827,7 @@ impl RemoteRun {
     }
 
     /// Journals the worker's facts in order, each once.
-    fn journal_facts(
-        &self,
-        facts: Vec<crate::http::worker::Fact>,
-    ) -> impl std::future::Future<Output = ()> + 'static {
+    fn journal_facts(&self, facts: Vec<Fact>) -> impl std::future::Future<Output = ()> + 'static {
         let decoded: Vec<(Seq, Envelope)> = facts
             .iter()
             .filter_map(|fact| match fact.decode() {

@@ -83,6 +83,7 @@ pub fn start(
     slurm: Option<&crate::config::SlurmConfig>,
 ) -> Actors {
     let instruments = crate::instruments::Instruments::new();
+    instruments.count_restarts_of(&ActorKind::ALL.map(ActorKind::name));
     let (journal, reader) = Journal::with_snapshots(log, state, snapshot_every);
     let journal = journal.with_instruments(instruments.clone());
     let journal = Supervisor::start(move |_| journal);
@@ -94,7 +95,7 @@ pub fn start(
             metrics.clone(),
             instruments.ticker_lag.clone(),
         );
-        let restarts = instruments.actor_restarts(ActorKind::Ticker);
+        let restarts = instruments.actor_restarts(ActorKind::Ticker.name());
         Supervisor::start(move |_| {
             Ticker::new(tick, board)
                 .with_metrics(metrics)
@@ -143,10 +144,12 @@ pub fn start(
     let dispatcher = {
         let (journal, reader, ready) = (journal.clone(), reader.clone(), Arc::clone(&ready));
         let queue_wait = instruments.queue_wait.clone();
-        let restarts = instruments.actor_restarts(ActorKind::Dispatcher);
+        let restarts = instruments.actor_restarts(ActorKind::Dispatcher.name());
         let slurm = slurm.clone();
+        let data_dir = data_dir.to_path_buf();
         Supervisor::start(move |_| {
             Dispatcher::new(journal, reader, slots, ready)
+                .with_data_dir(data_dir)
                 .with_queue_wait_histogram(queue_wait)
                 .with_restart_counter(restarts)
                 .with_slurm(slurm)

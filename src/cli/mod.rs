@@ -83,7 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Journal(command) => journal::run(command),
         Command::Token(command) => token::run(command),
         Command::Client(command) => client::run(command).map_err(anyhow::Error::from),
-        Command::Worker(args) => crate::slurm::worker::run(&args.job_dir),
+        Command::Worker(args) => crate::worker::run(&args.job_dir),
     }
 }
 

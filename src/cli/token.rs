@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::http::auth::{create_token, Role};
+use crate::auth::{create_token, Role};
 
 /// Token commands.
 #[derive(Debug, Subcommand)]

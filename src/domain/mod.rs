@@ -4,12 +4,18 @@
 
 pub mod event;
 pub mod ids;
+pub mod layout;
+pub mod logs;
+pub mod progress;
 pub mod slots;
 pub mod spec;
 pub mod state;
 
 pub use event::{Envelope, Event, EventKind};
 pub use ids::{RunId, Seq, SlotId};
+pub use layout::RunLayout;
+pub use logs::LogStream;
+pub use progress::Progress;
 pub use slots::SlotLedger;
 pub use spec::{RunSpec, SpecError};
 pub use state::{JournalRepair, Rejection, Run, RunState, State};

@@ -8,6 +8,8 @@ use serde::Serialize;
 use crate::actors::dispatcher::DispatchError;
 use crate::actors::journal::AppendError;
 
+/// The media type of every error answer.
+pub const PROBLEM: &str = "application/problem+json";
 /// The error codes of the API, each with its status and title.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -199,6 +201,25 @@ impl ApiError {
         Self::new(ErrorCode::RunNotFound, format!("no run with id {id}"))
     }
 
+    /// `410 artifact_deleted` when `run`'s files were deleted (`what` names what was
+    /// asked for, e.g. "its logs are gone"); `Ok` while they are there.
+    pub fn unless_files_deleted(run: &crate::domain::Run, what: &str) -> Result<(), Self> {
+        let Some(deleted) = &run.files_deleted else {
+            return Ok(());
+        };
+        Err(Self::new(
+            ErrorCode::ArtifactDeleted,
+            format!(
+                "the files of run {} were deleted at {} (event {}); {what}",
+                run.id,
+                deleted
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                deleted.seq
+            ),
+        ))
+    }
+
     /// An error with a detail message.
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
@@ -242,15 +263,13 @@ impl ResponseError for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
         }
-        response
-            .content_type("application/problem+json")
-            .json(Problem {
-                r#type: format!("https://runyard.dev/problems/{code}"),
-                title,
-                status: status.as_u16(),
-                detail: &self.detail,
-                code,
-            })
+        response.content_type(PROBLEM).json(Problem {
+            r#type: format!("https://runyard.dev/problems/{code}"),
+            title,
+            status: status.as_u16(),
+            detail: &self.detail,
+            code,
+        })
     }
 }
 

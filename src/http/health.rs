@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::error::Problem;
-use super::openapi::PROBLEM;
+use super::error::PROBLEM;
 use super::{ApiError, AppState, ErrorCode};
 use crate::domain::Seq;
 

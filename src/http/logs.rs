@@ -24,13 +24,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
 
-pub use self::files::{log_path, LogStream};
+pub use self::files::log_path;
 use self::files::{Follower, Line, Position};
 use super::error::Problem;
-use super::openapi::PROBLEM;
+use super::error::PROBLEM;
 use super::runs::existing_run_id;
 use super::stream::Connected;
 use super::{ApiError, AppState, ErrorCode};
+pub use crate::domain::LogStream;
 use crate::domain::RunId;
 
 /// Lines sent when `tail` is not given.
@@ -115,22 +116,11 @@ fn log_file(
 ) -> Result<std::path::PathBuf, ApiError> {
     let fold = state.actors.reader.state();
     let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-    if let Some(deleted) = &run.files_deleted {
-        return Err(ApiError::new(
-            ErrorCode::ArtifactDeleted,
-            format!(
-                "the files of run {id} were deleted at {} (event {}); its logs are gone",
-                deleted
-                    .at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                deleted.seq
-            ),
-        ));
-    }
-    let root = crate::actors::slurm::shared_run_dir(run)
-        .map(|run_dir| run_dir.join("worker"))
-        .unwrap_or_else(|| state.data_dir.clone());
-    Ok(log_path(&root, id, stream))
+    ApiError::unless_files_deleted(run, "its logs are gone")?;
+    Ok(log_path(
+        &crate::domain::RunLayout::of(&state.data_dir, run),
+        stream,
+    ))
 }
 
 fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiError {
@@ -334,7 +324,7 @@ async fn feed(
     follower: Follower,
     tx: mpsc::Sender<web::Bytes>,
 ) {
-    let _connected = Connected::new(Arc::clone(&state));
+    let _connected = Connected::new(Arc::clone(&state.streams));
     let end = match follow(&state, id, stream, follower, &tx).await {
         Ok(never) => match never {},
         Err(end) => end,

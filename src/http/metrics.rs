@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::error::Problem;
-use super::openapi::PROBLEM;
+use super::error::PROBLEM;
 use super::runs::existing_run_id;
 use super::{ApiError, AppState, ErrorCode};
 use crate::domain::RunId;

@@ -25,12 +25,9 @@ use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::auth::{self, Role};
-use super::error::Problem;
+use super::error::{Problem, PROBLEM};
 use super::{dashboard, health, logs, metrics, prometheus, runs, slots, stream, worker, ErrorCode};
 use crate::domain::EventKind;
-
-/// The media type of every error answer.
-pub const PROBLEM: &str = "application/problem+json";
 
 /// The name of the bearer security scheme.
 const BEARER: &str = "bearer";

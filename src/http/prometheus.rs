@@ -66,7 +66,7 @@ const UNMATCHED: &str = "unmatched";
 /// to it (no second walk of the route table), else the table's match for requests
 /// refused before routing (401, 403), else `unmatched`.
 fn route_of(req: &actix_web::HttpRequest) -> Cow<'static, str> {
-    match req.app_data::<super::RoutePattern>() {
+    match req.app_data::<super::state::RoutePattern>() {
         Some(pattern) => Cow::Borrowed(pattern.0),
         None => req
             .match_pattern()
@@ -87,7 +87,7 @@ fn route_of(req: &actix_web::HttpRequest) -> Cow<'static, str> {
         each live run (series of runs that ended are gone at the next scrape).",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain", body = String),
-        (status = 500, description = "`internal`: the metrics could not be encoded.", body = super::error::Problem, content_type = super::openapi::PROBLEM),
+        (status = 500, description = "`internal`: the metrics could not be encoded.", body = super::error::Problem, content_type = super::error::PROBLEM),
     )
 )]
 pub async fn exposition(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

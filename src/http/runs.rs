@@ -7,13 +7,13 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::error::Problem;
-use super::openapi::PROBLEM;
+use super::error::PROBLEM;
 use super::{ApiError, AppState, ErrorCode};
 use crate::actors::dispatcher::{
     CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
 };
-use crate::actors::Progress;
 use crate::domain::state::{CheckpointRef, ProtocolReport};
+use crate::domain::Progress;
 use crate::domain::{Envelope, Run, RunId, RunSpec, RunState, Seq};
 
 /// A run as the API shows it: its fold, plus live progress and summary metrics.
@@ -1446,18 +1446,7 @@ pub async fn artifact(
     let relative = {
         let fold = state.actors.reader.state();
         let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-        if let Some(deleted) = &run.files_deleted {
-            return Err(ApiError::new(
-                ErrorCode::ArtifactDeleted,
-                format!(
-                    "the files of run {id} were deleted at {} (event {}); `{name}` is gone",
-                    deleted
-                        .at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    deleted.seq
-                ),
-            ));
-        }
+        ApiError::unless_files_deleted(run, &format!("`{name}` is gone"))?;
         run.artifacts
             .iter()
             .find(|a| a.name == name)
@@ -1542,11 +1531,9 @@ pub async fn delete_artifacts(
             ));
         }
         // A Slurm run's files are its directory in the shared directory.
-        let dir = crate::actors::slurm::shared_run_dir(run).unwrap_or_else(|| {
-            state
-                .data_dir
-                .join(crate::actors::run::run_dir_relative(id))
-        });
+        let dir = crate::domain::RunLayout::of(&state.data_dir, run)
+            .files()
+            .to_path_buf();
         (run.files_deleted.is_some(), dir)
     };
     if !already {

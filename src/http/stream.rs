@@ -16,24 +16,28 @@
 //! `after` to reconnect with, and is counted in [`StreamStats`].
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
+
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 
+mod stats;
+
+pub(in crate::http) use stats::{sse_event, Connected};
+pub use stats::{StreamCounts, StreamStats};
+
 use super::runs::{existing_run_id, parse_run_id, EventView};
 use super::{ApiError, AppState, ErrorCode};
-use crate::actors::Progress;
+use crate::domain::Progress;
 use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
 
 /// Events read from the journal per pass (and so at most per chunk).
@@ -51,121 +55,6 @@ const CHUNK_BYTES: usize = 1024;
 const EVERY_MIN: Duration = Duration::from_millis(50);
 /// Longest `?every=`.
 const EVERY_MAX: Duration = Duration::from_secs(60);
-
-/// Journal reads of all streams at once. Reads run on blocking threads: a burst of
-/// clients catching up (every dashboard reconnecting after a restart) would otherwise
-/// start a thread each, up to the runtime's limit, and keep them for a while.
-const CONCURRENT_READS: usize = 4;
-
-/// Counters of the event streams, shared by all of them (for metrics).
-#[derive(Debug)]
-pub struct StreamStats {
-    /// Permits for journal reads ([`CONCURRENT_READS`]).
-    reads: tokio::sync::Semaphore,
-    opened: AtomicU64,
-    connected: AtomicU64,
-    disconnects: AtomicU64,
-    slow_disconnects: AtomicU64,
-    /// The newest `progress` event of each run, encoded once and shared: with many
-    /// subscribers, a tick is serialized once per run, not once per subscriber.
-    encoded: Mutex<FxHashMap<RunId, (Progress, web::Bytes)>>,
-}
-
-impl Default for StreamStats {
-    fn default() -> Self {
-        Self {
-            reads: tokio::sync::Semaphore::new(CONCURRENT_READS),
-            opened: AtomicU64::default(),
-            connected: AtomicU64::default(),
-            disconnects: AtomicU64::default(),
-            slow_disconnects: AtomicU64::default(),
-            encoded: Mutex::default(),
-        }
-    }
-}
-
-/// A copy of [`StreamStats`] at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct StreamCounts {
-    /// Streams opened since start.
-    pub opened: u64,
-    /// Streams open now.
-    pub connected: u64,
-    /// Streams ended since start, for any reason (client gone, run ended, too slow).
-    pub disconnects: u64,
-    /// Streams ended because the client did not take its events in time.
-    pub slow_disconnects: u64,
-}
-
-impl StreamStats {
-    /// The `progress` event of `progress`, from the shared cache when another stream
-    /// encoded it already.
-    fn encoded(&self, id: RunId, progress: &Progress) -> web::Bytes {
-        let cached = self
-            .encoded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&id)
-            .filter(|(p, _)| p == progress)
-            .map(|(_, event)| event.clone());
-        if let Some(event) = cached {
-            return event;
-        }
-        let mut data = serde_json::to_value(progress).unwrap_or_default();
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("run_id".into(), serde_json::Value::String(id.to_string()));
-        }
-        let mut out = String::new();
-        sse_event(&mut out, None, "progress", &data.to_string());
-        let event = web::Bytes::from(out);
-        self.encoded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(id, (*progress, event.clone()));
-        event
-    }
-
-    /// Forgets a run's cached event once the run has ended.
-    fn forget(&self, id: RunId) {
-        self.encoded
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&id);
-    }
-
-    /// Counts a stream ended because its client did not take its events in time.
-    pub(super) fn count_slow(&self) {
-        self.slow_disconnects.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn counts(&self) -> StreamCounts {
-        StreamCounts {
-            opened: self.opened.load(Ordering::Relaxed),
-            connected: self.connected.load(Ordering::Relaxed),
-            disconnects: self.disconnects.load(Ordering::Relaxed),
-            slow_disconnects: self.slow_disconnects.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Counts a stream as connected while it lives (the log streams too).
-pub(super) struct Connected(Arc<AppState>);
-
-impl Connected {
-    pub(super) fn new(state: Arc<AppState>) -> Self {
-        state.streams.opened.fetch_add(1, Ordering::Relaxed);
-        state.streams.connected.fetch_add(1, Ordering::Relaxed);
-        Self(state)
-    }
-}
-
-impl Drop for Connected {
-    fn drop(&mut self) {
-        self.0.streams.connected.fetch_sub(1, Ordering::Relaxed);
-        self.0.streams.disconnects.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// What a stream sends.
 #[derive(Debug, Clone, Default)]
@@ -296,8 +185,8 @@ fn start_cursor(req: &HttpRequest, after: Option<Seq>) -> Result<Seq, ApiError> 
             content_type = "text/event-stream",
             body = String
         ),
-        (status = 400, description = "`invalid_query`: an unknown parameter, a bad `after`, `every` or `Last-Event-ID`.", body = crate::http::error::Problem, content_type = crate::http::openapi::PROBLEM),
-        (status = 404, description = "`run_not_found`: no run with that id.", body = crate::http::error::Problem, content_type = crate::http::openapi::PROBLEM),
+        (status = 400, description = "`invalid_query`: an unknown parameter, a bad `after`, `every` or `Last-Event-ID`.", body = crate::http::error::Problem, content_type = crate::http::error::PROBLEM),
+        (status = 404, description = "`run_not_found`: no run with that id.", body = crate::http::error::Problem, content_type = crate::http::error::PROBLEM),
     )
 )]
 pub async fn run_stream(
@@ -390,7 +279,7 @@ pub async fn run_stream(
             content_type = "text/event-stream",
             body = String
         ),
-        (status = 400, description = "`invalid_query`: an unknown parameter, or a value that is not accepted (named).", body = crate::http::error::Problem, content_type = crate::http::openapi::PROBLEM),
+        (status = 400, description = "`invalid_query`: an unknown parameter, or a value that is not accepted (named).", body = crate::http::error::Problem, content_type = crate::http::error::PROBLEM),
     )
 )]
 pub async fn all_stream(
@@ -488,17 +377,6 @@ fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body)
-}
-
-fn sse_event(out: &mut String, id: Option<Seq>, name: &str, data: &str) {
-    if let Some(id) = id {
-        let _ = writeln!(out, "id: {id}");
-    }
-    let _ = writeln!(out, "event: {name}");
-    for line in data.lines() {
-        let _ = writeln!(out, "data: {line}");
-    }
-    out.push('\n');
 }
 
 /// Why a stream's task stopped.
@@ -725,7 +603,7 @@ async fn feed(
     tx: mpsc::Sender<web::Bytes>,
     last: oneshot::Sender<web::Bytes>,
 ) {
-    let _connected = Connected::new(Arc::clone(&state));
+    let _connected = Connected::new(Arc::clone(&state.streams));
     let mut feed = Feed {
         state: Arc::clone(&state),
         filter,
@@ -735,10 +613,7 @@ async fn feed(
     };
     let end = run_feed(&mut feed).await;
     if let End::Slow = end {
-        state
-            .streams
-            .slow_disconnects
-            .fetch_add(1, Ordering::Relaxed);
+        state.streams.count_slow();
         tracing::info!(
             after = feed.cursor,
             "stream client too slow; disconnected with the cursor to resume from"

@@ -20,16 +20,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{RunId, RunSpec};
+use crate::domain::layout::WORKER_DIR;
+use crate::domain::{RunId, RunLayout, RunSpec};
 
 /// `SHARED/runs/RUN_ID`.
 pub fn run_dir(shared: &Path, run_id: RunId) -> PathBuf {
-    shared.join("runs").join(run_id.to_string())
+    shared.join(RunLayout::relative(run_id))
 }
 
 /// The worker's data directory, shared by the run's jobs.
 pub fn worker_data_dir(shared: &Path, run_id: RunId) -> PathBuf {
-    run_dir(shared, run_id).join("worker")
+    run_dir(shared, run_id).join(WORKER_DIR)
 }
 
 /// The directory of the run's `job`-th job.
@@ -128,6 +129,19 @@ pub fn batch_script(worker_bin: &Path, job_dir: &Path) -> String {
 /// `text` in single quotes for `sh`.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The node's name: Slurm's, else the host name.
+pub fn node_name() -> String {
+    std::env::var("SLURMD_NODENAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

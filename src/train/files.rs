@@ -15,7 +15,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use super::data::{DataError, MAX_FEATURE_VALUES};
+use super::data::error::{DataError, MAX_FEATURE_VALUES};
 use crate::domain::spec::{ColumnRef, CsvSpec, SafetensorsSpec};
 
 /// The first two bytes of every gzip stream.

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// The directory of a run's output files, under its run directory.
-pub const LOGS_DIR: &str = "logs";
+pub use crate::domain::layout::LOGS_DIR;
 
 /// The file a command's standard output goes to.
 pub const STDOUT_LOG: &str = "stdout.log";

@@ -932,7 +932,7 @@ fn short(value: &Value) -> String {
 
 /// The working paths of an attempt, for tests and the supervisor.
 pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("checkpoints")
+    run_dir.join(crate::domain::layout::CHECKPOINTS_DIR)
 }
 
 #[cfg(test)]

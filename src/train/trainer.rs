@@ -143,7 +143,7 @@ fn save_checkpoint(
     tensors.extend(optimizer.state_tensors());
     tensors.extend(checkpoint::position_tensors(position));
     let saved = checkpoint::save(
-        &attempt.run_dir.join("checkpoints"),
+        &attempt.run_dir.join(crate::domain::layout::CHECKPOINTS_DIR),
         &checkpoint::file_name(position.step),
         &tensors,
     )?;

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use runyard::http::auth::{create_token, Role};
+use runyard::auth::{create_token, Role};
 use serde_json::Value;
 
 use crate::helpers::{assert_problem, long_spec, quick_spec, spawn_app_with, TestApp};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt as _;
-use runyard::http::auth::{create_token, Role};
+use runyard::auth::{create_token, Role};
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, long_spec, quick_spec, spawn_app_with, TestApp, TIMEOUT};

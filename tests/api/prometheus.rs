@@ -1,7 +1,7 @@
 //! `GET /metrics`: the Prometheus text exposition, its figures against what the server
 //! did, live-run series that go away when the run ends, and auth.
 
-use runyard::http::auth::{create_token, Role};
+use runyard::auth::{create_token, Role};
 
 use crate::helpers::{long_spec, quick_spec, spawn_app_with, TestApp, TIMEOUT};
 

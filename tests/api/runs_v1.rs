@@ -666,10 +666,10 @@ async fn command_runs_are_refused_unless_the_server_allows_them_and_need_an_admi
     // Allowed, with tokens: a write token is not enough, an admin one is.
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("tokens.toml");
-    let write = runyard::http::auth::create_token(&file, "ci", runyard::http::auth::Role::Write)
-        .expect("token");
-    let admin = runyard::http::auth::create_token(&file, "ops", runyard::http::auth::Role::Admin)
-        .expect("token");
+    let write =
+        runyard::auth::create_token(&file, "ci", runyard::auth::Role::Write).expect("token");
+    let admin =
+        runyard::auth::create_token(&file, "ops", runyard::auth::Role::Admin).expect("token");
     let app = spawn_app_with(|config| {
         config.auth.tokens_file = Some(file.clone());
         config.runs.allow_commands = true;

@@ -11,7 +11,7 @@ use figment::providers::{Format as _, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
-use super::{ClientError, Connection};
+use super::common::{ClientError, Connection};
 
 /// The server used when nothing names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";

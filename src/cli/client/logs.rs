@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, Response};
 
-use super::output::text;
-use super::runs::segment;
+use super::api::{retryable, Client};
+use super::common::{ClientError, Connection};
+use super::output::{segment, text};
 use super::sse::SseParser;
 use super::watch::WatchOptions;
-use super::{retryable, Client, ClientError, Connection};
-use crate::http::logs::LogStream;
+use crate::domain::LogStream;
 
 /// First wait before reconnecting.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -189,6 +189,39 @@ pub fn event_line(event: &Value) -> String {
     line.trim_end().to_string()
 }
 
+/// A path segment for a run id typed by a user: anything that is not a plain id
+/// character is escaped, so it cannot change the path.
+pub(super) fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A progress sample on one line.
+pub(super) fn progress_line(p: &Value) -> String {
+    format!(
+        "epoch {}/{} batch {}/{} ({}%) loss {} {} samples/s ETA {}",
+        text(&p["epoch"]),
+        text(&p["epochs"]),
+        text(&p["batch"]),
+        text(&p["batches_per_epoch"]),
+        p["percent"]
+            .as_f64()
+            .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
+        num(&p["loss"]),
+        p["samples_per_sec"]
+            .as_f64()
+            .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
+        p["eta_secs"].as_f64().map_or_else(|| "-".into(), duration),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

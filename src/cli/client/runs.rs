@@ -7,9 +7,12 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::output::{bytes, describe, duration, local_time, num, table, text};
+use super::api::Client;
+use super::common::{print_json, ClientError, Connection, Output, OutputArg};
+use super::output::{
+    bytes, describe, duration, local_time, num, progress_line, segment, table, text,
+};
 use super::watch::{self, WatchOptions};
-use super::{print_json, Client, ClientError, Connection, Output, OutputArg};
 
 /// Arguments of `runyard submit`.
 #[derive(Debug, clap::Args)]
@@ -100,20 +103,6 @@ pub enum Action {
     Pause,
     /// `POST /runs/{id}/resume`.
     Resume,
-}
-
-/// A path segment for a run id typed by a user: anything that is not a plain id
-/// character is escaped, so it cannot change the path.
-pub(super) fn segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn content_type(spec: &std::path::Path) -> &'static str {
@@ -404,25 +393,6 @@ pub(super) fn describe_run(run: &Value) -> String {
         ));
     }
     out
-}
-
-/// A progress sample on one line.
-pub(super) fn progress_line(p: &Value) -> String {
-    format!(
-        "epoch {}/{} batch {}/{} ({}%) loss {} {} samples/s ETA {}",
-        text(&p["epoch"]),
-        text(&p["epochs"]),
-        text(&p["batch"]),
-        text(&p["batches_per_epoch"]),
-        p["percent"]
-            .as_f64()
-            .map_or_else(|| "-".into(), |v| format!("{v:.1}")),
-        num(&p["loss"]),
-        p["samples_per_sec"]
-            .as_f64()
-            .map_or_else(|| "-".into(), |v| format!("{v:.0}")),
-        p["eta_secs"].as_f64().map_or_else(|| "-".into(), duration),
-    )
 }
 
 /// `runyard events`.

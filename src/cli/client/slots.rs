@@ -1,7 +1,8 @@
 //! `runyard slots`.
 
+use super::api::Client;
+use super::common::{print_json, ClientError, Connection, Output, OutputArg};
 use super::output::{table, text};
-use super::{print_json, Client, ClientError, Connection, Output, OutputArg};
 
 /// Arguments of `runyard slots`.
 #[derive(Debug, clap::Args)]

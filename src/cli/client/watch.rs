@@ -13,10 +13,10 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::{Method, Response};
 use serde_json::Value;
 
-use super::output::{duration, event_line, num, text};
-use super::runs::{progress_line, segment};
+use super::api::{retryable, Client};
+use super::common::{print_json, ClientError, Connection, Output, OutputArg};
+use super::output::{duration, event_line, num, progress_line, segment, text};
 use super::sse::SseParser;
-use super::{print_json, retryable, Client, ClientError, Connection, Output, OutputArg};
 
 /// First wait before reconnecting.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);

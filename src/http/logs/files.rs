@@ -22,10 +22,8 @@ use std::io;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::domain::RunId;
-use crate::train::logfile::{rotated, LOGS_DIR, STDERR_LOG, STDOUT_LOG};
+use crate::domain::{LogStream, RunLayout};
+use crate::train::logfile::{rotated, STDERR_LOG, STDOUT_LOG};
 
 /// Bytes read at a time, backwards when looking for the tail, forwards when following.
 const BLOCK: usize = 16 * 1024;
@@ -35,64 +33,17 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Most rotated files looked at (`runs.log_keep` is at most 100).
 const MAX_ROTATED: u32 = 1000;
 
-/// Which of a command's output streams.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LogStream {
-    /// The command's standard output.
-    #[default]
-    Stdout,
-    /// The command's standard error.
-    Stderr,
-}
-
-impl LogStream {
-    /// Both streams.
-    pub const ALL: [LogStream; 2] = [LogStream::Stdout, LogStream::Stderr];
-
-    /// The name used in queries and on the command line: `stdout` or `stderr`.
-    pub fn name(self) -> &'static str {
-        match self {
-            LogStream::Stdout => "stdout",
-            LogStream::Stderr => "stderr",
-        }
-    }
-
-    /// The current file's name: `stdout.log` or `stderr.log`.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            LogStream::Stdout => STDOUT_LOG,
-            LogStream::Stderr => STDERR_LOG,
-        }
-    }
-
-    /// The stream named `name`, if any.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+/// The current file of `stream`: `stdout.log` or `stderr.log`.
+pub fn file_name(stream: LogStream) -> &'static str {
+    match stream {
+        LogStream::Stdout => STDOUT_LOG,
+        LogStream::Stderr => STDERR_LOG,
     }
 }
 
-/// `DATA_DIR/runs/ID/logs`, where a run's log files are.
-pub fn logs_dir(data_dir: &Path, run_id: RunId) -> PathBuf {
-    data_dir
-        .join(crate::actors::run::run_dir_relative(run_id))
-        .join(LOGS_DIR)
-}
-
-/// The current file of a run's stream: `DATA_DIR/runs/ID/logs/stdout.log`.
-pub fn log_path(data_dir: &Path, run_id: RunId, stream: LogStream) -> PathBuf {
-    logs_dir(data_dir, run_id).join(stream.file_name())
+/// The current file of a run's stream: `RUN_DIR/logs/stdout.log`.
+pub fn log_path(layout: &RunLayout, stream: LogStream) -> PathBuf {
+    layout.logs().join(file_name(stream))
 }
 
 /// A file's identity, kept across renames.

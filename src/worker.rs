@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::files::{self, Registration, WorkerJob};
 use crate::actors::dispatcher::{PauseRun, ResumeRun, SubmitRun};
 use crate::config::Config;
 use crate::domain::RunState;
+use crate::slurm::files::{self, node_name, Registration, WorkerJob};
 use crate::startup::{Application, StartOptions};
 
 /// Environment variable naming the address a worker binds to, instead of its node
@@ -215,19 +215,6 @@ async fn follow(actors: &crate::actors::Actors, job: &WorkerJob) -> anyhow::Resu
             Some(_) => {}
         }
     }
-}
-
-/// The node's name: Slurm's, else the host name.
-pub fn node_name() -> String {
-    std::env::var("SLURMD_NODENAME")
-        .ok()
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|n| n.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The address to listen on: `RUNYARD_WORKER_HOST`, else the node name's first IPv4
