@@ -1,15 +1,15 @@
 //! The client commands, run as the real binary against a real server: output in both
 //! formats, exit codes, errors, and a `watch` that survives a server restart.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
 use crate::helpers::{client, long_spec, quick_spec, spawn_app, types, wait_ready, TIMEOUT};
+use crate::server::{Launch, Server};
 
 /// What one run of the binary left behind.
 #[derive(Debug)]
@@ -375,71 +375,19 @@ async fn the_server_comes_from_the_flag_then_the_environment_then_the_config_fil
     );
 }
 
-/// The server as a child process on a fixed address; killed when dropped.
-struct FixedServer {
-    child: Child,
-}
-
-impl FixedServer {
-    /// Starts the binary on `port`, or `None` when it did not come up (the port was
-    /// taken meanwhile).
-    fn try_start(data_dir: &Path, port: u16, log: &Path) -> Option<Self> {
-        let log = std::fs::File::create(log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runyard"))
-            .args([
-                "serve",
-                "--bind",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("RUNYARD__TRAIN__TICK_MS", "20")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(TIMEOUT).unwrap_or_default();
-        let mut server = Self { child };
-        if line.starts_with("runyard listening on ") {
-            Some(server)
-        } else {
-            let _ = server.child.kill();
-            let _ = server.child.wait();
-            None
+/// Starts the binary on `port` (the same port after a restart, so a `watch` can find
+/// it again), trying a few times while whatever held the port lets it go.
+fn start_on(data_dir: &Path, port: u16, log: &Path) -> Server {
+    let launch = Launch::new(data_dir)
+        .bind(&format!("127.0.0.1:{port}"))
+        .log(log);
+    for _ in 0..20 {
+        if let Ok(server) = launch.try_start() {
+            return server;
         }
+        std::thread::sleep(Duration::from_millis(250));
     }
-
-    /// Starts the binary on `port`, trying a few times if it cannot bind.
-    fn start(data_dir: &Path, port: u16, log: &Path) -> Self {
-        for _ in 0..20 {
-            if let Some(server) = Self::try_start(data_dir, port, log) {
-                return server;
-            }
-            // Give whatever holds the port a moment to let it go.
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        panic!("the server could not bind port {port}");
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for FixedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    panic!("the server could not bind port {port}");
 }
 
 #[tokio::test]
@@ -449,7 +397,7 @@ async fn a_watch_survives_a_server_restart_and_prints_each_event_exactly_once() 
     let port = free_port();
     let address = format!("http://127.0.0.1:{port}");
     let http = client();
-    let server = FixedServer::start(&data_dir, port, &root.path().join("first.log"));
+    let server = start_on(&data_dir, port, &root.path().join("first.log"));
     wait_ready(&http, &address).await;
 
     let mut spec = quick_spec("cli-restart");
@@ -497,7 +445,7 @@ async fn a_watch_survives_a_server_restart_and_prints_each_event_exactly_once() 
     .expect("the watch printed two epochs in time");
 
     server.kill();
-    let server = FixedServer::start(&data_dir, port, &root.path().join("second.log"));
+    let server = start_on(&data_dir, port, &root.path().join("second.log"));
 
     // The safety net covers the restart and the rest of the training.
     let status = tokio::time::timeout(TIMEOUT * 2, watch.wait())

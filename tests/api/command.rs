@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::crash::Server;
 use crate::helpers::{
     client, get_json_at, spawn_app_with, types, wait_for_run_at, wait_ready, TestApp, TIMEOUT,
 };
+use crate::server::Server;
 use runyard::train::command::{group_gone, proc_stat};
 
 /// A server that accepts command runs, with small log files.

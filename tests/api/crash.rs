@@ -1,92 +1,10 @@
 //! Crash safety: the real binary, killed with SIGKILL while a run trains, restarted on
 //! the same data directory.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    client, get_json_at, quick_spec, types, wait_for_run_at, wait_ready, TIMEOUT,
-};
-
-/// The server as a child process; killed when dropped so a failing test leaves none.
-pub(crate) struct Server {
-    child: Child,
-    pub(crate) address: String,
-}
-
-impl Server {
-    pub(crate) fn start(data_dir: &Path, log_name: &str) -> Self {
-        Self::start_with(data_dir, log_name, &[])
-    }
-
-    /// Starts the binary with `args` after the usual ones; its stderr goes to a file
-    /// beside `data_dir` named by `log_name`.
-    pub(crate) fn start_with(data_dir: &Path, log_name: &str, args: &[&str]) -> Self {
-        let log = std::fs::File::create(data_dir.with_extension(log_name)).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runyard"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(args)
-            .env("RUNYARD__TRAIN__TICK_MS", "20")
-            // Snapshots often, so the restart replays from one.
-            .env("RUNYARD__JOURNAL__SNAPSHOT_EVERY", "10")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        // The first stdout line names the address; read it off-thread with a deadline.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("server printed its address");
-        let address = line
-            .trim()
-            .strip_prefix("runyard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Self { child, address }
-    }
-
-    /// Sends SIGTERM (a graceful stop, as a service manager asks for one) and waits
-    /// for the process to exit.
-    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
-        // The shell's own `kill`: no procps needed.
-        let sent = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", self.child.id())])
-            .status()
-            .expect("sh runs");
-        assert!(sent.success(), "SIGTERM sent");
-        self.child.wait().expect("reaped")
-    }
-
-    /// The server's process id.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub(crate) fn kill(mut self) {
-        // std's Child::kill sends SIGKILL on Unix: no shutdown code runs.
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::helpers::{client, get_json_at, quick_spec, types, wait_for_run_at, wait_ready};
+use crate::server::Server;
 
 async fn all_events(client: &reqwest::Client, address: &str) -> Vec<Value> {
     let runs = get_json_at(client, format!("{address}/api/v1/runs")).await;

@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use crate::crash::Server;
 use crate::helpers::{answer_parts, client, long_spec, wait_ready};
+use crate::server::Server;
 
 /// A keyed `POST` and the parts of its answer.
 async fn post_keyed(

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::crash::Server;
 use crate::helpers::{client, quick_spec, wait_ready};
+use crate::server::Server;
 
 /// Runs the binary to its end: (success, stdout, stderr, how long it took).
 fn runyard(args: &[&str], data_dir: &Path) -> (bool, String, String, Duration) {

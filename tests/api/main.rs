@@ -23,6 +23,7 @@ mod repair;
 mod restarts;
 mod runs;
 mod runs_v1;
+mod server;
 mod slurm;
 mod stream;
 mod stream_resume;

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use reqwest::Method;
-use runyard::http::auth::{create_token, Role};
+use runyard::auth::{create_token, Role};
 use serde_json::Value;
 
 use crate::helpers::{quick_spec, spawn_app, spawn_app_with, TestApp};

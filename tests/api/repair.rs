@@ -9,8 +9,8 @@ use runyard::domain::{Envelope, Event, RunId};
 use runyard::store::EventLog;
 use serde_json::Value;
 
-use crate::crash::Server;
 use crate::helpers::{client, quick_spec, wait_ready};
+use crate::server::Server;
 
 fn runyard(args: &[&str], data_dir: &Path) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_runyard"))

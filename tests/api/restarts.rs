@@ -4,13 +4,12 @@
 //! ready, the slot ledger stays consistent, and `/metrics` counts the restart.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
 use crate::helpers::{client, get_json_at, long_spec, quick_spec, types, wait_ready, TIMEOUT};
+use crate::server::{Launch, Server};
 
 /// How often a test re-reads what it waits for.
 const POLL: std::time::Duration = std::time::Duration::from_millis(20);
@@ -20,7 +19,8 @@ const ACTORS: [&str; 5] = ["journal", "dispatcher", "ticker", "slot", "run"];
 
 /// The server as a child process with fault points armed; killed when dropped.
 struct FaultyServer {
-    child: Child,
+    /// The process, killed when this is dropped.
+    _process: Server,
     address: String,
     http: reqwest::Client,
 }
@@ -29,38 +29,15 @@ impl FaultyServer {
     /// Starts the binary on `data_dir` with `RUNYARD_FAULT=fault`; its stderr goes to
     /// a file beside `data_dir`.
     async fn start(data_dir: &Path, fault: &str) -> Self {
-        let log = std::fs::File::create(data_dir.with_extension("log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runyard"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        let server = Launch::new(data_dir)
             .env("RUNYARD_FAULT", fault)
-            .env("RUNYARD__TRAIN__TICK_MS", "20")
             .env("RUNYARD__TRAIN__CPU_SLOTS", "1")
             // One torch thread: the bit-identical check compares two runs' weights.
             .env("RUNYARD__TRAIN__THREADS_PER_SLOT", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("server printed its address");
-        let address = line
-            .trim()
-            .strip_prefix("runyard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+            .start();
         let server = Self {
-            child,
-            address,
+            address: server.address.clone(),
+            _process: server,
             http: client(),
         };
         wait_ready(&server.http, &server.address).await;
@@ -170,13 +147,6 @@ impl FaultyServer {
             .await
             .expect("cancel answered");
         assert!(response.status().is_success(), "{}", response.status());
-    }
-}
-
-impl Drop for FaultyServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

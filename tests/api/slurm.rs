@@ -12,11 +12,11 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::crash::Server;
 use crate::helpers::{
     assert_problem, client, get_json_at, long_spec, quick_spec, spawn_app, spawn_app_with, types,
     wait_for_run_at, TestApp,
 };
+use crate::server::Server;
 
 /// Tests that take the cluster's node down hold it alone; the others share it.
 pub(crate) static CLUSTER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::crash::Server;
 use crate::helpers::{client, get_json_at, quick_spec, wait_for_run_at, wait_ready};
+use crate::server::Server;
 use crate::stream::{Item, SseReader};
 
 async fn open(http: &reqwest::Client, url: String, last_event_id: Option<u64>) -> SseReader {

@@ -17,8 +17,8 @@ use runyard::config::Config;
 use runyard::startup::Application;
 use serde_json::{json, Value};
 
-use crate::crash::Server;
 use crate::helpers::{client, quick_spec, wait_ready, TIMEOUT};
+use crate::server::Server;
 
 /// OTLP span kinds, as the protobuf numbers them.
 const KIND_INTERNAL: i32 = 1;
