@@ -94,8 +94,15 @@ fn p99_ms(samples: &mut [Duration]) -> f64 {
     samples[rank - 1].as_secs_f64() * 1e3
 }
 
-async fn submit_loop(http: &reqwest::Client, base: &str, tag: &str, n: usize) -> Vec<Duration> {
+/// Submits `n` runs one at a time: how long each took, and the runs' ids.
+async fn submit_loop(
+    http: &reqwest::Client,
+    base: &str,
+    tag: &str,
+    n: usize,
+) -> (Vec<Duration>, Vec<String>) {
     let mut out = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let body = spec(&format!("{tag}-{i}"));
         let start = Instant::now();
@@ -106,11 +113,13 @@ async fn submit_loop(http: &reqwest::Client, base: &str, tag: &str, n: usize) ->
             .await
             .expect("submit");
         let status = response.status();
-        let _ = response.bytes().await.expect("submit body");
+        let body = response.bytes().await.expect("submit body");
         out.push(start.elapsed());
         assert_eq!(status, 201, "submission {tag}-{i}");
+        let view: Value = serde_json::from_slice(&body).expect("run view");
+        ids.push(view["id"].as_str().expect("run id").to_string());
     }
-    out
+    (out, ids)
 }
 
 async fn run(plan: &Plan, figures: &mut common::Figures) {
@@ -155,7 +164,7 @@ async fn run(plan: &Plan, figures: &mut common::Figures) {
     let holder: Value = answer.json().await.expect("slot holder view");
     let holder = holder["id"].as_str().expect("slot holder id").to_string();
 
-    let mut idle = submit_loop(&http, &base, "idle", plan.submits).await;
+    let (mut idle, mut queued) = submit_loop(&http, &base, "idle", plan.submits).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let listings = Arc::new(AtomicU64::new(0));
@@ -186,7 +195,8 @@ async fn run(plan: &Plan, figures: &mut common::Figures) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let started = Instant::now();
-    let mut busy = submit_loop(&http, &base, "busy", plan.submits).await;
+    let (mut busy, more) = submit_loop(&http, &base, "busy", plan.submits).await;
+    queued.extend(more);
     let listing_rate = listings.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     lister.await.expect("lister");
@@ -204,6 +214,20 @@ async fn run(plan: &Plan, figures: &mut common::Figures) {
         listing_rate,
         "rounds/s",
     );
+    // The queued runs go first: freed, the slot would start training one while the
+    // process exits (libtorch torn down under a starting thread).
+    for id in &queued {
+        let cancel = http
+            .post(format!("{base}/api/v1/runs/{id}/cancel"))
+            .send()
+            .await
+            .expect("cancel a queued run");
+        assert!(
+            cancel.status().is_success(),
+            "cancel {id}: {}",
+            cancel.status()
+        );
+    }
     // No sleeping process outlives the bench.
     let cancel = http
         .post(format!("{base}/api/v1/runs/{holder}/cancel"))

@@ -28,6 +28,7 @@ use serde::Serialize;
 use super::journal::{Append, AppendError, Journal, JournalReader};
 use super::ticker::{Ticker, Unwatch, Watch};
 use crate::config::SlurmConfig;
+use crate::domain::slurm::{self, FactSource, Mapped};
 use crate::domain::spec::Executor;
 use crate::domain::{Envelope, Event, Rejection, RunId, RunSpec, RunState, Seq};
 use crate::slurm::cli::{self, JobInfo, SlurmError, Submission};
@@ -37,9 +38,6 @@ use crate::train::ProgressCells;
 
 /// How long one pull from a worker may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Longest wait before a lost job's run gets a new job.
-const MAX_LOST_DELAY: Duration = Duration::from_secs(300);
 
 /// What the API shows of a Slurm run's job beyond the journal: Slurm's view and the
 /// worker's.
@@ -664,7 +662,7 @@ impl RemoteRun {
         };
         ctx.spawn(
             fut.into_actor(self)
-                .then(|(polled, unreachable), follower, _ctx| {
+                .then(|(polled, unreachable), follower, ctx| {
                     let had_worker = follower.address.is_some() && !follower.worker_exiting;
                     follower.pull_failed = unreachable && had_worker;
                     let run_id = follower.run_id;
@@ -689,7 +687,7 @@ impl RemoteRun {
                                 }
                                 Box::pin(
                                     follower
-                                        .journal_facts(facts.facts)
+                                        .journal_facts(facts.facts, ctx.address())
                                         .into_actor(follower)
                                         .map(|_, _, _| ()),
                                 )
@@ -826,24 +824,26 @@ impl RemoteRun {
         );
     }
 
-    /// Journals the worker's facts in order, each once.
-    fn journal_facts(&self, facts: Vec<Fact>) -> impl std::future::Future<Output = ()> + 'static {
-        let decoded: Vec<(Seq, Envelope)> = facts
-            .iter()
-            .filter_map(|fact| match fact.decode() {
-                Ok(envelope) => Some((fact.seq, envelope)),
-                Err(e) => {
-                    tracing::warn!(run_id = %self.run_id, error = %e, "skipping an unreadable fact");
-                    None
-                }
-            })
-            .collect();
-        journal_worker_facts(self.mapper(), decoded, self.context.clone())
+    /// Journals the worker's facts in order, each once; on a fact the server cannot
+    /// follow (unreadable, or one no worker journals), the run fails naming it and
+    /// its job is stopped.
+    fn journal_facts(
+        &self,
+        facts: Vec<Fact>,
+        me: Addr<Self>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let decoded = facts.iter().map(|fact| (fact.seq, fact.decode())).collect();
+        let run_id = self.run_id;
+        let journaled = journal_worker_facts(self.source(), run_id, decoded, self.context.clone());
+        async move {
+            if journaled.await {
+                me.do_send(StopJob { run_id });
+            }
+        }
     }
 
-    fn mapper(&self) -> Mapper {
-        Mapper {
-            run_id: self.run_id,
+    fn source(&self) -> FactSource {
+        FactSource {
             job_id: self.job_id,
             node: self.node.clone().unwrap_or_else(|| "unknown".into()),
             worker_dir: self.worker_dir.clone(),
@@ -853,7 +853,7 @@ impl RemoteRun {
     /// The job ended: journals what the worker left unpulled, then how the run goes
     /// on.
     fn finish(&mut self, info: Option<JobInfo>) -> impl std::future::Future<Output = ()> + 'static {
-        let mapper = self.mapper();
+        let source = self.source();
         let context = self.context.clone();
         let (run_id, job_id, max_lost) = (self.run_id, self.job_id, self.max_lost);
         let journal_dir = self.worker_dir.join("journal");
@@ -871,7 +871,10 @@ impl RemoteRun {
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
             match left {
-                Ok(left) => journal_worker_facts(mapper, left, context.clone()).await,
+                Ok(left) => {
+                    let left = left.into_iter().map(|(seq, e)| (seq, Ok(e))).collect();
+                    journal_worker_facts(source, run_id, left, context.clone()).await;
+                }
                 Err(e) => tracing::warn!(%run_id, error = %e, "cannot read the worker's journal"),
             }
             let (state, reason) = info.as_ref().map_or(
@@ -896,8 +899,9 @@ impl RemoteRun {
                     .unwrap_or_default();
             let outcome = {
                 let fold = context.reader.state();
-                fold.run(run_id)
-                    .and_then(|run| outcome(run, job_id, &state, last_output.as_deref(), max_lost))
+                fold.run(run_id).and_then(|run| {
+                    slurm::job_end(run, job_id, &state, last_output.as_deref(), max_lost)
+                })
             };
             records.extend(outcome.map(|event| (run_id, event)));
             tracing::info!(%run_id, job_id, state = %state, "slurm job ended");
@@ -912,64 +916,6 @@ impl RemoteRun {
             }
         }
     }
-}
-
-/// How a run goes on after its job ended without the run pausing or ending.
-fn outcome(
-    run: &crate::domain::Run,
-    job_id: u64,
-    slurm_state: &str,
-    last_output: Option<&str>,
-    max_lost: u32,
-) -> Option<Event> {
-    if run.state.is_terminal() || run.state == RunState::Paused {
-        return None;
-    }
-    if run.cancel_requested {
-        return Some(Event::RunCancelled {
-            reason: format!("cancelled by request (Slurm job {job_id} ended {slurm_state})"),
-        });
-    }
-    if run.state == RunState::Pausing {
-        return Some(Event::RunPaused {
-            reason: format!("paused by request (Slurm job {job_id} ended {slurm_state})"),
-        });
-    }
-    let info = JobInfo {
-        state: slurm_state.to_string(),
-        reason: String::new(),
-        nodes: None,
-    };
-    if info.lost_to_the_cluster() {
-        let lost = run.slurm.as_ref().map_or(0, |j| j.lost) + 1;
-        if lost <= max_lost {
-            let delay = Duration::from_secs(1 << lost.min(8)).min(MAX_LOST_DELAY);
-            return Some(Event::SlurmJobLost {
-                job_id,
-                reason: slurm_state.to_string(),
-                lost,
-                delay_ms: delay.as_millis() as u64,
-            });
-        }
-        return Some(Event::RunFailed {
-            reason: format!(
-                "the cluster lost {lost} Slurm jobs of this run (the last {slurm_state}); executors.slurm.max_lost is {max_lost}"
-            ),
-        });
-    }
-    let last_line = last_output
-        .map(|line| {
-            format!(
-                "; its last output: {}",
-                line.chars().take(300).collect::<String>()
-            )
-        })
-        .unwrap_or_default();
-    Some(Event::RunFailed {
-        reason: format!(
-            "Slurm job {job_id} ended {slurm_state} before the run finished{last_line}"
-        ),
-    })
 }
 
 /// Reads the facts the worker journaled after `synced` from its journal in the
@@ -998,100 +944,73 @@ fn read_left(
     Err(last_error)
 }
 
-/// Turns a worker's facts into the server's events.
-#[derive(Clone)]
-struct Mapper {
-    run_id: RunId,
-    job_id: u64,
-    node: String,
-    worker_dir: PathBuf,
-}
-
-impl Mapper {
-    /// The server's event for a worker fact, given the run as the server knows it;
-    /// `None` for facts about the worker's own bookkeeping (its slot, its queue).
-    fn map(&self, run: &crate::domain::Run, event: &Event) -> Option<Event> {
-        let absolute = |path: &str| self.worker_dir.join(path).display().to_string();
-        Some(match event {
-            Event::RunStarted {
-                attempt, device, ..
-            } => Event::SlurmJobStarted {
-                job_id: self.job_id,
-                attempt: *attempt,
-                node: self.node.clone(),
-                device: device.clone(),
-            },
-            Event::CheckpointSaved {
-                path,
-                epoch,
-                batch,
-                step,
-                sha256,
-                bytes,
-            } => Event::CheckpointSaved {
-                path: absolute(path),
-                epoch: *epoch,
-                batch: *batch,
-                step: *step,
-                sha256: sha256.clone(),
-                bytes: *bytes,
-            },
-            Event::ArtifactSaved {
-                name,
-                path,
-                sha256,
-                bytes,
-            } => Event::ArtifactSaved {
-                name: name.clone(),
-                path: absolute(path),
-                sha256: sha256.clone(),
-                bytes: *bytes,
-            },
-            Event::ResumedFromCheckpoint { step, path } => Event::ResumedFromCheckpoint {
-                step: *step,
-                path: absolute(path),
-            },
-            Event::EpochCompleted { .. }
-            | Event::EpochEvaluated { .. }
-            | Event::RunStalled { .. }
-            | Event::StallEnded { .. }
-            | Event::CommandExited { .. }
-            | Event::RunCompleted { .. }
-            | Event::RunFailed { .. }
-            | Event::RunCancelled { .. }
-            | Event::RunRetryScheduled { .. } => event.clone(),
-            // The worker stops on SIGTERM with a checkpoint: the server asked for a
-            // cancel or a pause, or Slurm ended the job (decided when it has ended).
-            Event::RunPaused { reason } if run.cancel_requested => Event::RunCancelled {
-                reason: format!("cancelled by request ({reason})"),
-            },
-            Event::RunPaused { reason } if run.state == RunState::Pausing => Event::RunPaused {
-                reason: reason.clone(),
-            },
-            _ => return None,
-        })
-    }
-}
-
 /// Journals facts in order: in one append with a `WorkerSynced` after them when the
 /// state takes them all, else one by one, skipping (with a warning) a fact the
-/// server's state refuses, so a repeated pull never journals one twice.
-async fn journal_worker_facts(mapper: Mapper, facts: Vec<(Seq, Envelope)>, context: SlurmContext) {
-    let Some(last) = facts.last().map(|(seq, _)| *seq) else {
-        return;
-    };
-    let run_id = mapper.run_id;
-    let mapped: Vec<(Seq, Option<Event>)> = {
+/// server's state refuses, so a repeated pull never journals one twice. At a fact the
+/// server cannot follow (`Err`: unreadable; or [`Mapped::Unexpected`]) it stops:
+/// what came before is journaled, then the run fails naming that fact. Answers
+/// whether it did (the caller stops the job).
+async fn journal_worker_facts(
+    source: FactSource,
+    run_id: RunId,
+    facts: Vec<(Seq, Result<Envelope, String>)>,
+    context: SlurmContext,
+) -> bool {
+    let (mapped, unfollowable) = {
         let fold = context.reader.state();
         let Some(run) = fold.run(run_id) else {
-            return;
+            return false;
         };
         // Mapping against the state before the batch is enough: the only facts that
         // depend on the state (a pause) end the worker's run.
-        facts
-            .iter()
-            .map(|(seq, envelope)| (*seq, mapper.map(run, &envelope.event)))
-            .collect()
+        let mut mapped: Vec<(Seq, Option<Event>)> = Vec::new();
+        let mut unfollowable = None;
+        for (seq, envelope) in facts {
+            let reading = envelope.map(|envelope| slurm::map_fact(&source, run, &envelope.event));
+            match reading {
+                Ok(Mapped::Journal(event)) => mapped.push((seq, Some(event))),
+                Ok(Mapped::WorkerOwn) => mapped.push((seq, None)),
+                Ok(Mapped::Unexpected(reason)) => {
+                    unfollowable = Some(format!("fact {seq}: {reason}"));
+                    break;
+                }
+                Err(e) => {
+                    unfollowable = Some(format!(
+                        "fact {seq} of the worker of Slurm job {} cannot be read: {e}",
+                        source.job_id
+                    ));
+                    break;
+                }
+            }
+        }
+        (mapped, unfollowable)
+    };
+    journal_mapped(run_id, mapped, &context).await;
+    let Some(reason) = unfollowable else {
+        return false;
+    };
+    tracing::error!(%run_id, %reason, "a worker fact the server cannot follow: the run fails");
+    let failed = context
+        .journal
+        .send(Append::one(
+            run_id,
+            Event::RunFailed {
+                reason: format!(
+                    "{reason}; the server cannot follow the run faithfully and stops its job"
+                ),
+            },
+        ))
+        .await;
+    if !matches!(failed, Ok(Ok(_))) {
+        tracing::warn!(%run_id, "the run's failure was not journaled (it ended meanwhile?)");
+    }
+    true
+}
+
+/// Journals mapped facts (see [`journal_worker_facts`]), each with its `WorkerSynced`.
+async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, context: &SlurmContext) {
+    let Some(last) = mapped.last().map(|(seq, _)| *seq) else {
+        return;
     };
     let mut records: Vec<(RunId, Event)> = mapped
         .iter()

@@ -8,6 +8,7 @@ pub mod layout;
 pub mod logs;
 pub mod progress;
 pub mod slots;
+pub mod slurm;
 pub mod spec;
 pub mod state;
 

@@ -48,12 +48,6 @@ impl JobInfo {
                 | "RESV_DEL_HOLD"
         )
     }
-
-    /// Whether the cluster, not the job's own program, ended it: the run is retried
-    /// from its checkpoint in a new job.
-    pub fn lost_to_the_cluster(&self) -> bool {
-        matches!(self.state.as_str(), "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL")
-    }
 }
 
 /// What `sbatch` is given for one job.
