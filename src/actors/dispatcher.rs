@@ -18,7 +18,9 @@ use actix::prelude::*;
 use tokio::sync::watch;
 
 use super::fault::{self, ActorKind, Recover};
-use super::journal::{Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader};
+use super::journal::{
+    answered, Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader,
+};
 use super::run::Resume;
 use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotFreed, SlotInfo, StartRun};
 use super::slurm::{Launch, SlurmExecutor, StopJob};
@@ -337,7 +339,7 @@ impl Dispatcher {
                 .collect();
             let claim = self.journaled(Append { records: claims });
             let claimed = claim.into_actor(self).map(move |result, dispatcher, ctx| {
-                match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                match answered(result) {
                     Ok(_) => {
                         tracing::info!(run_id = %run_id, slots = ?slots, attempt, "slots claimed");
                         if let Some(queue_wait) = &dispatcher.queue_wait {
@@ -417,18 +419,16 @@ impl Dispatcher {
         let append = self.journaled(Append::one(run_id, event));
         append
             .into_actor(self)
-            .map(move |result, dispatcher, _ctx| {
-                match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
-                    Ok(_) => Ok(immediate),
-                    Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
-                        Err(DispatchError::Conflict(conflict(from)))
+            .map(move |result, dispatcher, _ctx| match answered(result) {
+                Ok(_) => Ok(immediate),
+                Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                    Err(DispatchError::Conflict(conflict(from)))
+                }
+                Err(e) => {
+                    if requeue_on_error {
+                        dispatcher.queue.push_front(run_id);
                     }
-                    Err(e) => {
-                        if requeue_on_error {
-                            dispatcher.queue.push_front(run_id);
-                        }
-                        Err(e.into())
-                    }
+                    Err(e.into())
                 }
             })
     }
@@ -512,7 +512,7 @@ impl Dispatcher {
         // `wait` holds every other message until recovery is journaled.
         let journaled = append.into_actor(self).map(move |result, dispatcher, ctx| {
             dispatcher.recovered = true;
-            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+            match answered(result) {
                 Ok(_) if recovered > 0 => {
                     tracing::info!(
                         events = recovered,
@@ -730,7 +730,7 @@ impl Dispatcher {
             append
                 .into_actor(self)
                 .then(move |result, dispatcher, ctx| {
-                    let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                    let answer = match answered(result) {
                         Ok(_) if slurm => {
                             // The job id is journaled before the submit is answered.
                             let launched = dispatcher.launch(run_id);
@@ -959,7 +959,7 @@ impl Dispatcher {
             append
                 .into_actor(self)
                 .then(move |result, dispatcher, ctx| {
-                    let answer = match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+                    let answer = match answered(result) {
                         // A new job resumes from the checkpoint in the shared directory.
                         Ok(_) if slurm => {
                             return Box::pin(dispatcher.launch(run_id).into_actor(dispatcher))

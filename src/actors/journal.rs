@@ -67,6 +67,16 @@ pub struct AppendAllowingDuplicate {
     pub records: Vec<(RunId, Event)>,
 }
 
+/// The journal's answer to an append sent with `Addr::send`, a journal that is gone
+/// (its mailbox closed) read as [`AppendError::Stopped`]: the one way every actor
+/// reads it.
+pub fn answered(
+    sent: Result<Result<Vec<Seq>, AppendError>, MailboxError>,
+) -> Result<Vec<Seq>, AppendError> {
+    sent.map_err(|_| AppendError::Stopped)
+        .and_then(|answer| answer)
+}
+
 impl Append {
     /// An append of a single event.
     pub fn one(run_id: RunId, event: Event) -> Self {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::fault::{self, ActorKind, Recover};
-use super::journal::{Append, AppendError, Journal, JournalReader};
+use super::journal::{answered, Append, AppendError, Journal, JournalReader};
 use super::ticker::{Ticker, Unwatch, Watch};
 use crate::domain::layout::CHECKPOINTS_DIR;
 use crate::domain::spec::RunKind;
@@ -455,7 +455,7 @@ impl RunActor {
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
             actor.progress_in_flight = false;
             let in_flight = std::mem::take(&mut actor.checkpoints_in_flight);
-            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+            match answered(result) {
                 Ok(_) => {
                     if checkpointed {
                         actor.prune_checkpoints();
@@ -831,7 +831,7 @@ impl RunActor {
             records: records.clone(),
         });
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
-            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+            match answered(result) {
                 Ok(_) => {
                     actor.prune_checkpoints();
                     actor.release(ctx);
@@ -955,7 +955,7 @@ impl RunActor {
         }
         let send = self.journal.send(Append { records });
         let journaled = send.into_actor(self).map(|result, actor, ctx| {
-            match result.map_err(|_| AppendError::Stopped).and_then(|r| r) {
+            match answered(result) {
                 Ok(_) => {
                     tracing::info!(run_id = %actor.run_id, attempt = actor.attempt, slot = %actor.slot, resumed = actor.resume.is_some(), "training attempt started");
                     actor.start_thread(ctx);

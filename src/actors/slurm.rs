@@ -25,7 +25,7 @@ use actix::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::journal::{Append, AppendError, Journal, JournalReader};
+use super::journal::{answered, Append, AppendError, Journal, JournalReader};
 use super::ticker::{Ticker, Unwatch, Watch};
 use crate::config::SlurmConfig;
 use crate::domain::slurm::{self, FactSource, Mapped};
@@ -292,11 +292,7 @@ impl Handler<Launch> for SlurmExecutor {
                         return (Err(format!("cannot submit to Slurm: {message}")), None)
                     }
                 };
-                let appended = journal
-                    .send(Append::one(run_id, event))
-                    .await
-                    .map_err(|_| AppendError::Stopped)
-                    .and_then(|r| r);
+                let appended = answered(journal.send(Append::one(run_id, event)).await);
                 match (appended, result) {
                     (Ok(_), Ok(job_id)) => (Ok(()), Some((job_id, prepared.dir))),
                     (Ok(_), Err(_)) => (Ok(()), None),
@@ -905,13 +901,7 @@ impl RemoteRun {
             };
             records.extend(outcome.map(|event| (run_id, event)));
             tracing::info!(%run_id, job_id, state = %state, "slurm job ended");
-            if let Err(e) = context
-                .journal
-                .send(Append { records })
-                .await
-                .map_err(|_| AppendError::Stopped)
-                .and_then(|r| r)
-            {
+            if let Err(e) = answered(context.journal.send(Append { records }).await) {
                 tracing::error!(%run_id, job_id, error = %e, "cannot journal the end of the slurm job");
             }
         }
@@ -1017,12 +1007,7 @@ async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, contex
         .filter_map(|(_, event)| event.clone().map(|e| (run_id, e)))
         .collect();
     records.push((run_id, Event::WorkerSynced { through_seq: last }));
-    let appended = context
-        .journal
-        .send(Append { records })
-        .await
-        .map_err(|_| AppendError::Stopped)
-        .and_then(|r| r);
+    let appended = answered(context.journal.send(Append { records }).await);
     match appended {
         Ok(_) => return,
         Err(AppendError::Rejected(Rejection::Transition { .. })) => {}
@@ -1034,12 +1019,7 @@ async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, contex
     for (seq, event) in mapped {
         let mut records: Vec<(RunId, Event)> = event.map(|e| (run_id, e)).into_iter().collect();
         records.push((run_id, Event::WorkerSynced { through_seq: seq }));
-        let first = context
-            .journal
-            .send(Append { records })
-            .await
-            .map_err(|_| AppendError::Stopped)
-            .and_then(|r| r);
+        let first = answered(context.journal.send(Append { records }).await);
         match first {
             Ok(_) => {}
             Err(AppendError::Rejected(rejection)) => {
