@@ -8,7 +8,9 @@
 //! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
 //! - [`tracer::Tracer`] follows the journal and turns each run's events into its
 //!   OpenTelemetry trace (started only when traces are on).
-//! - [`slurm::SlurmExecutor`] submits Slurm jobs and follows each through its worker.
+//! - [`slurm::SlurmExecutor`] submits Slurm jobs; a [`slurm::RemoteRun`] per job
+//!   (`slurm/follower.rs`) follows it through its worker. What their facts and ends
+//!   mean is decided in [`crate::domain::slurm`].
 //! - [`board::RunBoard`] holds a value per run that an actor writes and the API reads.
 //! - [`supervisor`] starts them all under actix supervision.
 
