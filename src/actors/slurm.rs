@@ -167,7 +167,24 @@ impl Handler<Launch> for SlurmExecutor {
             }
             let spec: RunSpec = match serde_json::from_str(run.spec.get()) {
                 Ok(spec) => spec,
-                Err(e) => return Box::pin(fut::ready(Err(format!("the run's spec: {e}")))),
+                // As a local run's: it fails, naming why, rather than wait forever.
+                Err(e) => {
+                    let failed = Append::one(
+                        run_id,
+                        Event::RunFailed {
+                            reason: format!("stored spec is unreadable: {e}"),
+                        },
+                    );
+                    let journal = self.context.journal.clone();
+                    return Box::pin(
+                        async move {
+                            answered(journal.send(failed).await)
+                                .map(drop)
+                                .map_err(|e| e.to_string())
+                        }
+                        .into_actor(self),
+                    );
+                }
             };
             let job = run.slurm.as_ref().map_or(1, |j| j.job + 1);
             Prepared {

@@ -713,3 +713,52 @@ async fn a_job_slurm_holds_is_queued_with_slurms_reason_and_pause_resume_cancel_
     let kinds = types(&app.events(&id).await);
     assert!(!kinds.iter().any(|k| k == "SlurmJobStarted"), "{kinds:?}");
 }
+
+#[actix_web::test]
+async fn a_slurm_run_whose_stored_spec_cannot_be_read_fails_naming_why() {
+    if !slurm_up("a_slurm_run_whose_stored_spec_cannot_be_read_fails_naming_why") {
+        return;
+    }
+    let _cluster = CLUSTER.read().await;
+    // A journal written by a build whose spec this one cannot read (an unknown model
+    // kind), but which names the Slurm executor.
+    let data = tempfile::tempdir().expect("data dir");
+    let id = runyard::domain::RunId::new();
+    {
+        let log = runyard::store::EventLog::open(&data.path().join("journal")).expect("journal");
+        let spec = json!({
+            "name": "unreadable",
+            "executor": "slurm",
+            "model": {"kind": "no-such-model"},
+        });
+        log.append(
+            1,
+            &[runyard::domain::Envelope::now(
+                id,
+                runyard::domain::Event::RunSubmitted {
+                    name: "unreadable".into(),
+                    digest: "0".repeat(64),
+                    spec: spec.to_string(),
+                },
+            )],
+        )
+        .expect("append");
+    }
+    let shared = tempfile::tempdir().expect("shared dir");
+    let (data_dir, shared_dir) = (data.path().to_path_buf(), shared.path().to_path_buf());
+    let app = spawn_app_with(move |config| {
+        config.server.data_dir = data_dir;
+        let slurm = &mut config.executors.slurm;
+        slurm.enabled = true;
+        slurm.shared_dir = Some(shared_dir);
+        slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
+        slurm.poll_interval_ms = 200;
+    })
+    .await;
+    let run = app
+        .wait_for(&id.to_string(), |r| r["state"] == "failed")
+        .await;
+    let error = run["error"].as_str().expect("error");
+    assert!(error.contains("stored spec is unreadable"), "{error}");
+    assert!(run["slurm"].is_null(), "no job was submitted: {run}");
+}
