@@ -42,7 +42,7 @@ use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
 
 /// Events read from the journal per pass (and so at most per chunk).
 const READ_BATCH: usize = 64;
-/// Chunks buffered between a stream's task and its connection: with [`CHUNK_BYTES`],
+/// Chunks buffered between a stream's task and its connection: with `CHUNK_BYTES`,
 /// what a client that stopped reading can hold on the server beyond the connection's
 /// own buffers.
 pub const CHANNEL_CHUNKS: usize = 1;

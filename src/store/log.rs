@@ -27,7 +27,7 @@
 //! segment) to files under `blobs/` that it never syncs; only its background flusher
 //! calls `fsync`, every 500 ms. So every write here that promises durability
 //! ([`EventLog::append`], snapshots, repairs, [`EventLog::insert_durable`]) ends with
-//! [`Trees::sync`]: sled's flush, then `fdatasync` of sled's log file, of every blob
+//! `Trees::sync`: sled's flush, then `fdatasync` of sled's log file, of every blob
 //! file not yet synced, and of the `blobs/` directory when it gained one. One sync per
 //! flushed batch: the journal actor's group commit makes it one per batch of appends.
 //!
