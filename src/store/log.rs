@@ -434,26 +434,37 @@ impl Trees {
         // (or whose key is malformed) sends us through the whole index instead.
         let mut every_run_known = true;
         for (key, value) in &torn {
-            let decoded = seq_of_key(key).and_then(|seq| codec::decode(seq, value).ok());
-            match (seq_of_key(key), decoded) {
-                (Some(seq), Some(envelope)) => {
-                    self.run_index.remove(index_key(envelope.run_id, seq))?;
-                }
-                _ => every_run_known = false,
+            let entry = seq_of_key(key).and_then(|seq| {
+                let envelope = codec::decode(seq, value).ok()?;
+                Some(index_key(envelope.run_id, seq))
+            });
+            match entry {
+                Some(entry) => drop(self.run_index.remove(entry)?),
+                None => every_run_known = false,
             }
         }
         if !every_run_known {
-            for item in self.run_index.iter() {
-                let (key, _) = item?;
-                if key.len() == 24 && seq_of_key(&key[16..]).is_some_and(|seq| seq >= first) {
-                    self.run_index.remove(key)?;
-                }
+            for key in self.index_keys_from(first)? {
+                self.run_index.remove(key)?;
             }
         }
         for (key, _) in &torn {
             self.events.remove(key)?;
         }
         Ok(torn.len())
+    }
+
+    /// Every index entry of a record numbered `first` or later, whatever its run (a
+    /// bad record's run is unknown): a walk of the whole index.
+    fn index_keys_from(&self, first: Seq) -> Result<Vec<sled::IVec>, sled::Error> {
+        let mut keys = Vec::new();
+        for item in self.run_index.iter() {
+            let (key, _) = item?;
+            if key.len() == 24 && seq_of_key(&key[16..]).is_some_and(|seq| seq >= first) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
     }
 
     /// Makes everything written so far durable: sled's flush, then `fdatasync` of its
@@ -1008,13 +1019,9 @@ impl EventLog {
         for item in t.events.range(from.to_be_bytes()..) {
             events.remove(item.map_err(|e| self.sled_err(e))?.0);
         }
-        // A bad record's run is unknown: look at every index entry.
         let mut index = sled::Batch::default();
-        for item in t.run_index.iter() {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            if key.len() == 24 && self.seq_of(&key[16..])? >= from {
-                index.remove(key);
-            }
+        for key in t.index_keys_from(from).map_err(|e| self.sled_err(e))? {
+            index.remove(key);
         }
         let mut snapshots = sled::Batch::default();
         for item in t.snapshots.range(from.to_be_bytes()..) {

@@ -242,22 +242,13 @@ async fn open_browser(driver: &Driver, chromium: &Path, profile: &Path) -> Clien
         .expect("a chromium session")
 }
 
-/// Polls `probe` until it gives a value; panics naming `what` after [`TIMEOUT`].
-async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` every [`POLL`] until it gives a value.
+async fn until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    crate::helpers::poll_until(what, POLL, probe).await
 }
 
 /// Runs `script` (a function body; `arguments[0]` is `arg`) in the page.

@@ -340,3 +340,22 @@ pub async fn answer_parts(response: reqwest::Response) -> (u16, bool, Option<Str
         response.text().await.expect("body"),
     )
 }
+
+/// Calls `probe` every `every` until it answers `Some`, and returns that; panics
+/// naming `what` after [`TIMEOUT`].
+pub async fn poll_until<T, F, Fut>(what: &str, every: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{client, get_json_at, long_spec, quick_spec, types, wait_ready, TIMEOUT};
+use crate::helpers::{client, get_json_at, long_spec, poll_until, quick_spec, types, wait_ready};
 use crate::server::{Launch, Server};
 
 /// How often a test re-reads what it waits for.
@@ -150,22 +150,13 @@ impl FaultyServer {
     }
 }
 
-/// Polls `probe` until it answers `Some`, within [`TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` every [`POLL`] until it answers `Some`.
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    tokio::time::timeout(TIMEOUT, async {
-        loop {
-            if let Some(value) = probe().await {
-                return value;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting until {what}"))
+    poll_until(what, POLL, probe).await
 }
 
 /// A run of a few seconds here that checkpoints often.
