@@ -46,7 +46,8 @@
 //!   signals, and ending the commands a killed server left running), their progress
 //!   protocol v1 (`train::protocol`: the pipe's reader thread, into the same cells)
 //!   and their rotated stdout/stderr files (`train::logfile`).
-//! - [`http`]: the REST API (`http::state`: what every handler reaches), server-sent
+//! - [`http`]: the REST API (`http::state`: what every handler reaches; `http::bulk`:
+//!   large JSON answers that give the CPU back while they serialize), server-sent
 //!   event streams (`http::stream::stats`: their shared counters), health checks,
 //!   errors (with the problem+json media type), the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),

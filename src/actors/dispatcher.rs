@@ -103,7 +103,9 @@ pub struct Dispatcher {
     journal: Addr<Journal>,
     reader: JournalReader,
     slots: Vec<SlotEntry>,
-    queue: VecDeque<RunId>,
+    /// Queued runs in the order they are served, each with its priority (so placing
+    /// a new one reads no run from the state).
+    queue: VecDeque<(RunId, i32)>,
     ready: Arc<AtomicBool>,
     /// Where queue wait times are recorded, if anywhere.
     queue_wait: Option<prometheus::Histogram>,
@@ -252,6 +254,7 @@ impl Dispatcher {
                 }
                 None => true,
             })
+            .map(|id| (id, state.run(id).map_or(0, |r| r.priority)))
             .collect();
         for entry in &mut self.slots {
             entry.busy = state.slots().holder(entry.info.id).map(|h| h.run_id);
@@ -272,7 +275,7 @@ impl Dispatcher {
                     .state()
                     .run(run_id)
                     .is_some_and(|r| r.state == RunState::Queued);
-                if queued && !dispatcher.queue.contains(&run_id) {
+                if queued && !dispatcher.queue.iter().any(|(id, _)| *id == run_id) {
                     dispatcher.enqueue(run_id);
                     dispatcher.schedule(ctx);
                 }
@@ -284,7 +287,7 @@ impl Dispatcher {
     /// slots. A run needing `k` slots claims all `k` in one journal append, or waits
     /// holding none; the runs behind it wait too, so it is not starved.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        while let Some(&run_id) = self.queue.front() {
+        while let Some(&(run_id, _)) = self.queue.front() {
             let (spec, attempt, resume, queued_since) = {
                 let state = self.reader.state();
                 let Some(run) = state
@@ -368,7 +371,7 @@ impl Dispatcher {
                         for &i in &free {
                             dispatcher.slots[i].busy = None;
                         }
-                        dispatcher.queue.push_front(run_id);
+                        dispatcher.requeue_at_front(run_id);
                         // Try again once the journal may take writes again.
                         ctx.run_later(super::journal::RECOVERY_INTERVAL, |dispatcher, ctx| {
                             fault::guard(dispatcher, ctx, "schedule", Self::schedule);
@@ -382,20 +385,27 @@ impl Dispatcher {
 
     /// Puts a run in the queue after every run of the same or a higher priority.
     fn enqueue(&mut self, run_id: RunId) {
-        let state = self.reader.state();
-        let priority = |id: &RunId| state.run(*id).map_or(0, |r| r.priority);
-        let mine = priority(&run_id);
+        let mine = self.priority_of(run_id);
         let at = self
             .queue
             .iter()
-            .position(|id| priority(id) < mine)
+            .position(|(_, priority)| *priority < mine)
             .unwrap_or(self.queue.len());
-        drop(state);
-        self.queue.insert(at, run_id);
+        self.queue.insert(at, (run_id, mine));
+    }
+
+    /// Puts a run taken from the head back there (its claim was not journaled).
+    fn requeue_at_front(&mut self, run_id: RunId) {
+        let priority = self.priority_of(run_id);
+        self.queue.push_front((run_id, priority));
+    }
+
+    fn priority_of(&self, run_id: RunId) -> i32 {
+        self.reader.state().run(run_id).map_or(0, |r| r.priority)
     }
 
     fn take_from_queue(&mut self, run_id: RunId) -> bool {
-        match self.queue.iter().position(|id| *id == run_id) {
+        match self.queue.iter().position(|(id, _)| *id == run_id) {
             Some(position) => {
                 self.queue.remove(position);
                 true
@@ -426,7 +436,7 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     if requeue_on_error {
-                        dispatcher.queue.push_front(run_id);
+                        dispatcher.requeue_at_front(run_id);
                     }
                     Err(e.into())
                 }

@@ -476,6 +476,27 @@ struct RunSnapshot {
     protocol: Option<ProtocolReport>,
 }
 
+/// A queued local run's place in the dispatcher's order: higher priority first, then
+/// the order runs were queued in (`queued_seq`, the sequence number of the event that
+/// queued the run, is one per run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    priority: std::cmp::Reverse<i32>,
+    queued_seq: Seq,
+    run_id: RunId,
+}
+
+impl QueueKey {
+    /// The key of `run` while it waits for a local slot.
+    fn of(run: &Run) -> Option<Self> {
+        (run.state == RunState::Queued && run.executor.is_local()).then_some(Self {
+            priority: std::cmp::Reverse(run.priority),
+            queued_seq: run.queued_seq,
+            run_id: run.id,
+        })
+    }
+}
+
 /// The fold of every event in the journal.
 ///
 /// Its collections are persistent (`imbl`): a clone shares every run with the
@@ -490,6 +511,10 @@ pub struct State {
     /// Run ids in submission order.
     order: imbl::Vector<RunId>,
     by_digest: imbl::HashMap<Arc<str>, RunId>,
+    /// The local runs waiting for a slot, in the order the dispatcher serves them:
+    /// kept beside the map so the queue and a run's place in it cost no scan of
+    /// every run.
+    queued: imbl::OrdSet<QueueKey>,
     slots: SlotLedger,
     last_seq: Seq,
     repairs: Vec<JournalRepair>,
@@ -558,6 +583,22 @@ impl State {
     /// Folds an appended event in. Never fails: an event that [`State::check`] would
     /// refuse (only possible in a hand-edited journal) changes as little as possible.
     pub fn apply(&mut self, seq: Seq, envelope: &Envelope) {
+        let run_id = envelope.run_id;
+        let before = self.runs.get(&run_id).and_then(|r| QueueKey::of(r));
+        self.fold(seq, envelope);
+        let after = self.runs.get(&run_id).and_then(|r| QueueKey::of(r));
+        if before != after {
+            if let Some(key) = before {
+                self.queued.remove(&key);
+            }
+            if let Some(key) = after {
+                self.queued.insert(key);
+            }
+        }
+    }
+
+    /// [`State::apply`] less the queue index.
+    fn fold(&mut self, seq: Seq, envelope: &Envelope) {
         self.last_seq = self.last_seq.max(seq);
         let run_id = envelope.run_id;
         let at = envelope.recorded_at();
@@ -994,6 +1035,9 @@ impl State {
                 .by_digest
                 .insert(Arc::from(run.digest.as_str()), run.id);
             state.order.push_back(run.id);
+            if let Some(key) = QueueKey::of(&run) {
+                state.queued.insert(key);
+            }
             state.runs.insert(run.id, Arc::new(run));
         }
         for (slot, holding) in snapshot.held {
@@ -1031,16 +1075,13 @@ impl State {
     /// Queued runs in the order the dispatcher serves them: higher priority first,
     /// then the order they were queued in.
     pub fn queue(&self) -> Vec<RunId> {
-        // Straight over the map: the sort key alone orders them (`queued_seq` is the
-        // sequence number of the event that queued the run, one per run).
-        let mut queued: Vec<&Run> = self
-            .runs
-            .values()
-            .map(|r| &**r)
-            .filter(|r| r.state == RunState::Queued && r.executor.is_local())
-            .collect();
-        queued.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.queued_seq));
-        queued.into_iter().map(|r| r.id).collect()
+        self.queued.iter().map(|key| key.run_id).collect()
+    }
+
+    /// A queued local run's 1-based place in [`State::queue`].
+    pub fn queue_position(&self, id: RunId) -> Option<usize> {
+        let key = QueueKey::of(self.run(id)?)?;
+        Some(self.queued.range(..key).count() + 1)
     }
 
     /// The slot ledger.
@@ -1525,5 +1566,34 @@ mod tests {
         append(&mut state, &mut seq, a, Event::SlotReleased { slot }).expect("ok");
         assert_eq!(state.queue(), vec![b, a]);
         assert!(state.slots().holder(slot).is_none());
+    }
+    #[test]
+    fn the_queue_serves_higher_priority_first_and_knows_each_place() {
+        let (mut state, mut seq) = (State::default(), 0);
+        let (a, b, c) = (RunId::new(), RunId::new(), RunId::new());
+        let submit = |digest: &str, priority: i32| Event::RunSubmitted {
+            name: "n".into(),
+            digest: digest.into(),
+            spec: format!("{{\"priority\": {priority}}}"),
+        };
+        append(&mut state, &mut seq, a, submit("a", 0)).expect("ok");
+        append(&mut state, &mut seq, b, submit("b", 5)).expect("ok");
+        append(&mut state, &mut seq, c, submit("c", 0)).expect("ok");
+        assert_eq!(state.queue(), vec![b, a, c]);
+        let places: Vec<_> = [a, b, c].map(|id| state.queue_position(id)).into();
+        assert_eq!(places, vec![Some(2), Some(1), Some(3)]);
+
+        let cancel = Event::RunCancelled {
+            reason: "test".into(),
+        };
+        append(&mut state, &mut seq, b, cancel).expect("ok");
+        assert_eq!(state.queue(), vec![a, c]);
+        assert_eq!(state.queue_position(b), None);
+        assert_eq!(state.queue_position(c), Some(2));
+
+        // A snapshot restores the same queue.
+        let restored = State::from_snapshot(&state.to_snapshot()).expect("snapshot");
+        assert_eq!(restored.queue(), vec![a, c]);
+        assert_eq!(restored.queue_position(a), Some(1));
     }
 }

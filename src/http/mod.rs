@@ -3,6 +3,7 @@
 //! (`/api/v1/openapi.json`).
 
 pub mod auth;
+pub mod bulk;
 pub mod dashboard;
 pub mod error;
 pub mod health;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Problem;
 use super::error::PROBLEM;
-use super::{ApiError, AppState, ErrorCode};
+use super::{bulk, ApiError, AppState, ErrorCode};
 use crate::actors::dispatcher::{
     CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
 };
@@ -203,9 +203,7 @@ fn run_response(
 ) -> Result<HttpResponse, ApiError> {
     let fold = state.actors.reader.state();
     let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-    let position = (run.state == RunState::Queued)
-        .then(|| fold.queue().iter().position(|q| *q == id).map(|p| p + 1))
-        .flatten();
+    let position = fold.queue_position(id);
     Ok(response.json(
         RunView::new(run, state.actors.board.get(id), position)
             .with_live_protocol(state.actors.commands.get(id))
@@ -1010,26 +1008,39 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .map(|(i, id)| (id, i + 1))
         .collect();
     let sort = query.sort;
-    let mut runs: Vec<(_, &Run)> = fold
-        .runs()
+    let after = |key: &(String, Seq)| match &query.cursor {
+        None => true,
+        Some(c) => {
+            let cursor = (c.name.clone(), c.seq);
+            if sort.descending {
+                *key < cursor
+            } else {
+                *key > cursor
+            }
+        }
+    };
+    // Runs are kept in submission order: sorted by it, a page is its first `limit`
+    // matches (one more says whether another page follows), with no sort of them all.
+    let in_order: Box<dyn Iterator<Item = &Run>> = match (sort.field, sort.descending) {
+        (SortField::CreatedAt, true) => Box::new(fold.runs().rev()),
+        _ => Box::new(fold.runs()),
+    };
+    let matching = in_order
         .filter(|run| query.matches(run))
         .map(|run| (sort.key(run), run))
-        .filter(|(key, _)| match &query.cursor {
-            None => true,
-            Some(c) => {
-                let after = (c.name.clone(), c.seq);
-                if sort.descending {
-                    *key < after
-                } else {
-                    *key > after
-                }
-            }
-        })
-        .collect();
-    runs.sort_by(|a, b| a.0.cmp(&b.0));
-    if sort.descending {
-        runs.reverse();
-    }
+        .filter(|(key, _)| after(key));
+    let mut runs: Vec<(_, &Run)> = if sort.field == SortField::CreatedAt {
+        matching
+            .take(query.limit.map_or(usize::MAX, |limit| limit + 1))
+            .collect()
+    } else {
+        let mut all: Vec<_> = matching.collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        if sort.descending {
+            all.reverse();
+        }
+        all
+    };
     let next = match query.limit {
         Some(limit) if runs.len() > limit => {
             runs.truncate(limit);
@@ -1068,7 +1079,15 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         ));
         response.insert_header(("X-Next-Cursor", cursor));
     }
-    Ok(response.json(views))
+    Ok(response
+        .content_type(header::ContentType::json())
+        .body(json_body(views.iter())?))
+}
+
+/// A JSON array of `items`, written by [`bulk::json_array`].
+fn json_body<T: Serialize>(items: impl ExactSizeIterator<Item = T>) -> Result<Vec<u8>, ApiError> {
+    bulk::json_array(items)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot write the answer: {e}")))
 }
 
 /// Query of `GET /api/v1/runs/{id}`.
@@ -1179,7 +1198,9 @@ pub async fn events(
         .iter()
         .map(|(seq, env)| EventView::new(*seq, env))
         .collect();
-    Ok(HttpResponse::Ok().json(views))
+    Ok(HttpResponse::Ok()
+        .content_type(header::ContentType::json())
+        .body(json_body(views.iter())?))
 }
 
 /// Waits (at most `wait`) until the run has left its slot in a state `done` accepts;
