@@ -20,6 +20,7 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use super::fault::{self, ActorKind, Recover};
+use super::follow::Recent;
 use crate::domain::{Envelope, Event, Rejection, RunId, Seq, State};
 use crate::instruments::Instruments;
 use crate::store::{replay, EventLog, StoreError};
@@ -149,6 +150,8 @@ impl JournalHealth {
 pub struct JournalReader {
     log: EventLog,
     state: Arc<RwLock<Arc<State>>>,
+    /// The newest durable records, shared by every follower (see [`super::follow`]).
+    recent: Arc<Recent>,
     tail: watch::Receiver<Seq>,
     health: Arc<JournalHealth>,
 }
@@ -178,6 +181,11 @@ impl JournalReader {
     /// the log may hold records whose flush is still under way (or failed).
     pub fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    /// The window of the newest durable records.
+    pub(super) fn recent(&self) -> &Recent {
+        &self.recent
     }
 
     /// The last durable sequence number: what readers may be shown.
@@ -266,6 +274,8 @@ pub struct Journal {
     /// The fold of every flushed event, shared with readers: replaced, never changed
     /// in place, after each flush (a clone of [`State`] is O(1)).
     published: Arc<RwLock<Arc<State>>>,
+    /// Where each durable batch goes for the followers, before the tail moves on.
+    recent: Arc<Recent>,
     tail: watch::Sender<Seq>,
     next_seq: Seq,
     /// Accepted appends waiting for the next flush.
@@ -322,9 +332,11 @@ impl Journal {
         let published = Arc::new(RwLock::new(Arc::new(state.clone())));
         let (tail, tail_rx) = watch::channel(state.last_seq());
         let health = Arc::new(JournalHealth::default());
+        let recent = Arc::new(Recent::default());
         let reader = JournalReader {
             log: log.clone(),
             state: Arc::clone(&published),
+            recent: Arc::clone(&recent),
             tail: tail_rx,
             health: Arc::clone(&health),
         };
@@ -333,6 +345,7 @@ impl Journal {
             log,
             decider: state,
             published,
+            recent,
             tail,
             pending: Vec::new(),
             in_flight: Vec::new(),
@@ -480,6 +493,7 @@ impl Journal {
                 };
                 self.publish(state);
                 if count > 0 {
+                    self.recent.push(first_seq, &envelopes);
                     self.tail.send_replace(first_seq + count - 1);
                 }
                 self.counters.events += count;
@@ -545,6 +559,7 @@ impl Journal {
                         journal.next_seq = last + 1;
                         journal.decider = state.clone();
                         journal.publish(state);
+                        journal.recent.clear();
                         journal.tail.send_replace(last);
                         journal.degraded = None;
                         journal.health.set(None);
@@ -639,6 +654,7 @@ impl Journal {
         self.next_seq = state.last_seq() + 1;
         self.decider = state.clone();
         self.publish(state);
+        self.recent.clear();
         Ok(())
     }
 }

@@ -6,6 +6,9 @@
 //! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
 //! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
 //! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
+//! - [`follow`]: the one follower of the journal: the newest durable records in a
+//!   window the journal fills, shared (and each encoded once) by every reader that
+//!   follows the log, the log itself for those further behind.
 //! - [`tracer::Tracer`] follows the journal and turns each run's events into its
 //!   OpenTelemetry trace (started only when traces are on).
 //! - [`slurm::SlurmExecutor`] submits Slurm jobs; a [`slurm::RemoteRun`] per job
@@ -17,6 +20,7 @@
 pub mod board;
 pub mod dispatcher;
 pub mod fault;
+pub mod follow;
 pub mod journal;
 pub mod metrics;
 pub mod run;

@@ -1,8 +1,8 @@
 //! The tracer: turns each run's journaled events into its OpenTelemetry trace.
 //!
-//! It follows the journal by cursor exactly as an event stream does (woken by the
-//! journal's tail notification, reading durable records after its cursor), folds each
-//! record into [`RunSpans`], and hands the spans that ended to the server's
+//! It follows the journal by cursor through the same follower as the event streams
+//! ([`super::follow`]: the journal's window of recent records, or the log when it is
+//! further behind), folds each record into [`RunSpans`], and hands the spans that ended to the server's
 //! [`Traces`] pipeline, which queues them without waiting. Nobody waits for the
 //! tracer: the training threads never see it (they only write progress cells), and
 //! the journal only publishes its tail. A tracer that falls behind costs memory in
@@ -89,19 +89,8 @@ impl Tracer {
     /// Reads the next records after the cursor once there are any, folds them in,
     /// and goes on.
     fn follow(&mut self, ctx: &mut Context<Self>) {
-        let reader = self.reader.clone();
-        let cursor = self.counters.cursor;
-        let mut tail = reader.subscribe();
-        let next = async move {
-            loop {
-                if reader.durable_seq() > cursor {
-                    return Some(reader.durable_events_after(cursor, READ_BATCH).await);
-                }
-                if tail.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
+        let mut follow = self.reader.follow(self.counters.cursor);
+        let next = async move { follow.next(READ_BATCH).await };
         ctx.spawn(next.into_actor(self).map(|read, tracer, ctx| match read {
             None => {
                 tracing::info!("journal closed; the tracer stops");
@@ -115,9 +104,9 @@ impl Tracer {
             }
             Some(Ok(records)) => {
                 let mut out = Vec::new();
-                for (seq, envelope) in &records {
-                    tracer.spans.observe(*seq, envelope, &mut out);
-                    tracer.counters.cursor = *seq;
+                for record in &records {
+                    tracer.spans.observe(record.seq, &record.envelope, &mut out);
+                    tracer.counters.cursor = record.seq;
                 }
                 tracer.counters.events += records.len() as u64;
                 tracer.counters.open_runs = tracer.spans.open_runs();

@@ -9,7 +9,10 @@
 //!
 //! Each stream is a task that holds a journal cursor and the last sample it sent of
 //! each run, and writes into a channel of [`CHANNEL_CHUNKS`] chunks that the
-//! connection drains. A slow client therefore costs a bounded amount of memory, and
+//! connection drains. Its records come from the journal's one follower
+//! ([`crate::actors::follow`]): while its cursor is among the newest records they are
+//! shared with every other stream, each encoded once for all of them; a stream
+//! further behind reads the log from its own cursor. A slow client therefore costs a bounded amount of memory, and
 //! neither the journal, the ticker nor the training threads ever wait for it. A chunk
 //! that cannot be queued within one keep-alive interval means the client is not
 //! taking its events: the stream ends with a last `resume` event that names the
@@ -37,6 +40,7 @@ pub use stats::{StreamCounts, StreamStats};
 
 use super::runs::{existing_run_id, parse_run_id, EventView};
 use super::{ApiError, AppState, ErrorCode};
+use crate::actors::follow::Followed;
 use crate::domain::Progress;
 use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
 
@@ -379,6 +383,42 @@ fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
         .streaming(body)
 }
 
+/// A record as every stream sends it: `id: SEQ`, `event: NAME`, `data: EventView`.
+fn encode_record(seq: Seq, envelope: &Envelope) -> web::Bytes {
+    let data = serde_json::to_string(&EventView::new(seq, envelope)).unwrap_or_default();
+    let mut frame = String::new();
+    sse_event(&mut frame, Some(seq), envelope.event.kind().name(), &data);
+    frame.into()
+}
+
+/// Frames gathered into one chunk: one frame is sent as it is (shared), several are
+/// copied together.
+#[derive(Default)]
+struct Chunk {
+    frames: Vec<web::Bytes>,
+    len: usize,
+}
+
+impl Chunk {
+    fn push(&mut self, frame: web::Bytes) {
+        self.len += frame.len();
+        self.frames.push(frame);
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn take(&mut self) -> web::Bytes {
+        self.len = 0;
+        let mut frames = std::mem::take(&mut self.frames);
+        if frames.len() == 1 {
+            return frames.pop().unwrap_or_default();
+        }
+        frames.concat().into()
+    }
+}
+
 /// Why a stream's task stopped.
 enum End {
     /// The client went away (its connection dropped the channel).
@@ -428,7 +468,19 @@ impl Feed {
         }
     }
 
-    async fn read(&self) -> Result<Vec<(Seq, Envelope)>, End> {
+    /// The next records after the cursor (only the stream's run's, for a one-run
+    /// stream): shared from the journal's window of recent records, or read from the
+    /// log (one of [`StreamStats`]'s read permits at a time) when the cursor is
+    /// further behind.
+    async fn read(&self) -> Result<Vec<Arc<Followed>>, End> {
+        let reader = &self.state.actors.reader;
+        let run = match self.filter.runs.as_deref() {
+            Some([one]) => Some(*one),
+            _ => None,
+        };
+        if let Some(records) = reader.recent_after(self.cursor, READ_BATCH, run) {
+            return Ok(records);
+        }
         // The semaphore is never closed.
         let _permit = self
             .state
@@ -437,37 +489,34 @@ impl Feed {
             .acquire()
             .await
             .map_err(|_| End::Done)?;
-        let reader = &self.state.actors.reader;
-        let read = match self.filter.runs.as_deref() {
-            Some([one]) => {
-                reader
-                    .durable_run_events(*one, self.cursor, READ_BATCH)
-                    .await
-            }
-            _ => reader.durable_events_after(self.cursor, READ_BATCH).await,
-        };
-        read.map_err(|e| {
-            tracing::error!(error = %e, "stream could not read the journal");
-            End::Done
-        })
+        reader
+            .records_after(self.cursor, READ_BATCH, run)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "stream could not read the journal");
+                End::Done
+            })
     }
 
     /// Sends every matching journaled event after the cursor.
     async fn catch_up(&mut self) -> Result<(), End> {
         while self.may_have_news() {
             let records = self.read().await?;
-            let Some(&(last_seq, _)) = records.last() else {
+            let Some(last_seq) = records.last().map(|r| r.seq) else {
                 return Ok(());
             };
-            let mut chunk = String::new();
-            // Chunks of at least CHUNK_BYTES, each with the last sequence number it
-            // holds, sent after the fold is let go.
-            let mut full: Vec<(String, Seq)> = Vec::new();
+            // Frames of at least CHUNK_BYTES, each with the last sequence number it
+            // holds, sent after the fold is let go. A record's frame is shared by
+            // every stream that sends it: encoded once, copied only into a chunk of
+            // several.
+            let mut chunk = Chunk::default();
+            let mut full: Vec<(web::Bytes, Seq)> = Vec::new();
             let mut ended = false;
             {
                 let state = Arc::clone(&self.state);
                 let fold = state.actors.reader.state();
-                for (seq, envelope) in &records {
+                for record in &records {
+                    let (seq, envelope) = (record.seq, &record.envelope);
                     let run_id = envelope.run_id;
                     let run_state = fold.run(run_id).map(|r| r.state);
                     let name = envelope.event.kind().name();
@@ -482,28 +531,28 @@ impl Feed {
                         // event was journaled: send it first, so the stream shows the
                         // real final figures.
                         if self.filter.progress {
-                            self.progress_of(&mut chunk, run_id);
+                            if let Some(progress) = self.progress_of(run_id) {
+                                chunk.push(progress);
+                            }
                         }
                         self.sent.remove(&run_id);
                         self.state.streams.forget(run_id);
                         ended |= self.filter.until_end;
                     }
-                    let data =
-                        serde_json::to_string(&EventView::new(*seq, envelope)).unwrap_or_default();
-                    sse_event(&mut chunk, Some(*seq), name, &data);
+                    chunk.push(record.frame(encode_record));
                     if chunk.len() >= CHUNK_BYTES {
-                        full.push((std::mem::take(&mut chunk), *seq));
+                        full.push((chunk.take(), seq));
                     }
                 }
             }
             // The cursor follows every chunk taken, so a stream ended as too slow
             // names exactly what its client got.
             for (part, through) in full {
-                self.send(part.into()).await?;
+                self.send(part).await?;
                 self.cursor = through;
             }
-            if !chunk.is_empty() {
-                self.send(chunk.into()).await?;
+            if chunk.len() > 0 {
+                self.send(chunk.take()).await?;
             }
             self.cursor = last_seq;
             if ended {
@@ -518,18 +567,15 @@ impl Feed {
         Ok(())
     }
 
-    /// Appends a `progress` event for `id` to `out` if its newest sample differs from
-    /// the last one sent.
-    fn progress_of(&mut self, out: &mut String, id: RunId) {
-        let Some(progress) = self.state.actors.board.get(id) else {
-            return;
-        };
+    /// The `progress` event of `id`'s newest sample, if it differs from the last
+    /// one sent.
+    fn progress_of(&mut self, id: RunId) -> Option<web::Bytes> {
+        let progress = self.state.actors.board.get(id)?;
         if self.sent.get(&id) == Some(&progress) {
-            return;
+            return None;
         }
         self.sent.insert(id, progress);
-        let event = self.state.streams.encoded(id, &progress);
-        out.push_str(std::str::from_utf8(&event).unwrap_or_default());
+        Some(self.state.streams.encoded(id, &progress))
     }
 
     /// The runs whose progress this stream shows now, sorted.
