@@ -23,11 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runyard::config::Config;
+use common::server::{client_thread, hold_the_slot, release, serve, spec, wait_ready};
 use runyard::domain::{Envelope, Event, RunId};
-use runyard::startup::Application;
 use runyard::store::EventLog;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Sizes of one sitting.
 struct Plan {
@@ -50,18 +49,6 @@ const SMOKE: Plan = Plan {
     submits: 5,
     page: 20,
 };
-
-fn spec(name: &str) -> Value {
-    json!({
-        "name": name,
-        "model": {"kind": "mlp", "hidden": [32]},
-        "data": {"kind": "synthetic", "samples": 2000, "features": 16, "classes": 3, "seed": 7},
-        "optimizer": {"kind": "adam", "lr": 0.01},
-        "epochs": 3,
-        "batch_size": 32,
-        "seed": 1
-    })
-}
 
 /// `runs` runs submitted and cancelled, written straight into the journal.
 fn fill_journal(dir: &std::path::Path, runs: usize) {
@@ -131,76 +118,6 @@ async fn submit_loop(
     (out, ids)
 }
 
-/// The server, as its own program would run it: an actix system on a thread of its
-/// own, with the actors on that system's thread. Clients never share that thread.
-struct Served {
-    base: String,
-    system: actix::System,
-    thread: std::thread::JoinHandle<()>,
-}
-
-fn serve(dir: &std::path::Path) -> Served {
-    let mut config = Config::defaults();
-    config.server.bind = "127.0.0.1:0".parse().expect("address");
-    config.server.data_dir = dir.to_path_buf();
-    config.train.cpu_slots = 1;
-    config.train.threads_per_slot = 1;
-    config.runs.allow_commands = true;
-    config.log.filter = "warn".into();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let system = actix::System::new();
-        let app = system
-            .block_on(Application::build(config))
-            .expect("server builds");
-        let base = format!("http://{}", app.address());
-        system.block_on(async move {
-            tx.send((base, actix::System::current()))
-                .expect("bench waits");
-            actix_web::rt::spawn(app.run_until_stopped());
-        });
-        system.run().expect("server system");
-    });
-    let (base, system) = rx.recv().expect("server started");
-    Served {
-        base,
-        system,
-        thread,
-    }
-}
-
-/// A client on a thread and runtime of its own, as a separate program would be.
-fn client_thread<T: Send + 'static>(
-    work: impl FnOnce(reqwest::Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
-        + Send
-        + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("client runtime");
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        runtime.block_on(work(http))
-    })
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(Instant::now() < deadline, "server not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The lister: `GET /api/v1/runs?limit=page` in a loop until `stop`.
 async fn list_loop(
     http: reqwest::Client,
@@ -231,17 +148,7 @@ async fn submitter(
     page: usize,
 ) -> (Vec<Duration>, Vec<Duration>, f64) {
     wait_ready(&http, &base).await;
-    // The one slot sleeps: every run submitted from here on stays queued.
-    let holder = json!({"name": "slot-holder", "kind": "command", "argv": ["sleep", "3600"]});
-    let answer = http
-        .post(format!("{base}/api/v1/runs"))
-        .json(&holder)
-        .send()
-        .await
-        .expect("submit the slot holder");
-    assert_eq!(answer.status(), 201, "slot holder");
-    let holder: Value = answer.json().await.expect("slot holder view");
-    let holder = holder["id"].as_str().expect("slot holder id").to_string();
+    let holder = hold_the_slot(&http, &base).await;
 
     let (idle, mut queued) = submit_loop(&http, &base, "idle", plan_submits).await;
 
@@ -262,46 +169,7 @@ async fn submitter(
     stop.store(true, Ordering::Relaxed);
     lister.join().expect("lister");
 
-    // The queued runs go first: freed, the slot would start training one while the
-    // process exits (libtorch torn down under a starting thread).
-    for id in &queued {
-        let cancel = http
-            .post(format!("{base}/api/v1/runs/{id}/cancel"))
-            .send()
-            .await
-            .expect("cancel a queued run");
-        assert!(
-            cancel.status().is_success(),
-            "cancel {id}: {}",
-            cancel.status()
-        );
-    }
-    // No sleeping process outlives the bench.
-    let cancel = http
-        .post(format!("{base}/api/v1/runs/{holder}/cancel"))
-        .send()
-        .await
-        .expect("cancel the slot holder");
-    assert!(cancel.status().is_success(), "cancel: {}", cancel.status());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let view: Value = http
-            .get(format!("{base}/api/v1/runs/{holder}"))
-            .send()
-            .await
-            .expect("slot holder")
-            .json()
-            .await
-            .expect("view");
-        if view["state"] == "cancelled" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "slot holder not cancelled: {view}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    release(&http, &base, &queued, &holder).await;
     (idle, busy, listing_rate)
 }
 
@@ -317,8 +185,7 @@ fn run(plan: &Plan, figures: &mut common::Figures) {
         client_thread(move |http| Box::pin(submitter(http, base, submits, page)))
             .join()
             .expect("submitter");
-    served.system.stop();
-    served.thread.join().expect("server thread");
+    served.stop();
 
     let (idle_p99, busy_p99) = (p99_ms(&mut idle), p99_ms(&mut busy));
     let (idle_p50, busy_p50) = (p50_ms(&idle), p50_ms(&busy));

@@ -6,6 +6,8 @@
 // Each bench binary compiles this module on its own and uses part of it.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -55,6 +55,11 @@ pub const CHANNEL_CHUNKS: usize = 1;
 /// buffer's memory while the stream lasts: small chunks through a short channel keep
 /// it small however long the history a client catches up on.
 const CHUNK_BYTES: usize = 1024;
+/// The shortest time between two catch-ups of one stream. News after a quiet spell
+/// goes out at once; a burst of appends goes out in one write per stream per gap,
+/// not one per append: measured with a thousand streams open, 300 sequential submits
+/// took 4.5–6.3 times as long as with none without the gap, 3.1–3.3 times with it.
+const BURST_GAP: Duration = Duration::from_millis(20);
 /// Shortest `?every=`.
 const EVERY_MIN: Duration = Duration::from_millis(50);
 /// Longest `?every=`.
@@ -698,6 +703,7 @@ async fn run_feed(feed: &mut Feed) -> End {
         if let Err(end) = feed.catch_up().await {
             return end;
         }
+        let caught_up = tokio::time::Instant::now();
         let tx = feed.tx.clone();
         tokio::select! {
             // The connection dropped its end: the client is gone.
@@ -706,6 +712,9 @@ async fn run_feed(feed: &mut Feed) -> End {
                 if changed.is_err() {
                     return End::Done;
                 }
+                // A burst of appends reaches the client in one write per gap, not
+                // one per append: news right after a catch-up waits out the gap.
+                tokio::time::sleep_until(caught_up + BURST_GAP).await;
             }
             changed = ticks.changed(), if progress && every.is_none() => {
                 if changed.is_err() {
