@@ -8,17 +8,14 @@
 //! that the first follower to need it fills, so ten thousand subscribers to one feed
 //! read and encode a record once. A follower further behind (a client catching up on
 //! history, one back from a long stall) reads the log from its own position until it
-//! reaches the window, so it still gets exactly what it missed.
+//! reaches the window, so it still gets exactly what it missed. The reading side is
+//! [`JournalReader::records_after`](super::journal::JournalReader::records_after) and
+//! [`JournalReader::follow`](super::journal::JournalReader::follow).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use tokio::sync::watch;
-
 use crate::domain::{Envelope, RunId, Seq};
-use crate::store::StoreError;
-
-use super::journal::JournalReader;
 
 /// Records the window keeps: the newest durable ones.
 pub const RECENT: usize = 4096;
@@ -115,84 +112,6 @@ impl Recent {
         self.records
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl JournalReader {
-    /// Up to `limit` durable records after `after` (only `run`'s, when given): from
-    /// the window of recent records when it reaches back that far, else from the
-    /// log, off the async runtime's threads.
-    pub async fn records_after(
-        &self,
-        after: Seq,
-        limit: usize,
-        run: Option<RunId>,
-    ) -> Result<Vec<Arc<Followed>>, StoreError> {
-        if let Some(records) = self.recent_after(after, limit, run) {
-            return Ok(records);
-        }
-        let read = match run {
-            Some(id) => self.durable_run_events(id, after, limit).await?,
-            None => self.durable_events_after(after, limit).await?,
-        };
-        Ok(read
-            .into_iter()
-            .map(|(seq, envelope)| Followed::new(seq, envelope))
-            .collect())
-    }
-
-    /// [`JournalReader::records_after`] when the window of recent records answers
-    /// it (no read of the log); `None` when the log must be read.
-    pub fn recent_after(
-        &self,
-        after: Seq,
-        limit: usize,
-        run: Option<RunId>,
-    ) -> Option<Vec<Arc<Followed>>> {
-        if after >= self.durable_seq() {
-            return Some(Vec::new());
-        }
-        self.recent().after(after, limit, run)
-    }
-
-    /// Follows the journal from after `after`.
-    pub fn follow(&self, after: Seq) -> Follow {
-        Follow {
-            reader: self.clone(),
-            tail: self.subscribe(),
-            cursor: after,
-        }
-    }
-}
-
-/// A cursor over the durable records, for a reader that takes every one in order.
-#[derive(Debug)]
-pub struct Follow {
-    reader: JournalReader,
-    tail: watch::Receiver<Seq>,
-    cursor: Seq,
-}
-
-impl Follow {
-    /// The last record taken.
-    pub fn cursor(&self) -> Seq {
-        self.cursor
-    }
-
-    /// The next records (at most `limit`), once there are any; `None` once the
-    /// journal is gone. An empty answer means the log held nothing past the cursor
-    /// though the tail was (it was reopened after a failed write): look again later.
-    pub async fn next(&mut self, limit: usize) -> Option<Result<Vec<Arc<Followed>>, StoreError>> {
-        while self.reader.durable_seq() <= self.cursor {
-            self.tail.changed().await.ok()?;
-        }
-        let read = self.reader.records_after(self.cursor, limit, None).await;
-        if let Ok(records) = &read {
-            if let Some(last) = records.last() {
-                self.cursor = last.seq;
-            }
-        }
-        Some(read)
     }
 }
 

@@ -20,7 +20,7 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 use super::fault::{self, ActorKind, Recover};
-use super::follow::Recent;
+use super::follow::{Followed, Recent};
 use crate::domain::{Envelope, Event, Rejection, RunId, Seq, State};
 use crate::instruments::Instruments;
 use crate::store::{replay, EventLog, StoreError};
@@ -808,5 +808,83 @@ impl Handler<GetCounters> for Journal {
 
     fn handle(&mut self, _msg: GetCounters, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.counters)
+    }
+}
+
+impl JournalReader {
+    /// Up to `limit` durable records after `after` (only `run`'s, when given): from
+    /// the window of recent records when it reaches back that far, else from the
+    /// log, off the async runtime's threads.
+    pub async fn records_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        run: Option<RunId>,
+    ) -> Result<Vec<Arc<Followed>>, StoreError> {
+        if let Some(records) = self.recent_after(after, limit, run) {
+            return Ok(records);
+        }
+        let read = match run {
+            Some(id) => self.durable_run_events(id, after, limit).await?,
+            None => self.durable_events_after(after, limit).await?,
+        };
+        Ok(read
+            .into_iter()
+            .map(|(seq, envelope)| Followed::new(seq, envelope))
+            .collect())
+    }
+
+    /// [`JournalReader::records_after`] when the window of recent records answers
+    /// it (no read of the log); `None` when the log must be read.
+    pub fn recent_after(
+        &self,
+        after: Seq,
+        limit: usize,
+        run: Option<RunId>,
+    ) -> Option<Vec<Arc<Followed>>> {
+        if after >= self.durable_seq() {
+            return Some(Vec::new());
+        }
+        self.recent().after(after, limit, run)
+    }
+
+    /// Follows the journal from after `after`.
+    pub fn follow(&self, after: Seq) -> Follow {
+        Follow {
+            reader: self.clone(),
+            tail: self.subscribe(),
+            cursor: after,
+        }
+    }
+}
+
+/// A cursor over the durable records, for a reader that takes every one in order.
+#[derive(Debug)]
+pub struct Follow {
+    reader: JournalReader,
+    tail: watch::Receiver<Seq>,
+    cursor: Seq,
+}
+
+impl Follow {
+    /// The last record taken.
+    pub fn cursor(&self) -> Seq {
+        self.cursor
+    }
+
+    /// The next records (at most `limit`), once there are any; `None` once the
+    /// journal is gone. An empty answer means the log held nothing past the cursor
+    /// though the tail was (it was reopened after a failed write): look again later.
+    pub async fn next(&mut self, limit: usize) -> Option<Result<Vec<Arc<Followed>>, StoreError>> {
+        while self.reader.durable_seq() <= self.cursor {
+            self.tail.changed().await.ok()?;
+        }
+        let read = self.reader.records_after(self.cursor, limit, None).await;
+        if let Ok(records) = &read {
+            if let Some(last) = records.last() {
+                self.cursor = last.seq;
+            }
+        }
+        Some(read)
     }
 }
