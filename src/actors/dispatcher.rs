@@ -24,7 +24,7 @@ use super::journal::{
 use super::run::Resume;
 use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotFreed, SlotInfo, StartRun};
 use super::slurm::{Launch, SlurmExecutor, StopJob};
-use crate::domain::{Event, Rejection, RunId, RunLayout, RunSpec, RunState, Seq, SlotId};
+use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, Seq, SlotId};
 
 /// The longest a restarted dispatcher waits for the journal to answer the appends its
 /// old context sent, before it reads the state anyway.
@@ -543,7 +543,7 @@ impl Dispatcher {
             let reader = self.reader.clone();
             std::thread::spawn(move || {
                 let state = reader.state();
-                remove_deleted_run_files(&data_dir, &state);
+                super::files::remove_deleted_run_files(&data_dir, &state);
             });
         }
     }
@@ -587,71 +587,6 @@ fn guarded_answer<T: 'static>(
             fault::guarded(site, answer).map(move |answer, _, _| answer.unwrap_or_else(stopped)),
         ),
         None => Box::pin(fut::ready(stopped())),
-    }
-}
-
-/// Removes what is left of the files of runs whose `ArtifactsDeleted` is journaled
-/// (the server stopped between the event and the removal). Answers how many run
-/// directories were removed; a failure is logged and left for the next start.
-pub fn remove_deleted_run_files(data_dir: &std::path::Path, state: &crate::domain::State) -> usize {
-    let mut removed = 0;
-    for run in state.runs().filter(|r| r.files_deleted.is_some()) {
-        let dir = RunLayout::of(data_dir, run).files().to_path_buf();
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {
-                tracing::info!(run_id = %run.id, dir = %dir.display(), "removed the files of a run deleted before the last stop");
-                removed += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(run_id = %run.id, dir = %dir.display(), error = %e, "cannot remove a deleted run's files; retried at the next start")
-            }
-        }
-    }
-    removed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::{Envelope, State};
-
-    #[test]
-    fn files_of_runs_journaled_as_deleted_are_removed_at_start() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (deleted, kept) = (RunId::new(), RunId::new());
-        let mut events = Vec::new();
-        for id in [deleted, kept] {
-            let submitted = Event::RunSubmitted {
-                name: "n".into(),
-                digest: id.to_string(),
-                spec: "{}".into(),
-            };
-            events.push(Envelope::now(id, submitted));
-            events.push(Envelope::now(
-                id,
-                Event::RunCancelled {
-                    reason: "test".into(),
-                },
-            ));
-            let files = dir.path().join(RunLayout::relative(id));
-            std::fs::create_dir_all(files.join("checkpoints")).expect("dir");
-            std::fs::write(files.join("checkpoints/ckpt-1.safetensors"), b"x").expect("file");
-        }
-        events.push(Envelope::now(
-            deleted,
-            Event::ArtifactsDeleted { files: 1, bytes: 1 },
-        ));
-        let state = State::from_events(events.iter().enumerate().map(|(i, e)| (i as u64 + 1, e)));
-        assert!(state.run(deleted).and_then(|r| r.files_deleted).is_some());
-        assert_eq!(remove_deleted_run_files(dir.path(), &state), 1);
-        assert!(!dir.path().join(RunLayout::relative(deleted)).exists());
-        assert!(dir.path().join(RunLayout::relative(kept)).exists());
-        assert_eq!(
-            remove_deleted_run_files(dir.path(), &state),
-            0,
-            "nothing left"
-        );
     }
 }
 

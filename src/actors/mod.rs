@@ -6,6 +6,8 @@
 //! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
 //! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
 //! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
+//! - [`files`]: deleting a run's files (the API's `DELETE` and the start-up sweep
+//!   that finishes an interrupted one), journaled before anything is removed.
 //! - [`follow`]: the one follower of the journal: the newest durable records in a
 //!   window the journal fills, shared (and each encoded once) by every reader that
 //!   follows the log, the log itself for those further behind.
@@ -20,6 +22,7 @@
 pub mod board;
 pub mod dispatcher;
 pub mod fault;
+pub mod files;
 pub mod follow;
 pub mod journal;
 pub mod metrics;

@@ -10,8 +10,9 @@ use super::error::Problem;
 use super::error::PROBLEM;
 use super::{bulk, ApiError, AppState, ErrorCode};
 use crate::actors::dispatcher::{
-    CancelOutcome, CancelRun, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
+    CancelOutcome, CancelRun, DispatchError, PauseOutcome, PauseRun, ResumeRun, SubmitRun,
 };
+use crate::actors::files::{self, DeleteError};
 use crate::domain::state::{CheckpointRef, ProtocolReport};
 use crate::domain::Progress;
 use crate::domain::{Envelope, Run, RunId, RunSpec, RunState, Seq};
@@ -1504,10 +1505,9 @@ pub async fn artifact(
 /// ended (or still holds a slot). Deleting again answers the run again and removes
 /// anything left behind, without a second event.
 ///
-/// `ArtifactsDeleted` is journaled before anything is removed: a failed append leaves
-/// every file in place (`503`), and a crash after it leaves files that the next start
-/// removes ([`crate::actors::dispatcher::remove_deleted_run_files`]). Removing first
-/// could lose files that the journal still lists as downloadable.
+/// The use case is [`crate::actors::files::delete_run_files`]: `ArtifactsDeleted` is
+/// journaled before anything is removed, so a failed append leaves every file in
+/// place (`503`), and a crash after it leaves files that the next start removes.
 #[utoipa::path(
     delete,
     path = "/api/v1/runs/{id}/artifacts",
@@ -1534,111 +1534,18 @@ pub async fn delete_artifacts(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
-    let (already, dir) = {
-        let fold = state.actors.reader.state();
-        let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-        let job_running = run.slurm.as_ref().is_some_and(|job| job.ended.is_none());
-        if !run.state.is_terminal() || run.slot.is_some() || job_running {
-            let what = if run.state.is_terminal() {
-                "is still stopping".to_string()
-            } else {
-                format!("is {}", run.state.name())
-            };
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "run {id} {what}; only the files of a completed, failed or cancelled run can be deleted"
-                ),
-            ));
-        }
-        // A Slurm run's files are its directory in the shared directory.
-        let dir = crate::domain::RunLayout::of(&state.data_dir, run)
-            .files()
-            .to_path_buf();
-        (run.files_deleted.is_some(), dir)
-    };
-    if !already {
-        let counted = dir.clone();
-        let (files, bytes) = web::block(move || count_files(&counted))
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::Internal,
-                    format!("cannot read {}: {e}; nothing was deleted", dir.display()),
-                )
-            })?;
-        let appended = state
-            .actors
-            .journal
-            .send(crate::actors::journal::Append::one(
-                id,
-                crate::domain::Event::ArtifactsDeleted { files, bytes },
-            ))
-            .await?;
-        match appended {
-            Ok(_) => {}
-            // A DELETE racing this one journaled it first: the same outcome.
-            Err(crate::actors::journal::AppendError::Rejected(_))
-                if state
-                    .actors
-                    .reader
-                    .state()
-                    .run(id)
-                    .is_some_and(|r| r.files_deleted.is_some()) => {}
-            Err(crate::actors::journal::AppendError::Rejected(rejection)) => {
-                return Err(ApiError::new(ErrorCode::Conflict, rejection.to_string()))
-            }
-            Err(other) => {
-                return Err(crate::actors::dispatcher::DispatchError::Append(other).into())
-            }
-        }
-    }
-    let removed = dir.clone();
-    web::block(move || remove_run_dir(&removed))
+    let actors = &state.actors;
+    files::delete_run_files(&actors.journal, &actors.reader, &state.data_dir, id)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| {
-            ApiError::new(
-                ErrorCode::Internal,
-                format!(
-                    "the deletion is journaled but removing {} failed: {e}; it is retried by \
-                     the next DELETE and at the next start",
-                    dir.display()
-                ),
-            )
+        .map_err(|e| match e {
+            DeleteError::UnknownRun(id) => ApiError::run_not_found(id),
+            e @ (DeleteError::NotEnded { .. } | DeleteError::Rejected(_)) => {
+                ApiError::new(ErrorCode::Conflict, e.to_string())
+            }
+            e @ (DeleteError::Read { .. } | DeleteError::Remove { .. }) => {
+                ApiError::new(ErrorCode::Internal, e.to_string())
+            }
+            DeleteError::Journal(e) => DispatchError::Append(e).into(),
         })?;
     run_response(&state, id, HttpResponse::Ok())
-}
-
-/// Files under `dir` and their total size; a missing directory holds none.
-fn count_files(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    let (mut files, mut bytes) = (0, 0);
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        let entries = match std::fs::read_dir(&next) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    Ok((files, bytes))
-}
-
-/// Removes a run's directory; one already gone is fine.
-fn remove_run_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
