@@ -8,11 +8,11 @@
 //! sample of each matching live run, if it changed.
 //!
 //! Each stream is a task that holds a journal cursor and the last sample it sent of
-//! each run, and writes into a channel of [`CHANNEL_CHUNKS`] chunks that the
-//! connection drains. Its records come from the journal's one follower
-//! ([`crate::actors::follow`]): while its cursor is among the newest records they are
-//! shared with every other stream, each encoded once for all of them; a stream
-//! further behind reads the log from its own cursor. A slow client therefore costs a bounded amount of memory, and
+//! each run, and hands chunks one at a time to the connection (`stream/slot.rs`).
+//! Its records come from the journal's one follower ([`crate::actors::follow`]):
+//! while its cursor is among the newest records they are shared with every other
+//! stream, each encoded once for all of them; a stream further behind reads the log
+//! from its own cursor. A slow client therefore costs a bounded amount of memory, and
 //! neither the journal, the ticker nor the training threads ever wait for it. A chunk
 //! that cannot be queued within one keep-alive interval means the client is not
 //! taking its events: the stream ends with a last `resume` event that names the
@@ -20,20 +20,17 @@
 
 use std::convert::Infallible;
 
-use std::future::Future as _;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use rustc_hash::FxHashMap;
 
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
-use tokio::sync::{mpsc, oneshot};
-
+mod slot;
 mod stats;
+
+use slot::Refused;
 
 pub(in crate::http) use stats::{sse_event, Connected};
 pub use stats::{StreamCounts, StreamStats};
@@ -46,9 +43,10 @@ use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
 
 /// Events read from the journal per pass (and so at most per chunk).
 const READ_BATCH: usize = 64;
-/// Chunks buffered between a stream's task and its connection: with `CHUNK_BYTES`,
-/// what a client that stopped reading can hold on the server beyond the connection's
-/// own buffers.
+/// Chunks buffered between a stream's task and its connection (the event streams
+/// hand over one at a time; the log stream's channel has this many): with
+/// `CHUNK_BYTES`, what a client that stopped reading can hold on the server beyond
+/// the connection's own buffers.
 pub const CHANNEL_CHUNKS: usize = 1;
 /// A catch-up chunk is sent once it holds this many bytes. The connection copies
 /// whatever chunks are ready into its write buffer before flushing, and keeps that
@@ -360,26 +358,11 @@ pub async fn all_stream(
 
 /// Starts the stream's task and answers with the body it feeds.
 fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
-    let (tx, mut rx) = mpsc::channel::<web::Bytes>(CHANNEL_CHUNKS);
-    let (last_tx, last_rx) = oneshot::channel::<web::Bytes>();
-    actix_web::rt::spawn(feed(state, filter, cursor, tx, last_tx));
-    // The channel's chunks, then the task's last word (a `resume` event), if any.
-    let mut last_rx = Some(last_rx);
-    let body = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
-        Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok::<_, Infallible>(chunk))),
-        Poll::Pending => Poll::Pending,
-        Poll::Ready(None) => {
-            let Some(last) = last_rx.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match Pin::new(last).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(outcome) => {
-                    last_rx = None;
-                    Poll::Ready(outcome.ok().map(Ok))
-                }
-            }
-        }
+    let (tx, mut rx) = slot::slot();
+    actix_web::rt::spawn(feed(state, filter, cursor, tx));
+    // The task's chunks, then its last word (a `resume` event), if any.
+    let body = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
     });
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -440,7 +423,7 @@ struct Feed {
     filter: Filter,
     /// The last sequence number sent to (or skipped for) the client.
     cursor: Seq,
-    tx: mpsc::Sender<web::Bytes>,
+    tx: slot::Sender,
     /// The last sample sent of each run (live runs only; pruned every tick).
     sent: FxHashMap<RunId, Progress>,
 }
@@ -450,8 +433,8 @@ impl Feed {
     async fn send(&self, chunk: web::Bytes) -> Result<(), End> {
         match self.tx.send_timeout(chunk, self.state.keep_alive).await {
             Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(_)) => Err(End::Slow),
-            Err(SendTimeoutError::Closed(_)) => Err(End::Gone),
+            Err(Refused::Timeout | Refused::Full) => Err(End::Slow),
+            Err(Refused::Closed) => Err(End::Gone),
         }
     }
 
@@ -639,21 +622,15 @@ impl Feed {
                 Ok(())
             }
             // Not sent: these samples (or newer ones) go next time.
-            Err(TrySendError::Full(_)) => Ok(()),
-            Err(TrySendError::Closed(_)) => Err(End::Gone),
+            Err(Refused::Full) => Ok(()),
+            Err(Refused::Closed | Refused::Timeout) => Err(End::Gone),
         }
     }
 }
 
 /// Feeds one stream until the run ends (one-run stream), the client goes away, or it
 /// is too slow; then frees everything it held.
-async fn feed(
-    state: Arc<AppState>,
-    filter: Filter,
-    cursor: Seq,
-    tx: mpsc::Sender<web::Bytes>,
-    last: oneshot::Sender<web::Bytes>,
-) {
+async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sender) {
     let _connected = Connected::new(Arc::clone(&state.streams));
     let mut feed = Feed {
         state: Arc::clone(&state),
@@ -663,10 +640,12 @@ async fn feed(
         sent: FxHashMap::default(),
     };
     let end = run_feed(&mut feed).await;
+    let Feed { tx, cursor, .. } = feed;
+    let mut last = None;
     if let End::Slow = end {
         state.streams.count_slow();
         tracing::info!(
-            after = feed.cursor,
+            after = cursor,
             "stream client too slow; disconnected with the cursor to resume from"
         );
         let mut chunk = String::new();
@@ -674,10 +653,11 @@ async fn feed(
             &mut chunk,
             None,
             "resume",
-            &serde_json::json!({ "after": feed.cursor }).to_string(),
+            &serde_json::json!({ "after": cursor }).to_string(),
         );
-        let _ = last.send(chunk.into());
+        last = Some(chunk.into());
     }
+    tx.finish(last);
 }
 
 async fn run_feed(feed: &mut Feed) -> End {
@@ -704,10 +684,10 @@ async fn run_feed(feed: &mut Feed) -> End {
             return end;
         }
         let caught_up = tokio::time::Instant::now();
-        let tx = feed.tx.clone();
+        let closed = feed.tx.closed();
         tokio::select! {
             // The connection dropped its end: the client is gone.
-            _ = tx.closed() => return End::Gone,
+            _ = closed => return End::Gone,
             changed = tail.changed() => {
                 if changed.is_err() {
                     return End::Done;
