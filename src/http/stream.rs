@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use rustc_hash::FxHashMap;
 
 mod slot;
 mod stats;
@@ -417,6 +416,36 @@ enum End {
     Done,
 }
 
+/// The last sample sent of each run a stream shows: a few live runs at most (they
+/// hold slots), most often one, so a list sized to them rather than a hash map's
+/// smallest table, paid by every subscriber.
+#[derive(Debug, Default)]
+struct Sent(Vec<(RunId, Progress)>);
+
+impl Sent {
+    fn get(&self, id: &RunId) -> Option<&Progress> {
+        self.0.iter().find(|(run, _)| run == id).map(|(_, p)| p)
+    }
+
+    fn insert(&mut self, id: RunId, progress: Progress) {
+        match self.0.iter_mut().find(|(run, _)| *run == id) {
+            Some((_, sent)) => *sent = progress,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((id, progress));
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &RunId) {
+        self.0.retain(|(run, _)| run != id);
+    }
+
+    fn retain(&mut self, keep: impl Fn(&RunId) -> bool) {
+        self.0.retain(|(run, _)| keep(run));
+    }
+}
+
 /// One stream's task: its cursor, the last sample sent of each run, the channel.
 struct Feed {
     state: Arc<AppState>,
@@ -425,13 +454,14 @@ struct Feed {
     cursor: Seq,
     tx: slot::Sender,
     /// The last sample sent of each run (live runs only; pruned every tick).
-    sent: FxHashMap<RunId, Progress>,
+    sent: Sent,
 }
 
 impl Feed {
     /// Queues a chunk, waiting at most one keep-alive interval for room.
     async fn send(&self, chunk: web::Bytes) -> Result<(), End> {
-        match self.tx.send_timeout(chunk, self.state.keep_alive).await {
+        // Boxed: its timer lives only while a send waits, not in every stream's task.
+        match Box::pin(self.tx.send_timeout(chunk, self.state.keep_alive)).await {
             Ok(()) => Ok(()),
             Err(Refused::Timeout | Refused::Full) => Err(End::Slow),
             Err(Refused::Closed) => Err(End::Gone),
@@ -595,7 +625,7 @@ impl Feed {
             self.filter.runs.as_deref().unwrap_or_default()
         } else {
             owned = self.progress_runs();
-            self.sent.retain(|id, _| owned.binary_search(id).is_ok());
+            self.sent.retain(|id| owned.binary_search(id).is_ok());
             &owned
         };
         let mut changed: Vec<(RunId, Progress, web::Bytes)> = Vec::new();
@@ -617,8 +647,9 @@ impl Feed {
         };
         match self.tx.try_send(chunk) {
             Ok(()) => {
-                self.sent
-                    .extend(changed.into_iter().map(|(id, p, _)| (id, p)));
+                for (id, progress, _) in changed {
+                    self.sent.insert(id, progress);
+                }
                 Ok(())
             }
             // Not sent: these samples (or newer ones) go next time.
@@ -637,7 +668,7 @@ async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sende
         filter,
         cursor,
         tx,
-        sent: FxHashMap::default(),
+        sent: Sent::default(),
     };
     let end = run_feed(&mut feed).await;
     let Feed { tx, cursor, .. } = feed;
@@ -680,7 +711,9 @@ async fn run_feed(feed: &mut Feed) -> End {
     }
     let progress = feed.filter.progress;
     loop {
-        if let Err(end) = feed.catch_up().await {
+        // Boxed, as the waits below: what a catch-up holds while it runs is not
+        // carried by every idle stream's task.
+        if let Err(end) = Box::pin(feed.catch_up()).await {
             return end;
         }
         let caught_up = tokio::time::Instant::now();
@@ -694,7 +727,7 @@ async fn run_feed(feed: &mut Feed) -> End {
                 }
                 // A burst of appends reaches the client in one write per gap, not
                 // one per append: news right after a catch-up waits out the gap.
-                tokio::time::sleep_until(caught_up + BURST_GAP).await;
+                Box::pin(tokio::time::sleep_until(caught_up + BURST_GAP)).await;
             }
             changed = ticks.changed(), if progress && every.is_none() => {
                 if changed.is_err() {
