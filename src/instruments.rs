@@ -186,13 +186,13 @@ mod tests {
     #[test]
     fn every_actor_has_a_restart_series_from_the_start() {
         let instruments = Instruments::new();
-        instruments.count_restarts_of(&["journal", "dispatcher", "ticker", "slot", "run"]);
+        instruments.count_restarts_of(&["journal", "dispatcher", "local", "ticker", "slot", "run"]);
         instruments.actor_restarts("ticker").inc();
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&instruments.gather())
             .expect("text");
         assert!(text.contains(r#"runyard_actor_restarts_total{actor="ticker"} 1"#));
-        for kind in ["journal", "dispatcher", "slot", "run"] {
+        for kind in ["journal", "dispatcher", "local", "slot", "run"] {
             let series = format!(r#"runyard_actor_restarts_total{{actor="{kind}"}} 0"#);
             assert!(text.contains(&series), "{series} in {text}");
         }

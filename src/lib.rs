@@ -30,9 +30,11 @@
 //! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, their
 //!   supervision (`actors::fault`: a panic in a handler caught and turned into a
 //!   restart that re-derives state from the journal; fault points in debug builds),
-//!   the tracer that turns the journal into runs' traces, and the Slurm
-//!   executor (`actors::slurm`: submits jobs, follows each by pulling its worker's
-//!   facts and progress every tick, re-attaches after a restart).
+//!   the tracer that turns the journal into runs' traces, and the executors behind
+//!   one seam (`actors::executor`: launch, withdraw, restore, stop, resync): the
+//!   local one (`actors::local`: the queue and the slots) and the Slurm one
+//!   (`actors::slurm`: submits jobs, follows each by pulling its worker's facts and
+//!   progress every tick, re-attaches after a restart).
 //! - [`slurm`]: Slurm's commands (`sbatch`, `scontrol`, `squeue`, `scancel`), the
 //!   files a server and its workers share, and the facts a worker answers with
 //!   (`slurm::facts`, the wire format of `GET /api/v1/runs/{id}/facts`).

@@ -1,37 +1,28 @@
-//! The dispatcher: keeps the queue of runs waiting for a slot (FIFO for now) and hands
-//! each to a free slot actor, journaling the claim first. On start it recovers runs
-//! that were live when the previous process died: they go back to the queue.
+//! The dispatcher: takes what clients ask of runs (submit, cancel, pause, resume),
+//! journals it, and hands the run to the executor its spec names through the
+//! [executor seam](super::executor) — the same messages for every executor, so
+//! nothing here depends on which one runs a run. On start it journals the recovery
+//! of runs that were live when the previous process died, then lets each executor
+//! resync with the journal.
 //!
 //! A panic in one of its handlers restarts it (see [`super::fault`]). The restart
 //! drops the old context's futures, so the answers to appends it was waiting for are
 //! lost, though the journal still writes them: the restarted dispatcher first waits
-//! until the journal has answered every append it sent, then rebuilds the queue and
-//! the slots' occupancy from the journal's state, and does again what those lost
-//! answers would have done (hands claimed runs to their slot, passes cancels and
-//! pauses on). Recovery at start is not repeated.
+//! until the journal has answered every append it sent, then has every executor
+//! resync with the journal's state, which does again what those lost answers would
+//! have done (queue a submitted run, pass a cancel or pause on). Recovery at start is
+//! not repeated.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::watch;
 
+use super::executor::{Executor, Executors, StopWhy};
 use super::fault::{self, ActorKind, Recover};
-use super::journal::{
-    answered, Append, AppendAllowingDuplicate, AppendError, Journal, JournalReader,
-};
-use super::run::Resume;
-use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotFreed, SlotInfo, StartRun};
-use super::slurm::{Launch, SlurmExecutor, StopJob};
-use crate::domain::{Event, Rejection, RunId, RunSpec, RunState, Seq, SlotId};
-
-/// The longest a restarted dispatcher waits for the journal to answer the appends its
-/// old context sent, before it reads the state anyway.
-const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What an append to the journal answers.
-type Appended = Result<Result<Vec<Seq>, AppendError>, MailboxError>;
+use super::in_flight::InFlight;
+use super::journal::{answered, Append, AppendAllowingDuplicate, AppendError, JournalReader};
+use crate::domain::{Event, Rejection, RunId, RunSpec, RunState};
 
 /// Why a command to the dispatcher failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -50,69 +41,12 @@ pub enum DispatchError {
 /// An answer the dispatcher finishes later.
 type Later<T> = std::pin::Pin<Box<dyn ActorFuture<Dispatcher, Output = T>>>;
 
-/// Appends sent to the journal and not answered yet, counted apart from the
-/// dispatcher's context so that a restart, which drops the futures waiting for the
-/// answers, can still wait for them.
-#[derive(Clone)]
-struct Outstanding(Arc<watch::Sender<usize>>);
-
-impl Default for Outstanding {
-    fn default() -> Self {
-        Self(Arc::new(watch::channel(0).0))
-    }
-}
-
-impl Outstanding {
-    /// Counts one append until the guard is dropped.
-    fn enter(&self) -> OutstandingGuard {
-        self.0.send_modify(|n| *n += 1);
-        OutstandingGuard(Arc::clone(&self.0))
-    }
-
-    /// Resolves once no append is outstanding (or after [`SETTLE_LIMIT`]).
-    fn settled(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let mut count = self.0.subscribe();
-        async move {
-            let settled = tokio::time::timeout(SETTLE_LIMIT, count.wait_for(|n| *n == 0)).await;
-            if settled.is_err() {
-                tracing::warn!(
-                    limit_secs = SETTLE_LIMIT.as_secs(),
-                    "journal answers still outstanding after a dispatcher restart; reading the state anyway"
-                );
-            }
-        }
-    }
-}
-
-struct OutstandingGuard(Arc<watch::Sender<usize>>);
-
-impl Drop for OutstandingGuard {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
-    }
-}
-
-struct SlotEntry {
-    info: SlotInfo,
-    addr: Addr<Slot>,
-    busy: Option<RunId>,
-}
-
 /// The dispatcher actor.
 pub struct Dispatcher {
-    journal: Addr<Journal>,
+    journal: InFlight,
     reader: JournalReader,
-    slots: Vec<SlotEntry>,
-    /// Queued runs in the order they are served, each with its priority (so placing
-    /// a new one reads no run from the state).
-    queue: VecDeque<(RunId, i32)>,
+    executors: Executors,
     ready: Arc<AtomicBool>,
-    /// Where queue wait times are recorded, if anywhere.
-    queue_wait: Option<prometheus::Histogram>,
-    /// The Slurm executor, which queues and runs `"executor": "slurm"` runs.
-    slurm: Option<Addr<SlurmExecutor>>,
-    /// Appends the journal has not answered yet.
-    outstanding: Outstanding,
     /// Whether recovery at start is journaled (a restart does not repeat it).
     recovered: bool,
     /// Set by a restart, for `started` to wait for the journal first.
@@ -125,29 +59,19 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher over the given slots; `ready` turns true once recovery is done.
+    /// A dispatcher handing runs to `executors`; `ready` turns true once recovery is
+    /// done.
     pub fn new(
-        journal: Addr<Journal>,
+        journal: InFlight,
         reader: JournalReader,
-        slots: Vec<(SlotInfo, Addr<Slot>)>,
+        executors: Executors,
         ready: Arc<AtomicBool>,
     ) -> Self {
         Self {
             journal,
             reader,
-            slots: slots
-                .into_iter()
-                .map(|(info, addr)| SlotEntry {
-                    info,
-                    addr,
-                    busy: None,
-                })
-                .collect(),
-            queue: VecDeque::new(),
+            executors,
             ready,
-            queue_wait: None,
-            slurm: None,
-            outstanding: Outstanding::default(),
             recovered: false,
             restarted: false,
             data_dir: None,
@@ -161,24 +85,6 @@ impl Dispatcher {
         self
     }
 
-    /// Sends `msg` to the journal; the answer is awaited off the dispatcher's context
-    /// too, so that it is counted as answered even when a restart dropped the future
-    /// that waited for it.
-    fn journaled<M>(&self, msg: M) -> impl std::future::Future<Output = Appended> + 'static
-    where
-        M: Message<Result = Result<Vec<Seq>, AppendError>> + Send + 'static,
-        Journal: Handler<M>,
-    {
-        let request = self.journal.send(msg);
-        let counted = self.outstanding.enter();
-        let answer = actix_rt::spawn(async move {
-            let answer = request.await;
-            drop(counted);
-            answer
-        });
-        async move { answer.await.unwrap_or(Err(MailboxError::Closed)) }
-    }
-
     /// Removes, at start, what is left of the files of runs deleted in `data_dir`
     /// before the last stop.
     pub fn with_data_dir(mut self, data_dir: std::path::PathBuf) -> Self {
@@ -186,356 +92,113 @@ impl Dispatcher {
         self
     }
 
-    /// Hands runs with `"executor": "slurm"` to `slurm` (when there is one).
-    pub fn with_slurm(mut self, slurm: Option<Addr<SlurmExecutor>>) -> Self {
-        self.slurm = slurm;
-        self
-    }
-
-    /// Whether the run is Slurm's to run.
-    fn is_slurm(&self, run_id: RunId) -> bool {
-        self.reader
+    /// The executor of a run the journal holds (the local one for a run it does not).
+    fn executor_of(&self, run_id: RunId) -> Result<Executor, DispatchError> {
+        let kind = self
+            .reader
             .state()
             .run(run_id)
-            .is_some_and(|r| !r.executor.is_local())
+            .map(|r| r.executor)
+            .unwrap_or_default();
+        self.executor(kind)
     }
 
-    /// Submits the run's next Slurm job and waits until it is journaled.
-    fn launch(
-        &self,
-        run_id: RunId,
-    ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
-        let slurm = self.slurm.clone();
-        async move {
-            let Some(slurm) = slurm else {
-                return Err(DispatchError::Conflict(
-                    "the Slurm executor is not enabled on this server (executors.slurm.enabled)"
-                        .into(),
-                ));
-            };
-            match slurm.send(Launch { run_id }).await {
-                Ok(Ok(())) => Ok(()),
-                // The run stays queued; the executor tries again.
-                Ok(Err(message)) => {
-                    tracing::warn!(%run_id, %message, "slurm job not submitted yet");
-                    Ok(())
-                }
-                Err(_) => Err(DispatchError::Append(AppendError::Stopped)),
+    /// The executor of `kind`, or why this server has none.
+    fn executor(&self, kind: crate::domain::spec::Executor) -> Result<Executor, DispatchError> {
+        self.executors.of(kind).cloned().ok_or_else(|| {
+            DispatchError::Conflict(format!(
+                "the {} executor is not enabled on this server (executors.{}.enabled)",
+                kind.name(),
+                kind.name()
+            ))
+        })
+    }
+
+    /// Hands a run the journal holds as queued to its executor and waits until the
+    /// executor has taken it.
+    async fn launch(executor: Executor, run_id: RunId) -> Result<(), DispatchError> {
+        match executor.launch(run_id).await {
+            Ok(Ok(())) => Ok(()),
+            // The run stays queued; the executor tries again.
+            Ok(Err(message)) => {
+                tracing::warn!(%run_id, %message, "run not launched yet");
+                Ok(())
             }
-        }
-    }
-
-    /// Tells the Slurm executor to stop the run's job.
-    fn stop_job(&self, run_id: RunId) {
-        if let Some(slurm) = &self.slurm {
-            slurm.do_send(StopJob { run_id });
-        }
-    }
-
-    /// Also records, in `queue_wait` (seconds), how long each run waited in the queue
-    /// before its slots were claimed.
-    pub fn with_queue_wait_histogram(mut self, queue_wait: prometheus::Histogram) -> Self {
-        self.queue_wait = Some(queue_wait);
-        self
-    }
-
-    /// Rebuilds the queue and slot occupancy from the published state; runs waiting
-    /// out a retry delay join the queue when it is over.
-    fn rebuild(&mut self, ctx: &mut Context<Self>) {
-        let state = self.reader.state();
-        let mut waiting = Vec::new();
-        self.queue = state
-            .queue()
-            .into_iter()
-            .filter(|id| match retry_wait(state.run(*id)) {
-                Some(wait) => {
-                    waiting.push((*id, wait));
-                    false
-                }
-                None => true,
-            })
-            .map(|id| (id, state.run(id).map_or(0, |r| r.priority)))
-            .collect();
-        for entry in &mut self.slots {
-            entry.busy = state.slots().holder(entry.info.id).map(|h| h.run_id);
-        }
-        drop(state);
-        for (id, wait) in waiting {
-            self.enqueue_after(id, wait, ctx);
-        }
-    }
-
-    /// Queues `run_id` after `wait`, if it is still queued then.
-    fn enqueue_after(&mut self, run_id: RunId, wait: std::time::Duration, ctx: &mut Context<Self>) {
-        tracing::info!(run_id = %run_id, wait_ms = wait.as_millis() as u64, "retry scheduled");
-        ctx.run_later(wait, move |dispatcher, ctx| {
-            fault::guard(dispatcher, ctx, "retry", |dispatcher, ctx| {
-                let queued = dispatcher
-                    .reader
-                    .state()
-                    .run(run_id)
-                    .is_some_and(|r| r.state == RunState::Queued);
-                if queued && !dispatcher.queue.iter().any(|(id, _)| *id == run_id) {
-                    dispatcher.enqueue(run_id);
-                    dispatcher.schedule(ctx);
-                }
-            });
-        });
-    }
-
-    /// Starts queued runs, in queue order, while the run at the head finds enough free
-    /// slots. A run needing `k` slots claims all `k` in one journal append, or waits
-    /// holding none; the runs behind it wait too, so it is not starved.
-    fn schedule(&mut self, ctx: &mut Context<Self>) {
-        while let Some(&(run_id, _)) = self.queue.front() {
-            let (spec, attempt, resume, queued_since) = {
-                let state = self.reader.state();
-                let Some(run) = state
-                    .run(run_id)
-                    .filter(|r| r.state == RunState::Queued && r.executor.is_local())
-                else {
-                    self.queue.pop_front();
-                    continue;
-                };
-                // An attempt continues from the run's newest checkpoint.
-                let resume = Resume::of(run);
-                (
-                    serde_json::from_str::<RunSpec>(run.spec.get()),
-                    run.attempt + 1,
-                    resume,
-                    // A queued run's last event put it in the queue (submitted,
-                    // requeued, resumed, or its retry scheduled).
-                    run.updated_at,
-                )
-            };
-            let spec = match spec {
-                Ok(spec) => spec,
-                Err(e) => {
-                    self.queue.pop_front();
-                    let failed = Event::RunFailed {
-                        reason: format!("stored spec is unreadable: {e}"),
-                    };
-                    self.journal.do_send(Append::one(run_id, failed));
-                    continue;
-                }
-            };
-            let wanted = spec.slots.max(1) as usize;
-            let free: Vec<usize> = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.busy.is_none())
-                .map(|(i, _)| i)
-                .take(wanted)
-                .collect();
-            if free.len() < wanted {
-                return;
-            }
-            self.queue.pop_front();
-            for &i in &free {
-                self.slots[i].busy = Some(run_id);
-            }
-            let slots: Vec<SlotId> = free.iter().map(|&i| self.slots[i].info.id).collect();
-            let claims = slots
-                .iter()
-                .map(|slot| (run_id, Event::SlotClaimed { slot: *slot }))
-                .collect();
-            let claim = self.journaled(Append { records: claims });
-            let claimed = claim.into_actor(self).map(move |result, dispatcher, ctx| {
-                match answered(result) {
-                    Ok(_) => {
-                        tracing::info!(run_id = %run_id, slots = ?slots, attempt, "slots claimed");
-                        if let Some(queue_wait) = &dispatcher.queue_wait {
-                            let waited = chrono::Utc::now().signed_duration_since(queued_since);
-                            queue_wait.observe(waited.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
-                        }
-                        dispatcher.slots[free[0]].addr.do_send(StartRun {
-                            run_id,
-                            spec,
-                            attempt,
-                            resume,
-                            slots,
-                            freed: ctx.address().recipient(),
-                        });
-                    }
-                    Err(AppendError::Rejected(rejection)) => {
-                        // The run was cancelled meanwhile: nothing to start.
-                        tracing::info!(run_id = %run_id, %rejection, "claim refused");
-                        for &i in &free {
-                            dispatcher.slots[i].busy = None;
-                        }
-                        dispatcher.schedule(ctx);
-                    }
-                    Err(e) => {
-                        tracing::error!(run_id = %run_id, error = %e, "claim not journaled; run stays queued");
-                        for &i in &free {
-                            dispatcher.slots[i].busy = None;
-                        }
-                        dispatcher.requeue_at_front(run_id);
-                        // Try again once the journal may take writes again.
-                        ctx.run_later(super::journal::RECOVERY_INTERVAL, |dispatcher, ctx| {
-                            fault::guard(dispatcher, ctx, "schedule", Self::schedule);
-                        });
-                    }
-                }
-            });
-            ctx.spawn(fault::guarded_unit("claim answer", claimed));
-        }
-    }
-
-    /// Puts a run in the queue after every run of the same or a higher priority.
-    fn enqueue(&mut self, run_id: RunId) {
-        let mine = self.priority_of(run_id);
-        let at = self
-            .queue
-            .iter()
-            .position(|(_, priority)| *priority < mine)
-            .unwrap_or(self.queue.len());
-        self.queue.insert(at, (run_id, mine));
-    }
-
-    /// Puts a run taken from the head back there (its claim was not journaled).
-    fn requeue_at_front(&mut self, run_id: RunId) {
-        let priority = self.priority_of(run_id);
-        self.queue.push_front((run_id, priority));
-    }
-
-    fn priority_of(&self, run_id: RunId) -> i32 {
-        self.reader.state().run(run_id).map_or(0, |r| r.priority)
-    }
-
-    fn take_from_queue(&mut self, run_id: RunId) -> bool {
-        match self.queue.iter().position(|(id, _)| *id == run_id) {
-            Some(position) => {
-                self.queue.remove(position);
-                true
-            }
-            None => false,
+            Err(_) => Err(DispatchError::Append(AppendError::Stopped)),
         }
     }
 
     /// Journals the event that stops a run (cancel or pause): done at once when
-    /// `immediate`, else a request its thread acts on. Answers whether it was
+    /// `immediate`, else a request its executor passes on. Answers whether it was
     /// immediate; a refused transition becomes a conflict worded by `conflict`, and a
-    /// run taken from the queue goes back to it when the journal fails.
+    /// run `withdrawn` from its executor goes back to it when the journal fails. Once
+    /// journaled, the executor is told to stop the run.
     fn stop(
         &mut self,
         run_id: RunId,
-        event: Event,
-        immediate: bool,
-        requeue_on_error: bool,
+        executor: Executor,
+        why: StopWhy,
+        (event, immediate, withdrawn): (Event, bool, bool),
         conflict: impl FnOnce(RunState) -> String + 'static,
     ) -> impl ActorFuture<Self, Output = Result<bool, DispatchError>> {
-        let append = self.journaled(Append::one(run_id, event));
+        let append = self.journal.journaled(Append::one(run_id, event));
         append
             .into_actor(self)
-            .map(move |result, dispatcher, _ctx| match answered(result) {
-                Ok(_) => Ok(immediate),
+            .map(move |result, _dispatcher, _ctx| match answered(result) {
+                Ok(_) => {
+                    executor.stop(run_id, why, withdrawn);
+                    Ok(immediate)
+                }
                 Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                    if withdrawn {
+                        executor.restore(run_id);
+                    }
                     Err(DispatchError::Conflict(conflict(from)))
                 }
                 Err(e) => {
-                    if requeue_on_error {
-                        dispatcher.requeue_at_front(run_id);
+                    if withdrawn {
+                        executor.restore(run_id);
                     }
                     Err(e.into())
                 }
             })
     }
 
-    /// The slots a run holds (the slot actor running it ignores messages for others).
-    fn slots_of(&self, run_id: RunId) -> impl Iterator<Item = &SlotEntry> + '_ {
-        self.slots.iter().filter(move |s| s.busy == Some(run_id))
-    }
-
-    /// Recovery (at the first start), or the queue rebuilt from the journal (after a
-    /// restart).
+    /// Recovery (at the first start), or every executor resynced with the journal
+    /// (after a restart).
     fn begin(&mut self, ctx: &mut Context<Self>) {
         if self.recovered {
-            self.rebuild(ctx);
-            self.reconcile(ctx);
-            self.schedule(ctx);
+            self.executors.all().for_each(Executor::resync);
         } else {
             self.recover_at_start(ctx);
         }
     }
 
-    /// After a restart, does again what the answers its old context lost would have
-    /// done, as the journal's state calls for: a run claimed but not started is handed
-    /// to its first slot (which ignores a run it already runs), and a cancel or pause
-    /// asked for is passed on to the run's slots again (both are flags: twice is once).
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
-        let mut starts = Vec::new();
-        let mut stops = Vec::new();
-        {
-            let state = self.reader.state();
-            for run in state
-                .runs()
-                .filter(|r| r.state.is_live() && r.executor.is_local())
-            {
-                if run.cancel_requested {
-                    stops.push((run.id, true));
-                } else if run.state == RunState::Pausing {
-                    stops.push((run.id, false));
-                }
-                if let (RunState::Starting, Some(first)) = (run.state, run.slot) {
-                    match serde_json::from_str::<RunSpec>(run.spec.get()) {
-                        Ok(spec) => starts.push(StartRun {
-                            run_id: run.id,
-                            spec,
-                            attempt: run.attempt + 1,
-                            resume: Resume::of(run),
-                            slots: run.slots.clone(),
-                            freed: ctx.address().recipient(),
-                        }),
-                        Err(e) => {
-                            tracing::warn!(run_id = %run.id, slot = %first, error = %e, "claimed run's stored spec is unreadable; not started")
-                        }
-                    }
-                }
-            }
-        }
-        for start in starts {
-            let first = start.slots.first().copied();
-            if let Some(entry) = self.slots.iter().find(|s| Some(s.info.id) == first) {
-                tracing::info!(run_id = %start.run_id, slot = %entry.info.id, "handing a run claimed before the restart to its slot");
-                entry.addr.do_send(start);
-            }
-        }
-        for (run_id, cancel) in stops {
-            for entry in self.slots_of(run_id) {
-                if cancel {
-                    entry.addr.do_send(CancelOnSlot { run_id });
-                } else {
-                    entry.addr.do_send(PauseOnSlot { run_id });
-                }
-            }
-        }
-    }
-
-    /// Journals the recovery of runs left live by the last stop, then starts
-    /// scheduling and says the server is ready.
+    /// Journals the recovery of runs left live by the last stop, then lets the
+    /// executors resync with the journal and says the server is ready.
     fn recover_at_start(&mut self, ctx: &mut Context<Self>) {
         let records = self.reader.state().recovery();
         let recovered = records.len();
-        let append = self.journaled(Append { records });
+        let append = self.journal.journaled(Append { records });
         // `wait` holds every other message until recovery is journaled.
-        let journaled = append.into_actor(self).map(move |result, dispatcher, ctx| {
-            dispatcher.recovered = true;
-            match answered(result) {
-                Ok(_) if recovered > 0 => {
-                    tracing::info!(
-                        events = recovered,
-                        "recovered runs that were live at the last stop"
-                    );
+        let journaled = append
+            .into_actor(self)
+            .map(move |result, dispatcher, _ctx| {
+                dispatcher.recovered = true;
+                match answered(result) {
+                    Ok(_) if recovered > 0 => {
+                        tracing::info!(
+                            events = recovered,
+                            "recovered runs that were live at the last stop"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "recovery events not journaled"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "recovery events not journaled"),
-            }
-            dispatcher.rebuild(ctx);
-            dispatcher.ready.store(true, Ordering::Release);
-            dispatcher.schedule(ctx);
-        });
+                // Each executor's first look at its runs comes before any launch.
+                dispatcher.executors.all().for_each(Executor::resync);
+                dispatcher.ready.store(true, Ordering::Release);
+            });
         ctx.wait(fault::guarded_unit("recovery answer", journaled));
         // Files of runs whose deletion was journaled but not finished before the last
         // stop go now, off the actor's thread.
@@ -557,7 +220,7 @@ impl Actor for Dispatcher {
             // The journal still writes what the old context sent; what the state says
             // is complete once it has answered all of it. `wait` holds every other
             // message meanwhile.
-            let settled = fut::wrap_future::<_, Self>(self.outstanding.settled())
+            let settled = fut::wrap_future::<_, Self>(self.journal.settled())
                 .map(|(), dispatcher, ctx| dispatcher.begin(ctx));
             ctx.wait(fault::guarded_unit("restart", settled));
         } else {
@@ -596,17 +259,11 @@ impl Supervised for Dispatcher {
             restarts.inc();
         }
         tracing::info!(
-            outstanding = *self.outstanding.0.borrow(),
-            "dispatcher restarted; rebuilding from the journal once it answered what was sent"
+            outstanding = self.journal.outstanding(),
+            "dispatcher restarted; resyncing the executors once the journal answered what was sent"
         );
         self.restarted = true;
     }
-}
-
-/// How long a queued run still waits out its retry delay, if it does.
-fn retry_wait(run: Option<&crate::domain::Run>) -> Option<std::time::Duration> {
-    let not_before = run?.not_before?;
-    (not_before - chrono::Utc::now()).to_std().ok()
 }
 
 /// What a submission did.
@@ -618,7 +275,7 @@ pub struct Submitted {
     pub created: bool,
 }
 
-/// Submits a run: journals `RunSubmitted`, then queues it.
+/// Submits a run: journals `RunSubmitted`, then hands it to its executor.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Submitted, DispatchError>")]
 pub struct SubmitRun {
@@ -653,12 +310,10 @@ impl Dispatcher {
         msg: SubmitRun,
     ) -> ResponseActFuture<Self, Result<Submitted, DispatchError>> {
         let run_id = msg.run_id;
-        let slurm = !msg.spec.executor.is_local();
-        if slurm && self.slurm.is_none() {
-            return Box::pin(fut::ready(Err(DispatchError::Conflict(
-                "the Slurm executor is not enabled on this server (executors.slurm.enabled)".into(),
-            ))));
-        }
+        let executor = match self.executor(msg.spec.executor) {
+            Ok(executor) => executor,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
         let event = Event::RunSubmitted {
             name: msg.spec.name.clone(),
             digest: msg.spec.digest(),
@@ -666,35 +321,26 @@ impl Dispatcher {
         };
         let mut records = vec![(run_id, event)];
         records.extend(msg.trace.map(|trace| (run_id, trace)));
-        let append: std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> = if msg.rerun {
-            Box::pin(self.journaled(AppendAllowingDuplicate { records }))
+        let append: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = if msg.rerun {
+            Box::pin(self.journal.journaled(AppendAllowingDuplicate { records }))
         } else {
-            Box::pin(self.journaled(Append { records }))
+            Box::pin(self.journal.journaled(Append { records }))
         };
         Box::pin(
             append
                 .into_actor(self)
-                .then(move |result, dispatcher, ctx| {
+                .then(move |result, dispatcher, _ctx| {
                     let answer = match answered(result) {
-                        Ok(_) if slurm => {
-                            // The job id is journaled before the submit is answered.
-                            let launched = dispatcher.launch(run_id);
-                            let answer =
-                                launched.into_actor(dispatcher).map(move |launched, _, _| {
-                                    launched.map(|()| Submitted {
-                                        run_id,
-                                        created: true,
-                                    })
-                                });
-                            return Box::pin(answer) as Later<Result<Submitted, DispatchError>>;
-                        }
+                        // Answered once the executor has it (a Slurm job is journaled first).
                         Ok(_) => {
-                            dispatcher.enqueue(run_id);
-                            dispatcher.schedule(ctx);
-                            Ok(Submitted {
-                                run_id,
-                                created: true,
-                            })
+                            let launched = Self::launch(executor, run_id).into_actor(dispatcher);
+                            let answer = launched.map(move |launched, _, _| {
+                                launched.map(|()| Submitted {
+                                    run_id,
+                                    created: true,
+                                })
+                            });
+                            return Box::pin(answer) as Later<Result<Submitted, DispatchError>>;
                         }
                         Err(AppendError::Rejected(Rejection::Duplicate { existing })) => {
                             Ok(Submitted {
@@ -744,43 +390,58 @@ impl Dispatcher {
     ) -> ResponseActFuture<Self, Result<CancelOutcome, DispatchError>> {
         let run_id = msg.run_id;
         let state = self.reader.state().run(run_id).map(|r| r.state);
-        let immediate = match state {
+        match state {
             None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
             Some(s) if s.is_terminal() => {
                 let message = format!("run {run_id} is already {}", s.name());
                 return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
             }
-            Some(RunState::Paused) => true,
-            Some(_) => self.take_from_queue(run_id),
+            _ => {}
+        }
+        let executor = match self.executor_of(run_id) {
+            Ok(executor) => executor,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let event = if immediate {
-            Event::RunCancelled {
-                reason: "cancelled by request before it started".into(),
-            }
-        } else {
-            Event::CancelRequested
-        };
-        let requeue = immediate && state == Some(RunState::Queued);
-        let stop = self.stop(run_id, event, immediate, requeue, move |from| {
-            format!("run {run_id} is already {}", from.name())
-        });
-        let slurm = self.is_slurm(run_id);
-        Box::pin(stop.map(move |result, dispatcher, _ctx| {
-            let immediate = result?;
-            if slurm && !immediate {
-                dispatcher.stop_job(run_id);
-            }
-            if !immediate {
-                for entry in dispatcher.slots_of(run_id) {
-                    entry.addr.do_send(CancelOnSlot { run_id });
+        // A paused run has nothing running; a queued one is cancelled at once if its
+        // executor can take it back before it starts.
+        let withdraw =
+            (state != Some(RunState::Paused)).then(|| executor.withdraw(run_id, StopWhy::Cancel));
+        Box::pin(
+            async move {
+                match withdraw {
+                    Some(request) => request.await.map(|withdrawn| (withdrawn, withdrawn)),
+                    None => Ok((true, false)),
                 }
             }
-            Ok(if immediate {
-                CancelOutcome::Cancelled
-            } else {
-                CancelOutcome::Requested
-            })
-        }))
+            .into_actor(self)
+            .then(move |withdrawn, dispatcher, _ctx| {
+                let Ok((immediate, withdrawn)) = withdrawn else {
+                    let stopped = Err(DispatchError::Append(AppendError::Stopped));
+                    return Box::pin(fut::ready(stopped)) as Later<_>;
+                };
+                let event = if immediate {
+                    Event::RunCancelled {
+                        reason: "cancelled by request before it started".into(),
+                    }
+                } else {
+                    Event::CancelRequested
+                };
+                let stop = dispatcher.stop(
+                    run_id,
+                    executor,
+                    StopWhy::Cancel,
+                    (event, immediate, withdrawn),
+                    move |from| format!("run {run_id} is already {}", from.name()),
+                );
+                Box::pin(stop.map(|result, _, _| {
+                    Ok(if result? {
+                        CancelOutcome::Cancelled
+                    } else {
+                        CancelOutcome::Requested
+                    })
+                })) as Later<_>
+            }),
+        )
     }
 }
 
@@ -818,55 +479,77 @@ impl Dispatcher {
     ) -> ResponseActFuture<Self, Result<PauseOutcome, DispatchError>> {
         let run_id = msg.run_id;
         let state = self.reader.state().run(run_id).map(|r| r.state);
-        let immediate = match state {
-            None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
-            Some(RunState::Queued) if self.take_from_queue(run_id) => true,
-            // A Slurm job not yet started is simply cancelled in Slurm.
-            Some(RunState::Queued) if self.is_slurm(run_id) => true,
-            Some(RunState::Running) => false,
-            Some(other) => {
-                let message = format!(
-                    "run {run_id} is {}; only a queued or running run can be paused",
-                    other.name()
-                );
-                return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
-            }
-        };
-        let event = if immediate {
-            Event::RunPaused {
-                reason: "paused by request before it started".into(),
-            }
-        } else {
-            Event::PauseRequested
-        };
-        let requeue = immediate && !self.is_slurm(run_id);
-        let stop = self.stop(run_id, event, immediate, requeue, move |from| {
+        let not_pausable = move |state: RunState| {
             format!(
                 "run {run_id} is {}; only a queued or running run can be paused",
-                from.name()
+                state.name()
             )
-        });
-        let slurm = self.is_slurm(run_id);
-        Box::pin(stop.map(move |result, dispatcher, _ctx| {
-            let immediate = result?;
-            if slurm {
-                dispatcher.stop_job(run_id);
+        };
+        match state {
+            None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
+            Some(RunState::Queued | RunState::Running) => {}
+            Some(other) => {
+                return Box::pin(fut::ready(Err(DispatchError::Conflict(not_pausable(
+                    other,
+                )))))
             }
-            if !immediate {
-                for entry in dispatcher.slots_of(run_id) {
-                    entry.addr.do_send(PauseOnSlot { run_id });
+        }
+        let executor = match self.executor_of(run_id) {
+            Ok(executor) => executor,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        // A queued run is paused at once if its executor can take it back before it
+        // starts (a local run waiting out a retry delay cannot be).
+        let withdraw =
+            (state == Some(RunState::Queued)).then(|| executor.withdraw(run_id, StopWhy::Pause));
+        Box::pin(
+            async move {
+                match withdraw {
+                    Some(request) => request.await.map(Some),
+                    None => Ok(None),
                 }
             }
-            Ok(if immediate {
-                PauseOutcome::Paused
-            } else {
-                PauseOutcome::Requested
-            })
-        }))
+            .into_actor(self)
+            .then(move |withdrawn, dispatcher, _ctx| {
+                let withdrawn = match withdrawn {
+                    Ok(Some(true)) => true,
+                    Ok(None) => false,
+                    Ok(Some(false)) => {
+                        let refused = Err(DispatchError::Conflict(not_pausable(RunState::Queued)));
+                        return Box::pin(fut::ready(refused)) as Later<_>;
+                    }
+                    Err(_) => {
+                        let stopped = Err(DispatchError::Append(AppendError::Stopped));
+                        return Box::pin(fut::ready(stopped)) as Later<_>;
+                    }
+                };
+                let event = if withdrawn {
+                    Event::RunPaused {
+                        reason: "paused by request before it started".into(),
+                    }
+                } else {
+                    Event::PauseRequested
+                };
+                let stop = dispatcher.stop(
+                    run_id,
+                    executor,
+                    StopWhy::Pause,
+                    (event, withdrawn, withdrawn),
+                    not_pausable,
+                );
+                Box::pin(stop.map(|result, _, _| {
+                    Ok(if result? {
+                        PauseOutcome::Paused
+                    } else {
+                        PauseOutcome::Requested
+                    })
+                })) as Later<_>
+            }),
+        )
     }
 }
 
-/// Puts a paused run back in the queue; it continues from its checkpoint.
+/// Puts a paused run back in its executor's hands; it continues from its checkpoint.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), DispatchError>")]
 pub struct ResumeRun {
@@ -887,73 +570,44 @@ impl Handler<ResumeRun> for Dispatcher {
 impl Dispatcher {
     fn resume(&mut self, msg: ResumeRun) -> ResponseActFuture<Self, Result<(), DispatchError>> {
         let run_id = msg.run_id;
+        let not_resumable = move |state: RunState| {
+            format!(
+                "run {run_id} is {}; only a paused run can be resumed",
+                state.name()
+            )
+        };
         match self.reader.state().run(run_id).map(|r| r.state) {
             None => return Box::pin(fut::ready(Err(DispatchError::NotFound(run_id)))),
             Some(RunState::Paused) => {}
             Some(other) => {
-                let message = format!(
-                    "run {run_id} is {}; only a paused run can be resumed",
-                    other.name()
-                );
+                let message = not_resumable(other);
                 return Box::pin(fut::ready(Err(DispatchError::Conflict(message))));
             }
         }
-        let append = self.journaled(Append::one(run_id, Event::RunResumed));
-        let slurm = self.is_slurm(run_id);
+        let executor = match self.executor_of(run_id) {
+            Ok(executor) => executor,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let append = self
+            .journal
+            .journaled(Append::one(run_id, Event::RunResumed));
         Box::pin(
             append
                 .into_actor(self)
-                .then(move |result, dispatcher, ctx| {
+                .then(move |result, dispatcher, _ctx| {
                     let answer = match answered(result) {
-                        // A new job resumes from the checkpoint in the shared directory.
-                        Ok(_) if slurm => {
-                            return Box::pin(dispatcher.launch(run_id).into_actor(dispatcher))
+                        // It continues from its checkpoint (for Slurm, the shared directory's).
+                        Ok(_) => {
+                            return Box::pin(Self::launch(executor, run_id).into_actor(dispatcher))
                                 as Later<_>;
                         }
-                        Ok(_) => {
-                            dispatcher.enqueue(run_id);
-                            dispatcher.schedule(ctx);
-                            Ok(())
-                        }
                         Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
-                            Err(DispatchError::Conflict(format!(
-                                "run {run_id} is {}; only a paused run can be resumed",
-                                from.name()
-                            )))
+                            Err(DispatchError::Conflict(not_resumable(from)))
                         }
                         Err(e) => Err(e.into()),
                     };
                     Box::pin(fut::ready(answer)) as Later<_>
                 }),
         )
-    }
-}
-
-impl Handler<SlotFreed> for Dispatcher {
-    type Result = ();
-
-    fn handle(&mut self, msg: SlotFreed, ctx: &mut Self::Context) {
-        fault::guard(self, ctx, "slot freed", |dispatcher, ctx| {
-            dispatcher.slot_freed(msg, ctx)
-        });
-    }
-}
-
-impl Dispatcher {
-    fn slot_freed(&mut self, msg: SlotFreed, ctx: &mut Context<Self>) {
-        for entry in self.slots.iter_mut().filter(|s| s.busy == Some(msg.run_id)) {
-            entry.busy = None;
-        }
-        // A failed attempt with retries left is queued again after its delay.
-        let retry = {
-            let state = self.reader.state();
-            let run = state.run(msg.run_id);
-            run.filter(|r| r.state == RunState::Queued)
-                .map(|r| retry_wait(Some(r)).unwrap_or_default())
-        };
-        if let Some(wait) = retry {
-            self.enqueue_after(msg.run_id, wait, ctx);
-        }
-        self.schedule(ctx);
     }
 }

@@ -29,8 +29,10 @@ use actix::prelude::*;
 pub enum ActorKind {
     /// The journal, the single writer of the event log.
     Journal,
-    /// The dispatcher, which keeps the queue.
+    /// The dispatcher, which journals commands and hands runs to their executor.
     Dispatcher,
+    /// The local executor, which keeps the queue of runs waiting for slots.
+    Local,
     /// The ticker, which samples live runs' progress.
     Ticker,
     /// A slot actor, one per device.
@@ -41,9 +43,10 @@ pub enum ActorKind {
 
 impl ActorKind {
     /// Every kind, in the order metrics list them.
-    pub const ALL: [ActorKind; 5] = [
+    pub const ALL: [ActorKind; 6] = [
         ActorKind::Journal,
         ActorKind::Dispatcher,
+        ActorKind::Local,
         ActorKind::Ticker,
         ActorKind::Slot,
         ActorKind::Run,
@@ -54,6 +57,7 @@ impl ActorKind {
         match self {
             ActorKind::Journal => "journal",
             ActorKind::Dispatcher => "dispatcher",
+            ActorKind::Local => "local",
             ActorKind::Ticker => "ticker",
             ActorKind::Slot => "slot",
             ActorKind::Run => "run",
@@ -237,9 +241,9 @@ mod tests {
     #[cfg(debug_assertions)]
     #[test]
     fn fault_specs_arm_the_named_actors_and_skip_what_they_cannot_read() {
-        let at = armed::parse("dispatcher:2, run:5,bogus:1,ticker:0,slot:x,journal");
-        assert_eq!(at, [0, 2, 0, 0, 5]);
-        assert_eq!(armed::parse(""), [0; 5]);
+        let at = armed::parse("dispatcher:2, run:5,bogus:1,ticker:0,slot:x,journal,local:3");
+        assert_eq!(at, [0, 2, 3, 0, 0, 5]);
+        assert_eq!(armed::parse(""), [0; 6]);
     }
 
     struct Fragile {

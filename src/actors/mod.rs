@@ -1,7 +1,10 @@
 //! The actors, one per file with their messages beside them.
 //!
 //! - [`journal::Journal`] appends events with group commit and publishes the state fold.
-//! - [`dispatcher::Dispatcher`] keeps the queue and hands runs to free slots.
+//! - [`dispatcher::Dispatcher`] journals what clients ask of runs and hands each run
+//!   to its executor through the [`executor`] seam (launch, withdraw, stop, resync).
+//! - [`local::LocalExecutor`], the local side of that seam, keeps the queue and hands
+//!   runs to free slots.
 //! - [`slot::Slot`] owns one device and starts the run actor of the run it is given.
 //! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
 //! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
@@ -13,18 +16,23 @@
 //!   follows the log, the log itself for those further behind.
 //! - [`tracer::Tracer`] follows the journal and turns each run's events into its
 //!   OpenTelemetry trace (started only when traces are on).
-//! - [`slurm::SlurmExecutor`] submits Slurm jobs; a [`slurm::RemoteRun`] per job
+//! - [`slurm::SlurmExecutor`], the Slurm side of the seam, submits Slurm jobs; a [`slurm::RemoteRun`] per job
 //!   (`slurm/follower.rs`) follows it through its worker. What their facts and ends
 //!   mean is decided in [`crate::domain::slurm`].
 //! - [`board::RunBoard`] holds a value per run that an actor writes and the API reads.
+//! - [`in_flight`]: the journal answers an actor waits for, counted apart from its
+//!   context so that a restarted actor waits for them before it rebuilds.
 //! - [`supervisor`] starts them all under actix supervision.
 
 pub mod board;
 pub mod dispatcher;
+pub mod executor;
 pub mod fault;
 pub mod files;
 pub mod follow;
+pub mod in_flight;
 pub mod journal;
+pub mod local;
 pub mod metrics;
 pub mod run;
 pub mod slot;

@@ -1,6 +1,6 @@
 //! A slot actor owns one device (a GPU, or a share of the CPU) and runs at most one
-//! run on it at a time: it starts the run actor the dispatcher gives it, forwards
-//! cancels to it, and tells the dispatcher when the slot is free again.
+//! run on it at a time: it starts the run actor the local executor gives it, forwards
+//! cancels to it, and tells the local executor when the slot is free again.
 //!
 //! A panic in one of its handlers restarts it (see [`super::fault`]); the restart
 //! keeps the run actor it started, and re-derives from the journal what a lost
@@ -57,7 +57,7 @@ pub struct Slot {
     device: tch::Device,
     context: SlotContext,
     current: Option<(RunId, Addr<RunActor>)>,
-    /// Told when the slot is free again (the dispatcher).
+    /// Told when the slot is free again (the local executor).
     freed: Option<Recipient<SlotFreed>>,
     /// Restarts after a panic in a handler.
     restarts: prometheus::IntCounter,
@@ -243,7 +243,7 @@ pub struct StartRun {
     pub resume: Option<Resume>,
     /// Every slot claimed for the run, this one first.
     pub slots: Vec<SlotId>,
-    /// Told when the slot is free again (the dispatcher).
+    /// Told when the slot is free again (the local executor).
     pub freed: Recipient<SlotFreed>,
 }
 

@@ -29,6 +29,7 @@ mod shared;
 pub use follower::RemoteRun;
 pub use shared::{SlurmBoard, SlurmContext, SlurmLive, StopJob, WorkerRegistered};
 
+use super::executor::{Launch, Restore, Resync, Stop, StopWhy, Withdraw};
 use super::journal::{answered, Append};
 use crate::config::SlurmConfig;
 use crate::domain::spec::Executor;
@@ -91,51 +92,93 @@ impl SlurmExecutor {
 impl Actor for SlurmExecutor {
     type Context = Context<Self>;
 
-    /// Re-attaches to the jobs the journal names, and submits jobs for Slurm runs
-    /// that were waiting for one.
+    /// Re-attaches to the jobs the journal names (the jobs of runs that were waiting
+    /// for one are submitted at the first [`Resync`]).
     fn started(&mut self, ctx: &mut Self::Context) {
         let state = self.context.reader.state();
-        let mut follow = Vec::new();
+        let follow: Vec<_> = state
+            .runs()
+            .filter(|r| r.executor == Executor::Slurm && !r.state.is_terminal())
+            .filter(|r| r.state != RunState::Paused)
+            .filter_map(|run| {
+                let job = run.slurm.as_ref().filter(|job| job.ended.is_none())?;
+                Some((run.id, job.job_id, PathBuf::from(&job.dir)))
+            })
+            .collect();
+        drop(state);
+        for (run_id, job_id, dir) in follow {
+            tracing::info!(%run_id, job_id, "re-attaching to slurm job");
+            self.follow(run_id, job_id, dir, ctx);
+        }
+    }
+}
+
+impl Handler<Resync> for SlurmExecutor {
+    type Result = ();
+
+    /// Submits jobs for Slurm runs waiting for one (after their retry delay), as a
+    /// lost [`Launch`] would have; a run whose job is being submitted or followed is
+    /// left alone ([`Launch`] is idempotent besides).
+    fn handle(&mut self, _msg: Resync, ctx: &mut Self::Context) {
+        let state = self.context.reader.state();
         let mut launch = Vec::new();
         for run in state
             .runs()
-            .filter(|r| r.executor == Executor::Slurm && !r.state.is_terminal())
+            .filter(|r| r.executor == Executor::Slurm && r.state == RunState::Queued)
         {
-            match (&run.slurm, run.state) {
-                (_, RunState::Paused) => {}
-                (Some(job), _) if job.ended.is_none() => {
-                    follow.push((run.id, job.job_id, PathBuf::from(&job.dir)))
-                }
-                (_, RunState::Queued) => {
+            let followed = self.followers.contains_key(&run.id) || self.launching.contains(&run.id);
+            match &run.slurm {
+                Some(job) if job.ended.is_none() => {}
+                _ if followed => {}
+                _ => {
                     let wait = run
                         .not_before
                         .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
                         .unwrap_or_default();
                     launch.push((run.id, wait));
                 }
-                (_, other) => {
-                    tracing::warn!(run_id = %run.id, state = other.name(), "slurm run without a live job");
-                }
             }
         }
         drop(state);
-        for (run_id, job_id, dir) in follow {
-            tracing::info!(%run_id, job_id, "re-attaching to slurm job");
-            self.follow(run_id, job_id, dir, ctx);
-        }
         for (run_id, wait) in launch {
             self.launch_after(run_id, wait, ctx);
         }
     }
 }
 
-/// Submits the next Slurm job of a queued Slurm run and journals it; answers once
-/// `SlurmJobSubmitted` (or, when Slurm refused the job, `RunFailed`) is durable.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct Launch {
-    /// The run.
-    pub run_id: RunId,
+impl Handler<Withdraw> for SlurmExecutor {
+    type Result = bool;
+
+    /// A queued run is paused at once (its job, if Slurm still holds it, is cancelled
+    /// by the [`Stop`] that follows); a cancel goes through the job's end, as for a
+    /// running one.
+    fn handle(&mut self, msg: Withdraw, _ctx: &mut Self::Context) -> bool {
+        msg.why == StopWhy::Pause
+    }
+}
+
+impl Handler<Restore> for SlurmExecutor {
+    type Result = ();
+
+    /// Nothing was taken: a withdrawn Slurm run is still the journal's queued run.
+    fn handle(&mut self, _msg: Restore, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<Stop> for SlurmExecutor {
+    type Result = ();
+
+    /// Stops the run's job; a paused run cancelled has none.
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
+        let ended = self
+            .context
+            .reader
+            .state()
+            .run(msg.run_id)
+            .is_none_or(|r| r.state.is_terminal());
+        if msg.why == StopWhy::Pause || !ended {
+            self.stop_job(msg.run_id, ctx);
+        }
+    }
 }
 
 /// What a launch needs, taken from the state before going off the actor.
@@ -317,10 +360,11 @@ fn write_job_files(dir: &Path, job: &WorkerJob, worker_bin: &Path) -> Result<(),
     files::write_atomic(&dir.join("job.sh"), script.as_bytes(), 0o700).map_err(|e| io("job.sh", e))
 }
 
-impl Handler<StopJob> for SlurmExecutor {
-    type Result = ();
-
-    fn handle(&mut self, msg: StopJob, _ctx: &mut Self::Context) {
+impl SlurmExecutor {
+    /// Stops the run's live job through its follower, or cancels a run that waits for
+    /// its next job.
+    fn stop_job(&mut self, run_id: RunId, _ctx: &mut Context<Self>) {
+        let msg = StopJob { run_id };
         let live_job = self.context.reader.state().run(msg.run_id).and_then(|r| {
             r.slurm
                 .as_ref()

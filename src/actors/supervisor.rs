@@ -1,5 +1,6 @@
-//! Starts the journal, the ticker (and the metrics writer it feeds), the slot actors
-//! and the dispatcher, each under an actix `Supervisor`: an actor that stops
+//! Starts the journal, the ticker (and the metrics writer it feeds), the slot actors,
+//! the executors (the local one over the slots, the Slurm one when enabled) and the
+//! dispatcher, each under an actix `Supervisor`: an actor that stops
 //! unexpectedly is restarted in place, and its `Supervised::restarting` hook re-derives
 //! its state from the journal. The metrics writer runs on a `SyncArbiter` thread
 //! instead, which makes a new writer if one stops.
@@ -17,8 +18,11 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::dispatcher::Dispatcher;
+use super::executor::{Executor, Executors};
 use super::fault::ActorKind;
+use super::in_flight::InFlight;
 use super::journal::{Journal, JournalReader};
+use super::local::LocalExecutor;
 use super::metrics::MetricsSink;
 use super::run::{device_name, CommandBoard};
 use super::slot::{Slot, SlotContext, SlotInfo};
@@ -141,18 +145,29 @@ pub fn start(
         Some(super::slurm::SlurmExecutor::new(config.clone(), shared, context).start())
     });
     let ready = Arc::new(AtomicBool::new(false));
-    let dispatcher = {
-        let (journal, reader, ready) = (journal.clone(), reader.clone(), Arc::clone(&ready));
+    let local = {
+        let (journal, reader) = (InFlight::new(journal.clone()), reader.clone());
         let queue_wait = instruments.queue_wait.clone();
-        let restarts = instruments.actor_restarts(ActorKind::Dispatcher.name());
-        let slurm = slurm.clone();
-        let data_dir = data_dir.to_path_buf();
+        let restarts = instruments.actor_restarts(ActorKind::Local.name());
         Supervisor::start(move |_| {
-            Dispatcher::new(journal, reader, slots, ready)
-                .with_data_dir(data_dir)
+            LocalExecutor::new(journal, reader, slots)
                 .with_queue_wait_histogram(queue_wait)
                 .with_restart_counter(restarts)
-                .with_slurm(slurm)
+        })
+    };
+    let executors = Executors::new(Executor::of(&local), slurm.as_ref().map(Executor::of));
+    let dispatcher = {
+        let (journal, reader, ready) = (
+            InFlight::new(journal.clone()),
+            reader.clone(),
+            Arc::clone(&ready),
+        );
+        let restarts = instruments.actor_restarts(ActorKind::Dispatcher.name());
+        let data_dir = data_dir.to_path_buf();
+        Supervisor::start(move |_| {
+            Dispatcher::new(journal, reader, executors, ready)
+                .with_data_dir(data_dir)
+                .with_restart_counter(restarts)
         })
     };
     Actors {

@@ -15,7 +15,7 @@ use crate::server::{Launch, Server};
 const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The actors with a restart series.
-const ACTORS: [&str; 5] = ["journal", "dispatcher", "ticker", "slot", "run"];
+const ACTORS: [&str; 6] = ["journal", "dispatcher", "local", "ticker", "slot", "run"];
 
 /// The server as a child process with fault points armed; killed when dropped.
 struct FaultyServer {
@@ -264,7 +264,7 @@ async fn a_dispatcher_that_panics_restarts_with_its_queue_and_slots_from_the_jou
     let queued = server.run(&waiting).await;
     assert_eq!(
         queued["state"], "queued",
-        "the restarted dispatcher knows the only slot is held: {queued}"
+        "the only slot is still held after the dispatcher restarted: {queued}"
     );
     assert_eq!(server.run(&live).await["attempt"], 1);
 
@@ -297,6 +297,73 @@ async fn a_dispatcher_that_panics_restarts_with_its_queue_and_slots_from_the_jou
     assert_eq!(
         history[history.len() - 2..],
         ["RunCancelled", "SlotReleased"]
+    );
+    server.assert_settled().await;
+}
+
+#[tokio::test]
+async fn a_local_executor_that_panics_restarts_with_its_queue_and_slots_from_the_journal() {
+    let root = tempfile::tempdir().expect("temp dir");
+    // The second launch (the second submission's) panics, after the run is journaled.
+    let server = FaultyServer::start(&root.path().join("data"), "local:2").await;
+    let live = server
+        .submit_ok(&long_spec("live-through-the-restart"))
+        .await;
+    let before = server
+        .wait_for(&live, "the first run trained", |r| {
+            r["state"] == "running" && samples(r) > 0
+        })
+        .await;
+
+    // The submission is durable before its launch: it is answered as created, and
+    // the restarted executor finds the run in the journal's queue.
+    let waiting = server.submit_ok(&quick_spec("waiting-behind-it")).await;
+    let counts = server.wait_for_restart("local").await;
+    assert_only_restart(&counts, "local");
+    server
+        .wait_for(&live, "the live run kept training", |r| {
+            r["state"] == "running" && samples(r) > samples(&before)
+        })
+        .await;
+    let runs = server.get("/api/v1/runs").await;
+    assert_eq!(runs.as_array().expect("runs").len(), 2, "{runs}");
+    let queued = server.run(&waiting).await;
+    assert_eq!(
+        queued["state"], "queued",
+        "the restarted executor knows the only slot is held: {queued}"
+    );
+    assert_eq!(server.run(&live).await["attempt"], 1);
+
+    // It knows which slot the live run is on: the cancel reaches it, and the freed
+    // slot goes to the run it rebuilt its queue with.
+    server.cancel(&live).await;
+    server
+        .wait_for(&live, "the live run was cancelled", |r| {
+            r["state"] == "cancelled"
+        })
+        .await;
+    let done = server
+        .wait_for(&waiting, "the queued run completed", |r| {
+            r["state"] == "completed"
+        })
+        .await;
+    assert_eq!(done["attempt"], 1);
+    let history = server.event_types(&live).await;
+    let count = |kind: &str| history.iter().filter(|t| *t == kind).count();
+    assert_eq!(
+        (
+            count("SlotClaimed"),
+            count("RunStarted"),
+            count("RunRequeued")
+        ),
+        (1, 1, 0),
+        "{history:?}"
+    );
+    let waited = server.event_types(&waiting).await;
+    assert_eq!(
+        waited.iter().filter(|t| *t == "SlotClaimed").count(),
+        1,
+        "one claim of the rebuilt queue's run: {waited:?}"
     );
     server.assert_settled().await;
 }
