@@ -52,11 +52,18 @@ pub const CHANNEL_CHUNKS: usize = 1;
 /// buffer's memory while the stream lasts: small chunks through a short channel keep
 /// it small however long the history a client catches up on.
 const CHUNK_BYTES: usize = 1024;
+/// Once a stream has caught up with the journal, its chunks hold up to this many
+/// bytes: a burst of live records reaches the connection in one chunk per gap rather
+/// than one per [`CHUNK_BYTES`] (each a wakeup of the connection and a write of its
+/// own), at the cost of a write buffer of this size in a connection that saw one.
+const LIVE_CHUNK_BYTES: usize = 64 * 1024;
 /// The shortest time between two catch-ups of one stream. News after a quiet spell
 /// goes out at once; a burst of appends goes out in one write per stream per gap,
-/// not one per append: measured with a thousand streams open, 300 sequential submits
-/// took 4.5–6.3 times as long as with none without the gap, 3.1–3.3 times with it.
-const BURST_GAP: Duration = Duration::from_millis(20);
+/// not one per append. Measured with a thousand streams open (`benches/streams.rs`,
+/// 2-core VM): 300 sequential submits took 5.3 times as long as with none with 1 KiB
+/// chunks and a 20 ms gap, 3.1 with live chunks of 16 KiB, 1.85–1.89 with 64 KiB and
+/// this gap (a 250 ms gap gained nothing more: 1.55–2.54).
+const BURST_GAP: Duration = Duration::from_millis(100);
 /// Shortest `?every=`.
 const EVERY_MIN: Duration = Duration::from_millis(50);
 /// Longest `?every=`.
@@ -455,6 +462,9 @@ struct Feed {
     tx: slot::Sender,
     /// The last sample sent of each run (live runs only; pruned every tick).
     sent: Sent,
+    /// How many bytes a chunk gathers before it is sent: [`CHUNK_BYTES`] while the
+    /// stream catches up on history, [`LIVE_CHUNK_BYTES`] once it has.
+    chunk_bytes: usize,
 }
 
 impl Feed {
@@ -558,7 +568,7 @@ impl Feed {
                         ended |= self.filter.until_end;
                     }
                     chunk.push(record.frame(encode_record));
-                    if chunk.len() >= CHUNK_BYTES {
+                    if chunk.len() >= self.chunk_bytes {
                         full.push((chunk.take(), seq));
                     }
                 }
@@ -669,6 +679,7 @@ async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sende
         cursor,
         tx,
         sent: Sent::default(),
+        chunk_bytes: CHUNK_BYTES,
     };
     let end = run_feed(&mut feed).await;
     let Feed { tx, cursor, .. } = feed;
@@ -716,6 +727,7 @@ async fn run_feed(feed: &mut Feed) -> End {
         if let Err(end) = Box::pin(feed.catch_up()).await {
             return end;
         }
+        feed.chunk_bytes = LIVE_CHUNK_BYTES;
         let caught_up = tokio::time::Instant::now();
         let closed = feed.tx.closed();
         tokio::select! {
