@@ -65,7 +65,7 @@ impl InFlight {
         async move { answer.await.unwrap_or(Err(MailboxError::Closed)) }
     }
 
-    /// Resolves once no append is outstanding (or after [`SETTLE_LIMIT`]).
+    /// Resolves once no append is outstanding (or after 30 s, when it warns).
     pub fn settled(&self) -> impl std::future::Future<Output = ()> + 'static {
         let mut count = self.count.subscribe();
         async move {
