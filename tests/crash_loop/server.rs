@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 
-/// The binary under test.
-pub const BIN: &str = env!("CARGO_BIN_EXE_runyard");
+/// The binary under test: this build's, or the one `RUNYARD_LOOP_BIN` names, so the
+/// loop can be run against another build (an older commit, to see what it loses).
+pub fn bin() -> PathBuf {
+    std::env::var_os("RUNYARD_LOOP_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_runyard")),
+        PathBuf::from,
+    )
+}
 
 /// How often a wait re-checks its condition.
 const POLL: Duration = Duration::from_millis(10);
@@ -30,7 +36,7 @@ impl Server {
     /// Starts `runyard serve` on a free port; its log goes to `log`.
     pub fn spawn(data_dir: &Path, log: PathBuf, snapshot_every: u64) -> Result<Self> {
         let stderr = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin());
         // Only the settings below: nothing from the caller's environment changes the
         // server under test.
         for (key, _) in std::env::vars_os() {
@@ -168,7 +174,7 @@ impl Drop for Server {
 
 /// Runs a `runyard journal ...` command on a data directory no server uses.
 fn journal(args: &[&str], data_dir: &Path) -> Result<String> {
-    let output = Command::new(BIN)
+    let output = Command::new(bin())
         .arg("journal")
         .args(args)
         .arg("--data-dir")
