@@ -375,14 +375,6 @@ impl Trees {
             blobs_synced: Mutex::new(HashMap::new()),
             db,
         };
-        let dropped = trees.drop_uncommitted()?;
-        if dropped > 0 {
-            tracing::warn!(
-                dir = %dir.display(),
-                records = dropped,
-                "the journal's last batch was cut short before it was acknowledged; its records are removed"
-            );
-        }
         // A new database's files and directories are durable before anything is
         // written to them (sled syncs neither its `conf` nor the directories).
         trees.sync(dir).map_err(|(_, e)| sled::Error::Io(e))?;
@@ -413,11 +405,47 @@ impl Trees {
         Ok(Some(Seq::from_be_bytes(bytes)))
     }
 
-    /// Removes the records past the commit mark (a batch a crash cut short, never
-    /// acknowledged), their index entries first, and says how many there were. The
-    /// caller syncs.
-    fn drop_uncommitted(&self) -> Result<usize, sled::Error> {
-        let Some(committed) = self.committed()? else {
+    /// Removes a batch a crash cut short (records past the commit mark, never
+    /// acknowledged) and makes the removal durable, given how far the watermark says
+    /// the log was synced (`None` when it cannot say).
+    ///
+    /// The watermark is written only once a batch, its mark included, is on stable
+    /// storage, so a whole log's mark is never behind it. A mark behind it means the
+    /// file is damaged and sled's recovery stopped inside an acknowledged batch: its
+    /// records that could be read are kept, for [`EventLog::check_reach`] to name and
+    /// for `--repair` to keep, rather than removed as if never acknowledged.
+    fn drop_torn_batch(&self, dir: &Path, synced: Option<Seq>) -> Result<(), StoreError> {
+        let sled_err = |source| StoreError::Sled {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let committed = self.committed().map_err(sled_err)?;
+        if committed
+            .zip(synced)
+            .is_some_and(|(mark, synced)| mark < synced)
+        {
+            return Ok(());
+        }
+        let dropped = self.drop_uncommitted(committed).map_err(sled_err)?;
+        if dropped > 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                records = dropped,
+                "the journal's last batch was cut short before it was acknowledged; its records are removed"
+            );
+            self.sync(dir).map_err(|(file, source)| StoreError::Sync {
+                dir: dir.to_path_buf(),
+                file,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Removes the records past the commit mark `committed`, their index entries
+    /// first, and says how many there were. The caller syncs.
+    fn drop_uncommitted(&self, committed: Option<Seq>) -> Result<usize, sled::Error> {
+        let Some(committed) = committed else {
             return Ok(0);
         };
         let mut torn = Vec::new();
@@ -556,6 +584,7 @@ impl EventLog {
         };
         let (watermark, read) =
             Watermark::open(dir).map_err(|e| sync_err(dir.join(WATERMARK_FILE), e))?;
+        trees.drop_torn_batch(dir, read.clone().ok().flatten())?;
         let log = Self {
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
@@ -643,6 +672,16 @@ impl EventLog {
     /// not be read was moved aside: the watermark becomes the last sequence number.
     pub fn accept_reach(&self) -> Result<(), StoreError> {
         let last = self.last_seq()?;
+        // The records read past the last whole batch's mark were acknowledged (the
+        // damage cut their batch, not a crash): the mark moves to them, so the next
+        // open keeps them.
+        let t = self.trees()?;
+        if t.committed().map_err(|e| self.sled_err(e))? < Some(last) {
+            t.meta
+                .insert(COMMITTED_KEY, &last.to_be_bytes())
+                .map_err(|e| self.sled_err(e))?;
+            self.sync(&t)?;
+        }
         self.set_watermark(last, false)?;
         self.remove_copy(AS_FOUND_COPY);
         Ok(())
@@ -728,6 +767,7 @@ impl EventLog {
         drop(slot.take());
         let trees =
             Trees::open_patiently(&self.shared.dir, patience).map_err(|e| self.sled_err(e))?;
+        trees.drop_torn_batch(&self.shared.dir, self.watermark())?;
         *slot = Some(Arc::new(trees));
         Ok(())
     }
@@ -1172,6 +1212,46 @@ mod tests {
                 .expect("insert an index entry");
         }
         t.db.flush().expect("flush");
+    }
+
+    #[test]
+    fn records_of_an_acknowledged_batch_that_damage_cut_are_kept_and_repair_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EventLog::open(dir.path()).expect("open");
+        let (a, b) = (RunId::new(), RunId::new());
+        log.append(
+            1,
+            &[
+                Envelope::now(a, Event::CancelRequested),
+                Envelope::now(b, Event::CancelRequested),
+            ],
+        )
+        .expect("append");
+        // What sled recovers when a damaged message inside the next batch (records 3
+        // and 4, synced and acknowledged) ends its recovery: record 3, no mark for it.
+        let cut = [Envelope::now(a, Event::SlotClaimed { slot: SlotId(0) })];
+        let bytes: Vec<_> = cut.iter().map(codec::encode).collect();
+        write_torn_batch(&log, 3, &bytes, &[a], 1);
+        log.advance_watermark(4)
+            .expect("the watermark of the acknowledged batch");
+        drop(log);
+
+        let log = EventLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.last_seq().expect("last"), 3, "record 3 was kept");
+        let err = log.check_reach().expect_err("short").to_string();
+        assert!(
+            err.contains("ends at record 3") && err.contains("through 4"),
+            "{err}"
+        );
+        log.accept_reach().expect("repair takes the log as it is");
+        drop(log);
+        let log = EventLog::open(dir.path()).expect("reopen after the repair");
+        assert_eq!(
+            log.last_seq().expect("last"),
+            3,
+            "the repair kept record 3 for later opens"
+        );
+        log.check_reach().expect("reach");
     }
 
     #[test]

@@ -153,17 +153,19 @@ async fn a_corrupt_record_stops_the_start_and_repair_moves_only_the_tail_aside()
     again.kill();
 }
 
-/// Three runs, each submitted then cancelled in a batch of its own (records 1 to 6),
-/// the second one named `name`.
-fn write_batches(data_dir: &Path, name: &str) -> Vec<RunId> {
+/// A text found in record `seq` of [`write_batches`]'s journal and in no other.
+fn marker(seq: u64) -> String {
+    format!("only-in-record-{seq}")
+}
+
+/// Three runs, each submitted then cancelled in a batch of its own (records 1 to 6);
+/// record `seq` holds [`marker`]`(seq)` (a run's name, a cancel's reason).
+fn write_batches(data_dir: &Path) -> Vec<RunId> {
     let log = EventLog::open(&data_dir.join("journal")).expect("journal");
     let runs: Vec<RunId> = (0..3).map(|_| RunId::new()).collect();
     for (i, run) in runs.iter().enumerate() {
-        let name = if i == 1 {
-            name.to_string()
-        } else {
-            format!("r{i}")
-        };
+        let first = i as u64 * 2 + 1;
+        let name = marker(first);
         let records = [
             Envelope::now(
                 *run,
@@ -176,31 +178,38 @@ fn write_batches(data_dir: &Path, name: &str) -> Vec<RunId> {
             Envelope::now(
                 *run,
                 Event::RunCancelled {
-                    reason: "test".into(),
+                    reason: marker(first + 1),
                 },
             ),
         ];
-        log.append(i as u64 * 2 + 1, &records).expect("append");
+        log.append(first, &records).expect("append");
     }
     runs
+}
+
+/// Flips one byte of record `seq` inside sled's own log file, as a bad disk would;
+/// returns the damaged file's bytes.
+fn flip_in_log_file(data_dir: &Path, seq: u64) -> Vec<u8> {
+    let db = data_dir.join("journal/db");
+    let mut bytes = std::fs::read(&db).expect("sled's log file");
+    let marker = marker(seq);
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+        .unwrap_or_else(|| panic!("record {seq}'s marker is in the log file"));
+    bytes[at + 3] ^= 0x20;
+    std::fs::write(&db, &bytes).expect("write the damaged file");
+    bytes
 }
 
 #[actix_web::test]
 async fn a_flipped_byte_in_the_log_file_stops_the_start_naming_how_far_it_reached() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
-    let marker = "second-of-three-runs";
-    let runs = write_batches(&data_dir, marker);
+    let runs = write_batches(&data_dir);
     // One byte flipped inside the second run's records in sled's own file, as a bad
     // disk would: sled's recovery ends at that message and drops every later one.
-    let db = data_dir.join("journal/db");
-    let mut bytes = std::fs::read(&db).expect("sled's log file");
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker.as_bytes())
-        .expect("the second run's name is in the log file");
-    bytes[at + 3] ^= 0x20;
-    std::fs::write(&db, &bytes).expect("write the damaged file");
+    let bytes = flip_in_log_file(&data_dir, 3);
 
     // The start is refused in one line with both sequence numbers.
     let (ok, _, stderr) = runyard(&["serve", "--bind", "127.0.0.1:0"], &data_dir);
@@ -280,4 +289,50 @@ async fn a_flipped_byte_in_the_log_file_stops_the_start_naming_how_far_it_reache
     let again = Server::start(&data_dir, "again.log");
     wait_ready(&client, &again.address).await;
     again.kill();
+}
+
+/// Whichever record a flipped byte lands in, the first or the last included, the
+/// start is refused naming how far the log reached and how far it was synced, and
+/// `journal verify` says the same.
+#[test]
+fn a_flipped_byte_in_any_record_stops_the_start_naming_both_numbers() {
+    for seq in 1..=6u64 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().join("data");
+        write_batches(&data_dir);
+        flip_in_log_file(&data_dir, seq);
+
+        let (ok, _, stderr) = runyard(&["serve", "--bind", "127.0.0.1:0"], &data_dir);
+        assert!(!ok, "record {seq} damaged: the server started");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "record {seq} damaged: {stderr}"
+        );
+        // The log ends before the damaged record (where depends on the batch it was
+        // in); the watermark says all six were synced.
+        let ends_at: u64 = stderr
+            .split("ends at record ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("record {seq} damaged: no `ends at record N,` in: {stderr}"));
+        assert!(ends_at < seq, "record {seq} damaged: {stderr}");
+        let expected = [
+            format!("ends at record {ends_at},"),
+            "through 6 were synced".to_string(),
+        ];
+        assert!(
+            stderr.contains(&expected[1]),
+            "record {seq} damaged: {stderr}"
+        );
+        let (ok, stdout, _) = runyard(&["journal", "verify"], &data_dir);
+        assert!(!ok, "record {seq} damaged: verify passed: {stdout}");
+        for text in &expected {
+            assert!(
+                stdout.contains(text.as_str()),
+                "record {seq} damaged: `{text}` not in verify's: {stdout}"
+            );
+        }
+    }
 }
