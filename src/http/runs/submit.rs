@@ -1,0 +1,509 @@
+//! `POST /api/v1/runs`: reads a spec as JSON, YAML or TOML, checks it (and the data it
+//! names), and submits it, answering once `RunSubmitted` is durable; a spec a run
+//! already has is answered as `on_duplicate` says.
+
+use actix_web::http::header;
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::{read_body, run_response, RunView};
+use crate::actors::dispatcher::SubmitRun;
+use crate::domain::{RunId, RunSpec};
+use crate::http::error::{Problem, PROBLEM};
+use crate::http::{auth, idempotency, ApiError, AppState, ErrorCode};
+
+/// A format a run spec can be sent in, chosen by the request's `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// `application/json` (or any `+json` type); also what a body without a
+    /// `Content-Type` is read as.
+    Json,
+    /// `application/yaml`, `application/x-yaml`, `text/yaml` (or any `+yaml` type).
+    Yaml,
+    /// `application/toml`.
+    Toml,
+}
+
+/// The media types `POST /api/v1/runs` accepts, as its `415` names them.
+pub const ACCEPTED_SPEC_TYPES: &str =
+    "application/json, application/yaml (or application/x-yaml, text/yaml) or application/toml";
+
+impl SpecFormat {
+    /// The format a `Content-Type` value names (parameters such as `charset` are
+    /// ignored), or `None` when it is not one runyard reads.
+    pub fn from_content_type(value: &str) -> Option<Self> {
+        let mime = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match mime.as_str() {
+            "application/json" => Some(SpecFormat::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
+                Some(SpecFormat::Yaml)
+            }
+            "application/toml" => Some(SpecFormat::Toml),
+            m if m.ends_with("+json") => Some(SpecFormat::Json),
+            m if m.ends_with("+yaml") => Some(SpecFormat::Yaml),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SpecFormat::Json => "JSON",
+            SpecFormat::Yaml => "YAML",
+            SpecFormat::Toml => "TOML",
+        }
+    }
+}
+
+/// Parses and checks a run spec sent as `format`. A body that is not a document of
+/// that format is a `400 malformed_body` naming the line and column; a document that
+/// is not a valid spec is a `422 invalid_spec` naming the field.
+pub fn parse_spec_as(format: SpecFormat, body: &[u8]) -> Result<RunSpec, ApiError> {
+    let text = match format {
+        SpecFormat::Json => return parse_spec(body),
+        SpecFormat::Yaml | SpecFormat::Toml => std::str::from_utf8(body).map_err(|e| {
+            let (line, column) = line_column(body, e.valid_up_to());
+            ApiError::new(
+                ErrorCode::MalformedBody,
+                format!(
+                    "body is not valid {}: line {line} column {column}: not UTF-8 (byte {})",
+                    format.name(),
+                    e.valid_up_to()
+                ),
+            )
+        })?,
+    };
+    let malformed = |message: String| {
+        ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("body is not valid {}: {message}", format.name()),
+        )
+    };
+    // Read into a JSON tree first: the document's own errors keep their position, and
+    // the spec is then read exactly as a JSON body is (same rules, same field paths).
+    let tree: serde_json::Value = match format {
+        SpecFormat::Yaml => serde_saphyr::from_str(text).map_err(|e| {
+            let message = e.without_snippet().to_string();
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            malformed(one_line(message))
+        })?,
+        _ => toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |span| span.start.min(text.len()));
+            let (line, column) = line_column(text.as_bytes(), at);
+            malformed(format!(
+                "line {line} column {column}: {}",
+                one_line(e.message())
+            ))
+        })?,
+    };
+    let spec: RunSpec = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::new(
+            ErrorCode::InvalidSpec,
+            join_path(&path, &e.into_inner().to_string()),
+        )
+    })?;
+    spec.validate()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))?;
+    Ok(spec)
+}
+
+/// 1-based line and column (in characters) of byte offset `at` of `text`.
+fn line_column(text: &[u8], at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, column)
+}
+
+/// A multi-line parser message on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Parses and checks a JSON run spec; the error names the field at fault.
+pub fn parse_spec(body: &[u8]) -> Result<RunSpec, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let spec: RunSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::new(ErrorCode::InvalidSpec, join_path(&path, &inner.to_string()))
+            }
+            _ => ApiError::new(
+                ErrorCode::MalformedBody,
+                format!("body is not valid JSON: {inner}"),
+            ),
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            ErrorCode::MalformedBody,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    spec.validate()
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))?;
+    Ok(spec)
+}
+
+/// Joins the path serde stopped at with a message that may start with a path inside a
+/// tagged object (`model` + `hidden[0]: invalid type ...`).
+fn join_path(path: &str, message: &str) -> String {
+    // serde reports the position as "line L column C"; it means nothing to a caller who
+    // sent a valid document, so only the path is kept.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if path == "." || path.is_empty() {
+        return message.to_string();
+    }
+    match message.split_once(": ") {
+        Some((inner, rest)) if !inner.contains(' ') && !inner.contains('`') => {
+            let sep = if inner.starts_with('[') { "" } else { "." };
+            format!("{path}{sep}{inner}: {rest}")
+        }
+        _ => format!("{path}: {message}"),
+    }
+}
+
+/// Loads the data a spec names (off the async threads) and checks the rules that
+/// need its shape, so a wrong path, column or shape is a `422` now rather than a
+/// failed run later.
+async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
+    let Ok((model, data)) = spec.training_parts() else {
+        // A command run: no data of the server's to check.
+        return Ok(spec);
+    };
+    let script = matches!(model, crate::domain::spec::ModelSpec::Torchscript(_));
+    if data.declared_samples().is_some() && !script {
+        return Ok(spec);
+    }
+    let roots = state.roots.clone();
+    web::block(move || {
+        let (train, _) = crate::train::data::load_run(&spec, &roots)?;
+        spec.validate_shape(&train.shape())?;
+        if script {
+            // Load the module once on the CPU: a wrong file or shape is a 422 now.
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let (model, _) = spec.training_parts()?;
+            crate::train::model::Net::build(
+                &vs.root(),
+                model,
+                train.feature_count(),
+                train.outputs,
+                spec.seed,
+                &roots,
+            )?;
+        }
+        Ok::<_, crate::domain::SpecError>(spec)
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+    .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))
+}
+
+/// `POST /api/v1/runs`: answers `201` once `RunSubmitted` is durable, or `200` with the
+/// existing run when the same spec was submitted before.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs",
+    tag = "runs",
+    operation_id = "submit_run",
+    summary = "Submit a run",
+    description = "Reads a run spec as JSON, YAML or TOML, as its `Content-Type` says (a body \
+        without one is read as JSON, and so is any `+json` type; any `+yaml` type is YAML), \
+        checks it, and answers `201` with the run once `RunSubmitted` is durable. A spec whose \
+        digest a run already has is answered as `on_duplicate` says.",
+    params(
+        (
+            "on_duplicate" = Option<OnDuplicate>,
+            Query,
+            description = "What a spec whose digest a run already has does: `return_existing` \
+                (the default: `200` with the newest such run), `rerun` (`201` with a new run) or \
+                `reject` (`409 duplicate`). Empty counts as absent."
+        ),
+        (
+            "Idempotency-Key" = Option<String>,
+            Header,
+            nullable = false,
+            description = "Makes the request safe to retry: 1 to 255 visible ASCII characters. \
+                A retry with the same key, method, path, query, content type and body within 24 \
+                hours gets the first answer again (unless it was a `5xx`), with \
+                `Idempotent-Replayed: true`, without doing the work twice."
+        ),
+        (
+            "traceparent" = Option<String>,
+            Header,
+            nullable = false,
+            description = "W3C trace context of the caller. When the server exports traces, \
+                the new run's trace (root span `run`) becomes a child of this span, in the \
+                caller's trace; without it (or when it is not sampled), the run gets a trace of \
+                its own. The run's `trace_id` says which.",
+            example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ),
+    ),
+    request_body(
+        description = "The run spec. The same document is accepted as JSON, YAML or TOML.",
+        content(
+            (RunSpec = "application/json"),
+            (RunSpec = "application/yaml"),
+            (RunSpec = "application/x-yaml"),
+            (RunSpec = "text/yaml"),
+            (RunSpec = "application/toml"),
+        ),
+    ),
+    responses(
+        (
+            status = 201,
+            description = "The new run, once `RunSubmitted` is durable.",
+            body = RunView,
+            headers(
+                ("Location" = String, description = "The run's URL, `/api/v1/runs/{id}`."),
+                ("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."),
+            )
+        ),
+        (
+            status = 200,
+            description = "A run with the same spec digest exists and `on_duplicate` is \
+                `return_existing`: the newest such run.",
+            body = RunView,
+            headers(
+                ("Location" = String, description = "The run's URL, `/api/v1/runs/{id}`."),
+                ("Idempotent-Replayed" = String, description = "`true` on an answer replayed for a retried `Idempotency-Key`."),
+            )
+        ),
+        (status = 400, description = "`malformed_body`: the body is not a well-formed document of its media type (names the line and column); `invalid_query`: an unknown parameter or `on_duplicate` value; `invalid_header`: a malformed `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`duplicate`: `on_duplicate=reject` and a run with the same spec digest exists (named); `idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`body_too_large`: the body is larger than `server.max_body_bytes` (named).", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: the `Content-Type` is not accepted (those that are are named).", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`commands_disabled`: a `command` run, and the server does not accept them (`runyard serve --allow-commands`). With tokens configured, a `command` run also needs an `admin` token (`forbidden` otherwise).", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_spec`: the spec breaks a rule, has an unknown field, or names data that cannot be read (names the field); `executor_disabled`: an `\"executor\": \"slurm\"` run, and the server has no Slurm executor enabled.", body = Problem, content_type = PROBLEM),
+        (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub async fn submit(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<SubmitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let on_duplicate = OnDuplicate::parse(query.on_duplicate.as_deref())?;
+    let format = match req.headers().get(header::CONTENT_TYPE) {
+        None => SpecFormat::Json,
+        Some(content_type) => {
+            let value = String::from_utf8_lossy(content_type.as_bytes());
+            SpecFormat::from_content_type(&value).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("content type `{value}` is not accepted; send {ACCEPTED_SPEC_TYPES}"),
+                )
+            })?
+        }
+    };
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // Whoever may submit may run a command only where the server allows it, and, with
+    // tokens configured, only with an admin token.
+    let admin_missing = !state.tokens.is_empty()
+        && req
+            .extensions()
+            .get::<auth::Caller>()
+            .is_none_or(|caller| caller.role < auth::Role::Admin);
+    let command_gate = CommandGate {
+        allowed: state.allow_commands,
+        admin_missing,
+    };
+    // Picked before the guard, so a replayed answer costs no trace.
+    let trace = state
+        .traces
+        .as_ref()
+        .map(|traces| traces.assign(crate::http::traces::sampled_caller(req.headers()).as_ref()));
+    idempotency::guard(&req, &state, &body, || {
+        submit_spec(&state, format, on_duplicate, &body, trace, command_gate)
+    })
+    .await
+}
+
+/// Whether a command run may be submitted by this request.
+#[derive(Debug, Clone, Copy)]
+struct CommandGate {
+    /// `runs.allow_commands`.
+    allowed: bool,
+    /// Tokens are configured and the caller's is not an admin one.
+    admin_missing: bool,
+}
+
+impl CommandGate {
+    fn check(self) -> Result<(), ApiError> {
+        if !self.allowed {
+            return Err(ApiError::new(
+                ErrorCode::CommandsDisabled,
+                "command runs execute programs on the server and this server does not accept \
+                 them: start it with `runyard serve --allow-commands` or set \
+                 `runs.allow_commands = true` (RUNYARD__RUNS__ALLOW_COMMANDS=true)",
+            ));
+        }
+        if self.admin_missing {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "command runs need a token of role `admin`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The work of `POST /api/v1/runs` once its body is read.
+async fn submit_spec(
+    state: &AppState,
+    format: SpecFormat,
+    on_duplicate: OnDuplicate,
+    body: &[u8],
+    trace: Option<crate::domain::Event>,
+    command_gate: CommandGate,
+) -> Result<HttpResponse, ApiError> {
+    let spec = parse_spec_as(format, body)?;
+    if spec.kind == crate::domain::spec::RunKind::Command {
+        command_gate.check()?;
+    }
+    if !spec.executor.is_local() && state.actors.slurm.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::ExecutorDisabled,
+            "executor: this server does not run Slurm jobs: enable them with \
+             `[executors.slurm] enabled = true` and a `shared_dir` \
+             (RUNYARD__EXECUTORS__SLURM__ENABLED=true, RUNYARD__EXECUTORS__SLURM__SHARED_DIR=...)",
+        ));
+    }
+    let available = state.actors.slots.len();
+    if spec.slots as usize > available {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSpec,
+            format!(
+                "slots: the run needs {} slots together, this server has {available}",
+                spec.slots
+            ),
+        ));
+    }
+    let spec = check_data(state, spec).await?;
+    let submitted = state
+        .actors
+        .dispatcher
+        .send(SubmitRun {
+            run_id: RunId::new(),
+            spec,
+            rerun: on_duplicate == OnDuplicate::Rerun,
+            trace,
+        })
+        .await??;
+    if !submitted.created && on_duplicate == OnDuplicate::Reject {
+        wait_durable(state, submitted.run_id).await?;
+        return Err(ApiError::new(
+            ErrorCode::Duplicate,
+            format!(
+                "run {} has the same spec (digest); submit with on_duplicate=rerun for a new run, \
+                 or on_duplicate=return_existing to be answered with that run",
+                submitted.run_id
+            ),
+        ));
+    }
+    let mut response = if submitted.created {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    response.insert_header((
+        header::LOCATION,
+        format!("/api/v1/runs/{}", submitted.run_id),
+    ));
+    if !submitted.created {
+        wait_durable(state, submitted.run_id).await?;
+    }
+    run_response(state, submitted.run_id, response)
+}
+
+/// Query of `POST /api/v1/runs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitQuery {
+    /// What a spec whose digest a run already has does: `return_existing` (the
+    /// default), `rerun` or `reject`.
+    on_duplicate: Option<String>,
+}
+
+/// What a submission of a spec that a run already has does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum OnDuplicate {
+    /// Answer `200` with the newest run of that digest.
+    ReturnExisting,
+    /// Make a new run all the same.
+    Rerun,
+    /// Answer `409 duplicate`, naming the existing run.
+    Reject,
+}
+
+impl OnDuplicate {
+    /// Reads the `on_duplicate` query parameter; absent or empty is `return_existing`.
+    pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        match raw.unwrap_or_default() {
+            "" | "return_existing" => Ok(OnDuplicate::ReturnExisting),
+            "rerun" => Ok(OnDuplicate::Rerun),
+            "reject" => Ok(OnDuplicate::Reject),
+            other => Err(ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("on_duplicate: `{other}` is not one of return_existing, rerun, reject"),
+            )),
+        }
+    }
+}
+
+/// Waits until run `id` is in the durable state. A duplicate can name a run whose own
+/// submission is accepted but still being flushed: it is answered only once that is
+/// on disk, so a client is never told of a run a crash could still take back.
+async fn wait_durable(state: &AppState, id: RunId) -> Result<(), ApiError> {
+    let reader = &state.actors.reader;
+    let mut tail = reader.subscribe();
+    let wait = async {
+        loop {
+            if reader.state().run(id).is_some() {
+                return Ok(());
+            }
+            if let Some(reason) = reader.health().degraded() {
+                return Err(reason);
+            }
+            if tail.changed().await.is_err() {
+                return Err("the journal stopped".to_string());
+            }
+        }
+    };
+    let unavailable = |why: String| {
+        ApiError::new(
+            ErrorCode::JournalUnavailable,
+            format!("the run {id} this spec duplicates is not durable: {why}; retry later"),
+        )
+    };
+    match tokio::time::timeout(DUPLICATE_WAIT, wait).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => Err(unavailable(why)),
+        Err(_) => Err(unavailable(format!(
+            "its submission was not flushed within {} s",
+            DUPLICATE_WAIT.as_secs()
+        ))),
+    }
+}
+
+/// How long a duplicate submission waits for the original to be durable.
+const DUPLICATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
