@@ -1,7 +1,10 @@
 //! The run spec: what a run trains, and the rules a spec must follow before it is
 //! accepted. The canonical form (every default filled in, fields in declaration
 //! order) is what the SHA-256 digest is computed over, so the same training asked
-//! for twice has the same digest.
+//! for twice has the same digest. Reading one from the bytes it was sent as (JSON,
+//! YAML or TOML) is [`parse`].
+
+pub mod parse;
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::actors::dispatcher::DispatchError;
 use crate::actors::journal::AppendError;
+use crate::domain::spec::parse::SpecParseError;
 
 /// The media type of every error answer.
 pub const PROBLEM: &str = "application/problem+json";
@@ -287,6 +288,15 @@ impl From<DispatchError> for ApiError {
                     format!("{e}; nothing was written, retry later"),
                 )
             }
+        }
+    }
+}
+
+impl From<SpecParseError> for ApiError {
+    fn from(e: SpecParseError) -> Self {
+        match e {
+            SpecParseError::Malformed(message) => ApiError::new(ErrorCode::MalformedBody, message),
+            SpecParseError::Invalid(message) => ApiError::new(ErrorCode::InvalidSpec, message),
         }
     }
 }
