@@ -1,9 +1,11 @@
 //! The training side: progress cells a training thread writes and the ticker reads,
 //! the cancel and pause flags, data sets, models, optimizers and schedules,
-//! checkpoints, and the training loop with its thread; and command runs: a child
+//! checkpoints, and the training loop with its thread; the check of a run's data and
+//! model at submission (`check`); and command runs: a child
 //! process per attempt (`command`), its progress protocol (`protocol`) and its
 //! rotated log files (`logfile`).
 
+pub mod check;
 pub mod checkpoint;
 pub mod command;
 pub mod control;

@@ -12,41 +12,19 @@ use crate::domain::spec::parse::{parse_spec_as, SpecFormat, ACCEPTED_SPEC_TYPES}
 use crate::domain::{RunId, RunSpec};
 use crate::http::error::{Problem, PROBLEM};
 use crate::http::{auth, idempotency, ApiError, AppState, ErrorCode};
+use crate::train::check;
 
-/// Loads the data a spec names (off the async threads) and checks the rules that
-/// need its shape, so a wrong path, column or shape is a `422` now rather than a
-/// failed run later.
+/// Checks the data and model a spec names ([`check::check_submission`]) off the async
+/// threads; a spec with nothing to check does not leave them.
 async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
-    let Ok((model, data)) = spec.training_parts() else {
-        // A command run: no data of the server's to check.
-        return Ok(spec);
-    };
-    let script = matches!(model, crate::domain::spec::ModelSpec::Torchscript(_));
-    if data.declared_samples().is_some() && !script {
+    if !check::needed(&spec) {
         return Ok(spec);
     }
     let roots = state.roots.clone();
-    web::block(move || {
-        let (train, _) = crate::train::data::load_run(&spec, &roots)?;
-        spec.validate_shape(&train.shape())?;
-        if script {
-            // Load the module once on the CPU: a wrong file or shape is a 422 now.
-            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-            let (model, _) = spec.training_parts()?;
-            crate::train::model::Net::build(
-                &vs.root(),
-                model,
-                train.feature_count(),
-                train.outputs,
-                spec.seed,
-                &roots,
-            )?;
-        }
-        Ok::<_, crate::domain::SpecError>(spec)
-    })
-    .await
-    .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
-    .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))
+    web::block(move || check::check_submission(spec, &roots))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| ApiError::new(ErrorCode::InvalidSpec, e.to_string()))
 }
 
 /// `POST /api/v1/runs`: answers `201` once `RunSubmitted` is durable, or `200` with the
