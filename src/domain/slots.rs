@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::event::Event;
 use super::ids::{RunId, Seq, SlotId};
 
 /// A slot held by a run.
@@ -71,6 +72,23 @@ impl SlotLedger {
     /// Records a release (after [`SlotLedger::check_release`]).
     pub fn release(&mut self, slot: SlotId) {
         self.held.remove(&slot);
+    }
+
+    /// Folds in the ledger's part of an event about `run_id` (a run the state knows),
+    /// sequence number `seq`: a claim holds the slot from then on; a release frees it
+    /// when that run holds it (a release by another, only possible in a hand-edited
+    /// journal, changes nothing). Only claims and releases move the ledger: a
+    /// `RunStarted` names a slot its run holds, and leaves it held.
+    pub fn apply(&mut self, run_id: RunId, seq: Seq, event: &Event) {
+        match event {
+            Event::SlotClaimed { slot } => self.claim(*slot, run_id, seq),
+            Event::SlotReleased { slot }
+                if self.holder(*slot).map(|h| h.run_id) == Some(run_id) =>
+            {
+                self.release(*slot)
+            }
+            _ => {}
+        }
     }
 
     /// The holder of a slot, if any.

@@ -1,5 +1,10 @@
 //! Runs' state as a pure fold over the journal: [`State::check`] decides whether an
 //! event may be appended, [`State::apply`] folds an appended event in and never fails.
+//! Each aggregate applies its own part of an event: a run its changes ([`Run::apply`],
+//! in `state/run.rs` with the run's lifecycle states), the slot ledger its claims and
+//! releases ([`SlotLedger::apply`]), and the state the journal's own events.
+
+mod run;
 
 use std::sync::Arc;
 
@@ -7,374 +12,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::event::{Envelope, Event, EventKind};
+pub use self::run::{
+    Artifact, CheckpointRef, CommandProcess, EpochSummary, FilesDeleted, ProtocolReport, Run,
+    RunResult, RunState, SlurmJob,
+};
+use super::event::{Envelope, Event};
 use super::ids::{RunId, Seq, SlotId};
 use super::slots::{LedgerError, SlotLedger};
-
-/// Where a run is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// Waiting for a slot.
-    Queued,
-    /// Holds a slot; the training thread is being started.
-    Starting,
-    /// The training thread is working.
-    Running,
-    /// A pause was asked for; the thread checkpoints at the next batch boundary.
-    Pausing,
-    /// Stopped with a checkpoint; resumes from it when asked.
-    Paused,
-    /// Every epoch finished.
-    Completed,
-    /// The run stopped with an error.
-    Failed,
-    /// The run was cancelled.
-    Cancelled,
-}
-
-impl RunState {
-    /// Every state, for exhaustive tests.
-    pub const ALL: [RunState; 8] = [
-        RunState::Queued,
-        RunState::Starting,
-        RunState::Running,
-        RunState::Pausing,
-        RunState::Paused,
-        RunState::Completed,
-        RunState::Failed,
-        RunState::Cancelled,
-    ];
-
-    /// Whether the run has ended for good.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunState::Completed | RunState::Failed | RunState::Cancelled
-        )
-    }
-
-    /// Whether the run holds (or is about to hold) a slot and a thread.
-    pub fn is_live(self) -> bool {
-        matches!(
-            self,
-            RunState::Starting | RunState::Running | RunState::Pausing
-        )
-    }
-
-    /// The name used in the API, e.g. `running`.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunState::Queued => "queued",
-            RunState::Starting => "starting",
-            RunState::Running => "running",
-            RunState::Pausing => "pausing",
-            RunState::Paused => "paused",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-
-    /// The state after an event of `kind`, or `None` when the transition is refused.
-    /// `None` as `from` means the run does not exist yet.
-    pub fn after(from: Option<RunState>, kind: EventKind) -> Option<RunState> {
-        use EventKind as K;
-        use RunState as S;
-        match (from, kind) {
-            (None, K::RunSubmitted) => Some(S::Queued),
-            (None, _) | (Some(_), K::RunSubmitted) => None,
-            // A run needing several slots claims them in one append, one event each.
-            (Some(S::Queued | S::Starting), K::SlotClaimed) => Some(S::Starting),
-            (Some(S::Starting), K::RunStarted) => Some(S::Running),
-            (Some(S::Running), K::ResumedFromCheckpoint) => Some(S::Running),
-            (
-                Some(s @ (S::Running | S::Pausing)),
-                K::EpochCompleted
-                | K::EpochEvaluated
-                | K::CheckpointSaved
-                | K::ArtifactSaved
-                | K::RunStalled
-                | K::StallEnded,
-            ) => Some(s),
-            (Some(S::Running | S::Pausing), K::RunCompleted) => Some(S::Completed),
-            (Some(S::Queued | S::Starting | S::Running | S::Pausing), K::RunFailed) => {
-                Some(S::Failed)
-            }
-            (Some(s @ (S::Queued | S::Starting | S::Running | S::Pausing)), K::CancelRequested) => {
-                Some(s)
-            }
-            (
-                Some(S::Queued | S::Starting | S::Running | S::Pausing | S::Paused),
-                K::RunCancelled,
-            ) => Some(S::Cancelled),
-            (Some(S::Starting | S::Running), K::RunRequeued) => Some(S::Queued),
-            (Some(S::Starting | S::Running | S::Pausing), K::RunRetryScheduled) => Some(S::Queued),
-            (Some(S::Running), K::PauseRequested) => Some(S::Pausing),
-            (Some(S::Queued | S::Pausing), K::RunPaused) => Some(S::Paused),
-            (Some(S::Paused), K::RunResumed) => Some(S::Queued),
-            // Only an ended run's files can go: a paused one resumes from them.
-            (Some(s), K::ArtifactsDeleted) if s.is_terminal() => Some(s),
-            // Releasing a slot never changes the state; the ledger decides if it fits.
-            (Some(s), K::SlotReleased) => Some(s),
-            // Which trace the run's spans go to is no lifecycle step.
-            (Some(s), K::TraceAssigned) => Some(s),
-            // A command run's process starts and ends within an attempt.
-            (Some(s @ (S::Running | S::Pausing)), K::CommandStarted | K::CommandExited) => Some(s),
-            // A Slurm run is queued by Slurm: its job is submitted while it is queued,
-            // and starts it running; a lost job queues it again.
-            (Some(S::Queued), K::SlurmJobSubmitted) => Some(S::Queued),
-            (Some(S::Queued | S::Running), K::SlurmJobStarted) => Some(S::Running),
-            (Some(S::Queued | S::Running), K::SlurmJobLost) => Some(S::Queued),
-            (Some(s), K::SlurmJobEnded | K::WorkerSynced) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// A Slurm run's newest job, as journaled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct SlurmJob {
-    /// Slurm's job id.
-    pub job_id: u64,
-    /// Which of the run's jobs it is (1 for the first).
-    pub job: u32,
-    /// The job's directory in the shared directory.
-    pub dir: String,
-    /// The node it runs on, once its worker started.
-    pub node: Option<String>,
-    /// Slurm's state for it once it ended (`COMPLETED`, `NODE_FAIL`, ...).
-    pub ended: Option<String>,
-    /// Jobs of the run the cluster lost (node failure, preemption), retried apart
-    /// from failures of the user's code.
-    pub lost: u32,
-    /// The worker's sequence number of the last fact journaled.
-    pub synced_seq: u64,
-}
-
-/// The summary of one finished epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct EpochSummary {
-    /// 1-based epoch number.
-    pub epoch: u32,
-    /// Mean training loss (`null` when it was not a number).
-    #[serde(with = "nan_as_null")]
-    pub train_loss: f64,
-    /// Training accuracy (`null` for regression runs, and command runs that report
-    /// none).
-    #[serde(with = "nan_as_null")]
-    pub train_accuracy: f64,
-    /// Wall time in milliseconds.
-    pub duration_ms: u64,
-    /// Validation loss, when the run has validation data.
-    pub val_loss: Option<f64>,
-    /// Validation accuracy (classification) or mean absolute error (regression).
-    pub val_metric: Option<f64>,
-}
-
-/// Everything known about one run, derived from its events.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Run {
-    /// The run's id.
-    pub id: RunId,
-    /// The spec's name.
-    pub name: String,
-    /// Lifecycle state.
-    pub state: RunState,
-    /// Hex SHA-256 of the canonical spec.
-    pub digest: String,
-    /// The canonical spec, kept as the JSON text it was journaled as: replay does not
-    /// build a tree of it for every run (readers parse it when they need it).
-    #[schema(value_type = crate::domain::spec::RunSpec)]
-    pub spec: Box<serde_json::value::RawValue>,
-    /// The task, from the spec.
-    pub task: crate::domain::spec::Task,
-    /// How many checkpoints the spec's keep policy leaves on disk.
-    pub keep: u32,
-    /// The spec's labels (metadata, not part of the digest).
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// Where the run trains (from the spec).
-    #[serde(default)]
-    pub executor: crate::domain::spec::Executor,
-    /// A Slurm run's newest job, once one was submitted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slurm: Option<SlurmJob>,
-    /// When `RunSubmitted` was recorded.
-    pub created_at: DateTime<Utc>,
-    /// When the last event about the run was recorded.
-    pub updated_at: DateTime<Utc>,
-    /// Number of attempts started so far.
-    pub attempt: u32,
-    /// The slot the run trains on, if it holds any (the first of `slots`).
-    pub slot: Option<SlotId>,
-    /// Every slot held now.
-    pub slots: Vec<SlotId>,
-    /// The device of the latest attempt.
-    pub device: Option<String>,
-    /// Queue priority from the spec (higher first).
-    pub priority: i32,
-    /// Retries scheduled after failed attempts.
-    pub retries: u32,
-    /// A retried run waits in the queue until this time.
-    pub not_before: Option<DateTime<Utc>>,
-    /// Whether the live run has made no progress for longer than its threshold.
-    pub stalled: bool,
-    /// Whether a cancel was asked for and not yet carried out.
-    pub cancel_requested: bool,
-    /// Finished epochs: those of the current attempt, and those before the checkpoint
-    /// it resumed from.
-    pub epochs: Vec<EpochSummary>,
-    /// The newest checkpoint: the next attempt resumes from it.
-    pub checkpoint: Option<CheckpointRef>,
-    /// Journaled checkpoints, oldest first (the newest 1,000); the API shows the ones
-    /// the keep policy leaves on disk.
-    #[serde(skip)]
-    pub checkpoints: Vec<CheckpointRef>,
-    /// Files the run produced, by name (still listed after they are deleted: the
-    /// history stays).
-    pub artifacts: Vec<Artifact>,
-    /// Set once the run's files were deleted; its artifacts and checkpoints cannot be
-    /// downloaded any more.
-    #[serde(default)]
-    pub files_deleted: Option<FilesDeleted>,
-    /// The OpenTelemetry trace id of the run's spans (32 hex digits), when traces
-    /// were on at its submission: what to search for in a trace viewer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
-    /// The process of the current attempt of a command run, from its
-    /// `CommandStarted` to its `CommandExited`: what a restarted server looks for to
-    /// end a command that outlived it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process: Option<CommandProcess>,
-    /// What the last ended attempt of a command run reported over its progress pipe
-    /// (journaled with `CommandExited`). Kept out of the run's JSON: the API shows it
-    /// as `protocol`, the live figures while the command runs.
-    #[serde(skip)]
-    pub protocol: Option<ProtocolReport>,
-    /// The final summary of a completed run.
-    pub result: Option<RunResult>,
-    /// Why the run failed or was cancelled.
-    pub error: Option<String>,
-    /// Sequence number of `RunSubmitted`.
-    #[schema(value_type = u64)]
-    pub submitted_seq: Seq,
-    /// Sequence number of the event that last put the run in the queue: the
-    /// dispatcher serves runs in this order.
-    #[schema(value_type = u64)]
-    pub queued_seq: Seq,
-    /// Sequence number of the last event about the run.
-    #[schema(value_type = u64)]
-    pub last_seq: Seq,
-}
-
-/// Most checkpoints remembered per run; `checkpoint.keep` is at most this.
-const MAX_CHECKPOINTS_REMEMBERED: usize = 1000;
-
-/// A journaled checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CheckpointRef {
-    /// Path relative to the data directory.
-    pub path: String,
-    /// Epochs fully done.
-    pub epoch: u32,
-    /// Batches done in the next epoch.
-    pub batch: u64,
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// Hex SHA-256 of the file.
-    pub sha256: String,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// Sequence number of its `CheckpointSaved` event.
-    #[schema(value_type = u64)]
-    pub seq: Seq,
-}
-
-/// A file a run produced.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Artifact {
-    /// Its name, e.g. `final.safetensors`.
-    pub name: String,
-    /// Path relative to the data directory.
-    pub path: String,
-    /// Hex SHA-256.
-    pub sha256: String,
-    /// Size in bytes.
-    pub bytes: u64,
-}
-
-/// A command run's process, as journaled by [`Event::CommandStarted`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct CommandProcess {
-    /// Process id.
-    pub pid: u32,
-    /// Process group id.
-    pub pgid: u32,
-    /// Start time in clock ticks after boot, to tell it from a recycled pid.
-    pub start_ticks: u64,
-    /// The attempt it belongs to.
-    pub attempt: u32,
-}
-
-/// What a command reported over its progress pipe (protocol v1): lines read, bad
-/// lines by kind with the last error, and the newest free-form metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProtocolReport {
-    /// Lines read, bad ones included (blank lines are not counted).
-    pub lines: u64,
-    /// Bad lines by kind: `not_json`, `not_object`, `bad_field`, `unknown_type`,
-    /// `too_long`, `too_fast`, `bad_checkpoint`, `metric_dropped`.
-    pub bad: std::collections::BTreeMap<String, u64>,
-    /// The error of the last bad line.
-    pub last_error: Option<String>,
-    /// The newest value of each free-form metric.
-    pub metrics: std::collections::BTreeMap<String, f64>,
-}
-
-/// When and what [`Event::ArtifactsDeleted`] removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FilesDeleted {
-    /// Sequence number of the event.
-    #[schema(value_type = u64)]
-    pub seq: Seq,
-    /// When it was recorded.
-    pub at: DateTime<Utc>,
-    /// Files removed.
-    pub files: u64,
-    /// Bytes removed.
-    pub bytes: u64,
-}
-
-/// The final figures of a completed run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct RunResult {
-    /// Training loss of the last epoch (`null` when it was not a number).
-    #[serde(with = "nan_as_null")]
-    pub train_loss: f64,
-    /// Training accuracy of the last epoch (`null` when there is none).
-    #[serde(with = "nan_as_null")]
-    pub train_accuracy: f64,
-}
-
-/// JSON has no NaN or infinity: such a figure is written `null` and read back as
-/// NaN, so a state holding one (regression runs have no accuracy) still makes a
-/// snapshot that decodes.
-mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
-        if value.is_finite() {
-            serializer.serialize_f64(*value)
-        } else {
-            serializer.serialize_none()
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
-    }
-}
 
 /// Why an event may not be appended.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -404,39 +48,6 @@ pub enum Rejection {
     /// The slot ledger does not allow the claim or release.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-}
-
-/// The few spec fields the fold needs, read without building the whole spec.
-#[derive(Deserialize, Default)]
-struct SpecHead {
-    #[serde(default)]
-    priority: i32,
-    #[serde(default)]
-    task: crate::domain::spec::Task,
-    #[serde(default)]
-    checkpoint: KeepHead,
-    #[serde(default)]
-    labels: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    executor: crate::domain::spec::Executor,
-}
-
-#[derive(Deserialize)]
-struct KeepHead {
-    #[serde(default = "default_keep")]
-    keep: u32,
-}
-
-impl Default for KeepHead {
-    fn default() -> Self {
-        Self {
-            keep: default_keep(),
-        }
-    }
-}
-
-fn default_keep() -> u32 {
-    3
 }
 
 #[derive(Serialize, Deserialize)]
@@ -597,311 +208,45 @@ impl State {
         }
     }
 
-    /// [`State::apply`] less the queue index.
+    /// [`State::apply`] less the queue index. The journal's own events are the
+    /// state's, a `RunSubmitted` makes a run, and any other event is its run's
+    /// ([`Run::apply`]) and the slot ledger's ([`SlotLedger::apply`]).
     fn fold(&mut self, seq: Seq, envelope: &Envelope) {
         self.last_seq = self.last_seq.max(seq);
         let run_id = envelope.run_id;
         let at = envelope.recorded_at();
-        if let Event::JournalRepaired {
-            from_seq,
-            to_seq,
-            reason,
-            file,
-        } = &envelope.event
-        {
-            self.repairs.push(JournalRepair {
+        match &envelope.event {
+            Event::JournalRepaired {
+                from_seq,
+                to_seq,
+                reason,
+                file,
+            } => self.repairs.push(JournalRepair {
                 seq,
                 at,
                 from_seq: *from_seq,
                 to_seq: *to_seq,
                 reason: reason.clone(),
                 file: file.clone(),
-            });
-            return;
-        }
-        if let Event::RunSubmitted { name, digest, spec } = &envelope.event {
-            if self.runs.contains_key(&run_id) {
-                return;
-            }
-            let head: SpecHead = serde_json::from_str(spec).unwrap_or_default();
-            let spec =
-                serde_json::value::RawValue::from_string(spec.clone()).unwrap_or_else(|_| {
-                    // Not JSON (only a hand-edited journal): shown as a string.
-                    let quoted = serde_json::to_string(spec).unwrap_or_else(|_| "null".into());
-                    serde_json::value::RawValue::from_string(quoted)
-                        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
-                });
-            let priority = head.priority;
-            // The newest run of a digest is the one a duplicate submission finds.
-            self.by_digest.insert(Arc::from(digest.as_str()), run_id);
-            self.order.push_back(run_id);
-            self.runs.insert(
-                run_id,
-                Arc::new(Run {
-                    id: run_id,
-                    name: name.clone(),
-                    state: RunState::Queued,
-                    digest: digest.clone(),
-                    spec,
-                    task: head.task,
-                    keep: head.checkpoint.keep,
-                    labels: head.labels,
-                    executor: head.executor,
-                    slurm: None,
-                    created_at: at,
-                    updated_at: at,
-                    attempt: 0,
-                    slot: None,
-                    slots: Vec::new(),
-                    device: None,
-                    priority,
-                    retries: 0,
-                    not_before: None,
-                    stalled: false,
-                    cancel_requested: false,
-                    epochs: Vec::new(),
-                    checkpoint: None,
-                    checkpoints: Vec::new(),
-                    artifacts: Vec::new(),
-                    files_deleted: None,
-                    trace_id: None,
-                    process: None,
-                    protocol: None,
-                    result: None,
-                    error: None,
-                    submitted_seq: seq,
-                    queued_seq: seq,
-                    last_seq: seq,
-                }),
-            );
-            return;
-        }
-        let Some(run) = self.runs.get_mut(&run_id).map(Arc::make_mut) else {
-            return;
-        };
-        if let Some(next) = RunState::after(Some(run.state), envelope.event.kind()) {
-            run.state = next;
-        }
-        run.updated_at = at;
-        run.last_seq = seq;
-        if !run.state.is_live() {
-            run.stalled = false;
-        }
-        match &envelope.event {
-            Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
-            Event::TraceAssigned { trace_id, .. } => run.trace_id = Some(trace_id.clone()),
-            Event::CommandStarted {
-                pid,
-                pgid,
-                start_ticks,
-            } => {
-                run.process = Some(CommandProcess {
-                    pid: *pid,
-                    pgid: *pgid,
-                    start_ticks: *start_ticks,
-                    attempt: run.attempt,
-                })
-            }
-            Event::CommandExited {
-                lines,
-                bad,
-                last_error,
-                metrics,
-                ..
-            } => {
-                run.process = None;
-                run.protocol = Some(ProtocolReport {
-                    lines: *lines,
-                    bad: bad.iter().cloned().collect(),
-                    last_error: last_error.clone(),
-                    metrics: metrics.iter().cloned().collect(),
-                });
-            }
-            Event::ArtifactsDeleted { files, bytes } => {
-                run.files_deleted = Some(FilesDeleted {
-                    seq,
-                    at,
-                    files: *files,
-                    bytes: *bytes,
-                });
-            }
-            Event::SlotClaimed { slot } => {
-                run.slots.push(*slot);
-                run.slot = run.slots.first().copied();
-                self.slots.claim(*slot, run_id, seq);
-            }
-            Event::RunStarted {
-                attempt, device, ..
-            } => {
-                run.attempt = *attempt;
-                run.device = Some(device.clone());
-                run.stalled = false;
-                run.process = None;
-                // An attempt resumes from the newest checkpoint: epochs after it are
-                // trained again.
-                let kept = run.checkpoint.as_ref().map_or(0, |c| c.epoch);
-                run.epochs.retain(|e| e.epoch <= kept);
-                run.error = None;
-            }
-            Event::EpochCompleted {
-                epoch,
-                train_loss,
-                train_accuracy,
-                duration_ms,
-            } => run.epochs.push(EpochSummary {
-                epoch: *epoch,
-                train_loss: *train_loss,
-                train_accuracy: *train_accuracy,
-                duration_ms: *duration_ms,
-                val_loss: None,
-                val_metric: None,
             }),
-            Event::EpochEvaluated {
-                epoch,
-                val_loss,
-                val_metric,
-            } => {
-                if let Some(summary) = run.epochs.iter_mut().rev().find(|e| e.epoch == *epoch) {
-                    summary.val_loss = Some(*val_loss);
-                    summary.val_metric = Some(*val_metric);
+            Event::RunSubmitted { name, digest, spec } => {
+                if self.runs.contains_key(&run_id) {
+                    return;
                 }
-            }
-            Event::RunCompleted {
-                train_loss,
-                train_accuracy,
-            } => {
-                run.result = Some(RunResult {
-                    train_loss: *train_loss,
-                    train_accuracy: *train_accuracy,
-                });
-                run.cancel_requested = false;
-            }
-            Event::RunFailed { reason } | Event::RunCancelled { reason } => {
-                run.error = Some(reason.clone());
-                run.cancel_requested = false;
-            }
-            Event::CancelRequested => run.cancel_requested = true,
-
-            Event::RunRequeued { .. } | Event::RunResumed => run.queued_seq = seq,
-            Event::RunRetryScheduled {
-                reason,
-                retry,
-                delay_ms,
-            } => {
-                run.queued_seq = seq;
-                run.retries = *retry;
-                run.error = Some(reason.clone());
-                run.not_before = Some(
-                    at + chrono::Duration::milliseconds(
-                        i64::try_from(*delay_ms).unwrap_or(i64::MAX / 2),
-                    ),
+                // The newest run of a digest is the one a duplicate submission finds.
+                self.by_digest.insert(Arc::from(digest.as_str()), run_id);
+                self.order.push_back(run_id);
+                self.runs.insert(
+                    run_id,
+                    Arc::new(Run::submitted(run_id, name, digest, spec, seq, at)),
                 );
             }
-            Event::CheckpointSaved {
-                path,
-                epoch,
-                batch,
-                step,
-                sha256,
-                bytes,
-            } => {
-                let checkpoint = CheckpointRef {
-                    path: path.clone(),
-                    epoch: *epoch,
-                    batch: *batch,
-                    step: *step,
-                    sha256: sha256.clone(),
-                    bytes: *bytes,
-                    seq,
+            event => {
+                let Some(run) = self.runs.get_mut(&run_id).map(Arc::make_mut) else {
+                    return;
                 };
-                run.checkpoint = Some(checkpoint.clone());
-                run.checkpoints.push(checkpoint);
-                if run.checkpoints.len() > MAX_CHECKPOINTS_REMEMBERED {
-                    run.checkpoints.remove(0);
-                }
-            }
-            Event::ArtifactSaved {
-                name,
-                path,
-                sha256,
-                bytes,
-            } => {
-                run.artifacts.retain(|a| a.name != *name);
-                run.artifacts.push(Artifact {
-                    name: name.clone(),
-                    path: path.clone(),
-                    sha256: sha256.clone(),
-                    bytes: *bytes,
-                });
-            }
-            Event::PauseRequested | Event::ResumedFromCheckpoint { .. } => {}
-            Event::RunStalled { .. } => run.stalled = true,
-            Event::StallEnded { .. } => run.stalled = false,
-            Event::SlurmJobSubmitted { job_id, job, dir } => {
-                let (lost, synced_seq) = run
-                    .slurm
-                    .as_ref()
-                    .map_or((0, 0), |j| (j.lost, j.synced_seq));
-                run.slurm = Some(SlurmJob {
-                    job_id: *job_id,
-                    job: *job,
-                    dir: dir.clone(),
-                    node: None,
-                    ended: None,
-                    lost,
-                    synced_seq,
-                });
-            }
-            Event::SlurmJobStarted {
-                attempt,
-                node,
-                device,
-                ..
-            } => {
-                run.attempt = *attempt;
-                run.device = Some(device.clone());
-                run.stalled = false;
-                let kept = run.checkpoint.as_ref().map_or(0, |c| c.epoch);
-                run.epochs.retain(|e| e.epoch <= kept);
-                run.error = None;
-                if let Some(job) = &mut run.slurm {
-                    job.node = Some(node.clone());
-                }
-            }
-            Event::SlurmJobEnded { state, .. } => {
-                if let Some(job) = &mut run.slurm {
-                    job.ended = Some(state.clone());
-                }
-            }
-            Event::SlurmJobLost {
-                reason,
-                lost,
-                delay_ms,
-                ..
-            } => {
-                run.queued_seq = seq;
-                run.error = Some(reason.clone());
-                run.not_before = Some(
-                    at + chrono::Duration::milliseconds(
-                        i64::try_from(*delay_ms).unwrap_or(i64::MAX / 2),
-                    ),
-                );
-                if let Some(job) = &mut run.slurm {
-                    job.lost = *lost;
-                }
-            }
-            Event::WorkerSynced { through_seq } => {
-                if let Some(job) = &mut run.slurm {
-                    job.synced_seq = *through_seq;
-                }
-            }
-            Event::RunPaused { reason } => run.error = Some(reason.clone()),
-            Event::SlotReleased { slot } => {
-                run.slots.retain(|s| s != slot);
-                run.slot = run.slots.first().copied();
-                if self.slots.holder(*slot).map(|h| h.run_id) == Some(run_id) {
-                    self.slots.release(*slot);
-                }
+                run.apply(seq, at, event);
+                self.slots.apply(run_id, seq, event);
             }
         }
     }
@@ -1113,6 +458,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::EventKind;
     use RunState as S;
 
     fn event_of(kind: EventKind, slot: SlotId) -> Event {
