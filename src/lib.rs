@@ -21,7 +21,11 @@
 //! which wire it all; [`cli`] on top, whose client commands see only the HTTP client.
 //!
 //! - [`domain`]: pure types and rules (run spec, events, state machine, slot ledger,
-//!   a run's progress, a command's output streams); no I/O.
+//!   a run's progress, a command's output streams); no I/O. Reading a spec sent as
+//!   JSON, YAML or TOML is `domain::spec::parse`; the fold (`domain::state`) gives
+//!   each aggregate its part of an event: a run its changes (`src/domain/state/run.rs`,
+//!   with its states), the slot ledger its claims and releases, the state the
+//!   journal's own events.
 //! - [`store`]: the sled event log (synced after sled's flush, with a watermark of how
 //!   far it reached; reopened after a failed write), its versioned record codec and the
 //!   golden bytes that pin it (`store::codec`), snapshots and replay,
@@ -44,12 +48,16 @@
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,
 //!   safetensors) under data roots, models (MLP, CNN, TorchScript), optimizers with
 //!   saveable state, learning-rate schedules, checkpoints, the training loop and its
-//!   thread; command runs (`train::command`: a child process per attempt, its
-//!   signals, and ending the commands a killed server left running), their progress
+//!   thread; the check of a run's data and model at submission (`train::check`, so a
+//!   wrong path or shape is a `422` rather than a failed run); command runs
+//!   (`train::command`: a child process per attempt, its signals, and ending the
+//!   commands a killed server left running), their progress
 //!   protocol v1 (`train::protocol`: the pipe's reader thread, into the same cells)
 //!   and their rotated stdout/stderr files (`train::logfile`).
-//! - [`http`]: the REST API (`http::state`: what every handler reaches; `http::bulk`:
-//!   large JSON answers that give the CPU back while they serialize), server-sent
+//! - [`http`]: the REST API (`http::runs`: one file per use case, `submit`, `list`,
+//!   `view`, `control`, `artifacts`, and what they share in its `mod.rs`;
+//!   `http::state`: what every handler reaches; `http::bulk`: large JSON answers
+//!   that give the CPU back while they serialize), server-sent
 //!   event streams (`http::stream::stats`: their shared counters), health checks,
 //!   errors (with the problem+json media type), the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),

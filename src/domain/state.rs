@@ -1,6 +1,6 @@
 //! Runs' state as a pure fold over the journal: [`State::check`] decides whether an
 //! event may be appended, [`State::apply`] folds an appended event in and never fails.
-//! Each aggregate applies its own part of an event: a run its changes ([`Run::apply`],
+//! Each aggregate applies its own part of an event: a run its changes (`Run::apply`,
 //! in `state/run.rs` with the run's lifecycle states), the slot ledger its claims and
 //! releases ([`SlotLedger::apply`]), and the state the journal's own events.
 
