@@ -4,8 +4,11 @@
 //! The journal holds 5,000 ended runs. The server's one slot is held by a command run
 //! that sleeps, so every run submitted here waits in the queue and nothing trains.
 //! One client submits one run at a time (`POST /api/v1/runs`, answered once its
-//! `RunSubmitted` is durable): 2,000 alone (`submit_p99_ms_idle`), then 2,000 while a
-//! second client loops `GET /api/v1/runs?limit=1000` (`submit_p99_ms_while_listing`).
+//! `RunSubmitted` is durable): 2,000 alone (`submit_p99_ms_idle`) and 2,000 while a
+//! second client loops `GET /api/v1/runs?limit=1000` (`submit_p99_ms_while_listing`),
+//! in alternating blocks of 200 (the lister parked between its blocks), so a spell
+//! of slow disk or a journal that grew lands on both kinds alike rather than on
+//! whichever phase it fell in.
 //! The ratio of the two, `submit_p99_while_listing_ratio`, is what the listing costs
 //! an append: a read that held the state while it serialized 1,000 runs would hold
 //! every flush behind it. `listing_rounds_per_s` says how hard the second client
@@ -19,7 +22,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,18 +39,22 @@ struct Plan {
     submits: usize,
     /// `limit` of each listing.
     page: usize,
+    /// Blocks each phase's submissions are split into, alternating with the other's.
+    blocks: usize,
 }
 
 const BENCH: Plan = Plan {
     runs: 5_000,
     submits: 2_000,
     page: 1_000,
+    blocks: 10,
 };
 
 const SMOKE: Plan = Plan {
     runs: 50,
-    submits: 5,
+    submits: 6,
     page: 20,
+    blocks: 2,
 };
 
 /// `runs` runs submitted and cancelled, written straight into the journal.
@@ -118,15 +125,40 @@ async fn submit_loop(
     (out, ids)
 }
 
-/// The lister: `GET /api/v1/runs?limit=page` in a loop until `stop`.
+/// What the submitter tells the lister.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lister {
+    /// Wait, sending nothing.
+    Parked,
+    /// List in a loop.
+    Listing,
+    /// Return.
+    Done,
+}
+
+/// The lister: `GET /api/v1/runs?limit=page` in a loop while told to list; it says
+/// on `parked` when it is waiting, so no listing runs into an idle block.
 async fn list_loop(
     http: reqwest::Client,
     base: String,
     page: usize,
-    stop: Arc<AtomicBool>,
+    mut told: tokio::sync::watch::Receiver<Lister>,
+    parked: tokio::sync::watch::Sender<bool>,
     listings: Arc<AtomicU64>,
 ) {
-    while !stop.load(Ordering::Relaxed) {
+    loop {
+        let order = *told.borrow_and_update();
+        match order {
+            Lister::Done => return,
+            Lister::Parked => {
+                parked.send_replace(true);
+                if told.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Lister::Listing => parked.send_replace(false),
+        };
         let response = http
             .get(format!("{base}/api/v1/runs?limit={page}"))
             .send()
@@ -139,35 +171,53 @@ async fn list_loop(
     }
 }
 
-/// The submitter's whole part: the slot holder, both timed phases (the lister runs
-/// during the second), then every run it queued cancelled. Returns the figures.
+/// The submitter's whole part: the slot holder, both timed phases in alternating
+/// blocks (the lister runs during the busy ones), then every run it queued
+/// cancelled. Returns the figures.
 async fn submitter(
     http: reqwest::Client,
     base: String,
-    plan_submits: usize,
-    page: usize,
+    plan: (usize, usize, usize),
 ) -> (Vec<Duration>, Vec<Duration>, f64) {
+    let (submits, page, blocks) = plan;
     wait_ready(&http, &base).await;
     let holder = hold_the_slot(&http, &base).await;
 
-    let (idle, mut queued) = submit_loop(&http, &base, "idle", plan_submits).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
+    let (tell, told) = tokio::sync::watch::channel(Lister::Parked);
+    let (parked_tx, mut parked) = tokio::sync::watch::channel(false);
     let listings = Arc::new(AtomicU64::new(0));
     let lister = {
-        let (base, stop, listings) = (base.clone(), Arc::clone(&stop), Arc::clone(&listings));
-        client_thread(move |http| Box::pin(list_loop(http, base, page, stop, listings)))
+        let (base, listings) = (base.clone(), Arc::clone(&listings));
+        client_thread(move |http| Box::pin(list_loop(http, base, page, told, parked_tx, listings)))
     };
-    // The lister is under way before the first timed submission.
-    while listings.load(Ordering::Relaxed) < 2 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let (mut idle, mut busy, mut queued) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut listing_time, mut listed) = (Duration::ZERO, 0);
+    let per_block = submits.div_ceil(blocks);
+    for block in 0..blocks {
+        let n = per_block.min(submits - block * per_block);
+        // Idle: the lister waits.
+        parked.wait_for(|p| *p).await.expect("lister parked");
+        let (times, ids) = submit_loop(&http, &base, &format!("idle{block}"), n).await;
+        idle.extend(times);
+        queued.extend(ids);
+
+        // Busy: the lister is under way before the first timed submission.
+        let before = listings.load(Ordering::Relaxed);
+        tell.send_replace(Lister::Listing);
+        while listings.load(Ordering::Relaxed) < before + 2 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let (counted, started) = (listings.load(Ordering::Relaxed), Instant::now());
+        let (times, ids) = submit_loop(&http, &base, &format!("busy{block}"), n).await;
+        listing_time += started.elapsed();
+        listed += listings.load(Ordering::Relaxed) - counted;
+        busy.extend(times);
+        queued.extend(ids);
+        tell.send_replace(Lister::Parked);
     }
-    let started = Instant::now();
-    let (busy, more) = submit_loop(&http, &base, "busy", plan_submits).await;
-    queued.extend(more);
-    let listing_rate = listings.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    tell.send_replace(Lister::Done);
     lister.join().expect("lister");
+    let listing_rate = listed as f64 / listing_time.as_secs_f64();
 
     release(&http, &base, &queued, &holder).await;
     (idle, busy, listing_rate)
@@ -180,9 +230,9 @@ fn run(plan: &Plan, figures: &mut common::Figures) {
     let dir = tempfile::tempdir_in(&target).expect("temp dir");
     fill_journal(dir.path(), plan.runs);
     let served = serve(dir.path());
-    let (base, submits, page) = (served.base.clone(), plan.submits, plan.page);
+    let (base, sizes) = (served.base.clone(), (plan.submits, plan.page, plan.blocks));
     let (mut idle, mut busy, listing_rate) =
-        client_thread(move |http| Box::pin(submitter(http, base, submits, page)))
+        client_thread(move |http| Box::pin(submitter(http, base, sizes)))
             .join()
             .expect("submitter");
     served.stop();
