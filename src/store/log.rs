@@ -673,10 +673,25 @@ impl EventLog {
     pub fn accept_reach(&self) -> Result<(), StoreError> {
         let last = self.last_seq()?;
         // The records read past the last whole batch's mark were acknowledged (the
-        // damage cut their batch, not a crash): the mark moves to them, so the next
-        // open keeps them.
+        // damage cut their batch, not a crash): they get the index entries the cut
+        // may have taken (a batch writes its records before its entries), and the
+        // mark moves to them, so the next open keeps them.
         let t = self.trees()?;
-        if t.committed().map_err(|e| self.sled_err(e))? < Some(last) {
+        let committed = t.committed().map_err(|e| self.sled_err(e))?;
+        if committed < Some(last) {
+            let from = committed.map_or(1, |c| c + 1);
+            for item in t.events.range(from.to_be_bytes()..) {
+                let (key, value) = item.map_err(|e| self.sled_err(e))?;
+                let Some(seq) = seq_of_key(&key) else {
+                    continue;
+                };
+                // One that does not decode stops the replay that follows, named.
+                if let Ok(envelope) = codec::decode(seq, &value) {
+                    t.run_index
+                        .insert(index_key(envelope.run_id, seq), &[])
+                        .map_err(|e| self.sled_err(e))?;
+                }
+            }
             t.meta
                 .insert(COMMITTED_KEY, &last.to_be_bytes())
                 .map_err(|e| self.sled_err(e))?;
@@ -1228,10 +1243,11 @@ mod tests {
         )
         .expect("append");
         // What sled recovers when a damaged message inside the next batch (records 3
-        // and 4, synced and acknowledged) ends its recovery: record 3, no mark for it.
+        // and 4, synced and acknowledged) ends its recovery: record 3, neither its
+        // index entry (written after the batch's records) nor a mark for it.
         let cut = [Envelope::now(a, Event::SlotClaimed { slot: SlotId(0) })];
         let bytes: Vec<_> = cut.iter().map(codec::encode).collect();
-        write_torn_batch(&log, 3, &bytes, &[a], 1);
+        write_torn_batch(&log, 3, &bytes, &[a], 0);
         log.advance_watermark(4)
             .expect("the watermark of the acknowledged batch");
         drop(log);
@@ -1252,6 +1268,13 @@ mod tests {
             "the repair kept record 3 for later opens"
         );
         log.check_reach().expect("reach");
+        let of_a: Vec<_> = log
+            .read_run_after(a, 0, 10)
+            .expect("a")
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(of_a, [1, 3], "record 3 is indexed under its run");
     }
 
     #[test]

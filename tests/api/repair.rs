@@ -293,9 +293,11 @@ async fn a_flipped_byte_in_the_log_file_stops_the_start_naming_how_far_it_reache
 
 /// Whichever record a flipped byte lands in, the first or the last included, the
 /// start is refused naming how far the log reached and how far it was synced, and
-/// `journal verify` says the same.
-#[test]
-fn a_flipped_byte_in_any_record_stops_the_start_naming_both_numbers() {
+/// `journal verify` says the same; `--repair` then starts on what could be read and
+/// leaves a journal that verifies (every record it kept indexed under its run).
+#[actix_web::test]
+async fn a_flipped_byte_in_any_record_stops_the_start_naming_both_numbers() {
+    let client = client();
     for seq in 1..=6u64 {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("data");
@@ -334,5 +336,14 @@ fn a_flipped_byte_in_any_record_stops_the_start_naming_both_numbers() {
                 "record {seq} damaged: `{text}` not in verify's: {stdout}"
             );
         }
+
+        let server = Server::start_with(&data_dir, "repair.log", &["--repair"]);
+        wait_ready(&client, &server.address).await;
+        server.kill();
+        let (ok, stdout, stderr) = runyard(&["journal", "verify"], &data_dir);
+        assert!(
+            ok,
+            "record {seq} damaged: verify after the repair: {stdout}{stderr}"
+        );
     }
 }
