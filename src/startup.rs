@@ -177,6 +177,7 @@ impl Application {
                 tokens,
                 traces: traces.clone(),
                 allow_commands: config.runs.allow_commands,
+                views: Default::default(),
             },
         )?;
         Ok(Self {

@@ -405,6 +405,12 @@ impl State {
         self.runs.get(&id).map(|r| &**r)
     }
 
+    /// A run by id, as the state shares it: a fold that changes the run replaces
+    /// this `Arc` (while anyone else holds it), so the same `Arc` is the same run.
+    pub fn shared_run(&self, id: RunId) -> Option<&Arc<Run>> {
+        self.runs.get(&id)
+    }
+
     /// Every run, in submission order.
     pub fn runs(&self) -> impl DoubleEndedIterator<Item = &Run> + '_ {
         self.order

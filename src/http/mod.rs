@@ -17,6 +17,7 @@ pub mod slots;
 pub mod state;
 pub mod stream;
 pub mod traces;
+pub mod views;
 pub mod worker;
 
 use std::net::TcpListener;

@@ -34,6 +34,8 @@ pub struct AppState {
     /// The trace pipeline (request spans, and runs' traces picked at submission);
     /// `None` when traces are off.
     pub traces: Option<crate::telemetry::traces::Traces>,
+    /// Run views kept as sent, for runs nothing live changes.
+    pub views: std::sync::Arc<super::views::ViewCache>,
 }
 
 /// What the start-up replay did, as `/api/v1/slots/audit` shows it.

@@ -50,6 +50,9 @@ pub struct RunView<'a> {
     /// not answer). Absent for local runs and ended jobs.
     #[serde(skip_serializing_if = "Option::is_none")]
     slurm_live: Option<crate::actors::slurm::SlurmLive>,
+    /// Whether `protocol` is a running command's live figures rather than the fold's.
+    #[serde(skip)]
+    live_protocol: bool,
 }
 
 /// Summary metrics of a run's journaled epochs.
@@ -106,6 +109,7 @@ impl<'a> RunView<'a> {
             queue_position,
             protocol: run.protocol.clone(),
             slurm_live: None,
+            live_protocol: false,
         }
     }
 
@@ -119,8 +123,18 @@ impl<'a> RunView<'a> {
     pub fn with_live_protocol(mut self, live: Option<ProtocolReport>) -> Self {
         if live.is_some() {
             self.protocol = live;
+            self.live_protocol = true;
         }
         self
+    }
+
+    /// Whether the view is its run's fold alone (no progress, queue place, live
+    /// command or Slurm figures): the same run always reads the same.
+    pub fn fold_only(&self) -> bool {
+        self.progress.is_none()
+            && self.queue_position.is_none()
+            && self.slurm_live.is_none()
+            && !self.live_protocol
     }
 }
 
@@ -213,13 +227,19 @@ fn run_response(
     mut response: actix_web::HttpResponseBuilder,
 ) -> Result<HttpResponse, ApiError> {
     let fold = state.actors.reader.state();
-    let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
-    let position = fold.queue_position(id);
-    Ok(response.json(
-        RunView::new(run, state.actors.board.get(id), position)
-            .with_live_protocol(state.actors.commands.get(id))
-            .with_slurm(state.actors.slurm_board.read(id, Clone::clone)),
-    ))
+    let run = fold
+        .shared_run(id)
+        .ok_or_else(|| ApiError::run_not_found(id))?;
+    let view = RunView::new(run, state.actors.board.get(id), fold.queue_position(id))
+        .with_live_protocol(state.actors.commands.get(id))
+        .with_slurm(state.actors.slurm_board.read(id, Clone::clone));
+    let body = state
+        .views
+        .body(run, view.fold_only(), || serde_json::to_vec(&view))
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("cannot write the answer: {e}")))?;
+    Ok(response
+        .content_type(header::ContentType::json())
+        .body(body))
 }
 
 /// A JSON array of `items`, written by [`bulk::json_array`].
