@@ -21,6 +21,7 @@
 use std::convert::Infallible;
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::http::header;
@@ -68,6 +69,11 @@ const BURST_GAP: Duration = Duration::from_millis(100);
 const EVERY_MIN: Duration = Duration::from_millis(50);
 /// Longest `?every=`.
 const EVERY_MAX: Duration = Duration::from_secs(60);
+
+/// A chunk a stream's task hands its connection: frames, each shared with every
+/// other stream that sends it, written one after the other and never copied into a
+/// buffer of this stream's own.
+type Frames = Vec<web::Bytes>;
 
 /// What a stream sends.
 #[derive(Debug, Clone, Default)]
@@ -364,11 +370,20 @@ pub async fn all_stream(
 
 /// Starts the stream's task and answers with the body it feeds.
 fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
-    let (tx, mut rx) = slot::slot();
+    let (tx, mut rx) = slot::slot::<Frames>();
     actix_web::rt::spawn(feed(state, filter, cursor, tx));
-    // The task's chunks, then its last word (a `resume` event), if any.
-    let body = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
+    // The task's chunks, frame by frame, then its last word (a `resume` event), if
+    // any. Taking a chunk empties the slot: its frames wait here, shared.
+    let mut frames = Frames::new().into_iter();
+    let body = futures_util::stream::poll_fn(move |cx| loop {
+        if let Some(frame) = frames.next() {
+            return Poll::Ready(Some(Ok::<_, Infallible>(frame)));
+        }
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => frames = chunk.into_iter(),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        }
     });
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -385,8 +400,7 @@ fn encode_record(seq: Seq, envelope: &Envelope) -> web::Bytes {
     frame.into()
 }
 
-/// Frames gathered into one chunk: one frame is sent as it is (shared), several are
-/// copied together.
+/// Frames gathered into one chunk, each as it is (shared).
 #[derive(Default)]
 struct Chunk {
     frames: Vec<web::Bytes>,
@@ -403,13 +417,9 @@ impl Chunk {
         self.len
     }
 
-    fn take(&mut self) -> web::Bytes {
+    fn take(&mut self) -> Frames {
         self.len = 0;
-        let mut frames = std::mem::take(&mut self.frames);
-        if frames.len() == 1 {
-            return frames.pop().unwrap_or_default();
-        }
-        frames.concat().into()
+        std::mem::take(&mut self.frames)
     }
 }
 
@@ -459,7 +469,7 @@ struct Feed {
     filter: Filter,
     /// The last sequence number sent to (or skipped for) the client.
     cursor: Seq,
-    tx: slot::Sender,
+    tx: slot::Sender<Frames>,
     /// The last sample sent of each run (live runs only; pruned every tick).
     sent: Sent,
     /// How many bytes a chunk gathers before it is sent: [`CHUNK_BYTES`] while the
@@ -469,7 +479,7 @@ struct Feed {
 
 impl Feed {
     /// Queues a chunk, waiting at most one keep-alive interval for room.
-    async fn send(&self, chunk: web::Bytes) -> Result<(), End> {
+    async fn send(&self, chunk: Frames) -> Result<(), End> {
         // Boxed: its timer lives only while a send waits, not in every stream's task.
         match Box::pin(self.tx.send_timeout(chunk, self.state.keep_alive)).await {
             Ok(()) => Ok(()),
@@ -533,12 +543,11 @@ impl Feed {
             let Some(last_seq) = records.last().map(|r| r.seq) else {
                 return Ok(());
             };
-            // Frames of at least CHUNK_BYTES, each with the last sequence number it
-            // holds, sent after the fold is let go. A record's frame is shared by
-            // every stream that sends it: encoded once, copied only into a chunk of
-            // several.
+            // Chunks of frames of at least CHUNK_BYTES, each with the last sequence
+            // number it holds, sent after the fold is let go. A record's frame is
+            // shared by every stream that sends it: encoded once, never copied here.
             let mut chunk = Chunk::default();
-            let mut full: Vec<(web::Bytes, Seq)> = Vec::new();
+            let mut full: Vec<(Frames, Seq)> = Vec::new();
             let mut ended = false;
             {
                 let state = Arc::clone(&self.state);
@@ -646,15 +655,10 @@ impl Feed {
                 }
             }
         }
-        let chunk = match changed.as_slice() {
-            [] => return Ok(()),
-            [(_, _, one)] => one.clone(),
-            many => many
-                .iter()
-                .flat_map(|(_, _, event)| event.iter().copied())
-                .collect::<Vec<u8>>()
-                .into(),
-        };
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let chunk: Frames = changed.iter().map(|(_, _, event)| event.clone()).collect();
         match self.tx.try_send(chunk) {
             Ok(()) => {
                 for (id, progress, _) in changed {
@@ -671,7 +675,7 @@ impl Feed {
 
 /// Feeds one stream until the run ends (one-run stream), the client goes away, or it
 /// is too slow; then frees everything it held.
-async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sender) {
+async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sender<Frames>) {
     let _connected = Connected::new(Arc::clone(&state.streams));
     let mut feed = Feed {
         state: Arc::clone(&state),
@@ -697,7 +701,7 @@ async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sende
             "resume",
             &serde_json::json!({ "after": cursor }).to_string(),
         );
-        last = Some(chunk.into());
+        last = Some(vec![chunk.into()]);
     }
     tx.finish(last);
 }
@@ -717,7 +721,10 @@ async fn run_feed(feed: &mut Feed) -> End {
     );
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Tell the client how soon to retry if the connection drops.
-    if let Err(end) = feed.send(web::Bytes::from_static(b"retry: 1000\n\n")).await {
+    if let Err(end) = feed
+        .send(vec![web::Bytes::from_static(b"retry: 1000\n\n")])
+        .await
+    {
         return end;
     }
     let progress = feed.filter.progress;
@@ -755,7 +762,7 @@ async fn run_feed(feed: &mut Feed) -> End {
                 }
             }
             _ = keep_alive.tick() => {
-                if let Err(end) = feed.send(web::Bytes::from_static(b": keep-alive\n\n")).await {
+                if let Err(end) = feed.send(vec![web::Bytes::from_static(b": keep-alive\n\n")]).await {
                     return end;
                 }
             }

@@ -4,23 +4,23 @@
 //! [`super::CHANNEL_CHUNKS`]); with ten thousand subscribers, what that hand-over
 //! costs is paid ten thousand times. A bounded `tokio::sync::mpsc` channel allocates
 //! a block of 32 slots at its creation (about a kilobyte for `Bytes`); this is one
-//! slot, a last word for after the task ends, and the wakers of both sides.
+//! slot, a last word for after the task ends, and the wakers of both sides. A chunk
+//! is whatever the two ends agree on: the event streams hand over a list of shared
+//! frames, so a burst of records is never copied into one buffer per stream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::web::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
-#[derive(Default)]
-struct Shared {
+struct Shared<T> {
     /// The chunk waiting for the connection.
-    chunk: Mutex<Option<Bytes>>,
+    chunk: Mutex<Option<T>>,
     /// What the connection sends after the last chunk, once the task has ended.
-    last: Mutex<Option<Bytes>>,
+    last: Mutex<Option<T>>,
     /// The task has ended: no chunk will follow.
     sender_gone: AtomicBool,
     /// The connection has dropped its end: the client is gone.
@@ -31,10 +31,21 @@ struct Shared {
     sender: Notify,
 }
 
-impl Shared {
-    fn lock(cell: &Mutex<Option<Bytes>>) -> std::sync::MutexGuard<'_, Option<Bytes>> {
-        cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Self {
+            chunk: Mutex::new(None),
+            last: Mutex::new(None),
+            sender_gone: AtomicBool::new(false),
+            receiver_gone: AtomicBool::new(false),
+            receiver: AtomicWaker::new(),
+            sender: Notify::new(),
+        }
     }
+}
+
+fn lock<T>(cell: &Mutex<Option<T>>) -> std::sync::MutexGuard<'_, Option<T>> {
+    cell.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Why a chunk was not handed over.
@@ -49,17 +60,17 @@ pub enum Refused {
 }
 
 /// The task's end.
-pub struct Sender {
-    shared: Arc<Shared>,
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
 }
 
 /// The connection's end.
-pub struct Receiver {
-    shared: Arc<Shared>,
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
 }
 
 /// A new hand-over.
-pub fn slot() -> (Sender, Receiver) {
+pub fn slot<T>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared::default());
     (
         Sender {
@@ -69,14 +80,14 @@ pub fn slot() -> (Sender, Receiver) {
     )
 }
 
-impl Sender {
+impl<T: Clone + 'static> Sender<T> {
     /// Hands `chunk` over if the slot is empty.
-    pub fn try_send(&self, chunk: Bytes) -> Result<(), Refused> {
+    pub fn try_send(&self, chunk: T) -> Result<(), Refused> {
         if self.shared.receiver_gone.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
         {
-            let mut slot = Shared::lock(&self.shared.chunk);
+            let mut slot = lock(&self.shared.chunk);
             if slot.is_some() {
                 return Err(Refused::Full);
             }
@@ -87,7 +98,7 @@ impl Sender {
     }
 
     /// Hands `chunk` over, waiting at most `wait` for the slot to empty.
-    pub async fn send_timeout(&self, chunk: Bytes, wait: Duration) -> Result<(), Refused> {
+    pub async fn send_timeout(&self, chunk: T, wait: Duration) -> Result<(), Refused> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let emptied = self.shared.sender.notified();
@@ -120,22 +131,22 @@ impl Sender {
     }
 
     /// Ends the hand-over with `last`, sent after the chunk still waiting, if any.
-    pub fn finish(self, last: Option<Bytes>) {
-        *Shared::lock(&self.shared.last) = last;
+    pub fn finish(self, last: Option<T>) {
+        *lock(&self.shared.last) = last;
         // Dropping `self` now marks the sender gone and wakes the connection.
     }
 }
 
-impl Drop for Sender {
+impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.shared.sender_gone.store(true, Ordering::Release);
         self.shared.receiver.wake();
     }
 }
 
-impl Receiver {
+impl<T> Receiver<T> {
     /// The next chunk; `None` once the task has ended and everything was taken.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         if let Some(chunk) = self.take() {
             return Poll::Ready(Some(chunk));
         }
@@ -145,13 +156,13 @@ impl Receiver {
             return Poll::Ready(Some(chunk));
         }
         if self.shared.sender_gone.load(Ordering::Acquire) {
-            return Poll::Ready(Shared::lock(&self.shared.last).take());
+            return Poll::Ready(lock(&self.shared.last).take());
         }
         Poll::Pending
     }
 
-    fn take(&self) -> Option<Bytes> {
-        let chunk = Shared::lock(&self.shared.chunk).take();
+    fn take(&self) -> Option<T> {
+        let chunk = lock(&self.shared.chunk).take();
         if chunk.is_some() {
             self.shared.sender.notify_waiters();
         }
@@ -159,7 +170,7 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_gone.store(true, Ordering::Release);
         self.shared.sender.notify_waiters();
@@ -169,8 +180,9 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::web::Bytes;
 
-    fn poll(rx: &mut Receiver) -> Poll<Option<Bytes>> {
+    fn poll(rx: &mut Receiver<Bytes>) -> Poll<Option<Bytes>> {
         let waker = futures_util::task::noop_waker();
         rx.poll_recv(&mut Context::from_waker(&waker))
     }
