@@ -57,7 +57,8 @@
 //! - [`http`]: the REST API (`http::runs`: one file per use case, `submit`, `list`,
 //!   `view`, `control`, `artifacts`, and what they share in its `mod.rs`;
 //!   `http::state`: what every handler reaches; `http::bulk`: large JSON answers
-//!   that give the CPU back while they serialize), server-sent
+//!   that give the CPU back while they serialize; `http::views`: the views of runs
+//!   nothing live changes, kept as the bytes sent), server-sent
 //!   event streams (`http::stream::stats`: their shared counters), health checks,
 //!   errors (with the problem+json media type), the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),
