@@ -108,6 +108,18 @@ impl Recent {
         )
     }
 
+    /// Every record after `after`, or every record when the window does not reach
+    /// back to `after`.
+    pub fn since(&self, after: Seq) -> Vec<Arc<Followed>> {
+        let records = self
+            .records
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let first = records.front().map_or(0, |r| r.seq);
+        let from = usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        records.iter().skip(from).cloned().collect()
+    }
+
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, VecDeque<Arc<Followed>>> {
         self.records
             .write()

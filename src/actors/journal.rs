@@ -848,6 +848,13 @@ impl JournalReader {
         self.recent().after(after, limit, run)
     }
 
+    /// Every durable record of the window of recent ones after `after`, or the
+    /// whole window when it does not reach back to `after` (the records of many
+    /// followers at once; each checks the first record's number against its own).
+    pub fn recent_since(&self, after: Seq) -> Vec<Arc<Followed>> {
+        self.recent().since(after)
+    }
+
     /// Follows the journal from after `after`.
     pub fn follow(&self, after: Seq) -> Follow {
         Follow {

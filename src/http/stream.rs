@@ -7,16 +7,17 @@
 //! coalesced: at each tick (the server's, or the client's `?every=`), the newest
 //! sample of each matching live run, if it changed.
 //!
-//! Each stream is a task that holds a journal cursor and the last sample it sent of
-//! each run, and hands chunks one at a time to the connection (`stream/slot.rs`).
-//! Its records come from the journal's one follower ([`crate::actors::follow`]):
-//! while its cursor is among the newest records they are shared with every other
-//! stream, each encoded once for all of them; a stream further behind reads the log
-//! from its own cursor. A slow client therefore costs a bounded amount of memory, and
-//! neither the journal, the ticker nor the training threads ever wait for it. A chunk
-//! that cannot be queued within one keep-alive interval means the client is not
-//! taking its events: the stream ends with a last `resume` event that names the
-//! `after` to reconnect with, and is counted in [`StreamStats`].
+//! A stream is not a task. Every stream a worker thread serves is fed by that
+//! worker's one hub (`stream/hub.rs`), which follows the journal's tail and the
+//! progress ticks once for all of them: a record is read and encoded once however
+//! many clients watch, and a tick is one walk of the worker's streams. A stream is
+//! its cursor, its filter and a one-chunk hand-over to its connection
+//! (`stream/slot.rs`). A client catching up on history further back than the
+//! journal's window of recent records gets a task of its own until it reaches the
+//! window (`stream/behind.rs`). Neither the journal, the ticker nor the training
+//! threads ever wait for a client; a client that does not take a chunk within one
+//! keep-alive interval is ended with a last `resume` event that names the `after`
+//! to reconnect with, and is counted in [`StreamStats`].
 
 use std::convert::Infallible;
 
@@ -27,10 +28,10 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+mod behind;
+mod hub;
 mod slot;
 mod stats;
-
-use slot::Refused;
 
 pub(in crate::http) use stats::{sse_event, Connected};
 pub use stats::{StreamCounts, StreamStats};
@@ -38,33 +39,24 @@ pub use stats::{StreamCounts, StreamStats};
 use super::runs::{existing_run_id, parse_run_id, EventView};
 use super::{ApiError, AppState, ErrorCode};
 use crate::actors::follow::Followed;
-use crate::domain::Progress;
-use crate::domain::{Envelope, EventKind, RunId, RunState, Seq};
+use crate::domain::{Envelope, EventKind, Progress, RunId, RunState, Seq, State};
 
-/// Events read from the journal per pass (and so at most per chunk).
-const READ_BATCH: usize = 64;
-/// Chunks buffered between a stream's task and its connection (the event streams
+/// Chunks buffered between a stream's hub and its connection (the event streams
 /// hand over one at a time; the log stream's channel has this many): with
-/// `CHUNK_BYTES`, what a client that stopped reading can hold on the server beyond
-/// the connection's own buffers.
+/// `LIVE_CHUNK_BYTES`, what a client that stopped reading can hold on the server
+/// beyond the connection's own buffers.
 pub const CHANNEL_CHUNKS: usize = 1;
-/// A catch-up chunk is sent once it holds this many bytes. The connection copies
-/// whatever chunks are ready into its write buffer before flushing, and keeps that
-/// buffer's memory while the stream lasts: small chunks through a short channel keep
-/// it small however long the history a client catches up on.
+/// A chunk holds this many bytes while its stream catches up on history. The
+/// connection copies whatever chunks are ready into its write buffer before
+/// flushing, and keeps that buffer's memory while the stream lasts: small chunks
+/// through a short channel keep it small however long the history a client catches
+/// up on.
 const CHUNK_BYTES: usize = 1024;
 /// Once a stream has caught up with the journal, its chunks hold up to this many
 /// bytes: a burst of live records reaches the connection in one chunk per gap rather
 /// than one per [`CHUNK_BYTES`] (each a wakeup of the connection and a write of its
 /// own), at the cost of a write buffer of this size in a connection that saw one.
 const LIVE_CHUNK_BYTES: usize = 64 * 1024;
-/// The shortest time between two catch-ups of one stream. News after a quiet spell
-/// goes out at once; a burst of appends goes out in one write per stream per gap,
-/// not one per append. Measured with a thousand streams open (`benches/streams.rs`,
-/// 2-core VM): 300 sequential submits took 5.3 times as long as with none with 1 KiB
-/// chunks and a 20 ms gap, 3.1 with live chunks of 16 KiB, 1.85–1.89 with 64 KiB and
-/// this gap (a 250 ms gap gained nothing more: 1.55–2.54).
-const BURST_GAP: Duration = Duration::from_millis(100);
 /// Shortest `?every=`.
 const EVERY_MIN: Duration = Duration::from_millis(50);
 /// Longest `?every=`.
@@ -368,11 +360,13 @@ pub async fn all_stream(
     Ok(respond(state.into_inner(), filter, cursor))
 }
 
-/// Starts the stream's task and answers with the body it feeds.
+/// Hands the stream to this worker's hub and answers with the body it feeds.
 fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
     let (tx, mut rx) = slot::slot::<Frames>();
-    actix_web::rt::spawn(feed(state, filter, cursor, tx));
-    // The task's chunks, frame by frame, then its last word (a `resume` event), if
+    // Tell the client how soon to retry if the connection drops.
+    let _ = tx.try_send(vec![web::Bytes::from_static(b"retry: 1000\n\n")]);
+    hub::join(&state, hub::Sub::new(&state, filter, cursor, tx));
+    // The hub's chunks, frame by frame, then its last word (a `resume` event), if
     // any. Taking a chunk empties the slot: its frames wait here, shared.
     let mut frames = Frames::new().into_iter();
     let body = futures_util::stream::poll_fn(move |cx| loop {
@@ -400,32 +394,10 @@ fn encode_record(seq: Seq, envelope: &Envelope) -> web::Bytes {
     frame.into()
 }
 
-/// Frames gathered into one chunk, each as it is (shared).
-#[derive(Default)]
-struct Chunk {
-    frames: Vec<web::Bytes>,
-    len: usize,
-}
-
-impl Chunk {
-    fn push(&mut self, frame: web::Bytes) {
-        self.len += frame.len();
-        self.frames.push(frame);
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn take(&mut self) -> Frames {
-        self.len = 0;
-        std::mem::take(&mut self.frames)
-    }
-}
-
-/// Why a stream's task stopped.
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy)]
 enum End {
-    /// The client went away (its connection dropped the channel).
+    /// The client went away (its connection dropped its end).
     Gone,
     /// The client did not take a chunk within one keep-alive interval.
     Slow,
@@ -463,311 +435,74 @@ impl Sent {
     }
 }
 
-/// One stream's task: its cursor, the last sample sent of each run, the channel.
-struct Feed {
-    state: Arc<AppState>,
-    filter: Filter,
-    /// The last sequence number sent to (or skipped for) the client.
-    cursor: Seq,
-    tx: slot::Sender<Frames>,
-    /// The last sample sent of each run (live runs only; pruned every tick).
-    sent: Sent,
-    /// How many bytes a chunk gathers before it is sent: [`CHUNK_BYTES`] while the
-    /// stream catches up on history, [`LIVE_CHUNK_BYTES`] once it has.
-    chunk_bytes: usize,
+/// What [`gather`] took from a list of records for one stream.
+struct Gathered {
+    /// The frames to hand over (possibly none: nothing matched the filter).
+    frames: Frames,
+    /// How many of the records it went through.
+    read: usize,
+    /// The last sequence number it went through (the cursor when it went through
+    /// none).
+    through: Seq,
+    /// The stream's run ended (a one-run stream is complete once this is sent).
+    ended: bool,
 }
 
-impl Feed {
-    /// Queues a chunk, waiting at most one keep-alive interval for room.
-    async fn send(&self, chunk: Frames) -> Result<(), End> {
-        // Boxed: its timer lives only while a send waits, not in every stream's task.
-        match Box::pin(self.tx.send_timeout(chunk, self.state.keep_alive)).await {
-            Ok(()) => Ok(()),
-            Err(Refused::Timeout | Refused::Full) => Err(End::Slow),
-            Err(Refused::Closed) => Err(End::Gone),
-        }
-    }
-
-    /// Whether the journal may hold an event for this stream after the cursor: with a
-    /// run filter, the published state says without touching the log, so a wakeup
-    /// for another run costs no read.
-    fn may_have_news(&self) -> bool {
-        let reader = &self.state.actors.reader;
-        if reader.durable_seq() <= self.cursor {
-            return false;
-        }
-        match &self.filter.runs {
-            None => true,
-            Some(runs) => {
-                let fold = reader.state();
-                runs.iter()
-                    .any(|id| fold.run(*id).is_some_and(|r| r.last_seq > self.cursor))
-            }
-        }
-    }
-
-    /// The next records after the cursor (only the stream's run's, for a one-run
-    /// stream): shared from the journal's window of recent records, or read from the
-    /// log (one of [`StreamStats`]'s read permits at a time) when the cursor is
-    /// further behind.
-    async fn read(&self) -> Result<Vec<Arc<Followed>>, End> {
-        let reader = &self.state.actors.reader;
-        let run = match self.filter.runs.as_deref() {
-            Some([one]) => Some(*one),
-            _ => None,
-        };
-        if let Some(records) = reader.recent_after(self.cursor, READ_BATCH, run) {
-            return Ok(records);
-        }
-        // The semaphore is never closed.
-        let _permit = self
-            .state
-            .streams
-            .reads
-            .acquire()
-            .await
-            .map_err(|_| End::Done)?;
-        reader
-            .records_after(self.cursor, READ_BATCH, run)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "stream could not read the journal");
-                End::Done
-            })
-    }
-
-    /// Sends every matching journaled event after the cursor.
-    async fn catch_up(&mut self) -> Result<(), End> {
-        while self.may_have_news() {
-            let records = self.read().await?;
-            let Some(last_seq) = records.last().map(|r| r.seq) else {
-                return Ok(());
-            };
-            // Chunks of frames of at least CHUNK_BYTES, each with the last sequence
-            // number it holds, sent after the fold is let go. A record's frame is
-            // shared by every stream that sends it: encoded once, never copied here.
-            let mut chunk = Chunk::default();
-            let mut full: Vec<(Frames, Seq)> = Vec::new();
-            let mut ended = false;
-            {
-                let state = Arc::clone(&self.state);
-                let fold = state.actors.reader.state();
-                for record in &records {
-                    let (seq, envelope) = (record.seq, &record.envelope);
-                    let run_id = envelope.run_id;
-                    let run_state = fold.run(run_id).map(|r| r.state);
-                    let name = envelope.event.kind().name();
-                    if !self.filter.wants_run(run_id)
-                        || !self.filter.wants_state(run_state)
-                        || !self.filter.wants_type(name)
-                    {
-                        continue;
-                    }
-                    if envelope.event.is_terminal() {
-                        // The run's final sample was published before its terminal
-                        // event was journaled: send it first, so the stream shows the
-                        // real final figures.
-                        if self.filter.progress {
-                            if let Some(progress) = self.progress_of(run_id) {
-                                chunk.push(progress);
-                            }
-                        }
-                        self.sent.remove(&run_id);
-                        self.state.streams.forget(run_id);
-                        ended |= self.filter.until_end;
-                    }
-                    chunk.push(record.frame(encode_record));
-                    if chunk.len() >= self.chunk_bytes {
-                        full.push((chunk.take(), seq));
-                    }
-                }
-            }
-            // The cursor follows every chunk taken, so a stream ended as too slow
-            // names exactly what its client got.
-            for (part, through) in full {
-                self.send(part).await?;
-                self.cursor = through;
-            }
-            if chunk.len() > 0 {
-                self.send(chunk.take()).await?;
-            }
-            self.cursor = last_seq;
-            if ended {
-                // The terminal event and the slot release are journaled together, so
-                // both have been sent; the stream is complete.
-                return Err(End::Done);
-            }
-            if records.len() < READ_BATCH {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
-
-    /// The `progress` event of `id`'s newest sample, if it differs from the last
-    /// one sent.
-    fn progress_of(&mut self, id: RunId) -> Option<web::Bytes> {
-        let progress = self.state.actors.board.get(id)?;
-        if self.sent.get(&id) == Some(&progress) {
-            return None;
-        }
-        self.sent.insert(id, progress);
-        Some(self.state.streams.encoded(id, &progress))
-    }
-
-    /// The runs whose progress this stream shows now, sorted.
-    fn progress_runs(&self) -> Vec<RunId> {
-        let fold = self.state.actors.reader.state();
-        let mut live: Vec<RunId> = match &self.filter.runs {
-            Some(runs) => runs.clone(),
-            // Live runs hold slots: no walk over every run ever submitted.
-            None => fold.slots().held().map(|(_, h)| h.run_id).collect(),
-        };
-        live.sort_unstable();
-        live.dedup();
-        live.retain(|id| {
-            fold.run(*id)
-                .is_some_and(|r| r.state.is_live() && self.filter.wants_state(Some(r.state)))
-        });
-        live
-    }
-
-    /// The newest samples of the matching runs that changed since last sent; dropped,
-    /// not queued, when the client has no room (the next tick has newer ones).
-    fn send_progress(&mut self) -> Result<(), End> {
-        let state = Arc::clone(&self.state);
-        let owned;
-        // The one-run stream shows its run's newest sample whatever its state (a
-        // paused run keeps its last one) and needs no look at the fold; the all-runs
-        // stream shows live runs'.
-        let ids: &[RunId] = if self.filter.until_end {
-            self.filter.runs.as_deref().unwrap_or_default()
-        } else {
-            owned = self.progress_runs();
-            self.sent.retain(|id| owned.binary_search(id).is_ok());
-            &owned
-        };
-        let mut changed: Vec<(RunId, Progress, web::Bytes)> = Vec::new();
-        for &id in ids {
-            if let Some(progress) = state.actors.board.get(id) {
-                if self.sent.get(&id) != Some(&progress) {
-                    changed.push((id, progress, state.streams.encoded(id, &progress)));
-                }
-            }
-        }
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let chunk: Frames = changed.iter().map(|(_, _, event)| event.clone()).collect();
-        match self.tx.try_send(chunk) {
-            Ok(()) => {
-                for (id, progress, _) in changed {
-                    self.sent.insert(id, progress);
-                }
-                Ok(())
-            }
-            // Not sent: these samples (or newer ones) go next time.
-            Err(Refused::Full) => Ok(()),
-            Err(Refused::Closed | Refused::Timeout) => Err(End::Gone),
-        }
-    }
-}
-
-/// Feeds one stream until the run ends (one-run stream), the client goes away, or it
-/// is too slow; then frees everything it held.
-async fn feed(state: Arc<AppState>, filter: Filter, cursor: Seq, tx: slot::Sender<Frames>) {
-    let _connected = Connected::new(Arc::clone(&state.streams));
-    let mut feed = Feed {
-        state: Arc::clone(&state),
-        filter,
-        cursor,
-        tx,
-        sent: Sent::default(),
-        chunk_bytes: CHUNK_BYTES,
+/// The frames of `records` (after `sub`'s cursor, in order) that `sub`'s filter
+/// wants, until they hold `limit` bytes (all of them once the stream's run ended). A record's frame is shared by every stream
+/// that sends it: encoded once, never copied here.
+fn gather(
+    state: &AppState,
+    sub: &mut hub::Sub,
+    records: &[Arc<Followed>],
+    fold: &State,
+    limit: usize,
+) -> Gathered {
+    let mut gathered = Gathered {
+        frames: Frames::new(),
+        read: 0,
+        through: sub.cursor,
+        ended: false,
     };
-    let end = run_feed(&mut feed).await;
-    let Feed { tx, cursor, .. } = feed;
-    let mut last = None;
-    if let End::Slow = end {
-        state.streams.count_slow();
-        tracing::info!(
-            after = cursor,
-            "stream client too slow; disconnected with the cursor to resume from"
-        );
-        let mut chunk = String::new();
-        sse_event(
-            &mut chunk,
-            None,
-            "resume",
-            &serde_json::json!({ "after": cursor }).to_string(),
-        );
-        last = Some(vec![chunk.into()]);
-    }
-    tx.finish(last);
-}
-
-async fn run_feed(feed: &mut Feed) -> End {
-    let keep_alive_every = feed.state.keep_alive;
-    let mut tail = feed.state.actors.reader.subscribe();
-    let mut ticks = feed.state.actors.board.subscribe();
-    let mut every = feed.filter.every.map(|d| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        interval
-    });
-    let mut keep_alive = tokio::time::interval_at(
-        tokio::time::Instant::now() + keep_alive_every,
-        keep_alive_every,
-    );
-    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Tell the client how soon to retry if the connection drops.
-    if let Err(end) = feed
-        .send(vec![web::Bytes::from_static(b"retry: 1000\n\n")])
-        .await
-    {
-        return end;
-    }
-    let progress = feed.filter.progress;
-    loop {
-        // Boxed, as the waits below: what a catch-up holds while it runs is not
-        // carried by every idle stream's task.
-        if let Err(end) = Box::pin(feed.catch_up()).await {
-            return end;
+    let mut bytes = 0;
+    for record in records {
+        gathered.read += 1;
+        gathered.through = record.seq;
+        let envelope = &record.envelope;
+        let run_id = envelope.run_id;
+        let filter = &sub.filter;
+        if !filter.wants_run(run_id)
+            || (!filter.states.is_empty() && !filter.wants_state(fold.run(run_id).map(|r| r.state)))
+            || !filter.wants_type(envelope.event.kind().name())
+        {
+            continue;
         }
-        feed.chunk_bytes = LIVE_CHUNK_BYTES;
-        let caught_up = tokio::time::Instant::now();
-        let closed = feed.tx.closed();
-        tokio::select! {
-            // The connection dropped its end: the client is gone.
-            _ = closed => return End::Gone,
-            changed = tail.changed() => {
-                if changed.is_err() {
-                    return End::Done;
-                }
-                // A burst of appends reaches the client in one write per gap, not
-                // one per append: news right after a catch-up waits out the gap.
-                Box::pin(tokio::time::sleep_until(caught_up + BURST_GAP)).await;
-            }
-            changed = ticks.changed(), if progress && every.is_none() => {
-                if changed.is_err() {
-                    return End::Done;
-                }
-                if let Err(end) = feed.send_progress() {
-                    return end;
+        if envelope.event.is_terminal() {
+            // The run's final sample was published before its terminal event was
+            // journaled: send it first, so the stream shows the real final figures.
+            if filter.progress {
+                if let Some(progress) = state.actors.board.get(run_id) {
+                    if sub.sent.get(&run_id) != Some(&progress) {
+                        let event = state.streams.encoded(run_id, &progress);
+                        bytes += event.len();
+                        gathered.frames.push(event);
+                    }
                 }
             }
-            _ = async { every.as_mut().expect("guarded").tick().await }, if progress && every.is_some() => {
-                if let Err(end) = feed.send_progress() {
-                    return end;
-                }
-            }
-            _ = keep_alive.tick() => {
-                if let Err(end) = feed.send(vec![web::Bytes::from_static(b": keep-alive\n\n")]).await {
-                    return end;
-                }
-            }
+            sub.sent.remove(&run_id);
+            state.streams.forget(run_id);
+            gathered.ended |= filter.until_end;
+        }
+        let frame = record.frame(encode_record);
+        bytes += frame.len();
+        gathered.frames.push(frame);
+        // Past a one-run stream's end, the records given go on (its slot release is
+        // journaled with its terminal event); else a chunk ends at `limit`.
+        if !gathered.ended && bytes >= limit {
+            break;
         }
     }
+    gathered
 }
 
 #[cfg(test)]

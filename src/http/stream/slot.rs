@@ -7,6 +7,11 @@
 //! slot, a last word for after the task ends, and the wakers of both sides. A chunk
 //! is whatever the two ends agree on: the event streams hand over a list of shared
 //! frames, so a burst of records is never copied into one buffer per stream.
+//!
+//! A sender is either a task of its own, which waits for room with
+//! [`Sender::send_timeout`], or the worker's stream hub, which never waits: it asks
+//! to be told ([`Sender::watch`], [`Sender::want_room`]) and the connection puts the
+//! stream's key on the hub's [`Attention`] list when it takes the chunk or goes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +34,39 @@ struct Shared<T> {
     receiver: AtomicWaker,
     /// Wakes the task when the slot is emptied or the connection goes.
     sender: Notify,
+    /// The hub that sends on this slot, and the stream's key there.
+    watcher: Mutex<Option<(Arc<Attention>, usize)>>,
+    /// The watcher asked to be told when the slot is emptied.
+    wanted: AtomicBool,
+}
+
+/// Streams that need their hub's attention (their slot was emptied, or their client
+/// went away), by key, and the hub's wakeup.
+#[derive(Default)]
+pub struct Attention {
+    keys: Mutex<Vec<usize>>,
+    notify: Notify,
+}
+
+impl Attention {
+    /// The keys put on the list since the last call.
+    pub fn take(&self) -> Vec<usize> {
+        std::mem::take(&mut *self.keys.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Resolves once a key was put on the list (at once if one was since the last
+    /// wait).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+
+    fn call(&self, key: usize) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(key);
+        self.notify.notify_one();
+    }
 }
 
 impl<T> Default for Shared<T> {
@@ -40,6 +78,23 @@ impl<T> Default for Shared<T> {
             receiver_gone: AtomicBool::new(false),
             receiver: AtomicWaker::new(),
             sender: Notify::new(),
+            watcher: Mutex::new(None),
+            wanted: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    /// Tells the watcher, if any, that `key` needs its attention.
+    fn call_watcher(&self) {
+        let watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(attention, key)| (Arc::clone(attention), *key));
+        if let Some((attention, key)) = watcher {
+            attention.call(key);
         }
     }
 }
@@ -80,6 +135,39 @@ pub fn slot<T>() -> (Sender<T>, Receiver<T>) {
     )
 }
 
+impl<T> Sender<T> {
+    /// Whether a chunk handed over now would be taken into the slot: it is empty and
+    /// the connection is still there.
+    pub fn has_room(&self) -> bool {
+        !self.shared.receiver_gone.load(Ordering::Acquire) && lock(&self.shared.chunk).is_none()
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.shared.receiver_gone.load(Ordering::Acquire)
+    }
+
+    /// From now on, the connection tells `attention` about `key` when it goes, and
+    /// when it empties the slot after [`Sender::want_room`]; `None` stops that.
+    pub fn watch(&self, watcher: Option<(Arc<Attention>, usize)>) {
+        *self
+            .shared
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = watcher;
+        self.shared.wanted.store(false, Ordering::Release);
+    }
+
+    /// Asks to be told (through the watcher) once the slot is emptied; told at once
+    /// if it already is.
+    pub fn want_room(&self) {
+        self.shared.wanted.store(true, Ordering::Release);
+        if self.has_room() && self.shared.wanted.swap(false, Ordering::AcqRel) {
+            self.shared.call_watcher();
+        }
+    }
+}
+
 impl<T: Clone + 'static> Sender<T> {
     /// Hands `chunk` over if the slot is empty.
     pub fn try_send(&self, chunk: T) -> Result<(), Refused> {
@@ -110,22 +198,6 @@ impl<T: Clone + 'static> Sender<T> {
             }
             if tokio::time::timeout_at(deadline, emptied).await.is_err() {
                 return Err(Refused::Timeout);
-            }
-        }
-    }
-
-    /// A future that resolves once the connection is gone (it holds no `Sender`).
-    pub fn closed(&self) -> impl std::future::Future<Output = ()> + 'static {
-        let shared = Arc::clone(&self.shared);
-        async move {
-            loop {
-                let woken = shared.sender.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                if shared.receiver_gone.load(Ordering::Acquire) {
-                    return;
-                }
-                woken.await;
             }
         }
     }
@@ -165,6 +237,9 @@ impl<T> Receiver<T> {
         let chunk = lock(&self.shared.chunk).take();
         if chunk.is_some() {
             self.shared.sender.notify_waiters();
+            if self.shared.wanted.swap(false, Ordering::AcqRel) {
+                self.shared.call_watcher();
+            }
         }
         chunk
     }
@@ -174,6 +249,7 @@ impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_gone.store(true, Ordering::Release);
         self.shared.sender.notify_waiters();
+        self.shared.call_watcher();
     }
 }
 
@@ -225,12 +301,32 @@ mod tests {
         assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"a"))));
         let (tx, sent) = waiting.await.expect("sender task");
         assert_eq!(sent, Ok(()));
-        let closed = tokio::spawn(tx.closed());
-        tokio::task::yield_now().await;
         drop(rx);
-        closed
-            .await
-            .expect("closed resolves once the connection is gone");
         assert_eq!(tx.try_send(Bytes::from_static(b"c")), Err(Refused::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_watcher_is_told_when_the_slot_it_waits_on_is_emptied_and_when_the_connection_goes(
+    ) {
+        let attention = Arc::new(Attention::default());
+        let (tx, mut rx) = slot();
+        tx.watch(Some((Arc::clone(&attention), 7)));
+        tx.try_send(Bytes::from_static(b"a")).expect("empty slot");
+        assert!(!tx.has_room());
+        // Taken without being asked for: no word.
+        assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"a"))));
+        assert!(attention.take().is_empty());
+        tx.try_send(Bytes::from_static(b"b")).expect("empty slot");
+        tx.want_room();
+        assert!(attention.take().is_empty(), "still full");
+        assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"b"))));
+        attention.notified().await;
+        assert_eq!(attention.take(), vec![7]);
+        // Asked while already empty: told at once.
+        tx.want_room();
+        assert_eq!(attention.take(), vec![7]);
+        drop(rx);
+        assert_eq!(attention.take(), vec![7], "the connection went");
+        assert!(tx.is_closed() && !tx.has_room());
     }
 }

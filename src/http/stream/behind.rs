@@ -1,0 +1,84 @@
+//! A stream further behind than the journal's window of recent records: a task of
+//! its own reads the log from its cursor (one of [`super::StreamStats`]'s read
+//! permits at a time) and hands it the records, a small chunk at a time, waiting at
+//! most a keep-alive interval for each to be taken. Once its cursor is inside the
+//! window, it goes back to its worker's hub.
+
+use std::sync::Arc;
+
+use super::hub::{Door, Sub};
+use super::slot::Refused;
+use super::{gather, End, CHUNK_BYTES};
+use crate::http::AppState;
+
+/// Events read from the journal per pass.
+const READ_BATCH: usize = 64;
+
+/// Catches `sub` up with the window, then hands it back through `door`.
+pub(super) async fn catch_up(state: Arc<AppState>, mut sub: Sub, door: Door) {
+    match read_to_window(&state, &mut sub).await {
+        Ok(()) => {
+            if let Err(refused) = door.send(sub) {
+                // Only while the worker shuts down.
+                refused.0.end(&state, End::Done);
+            }
+        }
+        Err(end) => sub.end(&state, end),
+    }
+}
+
+async fn read_to_window(state: &AppState, sub: &mut Sub) -> Result<(), End> {
+    let reader = &state.actors.reader;
+    let run = match sub.filter.runs.as_deref() {
+        Some([one]) => Some(*one),
+        _ => None,
+    };
+    loop {
+        if sub.cursor >= reader.durable_seq() || reader.recent_after(sub.cursor, 0, run).is_some()
+        {
+            return Ok(());
+        }
+        let durable = reader.durable_seq();
+        let records = {
+            // The semaphore is never closed.
+            let _permit = state.streams.reads.acquire().await.map_err(|_| End::Done)?;
+            reader
+                .records_after(sub.cursor, READ_BATCH, run)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "stream could not read the journal");
+                    End::Done
+                })?
+        };
+        let read_to_end = records.len() < READ_BATCH;
+        let mut rest = &records[..];
+        while !rest.is_empty() {
+            // Chunks of frames of at least CHUNK_BYTES, made after the fold is let go
+            // of, each with the last sequence number it holds: the cursor follows every
+            // chunk taken, so a stream ended as too slow names exactly what its client
+            // got.
+            let gathered = {
+                let fold = reader.state();
+                gather(state, sub, rest, &fold, CHUNK_BYTES)
+            };
+            if !gathered.frames.is_empty() {
+                let sent = Box::pin(sub.tx.send_timeout(gathered.frames, state.keep_alive));
+                match sent.await {
+                    Ok(()) => {}
+                    Err(Refused::Timeout | Refused::Full) => return Err(End::Slow),
+                    Err(Refused::Closed) => return Err(End::Gone),
+                }
+            }
+            sub.cursor = gathered.through;
+            if gathered.ended {
+                return Err(End::Done);
+            }
+            rest = &rest[gathered.read..];
+        }
+        if read_to_end {
+            // Every record up to `durable` was read (for a one-run stream, every one
+            // of its run's): none before it is left for this stream.
+            sub.cursor = sub.cursor.max(durable);
+        }
+    }
+}
