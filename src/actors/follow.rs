@@ -116,7 +116,8 @@ impl Recent {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let first = records.front().map_or(0, |r| r.seq);
-        let from = usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
+        let from =
+            usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX);
         records.iter().skip(from).cloned().collect()
     }
 

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use super::hub::{Door, Sub};
-use super::slot::Refused;
-use super::{gather, End, CHUNK_BYTES};
+use super::slot::{Attention, Refused};
+use super::{gather, End, Frames, CHUNK_BYTES};
 use crate::http::AppState;
 
 /// Events read from the journal per pass.
@@ -16,7 +16,11 @@ const READ_BATCH: usize = 64;
 
 /// Catches `sub` up with the window, then hands it back through `door`.
 pub(super) async fn catch_up(state: Arc<AppState>, mut sub: Sub, door: Door) {
-    match read_to_window(&state, &mut sub).await {
+    let attention = Arc::new(Attention::default());
+    sub.tx.watch(Some((Arc::clone(&attention), 0)));
+    let caught_up = read_to_window(&state, &mut sub, &attention).await;
+    sub.tx.watch(None);
+    match caught_up {
         Ok(()) => {
             if let Err(refused) = door.send(sub) {
                 // Only while the worker shuts down.
@@ -27,15 +31,46 @@ pub(super) async fn catch_up(state: Arc<AppState>, mut sub: Sub, door: Door) {
     }
 }
 
-async fn read_to_window(state: &AppState, sub: &mut Sub) -> Result<(), End> {
+/// Hands `chunk` over, waiting at most a keep-alive interval for room.
+async fn send(
+    state: &AppState,
+    sub: &Sub,
+    attention: &Attention,
+    chunk: Frames,
+) -> Result<(), End> {
+    let deadline = tokio::time::Instant::now() + state.keep_alive;
+    let mut chunk = Some(chunk);
+    loop {
+        if sub.tx.is_closed() {
+            return Err(End::Gone);
+        }
+        if sub.tx.has_room() {
+            return match sub.tx.try_send(chunk.take().unwrap_or_default()) {
+                Ok(()) => Ok(()),
+                Err(Refused::Closed) => Err(End::Gone),
+                // Only this task sends on the slot.
+                Err(Refused::Full) => Err(End::Slow),
+            };
+        }
+        sub.tx.want_room();
+        let _ = attention.take();
+        if tokio::time::timeout_at(deadline, attention.notified())
+            .await
+            .is_err()
+        {
+            return Err(End::Slow);
+        }
+    }
+}
+
+async fn read_to_window(state: &AppState, sub: &mut Sub, attention: &Attention) -> Result<(), End> {
     let reader = &state.actors.reader;
     let run = match sub.filter.runs.as_deref() {
         Some([one]) => Some(*one),
         _ => None,
     };
     loop {
-        if sub.cursor >= reader.durable_seq() || reader.recent_after(sub.cursor, 0, run).is_some()
-        {
+        if sub.cursor >= reader.durable_seq() || reader.recent_after(sub.cursor, 0, run).is_some() {
             return Ok(());
         }
         let durable = reader.durable_seq();
@@ -62,12 +97,7 @@ async fn read_to_window(state: &AppState, sub: &mut Sub) -> Result<(), End> {
                 gather(state, sub, rest, &fold, CHUNK_BYTES)
             };
             if !gathered.frames.is_empty() {
-                let sent = Box::pin(sub.tx.send_timeout(gathered.frames, state.keep_alive));
-                match sent.await {
-                    Ok(()) => {}
-                    Err(Refused::Timeout | Refused::Full) => return Err(End::Slow),
-                    Err(Refused::Closed) => return Err(End::Gone),
-                }
+                Box::pin(send(state, sub, attention, gathered.frames)).await?;
             }
             sub.cursor = gathered.through;
             if gathered.ended {

@@ -411,7 +411,7 @@ impl Hub {
                         }
                     }
                 }
-                Err(Refused::Full | Refused::Timeout) => {}
+                Err(Refused::Full) => {}
                 Err(Refused::Closed) => gone.push(key),
             }
         }

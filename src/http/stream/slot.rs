@@ -8,15 +8,14 @@
 //! is whatever the two ends agree on: the event streams hand over a list of shared
 //! frames, so a burst of records is never copied into one buffer per stream.
 //!
-//! A sender is either a task of its own, which waits for room with
-//! [`Sender::send_timeout`], or the worker's stream hub, which never waits: it asks
-//! to be told ([`Sender::watch`], [`Sender::want_room`]) and the connection puts the
-//! stream's key on the hub's [`Attention`] list when it takes the chunk or goes.
+//! The sender never blocks: it asks to be told ([`Sender::watch`],
+//! [`Sender::want_room`]) and the connection puts the stream's key on the sender's
+//! [`Attention`] list when it takes the chunk or goes. The sender is the worker's
+//! stream hub, or the task catching a stream up on history.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -32,8 +31,6 @@ struct Shared<T> {
     receiver_gone: AtomicBool,
     /// The connection's waker.
     receiver: AtomicWaker,
-    /// Wakes the task when the slot is emptied or the connection goes.
-    sender: Notify,
     /// The hub that sends on this slot, and the stream's key there.
     watcher: Mutex<Option<(Arc<Attention>, usize)>>,
     /// The watcher asked to be told when the slot is emptied.
@@ -77,7 +74,6 @@ impl<T> Default for Shared<T> {
             sender_gone: AtomicBool::new(false),
             receiver_gone: AtomicBool::new(false),
             receiver: AtomicWaker::new(),
-            sender: Notify::new(),
             watcher: Mutex::new(None),
             wanted: AtomicBool::new(false),
         }
@@ -108,8 +104,6 @@ fn lock<T>(cell: &Mutex<Option<T>>) -> std::sync::MutexGuard<'_, Option<T>> {
 pub enum Refused {
     /// The slot still holds the previous chunk.
     Full,
-    /// It stayed full for the whole wait.
-    Timeout,
     /// The connection is gone.
     Closed,
 }
@@ -166,9 +160,7 @@ impl<T> Sender<T> {
             self.shared.call_watcher();
         }
     }
-}
 
-impl<T: Clone + 'static> Sender<T> {
     /// Hands `chunk` over if the slot is empty.
     pub fn try_send(&self, chunk: T) -> Result<(), Refused> {
         if self.shared.receiver_gone.load(Ordering::Acquire) {
@@ -183,23 +175,6 @@ impl<T: Clone + 'static> Sender<T> {
         }
         self.shared.receiver.wake();
         Ok(())
-    }
-
-    /// Hands `chunk` over, waiting at most `wait` for the slot to empty.
-    pub async fn send_timeout(&self, chunk: T, wait: Duration) -> Result<(), Refused> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let emptied = self.shared.sender.notified();
-            tokio::pin!(emptied);
-            emptied.as_mut().enable();
-            match self.try_send(chunk.clone()) {
-                Err(Refused::Full) => {}
-                done => return done,
-            }
-            if tokio::time::timeout_at(deadline, emptied).await.is_err() {
-                return Err(Refused::Timeout);
-            }
-        }
     }
 
     /// Ends the hand-over with `last`, sent after the chunk still waiting, if any.
@@ -236,7 +211,6 @@ impl<T> Receiver<T> {
     fn take(&self) -> Option<T> {
         let chunk = lock(&self.shared.chunk).take();
         if chunk.is_some() {
-            self.shared.sender.notify_waiters();
             if self.shared.wanted.swap(false, Ordering::AcqRel) {
                 self.shared.call_watcher();
             }
@@ -248,7 +222,6 @@ impl<T> Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.shared.receiver_gone.store(true, Ordering::Release);
-        self.shared.sender.notify_waiters();
         self.shared.call_watcher();
     }
 }
@@ -263,21 +236,14 @@ mod tests {
         rx.poll_recv(&mut Context::from_waker(&waker))
     }
 
-    #[tokio::test]
-    async fn one_chunk_at_a_time_then_the_last_word() {
+    #[test]
+    fn one_chunk_at_a_time_then_the_last_word() {
         let (tx, mut rx) = slot();
         assert_eq!(poll(&mut rx), Poll::Pending);
         tx.try_send(Bytes::from_static(b"a")).expect("empty slot");
         assert_eq!(tx.try_send(Bytes::from_static(b"b")), Err(Refused::Full));
-        assert_eq!(
-            tx.send_timeout(Bytes::from_static(b"b"), Duration::from_millis(1))
-                .await,
-            Err(Refused::Timeout)
-        );
         assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"a"))));
-        tx.send_timeout(Bytes::from_static(b"b"), Duration::from_secs(60))
-            .await
-            .expect("room");
+        tx.try_send(Bytes::from_static(b"b")).expect("room");
         tx.finish(Some(Bytes::from_static(b"last")));
         assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"b"))));
         assert_eq!(
@@ -288,26 +254,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_sender_is_woken_by_the_connection_taking_or_going() {
-        let (tx, mut rx) = slot();
-        tx.try_send(Bytes::from_static(b"a")).expect("empty slot");
-        let waiting = tokio::spawn(async move {
-            let sent = tx
-                .send_timeout(Bytes::from_static(b"b"), Duration::from_secs(60))
-                .await;
-            (tx, sent)
-        });
-        tokio::task::yield_now().await;
-        assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"a"))));
-        let (tx, sent) = waiting.await.expect("sender task");
-        assert_eq!(sent, Ok(()));
-        drop(rx);
-        assert_eq!(tx.try_send(Bytes::from_static(b"c")), Err(Refused::Closed));
-    }
-
-    #[tokio::test]
-    async fn a_watcher_is_told_when_the_slot_it_waits_on_is_emptied_and_when_the_connection_goes(
-    ) {
+    async fn a_watcher_is_told_when_the_slot_it_waits_on_is_emptied_and_when_the_connection_goes() {
         let attention = Arc::new(Attention::default());
         let (tx, mut rx) = slot();
         tx.watch(Some((Arc::clone(&attention), 7)));
