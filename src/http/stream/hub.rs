@@ -40,6 +40,9 @@ use crate::http::AppState;
 /// per gap, not one per append. Measured with a thousand streams open
 /// (`benches/streams.rs`, 2-core VM).
 const BURST_GAP: Duration = Duration::from_millis(100);
+/// Parts of a keep-alive interval: each sweep sends the comments of one part of
+/// the streams.
+const PHASES: usize = 16;
 /// Records a stream served on its own (when its connection made room) is given at
 /// most at once.
 const SERVE_BATCH: usize = 64;
@@ -195,6 +198,8 @@ struct Hub {
     attention: Arc<Attention>,
     /// New streams, and streams caught up by their own task.
     door: Door,
+    /// The phase of the last sweep, from 0 to [`PHASES`] - 1.
+    phase: usize,
 }
 
 impl Hub {
@@ -205,6 +210,7 @@ impl Hub {
             subs: Slab::new(),
             attention: Arc::default(),
             door: door.clone(),
+            phase: 0,
         };
         actix_web::rt::spawn(hub.run(arrivals));
         door
@@ -215,7 +221,8 @@ impl Hub {
         let mut tail = self.state.actors.reader.subscribe();
         let mut ticks = self.state.actors.board.subscribe();
         let mut ticking = true;
-        let mut sweep = tokio::time::interval_at(Instant::now() + keep_alive, keep_alive);
+        let every = keep_alive / PHASES as u32;
+        let mut sweep = tokio::time::interval_at(Instant::now() + every, every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_news = Instant::now();
         let mut gap: Option<Pin<Box<Sleep>>> = None;
@@ -294,9 +301,10 @@ impl Hub {
             Some(records) => {
                 // Fewer than asked: the window was read to its end, which is at
                 // least `durable` (records enter it before the tail moves on).
-                let through = (records.len() < SERVE_BATCH && run.is_some()).then_some(durable);
+                let whole = records.len() < SERVE_BATCH;
+                let through = (whole && run.is_some()).then_some(durable);
                 let fold = reader.state();
-                serve(&self.state, sub, &records, through, &fold)
+                serve(&self.state, sub, &records, through, whole, &fold)
             }
         };
         self.close(key, turn);
@@ -332,7 +340,7 @@ impl Hub {
             }
             let turn = match window.after(sub.cursor) {
                 None => Turn::Behind,
-                Some(records) => serve(&self.state, sub, records, None, &fold),
+                Some(records) => serve(&self.state, sub, records, None, true, &fold),
             };
             if !matches!(turn, Turn::Stay) {
                 turns.push((key, turn));
@@ -420,11 +428,15 @@ impl Hub {
         }
     }
 
-    /// Every keep-alive interval: a comment to every stream, and the end of those
-    /// whose slot stayed full for a whole interval.
+    /// Every [`PHASES`]th of a keep-alive interval: a comment to the streams of this
+    /// phase (each stream's comes once an interval, and the writes they cost are
+    /// spread over it), and the end of any stream whose slot stayed full for a whole
+    /// interval.
     fn sweep(&mut self) {
         let now = Instant::now();
         let keep_alive = self.state.keep_alive;
+        self.phase = (self.phase + 1) % PHASES;
+        let phase = self.phase;
         let mut turns = Vec::new();
         let mut missed = Vec::new();
         for (key, sub) in &mut self.subs {
@@ -438,6 +450,9 @@ impl Hub {
                     missed.push(key);
                     continue;
                 }
+                if key % PHASES != phase {
+                    continue;
+                }
                 let _ = sub
                     .tx
                     .try_send(vec![web::Bytes::from_static(b": keep-alive\n\n")]);
@@ -448,6 +463,7 @@ impl Hub {
                     turns.push((key, Turn::End(End::Slow)));
                 }
                 Some(_) => {}
+                None if key % PHASES != phase => {}
                 None => {
                     // The keep-alive waits for room like any chunk.
                     sub.waiting_since = Some(now);
@@ -501,12 +517,15 @@ fn may_have_news(fold: &State, filter: &Filter, cursor: Seq) -> bool {
 
 /// Hands `sub` what it wants of `records` (those after its cursor), as much as one
 /// chunk holds. `through`: how far the records were read, when that is further than
-/// the last of them (a run's records, filtered from the window).
+/// the last of them (a run's records, filtered from the window); `whole`: whether
+/// they reach the end of the window as it was when they were taken. What was
+/// appended since waits for the next walk of the streams, one burst gap on.
 fn serve(
     state: &AppState,
     sub: &mut Sub,
     records: &[Arc<Followed>],
     through: Option<Seq>,
+    whole: bool,
     fold: &State,
 ) -> Turn {
     let now = Instant::now();
@@ -548,7 +567,7 @@ fn serve(
         // have been sent; the stream is complete.
         return Turn::End(End::Done);
     }
-    if read_all && sub.cursor >= state.actors.reader.durable_seq() {
+    if read_all && whole {
         sub.waiting_since = None;
         sub.live = true;
     } else {
