@@ -364,30 +364,82 @@ pub async fn all_stream(
 
 /// Hands the stream to this worker's hub and answers with the body it feeds.
 fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
-    let (tx, mut rx) = slot::slot::<Frames>();
+    let (tx, rx) = slot::slot::<Frames>();
     // Tell the client how soon to retry if the connection drops.
     let _ = tx.try_send(vec![web::Bytes::from_static(b"retry: 1000\n\n")]);
     hub::join(&state, hub::Sub::new(&state, filter, cursor, tx));
-    // The hub's chunks, frame by frame, then its last word (a `resume` event), if
-    // any. Taking a chunk empties the slot: its frames wait here, shared.
-    let mut frames = Frames::new().into_iter();
-    let body = futures_util::stream::poll_fn(move |cx| loop {
-        if let Some(frame) = frames.next() {
-            return Poll::Ready(Some(Ok::<_, Infallible>(frame)));
-        }
-        // The list's own memory goes now, not when the next chunk comes.
-        frames = Frames::new().into_iter();
-        match rx.poll_recv(cx) {
-            Poll::Ready(Some(chunk)) => frames = chunk.into_iter(),
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
-        }
-    });
+    let body = Body {
+        rx,
+        frames: Frames::new().into_iter(),
+        rest: web::Bytes::new(),
+        flush: false,
+    };
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body)
+}
+
+/// A frame handed over alone (as while a stream catches up) and longer than this
+/// goes to the connection in pieces of this size, each written out before the next
+/// is given: the connection keeps its write buffer (8 KiB) for as long as it lasts,
+/// and every page of it that a write reached stays in the server's memory, so the
+/// longest write decides what an idle stream costs. A replayed `RunSubmitted`,
+/// which carries its spec, is the longest most streams see.
+const PIECE: usize = 512;
+
+/// An event stream's body: the chunks its hub hands over, frame by frame, then its
+/// last word (a `resume` event), if any. Taking a chunk empties the slot: its frames
+/// wait here, shared.
+struct Body {
+    rx: slot::Receiver<Frames>,
+    frames: std::vec::IntoIter<web::Bytes>,
+    /// The rest of a frame going out in pieces.
+    rest: web::Bytes,
+    /// A piece was just given: let the connection write it before the next.
+    flush: bool,
+}
+
+impl futures_util::Stream for Body {
+    type Item = Result<web::Bytes, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.flush {
+                // Pending with a wakeup at once: the connection writes out what it
+                // holds, then asks again.
+                this.flush = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if !this.rest.is_empty() {
+                let piece = this.rest.split_to(this.rest.len().min(PIECE));
+                this.flush = true;
+                return Poll::Ready(Some(Ok(piece)));
+            }
+            if let Some(frame) = this.frames.next() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            // The list's own memory goes now, not when the next chunk comes.
+            this.frames = Frames::new().into_iter();
+            match this.rx.poll_recv(cx) {
+                Poll::Ready(Some(mut chunk)) => {
+                    if chunk.len() == 1 && chunk[0].len() > PIECE {
+                        this.rest = chunk.pop().unwrap_or_default();
+                    } else {
+                        this.frames = chunk.into_iter();
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// A record as every stream sends it: `id: SEQ`, `event: NAME`, `data: EventView`.

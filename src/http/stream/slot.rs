@@ -210,10 +210,8 @@ impl<T> Receiver<T> {
 
     fn take(&self) -> Option<T> {
         let chunk = lock(&self.shared.chunk).take();
-        if chunk.is_some() {
-            if self.shared.wanted.swap(false, Ordering::AcqRel) {
-                self.shared.call_watcher();
-            }
+        if chunk.is_some() && self.shared.wanted.swap(false, Ordering::AcqRel) {
+            self.shared.call_watcher();
         }
         chunk
     }
