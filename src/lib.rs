@@ -59,7 +59,12 @@
 //!   `http::state`: what every handler reaches; `http::bulk`: large JSON answers
 //!   that give the CPU back while they serialize; `http::views`: the views of runs
 //!   nothing live changes, kept as the bytes sent), server-sent
-//!   event streams (`http::stream::stats`: their shared counters), health checks,
+//!   event streams (`http::stream`: the routes, filters and the frames' encoding;
+//!   `stream/hub.rs`: one task per worker thread that feeds all of that worker's
+//!   streams; `stream/behind.rs`: a stream catching up on history older than the
+//!   journal's window; `stream/sub.rs`: one stream as the hub keeps it;
+//!   `stream/slot.rs`: the one-chunk hand-over to a connection; `stream/stats.rs`:
+//!   their shared counters), health checks,
 //!   errors (with the problem+json media type), the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),
 //!   and the OpenAPI document generated from them.

@@ -32,6 +32,7 @@ mod behind;
 mod hub;
 mod slot;
 mod stats;
+mod sub;
 
 pub(in crate::http) use stats::{sse_event, Connected};
 pub use stats::{StreamCounts, StreamStats};
@@ -367,7 +368,7 @@ fn respond(state: Arc<AppState>, filter: Filter, cursor: Seq) -> HttpResponse {
     let (tx, rx) = slot::slot::<Frames>();
     // Tell the client how soon to retry if the connection drops.
     let _ = tx.try_send(vec![web::Bytes::from_static(b"retry: 1000\n\n")]);
-    hub::join(&state, hub::Sub::new(&state, filter, cursor, tx));
+    hub::join(&state, sub::Sub::new(&state, filter, cursor, tx));
     let body = Body {
         rx,
         frames: Frames::new().into_iter(),
@@ -509,7 +510,7 @@ struct Gathered {
 /// that sends it: encoded once, never copied here.
 fn gather(
     state: &AppState,
-    sub: &mut hub::Sub,
+    sub: &mut sub::Sub,
     records: &[Arc<Followed>],
     fold: &State,
     limit: usize,

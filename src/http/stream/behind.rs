@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use super::hub::{Door, Sub};
 use super::slot::{Attention, Refused};
+use super::sub::{Door, Sub};
 use super::{gather, End, Frames, CHUNK_BYTES};
 use crate::http::AppState;
 

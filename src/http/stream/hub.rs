@@ -29,8 +29,9 @@ use slab::Slab;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use super::slot::{self, Attention, Refused};
-use super::{gather, Connected, End, Filter, Frames, Sent, CHUNK_BYTES, LIVE_CHUNK_BYTES};
+use super::slot::{Attention, Refused};
+use super::sub::{Door, Sub};
+use super::{gather, End, Filter, Frames, CHUNK_BYTES, LIVE_CHUNK_BYTES};
 use crate::actors::follow::Followed;
 use crate::domain::{Progress, RunId, RunState, Seq, State};
 use crate::http::AppState;
@@ -46,70 +47,6 @@ const PHASES: usize = 16;
 /// Records a stream served on its own (when its connection made room) is given at
 /// most at once.
 const SERVE_BATCH: usize = 64;
-
-/// One stream as its hub keeps it.
-pub(super) struct Sub {
-    /// What it sends.
-    pub filter: Filter,
-    /// The last sequence number handed to (or skipped for) its connection.
-    pub cursor: Seq,
-    /// The last sample sent of each run (live runs only; pruned every tick).
-    pub sent: Sent,
-    /// Its hand-over to the connection.
-    pub tx: slot::Sender<Frames>,
-    /// Since when it has had something to hand over that its slot had no room for
-    /// (or since its last chunk, while more waits): a keep-alive interval of this
-    /// and it is too slow.
-    waiting_since: Option<Instant>,
-    /// Whether it has caught up with the journal once: chunks of [`CHUNK_BYTES`]
-    /// until then, [`LIVE_CHUNK_BYTES`] after.
-    live: bool,
-    /// When `?every=` progress is next due.
-    progress_due: Instant,
-    /// Counted as connected while it lives.
-    _connected: Connected,
-}
-
-impl Sub {
-    /// A stream from after `cursor`.
-    pub fn new(state: &AppState, filter: Filter, cursor: Seq, tx: slot::Sender<Frames>) -> Self {
-        let progress_due = Instant::now() + filter.every.unwrap_or_default();
-        Self {
-            filter,
-            cursor,
-            sent: Sent::default(),
-            tx,
-            waiting_since: None,
-            live: false,
-            progress_due,
-            _connected: Connected::new(Arc::clone(&state.streams)),
-        }
-    }
-
-    /// Ends the stream: a `resume` event naming its cursor when it was too slow.
-    pub fn end(self, state: &AppState, end: End) {
-        let last = match end {
-            End::Slow => {
-                state.streams.count_slow();
-                tracing::info!(
-                    after = self.cursor,
-                    "stream client too slow; disconnected with the cursor to resume from"
-                );
-                let mut chunk = String::new();
-                super::sse_event(
-                    &mut chunk,
-                    None,
-                    "resume",
-                    &serde_json::json!({ "after": self.cursor }).to_string(),
-                );
-                Some(vec![chunk.into()])
-            }
-            End::Gone | End::Done => None,
-        };
-        self.tx.watch(None);
-        self.tx.finish(last);
-    }
-}
 
 thread_local! {
     /// This worker's hubs: one per server (tests run several in one process).
@@ -139,10 +76,6 @@ pub(super) fn join(state: &Arc<AppState>, sub: Sub) {
         }
     });
 }
-
-/// Hands a stream back to the hub of the worker it was started on (from the task
-/// that caught it up).
-pub(super) type Door = mpsc::UnboundedSender<Sub>;
 
 /// The samples of one tick, each encoded once.
 #[derive(Default)]
