@@ -587,8 +587,22 @@ pub fn series_state(
 mod tests {
     use super::*;
 
+    /// Opens the database in `dir`, waiting for a dropped one's file lock: sled's
+    /// flusher thread lets go of it shortly after its `Db` is dropped.
     fn open(dir: &std::path::Path) -> (sled::Db, sled::Tree) {
-        let db = sled::Config::new().path(dir).open().expect("open sled");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("open sled: {e}"),
+            }
+        };
         let tree = db.open_tree("metrics").expect("metrics tree");
         (db, tree)
     }
