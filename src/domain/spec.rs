@@ -102,8 +102,9 @@ pub struct RunSpec {
     /// Fail the attempt when the loss becomes NaN or infinite.
     #[serde(default = "default_true")]
     pub fail_on_nan: bool,
-    /// Slots claimed together for the run; it waits until that many are free and
-    /// trains on the first one's device.
+    /// Slots claimed together for the run; it waits until that many are free. A
+    /// built-in training run takes one (it trains on one device); a command run may
+    /// take several and is given the first one's device.
     #[serde(default = "default_slots")]
     pub slots: u32,
     /// Seconds without a finished batch before the run is reported stalled; by default
@@ -990,6 +991,19 @@ impl RunSpec {
             RunKind::Command => return self.validate_command(),
             RunKind::Train => self.training_parts()?,
         };
+        if self.slots > 1 {
+            // The built-in loop trains on one device: claiming more would hold
+            // devices it never uses.
+            return Err(SpecError::new(
+                "slots",
+                format!(
+                    "a built-in training run trains on one device, got {}; to train one \
+                     model data-parallel over several slots, submit a `\"kind\": \"command\"` \
+                     run (a torch.distributed script) with `slots`",
+                    self.slots
+                ),
+            ));
+        }
         check_range("epochs", u64::from(self.epochs), 1, 100_000)?;
         check_range("batch_size", u64::from(self.batch_size), 1, 1_000_000)?;
         match model {
@@ -1586,6 +1600,27 @@ mod tests {
             from_number.timeout.map(|t| t.to_string()),
             Some("90s".into())
         );
+    }
+
+    #[test]
+    fn a_built_in_training_run_takes_one_slot_and_a_command_run_takes_several() {
+        let mut spec = demo();
+        spec.slots = 2;
+        let err = spec
+            .validate()
+            .expect_err("two devices for the built-in loop");
+        assert_eq!(err.field, "slots");
+        assert!(
+            err.reason.contains("\"kind\": \"command\""),
+            "{}",
+            err.reason
+        );
+        spec.slots = 1;
+        spec.validate().expect("one slot");
+        let gang =
+            command(r#"{"name":"ddp","kind":"command","argv":["python3","ddp.py"],"slots":2}"#);
+        gang.validate()
+            .expect("a command run may claim several slots");
     }
 
     #[test]

@@ -342,11 +342,24 @@ async fn higher_priority_runs_leave_the_queue_first() {
 
 #[actix_web::test]
 async fn a_run_needing_two_slots_claims_both_together_or_waits_holding_none() {
-    let app = spawn_app_with(|c| c.train.cpu_slots = 2).await;
+    let app = spawn_app_with(|c| {
+        c.train.cpu_slots = 2;
+        c.runs.allow_commands = true;
+    })
+    .await;
     let blocker = app.submit_ok(&long_spec("holds-one-slot")).await;
     app.wait_for(&blocker, |r| r["state"] == "running").await;
-    let mut gang = quick_spec("needs-two");
-    gang["slots"] = json!(2);
+
+    // The built-in loop trains on one device: it never claims two.
+    let mut one_device = quick_spec("two-for-tch");
+    one_device["slots"] = json!(2);
+    let detail = assert_problem(app.submit(&one_device).await, 422, "invalid_spec").await;
+    assert!(
+        detail.starts_with("slots:") && detail.contains("\"kind\": \"command\""),
+        "{detail}"
+    );
+
+    let gang = json!({"name": "needs-two", "kind": "command", "argv": ["true"], "slots": 2});
     let gang = app.submit_ok(&gang).await;
     let (_, slots) = app.get_json("/api/v1/slots").await;
     let held: Vec<&Value> = slots
@@ -358,8 +371,7 @@ async fn a_run_needing_two_slots_claims_both_together_or_waits_holding_none() {
     assert!(held.is_empty(), "no partial claim while waiting: {slots}");
     assert_eq!(app.run(&gang).await["state"], "queued");
 
-    let mut too_many = quick_spec("needs-three");
-    too_many["slots"] = json!(3);
+    let too_many = json!({"name": "needs-three", "kind": "command", "argv": ["true"], "slots": 3});
     let detail = assert_problem(app.submit(&too_many).await, 422, "invalid_spec").await;
     assert!(detail.starts_with("slots:"), "{detail}");
 
