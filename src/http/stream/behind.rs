@@ -36,6 +36,7 @@ async fn send(
     state: &AppState,
     sub: &Sub,
     attention: &Attention,
+    called: &mut Vec<usize>,
     chunk: Frames,
 ) -> Result<(), End> {
     let deadline = tokio::time::Instant::now() + state.keep_alive;
@@ -53,7 +54,7 @@ async fn send(
             };
         }
         sub.tx.want_room();
-        let _ = attention.take();
+        attention.take_into(called);
         if tokio::time::timeout_at(deadline, attention.notified())
             .await
             .is_err()
@@ -69,6 +70,8 @@ async fn read_to_window(state: &AppState, sub: &mut Sub, attention: &Attention) 
         Some([one]) => Some(*one),
         _ => None,
     };
+    // The keys the connection put on the list (only this stream's): a buffer kept.
+    let mut called = Vec::new();
     loop {
         if sub.cursor >= reader.durable_seq() || reader.recent_after(sub.cursor, 0, run).is_some() {
             return Ok(());
@@ -97,7 +100,7 @@ async fn read_to_window(state: &AppState, sub: &mut Sub, attention: &Attention) 
                 gather(state, sub, rest, &fold, CHUNK_BYTES)
             };
             if !gathered.frames.is_empty() {
-                Box::pin(send(state, sub, attention, gathered.frames)).await?;
+                Box::pin(send(state, sub, attention, &mut called, gathered.frames)).await?;
             }
             sub.cursor = gathered.through;
             if gathered.ended {

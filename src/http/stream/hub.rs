@@ -133,6 +133,8 @@ struct Hub {
     door: Door,
     /// The phase of the last sweep, from 0 to [`PHASES`] - 1.
     phase: usize,
+    /// The keys last taken from `attention` (kept for its buffer).
+    called: Vec<usize>,
 }
 
 impl Hub {
@@ -144,6 +146,7 @@ impl Hub {
             attention: Arc::default(),
             door: door.clone(),
             phase: 0,
+            called: Vec::new(),
         };
         actix_web::rt::spawn(hub.run(arrivals));
         door
@@ -208,7 +211,9 @@ impl Hub {
 
     /// Serves the streams whose connection took its chunk or went away.
     fn attend(&mut self) {
-        for key in self.attention.take() {
+        let mut keys = std::mem::take(&mut self.called);
+        self.attention.take_into(&mut keys);
+        for &key in &keys {
             let Some(sub) = self.subs.get(key) else {
                 continue;
             };
@@ -218,6 +223,7 @@ impl Hub {
                 self.serve_alone(key);
             }
         }
+        self.called = keys;
     }
 
     /// Serves one stream from a window snapshot of its own.
@@ -253,24 +259,25 @@ impl Hub {
                 && sub.waiting_since.is_none()
                 && may_have_news(&fold, &sub.filter, sub.cursor)
         };
-        let Some(from) = self
-            .subs
-            .iter()
-            .filter(|(_, sub)| ready(sub))
-            .map(|(_, sub)| sub.cursor)
-            .min()
-        else {
+        // One look at each stream: the ready ones, and the oldest cursor among them.
+        let mut keys = Vec::new();
+        let mut from = Seq::MAX;
+        for (key, sub) in &self.subs {
+            if ready(sub) {
+                keys.push(key);
+                from = from.min(sub.cursor);
+            }
+        }
+        if keys.is_empty() {
             return;
-        };
+        }
         let window = Window {
             durable,
             records: reader.recent_since(from),
         };
         let mut turns = Vec::new();
-        for (key, sub) in self.subs.iter_mut() {
-            if !ready(sub) {
-                continue;
-            }
+        for key in keys {
+            let sub = &mut self.subs[key];
             let turn = match window.after(sub.cursor) {
                 None => Turn::Behind,
                 Some(records) => serve(&self.state, sub, records, None, true, &fold),

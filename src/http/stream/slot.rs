@@ -46,9 +46,14 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// The keys put on the list since the last call.
-    pub fn take(&self) -> Vec<usize> {
-        std::mem::take(&mut *self.keys.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Swaps the keys put on the list since the last call into `into` (emptied
+    /// first), which leaves its buffer for the next ones: no allocation per call.
+    pub fn take_into(&self, into: &mut Vec<usize>) {
+        into.clear();
+        std::mem::swap(
+            &mut *self.keys.lock().unwrap_or_else(|p| p.into_inner()),
+            into,
+        );
     }
 
     /// Resolves once a key was put on the list (at once if one was since the last
@@ -229,6 +234,12 @@ mod tests {
     use super::*;
     use actix_web::web::Bytes;
 
+    fn take(attention: &Attention) -> Vec<usize> {
+        let mut keys = Vec::new();
+        attention.take_into(&mut keys);
+        keys
+    }
+
     fn poll(rx: &mut Receiver<Bytes>) -> Poll<Option<Bytes>> {
         let waker = futures_util::task::noop_waker();
         rx.poll_recv(&mut Context::from_waker(&waker))
@@ -260,18 +271,18 @@ mod tests {
         assert!(!tx.has_room());
         // Taken without being asked for: no word.
         assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"a"))));
-        assert!(attention.take().is_empty());
+        assert!(take(&attention).is_empty());
         tx.try_send(Bytes::from_static(b"b")).expect("empty slot");
         tx.want_room();
-        assert!(attention.take().is_empty(), "still full");
+        assert!(take(&attention).is_empty(), "still full");
         assert_eq!(poll(&mut rx), Poll::Ready(Some(Bytes::from_static(b"b"))));
         attention.notified().await;
-        assert_eq!(attention.take(), vec![7]);
+        assert_eq!(take(&attention), vec![7]);
         // Asked while already empty: told at once.
         tx.want_room();
-        assert_eq!(attention.take(), vec![7]);
+        assert_eq!(take(&attention), vec![7]);
         drop(rx);
-        assert_eq!(attention.take(), vec![7], "the connection went");
+        assert_eq!(take(&attention), vec![7], "the connection went");
         assert!(tx.is_closed() && !tx.has_room());
     }
 }
