@@ -69,6 +69,7 @@ pub struct RunActor {
     slot: SlotId,
     slots: Vec<SlotId>,
     device: tch::Device,
+    devices: Vec<tch::Device>,
     data_dir: PathBuf,
     roots: DataRoots,
     resume: Option<Resume>,
@@ -244,6 +245,9 @@ pub struct RunSetup {
     pub slots: Vec<SlotId>,
     /// The slot's device.
     pub device: tch::Device,
+    /// The device of each slot in `slots`, in order (a command run starts one rank
+    /// on each).
+    pub devices: Vec<tch::Device>,
     /// The server's data directory.
     pub data_dir: PathBuf,
     /// Where data files may be read from.
@@ -285,6 +289,7 @@ impl RunActor {
             slot: setup.slot,
             slots: setup.slots,
             device: setup.device,
+            devices: setup.devices,
             data_dir: setup.data_dir,
             roots: setup.roots,
             resume: setup.resume,
@@ -330,16 +335,27 @@ impl RunActor {
     /// are read, and an epoch is never journaled after a checkpoint past it.
     fn new_records(&mut self) -> Vec<(RunId, Event)> {
         let mut events = Vec::new();
-        if let Some(process) = self.feed.as_ref().and_then(|feed| feed.started()) {
+        if let Some(processes) = self.feed.as_ref().and_then(|feed| feed.started()) {
             if !std::mem::replace(&mut self.process_journaled, true) {
-                events.push((
-                    self.run_id,
-                    Event::CommandStarted {
-                        pid: process.pid,
-                        pgid: process.pgid,
-                        start_ticks: process.start_ticks,
-                    },
-                ));
+                // Every rank's process in one append: a restarted server finds all
+                // of them, or none and looks for them by their run id.
+                for (rank, process) in (0u32..).zip(processes) {
+                    let event = if rank == 0 {
+                        Event::CommandStarted {
+                            pid: process.pid,
+                            pgid: process.pgid,
+                            start_ticks: process.start_ticks,
+                        }
+                    } else {
+                        Event::RankStarted {
+                            rank,
+                            pid: process.pid,
+                            pgid: process.pgid,
+                            start_ticks: process.start_ticks,
+                        }
+                    };
+                    events.push((self.run_id, event));
+                }
             }
         }
         let checkpoints = self.new_checkpoints();
@@ -603,7 +619,7 @@ impl RunActor {
                     run_id: self.run_id,
                     attempt: self.attempt,
                     spec: self.spec.clone(),
-                    device: self.device,
+                    devices: self.devices.clone(),
                     data_dir: self.data_dir.clone(),
                     run_dir,
                     cells: Arc::clone(&self.cells),

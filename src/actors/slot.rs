@@ -39,6 +39,8 @@ pub struct SlotContext {
     pub ticker: Addr<Ticker>,
     /// The ticker period.
     pub tick: Duration,
+    /// Every slot's device, by slot id: a run on several slots gets theirs.
+    pub devices: std::sync::Arc<[tch::Device]>,
     /// The server's data directory.
     pub data_dir: std::path::PathBuf,
     /// Where data files may be read from.
@@ -102,6 +104,14 @@ impl Slot {
             attempt: attempt.attempt,
             resume: attempt.resume,
             slot: self.id,
+            devices: attempt
+                .slots
+                .iter()
+                .map(|slot| {
+                    let device = self.context.devices.get(slot.0 as usize).copied();
+                    device.unwrap_or(self.device)
+                })
+                .collect(),
             slots: attempt.slots,
             device: self.device,
             data_dir: self.context.data_dir.clone(),

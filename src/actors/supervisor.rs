@@ -113,6 +113,7 @@ pub fn start(
         reader: reader.clone(),
         ticker: ticker.clone(),
         tick,
+        devices: devices.iter().copied().collect(),
         data_dir: data_dir.to_path_buf(),
         roots: roots.clone(),
         commands: commands.clone(),

@@ -271,6 +271,19 @@ pub enum Event {
         /// The worker's sequence number of the last fact journaled.
         through_seq: u64,
     },
+    /// Another rank of a command run with `slots` > 1 started (journaled with the
+    /// `CommandStarted` of rank 0, in one append): its process group is what a
+    /// restarted server ends as well.
+    RankStarted {
+        /// The rank, 1 up to `slots - 1`.
+        rank: u32,
+        /// Its process id.
+        pid: u32,
+        /// Its process group; each rank leads its own, so the same as `pid`.
+        pgid: u32,
+        /// Its start time in clock ticks after boot.
+        start_ticks: u64,
+    },
 }
 
 /// The variant of an [`Event`], without its data.
@@ -336,11 +349,13 @@ pub enum EventKind {
     SlurmJobLost,
     /// See [`Event::WorkerSynced`].
     WorkerSynced,
+    /// See [`Event::RankStarted`].
+    RankStarted,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -371,6 +386,7 @@ impl EventKind {
         EventKind::SlurmJobEnded,
         EventKind::SlurmJobLost,
         EventKind::WorkerSynced,
+        EventKind::RankStarted,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -406,6 +422,7 @@ impl EventKind {
             EventKind::SlurmJobEnded => "SlurmJobEnded",
             EventKind::SlurmJobLost => "SlurmJobLost",
             EventKind::WorkerSynced => "WorkerSynced",
+            EventKind::RankStarted => "RankStarted",
         }
     }
 }
@@ -444,6 +461,7 @@ impl Event {
             Event::SlurmJobEnded { .. } => EventKind::SlurmJobEnded,
             Event::SlurmJobLost { .. } => EventKind::SlurmJobLost,
             Event::WorkerSynced { .. } => EventKind::WorkerSynced,
+            Event::RankStarted { .. } => EventKind::RankStarted,
         }
     }
 
@@ -581,6 +599,12 @@ impl Event {
                 delay_ms,
             } => json!({"job_id": job_id, "reason": reason, "lost": lost, "delay_ms": delay_ms}),
             Event::WorkerSynced { through_seq } => json!({"through_seq": through_seq}),
+            Event::RankStarted {
+                rank,
+                pid,
+                pgid,
+                start_ticks,
+            } => json!({"rank": rank, "pid": pid, "pgid": pgid, "start_ticks": start_ticks}),
         }
     }
 }

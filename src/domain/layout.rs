@@ -91,6 +91,12 @@ impl RunLayout {
         self.dir().join(LOGS_DIR)
     }
 
+    /// Where rank `rank` of a command run writes them: [`RunLayout::logs`] for rank 0
+    /// (the only rank of a one-slot run), `logs/rank-N` for the others.
+    pub fn rank_logs(&self, rank: u32) -> PathBuf {
+        rank_logs(&self.logs(), rank)
+    }
+
     /// What deleting the run's files removes (for a Slurm run, its whole shared
     /// directory: jobs, worker journal and all).
     pub fn files(&self) -> &Path {
@@ -103,6 +109,16 @@ impl RunLayout {
 fn shared_run_dir(run: &Run) -> Option<PathBuf> {
     let job = run.slurm.as_ref()?;
     Path::new(&job.dir).parent().map(Path::to_path_buf)
+}
+
+/// The log directory of rank `rank` under a run's log directory `logs`: `logs`
+/// itself for rank 0, `logs/rank-N` for the others.
+pub fn rank_logs(logs: &Path, rank: u32) -> PathBuf {
+    if rank == 0 {
+        logs.to_path_buf()
+    } else {
+        logs.join(format!("rank-{rank}"))
+    }
 }
 
 #[cfg(test)]

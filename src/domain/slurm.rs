@@ -118,8 +118,9 @@ pub fn map_fact(source: &FactSource, run: &Run, event: &Event) -> Mapped {
         | Event::PauseRequested
         | Event::RunResumed
         | Event::TraceAssigned { .. }
-        // A process group on the worker's node, not one the server may signal.
-        | Event::CommandStarted { .. } => Mapped::WorkerOwn,
+        // Process groups on the worker's node, not ones the server may signal.
+        | Event::CommandStarted { .. }
+        | Event::RankStarted { .. } => Mapped::WorkerOwn,
         Event::JournalRepaired { .. } => unexpected("its journal lost records"),
         Event::ArtifactsDeleted { .. } => unexpected("only the server deletes a run's files"),
         Event::SlurmJobSubmitted { .. }

@@ -591,6 +591,12 @@ mod tests {
                 delay_ms: 1000,
             },
             EventKind::WorkerSynced => Event::WorkerSynced { through_seq: 9 },
+            EventKind::RankStarted => Event::RankStarted {
+                rank: 1,
+                pid: 4243,
+                pgid: 4243,
+                start_ticks: 123_457,
+            },
         }
     }
 
@@ -622,6 +628,7 @@ mod tests {
             table.push((Some(s), K::CheckpointSaved, s));
             table.push((Some(s), K::ArtifactSaved, s));
             table.push((Some(s), K::CommandStarted, s));
+            table.push((Some(s), K::RankStarted, s));
             table.push((Some(s), K::CommandExited, s));
             table.push((Some(s), K::RunCompleted, S::Completed));
         }

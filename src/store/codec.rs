@@ -59,6 +59,7 @@
 //! | 27 | `SlurmJobEnded` |
 //! | 28 | `SlurmJobLost` |
 //! | 29 | `WorkerSynced` |
+//! | 30 | `RankStarted` |
 
 use crate::domain::event::{Envelope, ENVELOPE_VERSION};
 use crate::domain::Seq;

@@ -532,6 +532,7 @@ impl RunTrace {
             | Event::RunStalled { .. }
             | Event::StallEnded { .. }
             | Event::CommandStarted { .. }
+            | Event::RankStarted { .. }
             | Event::CommandExited { .. } => {
                 self.attempt_or_root()
                     .event(event.kind().name(), at, attributes());

@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 use super::control::RunControl;
 use super::logfile::{attempt_header, RotatingLog, LOGS_DIR, STDERR_LOG, STDOUT_LOG};
 use super::progress::ProgressCells;
-use super::protocol::{self, CommandEnd, CommandFeed, ReaderSetup, ReaderStage};
+use super::protocol::{self, CommandEnd, CommandFeed, ReaderHandle, ReaderSetup, ReaderStage};
 use super::thread::{Outcome, TrainingHandle};
 use crate::domain::spec::SpecDuration;
 use crate::domain::state::CommandProcess;
@@ -76,6 +76,20 @@ const SERVER_VARS: [&str; 9] = [
     "RUNYARD_PROTOCOL",
     "RUNYARD_PAUSE",
     "CUDA_VISIBLE_DEVICES",
+];
+
+/// The `torch.distributed` variables the server sets on each rank of a run with
+/// more than one slot (as `torchrun` does); the server's own values of them are
+/// never passed on.
+const RANK_VARS: [&str; 8] = [
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
 ];
 
 /// The `[runs]` settings a command attempt needs.
@@ -122,8 +136,8 @@ pub struct CommandJob {
     pub attempt: u32,
     /// The run's spec (`argv`, `cwd`, `env`, `timeout`, `grace`).
     pub spec: RunSpec,
-    /// The slot's device.
-    pub device: tch::Device,
+    /// The device of each claimed slot: one rank per slot, rank 0 on the first.
+    pub devices: Vec<tch::Device>,
     /// The server's data directory.
     pub data_dir: PathBuf,
     /// `DATA_DIR/runs/ID`.
@@ -323,10 +337,199 @@ fn open_log(
     }
 }
 
-/// Runs one attempt to its end.
+/// One rank's process of an attempt and the threads that read it.
+struct RankProcess {
+    rank: u32,
+    pid: Pid,
+    /// Its last stderr lines, for a failure's message.
+    tail: Arc<Mutex<StderrTail>>,
+    /// Rank 0's progress reader (the run's progress).
+    reader: Option<ReaderHandle>,
+    /// The other ranks' pipe drain: receives `()` at the pipe's end.
+    drained: Option<Receiver<()>>,
+    /// The stderr pump: receives `()` at the pipe's end.
+    err: Receiver<()>,
+    /// How it ended, once it has.
+    ending: Option<Ending>,
+}
+
+/// What every rank of an attempt shares: where it runs and how it finds the others.
+struct Gang<'a> {
+    job: &'a CommandJob,
+    program: &'a str,
+    args: &'a [String],
+    cwd: PathBuf,
+    checkpoint_dir: PathBuf,
+    logs_dir: PathBuf,
+    /// `MASTER_PORT`, for a run of more than one rank.
+    port: Option<u16>,
+}
+
+impl Gang<'_> {
+    fn world(&self) -> u32 {
+        self.job.devices.len() as u32
+    }
+
+    /// Starts rank `rank` and the threads that read its pipes; a rank whose pipes
+    /// could not be given a reader is killed before this answers.
+    fn start(&self, rank: u32) -> Result<RankProcess, String> {
+        let job = self.job;
+        let absolute =
+            |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let logs = crate::domain::layout::rank_logs(&self.logs_dir, rank);
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        let stdout_log = open_log(&logs, STDOUT_LOG, job.settings, job.attempt);
+        let stderr_log = open_log(&logs, STDERR_LOG, job.settings, job.attempt);
+        let (pipe_reader, pipe_writer) =
+            std::io::pipe().map_err(|e| format!("cannot create the progress pipe: {e}"))?;
+        let device = job.devices[rank as usize];
+        let (device_name, cuda_visible) = device_env(device);
+        let mut command = Command::new(self.program);
+        command
+            .args(self.args)
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        for var in SERVER_VARS.iter().chain(&RANK_VARS) {
+            command.env_remove(var);
+        }
+        command
+            .envs(&job.spec.env)
+            .env("RUNYARD_RUN_ID", job.run_id.to_string())
+            .env("RUNYARD_ATTEMPT", job.attempt.to_string())
+            .env("RUNYARD_DEVICE", device_name)
+            .env("RUNYARD_CHECKPOINT_DIR", absolute(&self.checkpoint_dir))
+            .env("RUNYARD_PROGRESS_FD", protocol::PROGRESS_FD.to_string())
+            .env("RUNYARD_PROTOCOL", protocol::VERSION.to_string());
+        // Empty on a CPU slot: no GPU of the machine is visible to it.
+        command.env("CUDA_VISIBLE_DEVICES", cuda_visible);
+        if let Some(port) = self.port {
+            let world = self.world().to_string();
+            command
+                .env("WORLD_SIZE", &world)
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("LOCAL_WORLD_SIZE", &world)
+                .env("NODE_RANK", "0")
+                .env("GROUP_RANK", "0")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", port.to_string());
+        }
+        if let Some(resume) = &job.resume {
+            command.env("RUNYARD_RESUME_FROM", absolute(&resume.path));
+        }
+        let write_fd = pipe_writer.as_raw_fd();
+        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe,
+        // and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || give_progress_fd(write_fd));
+        }
+        let spawned = command.spawn();
+        // The command holds the write end now; the reader sees the end of the pipe
+        // when the command (and whatever it started) has closed it.
+        drop(pipe_writer);
+        let mut child = spawned.map_err(|e| {
+            let rank = if self.world() > 1 {
+                format!(" (rank {rank})")
+            } else {
+                String::new()
+            };
+            format!("could not start `{}`{rank}: {e}", self.program)
+        })?;
+        let pid = Pid::from_raw(child.id() as i32);
+        let short = &job.run_id.to_string()[..8];
+        let name = |what: &str| {
+            if rank == 0 {
+                format!("cmd-{short}-{what}")
+            } else {
+                format!("cmd-{short}-{what}{rank}")
+            }
+        };
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        let threads = (|| {
+            let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+            let stderr = child.stderr.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+            let (reader, drained) = if rank == 0 {
+                let reader = protocol::spawn_reader(
+                    pipe_reader,
+                    ReaderSetup {
+                        feed: Arc::clone(&job.feed),
+                        cells: Arc::clone(&job.cells),
+                        data_dir: job.data_dir.clone(),
+                        run_dir: job.run_dir.clone(),
+                        checkpoint_dir: self.checkpoint_dir.clone(),
+                        epochs_done: job.resume.as_ref().map_or(0, |r| u64::from(r.epoch)),
+                        step: job.resume.as_ref().map_or(0, |r| r.step),
+                    },
+                    name("pipe"),
+                )?;
+                (Some(reader), None)
+            } else {
+                let (tx, rx) = mpsc::channel();
+                let feed = Arc::clone(&job.feed);
+                std::thread::Builder::new()
+                    .name(name("pipe"))
+                    .spawn(move || {
+                        protocol::drain_rank(pipe_reader, &feed, rank);
+                        let _ = tx.send(());
+                    })?;
+                (None, Some(rx))
+            };
+            spawn_pump(stdout, stdout_log, None, name("out"))?;
+            let err = spawn_pump(stderr, stderr_log, Some(Arc::clone(&tail)), name("err"))?;
+            Ok::<_, std::io::Error>((reader, drained, err))
+        })();
+        // Dropping the handle neither kills nor reaps: `pid` stays the process's until
+        // it is reaped by `end_group`.
+        drop(child);
+        match threads {
+            Ok((reader, drained, err)) => Ok(RankProcess {
+                rank,
+                pid,
+                tail,
+                reader,
+                drained,
+                err,
+                ending: None,
+            }),
+            Err(e) => {
+                // Nothing would drain its pipes: it must not run.
+                end_group(pid);
+                Err(format!(
+                    "could not start the threads that read the command: {e}"
+                ))
+            }
+        }
+    }
+}
+
+/// Kills what is left of a started process's group, reaps it and waits for the
+/// group to go.
+fn end_group(pid: Pid) {
+    signal_group(pid, Signal::SIGKILL);
+    while let Err(Errno::EINTR) = waitpid(pid, None) {}
+    if !wait_group_gone(pid.as_raw(), GROUP_WAIT) {
+        tracing::warn!(
+            pgid = pid.as_raw(),
+            "the command's process group did not go after SIGKILL"
+        );
+    }
+}
+
+/// A TCP port on the loopback interface free now, for `MASTER_PORT`.
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+/// Runs one attempt to its end: every rank is started, watched and ended together.
 fn supervise(job: &CommandJob) -> Outcome {
     let fail = |reason: String| {
-        // No process ran: nothing to journal but the failure.
+        // No process runs: nothing to journal but the failure.
         job.feed.set_end(CommandEnd {
             exited: None,
             stop_note: None,
@@ -340,120 +543,69 @@ fn supervise(job: &CommandJob) -> Outcome {
             return fail(format!("cannot create {}: {e}", dir.display()));
         }
     }
-    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let stdout_log = open_log(&logs_dir, STDOUT_LOG, job.settings, job.attempt);
-    let stderr_log = open_log(&logs_dir, STDERR_LOG, job.settings, job.attempt);
-    let (pipe_reader, pipe_writer) = match std::io::pipe() {
-        Ok(pipe) => pipe,
-        Err(e) => return fail(format!("cannot create the progress pipe: {e}")),
-    };
     let Some((program, args)) = job.spec.argv.split_first() else {
         return fail("the spec has no `argv`".into());
     };
-    let cwd = job
-        .spec
-        .cwd
-        .as_ref()
-        .map_or_else(|| absolute(&job.run_dir), PathBuf::from);
+    if job.devices.is_empty() {
+        return fail("the attempt was given no slot".into());
+    }
+    let cwd = job.spec.cwd.as_ref().map_or_else(
+        || std::path::absolute(&job.run_dir).unwrap_or_else(|_| job.run_dir.clone()),
+        PathBuf::from,
+    );
     // Checked here: a spawn error would name the program, not the directory.
     if !cwd.is_dir() {
         return fail(format!("`cwd` {} is not a directory", cwd.display()));
     }
-    let (device, cuda_visible) = device_env(job.device);
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .current_dir(&cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    for var in SERVER_VARS {
-        command.env_remove(var);
-    }
-    command
-        .envs(&job.spec.env)
-        .env("RUNYARD_RUN_ID", job.run_id.to_string())
-        .env("RUNYARD_ATTEMPT", job.attempt.to_string())
-        .env("RUNYARD_DEVICE", device)
-        .env("CUDA_VISIBLE_DEVICES", cuda_visible)
-        .env("RUNYARD_CHECKPOINT_DIR", absolute(&checkpoint_dir))
-        .env("RUNYARD_PROGRESS_FD", protocol::PROGRESS_FD.to_string())
-        .env("RUNYARD_PROTOCOL", protocol::VERSION.to_string());
-    if let Some(resume) = &job.resume {
-        command.env("RUNYARD_RESUME_FROM", absolute(&resume.path));
-    }
-    let write_fd = pipe_writer.as_raw_fd();
-    // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe, and
-    // touches no memory of the parent.
-    unsafe {
-        command.pre_exec(move || give_progress_fd(write_fd));
-    }
-    let spawned = command.spawn();
-    // The command holds the write end now; the reader sees the end of the pipe when
-    // the command (and whatever it started) has closed it.
-    drop(pipe_writer);
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => return fail(format!("could not start `{program}`: {e}")),
-    };
-    let raw_pid = child.id() as i32;
-    let pid = Pid::from_raw(raw_pid);
-    let process = CommandProcess {
-        pid: child.id(),
-        pgid: child.id(),
-        start_ticks: proc_stat(raw_pid).map_or(0, |s| s.start_ticks),
-        attempt: job.attempt,
-    };
-    job.feed.set_started(process);
-    tracing::info!(run_id = %job.run_id, attempt = job.attempt, pid = process.pid, program = %program, "command started");
-
-    let short = &job.run_id.to_string()[..8];
-    let stderr_tail = Arc::new(Mutex::new(StderrTail::default()));
-    let threads = (|| {
-        let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
-        let stderr = child.stderr.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
-        let reader = protocol::spawn_reader(
-            pipe_reader,
-            ReaderSetup {
-                feed: Arc::clone(&job.feed),
-                cells: Arc::clone(&job.cells),
-                data_dir: job.data_dir.clone(),
-                run_dir: job.run_dir.clone(),
-                checkpoint_dir: checkpoint_dir.clone(),
-                epochs_done: job.resume.as_ref().map_or(0, |r| u64::from(r.epoch)),
-                step: job.resume.as_ref().map_or(0, |r| r.step),
-            },
-            format!("cmd-{short}-pipe"),
-        )?;
-        let out = spawn_pump(stdout, stdout_log, None, format!("cmd-{short}-out"))?;
-        let err = spawn_pump(
-            stderr,
-            stderr_log,
-            Some(Arc::clone(&stderr_tail)),
-            format!("cmd-{short}-err"),
-        )?;
-        Ok::<_, std::io::Error>((reader, out, err))
-    })();
-
-    let (ending, stop, killed) = match &threads {
-        Ok(_) => watch(job, pid),
-        Err(_) => {
-            // Nothing would drain its pipes: it must not run.
-            signal_group(pid, Signal::SIGKILL);
-            (wait_exit(pid), None, true)
+    let port = if job.devices.len() > 1 {
+        match free_port() {
+            Ok(port) => Some(port),
+            Err(e) => return fail(format!("no free port for `MASTER_PORT`: {e}")),
         }
+    } else {
+        None
     };
-    // The first process has exited but is not reaped, so the group id is still its
-    // own: end what is left of the group, then reap.
-    signal_group(pid, Signal::SIGKILL);
-    while let Err(Errno::EINTR) = waitpid(pid, None) {}
-    drop(child);
-    if !wait_group_gone(raw_pid, GROUP_WAIT) {
-        tracing::warn!(run_id = %job.run_id, pgid = raw_pid, "the command's process group did not go after SIGKILL");
+    let gang = Gang {
+        job,
+        program,
+        args,
+        cwd,
+        checkpoint_dir,
+        logs_dir,
+        port,
+    };
+    let mut ranks: Vec<RankProcess> = Vec::with_capacity(job.devices.len());
+    for rank in 0..gang.world() {
+        match gang.start(rank) {
+            Ok(process) => ranks.push(process),
+            Err(reason) => {
+                for started in ranks {
+                    end_group(started.pid);
+                }
+                return fail(reason);
+            }
+        }
     }
-    let thread_error = match &threads {
-        Ok((reader, _out, err)) => {
+    let processes = ranks
+        .iter()
+        .map(|r| CommandProcess {
+            pid: r.pid.as_raw() as u32,
+            pgid: r.pid.as_raw() as u32,
+            start_ticks: proc_stat(r.pid.as_raw()).map_or(0, |s| s.start_ticks),
+            attempt: job.attempt,
+        })
+        .collect();
+    job.feed.set_started(processes);
+    tracing::info!(run_id = %job.run_id, attempt = job.attempt, pid = ranks[0].pid.as_raw(), ranks = ranks.len(), program = %program, "command started");
+
+    let (stop, killed, failed) = watch(job, &mut ranks);
+    for rank in &ranks {
+        // Its first process has exited but is not reaped, so the group id is still
+        // its own: end what is left of the group, then reap.
+        end_group(rank.pid);
+    }
+    for rank in &ranks {
+        if let Some(reader) = &rank.reader {
             match reader.stages.recv_timeout(PIPE_WAIT) {
                 // The last reported checkpoint is hashed before the attempt ends, so
                 // it is journaled before the attempt's end.
@@ -465,42 +617,63 @@ fn supervise(job: &CommandJob) -> Outcome {
                     tracing::warn!(run_id = %job.run_id, "the progress pipe is still open (held by a process outside the command's group); its later lines are not journaled with this attempt")
                 }
             }
-            let _ = err.recv_timeout(PIPE_WAIT);
-            None
         }
-        Err(e) => Some(format!(
-            "could not start the threads that read the command: {e}"
-        )),
-    };
-    let tail = stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).text();
-
+        if let Some(drained) = &rank.drained {
+            let _ = drained.recv_timeout(PIPE_WAIT);
+        }
+        let _ = rank.err.recv_timeout(PIPE_WAIT);
+    }
+    let ending_of = |rank: &RankProcess| rank.ending.unwrap_or(Ending::Unknown(Errno::ECHILD));
+    let gang = ranks.len() > 1;
+    // The rank whose ending decides the attempt: the first to end abnormally
+    // unasked, else rank 0.
+    let decider = &ranks[failed.unwrap_or(0)];
+    let ending = ending_of(decider);
     let (exit_code, signal) = match ending {
         Ending::Code(code) => (Some(code), None),
         Ending::Signal(signal) => (None, Some(signal)),
         Ending::Unknown(_) => (None, None),
     };
     let grace = SpecDuration::from_millis(job.spec.grace_period().as_millis() as u64);
-    let stop_note = stop.as_ref().map(|_| match ending {
+    let after_term = |ending: Ending| match ending {
         Ending::Signal(9) if killed => {
             format!("it did not stop on SIGTERM; SIGKILL ended it after the {grace} grace period")
         }
         Ending::Signal(15) => "SIGTERM ended it".to_string(),
         Ending::Code(code) => format!("it exited with code {code} after SIGTERM"),
         other => format!("{} after SIGTERM", other.describe()),
+    };
+    let per_rank = |describe: &dyn Fn(Ending) -> String| {
+        ranks
+            .iter()
+            .map(|r| format!("rank {}: {}", r.rank, describe(ending_of(r))))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let stop_note = stop.as_ref().map(|_| {
+        if gang {
+            per_rank(&after_term)
+        } else {
+            after_term(ending)
+        }
     });
-    let exited = job.feed.exited_event(ending.describe(), exit_code, signal);
+    let status = match failed {
+        _ if !gang => ending.describe(),
+        Some(_) => format!(
+            "rank {} {} first; {}",
+            decider.rank,
+            ending.describe(),
+            per_rank(&|e: Ending| e.describe())
+        ),
+        None => per_rank(&|e: Ending| e.describe()),
+    };
+    let exited = job.feed.exited_event(status, exit_code, signal);
     job.feed.set_end(CommandEnd {
         exited: Some(exited),
         stop_note: stop_note.clone(),
     });
-    let stderr_part = if tail.is_empty() {
-        " (nothing on stderr)".to_string()
-    } else {
-        format!("; last stderr lines:\n{tail}")
-    };
     let note = stop_note.unwrap_or_default();
     let outcome = match stop {
-        _ if thread_error.is_some() => Outcome::Failed(thread_error.unwrap_or_default()),
         Some(Stop::Cancel) => Outcome::Cancelled,
         Some(Stop::Pause) if job.control.is_cancelled() => Outcome::Cancelled,
         Some(Stop::Pause) => Outcome::Paused,
@@ -508,37 +681,120 @@ fn supervise(job: &CommandJob) -> Outcome {
         Some(Stop::Stalled(why)) => {
             Outcome::Failed(format!("{why}; stopped (kill_on_stall): {note}"))
         }
-        None => match ending {
-            Ending::Code(0) => {
-                let last = job.feed.last_epoch();
-                Outcome::Completed {
-                    train_loss: last.map_or(f64::NAN, |e| e.train_loss),
-                    train_accuracy: last.map_or(f64::NAN, |e| e.train_accuracy),
-                    weights: None,
-                }
+        None if failed.is_none() => {
+            let last = job.feed.last_epoch();
+            Outcome::Completed {
+                train_loss: last.map_or(f64::NAN, |e| e.train_loss),
+                train_accuracy: last.map_or(f64::NAN, |e| e.train_accuracy),
+                weights: None,
             }
-            other => Outcome::Failed(format!("{}{stderr_part}", other.describe())),
-        },
+        }
+        None => {
+            let tail = decider
+                .tail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .text();
+            let whose = if gang {
+                format!(" of rank {}", decider.rank)
+            } else {
+                String::new()
+            };
+            let stderr_part = if tail.is_empty() {
+                format!(" (nothing on stderr{whose})")
+            } else {
+                format!("; last stderr lines{whose}:\n{tail}")
+            };
+            if gang {
+                Outcome::Failed(format!(
+                    "rank {} {}; every other rank was stopped{stderr_part}",
+                    decider.rank,
+                    ending.describe()
+                ))
+            } else {
+                Outcome::Failed(format!("{}{stderr_part}", ending.describe()))
+            }
+        }
     };
     tracing::info!(run_id = %job.run_id, attempt = job.attempt, status = %ending.describe(), "command ended");
     outcome
 }
 
-/// Watches the running process: turns the run's requests into signals, until it
-/// exits (not reaped). Answers how it ended, why the server stopped it (if it did),
-/// and whether SIGKILL was sent.
-fn watch(job: &CommandJob, pid: Pid) -> (Ending, Option<Stop>, bool) {
+/// Watches the running ranks until every one has exited (none reaped): turns the
+/// run's requests into signals to every rank's group, and the first rank to end
+/// abnormally unasked into SIGTERM to the others (then SIGKILL after `grace`).
+/// Answers why the server stopped them (if it did), whether SIGKILL was sent, and
+/// the index of the rank that failed first (if one did). Each rank's ending is
+/// recorded in it.
+fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Option<usize>) {
+    // A thread per rank blocks until it exits, so the order endings arrive in is
+    // the order they happened in: the rank that died first is the one named, not a
+    // peer that failed because it died.
+    let (tx, endings) = mpsc::channel();
+    let mut polled = Vec::new();
+    for (i, rank) in ranks.iter().enumerate() {
+        let (tx, pid) = (tx.clone(), rank.pid);
+        let waiter = std::thread::Builder::new()
+            .name(format!("cmd-wait-{}", pid.as_raw()))
+            .spawn(move || {
+                let _ = tx.send((i, wait_exit(pid)));
+            });
+        if waiter.is_err() {
+            polled.push(i);
+        }
+    }
+    drop(tx);
     let started = Instant::now();
     let grace = job.spec.grace_period();
     let mut stop: Option<Stop> = None;
+    let mut failed: Option<usize> = None;
     let mut term_sent: Option<Instant> = None;
     let mut killed = false;
+    let signal_live = |ranks: &[RankProcess], signal: Signal| {
+        for rank in ranks.iter().filter(|r| r.ending.is_none()) {
+            signal_group(rank.pid, signal);
+        }
+    };
     loop {
-        if let Some(ending) = exited(pid) {
-            return (ending, stop, killed);
+        let mut ended: Vec<(usize, Ending)> = Vec::new();
+        match endings.recv_timeout(POLL) {
+            Ok(first) => {
+                ended.push(first);
+                ended.extend(endings.try_iter());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if polled.is_empty() {
+                    std::thread::sleep(POLL);
+                }
+            }
+        }
+        for &i in &polled {
+            if ranks[i].ending.is_none() {
+                if let Some(ending) = exited(ranks[i].pid) {
+                    ended.push((i, ending));
+                }
+            }
         }
         let now = Instant::now();
-        if stop.is_none() {
+        for (i, ending) in ended {
+            if ranks[i].ending.is_some() {
+                continue;
+            }
+            ranks[i].ending = Some(ending);
+            if ending != Ending::Code(0) && stop.is_none() && failed.is_none() {
+                failed = Some(i);
+                if ranks.iter().any(|r| r.ending.is_none()) {
+                    tracing::info!(run_id = %job.run_id, rank = ranks[i].rank, status = %ending.describe(), "a rank failed: SIGTERM to the others");
+                    signal_live(ranks, Signal::SIGTERM);
+                    term_sent = Some(now);
+                }
+            }
+        }
+        if ranks.iter().all(|r| r.ending.is_some()) {
+            return (stop, killed, failed);
+        }
+        if stop.is_none() && failed.is_none() {
             stop = if job.control.is_cancelled() {
                 Some(Stop::Cancel)
             } else if job.control.is_paused() {
@@ -552,19 +808,18 @@ fn watch(job: &CommandJob, pid: Pid) -> (Ending, Option<Stop>, bool) {
                     .map(Stop::Timeout)
             };
             if let Some(reason) = &stop {
-                tracing::info!(run_id = %job.run_id, pid = pid.as_raw(), ?reason, "stopping the command: SIGTERM");
-                signal_group(pid, Signal::SIGTERM);
+                tracing::info!(run_id = %job.run_id, pid = ranks[0].pid.as_raw(), ?reason, "stopping the command: SIGTERM");
+                signal_live(ranks, Signal::SIGTERM);
                 term_sent = Some(now);
             }
         }
         if let Some(sent) = term_sent {
             if !killed && now.duration_since(sent) >= grace {
-                tracing::info!(run_id = %job.run_id, pid = pid.as_raw(), "the command outlived its grace period: SIGKILL");
-                signal_group(pid, Signal::SIGKILL);
+                tracing::info!(run_id = %job.run_id, pid = ranks[0].pid.as_raw(), "the command outlived its grace period: SIGKILL");
+                signal_live(ranks, Signal::SIGKILL);
                 killed = true;
             }
         }
-        std::thread::sleep(POLL);
     }
 }
 
@@ -582,13 +837,16 @@ fn exited(pid: Pid) -> Option<Ending> {
     }
 }
 
-/// Waits (without reaping) for a process that was just killed.
+/// Blocks until the process exits (it stays unreaped).
 fn wait_exit(pid: Pid) -> Ending {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
     loop {
-        if let Some(ending) = exited(pid) {
-            return ending;
-        }
-        std::thread::sleep(POLL);
+        return match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::Exited(_, code)) => Ending::Code(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => Ending::Signal(signal as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => Ending::Unknown(e),
+        };
     }
 }
 
@@ -656,47 +914,41 @@ fn wait_group_gone(pgid: i32, patience: Duration) -> bool {
 }
 
 /// Ends the commands that a previous server process left running. For every run that
-/// is live in `state` with a journaled process: when that process still runs (same
-/// pid and start time), or it is gone but processes of its group started after it
-/// still run, the group is killed with SIGKILL and waited for (a few seconds at
-/// most). Answers a `CommandExited` per such run, saying what was found, to journal
-/// before the runs resume. A pid now used by another process is left alone.
+/// is live in `state` with journaled processes (rank 0's and, for a run of several
+/// ranks, the others'): when a process still runs (same pid and start time), or it is
+/// gone but processes of its group started after it still run, the group is killed
+/// with SIGKILL and waited for (a few seconds at most). Answers a `CommandExited` per
+/// such run, saying what was found, to journal before the runs resume. A pid now used
+/// by another process is left alone.
 pub fn end_orphans(state: &State) -> Vec<(RunId, Event)> {
     let mut records = Vec::new();
     for run in state.runs().filter(|r| r.state.is_live()) {
-        let Some(process) = run.process else {
+        let processes: Vec<(u32, CommandProcess)> = run
+            .process
+            .map(|p| (0, p))
+            .into_iter()
+            .chain(run.ranks.iter().map(|(rank, p)| (*rank, *p)))
+            .collect();
+        if processes.is_empty() {
             continue;
-        };
-        let (pid, pgid) = (process.pid as i32, process.pgid as i32);
-        let leader = proc_stat(pid);
-        let ours = match leader {
-            Some(stat) => stat.start_ticks == process.start_ticks && stat.pgrp == pgid,
-            // Gone: anything left in its group started after it is its offspring.
-            None => group_members(pgid)
-                .iter()
-                .any(|(_, s)| s.start_ticks >= process.start_ticks),
-        };
-        let stranger = leader.is_some_and(|s| s.start_ticks != process.start_ticks);
-        let (status, signal) = if ours {
-            signal_group(Pid::from_raw(pgid), Signal::SIGKILL);
-            let gone = wait_group_gone(pgid, GROUP_WAIT);
-            tracing::warn!(run_id = %run.id, pid, pgid, gone, "ended a command left running by the previous server process (SIGKILL to its process group)");
-            let status = if gone {
-                format!("still running when the server restarted: process group {pgid} ended with SIGKILL")
-            } else {
-                format!("still running when the server restarted: SIGKILL sent to process group {pgid}, which had not gone {}s later", GROUP_WAIT.as_secs())
-            };
-            (status, Some(Signal::SIGKILL as i32))
-        } else if stranger {
-            tracing::info!(run_id = %run.id, pid, "the journaled command's pid belongs to another process now; left alone");
-            (
-                format!(
-                    "gone when the server restarted (pid {pid} now belongs to another process)"
-                ),
-                None,
-            )
-        } else {
-            ("gone when the server restarted".to_string(), None)
+        }
+        let found: Vec<(u32, String, Option<i32>)> = processes
+            .iter()
+            .map(|(rank, process)| {
+                let (status, signal) = end_orphan(run.id, *rank, process);
+                (*rank, status, signal)
+            })
+            .collect();
+        let (status, signal) = match found.as_slice() {
+            [(0, status, signal)] => (status.clone(), *signal),
+            _ => (
+                found
+                    .iter()
+                    .map(|(rank, status, _)| format!("rank {rank}: {status}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                found.iter().find_map(|(_, _, signal)| *signal),
+            ),
         };
         records.push((
             run.id,
@@ -712,6 +964,42 @@ pub fn end_orphans(state: &State) -> Vec<(RunId, Event)> {
         ));
     }
     records
+}
+
+/// Ends one journaled process group of run `run` left from before this start;
+/// answers what was found and the signal sent, if one was.
+fn end_orphan(run: RunId, rank: u32, process: &CommandProcess) -> (String, Option<i32>) {
+    let (pid, pgid) = (process.pid as i32, process.pgid as i32);
+    let leader = proc_stat(pid);
+    let ours = match leader {
+        Some(stat) => stat.start_ticks == process.start_ticks && stat.pgrp == pgid,
+        // Gone: anything left in its group started after it is its offspring.
+        None => group_members(pgid)
+            .iter()
+            .any(|(_, s)| s.start_ticks >= process.start_ticks),
+    };
+    let stranger = leader.is_some_and(|s| s.start_ticks != process.start_ticks);
+    if ours {
+        signal_group(Pid::from_raw(pgid), Signal::SIGKILL);
+        let gone = wait_group_gone(pgid, GROUP_WAIT);
+        tracing::warn!(run_id = %run, rank, pid, pgid, gone, "ended a command left running by the previous server process (SIGKILL to its process group)");
+        let status = if gone {
+            format!(
+                "still running when the server restarted: process group {pgid} ended with SIGKILL"
+            )
+        } else {
+            format!("still running when the server restarted: SIGKILL sent to process group {pgid}, which had not gone {}s later", GROUP_WAIT.as_secs())
+        };
+        (status, Some(Signal::SIGKILL as i32))
+    } else if stranger {
+        tracing::info!(run_id = %run, rank, pid, "the journaled command's pid belongs to another process now; left alone");
+        (
+            format!("gone when the server restarted (pid {pid} now belongs to another process)"),
+            None,
+        )
+    } else {
+        ("gone when the server restarted".to_string(), None)
+    }
 }
 
 /// Ends commands of runs live in `state` that no `CommandStarted` names (a server

@@ -178,11 +178,14 @@ pub enum BadLine {
     BadCheckpoint,
     /// A metric name beyond [`MAX_METRICS`], or too long.
     MetricDropped,
+    /// A checkpoint reported by a rank other than 0 (refused: rank 0's are the
+    /// run's).
+    OtherRankCheckpoint,
 }
 
 impl BadLine {
     /// Every kind, in the order counts are kept.
-    pub const ALL: [BadLine; 8] = [
+    pub const ALL: [BadLine; 9] = [
         BadLine::NotJson,
         BadLine::NotObject,
         BadLine::BadField,
@@ -191,6 +194,7 @@ impl BadLine {
         BadLine::TooFast,
         BadLine::BadCheckpoint,
         BadLine::MetricDropped,
+        BadLine::OtherRankCheckpoint,
     ];
 
     /// The name shown in the API, e.g. `not_json`.
@@ -204,6 +208,7 @@ impl BadLine {
             BadLine::TooFast => "too_fast",
             BadLine::BadCheckpoint => "bad_checkpoint",
             BadLine::MetricDropped => "metric_dropped",
+            BadLine::OtherRankCheckpoint => "other_rank_checkpoint",
         }
     }
 
@@ -241,8 +246,8 @@ pub struct CommandFeed {
     beats: AtomicU64,
     /// Counts, metrics and the newest checkpoint, written by the reader and hasher.
     inner: Mutex<FeedInner>,
-    /// The process, once started.
-    started: OnceLock<CommandProcess>,
+    /// The processes, by rank, once every rank started.
+    started: OnceLock<Vec<CommandProcess>>,
     /// Why the run actor wants the command stopped as stalled (`kill_on_stall`).
     stall_stop: Mutex<Option<String>>,
     /// How the attempt ended, set by the supervisor before it reports the outcome.
@@ -257,6 +262,8 @@ struct FeedInner {
     /// Hashed checkpoints, oldest first, not yet taken by the run actor.
     checkpoints: std::collections::VecDeque<CommandCheckpoint>,
     last_epoch: Option<EpochRecord>,
+    /// Lines read from the other ranks' pipes, by rank.
+    rank_lines: BTreeMap<u32, u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -278,6 +285,7 @@ impl CommandFeed {
                 .collect(),
             last_error: inner.last_error.clone(),
             metrics: inner.metrics.clone(),
+            rank_lines: inner.rank_lines.clone(),
         }
     }
 
@@ -297,14 +305,14 @@ impl CommandFeed {
         lock(&self.inner).last_epoch
     }
 
-    /// Records the started process.
-    pub fn set_started(&self, process: CommandProcess) {
-        let _ = self.started.set(process);
+    /// Records the started processes, rank 0 first, once every rank started.
+    pub fn set_started(&self, processes: Vec<CommandProcess>) {
+        let _ = self.started.set(processes);
     }
 
-    /// The process, once started.
-    pub fn started(&self) -> Option<CommandProcess> {
-        self.started.get().copied()
+    /// The processes by rank, once every rank started.
+    pub fn started(&self) -> Option<&[CommandProcess]> {
+        self.started.get().map(Vec::as_slice)
     }
 
     /// Asks the supervisor to stop the command because it stalled; `why` goes into
@@ -356,6 +364,53 @@ impl CommandFeed {
         }
         inner.last_error = Some(error);
     }
+}
+
+/// Reads the progress pipe of rank `rank` (> 0) of a run to its end: each line is
+/// counted, a checkpoint line is refused and counted as
+/// [`BadLine::OtherRankCheckpoint`], and nothing else is applied (rank 0's lines are
+/// the run's). Holds at most one line of [`MAX_LINE_BYTES`].
+pub fn drain_rank(mut pipe: impl Read, feed: &CommandFeed, rank: u32) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut number = 0u64;
+    let mut take = |line: &[u8]| {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        number += 1;
+        *lock(&feed.inner).rank_lines.entry(rank).or_default() += 1;
+        // Only a line that can be a checkpoint is parsed.
+        let checkpoint = line.windows(10).any(|w| w == b"checkpoint")
+            && serde_json::from_slice::<Value>(line)
+                .ok()
+                .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some("checkpoint"));
+        if checkpoint {
+            feed.count_bad(
+                BadLine::OtherRankCheckpoint,
+                format!("rank {rank}, line {number}: a checkpoint from rank {rank} is refused; only rank 0 reports the run's checkpoints"),
+            );
+        }
+    };
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let mut rest = &buf[..n];
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let room = MAX_LINE_BYTES.saturating_sub(line.len());
+            line.extend_from_slice(&rest[..end.min(room)]);
+            take(&line);
+            line.clear();
+            rest = &rest[end + 1..];
+        }
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&rest[..rest.len().min(room)]);
+    }
+    take(&line);
 }
 
 /// Where a reader takes its lines to, and what it knows of the attempt.

@@ -3,6 +3,8 @@
 //! about it changes ([`Run::apply`]). The slot ledger's part of an event and the
 //! journal's own events are folded in by [`State`](super::State).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -119,7 +121,10 @@ impl RunState {
             // Which trace the run's spans go to is no lifecycle step.
             (Some(s), K::TraceAssigned) => Some(s),
             // A command run's process starts and ends within an attempt.
-            (Some(s @ (S::Running | S::Pausing)), K::CommandStarted | K::CommandExited) => Some(s),
+            (
+                Some(s @ (S::Running | S::Pausing)),
+                K::CommandStarted | K::RankStarted | K::CommandExited,
+            ) => Some(s),
             // A Slurm run is queued by Slurm: its job is submitted while it is queued,
             // and starts it running; a lost job queues it again.
             (Some(S::Queued), K::SlurmJobSubmitted) => Some(S::Queued),
@@ -246,6 +251,11 @@ pub struct Run {
     /// end a command that outlived it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<CommandProcess>,
+    /// The processes of the current attempt's other ranks (a command run with
+    /// `slots` > 1), by rank, from their `RankStarted` to the attempt's
+    /// `CommandExited`: each is a process group a restarted server ends too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ranks: BTreeMap<u32, CommandProcess>,
     /// What the last ended attempt of a command run reported over its progress pipe
     /// (journaled with `CommandExited`). Kept out of the run's JSON: the API shows it
     /// as `protocol`, the live figures while the command runs.
@@ -323,12 +333,18 @@ pub struct ProtocolReport {
     /// Lines read, bad ones included (blank lines are not counted).
     pub lines: u64,
     /// Bad lines by kind: `not_json`, `not_object`, `bad_field`, `unknown_type`,
-    /// `too_long`, `too_fast`, `bad_checkpoint`, `metric_dropped`.
-    pub bad: std::collections::BTreeMap<String, u64>,
+    /// `too_long`, `too_fast`, `bad_checkpoint`, `metric_dropped`,
+    /// `other_rank_checkpoint`.
+    pub bad: BTreeMap<String, u64>,
     /// The error of the last bad line.
     pub last_error: Option<String>,
     /// The newest value of each free-form metric.
-    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub metrics: BTreeMap<String, f64>,
+    /// Lines read from the other ranks' pipes (a run with `slots` > 1), by rank:
+    /// drained and counted, never applied. Shown while the command runs; not
+    /// journaled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rank_lines: BTreeMap<u32, u64>,
 }
 
 /// When and what [`Event::ArtifactsDeleted`] removed.
@@ -456,6 +472,7 @@ impl Run {
             files_deleted: None,
             trace_id: None,
             process: None,
+            ranks: BTreeMap::new(),
             protocol: None,
             result: None,
             error: None,
@@ -495,6 +512,22 @@ impl Run {
                     attempt: self.attempt,
                 })
             }
+            Event::RankStarted {
+                rank,
+                pid,
+                pgid,
+                start_ticks,
+            } => {
+                self.ranks.insert(
+                    *rank,
+                    CommandProcess {
+                        pid: *pid,
+                        pgid: *pgid,
+                        start_ticks: *start_ticks,
+                        attempt: self.attempt,
+                    },
+                );
+            }
             Event::CommandExited {
                 lines,
                 bad,
@@ -503,11 +536,13 @@ impl Run {
                 ..
             } => {
                 self.process = None;
+                self.ranks.clear();
                 self.protocol = Some(ProtocolReport {
                     lines: *lines,
                     bad: bad.iter().cloned().collect(),
                     last_error: last_error.clone(),
                     metrics: metrics.iter().cloned().collect(),
+                    rank_lines: BTreeMap::new(),
                 });
             }
             Event::ArtifactsDeleted { files, bytes } => {
@@ -529,6 +564,7 @@ impl Run {
                 self.device = Some(device.clone());
                 self.stalled = false;
                 self.process = None;
+                self.ranks.clear();
                 // An attempt resumes from the newest checkpoint: epochs after it are
                 // trained again.
                 let kept = self.checkpoint.as_ref().map_or(0, |c| c.epoch);

@@ -263,6 +263,15 @@ fn samples() -> Vec<Envelope> {
             },
         ),
         (c, Event::WorkerSynced { through_seq: 77 }),
+        (
+            b,
+            Event::RankStarted {
+                rank: 1,
+                pid: 31_338,
+                pgid: 31_338,
+                start_ticks: 9_876_544,
+            },
+        ),
         // New records go here, at the end.
     ];
     events
