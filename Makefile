@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup browser slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
+.PHONY: setup torch browser slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -10,6 +10,11 @@ DATA_DIR ?= ./data
 setup:
 	bash scripts/setup-libtorch.sh
 	bash scripts/fetch-digits.sh
+
+# PyTorch (CPU use of the 2.13.0 wheel) in target/bench-venv, for the data-parallel
+# tests and the benches (idempotent; about 5 GB with its dependencies).
+torch: setup
+	bash scripts/setup-torch.sh
 
 # Debian's chromium and chromedriver for the dashboard's browser test, with apt-get
 # when either is missing (as root; elsewhere it says what to install and goes on).
@@ -47,7 +52,7 @@ lint: setup
 RUNYARD_REQUIRE_BROWSER ?= 1
 RUNYARD_REQUIRE_SLURM ?= 1
 RUNYARD_REQUIRE_POWER ?= 1
-test: setup browser slurm-up cutfs lint
+test: setup torch browser slurm-up cutfs lint
 	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
@@ -65,7 +70,7 @@ power-loop: setup cutfs
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
-bench: setup slurm-up cutfs
+bench: setup torch slurm-up cutfs
 	bash scripts/setup-mlflow.sh
 	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing --bench streams
 	mkdir -p target/bench-figures

@@ -7,11 +7,8 @@
 #   tch_vs_pytorch_speed_ratio   runyard's runyard_train_samples_per_s / PyTorch's
 # Run it right after the Rust bench, so both sides see the same machine.
 #
-# PyTorch is installed for this bench only, into a virtual environment at
-# <target>/bench-venv (created on first use; about 5 GB, as the Linux wheel on PyPI
-# is the CUDA build and pulls the nvidia-* wheels, though only the CPU is used: its
-# `import torch` loads libtorch_cuda.so, which needs them all, so torch's own wheel
-# without its dependencies does not import).
+# PyTorch comes from the virtual environment at <target>/bench-venv that
+# scripts/setup-torch.sh makes (the tests use it too).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +22,6 @@ params="$figures/training-params.json"
 runyard="$figures/training.json"
 venv="$target/bench-venv"
 python="$venv/bin/python"
-torch_version="2.13.0"
 
 fail() {
   echo "bench-pytorch: $*" >&2
@@ -35,21 +31,7 @@ fail() {
 [ -f "$params" ] && [ -f "$runyard" ] \
   || fail "no $params or $runyard; run \`cargo bench --bench training\` first"
 
-has_torch() {
-  [ -x "$python" ] && "$python" -W ignore -c "
-import sys, torch
-sys.exit(torch.__version__.split('+')[0] != '$torch_version')" >/dev/null 2>&1
-}
-
-if ! has_torch; then
-  echo "bench-pytorch: installing torch==$torch_version into $venv (first run only)" >&2
-  started=$SECONDS
-  python3 -m venv "$venv"
-  "$python" -m pip install --no-cache-dir "torch==$torch_version" numpy >&2 \
-    || fail "pip could not install torch==$torch_version into $venv (it needs about 5 GB)"
-  has_torch || fail "torch==$torch_version does not import from $venv"
-  echo "bench-pytorch: torch installed in $((SECONDS - started)) s, $(du -sh "$venv" | cut -f1) in $venv" >&2
-fi
+bash "$root/scripts/setup-torch.sh"
 
 result="$("$python" -W ignore "$root/benches/pytorch_mlp.py" --params "$params")"
 echo "bench-pytorch: $result" >&2

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `cargo bench --bench command` compares runyard's progress reporting
-# against: MLflow (its tracking server and client) into the bench virtual environment
-# at <target>/bench-venv, next to the torch that scripts/bench-pytorch.sh installs
-# there (installed here too when missing). Idempotent: a venv whose torch and mlflow
-# have the pinned versions is left alone.
+# against: MLflow (its tracking server and client) into the virtual environment at
+# <target>/bench-venv, next to the torch that scripts/setup-torch.sh installs there
+# (run first). Idempotent: a venv whose mlflow has the pinned version is left alone.
 #
 # MLflow is for this bench only; the project itself never imports it.
 set -euo pipefail
@@ -16,7 +15,6 @@ case "$target" in
 esac
 venv="$target/bench-venv"
 python="$venv/bin/python"
-torch_version="2.13.0"
 mlflow_version="3.17.2"
 
 fail() {
@@ -31,13 +29,7 @@ import $1
 sys.exit($1.__version__.split('+')[0] != '$2')" >/dev/null 2>&1
 }
 
-if ! has torch "$torch_version"; then
-  echo "setup-mlflow: installing torch==$torch_version into $venv (first run only; about 5 GB)" >&2
-  [ -x "$python" ] || python3 -m venv "$venv"
-  "$python" -m pip install --no-cache-dir "torch==$torch_version" numpy >&2 \
-    || fail "pip could not install torch==$torch_version into $venv"
-  has torch "$torch_version" || fail "torch==$torch_version does not import from $venv"
-fi
+bash "$root/scripts/setup-torch.sh"
 
 if ! has mlflow "$mlflow_version"; then
   echo "setup-mlflow: installing mlflow==$mlflow_version into $venv (first run only)" >&2

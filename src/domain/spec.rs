@@ -104,7 +104,7 @@ pub struct RunSpec {
     pub fail_on_nan: bool,
     /// Slots claimed together for the run; it waits until that many are free. A
     /// built-in training run takes one (it trains on one device); a command run may
-    /// take several and is given the first one's device.
+    /// take several, and then starts one process (a `torch.distributed` rank) on each.
     #[serde(default = "default_slots")]
     pub slots: u32,
     /// Seconds without a finished batch before the run is reported stalled; by default
@@ -1392,6 +1392,20 @@ impl RunSpec {
             }
         }
         Ok(())
+    }
+
+    /// How many ranks (processes) an attempt of this run starts: `slots` for a
+    /// command run, one otherwise.
+    pub fn ranks(&self) -> u32 {
+        match self.kind {
+            RunKind::Command => self.slots.max(1),
+            RunKind::Train => 1,
+        }
+    }
+
+    /// [`RunSpec::ranks`] of a stored spec; one when it does not parse.
+    pub fn ranks_of(stored: &str) -> u32 {
+        serde_json::from_str::<RunSpec>(stored).map_or(1, |spec| spec.ranks())
     }
 
     /// How long a stopped command gets between `SIGTERM` and `SIGKILL`.

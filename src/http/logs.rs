@@ -10,6 +10,10 @@
 //! and counted, as on the event streams ([`super::stream`]). Each `line` event's `id`
 //! is where the line ends in its file, so a client reconnecting with `Last-Event-ID`
 //! goes on right after the last line it got, across rotations.
+//!
+//! A command run on several slots has a log per rank (`logs/` for rank 0,
+//! `logs/rank-N/` for the others): `rank=N` reads one, `rank=all` every one, each line
+//! tagged `[rank N] ` and each event's `id` holding every rank's place, comma-separated.
 
 pub mod files;
 
@@ -45,11 +49,24 @@ const POLL: Duration = Duration::from_millis(100);
 /// About how many bytes of lines a stream reads and sends at a time.
 const CHUNK_BYTES: usize = 16 * 1024;
 
+/// The highest rank `rank` may name (a run has at most as many ranks as slots).
+const MAX_RANK: u32 = 4095;
+
+/// Which ranks of a run a log request reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ranks {
+    /// One rank's log (rank 0's by default, the only one of a one-slot run).
+    One(u32),
+    /// Every rank's, each line tagged `[rank N] `.
+    All,
+}
+
 /// What a log request asks for.
 #[derive(Debug, Clone, Copy)]
 struct LogQuery {
     stream: LogStream,
     tail: usize,
+    ranks: Ranks,
 }
 
 fn invalid(detail: String) -> ApiError {
@@ -65,10 +82,29 @@ fn parse_query(pairs: Vec<(String, String)>) -> Result<LogQuery, ApiError> {
 /// [`parse_query`]; the stream route also takes `access_token` (the auth middleware
 /// reads it).
 fn parse_query_of(pairs: Vec<(String, String)>, stream_route: bool) -> Result<LogQuery, ApiError> {
-    let (mut stream, mut tail) = (None, None);
+    let (mut stream, mut tail, mut ranks) = (None, None, None);
     for (key, value) in pairs {
         match key.as_str() {
             "access_token" if stream_route => {}
+            "rank" => {
+                let parsed = if value == "all" {
+                    Ranks::All
+                } else {
+                    value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= MAX_RANK && value.bytes().all(|b| b.is_ascii_digit()))
+                        .map(Ranks::One)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "`rank` must be a rank's number (0 for the first) or `all`, got `{value}`"
+                            ))
+                        })?
+                };
+                if ranks.replace(parsed).is_some() {
+                    return Err(invalid("`rank` is given twice".into()));
+                }
+            }
             "stream" => {
                 let parsed = LogStream::from_name(&value).ok_or_else(|| {
                     invalid(format!(
@@ -95,7 +131,7 @@ fn parse_query_of(pairs: Vec<(String, String)>, stream_route: bool) -> Result<Lo
             }
             other => {
                 return Err(invalid(format!(
-                    "unknown query parameter `{other}` (expected `stream` or `tail`)"
+                    "unknown query parameter `{other}` (expected `stream`, `tail` or `rank`)"
                 )))
             }
         }
@@ -103,24 +139,39 @@ fn parse_query_of(pairs: Vec<(String, String)>, stream_route: bool) -> Result<Lo
     Ok(LogQuery {
         stream: stream.unwrap_or_default(),
         tail: tail.unwrap_or(DEFAULT_TAIL),
+        ranks: ranks.unwrap_or(Ranks::One(0)),
     })
 }
 
-/// The file of a run's `stream` log: under the server's data directory, or for a
-/// Slurm run under its worker's, in the shared directory (`SHARED/runs/ID/worker`).
-/// `410 artifact_deleted` once the run's files were deleted.
-fn log_file(
+/// The files of a run's `stream` log that `ranks` asks for, each with its rank: under
+/// the server's data directory, or for a Slurm run under its worker's, in the shared
+/// directory (`SHARED/runs/ID/worker`). `400 invalid_query` for a rank the run does
+/// not have; `410 artifact_deleted` once the run's files were deleted.
+fn log_files(
     state: &AppState,
     id: RunId,
     stream: LogStream,
-) -> Result<std::path::PathBuf, ApiError> {
+    ranks: Ranks,
+) -> Result<Vec<(u32, std::path::PathBuf)>, ApiError> {
     let fold = state.actors.reader.state();
     let run = fold.run(id).ok_or_else(|| ApiError::run_not_found(id))?;
     ApiError::unless_files_deleted(run, "its logs are gone")?;
-    Ok(log_path(
-        &crate::domain::RunLayout::of(&state.data_dir, run),
-        stream,
-    ))
+    let world = crate::domain::RunSpec::ranks_of(run.spec.get());
+    let layout = crate::domain::RunLayout::of(&state.data_dir, run);
+    let file = |rank: u32| (rank, log_path(&layout, rank, stream));
+    match ranks {
+        Ranks::All => Ok((0..world).map(file).collect()),
+        Ranks::One(rank) if rank < world => Ok(vec![file(rank)]),
+        Ranks::One(rank) => Err(invalid(format!(
+            "`rank` {rank} is not a rank of run {id}: it has {world} (0 to {})",
+            world - 1
+        ))),
+    }
+}
+
+/// The tag that starts each line of one rank when every rank is read.
+fn rank_tag(rank: u32) -> String {
+    format!("[rank {rank}] ")
 }
 
 fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiError {
@@ -144,10 +195,19 @@ fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiErr
         unterminated last line (one the command is still writing) counts as a line. At \
         most 4 MiB: when the lines asked for are longer, the answer starts at the first \
         line that fits whole. A run with no log yet (queued, not a command run, or one \
-        whose command wrote nothing to that stream) answers `200` with an empty body.",
+        whose command wrote nothing to that stream) answers `200` with an empty body. \
+        With `rank=all`, each rank's tail in turn, every line tagged `[rank N] `.",
     params(
         ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
         ("stream" = Option<LogStream>, Query, description = "Which stream: `stdout` (the default) or `stderr`."),
+        (
+            "rank" = Option<String>,
+            Query,
+            description = "Which rank's log, for a command run on several slots: its number \
+                (`0`, the default, is the first; a one-slot run has only rank 0), or `all` for \
+                every rank's, each line starting with `[rank N] `.",
+            example = "all"
+        ),
         (
             "tail" = Option<u32>,
             Query,
@@ -163,7 +223,7 @@ fn unreadable(id: RunId, stream: LogStream, e: impl std::fmt::Display) -> ApiErr
             content_type = "text/plain",
             body = String
         ),
-        (status = 400, description = "`invalid_query`: an unknown parameter, one given twice, or a bad `stream` or `tail` (named).", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`invalid_query`: an unknown parameter, one given twice, a bad `stream` or `tail`, or a `rank` the run does not have (named).", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
         (status = 410, description = "`artifact_deleted`: the run's files, its logs among them, were deleted.", body = Problem, content_type = PROBLEM),
         (status = 500, description = "`internal`: the log file could not be read.", body = Problem, content_type = PROBLEM),
@@ -176,11 +236,32 @@ pub async fn tail(
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
     let query = parse_query(query.into_inner())?;
-    let file = log_file(&state, id, query.stream)?;
-    let body = web::block(move || files::tail(&file, query.tail, MAX_TAIL_BYTES))
-        .await
-        .map_err(|e| unreadable(id, query.stream, e))?
-        .map_err(|e| unreadable(id, query.stream, e))?;
+    let files = log_files(&state, id, query.stream, query.ranks)?;
+    let all = query.ranks == Ranks::All;
+    let budget = MAX_TAIL_BYTES / files.len().max(1) as u64;
+    let body = web::block(move || -> std::io::Result<Vec<u8>> {
+        if !all {
+            return files.first().map_or(Ok(Vec::new()), |(_, file)| {
+                files::tail(file, query.tail, budget)
+            });
+        }
+        let mut body = Vec::new();
+        for (rank, file) in &files {
+            let tag = rank_tag(*rank);
+            let lines = files::tail(file, query.tail, budget)?;
+            for line in lines.split_inclusive(|b| *b == b'\n') {
+                body.extend_from_slice(tag.as_bytes());
+                body.extend_from_slice(line);
+            }
+            if body.last().is_some_and(|b| *b != b'\n') {
+                body.push(b'\n');
+            }
+        }
+        Ok(body)
+    })
+    .await
+    .map_err(|e| unreadable(id, query.stream, e))?
+    .map_err(|e| unreadable(id, query.stream, e))?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -203,11 +284,20 @@ pub async fn tail(
         carriage return inside a line starts another `data:` field, a line longer than \
         64 KiB comes in pieces). The `id` is an opaque cursor: sent back as \
         `Last-Event-ID`, the stream goes on right after that line, and `tail` is not \
-        used. Comments keep the connection alive; a client too slow to take its lines \
+        used. With `rank=all` every rank's lines come, each tagged `[rank N] `, and the \
+        cursor holds every rank's place. Comments keep the connection alive; a client too slow to take its lines \
         is disconnected.",
     params(
         ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
         ("stream" = Option<LogStream>, Query, description = "Which stream: `stdout` (the default) or `stderr`."),
+        (
+            "rank" = Option<String>,
+            Query,
+            description = "Which rank's log, for a command run on several slots: its number \
+                (`0`, the default, is the first; a one-slot run has only rank 0), or `all` for \
+                every rank's, each line starting with `[rank N] `.",
+            example = "all"
+        ),
         (
             "tail" = Option<u32>,
             Query,
@@ -239,7 +329,7 @@ pub async fn tail(
             content_type = "text/event-stream",
             body = String
         ),
-        (status = 400, description = "`invalid_query`: an unknown parameter, one given twice, or a bad `stream` or `tail` (named); `invalid_header`: a `Last-Event-ID` that is not a cursor of this stream.", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`invalid_query`: an unknown parameter, one given twice, a bad `stream` or `tail`, or a `rank` the run does not have (named); `invalid_header`: a `Last-Event-ID` that is not a cursor of this stream.", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
         (status = 410, description = "`artifact_deleted`: the run's files, its logs among them, were deleted.", body = Problem, content_type = PROBLEM),
         (status = 500, description = "`internal`: the log file could not be read.", body = Problem, content_type = PROBLEM),
@@ -253,33 +343,63 @@ pub async fn stream(
 ) -> Result<HttpResponse, ApiError> {
     let id = existing_run_id(&state, &path)?;
     let query = parse_query_of(query.into_inner(), true)?;
-    let resume = req
+    let files = log_files(&state, id, query.stream, query.ranks)?;
+    let all = query.ranks == Ranks::All;
+    let bad_cursor = || {
+        ApiError::new(
+            ErrorCode::InvalidHeader,
+            "Last-Event-ID must be the id of a line event of this stream",
+        )
+    };
+    // One position per rank read, `-` for a rank whose log had no file yet.
+    let resume: Option<Vec<Option<Position>>> = req
         .headers()
         .get("last-event-id")
         .map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse::<Position>().ok())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        ErrorCode::InvalidHeader,
-                        "Last-Event-ID must be the id of a line event of this stream",
-                    )
+            let text = value.to_str().map_err(|_| bad_cursor())?;
+            let positions = text
+                .split(',')
+                .map(|part| match part.trim() {
+                    "-" if all => Ok(None),
+                    part => part
+                        .parse::<Position>()
+                        .map(Some)
+                        .map_err(|()| bad_cursor()),
                 })
+                .collect::<Result<Vec<_>, _>>()?;
+            if positions.len() == files.len() {
+                Ok(positions)
+            } else {
+                Err(bad_cursor())
+            }
         })
         .transpose()?;
-    let file = log_file(&state, id, query.stream)?;
-    let follower = web::block(move || match resume {
-        Some(position) => Follower::resume(&file, position),
-        None => Follower::from_tail(&file, query.tail),
+    let tail = query.tail;
+    let followers = web::block(move || -> std::io::Result<Vec<Ranked>> {
+        files
+            .iter()
+            .enumerate()
+            .map(|(i, (rank, file))| {
+                let follower = match resume.as_ref().map(|r| r[i]) {
+                    Some(Some(position)) => Follower::resume(file, position)?,
+                    // A log with no file when the cursor was taken: all of it is new.
+                    Some(None) => Follower::from_tail(file, usize::MAX)?,
+                    None => Follower::from_tail(file, tail)?,
+                };
+                Ok(Ranked {
+                    rank: *rank,
+                    follower,
+                })
+            })
+            .collect()
     })
     .await
     .map_err(|e| unreadable(id, query.stream, e))?
     .map_err(|e| unreadable(id, query.stream, e))?;
+    let followed = Followed { followers, all };
 
     let (tx, mut rx) = mpsc::channel::<web::Bytes>(super::stream::CHANNEL_CHUNKS);
-    actix_web::rt::spawn(feed(state.into_inner(), id, query.stream, follower, tx));
+    actix_web::rt::spawn(feed(state.into_inner(), id, query.stream, followed, tx));
     let body = futures_util::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
         Poll::Ready(chunk) => Poll::Ready(chunk.map(Ok::<_, Infallible>)),
         Poll::Pending => Poll::Pending,
@@ -291,19 +411,66 @@ pub async fn stream(
         .streaming(body))
 }
 
-/// Appends a `line` event per line.
-fn line_events(out: &mut String, lines: &[Line]) {
-    for line in lines {
-        let text = String::from_utf8_lossy(&line.text);
-        let text = text.strip_suffix('\r').unwrap_or(&text);
-        let _ = writeln!(out, "id: {}", line.end);
-        out.push_str("event: line\n");
-        // A carriage return would end the field for an event-stream parser.
-        for part in text.split('\r') {
-            let _ = writeln!(out, "data: {part}");
+/// One rank's log being followed.
+struct Ranked {
+    rank: u32,
+    follower: Follower,
+}
+
+/// The logs a stream follows: one rank's, or every rank's with each line tagged and
+/// each event's id the positions of all of them.
+struct Followed {
+    followers: Vec<Ranked>,
+    all: bool,
+}
+
+impl Followed {
+    /// The id of an event: the one follower's position, or every follower's, in
+    /// rank order, separated by commas (`-` for one that has seen no file).
+    fn cursor(&self, end: Position) -> String {
+        if !self.all {
+            return end.to_string();
         }
-        out.push('\n');
+        self.followers
+            .iter()
+            .map(|r| r.follower.position().map_or("-".into(), |p| p.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
     }
+
+    /// Appends a `line` event per line of follower `i` (whose position is already
+    /// past them).
+    fn events(&self, out: &mut String, i: usize, lines: &[Line]) {
+        let tag = self.all.then(|| rank_tag(self.followers[i].rank));
+        for (n, line) in lines.iter().enumerate() {
+            // Every line but the last goes on from its own end.
+            let id = if n + 1 < lines.len() && self.all {
+                let mut parts: Vec<String> = self
+                    .followers
+                    .iter()
+                    .map(|r| r.follower.position().map_or("-".into(), |p| p.to_string()))
+                    .collect();
+                parts[i] = line.end.to_string();
+                parts.join(",")
+            } else {
+                self.cursor(line.end)
+            };
+            line_event(out, &id, tag.as_deref().unwrap_or(""), line);
+        }
+    }
+}
+
+/// Appends one `line` event.
+fn line_event(out: &mut String, id: &str, tag: &str, line: &Line) {
+    let text = String::from_utf8_lossy(&line.text);
+    let text = text.strip_suffix('\r').unwrap_or(&text);
+    let _ = writeln!(out, "id: {id}");
+    out.push_str("event: line\n");
+    // A carriage return would end the field for an event-stream parser.
+    for part in text.split('\r') {
+        let _ = writeln!(out, "data: {tag}{part}");
+    }
+    out.push('\n');
 }
 
 /// Why a log stream's task stopped.
@@ -321,11 +488,11 @@ async fn feed(
     state: Arc<AppState>,
     id: RunId,
     stream: LogStream,
-    follower: Follower,
+    followed: Followed,
     tx: mpsc::Sender<web::Bytes>,
 ) {
     let _connected = Connected::new(Arc::clone(&state.streams));
-    let end = match follow(&state, id, stream, follower, &tx).await {
+    let end = match follow(&state, id, stream, followed, &tx).await {
         Ok(never) => match never {},
         Err(end) => end,
     };
@@ -358,13 +525,13 @@ fn has_ended(state: &AppState, id: RunId) -> bool {
         .is_none_or(|run| run.state.is_terminal())
 }
 
-/// Sends the log's lines until the run has ended and its log is read to the end
+/// Sends the logs' lines until the run has ended and its logs are read to the end
 /// (`Err(End::Done)`), the client goes away or is too slow.
 async fn follow(
     state: &AppState,
     id: RunId,
     stream: LogStream,
-    mut follower: Follower,
+    mut followed: Followed,
     tx: &mpsc::Sender<web::Bytes>,
 ) -> Result<Infallible, End> {
     send(state, tx, web::Bytes::from_static(b"retry: 1000\n\n")).await?;
@@ -378,32 +545,36 @@ async fn follow(
     keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Looked at before reading: what the command wrote before its run ended is in
-        // the file by then, and this read takes it.
+        // the files by then, and this read takes it.
         let ended = has_ended(state, id);
-        loop {
-            let (back, read) = web::block(move || {
-                let read = follower.read(CHUNK_BYTES);
-                (follower, read)
-            })
-            .await
-            .map_err(|_| End::Done)?;
-            follower = back;
-            let lines = read.map_err(|e| {
-                tracing::warn!(run_id = %id, stream = stream.name(), error = %e, "cannot read a run's log");
-                End::Done
-            })?;
-            if lines.is_empty() {
-                break;
+        for i in 0..followed.followers.len() {
+            loop {
+                let (back, read) = web::block(move || {
+                    let read = followed.followers[i].follower.read(CHUNK_BYTES);
+                    (followed, read)
+                })
+                .await
+                .map_err(|_| End::Done)?;
+                followed = back;
+                let lines = read.map_err(|e| {
+                    tracing::warn!(run_id = %id, stream = stream.name(), error = %e, "cannot read a run's log");
+                    End::Done
+                })?;
+                if lines.is_empty() {
+                    break;
+                }
+                let mut chunk = String::new();
+                followed.events(&mut chunk, i, &lines);
+                send(state, tx, chunk.into()).await?;
             }
-            let mut chunk = String::new();
-            line_events(&mut chunk, &lines);
-            send(state, tx, chunk.into()).await?;
         }
         if ended {
-            if let Some(last) = follower.finish() {
-                let mut chunk = String::new();
-                line_events(&mut chunk, &[last]);
-                send(state, tx, chunk.into()).await?;
+            for i in 0..followed.followers.len() {
+                if let Some(last) = followed.followers[i].follower.finish() {
+                    let mut chunk = String::new();
+                    followed.events(&mut chunk, i, &[last]);
+                    send(state, tx, chunk.into()).await?;
+                }
             }
             return Err(End::Done);
         }
@@ -437,9 +608,18 @@ mod tests {
     }
 
     #[test]
-    fn the_query_takes_a_stream_and_a_tail_within_bounds() {
+    fn the_query_takes_a_stream_a_tail_within_bounds_and_a_rank() {
         let q = parse_query(Vec::new()).expect("defaults");
         assert_eq!((q.stream, q.tail), (LogStream::Stdout, DEFAULT_TAIL));
+        assert_eq!(q.ranks, Ranks::One(0));
+        let q = parse_query(pairs(&[("rank", "3")])).expect("a rank");
+        assert_eq!(q.ranks, Ranks::One(3));
+        let q = parse_query(pairs(&[("rank", "all")])).expect("every rank");
+        assert_eq!(q.ranks, Ranks::All);
+        for bad in ["-1", "+1", "", "one", "4096", "ALL"] {
+            let err = parse_query(pairs(&[("rank", bad)])).expect_err("refused");
+            assert!(err.detail.contains("`rank`"), "{bad}: {}", err.detail);
+        }
         let q = parse_query(pairs(&[("stream", "stderr"), ("tail", "10000")])).expect("ok");
         assert_eq!((q.stream, q.tail), (LogStream::Stderr, 10_000));
         assert_eq!(parse_query(pairs(&[("tail", "0")])).expect("0").tail, 0);
@@ -476,7 +656,9 @@ mod tests {
             },
         ];
         let mut out = String::new();
-        line_events(&mut out, &lines);
+        for line in &lines {
+            line_event(&mut out, &line.end.to_string(), "", line);
+        }
         assert_eq!(
             out,
             "id: 1-2-3\nevent: line\ndata: plain\n\n\

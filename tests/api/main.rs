@@ -19,6 +19,7 @@ mod openapi;
 mod pause;
 mod prometheus;
 mod python_helper;
+mod ranks;
 mod repair;
 mod restarts;
 mod runs;

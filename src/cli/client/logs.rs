@@ -28,6 +28,10 @@ pub struct LogsArgs {
     /// Which of the command's streams.
     #[arg(long, value_enum, default_value_t)]
     pub stream: LogStream,
+    /// Which rank's log, for a run on several slots: its number (0, the default, is
+    /// the first), or `all` for every rank's, each line tagged `[rank N]`.
+    #[arg(long, value_name = "N|all", default_value = "0", value_parser = parse_rank)]
+    pub rank: String,
     /// How many of the last lines to print first (0 to 10000).
     #[arg(
         long,
@@ -49,12 +53,24 @@ pub struct LogsArgs {
     pub connection: Connection,
 }
 
+/// `--rank`: a whole number or `all`.
+fn parse_rank(value: &str) -> Result<String, String> {
+    if value == "all" || (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit())) {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "expected a rank's number (0 for the first) or `all`, got `{value}`"
+        ))
+    }
+}
+
 /// `runyard logs`.
 pub async fn run(args: LogsArgs) -> Result<(), ClientError> {
     let client = Client::new(&args.connection)?;
     let query = [
         ("stream", args.stream.name().to_string()),
         ("tail", args.tail.to_string()),
+        ("rank", args.rank.clone()),
     ];
     let id = segment(&args.id);
     if !args.follow {

@@ -41,9 +41,10 @@ pub fn file_name(stream: LogStream) -> &'static str {
     }
 }
 
-/// The current file of a run's stream: `RUN_DIR/logs/stdout.log`.
-pub fn log_path(layout: &RunLayout, stream: LogStream) -> PathBuf {
-    layout.logs().join(file_name(stream))
+/// The current file of a rank's stream: `RUN_DIR/logs/stdout.log` for rank 0,
+/// `RUN_DIR/logs/rank-N/stdout.log` for the others.
+pub fn log_path(layout: &RunLayout, rank: u32, stream: LogStream) -> PathBuf {
+    layout.rank_logs(rank).join(file_name(stream))
 }
 
 /// A file's identity, kept across renames.
@@ -327,6 +328,9 @@ pub struct Follower {
     partial: Vec<u8>,
     /// The last position read, for a line ended by the end of the stream.
     last: Option<Position>,
+    /// Just after the last line handed out (or where the follower started): where a
+    /// follower made again goes on from. `None` while no file was seen.
+    handed: Option<Position>,
     block: Vec<u8>,
 }
 
@@ -374,6 +378,10 @@ impl Follower {
             seen_any: !segments.open.is_empty(),
             partial: Vec::new(),
             last: None,
+            handed: segments.open.get(start.segment).map(|segment| Position {
+                file: segment.id,
+                offset: start.offset,
+            }),
             block: vec![0u8; BLOCK],
         };
         for (i, segment) in segments.open.into_iter().enumerate().rev() {
@@ -436,10 +444,19 @@ impl Follower {
         if self.partial.is_empty() {
             return None;
         }
+        let end = self.last?;
+        self.handed = Some(end);
         Some(Line {
             text: std::mem::take(&mut self.partial),
-            end: self.last?,
+            end,
         })
+    }
+
+    /// Just after the last line handed out, or where the follower started: what
+    /// [`Follower::resume`] goes on from. `None` while the stream had no file, when
+    /// every line to come is new.
+    pub fn position(&self) -> Option<Position> {
+        self.handed
     }
 
     /// Splits the first `n` bytes of the block, read at `offset` of file `id`, into
@@ -461,6 +478,7 @@ impl Follower {
                     from += newline + 1;
                     let text = std::mem::take(&mut self.partial);
                     ended += text.len() + 1;
+                    self.handed = Some(at(from));
                     lines.push(Line {
                         text,
                         end: at(from),
@@ -479,13 +497,12 @@ impl Follower {
                     let carry = self.partial.split_off(self.partial.len() - keep);
                     let text = std::mem::replace(&mut self.partial, carry);
                     ended += text.len();
-                    lines.push(Line {
-                        text,
-                        end: Position {
-                            file: id,
-                            offset: (offset + from as u64).saturating_sub(keep as u64),
-                        },
-                    });
+                    let end = Position {
+                        file: id,
+                        offset: (offset + from as u64).saturating_sub(keep as u64),
+                    };
+                    self.handed = Some(end);
+                    lines.push(Line { text, end });
                 }
             }
         }
