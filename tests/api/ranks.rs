@@ -442,8 +442,8 @@ async fn parameter_hashes(app: &TestApp, id: &str) -> Vec<String> {
         let text = logs(app, id, &format!("?rank={rank}&tail=10000")).await;
         let hash = text
             .lines()
-            .filter_map(|l| l.strip_prefix("params-sha256 "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix("params-sha256 "))
             .unwrap_or_else(|| panic!("rank {rank} printed no parameter hash:\n{text}"));
         hashes.push(hash.to_string());
     }
