@@ -27,6 +27,11 @@ impl Served {
 
 /// A server on `dir` with one CPU slot and command runs allowed.
 pub fn serve(dir: &std::path::Path) -> Served {
+    serve_with(dir, |_| {})
+}
+
+/// [`serve`] after `configure` adjusted its settings.
+pub fn serve_with(dir: &std::path::Path, configure: impl FnOnce(&mut Config)) -> Served {
     let mut config = Config::defaults();
     config.server.bind = "127.0.0.1:0".parse().expect("address");
     config.server.data_dir = dir.to_path_buf();
@@ -34,6 +39,7 @@ pub fn serve(dir: &std::path::Path) -> Served {
     config.train.threads_per_slot = 1;
     config.runs.allow_commands = true;
     config.log.filter = "warn".into();
+    configure(&mut config);
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::spawn(move || {
         let system = actix::System::new();
