@@ -1,28 +1,35 @@
-//! Command runs: one attempt of a `"kind": "command"` run as a child process, with
+//! Command runs: one attempt of a `"kind": "command"` run as child processes, with
 //! the same lifecycle as a training thread. [`spawn_command`] gives back the same
 //! [`TrainingHandle`] (its [`Outcome`] arrives once), so the run actor only picks
 //! which to start.
 //!
-//! Per attempt there are up to five threads, none on an actix arbiter: the
-//! supervisor (starts the process, turns cancel, pause, timeout and stall requests
-//! into signals to its process group, waits for it with `waitid`), the progress
-//! reader (see [`super::protocol`], which documents what the command sees and
-//! writes), the checkpoint hasher the reader starts on the first checkpoint, and one
-//! pump each for stdout and stderr into the run's log files (see
-//! [`super::logfile`]).
+//! An attempt is one process per claimed slot: a run on one slot is one process, a
+//! run on `k` slots is a `torch.distributed` job of `k` ranks on this machine, each
+//! rank a process group of its own with the variables `torchrun` sets (see
+//! [`super::protocol`]). The ranks live and end together: the first to end
+//! abnormally unasked has the others stopped, and is the one the failure names.
 //!
-//! The supervisor both signals and reaps the process, and checks whether it exited
-//! without reaping it (`WNOWAIT`): while it has not been reaped its pid, and so its
-//! process group id, cannot be given to another process, so a signal never reaches a
-//! stranger. It looks at the run's flags every [`POLL`].
+//! Per attempt there are these threads, none on an actix arbiter: the supervisor
+//! (starts every rank, turns cancel, pause, timeout and stall requests into signals
+//! to every rank's process group, ends the ranks together), a waiter per rank that
+//! blocks in `waitid` until its rank exits (so endings are seen in the order they
+//! happen), rank 0's progress reader (see [`super::protocol`], which documents what
+//! the command sees and writes) with the checkpoint hasher it starts on the first
+//! checkpoint, a drain of each other rank's pipe, and one pump each for every rank's
+//! stdout and stderr into its log files (see [`super::logfile`]).
+//!
+//! The supervisor both signals and reaps the processes, and its waiters see them exit
+//! without reaping them (`WNOWAIT`): while a rank has not been reaped its pid, and so
+//! its process group id, cannot be given to another process, so a signal never
+//! reaches a stranger.
 //!
 //! [`end_orphans`] is the other half of crash safety: at start, before anything
 //! resumes, it ends the process groups that a killed server's commands left running.
-//! It knows them from `CommandStarted`, which the run actor journals at its first
-//! tick after the start (`train.tick_ms`). A server killed within that tick leaves a
-//! command the journal does not name; every command carries its run's id in
-//! `RUNYARD_RUN_ID`, so those are found by their environment instead
-//! ([`end_unjournaled`]).
+//! It knows them from `CommandStarted` and `RankStarted`, which the run actor
+//! journals in one append at its first tick after the start (`train.tick_ms`). A
+//! server killed within that tick leaves commands the journal does not name; every
+//! command carries its run's id in `RUNYARD_RUN_ID`, so those are found by their
+//! environment instead ([`end_unjournaled`]).
 
 use std::collections::VecDeque;
 use std::io::Read;

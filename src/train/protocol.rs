@@ -19,6 +19,15 @@
 //! | `RUNYARD_CHECKPOINT_DIR` | `DATA_DIR/runs/ID/checkpoints` (created) |
 //! | `RUNYARD_RESUME_FROM` | the absolute path of the newest journaled checkpoint, when the attempt continues the run (after a pause, a failed attempt, a server restart); unset otherwise |
 //!
+//! A run on `k` > 1 slots starts `k` processes, one `torch.distributed` rank per
+//! slot, each with the variables above for its own slot and those `torchrun` sets:
+//! `WORLD_SIZE` and `LOCAL_WORLD_SIZE` (`k`), `RANK` and `LOCAL_RANK` (0 … k−1),
+//! `NODE_RANK` and `GROUP_RANK` (`0`), `MASTER_ADDR` (`127.0.0.1`) and `MASTER_PORT`
+//! (a free port, chosen for each attempt). Every rank has a pipe of its own; rank 0's
+//! is the run's, as below. The other ranks' lines are counted by rank
+//! (`rank_lines`) and otherwise ignored ([`drain_rank`]); a checkpoint from one of
+//! them is refused and counted as `other_rank_checkpoint`.
+//!
 //! The working directory is the spec's `cwd` (by default `DATA_DIR/runs/ID`). The
 //! spec's `env` is set over the server's environment, and the variables above over
 //! both.
@@ -83,6 +92,7 @@
 //! | `too_fast` | came after 1,000 others in the same second: dropped unread |
 //! | `bad_checkpoint` | names a file that is missing, not a regular file, outside the run's directory or unreadable |
 //! | `metric_dropped` | brought a 33rd metric name, or one over 64 bytes (the rest of the line counts) |
+//! | `other_rank_checkpoint` | a checkpoint from a rank other than 0 (refused: rank 0's are the run's) |
 //!
 //! The run's `protocol` object in the API shows them, live while the command runs:
 //! `{"lines":120,"bad":{"not_json":1},"last_error":"line 7: not JSON: …","metrics":{"lr":0.01}}`
@@ -107,6 +117,10 @@
 //!   signal and the last 50 lines of stderr; it is retried as `max_retries` says.
 //! - Once the group's first process has exited, whatever is left of the group is
 //!   killed (`SIGKILL`), and the slot is released when the group is gone.
+//! - Ranks: cancel, pause and timeout signal every rank's group. The first rank to
+//!   end abnormally unasked fails the attempt, naming it; every other rank gets
+//!   `SIGTERM`, then `SIGKILL` after `grace`. The slots are released when every
+//!   rank's group is gone.
 //! - A server killed while a command runs leaves it running. On its next start it
 //!   ends the process group it journaled (`CommandStarted`; the process's start time
 //!   must match, so a recycled pid is never hit), journals `CommandExited`, and the

@@ -752,3 +752,93 @@ async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[actix_web::test]
+async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
+    let (chromium, chromedriver) = match find_browser() {
+        Ok(found) => found,
+        Err(missing) if std::env::var("RUNYARD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("RUNYARD_REQUIRE_BROWSER=1 but {missing}")
+        }
+        Err(missing) => {
+            println!("SKIPPED: the dashboard's logs test: {missing}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("tokens.toml");
+    // Command runs need an admin token.
+    let token = create_token(&file, "dashboard", Role::Admin).expect("token");
+    let app = spawn_app_with(|config| {
+        config.auth.tokens_file = Some(file.clone());
+        config.runs.allow_commands = true;
+        config.train.cpu_slots = 2;
+    })
+    .await;
+    let spec = json!({
+        "name": "ranks-on-the-page",
+        "kind": "command",
+        "slots": 2,
+        "argv": ["bash", "-c", "echo \"hello from rank $RANK\"; echo \"oops $RANK\" >&2"],
+    });
+    let id = submit(&app, &token, &spec).await;
+    let driver = start_driver(&chromedriver).await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let browser = open_browser(&driver, &chromium, profile.path()).await;
+    let outcome = AssertUnwindSafe(async {
+        browser
+            .goto(&format!("{}/", app.address))
+            .await
+            .expect("page");
+        js(
+            &browser,
+            "sessionStorage.setItem('runyard.token', arguments[0]);",
+            json!(token),
+        )
+        .await;
+        browser
+            .goto(&format!("{}/#/runs/{id}", app.address))
+            .await
+            .expect("run page");
+        browser.refresh().await.expect("reload with the token");
+        collect_errors(&browser).await;
+        until_run_page_state(&browser, "completed").await;
+        let logs = |wanted: &'static [&'static str]| {
+            let browser = &browser;
+            until("the log panel's lines", move || async move {
+                let text = text_of(browser, "#run-logs").await?;
+                wanted.iter().all(|w| text.contains(w)).then_some(text)
+            })
+        };
+        let text = logs(&["hello from rank 0"]).await;
+        assert!(!text.contains("rank 1"), "rank 0's log alone: {text}");
+        let pick = |css: &'static str, value: &'static str| {
+            let browser = &browser;
+            async move {
+                js(
+                    browser,
+                    "const [css, value] = arguments[0]; const s = document.querySelector(css); \
+                     s.value = value; s.dispatchEvent(new Event('change'));",
+                    json!([css, value]),
+                )
+                .await
+            }
+        };
+        pick("#logs-rank", "1").await;
+        let text = logs(&["hello from rank 1"]).await;
+        assert!(!text.contains("rank 0"), "rank 1's log alone: {text}");
+        pick("#logs-rank", "all").await;
+        logs(&["[rank 0] hello from rank 0", "[rank 1] hello from rank 1"]).await;
+        pick("#logs-stream", "stderr").await;
+        logs(&["[rank 0] oops 0", "[rank 1] oops 1"]).await;
+        screenshot(&browser, "dashboard-ranks.png").await;
+        assert_no_errors(&browser).await;
+    })
+    .catch_unwind()
+    .await;
+    let _ = browser.close().await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}

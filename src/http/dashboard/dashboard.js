@@ -548,6 +548,8 @@
     epochs: new Map(),
     refreshTimer: null,
     drawPending: false,
+    logSource: null,
+    logKey: '',
 
     async start(id) {
       const generation = ++this.generation;
@@ -599,6 +601,8 @@
       this.stopped = true;
       if (this.stream) this.stream.close();
       this.stream = null;
+      this.closeLogs();
+      $('logs-panel').hidden = true;
       clearTimeout(this.refreshTimer);
       this.refreshTimer = null;
       $('run-view').hidden = true;
@@ -704,7 +708,71 @@
       const regression = run.task === 'regression';
       $('chart-accuracy-title').firstChild.textContent = regression ? 'Validation MAE ' : 'Accuracy ';
       this.renderFacts();
+      this.showLogs();
       this.draw();
+    },
+
+    /**
+     * A command run's logs: the last lines of the stream and rank picked, then each
+     * line as it is written until the run ends. A run on several slots has a log per
+     * rank, or every rank's with each line tagged `[rank N]`.
+     */
+    showLogs() {
+      const spec = (this.run && this.run.spec) || {};
+      const command = spec.kind === 'command';
+      $('logs-panel').hidden = !command;
+      if (!command) return;
+      const ranks = Math.max(1, Number(spec.slots) || 1);
+      const picker = $('logs-rank');
+      const wanted = ranks > 1 ? ranks + 1 : 1;
+      if (picker.options.length !== wanted) {
+        const options = [...Array(ranks).keys()].map((r) => el('option', { value: String(r) }, `rank ${r}`));
+        if (ranks > 1) options.push(el('option', { value: 'all' }, 'every rank'));
+        picker.replaceChildren(...options);
+      }
+      picker.disabled = ranks < 2;
+      this.openLogs();
+    },
+
+    openLogs() {
+      const stream = $('logs-stream').value;
+      const rank = $('logs-rank').value || '0';
+      const key = `${this.id}|${stream}|${rank}`;
+      if (key === this.logKey) return;
+      this.closeLogs();
+      this.logKey = key;
+      const pre = $('run-logs');
+      pre.textContent = '';
+      const query = new URLSearchParams({ stream, rank, tail: '200' });
+      const bearer = token();
+      if (bearer) query.set('access_token', bearer);
+      const source = new EventSource(`/api/v1/runs/${this.id}/logs/stream?${query}`);
+      this.logSource = source;
+      let lines = 0;
+      source.addEventListener('line', (message) => {
+        const follow = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+        pre.append(message.data + '\n');
+        lines += 1;
+        // Keep the newest 2,000 lines.
+        if (lines > 2000) {
+          pre.firstChild.remove();
+          lines -= 1;
+        }
+        if (follow) pre.scrollTop = pre.scrollHeight;
+      });
+      source.onerror = () => {
+        // The server ends the stream once the run has ended and its log is read.
+        if (this.ended || source.readyState === EventSource.CLOSED) {
+          source.close();
+          if (this.logSource === source) this.logSource = null;
+        }
+      };
+    },
+
+    closeLogs() {
+      if (this.logSource) this.logSource.close();
+      this.logSource = null;
+      this.logKey = '';
     },
 
     renderFacts() {
@@ -917,6 +985,8 @@
     $('run-pause').addEventListener('click', () => runPage.act('pause'));
     $('run-resume').addEventListener('click', () => runPage.act('resume'));
     $('run-cancel').addEventListener('click', () => runPage.act('cancel'));
+    $('logs-stream').addEventListener('change', () => runPage.openLogs());
+    $('logs-rank').addEventListener('change', () => runPage.openLogs());
     window.addEventListener('hashchange', route);
     route();
   }
