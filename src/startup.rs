@@ -29,6 +29,11 @@ pub struct StartOptions {
     /// Leave SIGINT and SIGTERM to the caller instead of stopping the HTTP server on
     /// them (a Slurm worker checkpoints on SIGTERM and keeps answering meanwhile).
     pub keep_signals: bool,
+    /// Nodes a command run's ranks span: over 1 only in the Slurm worker of a job on
+    /// several nodes, which starts the other nodes' ranks with `srun` (0 counts as 1).
+    pub nodes: u32,
+    /// This node's address, which those ranks reach rank 0 at (`MASTER_ADDR`).
+    pub node_address: Option<std::net::IpAddr>,
 }
 
 /// A built server, listening but not yet driven.
@@ -151,7 +156,11 @@ impl Application {
             data_dir,
             &roots,
             config.journal.snapshot_every,
-            crate::train::command::CommandSettings::from(&config.runs),
+            crate::train::command::CommandSettings {
+                nodes: options.nodes.max(1),
+                address: options.node_address,
+                ..crate::train::command::CommandSettings::from(&config.runs)
+            },
             Some(&slurm).filter(|s| s.enabled),
         );
         let tracer = traces.as_ref().map(|traces| {

@@ -44,7 +44,8 @@ pub fn run(job_dir: &Path) -> anyhow::Result<()> {
     config.runs.allow_commands = true;
     config.data.roots = job.data_roots.clone();
     config.train.tick_ms = job.tick_ms;
-    config.train.cpu_slots = 1;
+    // One slot per rank on this node (the spec a worker runs claims them all).
+    config.train.cpu_slots = job.spec.slots.max(1);
     if let Ok(filter) = std::env::var("RUNYARD_LOG") {
         config.log.filter = filter;
     }
@@ -53,6 +54,8 @@ pub fn run(job_dir: &Path) -> anyhow::Result<()> {
         let options = StartOptions {
             repair: false,
             keep_signals: true,
+            nodes: job.nodes.max(1),
+            node_address: Some(host),
         };
         let app = Application::build_with(config, options)
             .await

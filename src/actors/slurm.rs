@@ -242,6 +242,7 @@ impl Handler<Launch> for SlurmExecutor {
             job: prepared.job,
             spec: local_spec(&prepared.spec),
             data_dir: files::worker_data_dir(&self.shared, run_id),
+            nodes: prepared.spec.nodes.max(1),
             data_roots: self.context.data_roots.clone(),
             tick_ms: self.context.tick.as_millis() as u64,
             server_url: self.config.server_url.clone(),
@@ -275,6 +276,8 @@ impl Handler<Launch> for SlurmExecutor {
                 time_limit: spec.time_limit.as_deref(),
                 account: spec.account.as_deref(),
                 qos: spec.qos.as_deref(),
+                nodes: spec.nodes.max(1),
+                ranks_per_node: spec.ranks_per_node.max(1),
                 extra: &extra,
             })
         });
@@ -328,7 +331,9 @@ impl Handler<Launch> for SlurmExecutor {
     }
 }
 
-/// The spec a worker runs: the same training on its own slot.
+/// The spec a worker runs: the same training on its node's slots, one rank per slot
+/// (the ranks on the job's other nodes are the worker's too, see
+/// [`crate::train::command`]).
 fn local_spec(spec: &RunSpec) -> RunSpec {
     RunSpec {
         executor: Executor::Local,
@@ -337,6 +342,9 @@ fn local_spec(spec: &RunSpec) -> RunSpec {
         time_limit: None,
         account: None,
         qos: None,
+        slots: spec.ranks_per_node.max(1),
+        nodes: 1,
+        ranks_per_node: 1,
         ..spec.clone()
     }
 }

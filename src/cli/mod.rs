@@ -35,6 +35,10 @@ pub enum Command {
     Client(client::ClientCommand),
     /// Run one Slurm job of a run (started by the job's batch script, not by hand).
     Worker(WorkerArgs),
+    /// Run one rank of a Slurm run on a node other than its worker's (started by the
+    /// worker's `srun`, not by hand).
+    #[command(hide = true)]
+    Rank(crate::train::rank::RankArgs),
 }
 
 /// Flags of `runyard worker`.
@@ -84,6 +88,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => token::run(command),
         Command::Client(command) => client::run(command).map_err(anyhow::Error::from),
         Command::Worker(args) => crate::worker::run(&args.job_dir),
+        Command::Rank(args) => {
+            let code = crate::train::rank::run(&args)?;
+            std::process::exit(code)
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let options = StartOptions {
             repair: args.repair,
             keep_signals: false,
+            nodes: 1,
+            node_address: None,
         };
         let app = Application::build_with(config, options).await?;
         // One line on stdout, so scripts and tests learn the port when binding port 0.

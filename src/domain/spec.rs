@@ -139,6 +139,16 @@ pub struct RunSpec {
     /// Quality of service (`sbatch --qos`). Slurm runs only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos: Option<String>,
+    /// Nodes a Slurm command run's ranks span (`sbatch --nodes`), 1 to 1024. Slurm
+    /// runs only; left out of the canonical JSON when 1.
+    #[serde(default = "default_one", skip_serializing_if = "is_one")]
+    pub nodes: u32,
+    /// Ranks (processes) of a Slurm command run on each node
+    /// (`sbatch --ntasks-per-node`), 1 to 64: `nodes × ranks_per_node` ranks in all.
+    /// Slurm runs only (a local run's ranks are its `slots`); left out of the
+    /// canonical JSON when 1.
+    #[serde(default = "default_one", skip_serializing_if = "is_one")]
+    pub ranks_per_node: u32,
 }
 
 /// Where a run trains.
@@ -178,6 +188,14 @@ pub const MAX_LABEL_VALUE_CHARS: usize = 255;
 
 fn default_slots() -> u32 {
     1
+}
+
+fn default_one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -1282,7 +1300,32 @@ impl RunSpec {
         if !self.executor.is_local() && self.slots != 1 {
             return Err(SpecError::new(
                 "slots",
-                "is for local runs; a Slurm run asks Slurm for devices with `gres` (e.g. \"gpu:2\")",
+                "is for local runs; a Slurm run asks Slurm for devices with `gres` (e.g. \"gpu:2\") \
+                 and for ranks with `nodes` and `ranks_per_node`",
+            ));
+        }
+        for (field, value, max) in [
+            ("nodes", self.nodes, 1024),
+            ("ranks_per_node", self.ranks_per_node, 64),
+        ] {
+            if value != 1 && self.executor.is_local() {
+                return Err(SpecError::new(
+                    field,
+                    "is for `\"executor\": \"slurm\"` runs; a local run's ranks are its `slots`",
+                ));
+            }
+            check_range(field, u64::from(value), 1, max)?;
+        }
+        if self.kind == RunKind::Train && self.nodes * self.ranks_per_node > 1 {
+            let field = if self.nodes > 1 {
+                "nodes"
+            } else {
+                "ranks_per_node"
+            };
+            return Err(SpecError::new(
+                field,
+                "a built-in training run trains on one device; ranks over several nodes are \
+                 for `\"kind\": \"command\"` runs (a torch.distributed script)",
             ));
         }
         Ok(())
@@ -1394,12 +1437,13 @@ impl RunSpec {
         Ok(())
     }
 
-    /// How many ranks (processes) an attempt of this run starts: `slots` for a
-    /// command run, one otherwise.
+    /// How many ranks (processes) an attempt of this run starts: `slots` for a local
+    /// command run, `nodes × ranks_per_node` for a Slurm one, one otherwise.
     pub fn ranks(&self) -> u32 {
-        match self.kind {
-            RunKind::Command => self.slots.max(1),
-            RunKind::Train => 1,
+        match (self.kind, self.executor) {
+            (RunKind::Command, Executor::Local) => self.slots.max(1),
+            (RunKind::Command, Executor::Slurm) => self.nodes.max(1) * self.ranks_per_node.max(1),
+            (RunKind::Train, _) => 1,
         }
     }
 

@@ -71,6 +71,10 @@ pub struct Submission<'a> {
     pub account: Option<&'a str>,
     /// See `partition`.
     pub qos: Option<&'a str>,
+    /// `--nodes`, and with `ranks_per_node` `--ntasks-per-node`, when either is over 1.
+    pub nodes: u32,
+    /// See `nodes`.
+    pub ranks_per_node: u32,
     /// More arguments, from the configuration.
     pub extra: &'a [String],
 }
@@ -97,6 +101,12 @@ pub fn sbatch(submission: &Submission<'_>) -> Result<u64, SlurmError> {
         if let Some(value) = value {
             command.arg(format!("{flag}={value}"));
         }
+    }
+    if submission.nodes > 1 || submission.ranks_per_node > 1 {
+        // One task per rank: Slurm places the job, or refuses a count it cannot.
+        command
+            .arg(format!("--nodes={}", submission.nodes))
+            .arg(format!("--ntasks-per-node={}", submission.ranks_per_node));
     }
     command.args(submission.extra).arg(submission.script);
     let output = run(&mut command, "sbatch")?;

@@ -55,6 +55,10 @@ pub struct WorkerJob {
     pub spec: RunSpec,
     /// The worker's data directory.
     pub data_dir: PathBuf,
+    /// Nodes the job's ranks span (`nodes` of the run's spec); the worker runs on the
+    /// first and starts the ranks of the others.
+    #[serde(default = "one_node")]
+    pub nodes: u32,
     /// Where data files may be read from (the server's data roots).
     pub data_roots: Vec<PathBuf>,
     /// Progress sampling interval, in milliseconds.
@@ -63,6 +67,10 @@ pub struct WorkerJob {
     /// besides `worker.json`.
     #[serde(default)]
     pub server_url: Option<String>,
+}
+
+fn one_node() -> u32 {
+    1
 }
 
 /// `worker.json`: where the worker of a job listens (also the body of its

@@ -106,6 +106,14 @@ pub struct CommandSettings {
     pub log_max_bytes: u64,
     /// Rotated files kept per stream (`runs.log_keep`).
     pub log_keep: u32,
+    /// Nodes a run's ranks span: 1 but in the Slurm worker of a job on several nodes,
+    /// whose other nodes' ranks it starts with `srun` ([`StartOptions::nodes`]).
+    ///
+    /// [`StartOptions::nodes`]: crate::startup::StartOptions::nodes
+    pub nodes: u32,
+    /// This node's address, which the other nodes' ranks reach rank 0 at
+    /// (`MASTER_ADDR`); loopback when `None`.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Default for CommandSettings {
@@ -119,6 +127,8 @@ impl From<&crate::config::RunsConfig> for CommandSettings {
         Self {
             log_max_bytes: runs.log_max_bytes,
             log_keep: runs.log_keep,
+            nodes: 1,
+            address: None,
         }
     }
 }
@@ -218,7 +228,7 @@ fn device_env(device: tch::Device) -> (String, String) {
 }
 
 /// Sends `signal` to a process group; a group that is gone already is no error.
-fn signal_group(pgid: Pid, signal: Signal) {
+pub(crate) fn signal_group(pgid: Pid, signal: Signal) {
     match killpg(pgid, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => {
@@ -229,7 +239,7 @@ fn signal_group(pgid: Pid, signal: Signal) {
 
 /// Between fork and exec: the pipe's write end becomes fd 3, open across exec. Only
 /// async-signal-safe calls here.
-fn give_progress_fd(fd: RawFd) -> std::io::Result<()> {
+pub(crate) fn give_progress_fd(fd: RawFd) -> std::io::Result<()> {
     use nix::libc;
     if fd == protocol::PROGRESS_FD {
         // dup2 onto itself would leave close-on-exec set.
@@ -252,7 +262,7 @@ fn give_progress_fd(fd: RawFd) -> std::io::Result<()> {
 
 /// The last lines of stderr, for a failure's message.
 #[derive(Debug, Default)]
-struct StderrTail {
+pub(crate) struct StderrTail {
     lines: VecDeque<String>,
     partial: Vec<u8>,
 }
@@ -290,7 +300,7 @@ impl StderrTail {
 
 /// Copies one of the command's output streams into its log file (and stderr into
 /// the tail) until every writer has closed it; receives `()` then.
-fn spawn_pump(
+pub(crate) fn spawn_pump(
     mut source: impl Read + Send + 'static,
     mut log: Option<RotatingLog>,
     tail: Option<Arc<Mutex<StderrTail>>>,
@@ -324,7 +334,7 @@ fn spawn_pump(
     Ok(rx)
 }
 
-fn open_log(
+pub(crate) fn open_log(
     dir: &Path,
     name: &str,
     settings: CommandSettings,
@@ -344,9 +354,11 @@ fn open_log(
     }
 }
 
-/// One rank's process of an attempt and the threads that read it.
+/// One rank's process of an attempt (or the `srun` of the ranks on a Slurm job's
+/// other nodes) and the threads that read it.
 struct RankProcess {
-    rank: u32,
+    /// `rank N`, or what the `srun` step holds, for messages.
+    name: String,
     pid: Pid,
     /// Its last stderr lines, for a failure's message.
     tail: Arc<Mutex<StderrTail>>,
@@ -373,28 +385,32 @@ struct Gang<'a> {
 }
 
 impl Gang<'_> {
-    fn world(&self) -> u32 {
+    /// Ranks on this node: one per slot.
+    fn local(&self) -> u32 {
         self.job.devices.len() as u32
     }
 
-    /// Starts rank `rank` and the threads that read its pipes; a rank whose pipes
-    /// could not be given a reader is killed before this answers.
-    fn start(&self, rank: u32) -> Result<RankProcess, String> {
+    /// Ranks in all, on every node.
+    fn world(&self) -> u32 {
+        self.local() * self.job.settings.nodes.max(1)
+    }
+
+    /// `MASTER_ADDR`: this node's address when other nodes must reach it.
+    fn master_addr(&self) -> String {
+        match self.job.settings.address {
+            Some(address) if self.job.settings.nodes > 1 => address.to_string(),
+            _ => "127.0.0.1".into(),
+        }
+    }
+
+    /// The command with what every rank gets: the spec's environment and the
+    /// server's variables (none of the server's own values of them).
+    fn command(&self, program: &str) -> Command {
         let job = self.job;
         let absolute =
             |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let logs = crate::domain::layout::rank_logs(&self.logs_dir, rank);
-        std::fs::create_dir_all(&logs)
-            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
-        let stdout_log = open_log(&logs, STDOUT_LOG, job.settings, job.attempt);
-        let stderr_log = open_log(&logs, STDERR_LOG, job.settings, job.attempt);
-        let (pipe_reader, pipe_writer) =
-            std::io::pipe().map_err(|e| format!("cannot create the progress pipe: {e}"))?;
-        let device = job.devices[rank as usize];
-        let (device_name, cuda_visible) = device_env(device);
-        let mut command = Command::new(self.program);
+        let mut command = Command::new(program);
         command
-            .args(self.args)
             .current_dir(&self.cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -407,26 +423,122 @@ impl Gang<'_> {
             .envs(&job.spec.env)
             .env("RUNYARD_RUN_ID", job.run_id.to_string())
             .env("RUNYARD_ATTEMPT", job.attempt.to_string())
-            .env("RUNYARD_DEVICE", device_name)
             .env("RUNYARD_CHECKPOINT_DIR", absolute(&self.checkpoint_dir))
             .env("RUNYARD_PROGRESS_FD", protocol::PROGRESS_FD.to_string())
             .env("RUNYARD_PROTOCOL", protocol::VERSION.to_string());
-        // Empty on a CPU slot: no GPU of the machine is visible to it.
-        command.env("CUDA_VISIBLE_DEVICES", cuda_visible);
-        if let Some(port) = self.port {
-            let world = self.world().to_string();
-            command
-                .env("WORLD_SIZE", &world)
-                .env("RANK", rank.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("LOCAL_WORLD_SIZE", &world)
-                .env("NODE_RANK", "0")
-                .env("GROUP_RANK", "0")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string());
-        }
         if let Some(resume) = &job.resume {
             command.env("RUNYARD_RESUME_FROM", absolute(&resume.path));
+        }
+        command
+    }
+
+    /// Starts the ranks of a Slurm job's other nodes: one `srun` step on nodes 1 to
+    /// N−1 of the allocation, `local` tasks each, every task `runyard rank` (see
+    /// [`super::rank`]). It is one member of the gang: it ends when they all have,
+    /// Slurm ends every task when one fails (`--kill-on-bad-exit`), and a signal to
+    /// it reaches every task.
+    fn start_remote(&self) -> Result<RankProcess, String> {
+        let job = self.job;
+        let (first, world, nodes) = (self.local(), self.world(), job.settings.nodes);
+        let name = format!(
+            "the ranks {first}-{} on nodes 1-{} (srun)",
+            world - 1,
+            nodes - 1
+        );
+        let runyard = std::env::current_exe()
+            .map_err(|e| format!("cannot find the runyard program for `srun`: {e}"))?;
+        let logs = self.logs_dir.join("srun");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        let mut command = self.command("srun");
+        command
+            .env_remove("CUDA_VISIBLE_DEVICES")
+            .arg("--relative=1")
+            .arg(format!("--nodes={}", nodes - 1))
+            .arg(format!("--ntasks={}", world - first))
+            .arg(format!("--ntasks-per-node={first}"))
+            .arg("--kill-on-bad-exit=1")
+            .arg(runyard)
+            .arg("rank")
+            .args(["--world", &world.to_string()])
+            .args(["--first-rank", &first.to_string()])
+            .args(["--local-world", &first.to_string()])
+            .args(["--master-addr", &self.master_addr()])
+            .args(["--master-port", &self.port.unwrap_or_default().to_string()])
+            .arg("--logs")
+            .arg(std::path::absolute(&self.logs_dir).unwrap_or_else(|_| self.logs_dir.clone()))
+            .args(["--attempt", &job.attempt.to_string()])
+            .args(["--log-max-bytes", &job.settings.log_max_bytes.to_string()])
+            .args(["--log-keep", &job.settings.log_keep.to_string()])
+            .arg("--")
+            .arg(self.program)
+            .args(self.args);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("could not start `srun` for {name}: {e}"))?;
+        let pid = Pid::from_raw(child.id() as i32);
+        let tail = Arc::new(Mutex::new(StderrTail::default()));
+        let short = &job.run_id.to_string()[..8];
+        let pumps = (|| {
+            let stdout = child.stdout.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+            let stderr = child.stderr.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+            let out = open_log(&logs, STDOUT_LOG, job.settings, job.attempt);
+            let err = open_log(&logs, STDERR_LOG, job.settings, job.attempt);
+            spawn_pump(stdout, out, None, format!("cmd-{short}-srun-out"))?;
+            spawn_pump(
+                stderr,
+                err,
+                Some(Arc::clone(&tail)),
+                format!("cmd-{short}-srun-err"),
+            )
+        })();
+        drop(child);
+        match pumps {
+            Ok(err) => Ok(RankProcess {
+                name,
+                pid,
+                tail,
+                reader: None,
+                drained: None,
+                err,
+                ending: None,
+            }),
+            Err(e) => {
+                end_group(pid);
+                Err(format!("could not start the threads that read `srun`: {e}"))
+            }
+        }
+    }
+
+    /// Starts rank `rank` and the threads that read its pipes; a rank whose pipes
+    /// could not be given a reader is killed before this answers.
+    fn start(&self, rank: u32) -> Result<RankProcess, String> {
+        let job = self.job;
+        let logs = crate::domain::layout::rank_logs(&self.logs_dir, rank);
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+        let stdout_log = open_log(&logs, STDOUT_LOG, job.settings, job.attempt);
+        let stderr_log = open_log(&logs, STDERR_LOG, job.settings, job.attempt);
+        let (pipe_reader, pipe_writer) =
+            std::io::pipe().map_err(|e| format!("cannot create the progress pipe: {e}"))?;
+        let device = job.devices[rank as usize];
+        let (device_name, cuda_visible) = device_env(device);
+        let mut command = self.command(self.program);
+        command
+            .args(self.args)
+            .env("RUNYARD_DEVICE", device_name)
+            // Empty on a CPU slot: no GPU of the machine is visible to it.
+            .env("CUDA_VISIBLE_DEVICES", cuda_visible);
+        if let Some(port) = self.port {
+            command
+                .env("WORLD_SIZE", self.world().to_string())
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("LOCAL_WORLD_SIZE", self.local().to_string())
+                .env("NODE_RANK", "0")
+                .env("GROUP_RANK", "0")
+                .env("MASTER_ADDR", self.master_addr())
+                .env("MASTER_PORT", port.to_string());
         }
         let write_fd = pipe_writer.as_raw_fd();
         // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe,
@@ -494,7 +606,7 @@ impl Gang<'_> {
         drop(child);
         match threads {
             Ok((reader, drained, err)) => Ok(RankProcess {
-                rank,
+                name: format!("rank {rank}"),
                 pid,
                 tail,
                 reader,
@@ -526,9 +638,9 @@ fn end_group(pid: Pid) {
     }
 }
 
-/// A TCP port on the loopback interface free now, for `MASTER_PORT`.
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+/// A TCP port free now at `address`, for `MASTER_PORT`.
+fn free_port(address: std::net::IpAddr) -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind((address, 0))?
         .local_addr()?
         .port())
 }
@@ -564,8 +676,14 @@ fn supervise(job: &CommandJob) -> Outcome {
     if !cwd.is_dir() {
         return fail(format!("`cwd` {} is not a directory", cwd.display()));
     }
-    let port = if job.devices.len() > 1 {
-        match free_port() {
+    let nodes = job.settings.nodes.max(1);
+    let port = if job.devices.len() as u32 * nodes > 1 {
+        // Bound where the other nodes' ranks reach rank 0, loopback otherwise.
+        let at = match job.settings.address {
+            Some(address) if nodes > 1 => address,
+            _ => std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        match free_port(at) {
             Ok(port) => Some(port),
             Err(e) => return fail(format!("no free port for `MASTER_PORT`: {e}")),
         }
@@ -581,9 +699,15 @@ fn supervise(job: &CommandJob) -> Outcome {
         logs_dir,
         port,
     };
-    let mut ranks: Vec<RankProcess> = Vec::with_capacity(job.devices.len());
-    for rank in 0..gang.world() {
-        match gang.start(rank) {
+    let mut ranks: Vec<RankProcess> = Vec::with_capacity(job.devices.len() + 1);
+    let remote = (nodes > 1).then_some(gang.local());
+    for member in (0..gang.local()).chain(remote) {
+        let started = if member < gang.local() {
+            gang.start(member)
+        } else {
+            gang.start_remote()
+        };
+        match started {
             Ok(process) => ranks.push(process),
             Err(reason) => {
                 for started in ranks {
@@ -653,7 +777,7 @@ fn supervise(job: &CommandJob) -> Outcome {
     let per_rank = |describe: &dyn Fn(Ending) -> String| {
         ranks
             .iter()
-            .map(|r| format!("rank {}: {}", r.rank, describe(ending_of(r))))
+            .map(|r| format!("{}: {}", r.name, describe(ending_of(r))))
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -667,8 +791,8 @@ fn supervise(job: &CommandJob) -> Outcome {
     let status = match failed {
         _ if !gang => ending.describe(),
         Some(_) => format!(
-            "rank {} {} first; {}",
-            decider.rank,
+            "{} {} first; {}",
+            decider.name,
             ending.describe(),
             per_rank(&|e: Ending| e.describe())
         ),
@@ -703,7 +827,7 @@ fn supervise(job: &CommandJob) -> Outcome {
                 .unwrap_or_else(|p| p.into_inner())
                 .text();
             let whose = if gang {
-                format!(" of rank {}", decider.rank)
+                format!(" of {}", decider.name)
             } else {
                 String::new()
             };
@@ -714,8 +838,8 @@ fn supervise(job: &CommandJob) -> Outcome {
             };
             if gang {
                 Outcome::Failed(format!(
-                    "rank {} {}; every other rank was stopped{stderr_part}",
-                    decider.rank,
+                    "{} {}; every other rank was stopped{stderr_part}",
+                    decider.name,
                     ending.describe()
                 ))
             } else {
@@ -792,7 +916,7 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
             if ending != Ending::Code(0) && stop.is_none() && failed.is_none() {
                 failed = Some(i);
                 if ranks.iter().any(|r| r.ending.is_none()) {
-                    tracing::info!(run_id = %job.run_id, rank = ranks[i].rank, status = %ending.describe(), "a rank failed: SIGTERM to the others");
+                    tracing::info!(run_id = %job.run_id, rank = %ranks[i].name, status = %ending.describe(), "a rank failed: SIGTERM to the others");
                     signal_live(ranks, Signal::SIGTERM);
                     term_sent = Some(now);
                 }

@@ -394,7 +394,7 @@ async fn cancel_ends_every_rank_and_a_killed_server_leaves_no_rank_behind() {
 
 /// The Python of the virtual environment with torch that `make test` makes (shared
 /// with the benchmarks): `TARGET/bench-venv/bin/python`.
-pub fn torch_python() -> PathBuf {
+pub(crate) fn torch_python() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
         PathBuf::from,
@@ -409,7 +409,7 @@ pub fn torch_python() -> PathBuf {
 }
 
 /// The data-parallel digits example on two slots, `args` after the script.
-fn ddp_spec(name: &str, args: &[&str]) -> Value {
+pub(crate) fn ddp_spec(name: &str, args: &[&str]) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let digits = root.join("data/datasets/digits.csv.gz");
     assert!(
@@ -436,7 +436,7 @@ fn ddp_spec(name: &str, args: &[&str]) -> Value {
 }
 
 /// The `params-sha256` line of each rank's log.
-async fn parameter_hashes(app: &TestApp, id: &str) -> Vec<String> {
+pub(crate) async fn parameter_hashes(app: &TestApp, id: &str) -> Vec<String> {
     let mut hashes = Vec::new();
     for rank in 0..2 {
         let text = logs(app, id, &format!("?rank={rank}&tail=10000")).await;

@@ -151,15 +151,19 @@ fn assert_each_fact_once(events: &[Value]) -> Vec<u64> {
 
 /// Slurm's state of a job, from `scontrol`.
 fn job_state(job_id: u64) -> String {
+    job_field(job_id, "JobState").unwrap_or_else(|| "GONE".into())
+}
+
+/// A field of `scontrol show job`, while Slurm remembers the job.
+fn job_field(job_id: u64, name: &str) -> Option<String> {
     let output = Command::new("scontrol")
         .args(["show", "job", "--oneliner", &job_id.to_string()])
         .output()
         .expect("scontrol runs");
     String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("JobState="))
-        .unwrap_or("GONE")
-        .to_string()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .map(str::to_owned)
 }
 
 #[actix_web::test]
@@ -349,6 +353,61 @@ async fn a_bad_partition_fails_the_run_with_slurms_message_and_no_retry() {
         run["error"].as_str().expect("error").contains("gres"),
         "{run:#}"
     );
+
+    // More nodes than the cluster has: Slurm's answer as for any job it cannot
+    // place (here it keeps the job pending, saying why), and nothing starts.
+    let spec = json!({
+        "name": "slurm-too-many-nodes", "kind": "command", "argv": ["true"],
+        "executor": "slurm", "nodes": 64, "ranks_per_node": 2,
+    });
+    let id = app.submit_ok(&spec).await;
+    let run = app
+        .wait_for(&id, |r| r["slurm_live"]["state"] == "PENDING")
+        .await;
+    assert_eq!(run["slurm_live"]["reason"], "PartitionConfig", "{run:#}");
+    assert_eq!(run["state"], "queued", "{run:#}");
+    let job_id = run["slurm"]["job_id"].as_u64().expect("job id");
+    assert_eq!(job_field(job_id, "NumNodes").as_deref(), Some("64-64"));
+    let run = cancel_and_wait(&app, &id).await;
+    assert_eq!(run["attempt"], 0, "never started: {run:#}");
+}
+
+#[actix_web::test]
+async fn a_slurm_command_run_of_two_tasks_trains_data_parallel_one_rank_per_task() {
+    let Some((app, _shared, _cluster)) =
+        on_the_cluster("a_slurm_command_run_of_two_tasks_trains_data_parallel_one_rank_per_task")
+            .await
+    else {
+        return;
+    };
+    let mut spec = crate::ranks::ddp_spec("slurm-ddp", &["--epochs", "3"]);
+    spec["slots"] = json!(1);
+    spec["executor"] = json!("slurm");
+    spec["ranks_per_node"] = json!(2);
+    let response = app.submit(&spec).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("run");
+    let job_id = body["slurm"]["job_id"].as_u64().expect("job id");
+    let id = body["id"].as_str().expect("id").to_string();
+    let run = app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    // One job, one task per rank.
+    assert_eq!(job_field(job_id, "NumTasks").as_deref(), Some("2"));
+    assert_eq!(job_field(job_id, "NumNodes").as_deref(), Some("1"));
+    // Both ranks trained, each in its own log in the worker's directory, to the same
+    // parameters; rank 0's epochs are the run's.
+    for rank in 0..2 {
+        let text = app
+            .get(&format!("/api/v1/runs/{id}/logs?rank={rank}&tail=10000"))
+            .await
+            .text()
+            .await
+            .expect("text");
+        assert!(text.contains(&format!("rank {rank} of 2")), "{text}");
+    }
+    let hashes = crate::ranks::parameter_hashes(&app, &id).await;
+    assert_eq!(hashes[0], hashes[1]);
+    assert_eq!(run["epochs"].as_array().map(Vec::len), Some(3), "{run:#}");
 }
 
 #[actix_web::test]
@@ -449,6 +508,26 @@ async fn slurm_fields_need_the_slurm_executor_and_a_server_that_has_it() {
     let spec = on_slurm(quick_spec("no-slurm-here"));
     let detail = assert_problem(app.submit(&spec).await, 422, "executor_disabled").await;
     assert!(detail.contains("executors.slurm"), "{detail}");
+
+    // Ranks over nodes are a Slurm command run's.
+    let command = json!({"name": "ranks", "kind": "command", "argv": ["true"]});
+    for (field, value, said) in [("ranks_per_node", 2, "slots"), ("nodes", 2, "slurm")] {
+        let mut spec = command.clone();
+        spec[field] = json!(value);
+        let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+        assert!(detail.contains(field) && detail.contains(said), "{detail}");
+    }
+    let mut spec = on_slurm(quick_spec("tch-over-nodes"));
+    spec["ranks_per_node"] = json!(2);
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(
+        detail.contains("ranks_per_node") && detail.contains("command"),
+        "{detail}"
+    );
+    let mut spec = on_slurm(command.clone());
+    spec["nodes"] = json!(5000);
+    let detail = assert_problem(app.submit(&spec).await, 422, "invalid_spec").await;
+    assert!(detail.contains("nodes"), "{detail}");
     let (_, runs) = app.get_json("/api/v1/runs").await;
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs:#}");
 }
