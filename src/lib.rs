@@ -42,7 +42,9 @@
 //! - [`slurm`]: Slurm's commands (`sbatch`, `scontrol`, `squeue`, `scancel`), the
 //!   files a server and its workers share, and the facts a worker answers with
 //!   (`slurm::facts`, the wire format of `GET /api/v1/runs/{id}/facts`).
-//! - [`worker`]: `runyard worker`, a one-slot server of its own on a compute node.
+//! - [`worker`]: `runyard worker`, a server of its own on a compute node with a slot per
+//!   rank of its node; `worker/rank.rs` is `runyard rank`, one rank on another node of
+//!   the job, started by the worker's `srun`.
 //! - [`auth`]: the tokens file (hashes, names, roles); `http::auth` is the middleware
 //!   that asks for them.
 //! - [`train`]: progress cells and flags, data loading (synthetic, CSV, `.npy`,

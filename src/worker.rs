@@ -1,6 +1,7 @@
 //! `runyard worker --job-dir DIR`: one job of a Slurm run, on a compute node.
 //!
-//! A worker is a runyard server of its own, with one slot, whose journal (in the
+//! A worker is a runyard server of its own, with a slot per rank of its node (one
+//! for all but a command run with `ranks_per_node`), whose journal (in the
 //! shared directory, kept across the run's jobs) holds only its run. It trains the
 //! run exactly as a local slot would (the tch loop or the user's command), listens
 //! on an ephemeral port of the node's address behind the job's secret, and writes
@@ -12,6 +13,8 @@
 //! continues from the newest checkpoint. SIGTERM (`scancel --signal=TERM`, a time
 //! limit or a preemption) checkpoints and stops the run; the worker exits once the
 //! run is paused or over.
+
+pub mod rank;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs as _};
 use std::path::Path;

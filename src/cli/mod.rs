@@ -38,7 +38,7 @@ pub enum Command {
     /// Run one rank of a Slurm run on a node other than its worker's (started by the
     /// worker's `srun`, not by hand).
     #[command(hide = true)]
-    Rank(crate::train::rank::RankArgs),
+    Rank(crate::worker::rank::RankArgs),
 }
 
 /// Flags of `runyard worker`.
@@ -89,7 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Client(command) => client::run(command).map_err(anyhow::Error::from),
         Command::Worker(args) => crate::worker::run(&args.job_dir),
         Command::Rank(args) => {
-            let code = crate::train::rank::run(&args)?;
+            let code = crate::worker::rank::run(&args)?;
             std::process::exit(code)
         }
     }

@@ -434,7 +434,7 @@ impl Gang<'_> {
 
     /// Starts the ranks of a Slurm job's other nodes: one `srun` step on nodes 1 to
     /// N−1 of the allocation, `local` tasks each, every task `runyard rank` (see
-    /// [`super::rank`]). It is one member of the gang: it ends when they all have,
+    /// [`crate::worker::rank`]). It is one member of the gang: it ends when they all have,
     /// Slurm ends every task when one fails (`--kill-on-bad-exit`), and a signal to
     /// it reaches every task.
     fn start_remote(&self) -> Result<RankProcess, String> {

@@ -16,7 +16,6 @@ pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod protocol;
-pub mod rank;
 pub mod schedule;
 pub mod thread;
 pub mod trainer;

@@ -10,9 +10,12 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, client, get_json_at, spawn_app_with, types, wait_for_run_at, wait_ready,
-    TestApp, TIMEOUT,
+    assert_problem, client, get_json_at, poll_until, spawn_app_with, types, wait_for_run_at,
+    wait_ready, TestApp, TIMEOUT,
 };
+
+/// How often a file the ranks write is looked for.
+const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::server::{Launch, Server};
 use runyard::train::command::{group_gone, proc_stat};
 
@@ -322,13 +325,10 @@ async fn cancel_ends_every_rank_and_a_killed_server_leaves_no_rank_behind() {
             .map(|rank| out.join(format!("child-{rank}-{attempt}")))
             .collect()
     };
-    tokio::time::timeout(TIMEOUT, async {
-        while !children(1).iter().all(|f| f.exists()) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    poll_until("every rank started its child", POLL, || async {
+        children(1).iter().all(|f| f.exists()).then_some(())
     })
-    .await
-    .expect("every rank started its child");
+    .await;
     server.kill();
     assert!(
         pids.iter().all(|pid| !dead(*pid) && !group_gone(*pid)),
@@ -366,13 +366,12 @@ async fn cancel_ends_every_rank_and_a_killed_server_leaves_no_rank_behind() {
     })
     .await;
     let pids = rank_pids(&run);
-    tokio::time::timeout(TIMEOUT, async {
-        while !children(2).iter().all(|f| f.exists()) {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("every rank of attempt 2 started its child");
+    poll_until(
+        "every rank of attempt 2 started its child",
+        POLL,
+        || async { children(2).iter().all(|f| f.exists()).then_some(()) },
+    )
+    .await;
     let cancel = http
         .post(url(&server, &format!("/runs/{id}/cancel")))
         .send()

@@ -1,7 +1,7 @@
 //! `runyard rank`: one rank of a Slurm command run on a node other than the worker's.
 //!
 //! The worker of a job on `N` nodes runs on the first node and starts that node's
-//! ranks itself, as a local run's (see [`super::command`]). The ranks of the other
+//! ranks itself, as a local run's (see [`crate::train::command`]). The ranks of the other
 //! nodes come from one `srun` step it starts, whose every task is this program: it
 //! works out its rank from Slurm's task variables, sets the `torch.distributed`
 //! variables, runs the command in a process group of its own with its stdout and
@@ -21,9 +21,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use super::command::{open_log, signal_group, spawn_pump, CommandSettings};
-use super::logfile::{STDERR_LOG, STDOUT_LOG};
-use super::protocol::PROGRESS_FD;
+use crate::train::command::{open_log, signal_group, spawn_pump, CommandSettings};
+use crate::train::logfile::{STDERR_LOG, STDOUT_LOG};
+use crate::train::protocol::PROGRESS_FD;
 
 /// Flags of `runyard rank` (the worker writes them; not for use by hand).
 #[derive(Debug, Clone, clap::Args)]
@@ -155,7 +155,7 @@ pub fn run(args: &RankArgs) -> anyhow::Result<i32> {
     // exec, touching no memory of the parent's.
     unsafe {
         command.pre_exec(move || {
-            super::command::give_progress_fd(fd)?;
+            crate::train::command::give_progress_fd(fd)?;
             nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None)
                 .map_err(std::io::Error::from)
         });
