@@ -573,3 +573,104 @@ async fn pause_stops_every_rank_at_rank_0s_checkpoint_and_resume_ends_bit_identi
     assert_eq!(run["state"], "completed", "{run}");
     assert_eq!(parameter_hashes(&app, &twin).await, resumed);
 }
+
+/// `runyard rank`, as one task of the worker's `srun` step runs it: the binary with
+/// Slurm's task variables set by hand.
+fn rank_task(logs: &Path, script: &str, out: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runyard"));
+    command
+        .args([
+            "rank",
+            "--world",
+            "4",
+            "--first-rank",
+            "2",
+            "--local-world",
+            "2",
+        ])
+        .args([
+            "--master-addr",
+            "10.1.2.3",
+            "--master-port",
+            "29411",
+            "--logs",
+        ])
+        .arg(logs)
+        .args([
+            "--attempt",
+            "2",
+            "--log-max-bytes",
+            "1000000",
+            "--log-keep",
+            "1",
+        ])
+        .args(["--", "bash", "-c", script])
+        .env("SLURM_PROCID", "1")
+        .env("SLURM_LOCALID", "1")
+        .env("SLURM_NODEID", "0")
+        .env("OUT", out)
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+#[actix_web::test]
+async fn a_rank_on_another_node_gets_its_rank_from_slurm_logs_to_its_own_files_and_passes_sigterm_on(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    let script = r#"
+        env | grep -E '^(WORLD_SIZE|RANK|LOCAL_RANK|LOCAL_WORLD_SIZE|NODE_RANK|GROUP_RANK|MASTER_ADDR|MASTER_PORT|RUNYARD_DEVICE|RUNYARD_PROGRESS_FD)=' | sort > "$OUT/env"
+        echo '{"type":"checkpoint","path":"x"}' >&3
+        echo "out of rank $RANK"
+        echo "err of rank $RANK" >&2
+        exit 3
+    "#;
+    let output = rank_task(&logs, script, dir.path())
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .expect("runyard rank runs");
+    assert_eq!(output.status.code(), Some(3), "the command's exit code");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("runyard: rank 3 ended"), "{stderr}");
+    // Task 1 of the step, the second on the step's first node: the job's rank 3 on
+    // its second node.
+    assert_eq!(
+        read(&dir.path().join("env")),
+        "GROUP_RANK=1\nLOCAL_RANK=1\nLOCAL_WORLD_SIZE=2\nMASTER_ADDR=10.1.2.3\n\
+         MASTER_PORT=29411\nNODE_RANK=1\nRANK=3\nRUNYARD_DEVICE=cpu\nRUNYARD_PROGRESS_FD=3\n\
+         WORLD_SIZE=4\n"
+    );
+    assert_eq!(
+        read(&logs.join("rank-3/stdout.log")),
+        "==> attempt 2 <==\nout of rank 3\n"
+    );
+    assert_eq!(
+        read(&logs.join("rank-3/stderr.log")),
+        "==> attempt 2 <==\nerr of rank 3\n"
+    );
+
+    // SIGTERM to the task reaches the command's own process group.
+    let script = r#"
+        trap 'echo "stopped on SIGTERM"; exit 0' TERM
+        touch "$OUT/up"
+        while true; do sleep 0.05; done
+    "#;
+    let mut task = rank_task(&logs, script, dir.path())
+        .spawn()
+        .expect("runyard rank starts");
+    poll_until("the command to start", POLL, || async {
+        dir.path().join("up").exists().then_some(())
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(task.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = tokio::task::spawn_blocking(move || task.wait())
+        .await
+        .expect("join")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(0), "it ended as its command did");
+    assert!(read(&logs.join("rank-3/stdout.log")).ends_with("stopped on SIGTERM\n"));
+}
