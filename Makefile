@@ -21,11 +21,14 @@ torch: setup
 browser:
 	bash scripts/setup-browser.sh
 
-# A one-node Slurm cluster on this machine for the Slurm executor's tests: Debian's
-# slurm-wlm and munge with apt-get when missing, a localhost configuration, the
-# daemons started (as root; elsewhere it says why and goes on).
+# A Slurm cluster on this machine for the Slurm executor's tests: Debian's slurm-wlm
+# and munge with apt-get when missing, a localhost configuration, the daemons started
+# (as root; elsewhere it says why and goes on); then a second node, vm2, in a network
+# namespace of its own, and a partition `two` over both (when it cannot be made, it
+# says why and the two-node test is skipped).
 slurm-up:
 	bash scripts/setup-slurm.sh
+	bash scripts/setup-slurm-two-nodes.sh
 
 # What the power-cut test needs to mount scripts/cutfs.py: Debian's libfuse2 (with
 # apt-get, as root, when missing) and fusepy in target/cutfs-venv.

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # A second Slurm node on this machine, for the tests of runs over two nodes: run as
-# root after scripts/setup-slurm.sh. Node `vm2` (SLURM_NODE2) is a slurmd in its own
-# network namespace (`rynode2`, a veth pair: ry-h 10.77.0.1/24 on the host, ry-n
-# 10.77.0.2/24 inside, a default route back through the host), its own UTS hostname,
-# and its own mount namespace, where /etc/hosts (from /etc/netns/rynode2/hosts),
-# slurmd's spool directory and pid file are its own. The controller is then reached
-# at 10.77.0.1 from both nodes (SlurmctldHost and this node's NodeAddr), and the new
-# partition `two` holds both nodes; `debug` and `held` keep only this node, so jobs
-# that name no partition run as before.
+# root after scripts/setup-slurm.sh. Node `vm2` (SLURM_NODE2) is a slurmd in
+#   - its own network namespace `rynode2`: a veth pair, ry-h on the host (a port of
+#     the bridge ry-br, which holds this node's address 10.77.0.1/24) and ry-n
+#     (10.77.0.2/24) inside, with a default route through 10.77.0.1, so vm2 reaches
+#     every address of this node;
+#   - its own UTS namespace (hostname vm2);
+#   - its own mount namespace, where /etc/hosts (/etc/netns/rynode2/hosts: `vm` is
+#     10.77.0.1 there, `vm2` 10.77.0.2), /etc/resolv.conf (no DNS), slurmd's spool
+#     directory and pid file are its own.
+# Its job steps inherit all of that. slurm.conf changes: SlurmctldHost and this node's
+# NodeAddr become 10.77.0.1 (reachable from both nodes), `debug` and `held` name this
+# node instead of ALL (jobs that name no partition run as before), and a block adds
+# node vm2 and partition `two` (both nodes). This node's name still resolves to
+# 127.0.0.1 here (/etc/hosts is left as it is, but for a `10.77.0.2 vm2` line), so a
+# rank 0 on this node that ranks on vm2 must reach listens on 10.77.0.1:
+# MASTER_ADDR=10.77.0.1.
 #
 # Idempotent. Prints `setup-slurm-two-nodes: partition two up: vm, vm2` on success;
-# anything missing or failing is said on stderr, the one-node cluster is put back as
-# it was, and it exits 0 all the same: the two-node tests then say they were skipped.
+# anything missing or failing is said on stderr, the one-node configuration is put
+# back (slurm.conf.one-node), and it exits 0 all the same: the two-node tests then say
+# they were skipped.
 #
 # Running scripts/setup-slurm.sh afterwards leaves both clusters as they are (it sees
 # `debug` up and `held` down and stops); when it does write its one-node
@@ -24,6 +33,7 @@ CONF_DIR=${SLURM_CONF_DIR:-/etc/slurm}
 CONF=$CONF_DIR/slurm.conf
 NODE2=${SLURM_NODE2:-vm2}
 NETNS=rynode2
+HOST_BR=ry-br
 HOST_IF=ry-h
 NS_IF=ry-n
 HOST_IP=10.77.0.1
@@ -51,17 +61,20 @@ one_up() {
     sinfo -h -o '%P %a %t' 2>/dev/null | grep -Eq '^debug\*? up (idle|mix|alloc)'
 }
 
-if two_up && pgrep -x "slurmd-$NODE2" >/dev/null; then
+# Whether vm2's slurmd runs (its pid file names a live slurmd-vm2).
+node2_running() {
+    local pid
+    pid=$(cat "$PID2" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "slurmd-$NODE2" ]
+}
+
+if two_up && node2_running; then
     echo "setup-slurm-two-nodes: partition $PART up: $node, $NODE2"
     exit 0
 fi
 
 if [ "$(id -u)" != 0 ]; then
     say "not root: cannot make a network namespace or start a slurmd; the two-node tests will be skipped"
-    exit 0
-fi
-if ! one_up; then
-    say "the one-node cluster is not up (run scripts/setup-slurm.sh first); the two-node tests will be skipped"
     exit 0
 fi
 if ! grep -q "^# Written by runyard's scripts/setup-slurm.sh" "$CONF" 2>/dev/null; then
@@ -74,6 +87,70 @@ for tool in ip unshare nsenter; do
         exit 0
     fi
 done
+
+# --- The network namespace -------------------------------------------------------
+if ! ip netns list 2>/dev/null | grep -qw "$NETNS"; then
+    ip netns add "$NETNS" || { say "ip netns add $NETNS failed; the two-node tests will be skipped"; exit 0; }
+fi
+# This node's address for vm2 sits on a bridge, not on the veth pair, so that it
+# stays while the namespace is gone: the controller is at that address (for
+# setup-slurm.sh too, whose `sinfo` must keep answering).
+if ! ip link show "$HOST_BR" >/dev/null 2>&1; then
+    if ! ip link add "$HOST_BR" type bridge forward_delay 0; then
+        say "could not make the bridge $HOST_BR; the two-node tests will be skipped"
+        exit 0
+    fi
+fi
+if ! ip link show "$HOST_IF" >/dev/null 2>&1; then
+    # A namespace from an earlier try may hold a stale end of the pair.
+    ip -n "$NETNS" link del "$NS_IF" >/dev/null 2>&1 || true
+    if ! ip link add "$HOST_IF" type veth peer name "$NS_IF" netns "$NETNS"; then
+        say "could not make the veth pair $HOST_IF/$NS_IF; the two-node tests will be skipped"
+        exit 0
+    fi
+fi
+ip addr replace "$HOST_IP/24" dev "$HOST_BR" \
+    && ip link set "$HOST_BR" up \
+    && ip link set "$HOST_IF" master "$HOST_BR" \
+    && ip link set "$HOST_IF" up \
+    && ip -n "$NETNS" link set lo up \
+    && ip -n "$NETNS" addr replace "$NODE2_IP/24" dev "$NS_IF" \
+    && ip -n "$NETNS" link set "$NS_IF" up \
+    && ip -n "$NETNS" route replace default via "$HOST_IP" \
+    || { say "could not set up the addresses of $HOST_BR/$HOST_IF/$NS_IF; the two-node tests will be skipped"; exit 0; }
+
+# Names as seen from vm2 (bound over /etc/hosts in its mount namespace below, and by
+# `ip netns exec $NETNS` for commands run by hand): this node is at $HOST_IP there.
+mkdir -p /etc/netns/"$NETNS"
+cat >/etc/netns/"$NETNS"/hosts <<EOF
+# Written by runyard's scripts/setup-slurm-two-nodes.sh: /etc/hosts for node $NODE2.
+127.0.0.1 localhost
+$HOST_IP $node
+$NODE2_IP $NODE2
+EOF
+# No name server answers from inside the namespace (the host does not forward its
+# packets): a local one that refuses at once, instead of each lookup of a name or
+# address missing from hosts waiting 10 s (gloo's rendezvous looks addresses up).
+cat >/etc/netns/"$NETNS"/resolv.conf <<EOF
+# Written by runyard's scripts/setup-slurm-two-nodes.sh: no DNS for node $NODE2.
+nameserver 127.0.0.1
+options timeout:1 attempts:1
+EOF
+# And vm2's name from this node (for tools; Slurm itself uses NodeAddr).
+if ! grep -Eq "^[[:space:]]*$NODE2_IP[[:space:]]+$NODE2([[:space:]]|\$)" /etc/hosts; then
+    echo "$NODE2_IP $NODE2" >>/etc/hosts || say "could not add $NODE2 to /etc/hosts"
+fi
+
+# The one-node cluster must answer (with this script's configuration, the controller
+# is at $HOST_IP, on the bridge made above).
+for _ in $(seq 1 15); do
+    one_up && break
+    sleep 1
+done
+if ! one_up; then
+    say "the one-node cluster is not up (run scripts/setup-slurm.sh first); the two-node tests will be skipped"
+    exit 0
+fi
 
 # Put the one-node configuration back (used when a later step fails).
 BACKUP=$CONF_DIR/slurm.conf.one-node
@@ -116,49 +193,14 @@ restart_controller() {
 
 stop_node2() {
     local pid
-    pid=$(cat "$PID2" 2>/dev/null) || return 0
-    if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "slurmd-$NODE2" ]; then
-        kill "$pid" 2>/dev/null
-        for _ in $(seq 1 20); do
-            [ -d /proc/"$pid" ] || break
-            sleep 0.5
-        done
-    fi
+    node2_running || return 0
+    pid=$(cat "$PID2")
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 40); do
+        [ -d /proc/"$pid" ] || break
+        sleep 0.5
+    done
 }
-
-# --- The network namespace -------------------------------------------------------
-if ! ip netns list 2>/dev/null | grep -qw "$NETNS"; then
-    ip netns add "$NETNS" || { say "ip netns add $NETNS failed; the two-node tests will be skipped"; exit 0; }
-fi
-if ! ip link show "$HOST_IF" >/dev/null 2>&1; then
-    # A namespace from an earlier try may hold a stale end of the pair.
-    ip -n "$NETNS" link del "$NS_IF" >/dev/null 2>&1 || true
-    if ! ip link add "$HOST_IF" type veth peer name "$NS_IF" netns "$NETNS"; then
-        say "could not make the veth pair $HOST_IF/$NS_IF; the two-node tests will be skipped"
-        exit 0
-    fi
-fi
-ip addr replace "$HOST_IP/24" dev "$HOST_IF" \
-    && ip link set "$HOST_IF" up \
-    && ip -n "$NETNS" link set lo up \
-    && ip -n "$NETNS" addr replace "$NODE2_IP/24" dev "$NS_IF" \
-    && ip -n "$NETNS" link set "$NS_IF" up \
-    && ip -n "$NETNS" route replace default via "$HOST_IP" \
-    || { say "could not set up the addresses of $HOST_IF/$NS_IF; the two-node tests will be skipped"; exit 0; }
-
-# Names as seen from vm2 (ip netns exec binds /etc/netns/$NETNS/hosts over /etc/hosts):
-# this node is at $HOST_IP there, not at the loopback address.
-mkdir -p /etc/netns/"$NETNS"
-cat >/etc/netns/"$NETNS"/hosts <<EOF
-# Written by runyard's scripts/setup-slurm-two-nodes.sh: /etc/hosts for node $NODE2.
-127.0.0.1 localhost
-$HOST_IP $node
-$NODE2_IP $NODE2
-EOF
-# And vm2's name from this node (for tools; Slurm itself uses NodeAddr).
-if ! grep -Eq "^[[:space:]]*$NODE2_IP[[:space:]]+$NODE2([[:space:]]|\$)" /etc/hosts; then
-    echo "$NODE2_IP $NODE2" >>/etc/hosts || say "could not add $NODE2 to /etc/hosts"
-fi
 
 # --- The configuration -------------------------------------------------------------
 # The one-node configuration, to put back if a step below fails.
@@ -197,8 +239,8 @@ fi
 # --- vm2's slurmd --------------------------------------------------------------------
 ln -sf /usr/sbin/slurmd "$SLURMD2"
 mkdir -p "$SPOOL2" /var/log/slurm
-if ! pgrep -x "slurmd-$NODE2" >/dev/null; then
-    stop_node2
+started=0
+if ! node2_running; then
     : >"$PID2"
     : >>"$LOG2"
     # /run/slurmd.pid and /var/spool/slurmd are this node's: vm2's slurmd gets its
@@ -209,21 +251,38 @@ if ! pgrep -x "slurmd-$NODE2" >/dev/null; then
     nsenter --net=/run/netns/"$NETNS" unshare --mount --propagation private --uts sh -c "
         hostname $NODE2 &&
         mount --bind /etc/netns/$NETNS/hosts /etc/hosts &&
+        mount --bind /etc/netns/$NETNS/resolv.conf /etc/resolv.conf &&
         mount --bind $SPOOL2 /var/spool/slurmd &&
         mount --bind $PID2 /run/slurmd.pid &&
         exec $SLURMD2 -N $NODE2 -L $LOG2" \
         || restore "the slurmd of $NODE2 did not start (see $LOG2)"
+    started=1
 fi
 
+up=0
 for _ in $(seq 1 30); do
-    if two_up; then
-        echo "setup-slurm-two-nodes: partition $PART up: $node, $NODE2"
-        exit 0
+    if node2_running && two_up; then
+        up=1
+        break
     fi
     scontrol update nodename="$NODE2" state=resume >/dev/null 2>&1 || true
     sleep 1
 done
-say "node $NODE2 did not come up within 30 s. sinfo says:"
-sinfo 2>&1 | sed 's/^/  /' >&2
-tail -5 "$LOG2" /var/log/slurm/slurmctld.log 2>/dev/null | sed 's/^/  /' >&2
-restore "node $NODE2 is not up"
+if [ "$up" = 0 ]; then
+    say "node $NODE2 did not come up within 30 s. sinfo says:"
+    sinfo 2>&1 | sed 's/^/  /' >&2
+    tail -5 "$LOG2" /var/log/slurm/slurmctld.log 2>/dev/null | sed 's/^/  /' >&2
+    restore "node $NODE2 is not up"
+fi
+# A step over both nodes (a second or so), once a slurmd was started: the controller
+# can call a node idle that does not answer yet.
+if [ "$started" = 1 ]; then
+    out=$(timeout 30 srun --partition="$PART" --nodes=2 --ntasks-per-node=1 --job-name=two-node-check hostname 2>&1)
+    if ! grep -qx "$NODE2" <<<"$out" || ! grep -qx "$node" <<<"$out"; then
+        say "a job step over $node and $NODE2 failed: $(echo "$out" | tr '\n' ' ')"
+        tail -5 "$LOG2" 2>/dev/null | sed 's/^/  /' >&2
+        restore "node $NODE2 does not run job steps"
+    fi
+fi
+echo "setup-slurm-two-nodes: partition $PART up: $node, $NODE2"
+exit 0

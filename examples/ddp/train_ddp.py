@@ -41,7 +41,7 @@ wait (a peer that hangs instead is given ``--collective-timeout`` seconds).
 
 Output
 ------
-Each rank prints ``rank <RANK> of <WORLD_SIZE> on cpu`` first and, after a run that
+Each rank prints ``rank <RANK> of <WORLD_SIZE> on cpu, host <hostname>`` first and, after a run that
 completes, ``params-sha256 <hex>``: the SHA-256 of its parameters' bytes in
 ``named_parameters()`` order, the same on every rank when the all-reduce did its job.
 Rank 0 also prints a line per epoch, ``samples_per_s <mean over the epochs>`` and
@@ -300,7 +300,7 @@ def main():
     # First, so that a SIGTERM from here on is a request to stop.
     reporter = runyard_report.Reporter()
     rank, world = join_group(args.collective_timeout)
-    print(f"rank {rank} of {world} on cpu")
+    print(f"rank {rank} of {world} on cpu, host {socket.gethostname()}")
     try:
         dist.barrier()
         if args.ready_dir:

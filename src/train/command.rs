@@ -440,10 +440,17 @@ impl Gang<'_> {
     fn start_remote(&self) -> Result<RankProcess, String> {
         let job = self.job;
         let (first, world, nodes) = (self.local(), self.world(), job.settings.nodes);
+        let span = |what: &str, from: u32, to: u32| {
+            if from == to {
+                format!("{what} {from}")
+            } else {
+                format!("{what}s {from}-{to}")
+            }
+        };
         let name = format!(
-            "the ranks {first}-{} on nodes 1-{} (srun)",
-            world - 1,
-            nodes - 1
+            "{} on {} (srun)",
+            span("rank", first, world - 1),
+            span("node", 1, nodes - 1)
         );
         let runyard = std::env::current_exe()
             .map_err(|e| format!("cannot find the runyard program for `srun`: {e}"))?;

@@ -841,3 +841,152 @@ async fn a_slurm_run_whose_stored_spec_cannot_be_read_fails_naming_why() {
     assert!(error.contains("stored spec is unreadable"), "{error}");
     assert!(run["slurm"].is_null(), "no job was submitted: {run}");
 }
+
+/// Whether the two-node partition of `scripts/setup-slurm-two-nodes.sh` is up; says
+/// why a test is skipped when it is not.
+fn two_nodes_up(test: &str) -> bool {
+    let output = Command::new("sinfo")
+        .args(["--noheader", "--partition=two", "--format=%a %D %t"])
+        .output();
+    let text = output
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let up = text
+        .lines()
+        .filter(|l| l.starts_with("up "))
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let nodes: u32 = fields.get(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let fine = fields
+                .get(2)
+                .is_some_and(|s| ["idle", "mix", "alloc"].contains(s));
+            if fine {
+                nodes
+            } else {
+                0
+            }
+        })
+        .sum::<u32>()
+        >= 2;
+    if !up {
+        eprintln!(
+            "SKIPPED: slurm::{test}: no partition `two` with two nodes up (sinfo: {text:?}); \
+             `sudo bash scripts/setup-slurm-two-nodes.sh` makes one"
+        );
+    }
+    up
+}
+
+#[actix_web::test]
+async fn a_slurm_command_run_over_two_nodes_trains_one_rank_on_each() {
+    const TEST: &str = "a_slurm_command_run_over_two_nodes_trains_one_rank_on_each";
+    if !slurm_up(TEST) || !two_nodes_up(TEST) {
+        return;
+    }
+    let _cluster = CLUSTER.read().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let dir = shared.path().to_path_buf();
+    // The first node's name resolves to loopback on this machine: the worker (and so
+    // MASTER_ADDR) takes the address the second node reaches it at.
+    let app = spawn_app_with(move |config| {
+        config.runs.allow_commands = true;
+        let slurm = &mut config.executors.slurm;
+        slurm.enabled = true;
+        slurm.shared_dir = Some(dir);
+        slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
+        slurm.poll_interval_ms = 200;
+        slurm.grace_secs = 5;
+        slurm.sbatch_args = vec!["--export=ALL,RUNYARD_WORKER_HOST=10.77.0.1".into()];
+    })
+    .await;
+    let mut spec = crate::ranks::ddp_spec("slurm-two-nodes", &["--epochs", "3"]);
+    spec["slots"] = json!(1);
+    spec["executor"] = json!("slurm");
+    spec["partition"] = json!("two");
+    spec["nodes"] = json!(2);
+    let response = app.submit(&spec).await;
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.expect("run");
+    let job_id = body["slurm"]["job_id"].as_u64().expect("job id");
+    let id = body["id"].as_str().expect("id").to_string();
+    let run = app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(job_field(job_id, "NumNodes").as_deref(), Some("2"));
+    assert_eq!(job_field(job_id, "NumTasks").as_deref(), Some("2"));
+    // Rank 0 ran in the worker on the first node, rank 1 in the srun step on the
+    // second; both logs are read through the server.
+    let mut hosts = Vec::new();
+    for rank in 0..2 {
+        let text = app
+            .get(&format!("/api/v1/runs/{id}/logs?rank={rank}&tail=10000"))
+            .await
+            .text()
+            .await
+            .expect("text");
+        let host = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("rank {rank} of 2 on cpu, host ")))
+            .unwrap_or_else(|| panic!("rank {rank} said nothing of its host:\n{text}"))
+            .to_string();
+        hosts.push(host);
+    }
+    assert_ne!(hosts[0], hosts[1], "one rank on each node: {hosts:?}");
+    assert_eq!(hosts[1], "vm2");
+    let hashes = crate::ranks::parameter_hashes(&app, &id).await;
+    assert_eq!(hashes[0], hashes[1], "the all-reduce crossed the nodes");
+    assert_eq!(run["epochs"].as_array().map(Vec::len), Some(3), "{run:#}");
+}
+
+#[actix_web::test]
+async fn a_rank_failing_on_the_second_node_fails_the_attempt_naming_it_and_stops_the_first() {
+    const TEST: &str =
+        "a_rank_failing_on_the_second_node_fails_the_attempt_naming_it_and_stops_the_first";
+    if !slurm_up(TEST) || !two_nodes_up(TEST) {
+        return;
+    }
+    let _cluster = CLUSTER.read().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let dir = shared.path().to_path_buf();
+    let out = shared.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let app = spawn_app_with(move |config| {
+        config.runs.allow_commands = true;
+        let slurm = &mut config.executors.slurm;
+        slurm.enabled = true;
+        slurm.shared_dir = Some(dir);
+        slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
+        slurm.poll_interval_ms = 200;
+        slurm.grace_secs = 5;
+    })
+    .await;
+    // Rank 0 waits until stopped; rank 1, on the second node, fails once it runs.
+    let script = r#"
+        if [ "$RANK" = 1 ]; then echo "rank 1 broke on $(hostname)" >&2; exit 3; fi
+        trap 'echo "rank 0 stopped" > "$OUT/rank0-stopped"; exit 0' TERM
+        while true; do sleep 0.05; done
+    "#;
+    let spec = json!({
+        "name": "slurm-two-nodes-fail", "kind": "command", "executor": "slurm",
+        "partition": "two", "nodes": 2, "argv": ["bash", "-c", script],
+        "env": {"OUT": out.display().to_string()}, "grace": "5s",
+    });
+    let id = app.submit_ok(&spec).await;
+    let run = app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
+    assert_eq!(run["state"], "failed", "{run:#}");
+    let error = run["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("rank 1 on node 1 (srun) exit code 3;")
+            && error.contains("every other rank was stopped")
+            && error.contains("runyard: rank 1 ended"),
+        "{error}"
+    );
+    assert!(out.join("rank0-stopped").exists(), "rank 0 got SIGTERM");
+    let logs = app
+        .get(&format!("/api/v1/runs/{id}/logs?rank=1&stream=stderr"))
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert!(logs.contains("rank 1 broke on vm2"), "{logs}");
+}
