@@ -53,6 +53,8 @@ fn main() {
     served.stop();
     if bench {
         figures.write("ddp");
+    } else {
+        println!("ddp bench: smoke run ok; no figures written (no --bench)");
     }
 }
 

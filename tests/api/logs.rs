@@ -448,7 +448,7 @@ fn cli(server: &str) -> tokio::process::Command {
 }
 
 /// Runs the binary to its end: exit code, stdout, stderr.
-async fn run_cli(server: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn run_cli(server: &str, args: &[&str]) -> (i32, String, String) {
     let output = tokio::time::timeout(TIMEOUT, cli(server).args(args).output())
         .await
         .expect("the command ended in time")

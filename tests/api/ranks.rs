@@ -218,6 +218,27 @@ async fn each_rank_gets_the_distributed_variables_its_own_pipe_and_its_own_logs(
     let one = log_stream(&app, &id, "?rank=1&tail=1", None).await;
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].1, "hello from rank 1");
+
+    // The CLI shows the same, following to the run's outcome.
+    let cli = crate::logs::run_cli;
+    let (code, out, err) = cli(&app.address, &["logs", &id, "--rank", "1"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "==> attempt 1 <==\nhello from rank 1\n"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&app.address, &["logs", &id, "--rank", "all", "-f"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), data, "{err}");
+    let (code, _, err) = cli(&app.address, &["logs", &id, "--rank", "first"]).await;
+    assert_eq!(code, 2, "a bad --rank is the command line's: {err}");
+    assert!(err.contains("--rank"), "{err}");
+    let (code, _, err) = cli(&app.address, &["logs", &id, "--rank", "5"]).await;
+    assert_eq!(
+        code, 4,
+        "a rank the run does not have is the server's answer: {err}"
+    );
+    assert!(err.contains("`rank` 5"), "{err}");
 }
 
 #[actix_web::test]
