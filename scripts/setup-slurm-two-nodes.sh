@@ -62,10 +62,14 @@ one_up() {
 }
 
 # Whether vm2's slurmd runs (its pid file names a live slurmd-vm2).
+# Whether vm2's slurmd runs: its pid file names a live slurmd-vm2 (a killed one may
+# stay a zombie a while, until this machine's pid 1 reaps it).
 node2_running() {
-    local pid
+    local pid state
     pid=$(cat "$PID2" 2>/dev/null) || return 1
-    [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "slurmd-$NODE2" ]
+    [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "slurmd-$NODE2" ] || return 1
+    state=$(sed 's/.*) //' /proc/"$pid"/stat 2>/dev/null | cut -d' ' -f1)
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
 if two_up && node2_running; then

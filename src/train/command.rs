@@ -59,6 +59,11 @@ use crate::domain::{Event, RunId, RunSpec, State};
 /// How often the supervisor looks at the run's flags and the process.
 pub const POLL: Duration = Duration::from_millis(25);
 
+/// How long a rank that `SIGTERM` ended unasked waits for the stop that usually
+/// comes with it (Slurm ending a job signals the worker and its commands at once; the
+/// worker turns its signal into a pause) before the attempt fails on it.
+const TERM_WAIT: Duration = Duration::from_secs(2);
+
 /// Lines of stderr kept for a failure's message.
 pub const STDERR_TAIL_LINES: usize = 50;
 
@@ -886,6 +891,9 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
     let grace = job.spec.grace_period();
     let mut stop: Option<Stop> = None;
     let mut failed: Option<usize> = None;
+    // A rank SIGTERM ended unasked, and when: failed once `TERM_WAIT` passes with no
+    // stop asked for.
+    let mut termed: Option<(usize, Instant)> = None;
     let mut term_sent: Option<Instant> = None;
     let mut killed = false;
     let signal_live = |ranks: &[RankProcess], signal: Signal| {
@@ -915,21 +923,51 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
             }
         }
         let now = Instant::now();
+        // The first rank to fail ends the others.
+        let fail = |i: usize, ranks: &mut [RankProcess]| {
+            if ranks.iter().any(|r| r.ending.is_none()) {
+                tracing::info!(run_id = %job.run_id, rank = %ranks[i].name, status = ?ranks[i].ending, "a rank failed: SIGTERM to the others");
+                signal_live(ranks, Signal::SIGTERM);
+                return Some(now);
+            }
+            None
+        };
         for (i, ending) in ended {
             if ranks[i].ending.is_some() {
                 continue;
             }
             ranks[i].ending = Some(ending);
-            if ending != Ending::Code(0) && stop.is_none() && failed.is_none() {
-                failed = Some(i);
-                if ranks.iter().any(|r| r.ending.is_none()) {
-                    tracing::info!(run_id = %job.run_id, rank = %ranks[i].name, status = %ending.describe(), "a rank failed: SIGTERM to the others");
-                    signal_live(ranks, Signal::SIGTERM);
-                    term_sent = Some(now);
+            if ending != Ending::Code(0) && stop.is_none() && failed.is_none() && termed.is_none() {
+                if ending == Ending::Signal(Signal::SIGTERM as i32) {
+                    // Whoever sent it (Slurm ending the job, a preemption) has
+                    // likely asked for the stop as well: it gets a moment to arrive.
+                    termed = Some((i, now));
+                } else {
+                    failed = Some(i);
+                    term_sent = fail(i, ranks).or(term_sent);
                 }
             }
         }
-        if ranks.iter().all(|r| r.ending.is_some()) {
+        if let Some((i, since)) = termed {
+            if stop.is_some() || job.control.is_cancelled() || job.control.is_paused() {
+                termed = None;
+            } else if now.duration_since(since) >= TERM_WAIT {
+                termed = None;
+                failed = Some(i);
+                term_sent = fail(i, ranks).or(term_sent);
+            }
+        }
+        if ranks.iter().all(|r| r.ending.is_some()) && termed.is_none() {
+            if stop.is_none() && failed.is_none() {
+                // A stop that came while a SIGTERM'd rank was waited for.
+                stop = if job.control.is_cancelled() {
+                    Some(Stop::Cancel)
+                } else if job.control.is_paused() {
+                    Some(Stop::Pause)
+                } else {
+                    None
+                };
+            }
             return (stop, killed, failed);
         }
         if stop.is_none() && failed.is_none() {

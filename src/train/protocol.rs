@@ -119,7 +119,9 @@
 //!   killed (`SIGKILL`), and the slot is released when the group is gone.
 //! - Ranks: cancel, pause and timeout signal every rank's group. The first rank to
 //!   end abnormally unasked fails the attempt, naming it; every other rank gets
-//!   `SIGTERM`, then `SIGKILL` after `grace`. The slots are released when every
+//!   `SIGTERM`, then `SIGKILL` after `grace`. A rank that `SIGTERM` ended unasked is
+//!   first given 2 s for a stop request to arrive (whoever sent it, such as Slurm
+//!   ending a job, usually asks for one too). The slots are released when every
 //!   rank's group is gone.
 //! - A server killed while a command runs leaves it running. On its next start it
 //!   ends the process group it journaled (`CommandStarted`; the process's start time

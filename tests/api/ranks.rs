@@ -40,7 +40,7 @@ fn ranks_of_bash(name: &str, script: &str, out: &Path) -> Value {
 }
 
 /// Whether a process is gone (or a zombie no one has reaped yet).
-fn dead(pid: i32) -> bool {
+pub(crate) fn dead(pid: i32) -> bool {
     proc_stat(pid).is_none_or(|s| s.state == 'Z')
 }
 
@@ -694,4 +694,29 @@ async fn a_rank_on_another_node_gets_its_rank_from_slurm_logs_to_its_own_files_a
         .expect("exit status");
     assert_eq!(status.code(), Some(0), "it ended as its command did");
     assert!(read(&logs.join("rank-3/stdout.log")).ends_with("stopped on SIGTERM\n"));
+}
+
+#[actix_web::test]
+async fn a_rank_sigterm_ends_unasked_fails_the_attempt_once_no_stop_comes() {
+    let app = two_slot_app().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    // Rank 1 is sent SIGTERM by no one the server knows (as Slurm ending a job sends
+    // it, with the worker's pause usually right behind): with no stop asked for, the
+    // attempt fails on it.
+    let script = r#"
+        if [ "$RANK" = 1 ]; then echo "rank 1 going" >&2; kill -TERM $$; fi
+        trap 'exit 0' TERM
+        while true; do sleep 0.05; done
+    "#;
+    let id = app
+        .submit_ok(&ranks_of_bash("termed", script, out.path()))
+        .await;
+    let run = wait_ended(&app, &id).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    let error = run["error"].as_str().expect("error");
+    assert!(
+        error.starts_with("rank 1 killed by signal 15 (SIGTERM); every other rank was stopped")
+            && error.contains("rank 1 going"),
+        "{error}"
+    );
 }

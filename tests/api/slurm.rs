@@ -990,3 +990,133 @@ async fn a_rank_failing_on_the_second_node_fails_the_attempt_naming_it_and_stops
         .expect("text");
     assert!(logs.contains("rank 1 broke on vm2"), "{logs}");
 }
+
+/// Brings `vm2` back after a test killed it: the node resumed, its slurmd started
+/// again (`scripts/setup-slurm-two-nodes.sh`, which checks that a job runs on both
+/// nodes), and resumed once more in case the check found it still down.
+fn bring_second_node_back() {
+    let resume = || {
+        let _ = Command::new("scontrol")
+            .args(["update", "nodename=vm2", "state=resume"])
+            .output();
+    };
+    resume();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-slurm-two-nodes.sh");
+    let _ = Command::new("bash").arg(script).output();
+    resume();
+}
+
+/// [`bring_second_node_back`] when a test that killed `vm2` panics first.
+struct SecondNodeBack {
+    armed: bool,
+}
+
+impl Drop for SecondNodeBack {
+    fn drop(&mut self) {
+        if self.armed {
+            bring_second_node_back();
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_second_node_lost_ends_every_rank_and_a_new_job_runs_them_all_again() {
+    const TEST: &str = "the_second_node_lost_ends_every_rank_and_a_new_job_runs_them_all_again";
+    if !slurm_up(TEST) || !two_nodes_up(TEST) {
+        return;
+    }
+    // Alone on the cluster: a node goes down.
+    let _cluster = CLUSTER.write().await;
+    let shared = tempfile::tempdir().expect("shared dir");
+    let out = shared.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let app = slurm_app(shared.path()).await;
+    // The first attempt's ranks wait with a child each; a later one completes.
+    let script = r#"
+        echo $$ > "$OUT/rank$RANK-attempt$RUNYARD_ATTEMPT"
+        if [ "$RUNYARD_ATTEMPT" != 1 ]; then exit 0; fi
+        sleep 300 &
+        echo $! > "$OUT/child$RANK"
+        wait
+    "#;
+    let spec = json!({
+        "name": "slurm-two-nodes-lost", "kind": "command", "executor": "slurm",
+        "partition": "two", "nodes": 2, "argv": ["bash", "-c", script],
+        "env": {"OUT": out.display().to_string()}, "grace": "2s",
+    });
+    let id = app.submit_ok(&spec).await;
+    let pid_of = |name: &str| -> Option<i32> {
+        std::fs::read_to_string(out.join(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let ranks = crate::helpers::poll_until(
+        "both ranks and their children",
+        std::time::Duration::from_millis(50),
+        || async {
+            Some([
+                pid_of("rank0-attempt1")?,
+                pid_of("child0")?,
+                pid_of("rank1-attempt1")?,
+                pid_of("child1")?,
+            ])
+        },
+    )
+    .await;
+    let mut back = SecondNodeBack { armed: true };
+    // The second node is lost: Slurm declares it down (ending the job on every node
+    // with NODE_FAIL), and whatever still runs in its network namespace (its slurmd,
+    // the step, rank 1) dies with it.
+    let down = Command::new("scontrol")
+        .args([
+            "update",
+            "nodename=vm2",
+            "state=down",
+            "reason=runyard-test",
+        ])
+        .output()
+        .expect("scontrol runs");
+    assert!(down.status.success(), "{down:?}");
+    let pids = Command::new("ip")
+        .args(["netns", "pids", "rynode2"])
+        .output()
+        .expect("ip runs");
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+    let run = app.wait_for(&id, |r| r["slurm"]["lost"] == 1).await;
+    assert_eq!(
+        run["state"], "queued",
+        "a new job waits for two nodes: {run:#}"
+    );
+    // Slurm ended the job on the first node too: rank 0 and its child are gone.
+    let dead = |pid: i32| crate::ranks::dead(pid);
+    crate::helpers::poll_until(
+        "the first node's rank to end",
+        std::time::Duration::from_millis(50),
+        || async { (dead(ranks[0]) && dead(ranks[1])).then_some(()) },
+    )
+    .await;
+    assert!(
+        dead(ranks[2]) && dead(ranks[3]),
+        "the lost node's rank is gone"
+    );
+    // With the node back, a new job starts every rank again and the run completes.
+    back.armed = false;
+    tokio::task::spawn_blocking(bring_second_node_back)
+        .await
+        .expect("the second node comes back");
+    assert!(
+        two_nodes_up(TEST),
+        "the second node did not come back: run scripts/setup-slurm-two-nodes.sh"
+    );
+    let run = app
+        .wait_for(&id, |r| {
+            r["state"] == "completed" && r["slurm"]["ended"].is_string()
+        })
+        .await;
+    assert_eq!(run["slurm"]["job"], 2, "{run:#}");
+    assert!(pid_of("rank0-attempt2").is_some() && pid_of("rank1-attempt2").is_some());
+}
