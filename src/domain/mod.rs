@@ -11,6 +11,7 @@ pub mod slots;
 pub mod slurm;
 pub mod spec;
 pub mod state;
+pub mod sweep;
 
 pub use event::{Envelope, Event, EventKind};
 pub use ids::{RunId, Seq, SlotId};
