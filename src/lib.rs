@@ -25,7 +25,9 @@
 //!   JSON, YAML or TOML is `domain::spec::parse`; the fold (`domain::state`) gives
 //!   each aggregate its part of an event: a run its changes (`src/domain/state/run.rs`,
 //!   with its states), the slot ledger its claims and releases, the state the
-//!   journal's own events.
+//!   journal's own events. `domain::sweep` holds hyperparameter sweeps' pure parts: the
+//!   search space, the sweep spec's checks and the ASHA searcher (`sweep/searcher.rs`),
+//!   which the server does not drive yet.
 //! - [`store`]: the sled event log (synced after sled's flush, with a watermark of how
 //!   far it reached; reopened after a failed write), its versioned record codec and the
 //!   golden bytes that pin it (`store::codec`), snapshots and replay,
