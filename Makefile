@@ -75,7 +75,7 @@ power-loop: setup cutfs
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
 bench: setup torch slurm-up cutfs
 	bash scripts/setup-mlflow.sh
-	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing --bench streams --bench ddp
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing --bench streams --bench ddp --bench sweep
 	mkdir -p target/bench-figures
 	RUNYARD_POWER_CYCLES=10 RUNYARD_POWER_FIGURES=$(CURDIR)/target/bench-figures/power.json $(CARGO) test --locked --test crash_loop -- --exact power_loop
 	bash scripts/bench-pytorch.sh
