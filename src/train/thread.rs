@@ -223,6 +223,57 @@ mod tests {
     }
 
     #[test]
+    fn a_run_paused_at_the_end_of_an_epoch_resumes_to_the_weights_of_one_never_paused() {
+        let finish = |job: TrainingJob| {
+            spawn_training(job)
+                .expect("spawn")
+                .outcome
+                .blocking_recv()
+                .expect("outcome")
+        };
+        let whole = tempfile::tempdir().expect("tempdir");
+        let Outcome::Completed {
+            weights: Some(reference),
+            ..
+        } = finish(job(spec(3), whole.path(), None))
+        else {
+            panic!("the reference run did not complete");
+        };
+        // Stopped after its first epoch, as a sweep trial at the end of a rung.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = job(spec(3), dir.path(), None);
+        let cells = Arc::clone(&first.cells);
+        first.control.pause_after_epochs(1);
+        assert_eq!(finish(first), Outcome::Paused);
+        let mark = cells
+            .latest_checkpoint()
+            .expect("a checkpoint at the rung's end");
+        assert_eq!((mark.epoch, mark.batch, mark.step), (1, 0, 16));
+        assert!(cells.finished_epoch(0).is_some() && cells.finished_epoch(1).is_none());
+        let path = dir
+            .path()
+            .join("checkpoints")
+            .join(checkpoint::file_name(16));
+        let (sha, _) = checkpoint::sha256_file(&path).expect("the checkpoint");
+        // Promoted: resumed with no stop asked for, to the end.
+        let Outcome::Completed {
+            weights: Some(resumed),
+            ..
+        } = finish(job(
+            spec(3),
+            dir.path(),
+            Some(ResumeFrom {
+                path,
+                sha256: hex::encode(sha),
+            }),
+        ))
+        else {
+            panic!("the resumed run did not complete");
+        };
+        assert_eq!(resumed.sha256, reference.sha256, "bit-identical");
+    }
+
+    #[test]
     fn a_run_resumed_mid_epoch_ends_bit_identical_to_an_uninterrupted_one() {
         let whole = tempfile::tempdir().expect("tempdir");
         let mut every_7 = spec(3);

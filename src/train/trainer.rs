@@ -265,6 +265,11 @@ pub fn train_with<R: Report>(attempt: &Attempt<'_>, per_batch: &R) -> Result<Fin
     }
 
     while position.epoch < epochs {
+        // A sweep trial stops at the end of its rung, as a pause would there.
+        if attempt.control.pause_due(position.epoch) && position.batch == 0 {
+            save_checkpoint(attempt, &vs, &optimizer, &position)?;
+            return Ok(Finish::Paused);
+        }
         let epoch = position.epoch;
         let started = Instant::now();
         let order = epoch_order(spec.seed, epoch, n);
