@@ -722,7 +722,11 @@
       const command = spec.kind === 'command';
       $('logs-panel').hidden = !command;
       if (!command) return;
-      const ranks = Math.max(1, Number(spec.slots) || 1);
+      // A local run's ranks are its slots; a Slurm run's, its nodes × ranks per node.
+      const ranks =
+        spec.executor === 'slurm'
+          ? Math.max(1, Number(spec.nodes) || 1) * Math.max(1, Number(spec.ranks_per_node) || 1)
+          : Math.max(1, Number(spec.slots) || 1);
       const picker = $('logs-rank');
       const wanted = ranks > 1 ? ranks + 1 : 1;
       if (picker.options.length !== wanted) {
