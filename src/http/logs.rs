@@ -425,37 +425,26 @@ struct Followed {
 }
 
 impl Followed {
-    /// The id of an event: the one follower's position, or every follower's, in
-    /// rank order, separated by commas (`-` for one that has seen no file).
-    fn cursor(&self, end: Position) -> String {
+    /// Appends a `line` event per line of follower `i`. An event's `id` is where its
+    /// line ends, or with every rank read, every follower's place in rank order,
+    /// comma-separated (`-` for one that has seen no file): the others' as they stand,
+    /// follower `i`'s just after the line.
+    fn events(&self, out: &mut String, i: usize, lines: &[Line]) {
         if !self.all {
-            return end.to_string();
+            for line in lines {
+                line_event(out, &line.end.to_string(), "", line);
+            }
+            return;
         }
-        self.followers
+        let tag = rank_tag(self.followers[i].rank);
+        let mut places: Vec<String> = self
+            .followers
             .iter()
             .map(|r| r.follower.position().map_or("-".into(), |p| p.to_string()))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Appends a `line` event per line of follower `i` (whose position is already
-    /// past them).
-    fn events(&self, out: &mut String, i: usize, lines: &[Line]) {
-        let tag = self.all.then(|| rank_tag(self.followers[i].rank));
-        for (n, line) in lines.iter().enumerate() {
-            // Every line but the last goes on from its own end.
-            let id = if n + 1 < lines.len() && self.all {
-                let mut parts: Vec<String> = self
-                    .followers
-                    .iter()
-                    .map(|r| r.follower.position().map_or("-".into(), |p| p.to_string()))
-                    .collect();
-                parts[i] = line.end.to_string();
-                parts.join(",")
-            } else {
-                self.cursor(line.end)
-            };
-            line_event(out, &id, tag.as_deref().unwrap_or(""), line);
+            .collect();
+        for line in lines {
+            places[i] = line.end.to_string();
+            line_event(out, &places.join(","), &tag, line);
         }
     }
 }

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    client, get_json_at, spawn_app_with, types, wait_for_run_at, wait_ready, TestApp, TIMEOUT,
+    client, dead, get_json_at, read, spawn_app_with, types, wait_for_run_at, wait_ready, TestApp,
+    TIMEOUT,
 };
 use crate::server::Server;
-use runyard::train::command::{group_gone, proc_stat};
+use runyard::train::command::group_gone;
 
 /// A server that accepts command runs, with small log files.
 async fn command_app() -> TestApp {
@@ -59,15 +60,6 @@ fn journaled_pgid(events: &[Value]) -> i32 {
     started.last().expect("CommandStarted")["data"]["pgid"]
         .as_i64()
         .expect("pgid") as i32
-}
-
-/// Whether a process is gone (or a zombie no one has reaped yet).
-fn dead(pid: i32) -> bool {
-    proc_stat(pid).is_none_or(|s| s.state == 'Z')
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[actix_web::test]

@@ -242,6 +242,64 @@ async fn open_browser(driver: &Driver, chromium: &Path, profile: &Path) -> Clien
         .expect("a chromium session")
 }
 
+/// Chromium and chromedriver for test `test`, or `None` after saying why it is
+/// skipped; with `RUNYARD_REQUIRE_BROWSER=1` a missing browser fails it instead.
+fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match find_browser() {
+        Ok(found) => Some(found),
+        Err(missing) if std::env::var("RUNYARD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!(
+                "RUNYARD_REQUIRE_BROWSER=1 but {missing}: install chromium and chromium-driver \
+                 (`make browser`)"
+            )
+        }
+        Err(missing) => {
+            println!(
+                "SKIPPED: {test}: {missing} (install chromium and chromium-driver; \
+                 `make browser` does, as root)"
+            );
+            None
+        }
+    }
+}
+
+/// One test's Chromium: its driver, its profile and the browser session.
+struct Session {
+    browser: Client,
+    driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+impl Session {
+    async fn open((chromium, chromedriver): (PathBuf, PathBuf)) -> Self {
+        let driver = start_driver(&chromedriver).await;
+        let profile = tempfile::tempdir().expect("profile dir");
+        let browser = open_browser(&driver, &chromium, profile.path()).await;
+        Self {
+            browser,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// Ends the session after `outcome` (the test's body, caught): on a failure what
+    /// the page showed goes to `target/dashboard-failure.png`, then the failure goes on.
+    async fn finish(self, outcome: std::thread::Result<()>) {
+        if outcome.is_err() {
+            if let Ok(png) = self.browser.screenshot().await {
+                let path = screenshot_path("dashboard-failure.png");
+                let _ = std::fs::write(&path, png);
+                eprintln!("the page at the failure: {}", path.display());
+            }
+        }
+        let _ = self.browser.close().await;
+        drop(self.driver);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
 /// Polls `probe` every [`POLL`] until it gives a value.
 async fn until<T, F, Fut>(what: &str, probe: F) -> T
 where
@@ -345,43 +403,15 @@ async fn screenshot(browser: &Client, name: &str) {
 
 #[actix_web::test]
 async fn a_person_submits_watches_steers_and_reloads_a_run_in_a_real_browser() {
-    let (chromium, chromedriver) = match find_browser() {
-        Ok(found) => found,
-        Err(missing) if std::env::var("RUNYARD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!(
-                "RUNYARD_REQUIRE_BROWSER=1 but {missing}: install chromium and chromium-driver \
-                 (`make browser`)"
-            )
-        }
-        Err(missing) => {
-            println!(
-                "SKIPPED: the dashboard browser test: {missing} (install chromium and \
-                 chromium-driver; `make browser` does, as root)"
-            );
-            return;
-        }
+    let Some(found) = browser_or_skip("the dashboard browser test") else {
+        return;
     };
     let (app, token, _dir) = app_with_token().await;
-    let driver = start_driver(&chromedriver).await;
-    let profile = tempfile::tempdir().expect("profile dir");
-    let browser = open_browser(&driver, &chromium, profile.path()).await;
-
-    let outcome = AssertUnwindSafe(drive(&browser, &app, &token))
+    let session = Session::open(found).await;
+    let outcome = AssertUnwindSafe(drive(&session.browser, &app, &token))
         .catch_unwind()
         .await;
-    if outcome.is_err() {
-        // What the page showed when it went wrong, for whoever reads the failure.
-        if let Ok(png) = browser.screenshot().await {
-            let path = screenshot_path("dashboard-failure.png");
-            let _ = std::fs::write(&path, png);
-            eprintln!("the page at the failure: {}", path.display());
-        }
-    }
-    let _ = browser.close().await;
-    drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    session.finish(outcome).await;
 }
 
 /// The browser session of the test above.
@@ -666,15 +696,8 @@ async fn assert_no_errors(browser: &Client) {
 
 #[actix_web::test]
 async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
-    let (chromium, chromedriver) = match find_browser() {
-        Ok(found) => found,
-        Err(missing) if std::env::var("RUNYARD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("RUNYARD_REQUIRE_BROWSER=1 but {missing}")
-        }
-        Err(missing) => {
-            println!("SKIPPED: the dashboard's Slurm test: {missing}");
-            return;
-        }
+    let Some(found) = browser_or_skip("the dashboard's Slurm test") else {
+        return;
     };
     if !crate::slurm::slurm_up("the dashboard's Slurm test") {
         return;
@@ -688,19 +711,18 @@ async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
         .await;
     let run = app.wait_for(&id, |r| r["progress"]["samples"] == 50).await;
     let job_id = run["slurm"]["job_id"].as_u64().expect("job id");
-    let driver = start_driver(&chromedriver).await;
-    let profile = tempfile::tempdir().expect("profile dir");
-    let browser = open_browser(&driver, &chromium, profile.path()).await;
+    let session = Session::open(found).await;
+    let browser = &session.browser;
     let outcome = AssertUnwindSafe(async {
         browser
             .goto(&format!("{}/", app.address))
             .await
             .expect("page");
-        collect_errors(&browser).await;
+        collect_errors(browser).await;
         let expected = format!("slurm {job_id} RUNNING");
         until("the runs table to show the Slurm job", || {
             let expected = expected.clone();
-            let browser = &browser;
+
             async move {
                 text_of(browser, "#runs-body")
                     .await
@@ -713,28 +735,28 @@ async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
             .await
             .expect("run page");
         let facts = until("the run page to show the Slurm job", || async {
-            text_of(&browser, "#run-facts")
+            text_of(browser, "#run-facts")
                 .await
                 .filter(|t| t.contains("slurm job") && t.contains("RUNNING"))
         })
         .await;
         assert!(facts.contains(&format!("{job_id} (#1)")), "{facts}");
-        screenshot(&browser, "dashboard-slurm.png").await;
-        let epochs = text_of(&browser, "#run-facts").await.unwrap_or_default();
+        screenshot(browser, "dashboard-slurm.png").await;
+        let epochs = text_of(browser, "#run-facts").await.unwrap_or_default();
         assert!(
             epochs.contains("1 / 2"),
             "a command's epochs from its report: {epochs}"
         );
         std::fs::write(&gate, b"").expect("open the gate");
-        until_run_page_state(&browser, "completed").await;
+        until_run_page_state(browser, "completed").await;
         // The job's end is journaled after the run's (the stream has ended by then):
         // the page shows it when opened again.
         app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
-        assert_no_errors(&browser).await;
+        assert_no_errors(browser).await;
         browser.refresh().await.expect("reload");
-        collect_errors(&browser).await;
+        collect_errors(browser).await;
         let facts = until("the job's end on the run page", || async {
-            text_of(&browser, "#run-facts")
+            text_of(browser, "#run-facts")
                 .await
                 .filter(|t| t.contains("ended COMPLETED"))
         })
@@ -742,28 +764,17 @@ async fn a_slurm_runs_job_shows_in_the_runs_table_and_on_its_page() {
         assert!(facts.contains("slurm job"), "{facts}");
         // The command's progress-pipe figures, journaled when it exited.
         assert!(facts.contains("progress pipe4 lines, none bad"), "{facts}");
-        assert_no_errors(&browser).await;
+        assert_no_errors(browser).await;
     })
     .catch_unwind()
     .await;
-    let _ = browser.close().await;
-    drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    session.finish(outcome).await;
 }
 
 #[actix_web::test]
 async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
-    let (chromium, chromedriver) = match find_browser() {
-        Ok(found) => found,
-        Err(missing) if std::env::var("RUNYARD_REQUIRE_BROWSER").as_deref() == Ok("1") => {
-            panic!("RUNYARD_REQUIRE_BROWSER=1 but {missing}")
-        }
-        Err(missing) => {
-            println!("SKIPPED: the dashboard's logs test: {missing}");
-            return;
-        }
+    let Some(found) = browser_or_skip("the dashboard's logs test") else {
+        return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("tokens.toml");
@@ -782,16 +793,15 @@ async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
         "argv": ["bash", "-c", "echo \"hello from rank $RANK\"; echo \"oops $RANK\" >&2"],
     });
     let id = submit(&app, &token, &spec).await;
-    let driver = start_driver(&chromedriver).await;
-    let profile = tempfile::tempdir().expect("profile dir");
-    let browser = open_browser(&driver, &chromium, profile.path()).await;
+    let session = Session::open(found).await;
+    let browser = &session.browser;
     let outcome = AssertUnwindSafe(async {
         browser
             .goto(&format!("{}/", app.address))
             .await
             .expect("page");
         js(
-            &browser,
+            browser,
             "sessionStorage.setItem('runyard.token', arguments[0]);",
             json!(token),
         )
@@ -801,10 +811,9 @@ async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
             .await
             .expect("run page");
         browser.refresh().await.expect("reload with the token");
-        collect_errors(&browser).await;
-        until_run_page_state(&browser, "completed").await;
+        collect_errors(browser).await;
+        until_run_page_state(browser, "completed").await;
         let logs = |wanted: &'static [&'static str]| {
-            let browser = &browser;
             until("the log panel's lines", move || async move {
                 let text = text_of(browser, "#run-logs").await?;
                 wanted.iter().all(|w| text.contains(w)).then_some(text)
@@ -812,17 +821,14 @@ async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
         };
         let text = logs(&["hello from rank 0"]).await;
         assert!(!text.contains("rank 1"), "rank 0's log alone: {text}");
-        let pick = |css: &'static str, value: &'static str| {
-            let browser = &browser;
-            async move {
-                js(
-                    browser,
-                    "const [css, value] = arguments[0]; const s = document.querySelector(css); \
+        let pick = |css: &'static str, value: &'static str| async move {
+            js(
+                browser,
+                "const [css, value] = arguments[0]; const s = document.querySelector(css); \
                      s.value = value; s.dispatchEvent(new Event('change'));",
-                    json!([css, value]),
-                )
-                .await
-            }
+                json!([css, value]),
+            )
+            .await
         };
         pick("#logs-rank", "1").await;
         let text = logs(&["hello from rank 1"]).await;
@@ -831,14 +837,10 @@ async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
         logs(&["[rank 0] hello from rank 0", "[rank 1] hello from rank 1"]).await;
         pick("#logs-stream", "stderr").await;
         logs(&["[rank 0] oops 0", "[rank 1] oops 1"]).await;
-        screenshot(&browser, "dashboard-ranks.png").await;
-        assert_no_errors(&browser).await;
+        screenshot(browser, "dashboard-ranks.png").await;
+        assert_no_errors(browser).await;
     })
     .catch_unwind()
     .await;
-    let _ = browser.close().await;
-    drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    session.finish(outcome).await;
 }

@@ -256,6 +256,14 @@ impl TestApp {
         .expect("run reached the expected state in time")
     }
 
+    /// Re-reads the run until it has ended (completed, failed or cancelled).
+    pub async fn wait_ended(&self, id: &str) -> Value {
+        self.wait_for(id, |r| {
+            ["completed", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or(""))
+        })
+        .await
+    }
+
     /// Reads the run's stream to its end.
     pub async fn stream(&self, id: &str, last_event_id: Option<u64>) -> Vec<SseEvent> {
         let mut request = self
@@ -358,4 +366,14 @@ where
     })
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Whether a process is gone (or a zombie no one has reaped yet).
+pub fn dead(pid: i32) -> bool {
+    runyard::train::command::proc_stat(pid).is_none_or(|s| s.state == 'Z')
+}
+
+/// A file's text; panics naming the file.
+pub fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -10,14 +10,14 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, client, get_json_at, poll_until, spawn_app_with, types, wait_for_run_at,
-    wait_ready, TestApp, TIMEOUT,
+    assert_problem, client, dead, get_json_at, poll_until, read, spawn_app_with, types,
+    wait_for_run_at, wait_ready, TestApp, TIMEOUT,
 };
 
 /// How often a file the ranks write is looked for.
 const POLL: std::time::Duration = std::time::Duration::from_millis(20);
 use crate::server::{Launch, Server};
-use runyard::train::command::{group_gone, proc_stat};
+use runyard::train::command::group_gone;
 
 /// A server that accepts command runs, with two CPU slots.
 async fn two_slot_app() -> TestApp {
@@ -37,15 +37,6 @@ fn ranks_of_bash(name: &str, script: &str, out: &Path) -> Value {
         "argv": ["bash", "-c", script],
         "env": {"OUT": out.to_string_lossy()},
     })
-}
-
-/// Whether a process is gone (or a zombie no one has reaped yet).
-pub(crate) fn dead(pid: i32) -> bool {
-    proc_stat(pid).is_none_or(|s| s.state == 'Z')
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The pid of each rank of a live run, from its view: rank 0's `process`, the
@@ -123,7 +114,7 @@ async fn each_rank_gets_the_distributed_variables_its_own_pipe_and_its_own_logs(
     let id = app
         .submit_ok(&ranks_of_bash("variables", script, out.path()))
         .await;
-    let run = wait_ended(&app, &id).await;
+    let run = app.wait_ended(&id).await;
     assert_eq!(run["state"], "completed", "{run}");
 
     // The variables torchrun sets, the same port for both, no GPU on a CPU slot.
@@ -267,7 +258,7 @@ async fn the_first_rank_to_fail_ends_the_others_is_named_and_the_retry_starts_ev
     spec["max_retries"] = json!(1);
     spec["retry_backoff_secs"] = json!(0.1);
     let id = app.submit_ok(&spec).await;
-    let run = wait_ended(&app, &id).await;
+    let run = app.wait_ended(&id).await;
     assert_eq!(run["state"], "completed", "{run}");
     assert_eq!(run["attempt"], 2);
     assert_eq!(read(&out.path().join("again-0")).trim(), "0");
@@ -470,18 +461,11 @@ pub(crate) async fn parameter_hashes(app: &TestApp, id: &str) -> Vec<String> {
     hashes
 }
 
-async fn wait_ended(app: &TestApp, id: &str) -> Value {
-    app.wait_for(id, |r| {
-        ["completed", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or(""))
-    })
-    .await
-}
-
 #[actix_web::test]
 async fn two_gloo_ranks_train_digits_to_the_same_parameters_through_the_api() {
     let app = two_slot_app().await;
     let id = app.submit_ok(&ddp_spec("ddp", &["--epochs", "6"])).await;
-    let run = wait_ended(&app, &id).await;
+    let run = app.wait_ended(&id).await;
     assert_eq!(run["state"], "completed", "{run}");
     let epochs = run["epochs"].as_array().expect("epochs");
     assert_eq!(epochs.len(), 6, "{run}");
@@ -523,7 +507,7 @@ async fn a_killed_rank_fails_the_attempt_and_the_retry_resumes_every_rank_from_r
         nix::sys::signal::Signal::SIGKILL,
     )
     .expect("rank 1 killed");
-    let run = wait_ended(&app, &id).await;
+    let run = app.wait_ended(&id).await;
     assert_eq!(run["state"], "completed", "{run}");
     assert_eq!(run["attempt"], 2);
     assert!(dead(pids[0]), "rank 0 of the failed attempt is gone");
@@ -582,7 +566,7 @@ async fn pause_stops_every_rank_at_rank_0s_checkpoint_and_resume_ends_bit_identi
         .await
         .status()
         .is_success());
-    let run = wait_ended(&app, &id).await;
+    let run = app.wait_ended(&id).await;
     assert_eq!(run["state"], "completed", "{run}");
     assert!(run["checkpoint"]["step"].as_u64() > Some(paused_at));
     let resumed = parameter_hashes(&app, &id).await;
@@ -590,7 +574,7 @@ async fn pause_stops_every_rank_at_rank_0s_checkpoint_and_resume_ends_bit_identi
 
     // The same run straight through ends with the very same parameters.
     let twin = app.submit_ok(&ddp_spec("ddp-twin", &args)).await;
-    let run = wait_ended(&app, &twin).await;
+    let run = app.wait_ended(&twin).await;
     assert_eq!(run["state"], "completed", "{run}");
     assert_eq!(parameter_hashes(&app, &twin).await, resumed);
 }
@@ -711,7 +695,7 @@ async fn a_rank_sigterm_ends_unasked_fails_the_attempt_once_no_stop_comes() {
     let id = app
         .submit_ok(&ranks_of_bash("termed", script, out.path()))
         .await;
-    let run = wait_ended(&app, &id).await;
+    let run = app.wait_ended(&id).await;
     assert_eq!(run["state"], "failed", "{run}");
     let error = run["error"].as_str().expect("error");
     assert!(

@@ -77,6 +77,14 @@ async fn cancel_and_wait(app: &TestApp, id: &str) -> Value {
 /// A server with the Slurm executor over `shared`, running this build's binary as
 /// the worker.
 pub(crate) async fn slurm_app(shared: &Path) -> TestApp {
+    slurm_app_with(shared, |_| {}).await
+}
+
+/// [`slurm_app`] after `configure` adjusted the Slurm executor's settings.
+async fn slurm_app_with(
+    shared: &Path,
+    configure: impl FnOnce(&mut runyard::config::SlurmConfig),
+) -> TestApp {
     let shared = shared.to_path_buf();
     spawn_app_with(move |config| {
         config.runs.allow_commands = true;
@@ -86,6 +94,7 @@ pub(crate) async fn slurm_app(shared: &Path) -> TestApp {
         slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
         slurm.poll_interval_ms = 200;
         slurm.grace_secs = 5;
+        configure(slurm);
     })
     .await
 }
@@ -886,17 +895,9 @@ async fn a_slurm_command_run_over_two_nodes_trains_one_rank_on_each() {
     }
     let _cluster = CLUSTER.read().await;
     let shared = tempfile::tempdir().expect("shared dir");
-    let dir = shared.path().to_path_buf();
     // The first node's name resolves to loopback on this machine: the worker (and so
     // MASTER_ADDR) takes the address the second node reaches it at.
-    let app = spawn_app_with(move |config| {
-        config.runs.allow_commands = true;
-        let slurm = &mut config.executors.slurm;
-        slurm.enabled = true;
-        slurm.shared_dir = Some(dir);
-        slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
-        slurm.poll_interval_ms = 200;
-        slurm.grace_secs = 5;
+    let app = slurm_app_with(shared.path(), |slurm| {
         slurm.sbatch_args = vec!["--export=ALL,RUNYARD_WORKER_HOST=10.77.0.1".into()];
     })
     .await;
@@ -947,19 +948,9 @@ async fn a_rank_failing_on_the_second_node_fails_the_attempt_naming_it_and_stops
     }
     let _cluster = CLUSTER.read().await;
     let shared = tempfile::tempdir().expect("shared dir");
-    let dir = shared.path().to_path_buf();
     let out = shared.path().join("out");
     std::fs::create_dir_all(&out).expect("out dir");
-    let app = spawn_app_with(move |config| {
-        config.runs.allow_commands = true;
-        let slurm = &mut config.executors.slurm;
-        slurm.enabled = true;
-        slurm.shared_dir = Some(dir);
-        slurm.worker_bin = Some(PathBuf::from(env!("CARGO_BIN_EXE_runyard")));
-        slurm.poll_interval_ms = 200;
-        slurm.grace_secs = 5;
-    })
-    .await;
+    let app = slurm_app(shared.path()).await;
     // Rank 0 waits until stopped; rank 1, on the second node, fails once it runs.
     let script = r#"
         if [ "$RANK" = 1 ]; then echo "rank 1 broke on $(hostname)" >&2; exit 3; fi
@@ -1092,7 +1083,7 @@ async fn the_second_node_lost_ends_every_rank_and_a_new_job_runs_them_all_again(
         "a new job waits for two nodes: {run:#}"
     );
     // Slurm ended the job on the first node too: rank 0 and its child are gone.
-    let dead = |pid: i32| crate::ranks::dead(pid);
+    let dead = |pid: i32| crate::helpers::dead(pid);
     crate::helpers::poll_until(
         "the first node's rank to end",
         std::time::Duration::from_millis(50),

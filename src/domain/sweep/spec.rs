@@ -12,7 +12,8 @@
 //!
 //! A sweep is refused, naming the path of what is wrong, when its base is not a valid
 //! run spec, its space is bad, a value of the space would make a trial's spec invalid
-//! (each listed value and both ends of each range are tried, one field at a time), or
+//! (each listed value and both ends of each range are tried, one field at a time on
+//! the base), or
 //! its searcher's settings are out of range.
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::searcher::{Mode, Schedule};
-use super::space::{apply, Space};
+use super::space::{apply, Point, Space};
 use crate::domain::spec::{RunKind, RunSpec, Task};
 
 /// Most trials a sweep may make.
@@ -289,30 +290,16 @@ impl SweepSpec {
         if let SearcherSpec::Asha { max_epochs, .. } = &self.searcher {
             full["epochs"] = Value::from(*max_epochs);
         }
-        for point in space.corners() {
+        for (path, value) in space.corners() {
+            let point: Point = [(path.to_string(), value.clone())].into_iter().collect();
             let spec = apply(&full, &point).map_err(|e| SweepSpecError::new(e.path, e.reason))?;
-            let trial: Result<RunSpec, String> =
-                serde_json::from_value(spec).map_err(|e| e.to_string());
-            let problem = match trial {
+            let problem = match serde_json::from_value::<RunSpec>(spec) {
                 Ok(trial) => trial.validate().err().map(|e| e.to_string()),
-                Err(e) => Some(e),
+                Err(e) => Some(e.to_string()),
             };
             if let Some(problem) = problem {
-                let (path, value) = point
-                    .iter()
-                    .find(|(path, value)| {
-                        let mut alone = BTreeMap::new();
-                        alone.insert((*path).clone(), (*value).clone());
-                        apply(&full, &alone)
-                            .ok()
-                            .and_then(|s| serde_json::from_value::<RunSpec>(s).ok())
-                            .is_none_or(|s| s.validate().is_err())
-                    })
-                    .map_or(("space".to_string(), Value::Null), |(p, v)| {
-                        (format!("space.{p}"), v.clone())
-                    });
                 return Err(SweepSpecError::new(
-                    path,
+                    format!("space.{path}"),
                     format!("the value {value} makes a trial's spec invalid: {problem}"),
                 ));
             }
