@@ -282,7 +282,7 @@ async fn run(bench: bool) {
     assert_eq!(status, 201, "the command run was not accepted: {body}");
     let id = body["id"].as_str().expect("id").to_string();
     let started = Instant::now();
-    let run = wait_finished(&http, &base, &id).await;
+    let run = common::server::wait_ended(&http, &base, &id, RUN_TIMEOUT).await;
     eprintln!(
         "command bench: the script ran {:.1} s as run {id}",
         started.elapsed().as_secs_f64()
@@ -318,31 +318,6 @@ async fn run(bench: bool) {
             "command smoke: {} rounds through a real server, {} lines read, {:.3} µs a report",
             result["rounds"], result["reporter_lines"], figures.command_report_us
         );
-    }
-}
-
-async fn wait_finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        let run: Value = http
-            .get(format!("{base}/api/v1/runs/{id}"))
-            .send()
-            .await
-            .expect("run")
-            .json()
-            .await
-            .expect("run JSON");
-        if matches!(
-            run["state"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ) {
-            return run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the command run did not finish: {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -117,25 +117,10 @@ async fn submit(http: &reqwest::Client, base: &str, spec: &Value) -> String {
     view["id"].as_str().expect("id").to_string()
 }
 
+/// Waits until run `id` has completed; any other end fails the bench.
 async fn wait_completed(http: &reqwest::Client, base: &str, id: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let view: Value = http
-            .get(format!("{base}/api/v1/runs/{id}"))
-            .send()
-            .await
-            .expect("run")
-            .json()
-            .await
-            .expect("view");
-        match view["state"].as_str() {
-            Some("completed") => return,
-            Some("failed" | "cancelled") => panic!("run {id} ended: {view}"),
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "run {id} did not end: {view}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = common::server::wait_ended(http, base, id, TIMEOUT).await;
+    assert_eq!(run["state"], "completed", "run {id} ended: {run}");
 }
 
 fn command_spec(name: &str, slots: u32, args: &[&str]) -> Value {

@@ -12,16 +12,11 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in
-  /*) ;;
-  *) target="$root/$target" ;;
-esac
+# shellcheck source=lib/venv.sh
+. "$root/scripts/lib/venv.sh"
 figures="$target/bench-figures"
 params="$figures/training-params.json"
 runyard="$figures/training.json"
-venv="$target/bench-venv"
-python="$venv/bin/python"
 
 fail() {
   echo "bench-pytorch: $*" >&2

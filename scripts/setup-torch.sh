@@ -12,13 +12,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in
-  /*) ;;
-  *) target="$root/$target" ;;
-esac
-venv="$target/bench-venv"
-python="$venv/bin/python"
+# shellcheck source=lib/venv.sh
+. "$root/scripts/lib/venv.sh"
 torch_version="2.13.0"
 
 fail() {

@@ -81,6 +81,30 @@ pub fn client_thread<T: Send + 'static>(
     })
 }
 
+/// Polls run `id` until it has ended (completed, failed or cancelled), within `limit`;
+/// answers its view.
+pub async fn wait_ended(http: &reqwest::Client, base: &str, id: &str, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let run: Value = http
+            .get(format!("{base}/api/v1/runs/{id}"))
+            .send()
+            .await
+            .expect("run")
+            .json()
+            .await
+            .expect("run JSON");
+        if matches!(
+            run["state"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} did not end: {run}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the server answers `/readyz` with `200`.
 pub async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
