@@ -284,6 +284,70 @@ pub enum Event {
         /// Its start time in clock ticks after boot.
         start_ticks: u64,
     },
+    /// A sweep was accepted. About the sweep, not a run: the envelope's id is the
+    /// sweep's (sweeps and runs share one id space).
+    SweepSubmitted {
+        /// The sweep's name.
+        name: String,
+        /// Hex SHA-256 of the canonical sweep spec.
+        digest: String,
+        /// Canonical JSON of the sweep spec.
+        spec: String,
+    },
+    /// The sweep made trial `trial`: the run `run`, submitted in the same append
+    /// just before, with the base spec at `point`.
+    TrialCreated {
+        /// The trial's number in the sweep, from 0.
+        trial: u32,
+        /// The trial's run.
+        run: RunId,
+        /// The trial's point: canonical JSON of its values by field path.
+        point: String,
+    },
+    /// A trial finished a rung: it trained `epochs` epochs and its metric there is
+    /// `metric` (NaN when the run reported none).
+    TrialReachedRung {
+        /// The trial.
+        trial: u32,
+        /// The rung it finished, from 0.
+        rung: u32,
+        /// Epochs trained at the end of the rung.
+        epochs: u32,
+        /// The sweep's metric at that epoch.
+        metric: f64,
+    },
+    /// The sweep promoted a waiting trial to the next rung: its run is resumed (in
+    /// the same append) from its checkpoint.
+    TrialPromoted {
+        /// The trial.
+        trial: u32,
+        /// The rung it now trains to.
+        rung: u32,
+    },
+    /// The sweep stopped a waiting trial, which goes no further: its run is
+    /// cancelled in the same append.
+    TrialStopped {
+        /// The trial.
+        trial: u32,
+        /// Why, in one line.
+        reason: String,
+    },
+    /// The sweep is over: every trial trained, stopped or failed.
+    SweepCompleted {
+        /// Its best trial, when any has a result.
+        best: Option<u32>,
+    },
+    /// A client cancelled the sweep: it makes no more trials, and its live trials'
+    /// runs are cancelled.
+    SweepCancelled {
+        /// Why.
+        reason: String,
+    },
+    /// A client paused the sweep: it decides nothing, and its live trials' runs are
+    /// paused.
+    SweepPaused,
+    /// A paused sweep goes on: the trials it paused are resumed.
+    SweepResumed,
 }
 
 /// The variant of an [`Event`], without its data.
@@ -351,11 +415,29 @@ pub enum EventKind {
     WorkerSynced,
     /// See [`Event::RankStarted`].
     RankStarted,
+    /// See [`Event::SweepSubmitted`].
+    SweepSubmitted,
+    /// See [`Event::TrialCreated`].
+    TrialCreated,
+    /// See [`Event::TrialReachedRung`].
+    TrialReachedRung,
+    /// See [`Event::TrialPromoted`].
+    TrialPromoted,
+    /// See [`Event::TrialStopped`].
+    TrialStopped,
+    /// See [`Event::SweepCompleted`].
+    SweepCompleted,
+    /// See [`Event::SweepCancelled`].
+    SweepCancelled,
+    /// See [`Event::SweepPaused`].
+    SweepPaused,
+    /// See [`Event::SweepResumed`].
+    SweepResumed,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 40] = [
         EventKind::RunSubmitted,
         EventKind::SlotClaimed,
         EventKind::RunStarted,
@@ -387,6 +469,15 @@ impl EventKind {
         EventKind::SlurmJobLost,
         EventKind::WorkerSynced,
         EventKind::RankStarted,
+        EventKind::SweepSubmitted,
+        EventKind::TrialCreated,
+        EventKind::TrialReachedRung,
+        EventKind::TrialPromoted,
+        EventKind::TrialStopped,
+        EventKind::SweepCompleted,
+        EventKind::SweepCancelled,
+        EventKind::SweepPaused,
+        EventKind::SweepResumed,
     ];
 
     /// The name used in the API and on streams, e.g. `RunSubmitted`.
@@ -423,6 +514,15 @@ impl EventKind {
             EventKind::SlurmJobLost => "SlurmJobLost",
             EventKind::WorkerSynced => "WorkerSynced",
             EventKind::RankStarted => "RankStarted",
+            EventKind::SweepSubmitted => "SweepSubmitted",
+            EventKind::TrialCreated => "TrialCreated",
+            EventKind::TrialReachedRung => "TrialReachedRung",
+            EventKind::TrialPromoted => "TrialPromoted",
+            EventKind::TrialStopped => "TrialStopped",
+            EventKind::SweepCompleted => "SweepCompleted",
+            EventKind::SweepCancelled => "SweepCancelled",
+            EventKind::SweepPaused => "SweepPaused",
+            EventKind::SweepResumed => "SweepResumed",
         }
     }
 }
@@ -462,7 +562,33 @@ impl Event {
             Event::SlurmJobLost { .. } => EventKind::SlurmJobLost,
             Event::WorkerSynced { .. } => EventKind::WorkerSynced,
             Event::RankStarted { .. } => EventKind::RankStarted,
+            Event::SweepSubmitted { .. } => EventKind::SweepSubmitted,
+            Event::TrialCreated { .. } => EventKind::TrialCreated,
+            Event::TrialReachedRung { .. } => EventKind::TrialReachedRung,
+            Event::TrialPromoted { .. } => EventKind::TrialPromoted,
+            Event::TrialStopped { .. } => EventKind::TrialStopped,
+            Event::SweepCompleted { .. } => EventKind::SweepCompleted,
+            Event::SweepCancelled { .. } => EventKind::SweepCancelled,
+            Event::SweepPaused => EventKind::SweepPaused,
+            Event::SweepResumed => EventKind::SweepResumed,
         }
+    }
+
+    /// Whether this event is about a sweep rather than a run (its envelope's id is a
+    /// sweep's).
+    pub fn is_sweep(&self) -> bool {
+        matches!(
+            self,
+            Event::SweepSubmitted { .. }
+                | Event::TrialCreated { .. }
+                | Event::TrialReachedRung { .. }
+                | Event::TrialPromoted { .. }
+                | Event::TrialStopped { .. }
+                | Event::SweepCompleted { .. }
+                | Event::SweepCancelled { .. }
+                | Event::SweepPaused
+                | Event::SweepResumed
+        )
     }
 
     /// Whether this event ends a run's lifecycle (completed, failed or cancelled).
@@ -605,6 +731,28 @@ impl Event {
                 pgid,
                 start_ticks,
             } => json!({"rank": rank, "pid": pid, "pgid": pgid, "start_ticks": start_ticks}),
+            Event::SweepSubmitted { name, digest, spec } => {
+                let spec = serde_json::from_str::<serde_json::Value>(spec)
+                    .unwrap_or_else(|_| serde_json::Value::String(spec.clone()));
+                json!({"name": name, "digest": digest, "spec": spec})
+            }
+            Event::TrialCreated { trial, run, point } => {
+                let point = serde_json::from_str::<serde_json::Value>(point)
+                    .unwrap_or_else(|_| serde_json::Value::String(point.clone()));
+                json!({"trial": trial, "run": run, "point": point})
+            }
+            Event::TrialReachedRung {
+                trial,
+                rung,
+                epochs,
+                metric,
+            } => json!({"trial": trial, "rung": rung, "epochs": epochs,
+                        "metric": metric.is_finite().then_some(*metric)}),
+            Event::TrialPromoted { trial, rung } => json!({"trial": trial, "rung": rung}),
+            Event::TrialStopped { trial, reason } => json!({"trial": trial, "reason": reason}),
+            Event::SweepCompleted { best } => json!({"best": best}),
+            Event::SweepCancelled { reason } => json!({"reason": reason}),
+            Event::SweepPaused | Event::SweepResumed => json!({}),
         }
     }
 }

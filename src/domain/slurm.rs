@@ -122,6 +122,15 @@ pub fn map_fact(source: &FactSource, run: &Run, event: &Event) -> Mapped {
         | Event::CommandStarted { .. }
         | Event::RankStarted { .. } => Mapped::WorkerOwn,
         Event::JournalRepaired { .. } => unexpected("its journal lost records"),
+        Event::SweepSubmitted { .. }
+        | Event::TrialCreated { .. }
+        | Event::TrialReachedRung { .. }
+        | Event::TrialPromoted { .. }
+        | Event::TrialStopped { .. }
+        | Event::SweepCompleted { .. }
+        | Event::SweepCancelled { .. }
+        | Event::SweepPaused
+        | Event::SweepResumed => unexpected("a worker runs no sweep"),
         Event::ArtifactsDeleted { .. } => unexpected("only the server deletes a run's files"),
         Event::SlurmJobSubmitted { .. }
         | Event::SlurmJobStarted { .. }

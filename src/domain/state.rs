@@ -5,6 +5,7 @@
 //! releases ([`SlotLedger::apply`]), and the state the journal's own events.
 
 mod run;
+mod sweep;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub use self::run::{
     Artifact, CheckpointRef, CommandProcess, EpochSummary, FilesDeleted, ProtocolReport, Run,
     RunResult, RunState, SlurmJob,
 };
+pub use self::sweep::{metric_of, Sweep, SweepPlan, SweepState, TrialRecord};
 use super::event::{Envelope, Event};
 use super::ids::{RunId, Seq, SlotId};
 use super::slots::{LedgerError, SlotLedger};
@@ -48,6 +50,12 @@ pub enum Rejection {
     /// The slot ledger does not allow the claim or release.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// No sweep has this id.
+    #[error("no sweep with id {0}")]
+    UnknownSweep(RunId),
+    /// The sweep's state does not allow the event.
+    #[error("{0}")]
+    Sweep(String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +65,8 @@ struct StateSnapshot {
     held: Vec<(SlotId, crate::domain::slots::Holding)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     repairs: Vec<JournalRepair>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sweeps: Vec<Sweep>,
 }
 
 /// A repair of the journal by `runyard serve --repair`, as journaled.
@@ -129,6 +139,10 @@ pub struct State {
     slots: SlotLedger,
     last_seq: Seq,
     repairs: Vec<JournalRepair>,
+    /// Sweeps by id (ids are time-ordered, so oldest first).
+    sweeps: imbl::OrdMap<RunId, Arc<Sweep>>,
+    /// The sweep and trial number of each trial's run.
+    trial_runs: imbl::HashMap<RunId, (RunId, u32)>,
 }
 
 impl State {
@@ -142,8 +156,14 @@ impl State {
                 Err(Rejection::UnknownRun(run_id))
             };
         }
+        if event.is_sweep() {
+            return self.check_sweep(run_id, event);
+        }
         let run = self.runs.get(&run_id).map(|r| &**r);
         if let Event::RunSubmitted { .. } = event {
+            if self.sweeps.contains_key(&run_id) {
+                return Err(Rejection::RunExists(run_id));
+            }
             // A second run of a known digest is a fact the fold accepts (a rerun);
             // refusing it is the submitting command's choice: see
             // [`State::check_new_digest`].
@@ -173,6 +193,28 @@ impl State {
             Event::SlotReleased { slot } => self.slots.check_release(*slot, run_id)?,
             Event::RunStarted { slot, .. } => self.slots.check_release(*slot, run_id)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// [`State::check`] of a sweep event about sweep `id`.
+    fn check_sweep(&self, id: RunId, event: &Event) -> Result<(), Rejection> {
+        let Some(sweep) = self.sweeps.get(&id) else {
+            return match event {
+                Event::SweepSubmitted { .. } if self.runs.contains_key(&id) => {
+                    Err(Rejection::RunExists(id))
+                }
+                Event::SweepSubmitted { .. } => Ok(()),
+                _ => Err(Rejection::UnknownSweep(id)),
+            };
+        };
+        sweep.check(event).map_err(Rejection::Sweep)?;
+        if let Event::TrialCreated { run, .. } = event {
+            if !self.runs.contains_key(run) || self.trial_runs.contains_key(run) {
+                return Err(Rejection::Sweep(format!(
+                    "run {run} is not a new run to make a trial of"
+                )));
+            }
         }
         Ok(())
     }
@@ -241,12 +283,36 @@ impl State {
                     Arc::new(Run::submitted(run_id, name, digest, spec, seq, at)),
                 );
             }
+            Event::SweepSubmitted { name, digest, spec } => {
+                if self.sweeps.contains_key(&run_id) || self.runs.contains_key(&run_id) {
+                    return;
+                }
+                if let Some(sweep) = Sweep::submitted(run_id, name, digest, spec, seq, at) {
+                    self.sweeps.insert(run_id, Arc::new(sweep));
+                }
+            }
+            event if event.is_sweep() => {
+                let Some(sweep) = self.sweeps.get_mut(&run_id).map(Arc::make_mut) else {
+                    return;
+                };
+                sweep.apply(seq, at, event);
+                if let Event::TrialCreated { trial, run, .. } = event {
+                    self.trial_runs.insert(*run, (run_id, *trial));
+                }
+            }
             event => {
                 let Some(run) = self.runs.get_mut(&run_id).map(Arc::make_mut) else {
                     return;
                 };
                 run.apply(seq, at, event);
                 self.slots.apply(run_id, seq, event);
+                if event.is_terminal() {
+                    if let Some((sweep, trial)) = self.trial_runs.get(&run_id).copied() {
+                        if let Some(sweep) = self.sweeps.get_mut(&sweep).map(Arc::make_mut) {
+                            sweep.trial_run_ended(trial, event);
+                        }
+                    }
+                }
             }
         }
     }
@@ -336,6 +402,19 @@ impl State {
                 .collect();
             canonical["repairs"] = serde_json::json!(repairs);
         }
+        if !self.sweeps.is_empty() {
+            // Likewise: only journals with sweeps fingerprint them.
+            let sweeps: Vec<_> = self
+                .sweeps()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id, "state": s.state.name(), "best": s.best,
+                        "trials": s.trials.iter().map(|t| (t.run_id, t.status, t.results.clone())).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            canonical["sweeps"] = serde_json::json!(sweeps);
+        }
         hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
     }
 
@@ -354,6 +433,7 @@ impl State {
                 .collect(),
             held: self.slots.held().collect(),
             repairs: self.repairs.clone(),
+            sweeps: self.sweeps().cloned().collect(),
         };
         // Plain data always serializes to JSON.
         serde_json::to_vec(&snapshot).unwrap_or_default()
@@ -387,6 +467,15 @@ impl State {
         }
         for (slot, holding) in snapshot.held {
             state.slots.claim(slot, holding.run_id, holding.since);
+        }
+        for mut sweep in snapshot.sweeps {
+            sweep.recheck();
+            for trial in &sweep.trials {
+                state
+                    .trial_runs
+                    .insert(trial.run_id, (sweep.id, trial.number));
+            }
+            state.sweeps.insert(sweep.id, Arc::new(sweep));
         }
         Ok(state)
     }
@@ -597,6 +686,31 @@ mod tests {
                 pgid: 4243,
                 start_ticks: 123_457,
             },
+            EventKind::SweepSubmitted => Event::SweepSubmitted {
+                name: "s".into(),
+                digest: "ab".repeat(32),
+                spec: "{}".into(),
+            },
+            EventKind::TrialCreated => Event::TrialCreated {
+                trial: 0,
+                run: RunId::SYSTEM,
+                point: "{}".into(),
+            },
+            EventKind::TrialReachedRung => Event::TrialReachedRung {
+                trial: 0,
+                rung: 0,
+                epochs: 1,
+                metric: 0.5,
+            },
+            EventKind::TrialPromoted => Event::TrialPromoted { trial: 0, rung: 1 },
+            EventKind::TrialStopped => Event::TrialStopped {
+                trial: 0,
+                reason: "r".into(),
+            },
+            EventKind::SweepCompleted => Event::SweepCompleted { best: None },
+            EventKind::SweepCancelled => Event::SweepCancelled { reason: "r".into() },
+            EventKind::SweepPaused => Event::SweepPaused,
+            EventKind::SweepResumed => Event::SweepResumed,
         }
     }
 

@@ -60,6 +60,15 @@
 //! | 28 | `SlurmJobLost` |
 //! | 29 | `WorkerSynced` |
 //! | 30 | `RankStarted` |
+//! | 31 | `SweepSubmitted` |
+//! | 32 | `TrialCreated` |
+//! | 33 | `TrialReachedRung` |
+//! | 34 | `TrialPromoted` |
+//! | 35 | `TrialStopped` |
+//! | 36 | `SweepCompleted` |
+//! | 37 | `SweepCancelled` |
+//! | 38 | `SweepPaused` |
+//! | 39 | `SweepResumed` |
 
 use crate::domain::event::{Envelope, ENVELOPE_VERSION};
 use crate::domain::Seq;

@@ -419,6 +419,16 @@ impl RunTrace {
         let attributes = || event_attributes(seq, event);
         match event {
             Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
+            // A sweep's, never a run's.
+            Event::SweepSubmitted { .. }
+            | Event::TrialCreated { .. }
+            | Event::TrialReachedRung { .. }
+            | Event::TrialPromoted { .. }
+            | Event::TrialStopped { .. }
+            | Event::SweepCompleted { .. }
+            | Event::SweepCancelled { .. }
+            | Event::SweepPaused
+            | Event::SweepResumed => {}
             Event::ArtifactsDeleted { .. } => {}
             Event::TraceAssigned {
                 trace_id,

@@ -499,6 +499,16 @@ impl Run {
             // The state's: a run is made by its `RunSubmitted`, and a repair is the
             // journal's.
             Event::RunSubmitted { .. } | Event::JournalRepaired { .. } => {}
+            // A sweep's, never a run's.
+            Event::SweepSubmitted { .. }
+            | Event::TrialCreated { .. }
+            | Event::TrialReachedRung { .. }
+            | Event::TrialPromoted { .. }
+            | Event::TrialStopped { .. }
+            | Event::SweepCompleted { .. }
+            | Event::SweepCancelled { .. }
+            | Event::SweepPaused
+            | Event::SweepResumed => {}
             Event::TraceAssigned { trace_id, .. } => self.trace_id = Some(trace_id.clone()),
             Event::CommandStarted {
                 pid,

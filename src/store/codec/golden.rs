@@ -272,6 +272,48 @@ fn samples() -> Vec<Envelope> {
                 start_ticks: 9_876_544,
             },
         ),
+        (
+            run(0xd4),
+            Event::SweepSubmitted {
+                name: "digits-asha".into(),
+                digest: sha("5f"),
+                spec: r#"{"name":"digits-asha","base":{"name":"digits"},"space":{},"searcher":{"kind":"random","max_trials":1}}"#.into(),
+            },
+        ),
+        (
+            run(0xd4),
+            Event::TrialCreated {
+                trial: 0,
+                run: a,
+                point: r#"{"optimizer.lr":0.01}"#.into(),
+            },
+        ),
+        (
+            run(0xd4),
+            Event::TrialReachedRung {
+                trial: 0,
+                rung: 1,
+                epochs: 3,
+                metric: 0.9625,
+            },
+        ),
+        (run(0xd4), Event::TrialPromoted { trial: 0, rung: 2 }),
+        (
+            run(0xd4),
+            Event::TrialStopped {
+                trial: 1,
+                reason: "not among the best 1/3 at rung 0".into(),
+            },
+        ),
+        (run(0xd4), Event::SweepCompleted { best: Some(0) }),
+        (
+            run(0xd4),
+            Event::SweepCancelled {
+                reason: "cancelled by request".into(),
+            },
+        ),
+        (run(0xd4), Event::SweepPaused),
+        (run(0xd4), Event::SweepResumed),
         // New records go here, at the end.
     ];
     events

@@ -1,0 +1,592 @@
+//! The sweep aggregate: a sweep as its events say ([`Sweep`]), what each sweep event
+//! may do ([`Sweep::check`]) and changes ([`Sweep::apply`]), and what the sweep does
+//! next ([`State::sweep_plan`]): the searcher's decisions turned into the events that
+//! carry them out, a pure function of the sweep's spec and the journaled state, so a
+//! restarted server decides exactly what the stopped one would have.
+//!
+//! A trial is an ordinary run. The sweep keeps, for each, its number, its run, its
+//! point, where it stands in the searcher's eyes ([`TrialStatus`]) and its metric at
+//! the end of each rung it finished. Its run's ending is folded in here too: a run
+//! that fails, or is cancelled by anyone but the sweep, takes its trial out.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::{Run, RunState, State};
+use crate::domain::event::Event;
+use crate::domain::ids::{RunId, Seq};
+use crate::domain::sweep::{decide, CheckedSweep, Decision, SweepSpec, Trial, TrialStatus};
+
+/// Where a sweep is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepState {
+    /// Deciding: trials are made, trained, promoted and stopped.
+    Running,
+    /// Paused by a client: nothing is decided and its trials are paused.
+    Paused,
+    /// Every trial trained, stopped or failed; the best is known.
+    Completed,
+    /// Cancelled by a client (or for a trial that could not be made): no more trials.
+    Cancelled,
+}
+
+impl SweepState {
+    /// The name used in the API, e.g. `running`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SweepState::Running => "running",
+            SweepState::Paused => "paused",
+            SweepState::Completed => "completed",
+            SweepState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the sweep may still make or change trials.
+    pub fn is_live(self) -> bool {
+        matches!(self, SweepState::Running | SweepState::Paused)
+    }
+}
+
+/// One trial of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrialRecord {
+    /// Its number in the sweep, from 0.
+    pub number: u32,
+    /// Its run.
+    pub run_id: RunId,
+    /// Its values, by field path of the base spec.
+    #[schema(value_type = Object)]
+    pub point: Value,
+    /// Where it stands: `training` (towards the end of `rung`), `waiting` (paused at
+    /// the end of `rung`), `finished`, `stopped` (by the sweep) or `failed`.
+    #[serde(flatten)]
+    pub status: TrialStatus,
+    /// Its metric at the end of each rung it finished, rung 0 first (`null`: the run
+    /// reported none).
+    pub results: Vec<Option<f64>>,
+}
+
+impl TrialRecord {
+    /// The trial as the searcher sees it.
+    fn as_trial(&self) -> Trial {
+        Trial {
+            number: self.number,
+            status: self.status,
+            results: self.results.iter().map(|r| r.unwrap_or(f64::NAN)).collect(),
+        }
+    }
+
+    /// Its newest result.
+    pub fn metric(&self) -> Option<f64> {
+        self.results.last().copied().flatten()
+    }
+}
+
+/// Everything known about one sweep, derived from its events.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Sweep {
+    /// The sweep's id.
+    pub id: RunId,
+    /// Its name.
+    pub name: String,
+    /// Hex SHA-256 of its canonical spec.
+    pub digest: String,
+    /// Lifecycle state.
+    pub state: SweepState,
+    /// The spec as submitted.
+    pub spec: SweepSpec,
+    /// Its trials, by number.
+    pub trials: Vec<TrialRecord>,
+    /// The best trial so far: the best result of the highest rung any trial reached
+    /// (once completed, the sweep's answer).
+    pub best: Option<u32>,
+    /// Why it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When its last event was recorded.
+    pub updated_at: DateTime<Utc>,
+    /// Sequence number of its `SweepSubmitted`.
+    #[schema(value_type = u64)]
+    pub seq: Seq,
+    /// Sequence number of its last event.
+    #[schema(value_type = u64)]
+    pub last_seq: Seq,
+    /// The spec's checks passed: the space, the schedule and the base with its
+    /// defaults. `None` only for a spec a later build no longer takes (the sweep
+    /// then decides nothing).
+    #[serde(skip)]
+    checked: Option<Arc<CheckedSweep>>,
+}
+
+impl Sweep {
+    /// The sweep a `SweepSubmitted` makes.
+    pub(super) fn submitted(
+        id: RunId,
+        name: &str,
+        digest: &str,
+        spec: &str,
+        seq: Seq,
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        let spec: SweepSpec = serde_json::from_str(spec).ok()?;
+        let mut sweep = Self {
+            id,
+            name: name.to_string(),
+            digest: digest.to_string(),
+            state: SweepState::Running,
+            spec,
+            trials: Vec::new(),
+            best: None,
+            reason: None,
+            created_at: at,
+            updated_at: at,
+            seq,
+            last_seq: seq,
+            checked: None,
+        };
+        sweep.recheck();
+        Some(sweep)
+    }
+
+    /// Derives what the spec's checks give (after a snapshot, which does not hold it).
+    pub(super) fn recheck(&mut self) {
+        self.checked = self.spec.check().ok().map(Arc::new);
+    }
+
+    /// The checked spec: space, schedule, metric and base.
+    pub fn checked(&self) -> Option<&CheckedSweep> {
+        self.checked.as_deref()
+    }
+
+    /// Trial `number`.
+    pub fn trial(&self, number: u32) -> Option<&TrialRecord> {
+        self.trials.get(number as usize)
+    }
+
+    /// The epochs after which trial `number`'s run is to pause: the end of the rung
+    /// it trains towards, unless that is the top rung (or the sweep is over).
+    pub fn rung_end(&self, number: u32) -> Option<u32> {
+        let checked = self.checked()?;
+        match self.trial(number)?.status {
+            TrialStatus::Training { rung } if rung < checked.schedule.top() => {
+                Some(checked.schedule.epochs(rung))
+            }
+            _ => None,
+        }
+    }
+
+    /// Trials by status name (`training`, `waiting`, ...), every name present.
+    pub fn counts(&self) -> [(&'static str, usize); 5] {
+        let mut counts = [
+            ("training", 0),
+            ("waiting", 0),
+            ("finished", 0),
+            ("stopped", 0),
+            ("failed", 0),
+        ];
+        for trial in &self.trials {
+            let i = match trial.status {
+                TrialStatus::Training { .. } => 0,
+                TrialStatus::Waiting { .. } => 1,
+                TrialStatus::Finished => 2,
+                TrialStatus::Stopped => 3,
+                TrialStatus::Failed => 4,
+            };
+            counts[i].1 += 1;
+        }
+        counts
+    }
+
+    fn searcher_trials(&self) -> Vec<Trial> {
+        self.trials.iter().map(TrialRecord::as_trial).collect()
+    }
+
+    fn refresh_best(&mut self) {
+        if let Some(checked) = self.checked() {
+            self.best = crate::domain::sweep::searcher::best(
+                checked.schedule.mode,
+                &self.searcher_trials(),
+            );
+        }
+    }
+
+    /// Whether the sweep event `event` may be appended now: `Err` says why not.
+    pub(super) fn check(&self, event: &Event) -> Result<(), String> {
+        let state = self.state;
+        let live_trial = |number: u32| -> Result<&TrialRecord, String> {
+            self.trial(number)
+                .ok_or_else(|| format!("sweep {} has no trial {number}", self.id))
+        };
+        match event {
+            Event::SweepSubmitted { .. } => Err(format!("sweep {} already exists", self.id)),
+            Event::TrialCreated { trial, .. } => {
+                if state != SweepState::Running {
+                    return Err(format!("sweep {} is {}", self.id, state.name()));
+                }
+                let next = self.trials.len() as u32;
+                if *trial != next {
+                    return Err(format!("sweep {}'s next trial is {next}", self.id));
+                }
+                Ok(())
+            }
+            Event::TrialReachedRung { trial, rung, .. } => {
+                let t = live_trial(*trial)?;
+                let open = matches!(
+                    t.status,
+                    TrialStatus::Training { .. } | TrialStatus::Waiting { .. }
+                );
+                if !open || t.results.len() != *rung as usize {
+                    return Err(format!(
+                        "trial {trial} of sweep {} has no rung {rung} to finish",
+                        self.id
+                    ));
+                }
+                Ok(())
+            }
+            Event::TrialPromoted { trial, rung } => {
+                let t = live_trial(*trial)?;
+                if state != SweepState::Running
+                    || *rung == 0
+                    || t.status != (TrialStatus::Waiting { rung: rung - 1 })
+                {
+                    return Err(format!(
+                        "trial {trial} of sweep {} cannot be promoted to rung {rung}",
+                        self.id
+                    ));
+                }
+                Ok(())
+            }
+            Event::TrialStopped { trial, .. } => {
+                let t = live_trial(*trial)?;
+                if !matches!(t.status, TrialStatus::Waiting { .. }) {
+                    return Err(format!(
+                        "trial {trial} of sweep {} is not waiting at a rung",
+                        self.id
+                    ));
+                }
+                Ok(())
+            }
+            Event::SweepCompleted { .. } if state == SweepState::Running => Ok(()),
+            Event::SweepCancelled { .. } if state.is_live() => Ok(()),
+            Event::SweepPaused if state == SweepState::Running => Ok(()),
+            Event::SweepResumed if state == SweepState::Paused => Ok(()),
+            _ => Err(format!(
+                "sweep {} is {}; {} is not allowed",
+                self.id,
+                state.name(),
+                event.kind().name()
+            )),
+        }
+    }
+
+    /// Folds a sweep event in (one [`Sweep::check`] allowed; a refused one changes
+    /// as little as it can).
+    pub(super) fn apply(&mut self, seq: Seq, at: DateTime<Utc>, event: &Event) {
+        self.updated_at = at;
+        self.last_seq = seq;
+        let top = self.checked().map_or(0, |c| c.schedule.top());
+        match event {
+            Event::TrialCreated { trial, run, point } => {
+                if *trial as usize == self.trials.len() {
+                    self.trials.push(TrialRecord {
+                        number: *trial,
+                        run_id: *run,
+                        point: serde_json::from_str(point).unwrap_or(Value::Null),
+                        status: TrialStatus::Training { rung: 0 },
+                        results: Vec::new(),
+                    });
+                }
+            }
+            Event::TrialReachedRung {
+                trial,
+                rung,
+                metric,
+                ..
+            } => {
+                if let Some(t) = self.trials.get_mut(*trial as usize) {
+                    if t.results.len() == *rung as usize {
+                        t.results.push(metric.is_finite().then_some(*metric));
+                        t.status = if *rung >= top {
+                            TrialStatus::Finished
+                        } else {
+                            TrialStatus::Waiting { rung: *rung }
+                        };
+                    }
+                }
+                self.refresh_best();
+            }
+            Event::TrialPromoted { trial, rung } => {
+                if let Some(t) = self.trials.get_mut(*trial as usize) {
+                    t.status = TrialStatus::Training { rung: *rung };
+                }
+            }
+            Event::TrialStopped { trial, .. } => {
+                if let Some(t) = self.trials.get_mut(*trial as usize) {
+                    t.status = TrialStatus::Stopped;
+                }
+            }
+            Event::SweepCompleted { best } => {
+                self.state = SweepState::Completed;
+                self.best = *best;
+            }
+            Event::SweepCancelled { reason } => {
+                self.state = SweepState::Cancelled;
+                self.reason = Some(reason.clone());
+            }
+            Event::SweepPaused => self.state = SweepState::Paused,
+            Event::SweepResumed => self.state = SweepState::Running,
+            _ => {}
+        }
+    }
+
+    /// Folds in how trial `number`'s run ended, when it failed or was cancelled by
+    /// anyone but the sweep (whose `TrialStopped` comes first).
+    pub(super) fn trial_run_ended(&mut self, number: u32, event: &Event) {
+        let Some(t) = self.trials.get_mut(number as usize) else {
+            return;
+        };
+        let open = matches!(
+            t.status,
+            TrialStatus::Training { .. } | TrialStatus::Waiting { .. }
+        );
+        if open && matches!(event, Event::RunFailed { .. } | Event::RunCancelled { .. }) {
+            t.status = TrialStatus::Failed;
+        }
+    }
+}
+
+/// The metric `metric` of `run` once it has trained `epochs` epochs: from that
+/// epoch's summary (`val_accuracy` and `val_mae` are its validation metric,
+/// `val_loss` and `train_loss` its losses, `train_accuracy` its training accuracy),
+/// or else, for a metric a command reports by name, its newest value.
+pub fn metric_of(run: &Run, metric: &str, epochs: u32) -> f64 {
+    let summary = run.epochs.iter().rev().find(|e| e.epoch == epochs);
+    let from_summary = summary.and_then(|e| match metric {
+        "val_accuracy" | "val_mae" | "val_metric" => e.val_metric,
+        "val_loss" => e.val_loss,
+        "train_loss" | "loss" => Some(e.train_loss),
+        "train_accuracy" | "accuracy" => Some(e.train_accuracy),
+        _ => None,
+    });
+    from_summary
+        .or_else(|| run.protocol.as_ref()?.metrics.get(metric).copied())
+        .unwrap_or(f64::NAN)
+}
+
+/// The epochs `run` has finished.
+fn epochs_done(run: &Run) -> u32 {
+    run.epochs.last().map_or(0, |e| e.epoch)
+}
+
+/// What a sweep does next: events to journal in one append, then the runs to hand
+/// to their executor (made or resumed by those events).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepPlan {
+    /// `(id, event)` pairs, in order: sweep events under the sweep's id, run events
+    /// under the trial's run.
+    pub records: Vec<(RunId, Event)>,
+    /// Runs queued by `records`, to launch once they are durable.
+    pub launch: Vec<RunId>,
+}
+
+impl State {
+    /// A sweep by id.
+    pub fn sweep(&self, id: RunId) -> Option<&Sweep> {
+        self.sweeps.get(&id).map(|s| &**s)
+    }
+
+    /// Every sweep, oldest first.
+    pub fn sweeps(&self) -> impl DoubleEndedIterator<Item = &Sweep> + '_ {
+        self.sweeps.values().map(|s| &**s)
+    }
+
+    /// The sweep and trial number a run is a trial of.
+    pub fn trial_of(&self, run_id: RunId) -> Option<(RunId, u32)> {
+        self.trial_runs.get(&run_id).copied()
+    }
+
+    /// The epochs after which a trial's run pauses (the end of its rung), if it is a
+    /// trial training towards a rung below the top.
+    pub fn rung_end(&self, run_id: RunId) -> Option<u32> {
+        let (sweep, trial) = self.trial_of(run_id)?;
+        self.sweep(sweep)?.rung_end(trial)
+    }
+
+    /// What sweep `id` does next, if anything: the rungs its trials' runs have
+    /// finished; else the searcher's decisions (new trials, with ids from `new_run`;
+    /// promotions; at the end, stops and completion). `None` when there is nothing
+    /// to do, or the sweep is not running.
+    pub fn sweep_plan(&self, id: RunId, new_run: &mut dyn FnMut() -> RunId) -> Option<SweepPlan> {
+        let sweep = self.sweep(id)?;
+        let checked = sweep.checked()?;
+        if sweep.state != SweepState::Running {
+            return None;
+        }
+        let schedule = &checked.schedule;
+        let mut plan = SweepPlan::default();
+        // Rungs finished: a trial's run paused at (or past) its rung's end, or done.
+        for trial in &sweep.trials {
+            let TrialStatus::Training { rung } = trial.status else {
+                continue;
+            };
+            let Some(run) = self.run(trial.run_id) else {
+                continue;
+            };
+            let done = epochs_done(run);
+            // A run that trained past its rung's end (a command that went on) finished
+            // every rung up to where it stopped; a completed one, all of them.
+            let last = match run.state {
+                RunState::Completed => schedule.top(),
+                RunState::Paused if done >= schedule.epochs(rung) => (rung..=schedule.top())
+                    .filter(|r| schedule.epochs(*r) <= done)
+                    .last()
+                    .unwrap_or(rung),
+                _ => continue,
+            };
+            for r in rung..=last {
+                let epochs = schedule.epochs(r);
+                plan.records.push((
+                    id,
+                    Event::TrialReachedRung {
+                        trial: trial.number,
+                        rung: r,
+                        epochs,
+                        metric: metric_of(run, &checked.metric, epochs),
+                    },
+                ));
+            }
+        }
+        if !plan.records.is_empty() {
+            return Some(plan);
+        }
+        let trials = sweep.searcher_trials();
+        for decision in decide(schedule, &trials) {
+            match decision {
+                Decision::Create { trial } => {
+                    match checked.trial_spec(&sweep.spec, &id.to_string(), trial) {
+                        Ok(spec) => {
+                            let run_id = new_run();
+                            let point = checked.space.point(sweep.spec.seed, trial);
+                            plan.records.push((
+                                run_id,
+                                Event::RunSubmitted {
+                                    name: spec.name.clone(),
+                                    digest: spec.digest(),
+                                    spec: spec.canonical_json(),
+                                },
+                            ));
+                            plan.records.push((
+                                id,
+                                Event::TrialCreated {
+                                    trial,
+                                    run: run_id,
+                                    point: serde_json::to_string(&point).unwrap_or_default(),
+                                },
+                            ));
+                            plan.launch.push(run_id);
+                        }
+                        Err(e) => {
+                            plan.records.push((
+                                id,
+                                Event::SweepCancelled {
+                                    reason: format!("trial {trial}'s run spec is not valid: {e}"),
+                                },
+                            ));
+                            break;
+                        }
+                    }
+                }
+                Decision::Promote { trial, rung } => {
+                    let Some(t) = sweep.trial(trial) else {
+                        continue;
+                    };
+                    plan.records
+                        .push((id, Event::TrialPromoted { trial, rung }));
+                    plan.records.push((t.run_id, Event::RunResumed));
+                    plan.launch.push(t.run_id);
+                }
+                Decision::Stop { trial } => {
+                    let Some(t) = sweep.trial(trial) else {
+                        continue;
+                    };
+                    let rung = t.results.len().saturating_sub(1);
+                    let reason = format!(
+                        "stopped by sweep {}: not among the best 1/{} at rung {rung}",
+                        sweep.name, schedule.eta
+                    );
+                    plan.records.push((
+                        id,
+                        Event::TrialStopped {
+                            trial,
+                            reason: reason.clone(),
+                        },
+                    ));
+                    plan.records
+                        .push((t.run_id, Event::RunCancelled { reason }));
+                }
+                Decision::Complete { best } => {
+                    plan.records.push((id, Event::SweepCompleted { best }));
+                }
+            }
+        }
+        (!plan.records.is_empty()).then_some(plan)
+    }
+
+    /// The runs of live trials of sweep `id` that its state says must stop: every
+    /// trial run not yet ended or asked to end, once the sweep is cancelled; the
+    /// trial runs queued or training towards a rung, while it is paused.
+    pub fn sweep_stops(&self, id: RunId) -> (Vec<RunId>, Vec<RunId>) {
+        let (mut cancel, mut pause) = (Vec::new(), Vec::new());
+        let Some(sweep) = self.sweep(id) else {
+            return (cancel, pause);
+        };
+        for trial in &sweep.trials {
+            let Some(run) = self.run(trial.run_id) else {
+                continue;
+            };
+            match sweep.state {
+                SweepState::Cancelled if !run.state.is_terminal() && !run.cancel_requested => {
+                    cancel.push(run.id)
+                }
+                SweepState::Paused
+                    if matches!(trial.status, TrialStatus::Training { .. })
+                        && matches!(run.state, RunState::Queued | RunState::Running) =>
+                {
+                    pause.push(run.id)
+                }
+                _ => {}
+            }
+        }
+        (cancel, pause)
+    }
+
+    /// The trial runs of sweep `id` a resume restarts: those paused short of their
+    /// rung's end (by the sweep's pause, or a client's).
+    pub fn sweep_resumable(&self, id: RunId) -> Vec<RunId> {
+        let Some(sweep) = self.sweep(id) else {
+            return Vec::new();
+        };
+        let Some(checked) = sweep.checked() else {
+            return Vec::new();
+        };
+        sweep
+            .trials
+            .iter()
+            .filter_map(|trial| {
+                let TrialStatus::Training { rung } = trial.status else {
+                    return None;
+                };
+                let run = self.run(trial.run_id)?;
+                (run.state == RunState::Paused && epochs_done(run) < checked.schedule.epochs(rung))
+                    .then_some(run.id)
+            })
+            .collect()
+    }
+}
