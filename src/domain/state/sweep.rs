@@ -293,16 +293,14 @@ impl Sweep {
         self.last_seq = seq;
         let top = self.checked().map_or(0, |c| c.schedule.top());
         match event {
-            Event::TrialCreated { trial, run, point } => {
-                if *trial as usize == self.trials.len() {
-                    self.trials.push(TrialRecord {
-                        number: *trial,
-                        run_id: *run,
-                        point: serde_json::from_str(point).unwrap_or(Value::Null),
-                        status: TrialStatus::Training { rung: 0 },
-                        results: Vec::new(),
-                    });
-                }
+            Event::TrialCreated { trial, run, point } if *trial as usize == self.trials.len() => {
+                self.trials.push(TrialRecord {
+                    number: *trial,
+                    run_id: *run,
+                    point: serde_json::from_str(point).unwrap_or(Value::Null),
+                    status: TrialStatus::Training { rung: 0 },
+                    results: Vec::new(),
+                });
             }
             Event::TrialReachedRung {
                 trial,
@@ -445,8 +443,8 @@ impl State {
             let last = match run.state {
                 RunState::Completed => schedule.top(),
                 RunState::Paused if done >= schedule.epochs(rung) => (rung..=schedule.top())
-                    .filter(|r| schedule.epochs(*r) <= done)
-                    .last()
+                    .rev()
+                    .find(|r| schedule.epochs(*r) <= done)
                     .unwrap_or(rung),
                 _ => continue,
             };
