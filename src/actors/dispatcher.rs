@@ -611,3 +611,35 @@ impl Dispatcher {
         )
     }
 }
+
+/// Hands a run the journal already holds as queued to its executor: a sweep's new or
+/// promoted trial, journaled by the sweeper.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LaunchRun {
+    /// The run.
+    pub run_id: RunId,
+}
+
+impl Handler<LaunchRun> for Dispatcher {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: LaunchRun, _ctx: &mut Self::Context) -> Self::Result {
+        let run_id = msg.run_id;
+        let launch = self
+            .executor_of(run_id)
+            .map(|executor| Self::launch(executor, run_id));
+        Box::pin(
+            async move {
+                let result = match launch {
+                    Ok(launch) => launch.await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(%run_id, error = %e, "trial run not launched");
+                }
+            }
+            .into_actor(self),
+        )
+    }
+}

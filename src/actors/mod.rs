@@ -7,6 +7,8 @@
 //!   runs to free slots.
 //! - [`slot::Slot`] owns one device and starts the run actor of the run it is given.
 //! - [`run::RunActor`] owns one attempt's progress cells and flags, and its thread.
+//! - [`sweeper::Sweeper`] journals what clients ask of sweeps and carries out what
+//!   each running sweep does next (trials made, promoted, stopped), as the state plans it.
 //! - [`ticker::Ticker`] samples live runs' cells and publishes progress.
 //! - [`metrics::MetricsWriter`] stores the sampled progress history, off the ticker.
 //! - [`files`]: deleting a run's files (the API's `DELETE` and the start-up sweep
@@ -38,6 +40,7 @@ pub mod run;
 pub mod slot;
 pub mod slurm;
 pub mod supervisor;
+pub mod sweeper;
 pub mod ticker;
 pub mod tracer;
 

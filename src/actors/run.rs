@@ -75,6 +75,8 @@ pub struct RunActor {
     resume: Option<Resume>,
     cells: Arc<ProgressCells>,
     control: Arc<RunControl>,
+    /// The epochs after which a sweep trial pauses (the end of its rung), if any.
+    rung_end: Option<u32>,
     journal: Addr<Journal>,
     reader: JournalReader,
     ticker: Addr<Ticker>,
@@ -295,6 +297,7 @@ impl RunActor {
             resume: setup.resume,
             cells,
             control: Arc::new(RunControl::default()),
+            rung_end: None,
             journal: setup.journal,
             reader: setup.reader,
             ticker: setup.ticker,
@@ -597,12 +600,18 @@ impl RunActor {
     }
 
     fn start_thread(&mut self, ctx: &mut Context<Self>) {
-        let flags = self.reader.state().run(self.run_id).map(|run| {
+        let state = self.reader.state();
+        let flags = state.run(self.run_id).map(|run| {
             (
                 run.cancel_requested,
                 run.state == crate::domain::RunState::Pausing,
             )
         });
+        // A sweep trial stops at the end of the rung it trains towards.
+        self.rung_end = state.rung_end(self.run_id);
+        if let Some(epochs) = self.rung_end {
+            self.control.pause_after_epochs(epochs);
+        }
         if let Some((cancel, pause)) = flags {
             if cancel {
                 self.control.cancel();
@@ -744,6 +753,14 @@ impl RunActor {
             Outcome::Paused if self.handing_back && !self.pause_requested() => Event::RunRequeued {
                 reason: HAND_BACK_REASON.into(),
             },
+            Outcome::Paused if !self.pause_requested() && self.rung_end.is_some() => {
+                Event::RunPaused {
+                    reason: format!(
+                        "paused at the end of its sweep rung ({} epochs)",
+                        self.rung_end.unwrap_or_default()
+                    ),
+                }
+            }
             Outcome::Paused => Event::RunPaused {
                 reason: requested("paused by request"),
             },

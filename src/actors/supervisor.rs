@@ -58,6 +58,8 @@ pub struct Actors {
     pub slurm: Option<Addr<super::slurm::SlurmExecutor>>,
     /// The live Slurm view of followed runs.
     pub slurm_board: super::slurm::SlurmBoard,
+    /// The sweeper: what clients ask of sweeps, and what sweeps do next.
+    pub sweeper: Addr<super::sweeper::Sweeper>,
 }
 
 /// The devices slots are made for: one per CUDA device when torch sees any, otherwise
@@ -171,10 +173,20 @@ pub fn start(
                 .with_restart_counter(restarts)
         })
     };
+    let sweeper = {
+        let (journal, reader, dispatcher, ready) = (
+            InFlight::new(journal.clone()),
+            reader.clone(),
+            dispatcher.clone(),
+            Arc::clone(&ready),
+        );
+        Supervisor::start(move |_| super::sweeper::Sweeper::new(journal, reader, dispatcher, ready))
+    };
     Actors {
         journal,
         reader,
         dispatcher,
+        sweeper,
         ticker,
         board,
         metrics,

@@ -20,4 +20,4 @@ pub use logs::LogStream;
 pub use progress::Progress;
 pub use slots::SlotLedger;
 pub use spec::{RunSpec, SpecError};
-pub use state::{JournalRepair, Rejection, Run, RunState, State};
+pub use state::{JournalRepair, Rejection, Run, RunState, State, Sweep, SweepState};

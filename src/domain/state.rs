@@ -17,7 +17,7 @@ pub use self::run::{
     Artifact, CheckpointRef, CommandProcess, EpochSummary, FilesDeleted, ProtocolReport, Run,
     RunResult, RunState, SlurmJob,
 };
-pub use self::sweep::{metric_of, Sweep, SweepPlan, SweepState, TrialRecord};
+pub use self::sweep::{metric_of, RungResult, Sweep, SweepPlan, SweepState, TrialRecord};
 use super::event::{Envelope, Event};
 use super::ids::{RunId, Seq, SlotId};
 use super::slots::{LedgerError, SlotLedger};
@@ -731,6 +731,7 @@ mod tests {
             (Some(S::Running), K::PauseRequested, S::Pausing),
             (Some(S::Queued), K::RunPaused, S::Paused),
             (Some(S::Pausing), K::RunPaused, S::Paused),
+            (Some(S::Running), K::RunPaused, S::Paused),
             (Some(S::Paused), K::RunResumed, S::Queued),
             (Some(S::Paused), K::RunCancelled, S::Cancelled),
         ];

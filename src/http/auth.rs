@@ -52,6 +52,10 @@ fn is_worker_registration(path: &str) -> bool {
 pub fn takes_query_token(path: &str) -> bool {
     path == "/api/v1/stream"
         || path
+            .strip_prefix("/api/v1/sweeps/")
+            .and_then(|rest| rest.strip_suffix("/stream"))
+            .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        || path
             .strip_prefix("/api/v1/runs/")
             .and_then(|rest| {
                 rest.strip_suffix("/logs/stream")

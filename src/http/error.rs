@@ -56,6 +56,10 @@ pub enum ErrorCode {
     CommandsDisabled,
     /// A run asked for an executor the server does not have enabled.
     ExecutorDisabled,
+    /// No sweep with that id.
+    SweepNotFound,
+    /// A sweep spec that breaks a rule (names the path).
+    InvalidSweep,
 }
 
 impl ErrorCode {
@@ -143,11 +147,19 @@ impl ErrorCode {
                 "executor_disabled",
                 "The run's executor is not enabled",
             ),
+            ErrorCode::SweepNotFound => {
+                (StatusCode::NOT_FOUND, "sweep_not_found", "Sweep not found")
+            }
+            ErrorCode::InvalidSweep => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_sweep",
+                "Invalid sweep spec",
+            ),
         }
     }
 
     /// Every code, for the README table check.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::MalformedBody,
         ErrorCode::InvalidSpec,
         ErrorCode::BodyTooLarge,
@@ -168,6 +180,8 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::CommandsDisabled,
         ErrorCode::ExecutorDisabled,
+        ErrorCode::SweepNotFound,
+        ErrorCode::InvalidSweep,
     ];
 
     /// The HTTP status answered with this code.
@@ -292,6 +306,19 @@ impl From<DispatchError> for ApiError {
     }
 }
 
+impl From<crate::actors::sweeper::SweepError> for ApiError {
+    fn from(e: crate::actors::sweeper::SweepError) -> Self {
+        use crate::actors::sweeper::SweepError;
+        match e {
+            SweepError::NotFound(id) => {
+                ApiError::new(ErrorCode::SweepNotFound, format!("no sweep with id {id}"))
+            }
+            SweepError::Conflict(message) => ApiError::new(ErrorCode::Conflict, message),
+            SweepError::Append(e) => DispatchError::Append(e).into(),
+        }
+    }
+}
+
 impl From<SpecParseError> for ApiError {
     fn from(e: SpecParseError) -> Self {
         match e {
@@ -352,7 +379,9 @@ mod tests {
             | ErrorCode::Unauthorized
             | ErrorCode::Forbidden
             | ErrorCode::CommandsDisabled
-            | ErrorCode::ExecutorDisabled => ErrorCode::ALL.contains(&code),
+            | ErrorCode::ExecutorDisabled
+            | ErrorCode::SweepNotFound
+            | ErrorCode::InvalidSweep => ErrorCode::ALL.contains(&code),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod runs;
 pub mod slots;
 pub mod state;
 pub mod stream;
+pub mod sweeps;
 pub mod traces;
 pub mod views;
 pub mod worker;
@@ -84,6 +85,13 @@ pub const ROUTES: &[Endpoint] = &[
     route!(GET "/api/v1/runs/{id}/logs/stream" => logs::stream),
     route!(GET "/api/v1/runs/{id}/stream" => stream::run_stream),
     route!(GET "/api/v1/stream" => stream::all_stream),
+    route!(POST "/api/v1/sweeps" => sweeps::submit),
+    route!(GET "/api/v1/sweeps" => sweeps::list),
+    route!(GET "/api/v1/sweeps/{id}" => sweeps::get),
+    route!(POST "/api/v1/sweeps/{id}/cancel" => sweeps::cancel),
+    route!(POST "/api/v1/sweeps/{id}/pause" => sweeps::pause),
+    route!(POST "/api/v1/sweeps/{id}/resume" => sweeps::resume),
+    route!(GET "/api/v1/sweeps/{id}/stream" => stream::sweep_stream),
     route!(GET "/api/v1/slots" => slots::list),
     route!(GET "/api/v1/slots/audit" => slots::audit),
     route!(GET "/metrics" => prometheus::exposition),

@@ -26,7 +26,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::auth::{self, Role};
 use super::error::{Problem, PROBLEM};
-use super::{dashboard, health, logs, metrics, prometheus, runs, slots, stream, worker, ErrorCode};
+use super::{
+    dashboard, health, logs, metrics, prometheus, runs, slots, stream, sweeps, worker, ErrorCode,
+};
 use crate::domain::EventKind;
 
 /// The name of the bearer security scheme.
@@ -73,6 +75,13 @@ const BEARER: &str = "bearer";
         logs::stream,
         stream::run_stream,
         stream::all_stream,
+        sweeps::submit,
+        sweeps::list,
+        sweeps::get,
+        sweeps::cancel,
+        sweeps::pause,
+        sweeps::resume,
+        stream::sweep_stream,
         slots::list,
         slots::audit,
         prometheus::exposition,
@@ -87,7 +96,8 @@ const BEARER: &str = "bearer";
     modifiers(&Shared),
     tags(
         (name = "runs", description = "Submitting, reading and steering runs; their files."),
-        (name = "streams", description = "Server-sent events of runs."),
+        (name = "streams", description = "Server-sent events of runs and sweeps."),
+        (name = "sweeps", description = "Hyperparameter sweeps: trials (runs) over a search space, grid, random or ASHA."),
         (name = "slots", description = "The slot ledger."),
         (name = "health", description = "Liveness and readiness; always open."),
         (name = "meta", description = "This document."),

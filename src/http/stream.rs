@@ -85,10 +85,16 @@ struct Filter {
     every: Option<Duration>,
     /// End after the run's terminal event (the one-run stream).
     until_end: bool,
+    /// Only this sweep's events and its trials' (the sweep stream, which ends after
+    /// the sweep's last event).
+    sweep: Option<RunId>,
 }
 
 impl Filter {
-    fn wants_run(&self, id: RunId) -> bool {
+    fn wants_run(&self, fold: &State, id: RunId) -> bool {
+        if let Some(sweep) = self.sweep {
+            return id == sweep || fold.trial_of(id).is_some_and(|(s, _)| s == sweep);
+        }
         self.runs
             .as_ref()
             .is_none_or(|runs| runs.binary_search(&id).is_ok())
@@ -222,6 +228,71 @@ pub async fn run_stream(
             "after" => after = Some(parse_after(&value, "`after`")?),
             "every" => filter.every = Some(parse_every(&value)?),
             // Checked by the auth middleware.
+            "access_token" => {}
+            other => {
+                return Err(invalid(format!(
+                    "unknown query parameter `{other}` (expected `after` or `every`)"
+                )))
+            }
+        }
+    }
+    let cursor = start_cursor(&req, after)?;
+    Ok(respond(state.into_inner(), filter, cursor))
+}
+
+/// `GET /api/v1/sweeps/{id}/stream?after=&every=`: a sweep's events and its trials'
+/// events and progress, until the sweep completes or is cancelled.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sweeps/{id}/stream",
+    tag = "streams",
+    operation_id = "stream_sweep",
+    summary = "Stream a sweep's events",
+    description = "Server-sent events of one sweep: its journaled events (`SweepSubmitted`, \
+        `TrialCreated`, `TrialReachedRung`, `TrialPromoted`, `TrialStopped`, ...) and those of \
+        its trials' runs, from the cursor on, with the trials' progress, until \
+        `SweepCompleted` or `SweepCancelled` (then the stream ends). Framed and resumed \
+        (`Last-Event-ID`, `after`) exactly as a run's stream.",
+    params(
+        ("id" = String, Path, description = "The sweep's id (a UUID)."),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, description = "The `id` of the last event received: the stream goes on after it (wins over `after`)."),
+        ("after" = Option<u64>, Query, description = "Start after this sequence number (default 0: from the start)."),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for an `EventSource`; never logged."),
+        ("every" = Option<String>, Query, description = "Send progress at most this often: `50ms` to `60s`.", example = "500ms"),
+    ),
+    responses(
+        (status = 200, description = "The stream of server-sent events.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_query`: an unknown parameter, a bad `after`, `every` or `Last-Event-ID`.", body = crate::http::error::Problem, content_type = crate::http::error::PROBLEM),
+        (status = 404, description = "`sweep_not_found`: no sweep with that id.", body = crate::http::error::Problem, content_type = crate::http::error::PROBLEM),
+    )
+)]
+pub async fn sweep_stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            ErrorCode::SweepNotFound,
+            format!("no sweep with id `{}`", path.as_str()),
+        )
+    };
+    let id: RunId = path.parse().map_err(|_| not_found())?;
+    if state.actors.reader.state().sweep(id).is_none() {
+        return Err(not_found());
+    }
+    let mut filter = Filter {
+        sweep: Some(id),
+        progress: true,
+        until_end: true,
+        ..Filter::default()
+    };
+    let mut after = None;
+    for (key, value) in query.into_inner() {
+        match key.as_str() {
+            "after" => after = Some(parse_after(&value, "`after`")?),
+            "every" => filter.every = Some(parse_every(&value)?),
             "access_token" => {}
             other => {
                 return Err(invalid(format!(
@@ -528,7 +599,7 @@ fn gather(
         let envelope = &record.envelope;
         let run_id = envelope.run_id;
         let filter = &sub.filter;
-        if !filter.wants_run(run_id)
+        if !filter.wants_run(fold, run_id)
             || (!filter.states.is_empty() && !filter.wants_state(fold.run(run_id).map(|r| r.state)))
             || !filter.wants_type(envelope.event.kind().name())
         {
@@ -548,7 +619,14 @@ fn gather(
             }
             sub.sent.remove(&run_id);
             state.streams.forget(run_id);
-            gathered.ended |= filter.until_end;
+            gathered.ended |= filter.until_end && filter.sweep.is_none();
+        }
+        if filter.sweep.is_some() {
+            use crate::domain::Event;
+            gathered.ended |= matches!(
+                envelope.event,
+                Event::SweepCompleted { .. } | Event::SweepCancelled { .. }
+            );
         }
         let frame = record.frame(encode_record);
         bytes += frame.len();

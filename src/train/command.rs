@@ -869,6 +869,14 @@ fn supervise(job: &CommandJob) -> Outcome {
 /// Answers why the server stopped them (if it did), whether SIGKILL was sent, and
 /// the index of the rank that failed first (if one did). Each rank's ending is
 /// recorded in it.
+/// Whether the command is to pause: a client asked, or it is a sweep trial whose
+/// epoch summaries reached the end of its rung (it pauses as on a client's pause,
+/// checkpointing on `SIGTERM`).
+fn pause_wanted(job: &CommandJob) -> bool {
+    let after = u64::from(job.control.pause_after());
+    job.control.is_paused() || (after > 0 && job.cells.finished_epoch(after - 1).is_some())
+}
+
 fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Option<usize>) {
     // A thread per rank blocks until it exits, so the order endings arrive in is
     // the order they happened in: the rank that died first is the one named, not a
@@ -949,7 +957,7 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
             }
         }
         if let Some((i, since)) = termed {
-            if stop.is_some() || job.control.is_cancelled() || job.control.is_paused() {
+            if stop.is_some() || job.control.is_cancelled() || pause_wanted(job) {
                 termed = None;
             } else if now.duration_since(since) >= TERM_WAIT {
                 termed = None;
@@ -962,7 +970,7 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
                 // A stop that came while a SIGTERM'd rank was waited for.
                 stop = if job.control.is_cancelled() {
                     Some(Stop::Cancel)
-                } else if job.control.is_paused() {
+                } else if pause_wanted(job) {
                     Some(Stop::Pause)
                 } else {
                     None
@@ -973,7 +981,7 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
         if stop.is_none() && failed.is_none() {
             stop = if job.control.is_cancelled() {
                 Some(Stop::Cancel)
-            } else if job.control.is_paused() {
+            } else if pause_wanted(job) {
                 Some(Stop::Pause)
             } else if let Some(why) = job.feed.stall_stop() {
                 Some(Stop::Stalled(why))

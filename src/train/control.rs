@@ -40,6 +40,11 @@ impl RunControl {
         self.pause_after.store(epochs, Ordering::Relaxed);
     }
 
+    /// The epochs after which to pause (0: none).
+    pub fn pause_after(&self) -> u32 {
+        self.pause_after.load(Ordering::Relaxed)
+    }
+
     /// Whether the thread, with `done` epochs done, is to stop there.
     #[inline]
     pub fn pause_due(&self, done: u64) -> bool {

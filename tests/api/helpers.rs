@@ -266,9 +266,13 @@ impl TestApp {
 
     /// Reads the run's stream to its end.
     pub async fn stream(&self, id: &str, last_event_id: Option<u64>) -> Vec<SseEvent> {
-        let mut request = self
-            .client
-            .get(format!("{}/api/v1/runs/{id}/stream", self.address));
+        self.stream_at(&format!("/api/v1/runs/{id}/stream"), last_event_id)
+            .await
+    }
+
+    /// Reads the stream at `path` (a run's, a sweep's) to its end.
+    pub async fn stream_at(&self, path: &str, last_event_id: Option<u64>) -> Vec<SseEvent> {
+        let mut request = self.client.get(format!("{}{path}", self.address));
         if let Some(last) = last_event_id {
             request = request.header("Last-Event-ID", last.to_string());
         }

@@ -28,4 +28,5 @@ mod server;
 mod slurm;
 mod stream;
 mod stream_resume;
+mod sweeps;
 mod traces;

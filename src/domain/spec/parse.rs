@@ -71,8 +71,20 @@ pub enum SpecParseError {
 /// that format is [`SpecParseError::Malformed`] naming the line and column; a
 /// document that is not a valid spec is [`SpecParseError::Invalid`] naming the field.
 pub fn parse_spec_as(format: SpecFormat, body: &[u8]) -> Result<RunSpec, SpecParseError> {
+    let spec: RunSpec = parse_as(format, body)?;
+    spec.validate()
+        .map_err(|e| SpecParseError::Invalid(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Reads a document sent as `format` into `T` (a run spec, a sweep spec), with the
+/// same errors as [`parse_spec_as`], before any check of `T`'s own.
+pub fn parse_as<T: serde::de::DeserializeOwned>(
+    format: SpecFormat,
+    body: &[u8],
+) -> Result<T, SpecParseError> {
     let text = match format {
-        SpecFormat::Json => return parse_spec(body),
+        SpecFormat::Json => return parse_json(body),
         SpecFormat::Yaml | SpecFormat::Toml => std::str::from_utf8(body).map_err(|e| {
             let (line, column) = line_column(body, e.valid_up_to());
             SpecParseError::Malformed(format!(
@@ -102,13 +114,10 @@ pub fn parse_spec_as(format: SpecFormat, body: &[u8]) -> Result<RunSpec, SpecPar
             ))
         })?,
     };
-    let spec: RunSpec = serde_path_to_error::deserialize(tree).map_err(|e| {
+    serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         SpecParseError::Invalid(join_path(&path, &e.into_inner().to_string()))
-    })?;
-    spec.validate()
-        .map_err(|e| SpecParseError::Invalid(e.to_string()))?;
-    Ok(spec)
+    })
 }
 
 /// 1-based line and column (in characters) of byte offset `at` of `text`.
@@ -135,8 +144,13 @@ fn one_line(message: &str) -> String {
 
 /// Parses and checks a JSON run spec; the error names the field at fault.
 pub fn parse_spec(body: &[u8]) -> Result<RunSpec, SpecParseError> {
+    parse_spec_as(SpecFormat::Json, body)
+}
+
+/// Reads a JSON document into `T`; the error names the field at fault.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SpecParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let spec: RunSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -148,9 +162,7 @@ pub fn parse_spec(body: &[u8]) -> Result<RunSpec, SpecParseError> {
     })?;
     de.end()
         .map_err(|e| SpecParseError::Malformed(format!("body is not valid JSON: {e}")))?;
-    spec.validate()
-        .map_err(|e| SpecParseError::Invalid(e.to_string()))?;
-    Ok(spec)
+    Ok(value)
 }
 
 /// Joins the path serde stopped at with a message that may start with a path inside a

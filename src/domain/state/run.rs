@@ -112,7 +112,8 @@ impl RunState {
             (Some(S::Starting | S::Running), K::RunRequeued) => Some(S::Queued),
             (Some(S::Starting | S::Running | S::Pausing), K::RunRetryScheduled) => Some(S::Queued),
             (Some(S::Running), K::PauseRequested) => Some(S::Pausing),
-            (Some(S::Queued | S::Pausing), K::RunPaused) => Some(S::Paused),
+            // A sweep trial pauses by itself at the end of its rung.
+            (Some(S::Queued | S::Running | S::Pausing), K::RunPaused) => Some(S::Paused),
             (Some(S::Paused), K::RunResumed) => Some(S::Queued),
             // Only an ended run's files can go: a paused one resumes from them.
             (Some(s), K::ArtifactsDeleted) if s.is_terminal() => Some(s),

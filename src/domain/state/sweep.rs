@@ -87,6 +87,22 @@ impl TrialRecord {
     }
 }
 
+/// One rung a trial finished, in the order the sweep learnt of them: what a
+/// best-so-far curve is drawn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RungResult {
+    /// The trial.
+    pub trial: u32,
+    /// The rung it finished.
+    pub rung: u32,
+    /// Epochs it had trained.
+    pub epochs: u32,
+    /// Its metric there (`null`: none reported).
+    pub metric: Option<f64>,
+    /// When the result was journaled.
+    pub at: DateTime<Utc>,
+}
+
 /// Everything known about one sweep, derived from its events.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Sweep {
@@ -105,6 +121,9 @@ pub struct Sweep {
     /// The best trial so far: the best result of the highest rung any trial reached
     /// (once completed, the sweep's answer).
     pub best: Option<u32>,
+    /// Every rung result, in journal order.
+    #[serde(default)]
+    pub results: Vec<RungResult>,
     /// Why it was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -144,6 +163,7 @@ impl Sweep {
             spec,
             trials: Vec::new(),
             best: None,
+            results: Vec::new(),
             reason: None,
             created_at: at,
             updated_at: at,
@@ -305,12 +325,20 @@ impl Sweep {
             Event::TrialReachedRung {
                 trial,
                 rung,
+                epochs,
                 metric,
-                ..
             } => {
+                let metric = metric.is_finite().then_some(*metric);
                 if let Some(t) = self.trials.get_mut(*trial as usize) {
                     if t.results.len() == *rung as usize {
-                        t.results.push(metric.is_finite().then_some(*metric));
+                        self.results.push(RungResult {
+                            trial: *trial,
+                            rung: *rung,
+                            epochs: *epochs,
+                            metric,
+                            at,
+                        });
+                        t.results.push(metric);
                         t.status = if *rung >= top {
                             TrialStatus::Finished
                         } else {

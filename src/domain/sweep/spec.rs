@@ -175,6 +175,18 @@ impl CheckedSweep {
 const TRAIN_METRICS: [&str; 4] = ["val_accuracy", "val_loss", "val_mae", "train_loss"];
 
 impl SweepSpec {
+    /// The spec as compact JSON, fields in declaration order: what the journal keeps.
+    pub fn canonical_json(&self) -> String {
+        // Plain data always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Hex SHA-256 of [`SweepSpec::canonical_json`].
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(self.canonical_json().as_bytes()))
+    }
+
     /// Checks every rule; answers what a sweep needs to run.
     pub fn check(&self) -> Result<CheckedSweep, SweepSpecError> {
         if self.name.trim().is_empty() {

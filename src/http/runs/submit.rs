@@ -16,7 +16,7 @@ use crate::train::check;
 
 /// Checks the data and model a spec names ([`check::check_submission`]) off the async
 /// threads; a spec with nothing to check does not leave them.
-async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
+pub async fn check_data(state: &AppState, spec: RunSpec) -> Result<RunSpec, ApiError> {
     if !check::needed(&spec) {
         return Ok(spec);
     }
@@ -114,30 +114,9 @@ pub async fn submit(
     query: web::Query<SubmitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let on_duplicate = OnDuplicate::parse(query.on_duplicate.as_deref())?;
-    let format = match req.headers().get(header::CONTENT_TYPE) {
-        None => SpecFormat::Json,
-        Some(content_type) => {
-            let value = String::from_utf8_lossy(content_type.as_bytes());
-            SpecFormat::from_content_type(&value).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    format!("content type `{value}` is not accepted; send {ACCEPTED_SPEC_TYPES}"),
-                )
-            })?
-        }
-    };
+    let format = body_format(&req)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
-    // Whoever may submit may run a command only where the server allows it, and, with
-    // tokens configured, only with an admin token.
-    let admin_missing = !state.tokens.is_empty()
-        && req
-            .extensions()
-            .get::<auth::Caller>()
-            .is_none_or(|caller| caller.role < auth::Role::Admin);
-    let command_gate = CommandGate {
-        allowed: state.allow_commands,
-        admin_missing,
-    };
+    let command_gate = CommandGate::of(&req, &state);
     // Picked before the guard, so a replayed answer costs no trace.
     let trace = state
         .traces
@@ -149,9 +128,52 @@ pub async fn submit(
     .await
 }
 
+/// Refuses a spec this server cannot place: on an executor it has not enabled, or on
+/// more slots than it has. `prefix` goes before the field named (`base.` for a
+/// sweep's base).
+pub fn check_placement(state: &AppState, spec: &RunSpec, prefix: &str) -> Result<(), ApiError> {
+    if !spec.executor.is_local() && state.actors.slurm.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::ExecutorDisabled,
+            format!(
+                "{prefix}executor: this server does not run Slurm jobs: enable them with \
+                 `[executors.slurm] enabled = true` and a `shared_dir` \
+                 (RUNYARD__EXECUTORS__SLURM__ENABLED=true, RUNYARD__EXECUTORS__SLURM__SHARED_DIR=...)"
+            ),
+        ));
+    }
+    let available = state.actors.slots.len();
+    if spec.slots as usize > available {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSpec,
+            format!(
+                "{prefix}slots: the run needs {} slots together, this server has {available}",
+                spec.slots
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The format of a spec body, as its `Content-Type` says (JSON without one).
+pub fn body_format(req: &HttpRequest) -> Result<SpecFormat, ApiError> {
+    match req.headers().get(header::CONTENT_TYPE) {
+        None => Ok(SpecFormat::Json),
+        Some(content_type) => {
+            let value = String::from_utf8_lossy(content_type.as_bytes());
+            SpecFormat::from_content_type(&value).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("content type `{value}` is not accepted; send {ACCEPTED_SPEC_TYPES}"),
+                )
+            })
+        }
+    }
+}
+
 /// Whether a command run may be submitted by this request.
 #[derive(Debug, Clone, Copy)]
-struct CommandGate {
+pub struct CommandGate {
     /// `runs.allow_commands`.
     allowed: bool,
     /// Tokens are configured and the caller's is not an admin one.
@@ -159,7 +181,22 @@ struct CommandGate {
 }
 
 impl CommandGate {
-    fn check(self) -> Result<(), ApiError> {
+    /// Whoever may submit may run a command only where the server allows it, and,
+    /// with tokens configured, only with an admin token.
+    pub fn of(req: &HttpRequest, state: &AppState) -> Self {
+        let admin_missing = !state.tokens.is_empty()
+            && req
+                .extensions()
+                .get::<auth::Caller>()
+                .is_none_or(|caller| caller.role < auth::Role::Admin);
+        Self {
+            allowed: state.allow_commands,
+            admin_missing,
+        }
+    }
+
+    /// Refuses a command run this request may not submit.
+    pub fn check(self) -> Result<(), ApiError> {
         if !self.allowed {
             return Err(ApiError::new(
                 ErrorCode::CommandsDisabled,
@@ -191,24 +228,7 @@ async fn submit_spec(
     if spec.kind == crate::domain::spec::RunKind::Command {
         command_gate.check()?;
     }
-    if !spec.executor.is_local() && state.actors.slurm.is_none() {
-        return Err(ApiError::new(
-            ErrorCode::ExecutorDisabled,
-            "executor: this server does not run Slurm jobs: enable them with \
-             `[executors.slurm] enabled = true` and a `shared_dir` \
-             (RUNYARD__EXECUTORS__SLURM__ENABLED=true, RUNYARD__EXECUTORS__SLURM__SHARED_DIR=...)",
-        ));
-    }
-    let available = state.actors.slots.len();
-    if spec.slots as usize > available {
-        return Err(ApiError::new(
-            ErrorCode::InvalidSpec,
-            format!(
-                "slots: the run needs {} slots together, this server has {available}",
-                spec.slots
-            ),
-        ));
-    }
+    check_placement(state, &spec, "")?;
     let spec = check_data(state, spec).await?;
     let submitted = state
         .actors

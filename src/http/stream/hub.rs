@@ -329,13 +329,13 @@ impl Hub {
                 continue;
             }
             ids.clear();
-            if sub.filter.until_end {
+            if sub.filter.until_end && sub.filter.sweep.is_none() {
                 // The one-run stream shows its run's newest sample whatever its state
                 // (a paused run keeps its last one).
                 ids.extend(sub.filter.runs.iter().flatten());
             } else {
                 ids.extend(live.iter().filter_map(|(id, state)| {
-                    (sub.filter.wants_run(*id) && sub.filter.wants_state(Some(*state)))
+                    (sub.filter.wants_run(&fold, *id) && sub.filter.wants_state(Some(*state)))
                         .then_some(*id)
                 }));
                 sub.sent.retain(|id| ids.contains(id));
@@ -447,6 +447,13 @@ impl Hub {
 /// filter, the fold says without a look at the records, so news of another run
 /// costs nothing.
 fn may_have_news(fold: &State, filter: &Filter, cursor: Seq) -> bool {
+    if let Some(sweep) = filter.sweep.and_then(|id| fold.sweep(id)) {
+        return sweep.last_seq > cursor
+            || sweep
+                .trials
+                .iter()
+                .any(|t| fold.run(t.run_id).is_some_and(|r| r.last_seq > cursor));
+    }
     match &filter.runs {
         None => true,
         Some(runs) => runs

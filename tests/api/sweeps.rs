@@ -1,0 +1,210 @@
+//! Sweeps through the REST API: a digits ASHA sweep to its end, its decisions held to
+//! the searcher's rules, bad specs refused.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, poll_until, quick_spec, spawn_app, TestApp};
+
+/// The README's digits sweep, its data in place.
+fn digits_sweep(app: &TestApp) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("data/datasets/digits.csv.gz"),
+        app.datasets().join("digits.csv.gz"),
+    )
+    .expect("digits.csv.gz present: run scripts/fetch-digits.sh");
+    serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/sweep-digits.json")).expect("example"),
+    )
+    .expect("JSON example")
+}
+
+async fn submit_sweep(app: &TestApp, spec: &Value) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/v1/sweeps", app.address))
+        .json(spec)
+        .send()
+        .await
+        .expect("submit answered")
+}
+
+/// Re-reads the sweep until it has ended.
+async fn wait_sweep_ended(app: &TestApp, id: &str) -> Value {
+    poll_until(
+        "the sweep ended",
+        std::time::Duration::from_millis(100),
+        || async {
+            let (status, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
+            assert_eq!(status, 200, "{sweep}");
+            ["completed", "cancelled"]
+                .contains(&sweep["state"].as_str().unwrap_or(""))
+                .then_some(sweep)
+        },
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_digits_asha_sweep_promotes_the_best_and_finds_a_trial_over_96_percent() {
+    let app = spawn_app().await;
+    let spec = digits_sweep(&app);
+    let response = submit_sweep(&app, &spec).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let created: Value = response.json().await.expect("sweep");
+    let id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(location, format!("/api/v1/sweeps/{id}"));
+    assert_eq!(created["searcher"], "asha");
+    assert_eq!(created["rungs"], json!([1, 3, 9]));
+
+    let sweep = wait_sweep_ended(&app, &id).await;
+    assert_eq!(sweep["state"], "completed", "{sweep:#}");
+    let trials = sweep["trials"].as_array().expect("trials");
+    assert_eq!(trials.len(), 27);
+    // Every trial ended: trained to the top, or stopped by the sweep at a rung.
+    for trial in trials {
+        let status = trial["status"].as_str().expect("status");
+        assert!(["finished", "stopped"].contains(&status), "{trial}");
+        let run_state = trial["run_state"].as_str().expect("run state");
+        let expected = if status == "finished" {
+            "completed"
+        } else {
+            "cancelled"
+        };
+        assert_eq!(run_state, expected, "{trial}");
+    }
+    let reached = |rung: usize| {
+        trials
+            .iter()
+            .filter(|t| t["results"].as_array().expect("results").len() > rung)
+            .count()
+    };
+    // ASHA's shape: every trial trains rung 0; at least the best third of 27 reach
+    // rung 1 and the best third of those the top (more where a trial promoted early
+    // was overtaken by later results).
+    let (first, second, top) = (reached(0), reached(1), reached(2));
+    assert_eq!(first, 27, "{sweep:#}");
+    assert!(
+        second >= 9 && top >= 3 && top <= second,
+        "{first} {second} {top}"
+    );
+    // Replayed from the sweep's stream, every promotion was of a trial in the best
+    // third of its rung's results journaled by then, and every stop of one outside it.
+    let events = app
+        .stream_at(&format!("/api/v1/sweeps/{id}/stream"), None)
+        .await;
+    let mut results: Vec<Vec<(f64, u64)>> = vec![Vec::new(); 3];
+    let (mut promotions, mut stops) = (0, 0);
+    for event in events.iter().filter(|e| e.event != "progress") {
+        let data = &event.data["data"];
+        match event.event.as_str() {
+            "TrialReachedRung" => {
+                let rung = data["rung"].as_u64().expect("rung") as usize;
+                let metric = data["metric"].as_f64().unwrap_or(f64::NEG_INFINITY);
+                results[rung].push((metric, data["trial"].as_u64().expect("trial")));
+            }
+            "TrialPromoted" | "TrialStopped" => {
+                let trial = data["trial"].as_u64().expect("trial");
+                let rung = match data["rung"].as_u64() {
+                    Some(to) => to as usize - 1,
+                    None => results
+                        .iter()
+                        .rposition(|r| r.iter().any(|(_, t)| *t == trial))
+                        .expect("a rung"),
+                };
+                let mut ranked = results[rung].clone();
+                ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let place = ranked
+                    .iter()
+                    .position(|(_, t)| *t == trial)
+                    .expect("ranked");
+                if event.event == "TrialPromoted" {
+                    promotions += 1;
+                    assert!(
+                        place < ranked.len() / 3,
+                        "trial {trial} promoted from place {place} of {}",
+                        ranked.len()
+                    );
+                } else {
+                    stops += 1;
+                    assert!(
+                        place >= ranked.len() / 3,
+                        "trial {trial} stopped at place {place} of {}",
+                        ranked.len()
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(promotions, second + top);
+    assert_eq!(
+        stops,
+        27 - top,
+        "every trial short of the top was stopped at the end"
+    );
+    assert_eq!(
+        events.last().map(|e| e.event.as_str()),
+        Some("SweepCompleted")
+    );
+    let best = &sweep["best"];
+    let accuracy = best["metric"].as_f64().expect("best metric");
+    assert!(accuracy >= 0.96, "best trial reached {accuracy}: {best}");
+    assert_eq!(best["status"], "finished");
+    // Trials are runs, labelled with their sweep and number.
+    let run = app.run(best["run_id"].as_str().expect("run id")).await;
+    assert_eq!(run["labels"]["sweep"], id.as_str());
+    assert_eq!(run["labels"]["trial"], best["number"].to_string());
+    assert_eq!(run["state"], "completed");
+    let (status, listed) = app
+        .get_json(&format!("/api/v1/runs?label=sweep={id}&limit=100"))
+        .await;
+    assert_eq!(status, 200, "{listed}");
+}
+
+#[actix_web::test]
+async fn bad_sweep_specs_are_refused_naming_the_path_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let base = quick_spec("base");
+    let cases = [
+        (
+            json!({"name": "s", "base": base, "space": {"optimizer.lr": {"loguniform": [0.0, 0.1]}},
+                   "searcher": {"kind": "random", "max_trials": 2}}),
+            "space.optimizer.lr.loguniform",
+        ),
+        (
+            json!({"name": "s", "base": base, "space": {"model.width": {"choice": [1, 2]}},
+                   "searcher": {"kind": "random", "max_trials": 2}}),
+            "space.model.width",
+        ),
+        (
+            json!({"name": "s", "base": base, "space": {"batch_size": {"choice": [0, 2]}},
+                   "searcher": {"kind": "random", "max_trials": 2}}),
+            "batch_size",
+        ),
+        (
+            json!({"name": "s", "base": base, "space": {"optimizer.lr": {"choice": [0.1]}},
+                   "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 4,
+                                "max_epochs": 2, "max_trials": 3}}),
+            "searcher.min_epochs",
+        ),
+    ];
+    for (spec, path) in cases {
+        let detail = assert_problem(submit_sweep(&app, &spec).await, 422, "invalid_sweep").await;
+        assert!(detail.contains(path), "{path}: {detail}");
+    }
+    let (status, sweeps) = app.get_json("/api/v1/sweeps").await;
+    assert_eq!(status, 200);
+    assert_eq!(sweeps, json!([]), "nothing was written");
+    let (_, runs) = app.get_json("/api/v1/runs").await;
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+    let missing = app
+        .get("/api/v1/sweeps/0197a000-0000-7000-8000-000000000000")
+        .await;
+    assert_problem(missing, 404, "sweep_not_found").await;
+}
