@@ -83,7 +83,11 @@ impl Sweeper {
             return;
         }
         let state = self.reader.state();
-        for sweep in state.sweeps().filter(|s| s.state.is_live()) {
+        // A cancelled sweep's trial runs are stopped too, until each has ended.
+        for sweep in state
+            .sweeps()
+            .filter(|s| s.state.is_live() || s.state == SweepState::Cancelled)
+        {
             let (cancel, pause) = state.sweep_stops(sweep.id);
             for run_id in cancel {
                 if self.asked.insert((run_id, true)) {

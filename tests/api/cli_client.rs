@@ -540,3 +540,113 @@ async fn a_token_from_the_flag_or_the_config_file_is_sent_as_a_bearer() {
     let head = request.await.expect("request read");
     assert!(head.contains("authorization: bearer ry_file\r\n"), "{head}");
 }
+
+#[actix_web::test]
+async fn sweep_commands_submit_watch_list_show_and_cancel() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sweep = json!({
+        "name": "cli-sweep",
+        "base": quick_spec("cli-sweep"),
+        "space": {"optimizer.lr": {"choice": [0.01, 0.05, 0.1]}},
+        "searcher": {"kind": "random", "max_trials": 3, "max_concurrent": 2},
+        "seed": 3
+    });
+    let file = spec_file(dir.path(), &sweep);
+    let ran = run_cli(cli(&app.address), &["sweep", "submit", &file, "--watch"]).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let types = event_types(&ran.stdout);
+    let count = |t: &str| types.iter().filter(|x| *x == t).count();
+    assert_eq!(count("TrialCreated"), 3, "{}", ran.stdout);
+    assert_eq!(count("TrialReachedRung"), 3, "{}", ran.stdout);
+    assert_eq!(count("SweepCompleted"), 1, "{}", ran.stdout);
+    assert_eq!(types.last().map(String::as_str), Some("SweepCompleted"));
+    let first = ran.stdout.lines().next().expect("a first line");
+    assert!(first.starts_with("created sweep "), "{first}");
+    let id = run_id_of(first);
+    // The final table: a header and one row per trial, every one finished.
+    let finished = ran
+        .stdout
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("finished"))
+        .count();
+    assert_eq!(finished, 3, "{}", ran.stdout);
+    assert!(ran.stdout.contains("best trial "), "{}", ran.stdout);
+
+    let ls = run_cli(cli(&app.address), &["sweep", "ls"]).await;
+    assert_eq!(ls.code, 0, "{ls:?}");
+    assert!(ls.stdout.starts_with("ID "), "{}", ls.stdout);
+    assert!(
+        ls.stdout.contains(&id) && ls.stdout.contains("3 (3 finished)"),
+        "{}",
+        ls.stdout
+    );
+    let show = run_cli(
+        cli(&app.address),
+        &["sweep", "show", &id, "--output", "json"],
+    )
+    .await;
+    assert_eq!(show.code, 0, "{show:?}");
+    let shown: Value = serde_json::from_str(&show.stdout).expect("JSON");
+    assert_eq!(shown["trials"].as_array().map(Vec::len), Some(3));
+    assert_eq!(shown["state"], "completed");
+    let again = run_cli(cli(&app.address), &["sweep", "cancel", &id]).await;
+    assert_eq!(again.code, 4, "{again:?}");
+    assert!(again.stderr.contains("409 conflict"), "{}", again.stderr);
+
+    // A sweep of long trials, watched by one process and cancelled by another.
+    let mut long = sweep.clone();
+    long["name"] = json!("cli-long");
+    long["base"] = long_spec("cli-long");
+    let file = spec_file(dir.path(), &long);
+    let submitted = run_cli(
+        cli(&app.address),
+        &["sweep", "submit", &file, "--output", "json"],
+    )
+    .await;
+    assert_eq!(submitted.code, 0, "{submitted:?}");
+    let created: Value = serde_json::from_str(&submitted.stdout).expect("JSON");
+    let id = created["id"].as_str().expect("id").to_string();
+    let mut watch = cli(&app.address);
+    watch
+        .args(["sweep", "watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let watch = watch.spawn().expect("watch starts");
+    // One slot: one trial running, the other queued.
+    crate::helpers::poll_until("a trial running", Duration::from_millis(50), || async {
+        let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
+        let running = sweep["trials"].as_array().map_or(0, |t| {
+            t.iter().filter(|t| t["run_state"] == "running").count()
+        });
+        (running == 1).then_some(())
+    })
+    .await;
+    let cancel = run_cli(cli(&app.address), &["sweep", "cancel", &id]).await;
+    assert_eq!(cancel.code, 0, "{cancel:?}");
+    let watched = tokio::time::timeout(TIMEOUT, watch.wait_with_output())
+        .await
+        .expect("watch ended in time")
+        .expect("watch output");
+    let stdout = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(watched.status.code(), Some(6), "{stdout}");
+    assert_eq!(
+        event_types(&stdout).last().map(String::as_str),
+        Some("SweepCancelled"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&watched.stderr);
+    assert!(
+        stderr.contains(&format!("sweep {id} was cancelled")),
+        "{stderr}"
+    );
+    // Every trial run ends cancelled.
+    let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
+    for trial in sweep["trials"].as_array().expect("trials") {
+        app.wait_ended(trial["run_id"].as_str().expect("run")).await;
+        assert_eq!(
+            app.run(trial["run_id"].as_str().expect("run")).await["state"],
+            "cancelled"
+        );
+    }
+}

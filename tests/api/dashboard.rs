@@ -844,3 +844,427 @@ async fn a_command_run_s_page_shows_each_rank_s_log_and_every_rank_s_tagged() {
     .await;
     session.finish(outcome).await;
 }
+
+// ------------------------------------------------------------------ sweeps
+
+/// The README's digits sweep (`examples/sweep-digits.json`), its data in place.
+fn digits_sweep(app: &TestApp) -> Value {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        root.join("data/datasets/digits.csv.gz"),
+        app.datasets().join("digits.csv.gz"),
+    )
+    .expect("digits.csv.gz present: run scripts/fetch-digits.sh");
+    serde_json::from_str(
+        &std::fs::read_to_string(root.join("examples/sweep-digits.json")).expect("example"),
+    )
+    .expect("JSON example")
+}
+
+/// `POST`s `body` (JSON, when given) to `path` with the token; answers the status and
+/// the JSON back.
+async fn post_json(app: &TestApp, token: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut request = app
+        .client
+        .post(format!("{}{path}", app.address))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+async fn get_sweep(app: &TestApp, token: &str, id: &str) -> Value {
+    let response = app
+        .client
+        .get(format!("{}/api/v1/sweeps/{id}", app.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sweep");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("sweep JSON")
+}
+
+/// The attribute `name` of the first element matching `css`, or `None`.
+async fn attribute(browser: &Client, css: &str, name: &str) -> Option<String> {
+    js(
+        browser,
+        "const [css, name] = arguments[0]; const e = document.querySelector(css); \
+         return e ? e.getAttribute(name) : null;",
+        json!([css, name]),
+    )
+    .await
+    .as_str()
+    .map(str::to_owned)
+}
+
+/// How many elements match `css`.
+async fn count(browser: &Client, css: &str) -> usize {
+    js(
+        browser,
+        "return document.querySelectorAll(arguments[0]).length;",
+        json!(css),
+    )
+    .await
+    .as_u64()
+    .unwrap_or(0) as usize
+}
+
+/// The trials table's rows in order: each row's trial number and the metric it shows
+/// (its `data-value`, `None` while the trial has none).
+async fn trial_rows(browser: &Client) -> Vec<(u64, Option<f64>)> {
+    let rows = js(
+        browser,
+        "return [...document.querySelectorAll('#sweep-trials tbody tr[data-trial]')].map(tr => \
+         [Number(tr.dataset.trial), tr.querySelector('td.metric').dataset.value]);",
+        Value::Null,
+    )
+    .await;
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| {
+            let metric = row[1].as_str().filter(|v| !v.is_empty());
+            (
+                row[0].as_u64().expect("trial number"),
+                metric.map(|v| v.parse().expect("a metric")),
+            )
+        })
+        .collect()
+}
+
+/// The trials' numbers ordered by metric as the page documents it: `descending` or
+/// `ascending`, trials without a metric last either way, ties by number.
+fn by_metric(trials: &[Value], descending: bool) -> Vec<u64> {
+    let mut rows: Vec<(u64, Option<f64>)> = trials
+        .iter()
+        .map(|t| (t["number"].as_u64().expect("number"), t["metric"].as_f64()))
+        .collect();
+    rows.sort_by(|a, b| match (a.1, b.1) {
+        (Some(x), Some(y)) => {
+            let order = if descending {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            };
+            order.then(a.0.cmp(&b.0))
+        }
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.0.cmp(&b.0),
+    });
+    rows.into_iter().map(|(n, _)| n).collect()
+}
+
+async fn until_sweep_page_state(browser: &Client, state: &str) {
+    until(
+        &format!("the sweep page to show `{state}`"),
+        || async move {
+            (text_of(browser, "#sweep-state .state").await.as_deref() == Some(state)).then_some(())
+        },
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_sweep_s_page_follows_it_live_to_its_end_with_its_trials_table_and_charts() {
+    let Some(found) = browser_or_skip("the dashboard's sweep test") else {
+        return;
+    };
+    let (app, token, _dir) = app_with_token().await;
+    let spec = digits_sweep(&app);
+    let (status, created) = post_json(&app, &token, "/api/v1/sweeps", Some(&spec)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    // Paused at once, so the page is sure to see it run on (resumed from the page).
+    let (status, paused) =
+        post_json(&app, &token, &format!("/api/v1/sweeps/{id}/pause"), None).await;
+    assert_eq!(status, 200, "{paused}");
+    assert_eq!(paused["state"], "paused");
+    let session = Session::open(found).await;
+    let outcome = AssertUnwindSafe(drive_sweep(&session.browser, &app, &token, &id))
+        .catch_unwind()
+        .await;
+    session.finish(outcome).await;
+}
+
+/// The browser session of the test above.
+async fn drive_sweep(browser: &Client, app: &TestApp, token: &str, id: &str) {
+    browser
+        .goto(&format!("{}/", app.address))
+        .await
+        .expect("page");
+    js(
+        browser,
+        "sessionStorage.setItem('runyard.token', arguments[0]);",
+        json!(token),
+    )
+    .await;
+    browser.refresh().await.expect("reload with the token");
+    collect_errors(browser).await;
+
+    // The overview lists the sweep, paused, linking to its page.
+    let row_css = format!("#sweeps-body tr[data-sweep-id=\"{id}\"]");
+    let row = row_css.as_str();
+    let link_css = format!("{row} a.sweep-link");
+    let link = link_css.as_str();
+    until("the sweep in the overview's list, paused", || async move {
+        (text_of(browser, &format!("{row} .state")).await.as_deref() == Some("paused"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        attribute(browser, link, "href").await,
+        Some(format!("#/sweeps/{id}"))
+    );
+    assert_eq!(text_of(browser, link).await.as_deref(), Some("digits-asha"));
+    click(browser, link).await.expect("open the sweep page");
+    until_sweep_page_state(browser, "paused").await;
+    assert_eq!(
+        text_of(browser, "#sweep-name").await.as_deref(),
+        Some("digits-asha")
+    );
+
+    // While paused it makes no trials: the table shows those it made.
+    let made = get_sweep(app, token, id).await["trials"]
+        .as_array()
+        .expect("trials")
+        .len();
+    assert!(made < 27, "{made} trials made before the pause");
+    until("the trials made before the pause", || async move {
+        (trial_rows(browser).await.len() == made).then_some(())
+    })
+    .await;
+
+    // Resumed from the page, it is followed live (the page reads the sweep again only
+    // when its stream brings events) to its end.
+    assert_eq!(
+        attribute(browser, "#sweep-resume", "disabled").await,
+        None,
+        "resume is offered"
+    );
+    click(browser, "#sweep-resume").await.expect("resume");
+    until_sweep_page_state(browser, "completed").await;
+    until("27 trial rows", || async move {
+        (count(browser, "#sweep-trials tbody tr[data-trial]").await == 27).then_some(())
+    })
+    .await;
+    let sweep = get_sweep(app, token, id).await;
+    assert_eq!(sweep["state"], "completed", "{sweep:#}");
+    let trials = sweep["trials"].as_array().expect("trials");
+    assert_eq!(trials.len(), 27);
+    until("the sweep ended in the live badge", || async move {
+        (text_of(browser, "#live").await.as_deref() == Some("sweep ended")).then_some(())
+    })
+    .await;
+
+    // Every row shows its trial's metric, in trial order until sorted.
+    let rows = trial_rows(browser).await;
+    let numbers: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(numbers, (0..27).collect::<Vec<u64>>());
+    for (number, metric) in &rows {
+        let trial = &trials[*number as usize];
+        assert_eq!(*metric, trial["metric"].as_f64(), "trial {number}: {trial}");
+    }
+    for trial in trials {
+        let css = format!(
+            "#sweep-trials tr[data-trial=\"{}\"]",
+            trial["number"].as_u64().expect("number")
+        );
+        assert_eq!(
+            attribute(browser, &css, "data-status").await.as_deref(),
+            trial["status"].as_str()
+        );
+    }
+
+    // The best trial: named with its metric and run, and marked in the table.
+    let best = &sweep["best"];
+    let best_number = best["number"].as_u64().expect("a best trial");
+    let best_run = best["run_id"].as_str().expect("best run");
+    assert_eq!(
+        attribute(browser, "#sweep-best", "data-trial").await,
+        Some(best_number.to_string())
+    );
+    let shown: f64 = attribute(browser, "#sweep-best", "data-metric")
+        .await
+        .expect("best metric")
+        .parse()
+        .expect("a number");
+    assert_eq!(Some(shown), best["metric"].as_f64());
+    assert_eq!(
+        attribute(browser, "#sweep-best a.best-run", "href").await,
+        Some(format!("#/runs/{best_run}"))
+    );
+    let marked = js(
+        browser,
+        "return [...document.querySelectorAll('#sweep-trials tbody tr.best')]\
+         .map(tr => Number(tr.dataset.trial));",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(marked, json!([best_number]));
+    assert!(
+        text_of(browser, "#sweep-facts")
+            .await
+            .is_some_and(|t| t.contains("asha") && t.contains("val_accuracy (max)")),
+        "the facts name the searcher and metric"
+    );
+
+    // The metric's header sorts best first (descending for `max`), again reverses.
+    let descending = sweep["mode"] == "max";
+    click(browser, "#sweep-trials th[data-sort=metric]")
+        .await
+        .expect("sort by metric");
+    let order: Vec<u64> = trial_rows(browser).await.iter().map(|r| r.0).collect();
+    assert_eq!(order, by_metric(trials, descending));
+    let direction = |d: bool| if d { "descending" } else { "ascending" };
+    assert_eq!(
+        attribute(browser, "#sweep-trials th[data-sort=metric]", "aria-sort")
+            .await
+            .as_deref(),
+        Some(direction(descending))
+    );
+    click(browser, "#sweep-trials th[data-sort=metric]")
+        .await
+        .expect("sort by metric again");
+    let order: Vec<u64> = trial_rows(browser).await.iter().map(|r| r.0).collect();
+    assert_eq!(order, by_metric(trials, !descending));
+    assert_eq!(
+        attribute(browser, "#sweep-trials", "data-sort-dir")
+            .await
+            .as_deref(),
+        Some(direction(!descending))
+    );
+    // Any other column sorts too: trial number, ascending.
+    click(browser, "#sweep-trials th[data-sort=number]")
+        .await
+        .expect("sort by number");
+    let order: Vec<u64> = trial_rows(browser).await.iter().map(|r| r.0).collect();
+    assert_eq!(order, (0..27).collect::<Vec<u64>>());
+
+    // The best-so-far curve: every rung result with a metric, and the running best.
+    let results: Vec<f64> = sweep["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["metric"].as_f64())
+        .collect();
+    assert!(results.len() >= 27, "{} results", results.len());
+    let running_best = if descending {
+        results.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    } else {
+        results.iter().copied().fold(f64::INFINITY, f64::min)
+    };
+    let curve_points = results.len().to_string();
+    until("the best-so-far curve", || {
+        let expected = curve_points.clone();
+        async move {
+            (attribute(browser, "#sweep-best-curve polyline.best", "data-points")
+                .await
+                .as_deref()
+                == Some(expected.as_str()))
+            .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        count(browser, "#sweep-best-curve circle.result").await,
+        results.len()
+    );
+    let drawn_best: f64 = attribute(browser, "#sweep-best-curve", "data-best")
+        .await
+        .expect("running best")
+        .parse()
+        .expect("a number");
+    assert_eq!(drawn_best, running_best);
+
+    // The validation curves: a line per trial with its epochs' metrics, the best marked.
+    let curves = js(
+        browser,
+        "return [...document.querySelectorAll('#sweep-curves polyline.trial')]\
+         .map(p => [Number(p.dataset.trial), Number(p.dataset.points), p.classList.contains('best')]);",
+        Value::Null,
+    )
+    .await;
+    let curves = curves.as_array().expect("curves");
+    let with_curves: Vec<&Value> = trials
+        .iter()
+        .filter(|t| {
+            t["curve"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(Value::is_f64))
+        })
+        .collect();
+    assert_eq!(curves.len(), with_curves.len(), "{curves:?}");
+    assert_eq!(with_curves.len(), 27);
+    for line in curves {
+        let number = line[0].as_u64().expect("trial");
+        let trial = &trials[number as usize];
+        let points = trial["curve"]
+            .as_array()
+            .expect("curve")
+            .iter()
+            .filter(|v| v.is_f64())
+            .count();
+        assert_eq!(line[1].as_u64(), Some(points as u64), "trial {number}");
+        assert_eq!(line[2].as_bool(), Some(number == best_number));
+    }
+
+    // The parallel coordinates: an axis per point field and the metric, a polyline per
+    // trial through every axis.
+    until("the parallel-coordinates view", || async move {
+        (attribute(browser, "#sweep-parallel", "data-lines")
+            .await
+            .as_deref()
+            == Some("27"))
+        .then_some(())
+    })
+    .await;
+    let lines = js(
+        browser,
+        "return [...document.querySelectorAll('#sweep-parallel polyline.trial')]\
+         .map(p => [Number(p.dataset.trial), p.getAttribute('points').trim().split(/\\s+/).length, \
+                    p.classList.contains('best')]);",
+        Value::Null,
+    )
+    .await;
+    let lines = lines.as_array().expect("lines");
+    let mut drawn: Vec<u64> = lines.iter().map(|l| l[0].as_u64().expect("n")).collect();
+    drawn.sort_unstable();
+    assert_eq!(drawn, (0..27).collect::<Vec<u64>>());
+    assert!(
+        lines.iter().all(|l| l[1] == json!(4)),
+        "each line crosses the 4 axes: {lines:?}"
+    );
+    let best_lines: Vec<&Value> = lines.iter().filter(|l| l[2] == json!(true)).collect();
+    assert_eq!(best_lines.len(), 1);
+    assert_eq!(best_lines[0][0].as_u64(), Some(best_number));
+    let axes = js(
+        browser,
+        "return Object.fromEntries([...document.querySelectorAll('#sweep-parallel g.axis-group')]\
+         .map(g => [g.dataset.field, g.dataset.scale]));",
+        Value::Null,
+    )
+    .await;
+    // The learning rate spans 100× (log), the hidden sizes are lists (categories).
+    assert_eq!(
+        axes,
+        json!({"optimizer.lr": "log", "model.hidden": "category", "batch_size": "linear",
+               "val_accuracy": "metric"})
+    );
+    screenshot(browser, "dashboard-sweep.png").await;
+
+    // The best trial's link opens its run's page, which links back to the sweep.
+    click(browser, "#sweep-best a.best-run")
+        .await
+        .expect("open the best run");
+    until_run_page_state(browser, "completed").await;
+    assert_eq!(
+        attribute(browser, "#run-facts a.sweep-link", "href").await,
+        Some(format!("#/sweeps/{id}"))
+    );
+    assert_no_errors(browser).await;
+}

@@ -89,6 +89,14 @@ pub enum ClientError {
         /// The run's `error`.
         reason: String,
     },
+    /// The watched sweep ended cancelled.
+    #[error("sweep {id} was cancelled: {reason}")]
+    SweepCancelled {
+        /// The sweep.
+        id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -99,7 +107,9 @@ impl ClientError {
             ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
             ClientError::Answer { .. } => EXIT_ANSWER,
             ClientError::RunFailed { .. } => EXIT_RUN_FAILED,
-            ClientError::RunCancelled { .. } => EXIT_RUN_CANCELLED,
+            ClientError::RunCancelled { .. } | ClientError::SweepCancelled { .. } => {
+                EXIT_RUN_CANCELLED
+            }
         }
     }
 }

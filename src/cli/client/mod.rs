@@ -1,5 +1,5 @@
 //! The client commands (`submit`, `watch`, `ls`, `show`, `events`, `cancel`, `pause`,
-//! `resume`, `slots`, `logs`): each talks to a running server over its REST API,
+//! `resume`, `slots`, `logs`, `sweep`): each talks to a running server over its REST API,
 //! through one pooled HTTP client on a current-thread runtime.
 //!
 //! # Layout
@@ -14,7 +14,9 @@
 //! - `slots`: `slots`.
 //! - `logs`: `logs`, the last lines of a command run's output, and following them.
 //! - [`sse`]: an incremental server-sent events parser.
-//! - `watch`: `watch`, following a run's stream with progress bars and reconnecting.
+//! - `watch`: `watch`, following a run's stream with progress bars and reconnecting
+//!   (the reconnecting follower is shared with `sweep watch`).
+//! - `sweeps`: `sweep submit | ls | show | watch | cancel | pause | resume`.
 
 /// `print!` to stdout, ending the process quietly when the reader went away.
 macro_rules! out {
@@ -38,6 +40,7 @@ mod output;
 mod runs;
 mod slots;
 pub mod sse;
+mod sweeps;
 mod watch;
 
 use clap::Subcommand;
@@ -49,6 +52,7 @@ pub use common::{
 pub use logs::LogsArgs;
 pub use runs::{ActionArgs, EventsArgs, LsArgs, ShowArgs, SubmitArgs};
 pub use slots::SlotsArgs;
+pub use sweeps::SweepArgs;
 pub use watch::{WatchArgs, WatchOptions};
 
 /// The client commands, flattened into the top-level command list.
@@ -77,6 +81,9 @@ pub enum ClientCommand {
     /// Print the last lines of a command run's stdout or stderr; with `-f`, follow
     /// them until the run ends and exit with its outcome, as `watch` does.
     Logs(LogsArgs),
+    /// Hyperparameter sweeps: `submit`, `ls`, `show`, `watch` (a live table of the
+    /// trials), `cancel`, `pause`, `resume`.
+    Sweep(SweepArgs),
 }
 
 /// Runs one client command to its end on a current-thread runtime.
@@ -97,6 +104,7 @@ pub fn run(command: ClientCommand) -> Result<(), ClientError> {
             ClientCommand::Resume(args) => runs::action(args, runs::Action::Resume).await,
             ClientCommand::Slots(args) => slots::run(args).await,
             ClientCommand::Logs(args) => logs::run(args).await,
+            ClientCommand::Sweep(args) => sweeps::run(args).await,
         }
     })
 }

@@ -170,6 +170,24 @@ pub fn describe(kind: &str, data: &Value) -> String {
             "after {}",
             d("idle_secs").as_f64().map_or_else(|| "-".into(), duration)
         ),
+        "SweepSubmitted" => format!("name {}", text(d("name"))),
+        "TrialCreated" => format!(
+            "trial {} run {} at {}",
+            text(d("trial")),
+            text(d("run")),
+            text(d("point"))
+        ),
+        "TrialReachedRung" => format!(
+            "trial {} rung {} ({} epochs): {}",
+            text(d("trial")),
+            text(d("rung")),
+            text(d("epochs")),
+            num(d("metric"))
+        ),
+        "TrialPromoted" => format!("trial {} to rung {}", text(d("trial")), text(d("rung"))),
+        "TrialStopped" => format!("trial {}: {}", text(d("trial")), text(d("reason"))),
+        "SweepCompleted" => format!("best trial {}", text(d("best"))),
+        "SweepCancelled" => text(d("reason")),
         _ => match data.as_object() {
             Some(fields) => fields
                 .iter()

@@ -105,7 +105,7 @@ pub enum Action {
     Resume,
 }
 
-fn content_type(spec: &std::path::Path) -> &'static str {
+pub(super) fn content_type(spec: &std::path::Path) -> &'static str {
     match spec
         .extension()
         .and_then(|e| e.to_str())
@@ -118,7 +118,7 @@ fn content_type(spec: &std::path::Path) -> &'static str {
     }
 }
 
-fn read_spec(spec: &std::path::Path) -> Result<Vec<u8>, ClientError> {
+pub(super) fn read_spec(spec: &std::path::Path) -> Result<Vec<u8>, ClientError> {
     if spec.as_os_str() == "-" {
         let mut body = Vec::new();
         std::io::stdin()

@@ -59,16 +59,28 @@ pub async fn run(args: WatchArgs) -> Result<(), ClientError> {
     follow(&client, &args.id, &args.options, args.output.output).await
 }
 
-/// Follows run `id` to its end and turns its outcome into the result: `Ok` when it
-/// completed, [`ClientError::RunFailed`] or [`ClientError::RunCancelled`] otherwise.
-pub async fn follow(
+/// What a followed stream's events go to.
+pub trait Sink {
+    /// A lifecycle event (printed once, in order, across reconnections).
+    fn event(&mut self, name: &str, data: &Value);
+    /// A progress sample.
+    fn progress(&mut self, data: &Value);
+    /// A note about the connection.
+    fn note(&self, note: &str);
+    /// The stream is over (or given up on): stop drawing.
+    fn finish(&mut self);
+}
+
+/// Follows the stream at `path` until one of the `terminal` events, reconnecting
+/// with backoff after a dropped connection and resuming after the last event seen;
+/// answers the terminal event's name.
+pub async fn follow_stream(
     client: &Client,
-    id: &str,
+    path: &str,
     options: &WatchOptions,
-    output: Output,
-) -> Result<(), ClientError> {
-    let mut display = Display::new(output);
-    let path = format!("/api/v1/runs/{}/stream", segment(id));
+    terminal: &[&str],
+    sink: &mut dyn Sink,
+) -> Result<String, ClientError> {
     let mut cursor = Cursor::default();
     let mut connected_once = false;
     let mut lost_since: Option<Instant> = None;
@@ -76,7 +88,7 @@ pub async fn follow(
     let mut backoff = FIRST_BACKOFF;
     let retry_for = Duration::from_secs(options.retry_for);
     loop {
-        let mut request = client.request(Method::GET, &path);
+        let mut request = client.request(Method::GET, path);
         if let Some(seq) = cursor.last_seq {
             request = request.header("Last-Event-ID", seq.to_string());
         }
@@ -85,10 +97,10 @@ pub async fn follow(
                 connected_once = true;
                 if lost_since.is_some() && !noted_reconnect {
                     noted_reconnect = true;
-                    display.note("reconnected; resuming the stream");
+                    sink.note("reconnected; resuming the stream");
                 }
                 let received = cursor.received;
-                let result = read_stream(client, response, &mut cursor, &mut display).await;
+                let result = read_stream(client, response, &mut cursor, terminal, sink).await;
                 if cursor.received > received {
                     // Only a connection that delivered something ends an outage: one
                     // that is accepted and closed at once keeps backing off.
@@ -99,15 +111,16 @@ pub async fn follow(
                 match result {
                     Ok(()) => ClientError::Unreachable {
                         server: client.base().to_string(),
-                        reason: "the stream ended before the run did".into(),
+                        reason: "the stream ended before its last event".into(),
                     },
                     Err(e) => e,
                 }
             }
             Err(e) => e,
         };
-        if cursor.terminal.is_some() {
-            break;
+        if let Some(terminal) = cursor.terminal.take() {
+            sink.finish();
+            return Ok(terminal);
         }
         let retry = match &failure {
             ClientError::Unreachable { .. } => connected_once,
@@ -115,22 +128,33 @@ pub async fn follow(
             _ => false,
         };
         if !retry {
-            display.finish();
+            sink.finish();
             return Err(failure);
         }
         let since = *lost_since.get_or_insert_with(|| {
-            display.note(&format!("connection lost ({failure}); reconnecting"));
+            sink.note(&format!("connection lost ({failure}); reconnecting"));
             Instant::now()
         });
         if since.elapsed() >= retry_for {
-            display.finish();
+            sink.finish();
             return Err(failure);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    display.finish();
-    let terminal = cursor.terminal.unwrap_or_default();
+}
+
+/// Follows run `id` to its end and turns its outcome into the result: `Ok` when it
+/// completed, [`ClientError::RunFailed`] or [`ClientError::RunCancelled`] otherwise.
+pub async fn follow(
+    client: &Client,
+    id: &str,
+    options: &WatchOptions,
+    output: Output,
+) -> Result<(), ClientError> {
+    let mut display = Display::new(output);
+    let path = format!("/api/v1/runs/{}/stream", segment(id));
+    let terminal = follow_stream(client, &path, options, &TERMINAL, &mut display).await?;
     let run = client
         .get_json(&format!("/api/v1/runs/{}", segment(id)))
         .await;
@@ -192,7 +216,8 @@ async fn read_stream(
     client: &Client,
     mut response: Response,
     cursor: &mut Cursor,
-    display: &mut Display,
+    terminal: &[&str],
+    sink: &mut dyn Sink,
 ) -> Result<(), ClientError> {
     let mut parser = SseParser::new();
     loop {
@@ -205,7 +230,7 @@ async fn read_stream(
         for event in parser.feed(&chunk) {
             let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
             if event.event == "progress" {
-                display.progress(&data);
+                sink.progress(&data);
                 continue;
             }
             let seq = event
@@ -221,13 +246,8 @@ async fn read_stream(
             if seq.is_some() {
                 cursor.last_seq = seq;
             }
-            let line = if data.is_object() {
-                event_line(&data)
-            } else {
-                event.event.clone()
-            };
-            display.line(&line);
-            if TERMINAL.contains(&event.event.as_str()) {
+            sink.event(&event.event, &data);
+            if terminal.contains(&event.event.as_str()) {
                 cursor.terminal = Some(event.event.clone());
             }
         }
@@ -296,9 +316,34 @@ impl Display {
             None => print(),
         }
     }
+}
 
-    /// Prints a note about the connection on stderr, above the bars.
+impl Sink for Display {
+    fn event(&mut self, name: &str, data: &Value) {
+        let line = if data.is_object() {
+            event_line(data)
+        } else {
+            name.to_string()
+        };
+        self.line(&line);
+    }
+
+    fn progress(&mut self, p: &Value) {
+        self.show_progress(p);
+    }
+
     fn note(&self, note: &str) {
+        self.print_note(note);
+    }
+
+    fn finish(&mut self) {
+        self.stop_drawing();
+    }
+}
+
+impl Display {
+    /// Prints a note about the connection on stderr, above the bars.
+    fn print_note(&self, note: &str) {
         let print = || eprintln!("runyard: {note}");
         match &self.bars {
             Some(bars) => bars.multi.suspend(print),
@@ -307,7 +352,7 @@ impl Display {
     }
 
     /// Shows a progress sample.
-    fn progress(&mut self, p: &Value) {
+    fn show_progress(&mut self, p: &Value) {
         if p["batches_per_epoch"].as_u64().unwrap_or(0) == 0 {
             // Sampled before the first batch: nothing to show yet.
             return;
@@ -342,7 +387,7 @@ impl Display {
     }
 
     /// Leaves the bars as they are on screen and stops drawing them.
-    fn finish(&mut self) {
+    fn stop_drawing(&mut self) {
         if let Some(bars) = self.bars.take() {
             bars.epochs.abandon();
             bars.batches.abandon();

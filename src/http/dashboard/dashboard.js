@@ -7,6 +7,11 @@
 // opens the stream with `after=` the last sequence number it holds, and the browser
 // resumes with `Last-Event-ID` when the connection drops, so no event is lost or
 // shown twice across a reload or a server restart.
+//
+// Routes: `#/` the overview (runs, sweeps, queue, slots, submit form), `#/runs/{id}` a
+// run's page, `#/sweeps/{id}` a sweep's page (its trials table, best-so-far curve,
+// trials' validation curves and parallel coordinates, read again at most every 500 ms
+// while the sweep's stream brings events).
 'use strict';
 
 (() => {
@@ -175,7 +180,8 @@
    * go to `on.event`, progress samples to `on.progress`. A connection the browser
    * gives up on (an error status, e.g. while a restarted server replays) is opened
    * again after a back-off from the last sequence number seen; `on.reopened` runs
-   * then, so the view can reload what it shows.
+   * then, so the view can reload what it shows. Once `on.finished()` holds, an error
+   * (the server ending the stream) closes it, the badge reading `on.endedText`.
    */
   class LiveStream {
     constructor(path, params, after, on) {
@@ -218,7 +224,7 @@
       source.onerror = () => {
         if (this.on.finished && this.on.finished()) {
           this.close();
-          setLive('ended', 'run ended');
+          setLive('ended', this.on.endedText || 'run ended');
           return;
         }
         if (source.readyState === EventSource.CLOSED) {
@@ -302,6 +308,7 @@
     stream: null,
     runs: new Map(),
     rows: new Map(),
+    sweepRows: new Map(),
     refreshTimer: null,
     refreshing: null,
     again: false,
@@ -355,16 +362,19 @@
       }
       this.refreshing = (async () => {
         try {
-          const [runs, queued, slots] = await Promise.all([
+          const [runs, queued, slots, sweeps] = await Promise.all([
             api('/api/v1/runs?limit=200'),
             api('/api/v1/runs?state=queued&sort=created_at'),
             api('/api/v1/slots'),
+            // The runs show without the sweeps (a server without them answers 404).
+            api('/api/v1/sweeps').catch(() => null),
           ]);
           if (this.stopped) return;
           notice('');
           this.renderRuns(runs.body);
           this.renderQueue(queued.body);
           this.renderSlots(slots.body);
+          if (sweeps) this.renderSweeps(sweeps.body);
         } catch (error) {
           if (error.status !== 401 && error.status !== 403) notice('cannot load the runs: ' + error.message, true);
         }
@@ -451,6 +461,49 @@
       setProgress(row.cells.progress, sample.percent, run.state);
       row.cells.epoch.textContent = `${sample.epoch} / ${sample.epochs}`;
       if (sample.loss != null) row.cells.loss.textContent = fmt.num(sample.loss);
+    },
+
+    /** The sweeps, newest first; rows are kept (and moved) so a link stays clickable. */
+    renderSweeps(sweeps) {
+      const body = $('sweeps-body');
+      const seen = new Set();
+      for (const sweep of sweeps) {
+        seen.add(sweep.id);
+        let row = this.sweepRows.get(sweep.id);
+        if (!row) {
+          const cells = {
+            name: el('td', {}, el('a', { href: `#/sweeps/${sweep.id}`, class: 'sweep-link' }, sweep.name)),
+            state: el('td', { class: 'state-cell' }),
+            searcher: el('td', { class: 'searcher' }),
+            metric: el('td', { class: 'metric-name' }),
+            trials: el('td', { class: 'num trials' }),
+            best: el('td', { class: 'num best' }),
+            updated: el('td', { class: 'num updated' }),
+          };
+          row = { tr: el('tr', { 'data-sweep-id': sweep.id }, ...Object.values(cells)), cells };
+          this.sweepRows.set(sweep.id, row);
+        }
+        const { cells } = row;
+        row.tr.dataset.state = sweep.state;
+        cells.state.replaceChildren(stateBadge(sweep.state));
+        cells.searcher.textContent = sweep.searcher;
+        cells.metric.textContent = `${sweep.metric} (${sweep.mode})`;
+        cells.trials.textContent = trialCounts(sweep);
+        cells.best.replaceChildren(
+          sweep.best
+            ? el('a', { href: `#/runs/${sweep.best.run_id}` }, `${metricText(sweep, sweep.best.metric)} · trial ${sweep.best.number}`)
+            : '–',
+        );
+        cells.updated.textContent = fmt.time(sweep.updated_at);
+        body.append(row.tr);
+      }
+      for (const [id, row] of this.sweepRows) {
+        if (!seen.has(id)) {
+          row.tr.remove();
+          this.sweepRows.delete(id);
+        }
+      }
+      $('sweeps-empty').hidden = sweeps.length > 0;
     },
 
     renderQueue(queued) {
@@ -805,6 +858,9 @@
       const facts = [
         ['epochs', `${m.epochs_completed ?? 0} / ${epochsOf(run) ?? '?'}`],
         ['attempt', run.attempt],
+        ...(run.labels && run.labels.sweep
+          ? [['sweep', el('a', { href: `#/sweeps/${run.labels.sweep}`, class: 'sweep-link' }, `trial ${run.labels.trial ?? '?'} of its sweep`)]]
+          : []),
         ['device', run.device || '–'],
         ['slots', run.slots && run.slots.length ? run.slots.join(', ') : '–'],
         ...(run.slurm ? [['slurm job', slurmJob(run)]] : []),
@@ -889,9 +945,613 @@
     }
   }
 
+  // ---------------------------------------------------------------- sweep page
+
+  const SWEEP_ENDED = new Set(['completed', 'cancelled']);
+  const SWEEP_END_EVENTS = new Set(['SweepCompleted', 'SweepCancelled']);
+  /** The sweep is read again at most this often while its events come in. */
+  const SWEEP_REFRESH_MS = 500;
+  const TRIAL_STATUSES = ['training', 'waiting', 'finished', 'stopped', 'failed'];
+
+  /** Whether a sweep's metric is a share (shown in percent). */
+  function isShare(sweep) {
+    return /accuracy/.test((sweep && sweep.metric) || '');
+  }
+
+  /** A metric value of `sweep` as shown: a share in percent, else 4 digits. */
+  function metricText(sweep, v) {
+    if (typeof v !== 'number' || !Number.isFinite(v)) return '–';
+    return isShare(sweep) ? (v * 100).toFixed(2) + ' %' : fmt.num(v, 4);
+  }
+
+  /** A point's value as shown: numbers short, lists and objects as JSON. */
+  function valueText(v) {
+    if (v === undefined || v === null) return '–';
+    if (typeof v === 'number') return Number.isInteger(v) ? String(v) : fmt.num(v, 3);
+    if (typeof v === 'string') return v;
+    return JSON.stringify(v);
+  }
+
+  /** Orders two point values: numbers by value, lists element by element, else as text. */
+  function compareValues(a, b) {
+    if (typeof a === 'number' && typeof b === 'number') return a - b;
+    if (Array.isArray(a) && Array.isArray(b)) {
+      for (let i = 0; i < Math.min(a.length, b.length); i++) {
+        const c = compareValues(a[i], b[i]);
+        if (c) return c;
+      }
+      return a.length - b.length;
+    }
+    const text = (v) => (typeof v === 'string' ? v : JSON.stringify(v));
+    return text(a).localeCompare(text(b));
+  }
+
+  /** `12 / 27 ended · 2 training`: the trials by where the searcher has them. */
+  function trialCounts(sweep) {
+    const c = sweep.counts || {};
+    const ended = (c.finished || 0) + (c.stopped || 0) + (c.failed || 0);
+    const live = [];
+    if (c.training) live.push(`${c.training} training`);
+    if (c.waiting) live.push(`${c.waiting} waiting`);
+    return `${ended} / ${sweep.max_trials} ended` + (live.length ? ' · ' + live.join(', ') : '');
+  }
+
+  /** The point's fields: the space's order, then any other a trial has. */
+  function sweepFields(sweep) {
+    const fields = [];
+    const space = sweep.spec && sweep.spec.space;
+    if (space && typeof space === 'object') fields.push(...Object.keys(space));
+    for (const trial of sweep.trials || []) {
+      for (const key of Object.keys(trial.point || {})) if (!fields.includes(key)) fields.push(key);
+    }
+    return fields;
+  }
+
+  /** One trial's value of the trials table's column `key`. */
+  function sortValue(trial, key) {
+    if (key.startsWith('point:')) return (trial.point || {})[key.slice(6)];
+    if (key === 'rung') return trial.rung;
+    return trial[key];
+  }
+
+  /**
+   * The trials ordered by column `key`, `dir` 1 ascending or -1 descending: a missing
+   * value (no metric yet, no rung) last either way, ties by trial number.
+   */
+  function sortTrials(trials, key, dir) {
+    const missing = (v) => v === undefined || v === null || (typeof v === 'number' && !Number.isFinite(v));
+    return [...trials].sort((a, b) => {
+      const va = sortValue(a, key);
+      const vb = sortValue(b, key);
+      if (missing(va) || missing(vb)) {
+        if (missing(va) !== missing(vb)) return missing(va) ? 1 : -1;
+      } else {
+        const c = compareValues(va, vb);
+        if (c) return dir * c;
+      }
+      return a.number - b.number;
+    });
+  }
+
+  const sweepPage = {
+    generation: 0,
+    stopped: false,
+    id: null,
+    sweep: null,
+    stream: null,
+    ended: false,
+    refreshTimer: null,
+    loading: false,
+    again: false,
+    lastLoad: 0,
+    drawPending: false,
+    /** The trials table's order: a column key and 1 (ascending) or -1 (descending). */
+    sort: { key: 'number', dir: 1 },
+    rows: new Map(),
+    columnsKey: '',
+
+    async start(id) {
+      const generation = ++this.generation;
+      const stale = () => this.stopped || generation !== this.generation;
+      Object.assign(this, {
+        id,
+        sweep: null,
+        ended: false,
+        stopped: false,
+        loading: false,
+        again: false,
+        rows: new Map(),
+        columnsKey: '',
+        sort: { key: 'number', dir: 1 },
+      });
+      ['sweep-pause', 'sweep-resume', 'sweep-cancel'].forEach((b) => ($(b).disabled = true));
+      $('sweep-name').textContent = '…';
+      $('sweep-id').textContent = id;
+      $('sweep-state').replaceChildren();
+      delete $('sweep-state').dataset.state;
+      $('sweep-facts').replaceChildren();
+      $('sweep-best').replaceChildren();
+      $('sweep-reason').hidden = true;
+      setProgress($('sweep-progress'), 0, '', ' ');
+      $('sweep-trials-head').replaceChildren();
+      $('sweep-trials-body').replaceChildren();
+      for (const chart of ['sweep-best-curve', 'sweep-curves', 'sweep-parallel']) $(chart).replaceChildren();
+      $('sweep-view').hidden = false;
+      setLive('connecting');
+      // The journal's end first, then the sweep: the sweep read holds at least every
+      // event up to it, and the stream goes on from there.
+      let after = 0;
+      try {
+        const response = await fetch('/readyz', { cache: 'no-store' });
+        if (response.ok) after = (await response.json()).last_seq || 0;
+      } catch (_) {
+        // The stream's retries find the server when it is back.
+      }
+      if (stale()) return;
+      try {
+        this.sweep = (await api(`/api/v1/sweeps/${id}`)).body;
+      } catch (error) {
+        $('sweep-name').textContent = error.status === 404 ? 'no such sweep' : 'cannot load the sweep';
+        if (error.status !== 401) notice(error.message, true);
+        return;
+      }
+      if (stale()) return;
+      this.lastLoad = Date.now();
+      this.render();
+      if (this.ended) {
+        setLive('ended', 'sweep ended');
+        return;
+      }
+      this.stream = new LiveStream(`/api/v1/sweeps/${id}/stream`, { every: '1s' }, after, {
+        event: (event) => {
+          if (SWEEP_END_EVENTS.has(event.type)) this.ended = true;
+          this.scheduleRefresh();
+        },
+        progress: () => {},
+        reopened: () => this.scheduleRefresh(),
+        finished: () => this.ended,
+        endedText: 'sweep ended',
+      });
+      this.stream.open();
+    },
+
+    stop() {
+      this.stopped = true;
+      if (this.stream) this.stream.close();
+      this.stream = null;
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = null;
+      $('sweep-view').hidden = true;
+    },
+
+    /** Reads the sweep again soon, at most every SWEEP_REFRESH_MS: events come in bursts. */
+    scheduleRefresh() {
+      if (this.refreshTimer || this.stopped) return;
+      const wait = Math.max(0, this.lastLoad + SWEEP_REFRESH_MS - Date.now());
+      this.refreshTimer = setTimeout(() => {
+        this.refreshTimer = null;
+        this.load();
+      }, wait);
+    },
+
+    async load() {
+      if (this.loading) {
+        this.again = true;
+        return;
+      }
+      const generation = this.generation;
+      this.loading = true;
+      this.lastLoad = Date.now();
+      try {
+        const { body } = await api(`/api/v1/sweeps/${this.id}`);
+        if (!this.stopped && generation === this.generation && body.id === this.id) {
+          this.sweep = body;
+          this.render();
+        }
+      } catch (_) {
+        // Shown by api(); the next event tries again.
+      }
+      if (generation !== this.generation) return;
+      this.loading = false;
+      if (this.again) {
+        this.again = false;
+        this.scheduleRefresh();
+      }
+    },
+
+    render() {
+      const sweep = this.sweep;
+      if (!sweep) return;
+      if (SWEEP_ENDED.has(sweep.state)) this.ended = true;
+      document.title = `${sweep.name} · sweep · runyard`;
+      $('sweep-name').textContent = sweep.name;
+      $('sweep-state').replaceChildren(stateBadge(sweep.state));
+      $('sweep-state').dataset.state = sweep.state;
+      $('sweep-pause').disabled = sweep.state !== 'running';
+      $('sweep-resume').disabled = sweep.state !== 'paused';
+      $('sweep-cancel').disabled = SWEEP_ENDED.has(sweep.state);
+      const c = sweep.counts || {};
+      const ended = (c.finished || 0) + (c.stopped || 0) + (c.failed || 0);
+      const percent = sweep.state === 'completed' ? 100 : sweep.max_trials ? (100 * ended) / sweep.max_trials : 0;
+      setProgress($('sweep-progress'), percent, sweep.state, trialCounts(sweep));
+      $('sweep-reason').hidden = !sweep.reason;
+      $('sweep-reason').textContent = sweep.reason ? `cancelled: ${sweep.reason}` : '';
+      this.renderFacts();
+      this.renderBest();
+      this.renderTrials();
+      this.draw();
+    },
+
+    renderFacts() {
+      const sweep = this.sweep;
+      const c = sweep.counts || {};
+      const facts = [
+        ['searcher', sweep.searcher],
+        ['metric', `${sweep.metric} (${sweep.mode})`],
+        ['rungs', sweep.rungs && sweep.rungs.length ? `epochs ${sweep.rungs.join(' · ')}` : '–'],
+        ['trials', `${(sweep.trials || []).length} of ${sweep.max_trials}`],
+        ['at once', sweep.max_concurrent],
+        ...TRIAL_STATUSES.map((status) => [status, c[status] || 0]),
+        ['created', fmt.date(sweep.created_at)],
+        ['updated', fmt.time(sweep.updated_at)],
+      ];
+      $('sweep-facts').replaceChildren(
+        ...facts.map(([name, value]) => el('div', { 'data-fact': name }, el('dt', {}, name), el('dd', {}, value))),
+      );
+    },
+
+    renderBest() {
+      const sweep = this.sweep;
+      const best = sweep.best;
+      const line = $('sweep-best');
+      if (!best) {
+        delete line.dataset.trial;
+        delete line.dataset.metric;
+        line.replaceChildren(el('span', { class: 'muted' }, 'No best trial yet: none has finished a rung.'));
+        return;
+      }
+      line.dataset.trial = String(best.number);
+      line.dataset.metric = best.metric == null ? '' : String(best.metric);
+      const point = Object.entries(best.point || {}).map(([k, v]) => `${k} ${valueText(v)}`);
+      line.replaceChildren(
+        el('span', { class: 'label' }, sweep.state === 'completed' ? 'Best trial ' : 'Best so far '),
+        el('a', { href: `#/runs/${best.run_id}`, class: 'best-run', 'data-run-id': best.run_id }, `trial ${best.number}`),
+        ' · ',
+        el('strong', { class: 'best-metric' }, `${sweep.metric} ${metricText(sweep, best.metric)}`),
+        ` after ${best.epochs} epochs · `,
+        el('span', { class: 'muted' }, point.join(', ')),
+      );
+    },
+
+    /** The trials table: its header when the columns change, rows kept by trial. */
+    renderTrials() {
+      const sweep = this.sweep;
+      const trials = sweep.trials || [];
+      const fields = sweepFields(sweep);
+      const columns = [
+        ['number', '#'],
+        ...fields.map((f) => [`point:${f}`, f]),
+        ['status', 'status'],
+        ['rung', 'rung'],
+        ['metric', sweep.metric || 'metric'],
+        ['epochs', 'epochs'],
+        ['run_state', 'run state'],
+      ];
+      const columnsKey = JSON.stringify(columns);
+      if (columnsKey !== this.columnsKey) {
+        this.columnsKey = columnsKey;
+        this.rows = new Map();
+        $('sweep-trials-body').replaceChildren();
+        $('sweep-trials-head').replaceChildren(
+          ...columns.map(([key, label]) =>
+            el(
+              'th',
+              { 'data-sort': key, class: `sortable${key === 'metric' || key === 'number' || key === 'epochs' || key === 'rung' ? ' num' : ''}`, title: 'sort by this column' },
+              label,
+            ),
+          ),
+          el('th', {}, 'run'),
+        );
+        for (const th of $('sweep-trials-head').querySelectorAll('th[data-sort]')) {
+          th.addEventListener('click', () => this.sortBy(th.dataset.sort));
+        }
+      }
+      const bestNumber = sweep.best ? sweep.best.number : null;
+      for (const trial of trials) {
+        let row = this.rows.get(trial.number);
+        if (!row) {
+          const cells = {
+            number: el('td', { class: 'num' }, trial.number),
+            fields: fields.map((f) => el('td', { class: 'point', 'data-field': f })),
+            status: el('td', { class: 'status' }),
+            rung: el('td', { class: 'num rung' }),
+            metric: el('td', { class: 'num metric' }),
+            epochs: el('td', { class: 'num epochs' }),
+            runState: el('td', { class: 'state-cell' }),
+            run: el('td', {}, el('a', { href: `#/runs/${trial.run_id}`, class: 'run-link', title: trial.run_id }, 'open run')),
+          };
+          const tr = el(
+            'tr',
+            { 'data-trial': trial.number, 'data-run-id': trial.run_id },
+            cells.number,
+            ...cells.fields,
+            cells.status,
+            cells.rung,
+            cells.metric,
+            cells.epochs,
+            cells.runState,
+            cells.run,
+          );
+          row = { tr, cells };
+          this.rows.set(trial.number, row);
+        }
+        const { tr, cells } = row;
+        tr.dataset.status = trial.status;
+        tr.classList.toggle('best', trial.number === bestNumber);
+        fields.forEach((f, i) => (cells.fields[i].textContent = valueText((trial.point || {})[f])));
+        cells.status.replaceChildren(el('span', { class: 'trial-status', 'data-status': trial.status }, trial.status));
+        cells.rung.textContent = trial.rung ?? '–';
+        cells.metric.textContent = metricText(sweep, trial.metric);
+        cells.metric.dataset.value = trial.metric == null ? '' : String(trial.metric);
+        cells.metric.title = trial.results && trial.results.length
+          ? 'per rung: ' + trial.results.map((r) => metricText(sweep, r)).join(' → ')
+          : '';
+        cells.epochs.textContent = trial.epochs;
+        cells.runState.replaceChildren(trial.run_state ? stateBadge(trial.run_state) : '–');
+      }
+      this.orderRows();
+      $('sweep-trials-empty').hidden = trials.length > 0;
+    },
+
+    /** Sorts by a column: again on the same one reverses; the metric starts best first. */
+    sortBy(key) {
+      if (this.sort.key === key) this.sort.dir = -this.sort.dir;
+      else this.sort = { key, dir: key === 'metric' && this.sweep && this.sweep.mode === 'max' ? -1 : 1 };
+      this.orderRows();
+    },
+
+    orderRows() {
+      const sweep = this.sweep;
+      if (!sweep) return;
+      const { key, dir } = this.sort;
+      const body = $('sweep-trials-body');
+      for (const trial of sortTrials(sweep.trials || [], key, dir)) {
+        const row = this.rows.get(trial.number);
+        if (row) body.append(row.tr);
+      }
+      const table = $('sweep-trials');
+      table.dataset.sortKey = key;
+      table.dataset.sortDir = dir > 0 ? 'ascending' : 'descending';
+      for (const th of $('sweep-trials-head').querySelectorAll('th[data-sort]')) {
+        if (th.dataset.sort === key) th.setAttribute('aria-sort', dir > 0 ? 'ascending' : 'descending');
+        else th.removeAttribute('aria-sort');
+      }
+    },
+
+    draw() {
+      if (this.drawPending) return;
+      this.drawPending = true;
+      requestAnimationFrame(() => {
+        this.drawPending = false;
+        const sweep = this.sweep;
+        if (!sweep || this.stopped) return;
+        const share = isShare(sweep);
+        const trials = sweep.trials || [];
+        const bestNumber = sweep.best ? sweep.best.number : null;
+
+        // Best so far: every rung result in journal order, and the running best.
+        const better = (a, b) => (sweep.mode === 'min' ? a < b : a > b);
+        const results = [];
+        const running = [];
+        let best = null;
+        (sweep.results || []).forEach((r, i) => {
+          if (typeof r.metric !== 'number' || !Number.isFinite(r.metric)) return;
+          results.push([i + 1, r.metric]);
+          if (best === null || better(r.metric, best)) best = r.metric;
+          running.push([i + 1, best]);
+        });
+        const curve = $('sweep-best-curve');
+        drawChart(
+          curve,
+          [
+            { cls: 'result', points: results, dots: true, line: false },
+            { cls: 'best', points: running },
+          ],
+          { xLabel: 'rung result', percent: share },
+        );
+        curve.dataset.best = best === null ? '' : String(best);
+
+        // Validation curves: one line per trial, the best drawn last (on top).
+        const curveOf = (t) => (t.curve || []).map((v, i) => [i + 1, v]).filter(([, v]) => typeof v === 'number');
+        const ordered = [...trials.filter((t) => t.number !== bestNumber), ...trials.filter((t) => t.number === bestNumber)];
+        drawChart(
+          $('sweep-curves'),
+          ordered.map((t) => {
+            const points = curveOf(t);
+            // A trial stopped after one epoch is a dot.
+            return { cls: t.number === bestNumber ? 'trial best' : 'trial', points, dots: points.length === 1, attrs: { 'data-trial': t.number } };
+          }),
+          { xLabel: 'epoch', percent: share },
+        );
+
+        drawParallel($('sweep-parallel'), sweep, sweepFields(sweep));
+      });
+    },
+
+    async act(action) {
+      const buttons = ['sweep-pause', 'sweep-resume', 'sweep-cancel'].map($);
+      buttons.forEach((b) => (b.disabled = true));
+      try {
+        const { body } = await api(`/api/v1/sweeps/${this.id}/${action}`, { method: 'POST' });
+        if (body && body.id === this.id) this.sweep = body;
+        notice('');
+      } catch (error) {
+        notice(`${action}: ${error.message}`, true);
+      }
+      this.lastLoad = Date.now();
+      this.render();
+    },
+  };
+
+  // ---------------------------------------------------------------- parallel coordinates
+
+  /**
+   * One axis of the parallel-coordinates view for a point field: numbers on a linear
+   * scale (a log one where they span more than 10×, or the space is `loguniform`),
+   * anything else (lists, text) as evenly spaced categories in the space's order.
+   * `pos(v)` is 0 (bottom) to 1 (top), or null for a value off the axis.
+   */
+  function fieldAxis(field, values, entry) {
+    const present = values.filter((v) => v !== undefined && v !== null);
+    entry = entry && typeof entry === 'object' ? entry : {};
+    const listed = Array.isArray(entry.choice) ? entry.choice : Array.isArray(entry.grid) ? entry.grid : null;
+    const range = ['uniform', 'loguniform', 'int'].map((k) => entry[k]).find((r) => Array.isArray(r) && r.length === 2);
+    const numeric = (v) => typeof v === 'number' && Number.isFinite(v);
+    const all = present.concat(listed || [], range || []);
+    if (all.length && all.every(numeric)) {
+      const lo = Math.min(...all);
+      const hi = Math.max(...all);
+      if (hi === lo) return { field, scale: 'linear', pos: () => 0.5, ticks: [[0.5, valueText(lo)]] };
+      const log = lo > 0 && (hi / lo > 10 || 'loguniform' in entry);
+      if (log) {
+        const a = Math.log(lo);
+        const b = Math.log(hi);
+        const ticks = [0, 1, 2, 3, 4].map((i) => [i / 4, fmt.num(Math.exp(a + ((b - a) * i) / 4), 2)]);
+        return { field, scale: 'log', pos: (v) => (numeric(v) && v > 0 ? (Math.log(v) - a) / (b - a) : null), ticks };
+      }
+      const ticks = [0, 1, 2, 3, 4].map((i) => [i / 4, valueText(lo + ((hi - lo) * i) / 4)]);
+      return { field, scale: 'linear', pos: (v) => (numeric(v) ? (v - lo) / (hi - lo) : null), ticks };
+    }
+    const order = [];
+    const index = new Map();
+    const add = (v) => {
+      const key = JSON.stringify(v);
+      if (!index.has(key)) {
+        index.set(key, order.length);
+        order.push(v);
+      }
+    };
+    (listed || []).forEach(add);
+    [...present].sort(compareValues).forEach(add);
+    const n = order.length;
+    const at = (i) => (n === 1 ? 0.5 : i / (n - 1));
+    return {
+      field,
+      scale: 'category',
+      pos: (v) => (index.has(JSON.stringify(v)) ? at(index.get(JSON.stringify(v))) : null),
+      ticks: order.map((v, i) => [at(i), valueText(v)]),
+    };
+  }
+
+  /** Mixes two `#rrggbb` colours: `t` 0 gives `from`, 1 gives `to`. */
+  function mix(from, to, t) {
+    const channel = (hex, i) => parseInt(hex.slice(1 + 2 * i, 3 + 2 * i), 16);
+    return (
+      '#' +
+      [0, 1, 2]
+        .map((i) => Math.round(channel(from, i) + (channel(to, i) - channel(from, i)) * t))
+        .map((v) => v.toString(16).padStart(2, '0'))
+        .join('')
+    );
+  }
+
+  /**
+   * The parallel-coordinates view: an axis per point field and a last one for the
+   * metric, one polyline per trial coloured from pale (worse) to dark (better), the
+   * best trial on top. The SVG's `data-lines` counts the polylines, `data-axes` the axes.
+   */
+  function drawParallel(node, sweep, fields) {
+    const W = 1000;
+    const H = 300;
+    const left = 50;
+    const right = 80;
+    const top = 36;
+    const bottom = 16;
+    const trials = sweep.trials || [];
+    if (!trials.length) {
+      node.replaceChildren(svg('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' }, 'no trials yet'));
+      node.dataset.lines = '0';
+      node.dataset.axes = '0';
+      return;
+    }
+    const space = (sweep.spec && sweep.spec.space) || {};
+    const share = isShare(sweep);
+    const axes = fields.map((f) => fieldAxis(f, trials.map((t) => (t.point || {})[f]), space[f]));
+    const metrics = trials.map((t) => t.metric).filter((v) => typeof v === 'number' && Number.isFinite(v));
+    const mLo = metrics.length ? Math.min(...metrics) : 0;
+    const mHi = metrics.length ? Math.max(...metrics) : 1;
+    const mPos = (v) => (typeof v !== 'number' || !Number.isFinite(v) ? null : mHi === mLo ? 0.5 : (v - mLo) / (mHi - mLo));
+    const mLabel = (v) => (share ? (v * 100).toFixed(1) + '%' : fmt.num(v, 3));
+    axes.push({
+      field: sweep.metric || 'metric',
+      label: `${sweep.metric || 'metric'} (${sweep.mode})`,
+      scale: 'metric',
+      pos: mPos,
+      ticks: !metrics.length ? [] : mHi === mLo ? [[0.5, mLabel(mLo)]] : [0, 1, 2, 3, 4].map((i) => [i / 4, mLabel(mLo + ((mHi - mLo) * i) / 4)]),
+    });
+    const xs = axes.map((_, i) => (axes.length === 1 ? W / 2 : left + (i * (W - left - right)) / (axes.length - 1)));
+    const y = (p) => top + (1 - p) * (H - top - bottom);
+    // How good a trial is, 0 (the worst) to 1 (the best), by the sweep's mode.
+    const goodness = (v) => {
+      const p = mPos(v);
+      if (p === null) return null;
+      return sweep.mode === 'min' ? 1 - p : p;
+    };
+    const bestNumber = sweep.best ? sweep.best.number : null;
+    const ordered = [...trials].sort((a, b) => {
+      if (a.number === bestNumber || b.number === bestNumber) return a.number === bestNumber ? 1 : -1;
+      return (goodness(a.metric) ?? -1) - (goodness(b.metric) ?? -1) || a.number - b.number;
+    });
+    const parts = [];
+    const lines = [];
+    for (const trial of ordered) {
+      const values = axes.map((axis, i) => (i < fields.length ? (trial.point || {})[fields[i]] : trial.metric));
+      const points = [];
+      axes.forEach((axis, i) => {
+        const p = axis.pos(values[i]);
+        if (p !== null && Number.isFinite(p)) points.push(`${xs[i].toFixed(1)},${y(p).toFixed(1)}`);
+      });
+      const g = goodness(trial.metric);
+      const cls = ['pline', 'trial'];
+      if (trial.number === bestNumber) cls.push('best');
+      if (g === null) cls.push('pending');
+      const line = svg('polyline', {
+        class: cls.join(' '),
+        points: points.join(' '),
+        stroke: g === null ? '#c5cbd4' : mix('#c9d3e3', '#16367a', g),
+        'data-trial': trial.number,
+        'data-metric': trial.metric == null ? '' : String(trial.metric),
+      });
+      const described = fields.map((f, i) => `${f} ${valueText(values[i])}`).join(' · ');
+      line.append(svg('title', {}, `trial ${trial.number} · ${described} · ${sweep.metric} ${metricText(sweep, trial.metric)}`));
+      lines.push(line);
+    }
+    axes.forEach((axis, i) => {
+      const x = xs[i];
+      const g = svg('g', { class: 'axis-group', 'data-field': axis.field, 'data-scale': axis.scale });
+      g.append(svg('line', { class: 'axis', x1: x, x2: x, y1: y(0), y2: y(1) }));
+      const anchor = i === 0 ? 'start' : i === axes.length - 1 ? 'end' : 'middle';
+      g.append(svg('text', { x, y: 14, 'text-anchor': anchor, class: 'axis-name' }, axis.label || axis.field));
+      if (axis.scale === 'log') g.append(svg('text', { x, y: 27, 'text-anchor': anchor, class: 'axis-note' }, 'log'));
+      for (const [p, label] of axis.ticks) {
+        g.append(svg('line', { class: 'tick', x1: x - 3, x2: x + 3, y1: y(p), y2: y(p) }));
+        g.append(svg('text', { x: x + 6, y: y(p) + 4, 'text-anchor': 'start', class: 'tick-label' }, label));
+      }
+      parts.push(g);
+    });
+    // Lines under the axes' labels, so the labels stay readable.
+    node.replaceChildren(...lines, ...parts);
+    node.dataset.lines = String(lines.length);
+    node.dataset.axes = String(axes.length);
+  }
+
   // ---------------------------------------------------------------- charts
 
-  /** Draws line series `[{cls, points: [[x, y]], dots}]` into an SVG with axes. */
+  /**
+   * Draws line series `[{cls, points: [[x, y]], dots, line, attrs}]` into an SVG with
+   * axes: `line: false` draws the dots alone, `attrs` go on the series' polyline. The
+   * SVG's `data-points` counts the points drawn, `data-series` the lines.
+   */
   function drawChart(node, series, options) {
     const W = 600;
     const H = 240;
@@ -904,6 +1564,7 @@
     if (!all.length) {
       node.replaceChildren(svg('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' }, 'no data yet'));
       node.dataset.points = '0';
+      node.dataset.series = '0';
       return;
     }
     let xMin = Math.min(...all.map((p) => p[0]));
@@ -932,23 +1593,29 @@
     parts.push(svg('line', { class: 'axis', x1: left, x2: W - right, y1: H - bottom, y2: H - bottom }));
     parts.push(svg('text', { x: W - right, y: H - 4, 'text-anchor': 'end' }, options.xLabel));
     let drawn = 0;
+    let lines = 0;
     for (const s of series) {
       const points = s.points.filter(([a, b]) => Number.isFinite(a) && Number.isFinite(b));
       if (!points.length) continue;
       drawn += points.length;
-      parts.push(
-        svg('polyline', {
-          class: `series ${s.cls}`,
-          points: points.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' '),
-          'data-points': points.length,
-        }),
-      );
-      if (s.dots && points.length <= 200) {
+      if (s.line !== false) {
+        lines += 1;
+        parts.push(
+          svg('polyline', {
+            ...(s.attrs || {}),
+            class: `series ${s.cls}`,
+            points: points.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' '),
+            'data-points': points.length,
+          }),
+        );
+      }
+      if (s.dots && points.length <= (s.line === false ? 2000 : 200)) {
         for (const [a, b] of points) parts.push(svg('circle', { class: s.cls, cx: x(a), cy: y(b), r: 2.5 }));
       }
     }
     node.replaceChildren(...parts);
     node.dataset.points = String(drawn);
+    node.dataset.series = String(lines);
   }
 
   // ---------------------------------------------------------------- routing
@@ -958,9 +1625,13 @@
   function route() {
     if (current) current.stop();
     const match = location.hash.match(/^#\/runs\/([0-9a-fA-F-]{36})$/);
+    const sweep = location.hash.match(/^#\/sweeps\/([0-9a-fA-F-]{36})$/);
     if (match) {
       current = runPage;
       runPage.start(match[1].toLowerCase());
+    } else if (sweep) {
+      current = sweepPage;
+      sweepPage.start(sweep[1].toLowerCase());
     } else {
       document.title = 'runyard';
       current = overview;
@@ -989,6 +1660,9 @@
     $('run-pause').addEventListener('click', () => runPage.act('pause'));
     $('run-resume').addEventListener('click', () => runPage.act('resume'));
     $('run-cancel').addEventListener('click', () => runPage.act('cancel'));
+    $('sweep-pause').addEventListener('click', () => sweepPage.act('pause'));
+    $('sweep-resume').addEventListener('click', () => sweepPage.act('resume'));
+    $('sweep-cancel').addEventListener('click', () => sweepPage.act('cancel'));
     $('logs-stream').addEventListener('change', () => runPage.openLogs());
     $('logs-rank').addEventListener('change', () => runPage.openLogs());
     window.addEventListener('hashchange', route);
