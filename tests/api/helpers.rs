@@ -272,29 +272,43 @@ impl TestApp {
 
     /// Reads the stream at `path` (a run's, a sweep's) to its end.
     pub async fn stream_at(&self, path: &str, last_event_id: Option<u64>) -> Vec<SseEvent> {
-        let mut request = self.client.get(format!("{}{path}", self.address));
-        if let Some(last) = last_event_id {
-            request = request.header("Last-Event-ID", last.to_string());
-        }
-        let response = request.send().await.expect("stream answered");
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["content-type"].to_str().expect("ascii"),
-            "text/event-stream"
-        );
-        let mut body = response.bytes_stream();
-        let (mut buffer, mut events) = (String::new(), Vec::new());
-        tokio::time::timeout(TIMEOUT, async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.expect("stream chunk");
-                buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-                drain_events(&mut buffer, &mut events);
-            }
-        })
+        read_stream(
+            &self.client,
+            &format!("{}{path}", self.address),
+            last_event_id,
+        )
         .await
-        .expect("stream ended in time");
-        events
     }
+}
+
+/// Reads the event stream at `url` to its end.
+pub async fn read_stream(
+    client: &reqwest::Client,
+    url: &str,
+    last_event_id: Option<u64>,
+) -> Vec<SseEvent> {
+    let mut request = client.get(url);
+    if let Some(last) = last_event_id {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    let response = request.send().await.expect("stream answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().expect("ascii"),
+        "text/event-stream"
+    );
+    let mut body = response.bytes_stream();
+    let (mut buffer, mut events) = (String::new(), Vec::new());
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.expect("stream chunk");
+            buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            drain_events(&mut buffer, &mut events);
+        }
+    })
+    .await
+    .expect("stream ended in time");
+    events
 }
 
 /// Asserts a response is a problem+json with the given status and code, and returns

@@ -5,7 +5,11 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, poll_until, quick_spec, spawn_app, TestApp};
+use crate::helpers::{
+    assert_problem, client, get_json_at, poll_until, quick_spec, read_stream, spawn_app,
+    wait_ready, TestApp,
+};
+use crate::server::Server;
 
 /// The README's digits sweep, its data in place.
 fn digits_sweep(app: &TestApp) -> Value {
@@ -207,4 +211,135 @@ async fn bad_sweep_specs_are_refused_naming_the_path_and_nothing_is_written() {
         .get("/api/v1/sweeps/0197a000-0000-7000-8000-000000000000")
         .await;
     assert_problem(missing, 404, "sweep_not_found").await;
+}
+
+/// A sweep's decisions as its stream replays them: each sweep event with its trial,
+/// rung, metric and point (run ids left out: a rerun of the sweep makes other runs).
+async fn decisions(http: &reqwest::Client, address: &str, id: &str) -> Vec<String> {
+    let events = read_stream(http, &format!("{address}/api/v1/sweeps/{id}/stream"), None).await;
+    events
+        .iter()
+        .filter(|e| e.event.starts_with("Trial") || e.event.starts_with("Sweep"))
+        .filter(|e| e.event != "SweepSubmitted")
+        .map(|e| {
+            let mut data = e.data["data"].clone();
+            if let Some(fields) = data.as_object_mut() {
+                fields.remove("run");
+            }
+            format!("{} {data}", e.event)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sweep_killed_halfway_goes_on_after_restart_with_the_same_decisions() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data_dir = root.path().join("data");
+    std::fs::create_dir_all(data_dir.join("datasets")).expect("datasets");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/datasets/digits.csv.gz"),
+        data_dir.join("datasets/digits.csv.gz"),
+    )
+    .expect("digits.csv.gz present: run scripts/fetch-digits.sh");
+    let mut spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sweep-digits.json"),
+        )
+        .expect("example"),
+    )
+    .expect("JSON");
+    // One trial at a time on one slot: the order of results, and so every decision,
+    // is the journal's alone, so an uninterrupted sweep decides exactly the same.
+    spec["searcher"]["max_concurrent"] = json!(1);
+    let http = client();
+    let server = Server::start(&data_dir, "first.log");
+    wait_ready(&http, &server.address).await;
+    let post = |address: String, spec: Value| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .post(format!("{address}/api/v1/sweeps"))
+                .json(&spec)
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 201);
+            let body: Value = response.json().await.expect("JSON");
+            body["id"].as_str().expect("id").to_string()
+        }
+    };
+    let id = post(server.address.clone(), spec.clone()).await;
+    let sweep_url = |address: &str| format!("{address}/api/v1/sweeps/{id}");
+    // Halfway: a dozen rung results in, a trial training.
+    let before = poll_until(
+        "a dozen rung results",
+        std::time::Duration::from_millis(20),
+        || async {
+            let sweep = get_json_at(&http, sweep_url(&server.address)).await;
+            let results = sweep["results"].as_array().map_or(0, Vec::len);
+            let training = sweep["trials"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["run_state"] == "running"));
+            (results >= 12 && training).then_some(sweep)
+        },
+    )
+    .await;
+    server.kill();
+
+    let server = Server::start(&data_dir, "second.log");
+    wait_ready(&http, &server.address).await;
+    let after = poll_until(
+        "the sweep completed",
+        std::time::Duration::from_millis(100),
+        || async {
+            let sweep = get_json_at(&http, sweep_url(&server.address)).await;
+            (sweep["state"] == "completed").then_some(sweep)
+        },
+    )
+    .await;
+    // Nothing acknowledged before the kill changed: the same trials (runs, points) and
+    // the same rung results, in the same order.
+    let trials_before = before["trials"].as_array().expect("trials");
+    let trials_after = after["trials"].as_array().expect("trials");
+    assert_eq!(trials_after.len(), 27);
+    for (b, a) in trials_before.iter().zip(trials_after) {
+        assert_eq!((&b["run_id"], &b["point"]), (&a["run_id"], &a["point"]));
+    }
+    let results_before = before["results"].as_array().expect("results");
+    assert_eq!(
+        results_before[..],
+        after["results"].as_array().expect("results")[..results_before.len()]
+    );
+    // No trial was made twice: 27 runs carry the sweep's label, one per trial.
+    let runs = get_json_at(
+        &http,
+        format!("{}/api/v1/runs?label=sweep={id}&limit=1000", server.address),
+    )
+    .await;
+    let mut numbers: Vec<String> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            r["labels"]["trial"]
+                .as_str()
+                .expect("trial label")
+                .to_string()
+        })
+        .collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 27, "{runs}");
+    assert_eq!(runs.as_array().map(Vec::len), Some(27));
+
+    // The same sweep never interrupted decides exactly the same, result for result.
+    let interrupted = decisions(&http, &server.address, &id).await;
+    let reference = post(server.address.clone(), spec).await;
+    let uninterrupted = decisions(&http, &server.address, &reference).await;
+    assert_eq!(interrupted, uninterrupted);
+    assert!(
+        after["best"]["metric"].as_f64().expect("best") >= 0.96,
+        "{}",
+        after["best"]
+    );
 }
