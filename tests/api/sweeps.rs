@@ -343,3 +343,85 @@ async fn a_sweep_killed_halfway_goes_on_after_restart_with_the_same_decisions() 
         after["best"]
     );
 }
+
+/// The sha256 of a completed run's final weights.
+fn final_weights(run: &Value) -> String {
+    run["artifacts"]
+        .as_array()
+        .expect("artifacts")
+        .iter()
+        .find(|a| a["name"] == "final.safetensors")
+        .and_then(|a| a["sha256"].as_str())
+        .expect("final weights")
+        .to_string()
+}
+
+#[actix_web::test]
+async fn a_promoted_trial_ends_bit_identical_to_its_point_trained_straight_through() {
+    let app = spawn_app().await;
+    let mut base = quick_spec("twin");
+    base["checkpoint"] = json!({"every_batches": 7});
+    // The base has no validation data: the trials are ranked by training loss.
+    let sweep = json!({
+        "name": "twins",
+        "base": base,
+        "space": {"optimizer.lr": {"choice": [0.002, 0.01, 0.03]}, "model.hidden": {"choice": [[16], [32]]}},
+        "searcher": {"kind": "asha", "metric": "train_loss", "mode": "min", "min_epochs": 1,
+                     "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1},
+        "seed": 11
+    });
+    let response = submit_sweep(&app, &sweep).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.expect("sweep")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = wait_sweep_ended(&app, &id).await;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    let best = &done["best"];
+    assert_eq!(best["status"], "finished", "{done:#}");
+    assert_eq!(
+        best["results"].as_array().map(Vec::len),
+        Some(2),
+        "rungs 1 and 3"
+    );
+    let promoted = app.run(best["run_id"].as_str().expect("run")).await;
+    // It paused at the end of rung 0 and resumed from that checkpoint.
+    let history = crate::helpers::types(&app.events(best["run_id"].as_str().expect("run")).await);
+    assert!(history.iter().any(|t| t == "RunPaused"), "{history:?}");
+    assert!(
+        history.iter().any(|t| t == "ResumedFromCheckpoint"),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.iter().filter(|t| *t == "RunStarted").count(),
+        2,
+        "{history:?}"
+    );
+
+    // Its point, trained straight to the end as a run of its own.
+    let mut twin = promoted["spec"].clone();
+    twin["name"] = json!("straight-through");
+    twin.as_object_mut().expect("spec").remove("labels");
+    let twin_id = app.submit_ok(&twin).await;
+    let twin = app.wait_ended(&twin_id).await;
+    assert_eq!(twin["state"], "completed");
+    assert_eq!(twin["attempt"], 1);
+    assert_eq!(final_weights(&promoted), final_weights(&twin));
+    // A trial stopped at rung 0 is not: it trained one epoch of three.
+    let stopped = done["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .find(|t| t["status"] == "stopped")
+        .expect("a stopped trial");
+    let stopped_run = app.run(stopped["run_id"].as_str().expect("run")).await;
+    assert_eq!(stopped_run["state"], "cancelled");
+    assert!(
+        stopped_run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("stopped by sweep"),
+        "{stopped_run}"
+    );
+}
