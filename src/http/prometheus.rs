@@ -195,6 +195,26 @@ fn scraped(
         for (s, count) in RunState::ALL.iter().zip(by_state) {
             runs.with_label_values(&[s.name()]).set(count);
         }
+        // Trials of each live sweep by where the searcher has them.
+        let live_sweeps: Vec<_> = fold.sweeps().filter(|s| s.state.is_live()).collect();
+        let trials = scrape.int_gauge_vec(
+            "runyard_sweep_trials",
+            "Trials of each live sweep (running or paused), by status",
+            &["sweep", "name", "status"],
+        )?;
+        for sweep in &live_sweeps {
+            let id = sweep.id.to_string();
+            for (status, count) in sweep.counts() {
+                trials
+                    .with_label_values(&[id.as_str(), sweep.name.as_str(), status])
+                    .set(count as i64);
+            }
+        }
+        scrape.int_gauge(
+            "runyard_sweeps_live",
+            "Sweeps running or paused",
+            live_sweeps.len() as i64,
+        )?;
         scrape.int_gauge(
             "runyard_queue_depth",
             "Runs waiting in the queue for local slots",

@@ -170,3 +170,41 @@ async fn metrics_need_a_read_token_when_tokens_are_configured() {
         "{body}"
     );
 }
+
+#[actix_web::test]
+async fn a_live_sweeps_trials_are_counted_by_status_until_it_ends() {
+    let app = spawn_app_with(|_| {}).await;
+    let sweep = serde_json::json!({
+        "name": "metered",
+        "base": long_spec("metered"),
+        "space": {"optimizer.lr": {"choice": [0.01, 0.02]}},
+        "searcher": {"kind": "random", "max_trials": 2, "max_concurrent": 1}
+    });
+    let response = app
+        .client
+        .post(format!("{}/api/v1/sweeps", app.address))
+        .json(&sweep)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 201);
+    let id = response.json::<serde_json::Value>().await.expect("sweep")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let series = |status: &str| {
+        format!("runyard_sweep_trials{{name=\"metered\",status=\"{status}\",sweep=\"{id}\"}}")
+    };
+    let text = wait_metric(&app, &series("training"), |v| v == Some(1.0)).await;
+    assert_eq!(value(&text, &series("finished")), Some(0.0), "{text}");
+    assert_eq!(value(&text, "runyard_sweeps_live"), Some(1.0), "{text}");
+    let cancelled = app.post(&format!("/api/v1/sweeps/{id}/cancel")).await;
+    assert_eq!(cancelled.status(), 200);
+    let text = wait_metric(&app, &series("training"), |v| v.is_none()).await;
+    assert_eq!(value(&text, "runyard_sweeps_live"), Some(0.0), "{text}");
+    // The trials' training threads end before the test does.
+    let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
+    for trial in sweep["trials"].as_array().expect("trials") {
+        app.wait_ended(trial["run_id"].as_str().expect("run")).await;
+    }
+}
