@@ -83,11 +83,9 @@ impl Sweeper {
             return;
         }
         let state = self.reader.state();
-        // A cancelled sweep's trial runs are stopped too, until each has ended.
-        for sweep in state
-            .sweeps()
-            .filter(|s| s.state.is_live() || s.state == SweepState::Cancelled)
-        {
+        // An ended sweep's trial runs may still need stopping (cancelled, or resumed
+        // by a client after the sweep stopped them).
+        for sweep in state.sweeps() {
             let (cancel, pause) = state.sweep_stops(sweep.id);
             for run_id in cancel {
                 if self.asked.insert((run_id, true)) {
@@ -118,10 +116,10 @@ impl Sweeper {
                         sweeper.step(ctx);
                     }
                     // The state moved on under the plan (a client paused the sweep,
-                    // cancelled a trial): the next plan is made from the new state.
+                    // cancelled a trial): the next plan is made from the new state, at
+                    // its next change (or the next round), never in a tight loop.
                     Err(AppendError::Rejected(rejection)) => {
-                        tracing::debug!(%sweep_id, %rejection, "sweep plan refused; planning again");
-                        sweeper.step(ctx);
+                        tracing::info!(%sweep_id, %rejection, "sweep plan refused; planning again");
                     }
                     Err(e) => {
                         tracing::warn!(%sweep_id, error = %e, "sweep plan not journaled");

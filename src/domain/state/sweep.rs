@@ -535,8 +535,11 @@ impl State {
                     };
                     plan.records
                         .push((id, Event::TrialPromoted { trial, rung }));
-                    plan.records.push((t.run_id, Event::RunResumed));
-                    plan.launch.push(t.run_id);
+                    // A run a client resumed (or that trained on) needs no resume.
+                    if self.run(t.run_id).map(|r| r.state) == Some(RunState::Paused) {
+                        plan.records.push((t.run_id, Event::RunResumed));
+                        plan.launch.push(t.run_id);
+                    }
                 }
                 Decision::Stop { trial } => {
                     let Some(t) = sweep.trial(trial) else {
@@ -554,8 +557,12 @@ impl State {
                             reason: reason.clone(),
                         },
                     ));
-                    plan.records
-                        .push((t.run_id, Event::RunCancelled { reason }));
+                    // A run a client resumed is cancelled by the sweeper (see
+                    // `sweep_stops`); one that ended already stays as it ended.
+                    if self.run(t.run_id).map(|r| r.state) == Some(RunState::Paused) {
+                        plan.records
+                            .push((t.run_id, Event::RunCancelled { reason }));
+                    }
                 }
                 Decision::Complete { best } => {
                     plan.records.push((id, Event::SweepCompleted { best }));
@@ -565,9 +572,10 @@ impl State {
         (!plan.records.is_empty()).then_some(plan)
     }
 
-    /// The runs of live trials of sweep `id` that its state says must stop: every
-    /// trial run not yet ended or asked to end, once the sweep is cancelled; the
-    /// trial runs queued or training towards a rung, while it is paused.
+    /// The runs of sweep `id`'s trials that its state says must stop: to cancel,
+    /// every trial run not yet ended or asked to end once the sweep is cancelled, and
+    /// a stopped trial's run a client resumed; to pause, the trial runs queued or
+    /// training towards a rung while the sweep is paused.
     pub fn sweep_stops(&self, id: RunId) -> (Vec<RunId>, Vec<RunId>) {
         let (mut cancel, mut pause) = (Vec::new(), Vec::new());
         let Some(sweep) = self.sweep(id) else {
@@ -577,10 +585,11 @@ impl State {
             let Some(run) = self.run(trial.run_id) else {
                 continue;
             };
+            let unstopped = !run.state.is_terminal() && !run.cancel_requested;
             match sweep.state {
-                SweepState::Cancelled if !run.state.is_terminal() && !run.cancel_requested => {
-                    cancel.push(run.id)
-                }
+                SweepState::Cancelled if unstopped => cancel.push(run.id),
+                // Stopped by the sweep, yet running again: a client resumed it.
+                _ if unstopped && trial.status == TrialStatus::Stopped => cancel.push(run.id),
                 SweepState::Paused
                     if matches!(trial.status, TrialStatus::Training { .. })
                         && matches!(run.state, RunState::Queued | RunState::Running) =>
@@ -614,5 +623,338 @@ impl State {
                     .then_some(run.id)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{Envelope, Rejection, SlotId};
+
+    /// A journal in memory: events checked, then folded.
+    struct World {
+        state: State,
+        seq: Seq,
+        next_id: u8,
+    }
+
+    impl World {
+        fn new() -> Self {
+            Self {
+                state: State::default(),
+                seq: 0,
+                next_id: 0,
+            }
+        }
+
+        fn id(&mut self) -> RunId {
+            self.next_id += 1;
+            RunId::from_bytes([self.next_id; 16])
+        }
+
+        fn append(&mut self, id: RunId, event: Event) -> Result<(), Rejection> {
+            self.state.check(id, &event)?;
+            self.seq += 1;
+            self.state.apply(self.seq, &Envelope::now(id, event));
+            Ok(())
+        }
+
+        fn submit(&mut self, spec: serde_json::Value) -> RunId {
+            let spec: SweepSpec = serde_json::from_value(spec).expect("sweep spec");
+            spec.check().expect("a valid sweep");
+            let id = self.id();
+            let event = Event::SweepSubmitted {
+                name: spec.name.clone(),
+                digest: spec.digest(),
+                spec: spec.canonical_json(),
+            };
+            self.append(id, event).expect("submitted");
+            id
+        }
+
+        /// The sweep's next plan, journaled; its events, as `Type trial [rung]`.
+        fn step(&mut self, sweep: RunId) -> Vec<String> {
+            let mut next = self.next_id;
+            let plan = self.state.sweep_plan(sweep, &mut || {
+                next += 1;
+                RunId::from_bytes([next; 16])
+            });
+            self.next_id = next;
+            let Some(plan) = plan else {
+                return Vec::new();
+            };
+            let mut said = Vec::new();
+            for (id, event) in plan.records {
+                said.push(match &event {
+                    Event::TrialCreated { trial, .. } => format!("created {trial}"),
+                    Event::TrialReachedRung { trial, rung, .. } => {
+                        format!("reached {trial} {rung}")
+                    }
+                    Event::TrialPromoted { trial, rung } => format!("promoted {trial} {rung}"),
+                    Event::TrialStopped { trial, .. } => format!("stopped {trial}"),
+                    Event::SweepCompleted { best } => format!("completed {best:?}"),
+                    other => format!("{} {}", other.kind().name(), self.trial_number(id)),
+                });
+                self.append(id, event).expect("a plan the state takes");
+            }
+            said
+        }
+
+        fn trial_number(&self, run: RunId) -> String {
+            self.state
+                .trial_of(run)
+                .map_or_else(|| "?".into(), |(_, n)| n.to_string())
+        }
+
+        fn run_of(&self, sweep: RunId, trial: u32) -> RunId {
+            self.state
+                .sweep(sweep)
+                .and_then(|s| s.trial(trial))
+                .expect("trial")
+                .run_id
+        }
+
+        /// Trains `run` on slot 0 from where it is through epoch `to`, each epoch's
+        /// validation accuracy `accuracy`, then pauses it (or completes it).
+        fn train(&mut self, run: RunId, to: u32, accuracy: f64, complete: bool) {
+            let slot = SlotId(0);
+            let from = self
+                .state
+                .run(run)
+                .and_then(|r| r.epochs.last())
+                .map_or(0, |e| e.epoch);
+            self.append(run, Event::SlotClaimed { slot })
+                .expect("claim");
+            let attempt = self.state.run(run).map_or(1, |r| r.attempt + 1);
+            let device = "cpu".to_string();
+            self.append(
+                run,
+                Event::RunStarted {
+                    attempt,
+                    slot,
+                    device,
+                },
+            )
+            .expect("start");
+            for epoch in from + 1..=to {
+                let done = Event::EpochCompleted {
+                    epoch,
+                    train_loss: 1.0 / f64::from(epoch),
+                    train_accuracy: accuracy,
+                    duration_ms: 10,
+                };
+                self.append(run, done).expect("epoch");
+                let evaluated = Event::EpochEvaluated {
+                    epoch,
+                    val_loss: 0.5,
+                    val_metric: accuracy,
+                };
+                self.append(run, evaluated).expect("evaluated");
+            }
+            let end = if complete {
+                Event::RunCompleted {
+                    train_loss: 0.1,
+                    train_accuracy: accuracy,
+                }
+            } else {
+                Event::RunPaused {
+                    reason: "paused at the end of its sweep rung".into(),
+                }
+            };
+            self.append(run, end).expect("end");
+            self.append(run, Event::SlotReleased { slot })
+                .expect("release");
+        }
+    }
+
+    /// ASHA over rungs of 1 and 3 epochs (η = 3), three trials, one at a time.
+    fn asha_sweep() -> serde_json::Value {
+        json!({
+            "name": "s",
+            "base": {"name": "b", "model": {"kind": "mlp", "hidden": [8]},
+                     "data": {"kind": "synthetic", "samples": 100, "features": 4, "classes": 2, "seed": 1},
+                     "validation": {"fraction": 0.2}, "epochs": 3, "batch_size": 10},
+            "space": {"optimizer.lr": {"choice": [0.001, 0.01, 0.1]}},
+            "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 1, "max_epochs": 3,
+                         "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1},
+            "seed": 5
+        })
+    }
+
+    #[test]
+    fn an_asha_sweep_trains_rung_by_rung_promotes_the_best_and_completes() {
+        let mut world = World::new();
+        let sweep = world.submit(asha_sweep());
+        // Given a new sweep, when it plans, then it makes its first trial, whose run
+        // pauses at the end of rung 0.
+        assert_eq!(world.step(sweep), ["RunSubmitted ?", "created 0"]);
+        let first = world.run_of(sweep, 0);
+        assert_eq!(world.state.rung_end(first), Some(1));
+        assert_eq!(
+            world.step(sweep),
+            Vec::<String>::new(),
+            "one trial at a time"
+        );
+        // When the trials finish rung 0 one after the other (trial 1 the best), then
+        // each result is journaled and the next trial made.
+        for (trial, accuracy) in [(0, 0.5), (1, 0.9), (2, 0.7)] {
+            let run = world.run_of(sweep, trial);
+            world.train(run, 1, accuracy, false);
+            let said = world.step(sweep);
+            assert_eq!(said, [format!("reached {trial} 0")]);
+            let next = world.step(sweep);
+            if trial < 2 {
+                assert_eq!(
+                    next,
+                    [
+                        "RunSubmitted ?".to_string(),
+                        format!("created {}", trial + 1)
+                    ]
+                );
+            } else {
+                // Then, with three results, the best third (trial 1) is promoted.
+                assert_eq!(next, ["promoted 1 1", "RunResumed 1"]);
+            }
+        }
+        let promoted = world.run_of(sweep, 1);
+        assert_eq!(
+            world.state.rung_end(promoted),
+            None,
+            "the top rung trains to the end"
+        );
+        world.train(promoted, 3, 0.95, true);
+        assert_eq!(world.step(sweep), ["reached 1 1"]);
+        // Then nothing trains and nothing can start: the others are stopped (their
+        // paused runs cancelled) and trial 1 is the best.
+        assert_eq!(
+            world.step(sweep),
+            [
+                "stopped 0",
+                "RunCancelled 0",
+                "stopped 2",
+                "RunCancelled 2",
+                "completed Some(1)"
+            ]
+        );
+        let done = world.state.sweep(sweep).expect("sweep");
+        assert_eq!(done.state, SweepState::Completed);
+        assert_eq!(done.best, Some(1));
+        assert_eq!(done.results.len(), 4);
+        assert_eq!(world.step(sweep), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_waiting_trial_a_client_resumed_is_promoted_or_stopped_without_a_second_resume() {
+        let mut world = World::new();
+        let sweep = world.submit(asha_sweep());
+        world.step(sweep);
+        let first = world.run_of(sweep, 0);
+        world.train(first, 1, 0.5, false);
+        world.step(sweep);
+        // Given trial 0 waiting at rung 0, when a client resumes its run and it trains
+        // to the end, then the sweep takes its rung results and never resumes it.
+        world
+            .append(first, Event::RunResumed)
+            .expect("client resume");
+        world.step(sweep);
+        let second = world.run_of(sweep, 1);
+        world.train(second, 1, 0.9, false);
+        world.train(first, 3, 0.6, true);
+        world.step(sweep);
+        let mut said = Vec::new();
+        for _ in 0..10 {
+            let step = world.step(sweep);
+            if step.is_empty() {
+                let run = world
+                    .state
+                    .sweep(sweep)
+                    .and_then(|s| {
+                        s.trials
+                            .iter()
+                            .find(|t| matches!(t.status, TrialStatus::Training { .. }))
+                    })
+                    .map(|t| t.run_id);
+                let Some(run) = run else { break };
+                let to = world.state.rung_end(run).unwrap_or(3);
+                world.train(run, to, 0.7, to == 3);
+                continue;
+            }
+            said.extend(step);
+        }
+        assert!(said.contains(&"stopped 0".to_string()), "{said:?}");
+        assert!(
+            !said.contains(&"RunCancelled 0".to_string()),
+            "its run completed: {said:?}"
+        );
+        assert!(said.iter().any(|s| s.starts_with("completed")), "{said:?}");
+        assert_eq!(
+            world.state.run(first).map(|r| r.state),
+            Some(RunState::Completed)
+        );
+    }
+
+    #[test]
+    fn decisions_that_no_longer_fit_are_refused_and_a_paused_sweep_decides_nothing() {
+        let mut world = World::new();
+        let sweep = world.submit(asha_sweep());
+        world.step(sweep);
+        let run = world.run_of(sweep, 0);
+        // A trial number taken, a run already a trial, a promotion from the wrong rung.
+        let again = Event::TrialCreated {
+            trial: 0,
+            run,
+            point: "{}".into(),
+        };
+        assert!(matches!(
+            world.append(sweep, again),
+            Err(Rejection::Sweep(_))
+        ));
+        let taken = Event::TrialCreated {
+            trial: 1,
+            run,
+            point: "{}".into(),
+        };
+        assert!(matches!(
+            world.append(sweep, taken),
+            Err(Rejection::Sweep(_))
+        ));
+        let early = Event::TrialPromoted { trial: 0, rung: 1 };
+        assert!(matches!(
+            world.append(sweep, early),
+            Err(Rejection::Sweep(_))
+        ));
+        let stranger = world.id();
+        assert_eq!(
+            world.append(stranger, Event::SweepPaused),
+            Err(Rejection::UnknownSweep(stranger))
+        );
+        // Paused: the rung result waits; resumed: it is taken.
+        world.append(sweep, Event::SweepPaused).expect("pause");
+        world.train(run, 1, 0.5, false);
+        assert_eq!(world.step(sweep), Vec::<String>::new());
+        assert!(world.append(sweep, Event::SweepPaused).is_err());
+        world.append(sweep, Event::SweepResumed).expect("resume");
+        assert_eq!(world.step(sweep), ["reached 0 0"]);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_sweep_and_the_plan_it_makes() {
+        let mut world = World::new();
+        let sweep = world.submit(asha_sweep());
+        world.step(sweep);
+        let run = world.run_of(sweep, 0);
+        world.train(run, 1, 0.5, false);
+        let restored = State::from_snapshot(&world.state.to_snapshot()).expect("snapshot");
+        assert_eq!(restored.fingerprint(), world.state.fingerprint());
+        assert_eq!(restored.trial_of(run), Some((sweep, 0)));
+        let mut ids = || RunId::from_bytes([99; 16]);
+        let mut same = || RunId::from_bytes([99; 16]);
+        assert_eq!(
+            restored.sweep_plan(sweep, &mut ids),
+            world.state.sweep_plan(sweep, &mut same)
+        );
+        assert!(restored.sweep_plan(sweep, &mut ids).is_some());
     }
 }
