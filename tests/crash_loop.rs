@@ -16,9 +16,17 @@
 //!   pausing, and each run shown to a client reads the same at that sequence number
 //!   (`?at_seq=`).
 //!
+//! A sweep runs through it all (ASHA, its trials runs among the clients' runs, which
+//! the clients cancel, pause and resume like any other): after every kill the journal
+//! holds each trial once, numbered without a gap, each of its runs made once, each
+//! rung result once and the completion at most once; after every restart the sweep
+//! shows every trial and rung result it showed before, unchanged and in order.
+//!
 //! At the end the server runs once more until every run has ended (paused runs are
-//! resumed): completed runs trained every epoch, a few runs that were interrupted are
-//! trained again uninterrupted and must end with the same weights.
+//! resumed) and the sweep has completed, each of its promotions of a trial in the
+//! best third of its rung as journaled by then: completed runs trained every epoch, a
+//! few runs that were interrupted are trained again uninterrupted and must end with
+//! the same weights.
 //!
 //! Clients also send some of their requests with an `Idempotency-Key`: after each
 //! restart, every keyed answer given since the last one is asked for again with the
@@ -133,6 +141,35 @@ struct Loop {
     verified: Option<server::Verified>,
     /// The filesystem the data directory is on, in the power loop.
     cutfs: Option<cutfs::CutFs>,
+    /// The sweep, once its submission was acknowledged, and its view at the last
+    /// restart check.
+    sweep: Option<(String, Value)>,
+}
+
+/// The sweep that runs through the loop: ASHA over three rungs (1, 3, 9 epochs), one
+/// trial at a time, small synthetic trials.
+fn sweep_spec() -> Value {
+    serde_json::json!({
+        "name": "crash-sweep",
+        "base": {
+            "name": "crash-trial",
+            "model": {"kind": "mlp", "hidden": [16]},
+            "data": {"kind": "synthetic", "samples": 512, "features": 8, "classes": 3, "seed": 4},
+            "validation": {"fraction": 0.2},
+            "optimizer": {"kind": "adam", "lr": 0.01},
+            "epochs": 9,
+            "batch_size": 32,
+            "seed": 9,
+            "checkpoint": {"every_batches": 4, "keep": 2}
+        },
+        "space": {
+            "optimizer.lr": {"loguniform": [0.001, 0.05]},
+            "model.hidden": {"choice": [[8], [16], [32]]}
+        },
+        "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 1, "max_epochs": 9,
+                     "reduction_factor": 3, "max_trials": 9, "max_concurrent": 1},
+        "seed": 21
+    })
 }
 
 impl Loop {
@@ -176,7 +213,7 @@ impl Loop {
     }
 
     /// Right after `/readyz`, before any request: the state the restart left.
-    async fn check_restart(&self, address: &str, ready_seq: u64) -> Result<usize> {
+    async fn check_restart(&mut self, address: &str, ready_seq: u64) -> Result<usize> {
         let audit = self.get(address, "/api/v1/slots/audit").await?;
         let slots = self.get(address, "/api/v1/slots").await?;
         let runs = self.get(address, "/api/v1/runs").await?;
@@ -315,9 +352,65 @@ impl Loop {
                 past["last_seq"]
             );
         }
+        self.check_sweep(address).await?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ ready_seq ^ 0x4B45_59ED);
         activity::retry_keyed(&self.http, address, &self.ledger, &mut rng).await?;
         Ok(recovery.len())
+    }
+
+    /// After a restart: the sweep shows every trial and rung result it showed at the
+    /// last check, unchanged and in order, its trials numbered without a gap.
+    async fn check_sweep(&mut self, address: &str) -> Result<()> {
+        let Some((id, before)) = self.sweep.clone() else {
+            return Ok(());
+        };
+        let now = self.get(address, &format!("/api/v1/sweeps/{id}")).await?;
+        let trials = now["trials"].as_array().context("trials")?;
+        for (i, trial) in trials.iter().enumerate() {
+            ensure!(
+                trial["number"] == i as u64,
+                "sweep {id}: trial {i} is numbered {}",
+                trial["number"]
+            );
+        }
+        let old = before["trials"].as_array().context("trials")?;
+        ensure!(
+            trials.len() >= old.len(),
+            "sweep {id} had {} trials, now {}",
+            old.len(),
+            trials.len()
+        );
+        for (o, n) in old.iter().zip(trials) {
+            ensure!(
+                o["run_id"] == n["run_id"] && o["point"] == n["point"],
+                "sweep {id}: trial {} was {o}, now {n}",
+                o["number"]
+            );
+        }
+        let (old, new) = (
+            before["results"].as_array().context("results")?,
+            now["results"].as_array().context("results")?,
+        );
+        ensure!(
+            new.len() >= old.len() && new[..old.len()] == old[..],
+            "sweep {id}: its rung results changed: were {old:?}, now {new:?}"
+        );
+        self.sweep = Some((id, now));
+        Ok(())
+    }
+
+    /// Submits the sweep once, in the first life with clients.
+    async fn submit_sweep(&mut self, address: &str) -> Result<()> {
+        if self.sweep.is_some() {
+            return Ok(());
+        }
+        let view = self
+            .post_ok(address, "/api/v1/sweeps", Some(&sweep_spec()))
+            .await?;
+        let id = view["id"].as_str().context("sweep id")?.to_string();
+        self.model.sweep = Some(id.clone());
+        self.sweep = Some((id, view));
+        Ok(())
     }
 
     /// In the power loop, the cut: what was not synced is gone.
@@ -390,6 +483,9 @@ impl Loop {
                         .await
                         .context("check after the restart")?,
                 );
+                self.submit_sweep(&address)
+                    .await
+                    .context("submit the sweep")?;
                 let unfinished = self
                     .ledger()
                     .runs
@@ -534,6 +630,21 @@ impl Loop {
                 .await?;
             self.ledger().view("resume", &view);
         }
+        if let Some((id, _)) = self.sweep.clone() {
+            let deadline = Instant::now() + SAFETY;
+            loop {
+                let sweep = self.get(&address, &format!("/api/v1/sweeps/{id}")).await?;
+                if sweep["state"] == "completed" {
+                    break;
+                }
+                server.ensure_alive()?;
+                ensure!(
+                    Instant::now() < deadline,
+                    "the sweep has not completed after {SAFETY:?}: {sweep}"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
         let runs = self
             .wait_runs(&mut server, &address, "ended", terminal)
             .await?;
@@ -620,6 +731,13 @@ impl Loop {
         self.cut()?;
         self.check_violations()?;
         let (verified, report) = self.check_offline().context("the last check")?;
+        if self.sweep.is_some() {
+            let summary = self
+                .model
+                .check_sweep_complete()
+                .context("the sweep's decisions")?;
+            eprintln!("final: the sweep completed: {summary}");
+        }
         ensure!(
             verified.slots_held == 0
                 && verified.count(&["completed", "failed", "cancelled"]) == runs.len() as u64,
@@ -702,6 +820,7 @@ async fn run_loop(name: &str, cycles: u64, seed: u64, power: bool) {
         logs: Vec::new(),
         verified: None,
         cutfs,
+        sweep: None,
     };
     let started = Instant::now();
     for n in 1..=cycles + 1 {

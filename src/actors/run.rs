@@ -744,10 +744,14 @@ impl RunActor {
                     train_accuracy,
                 }
             }
-            // A cancel that raced the pause wins: the client asked for it last.
-            Outcome::Paused if self.control.is_cancelled() => Event::RunCancelled {
-                reason: requested("cancelled by request"),
-            },
+            // A cancel that raced the pause wins: the client asked for it last. It may
+            // be journaled and not yet passed on to the thread (a sweep trial pausing
+            // at its rung's end just then): the journal's word counts too.
+            Outcome::Paused if self.control.is_cancelled() || self.cancel_requested() => {
+                Event::RunCancelled {
+                    reason: requested("cancelled by request"),
+                }
+            }
             // The pause was the hand-back's, not a client's: the run goes back to the
             // queue and resumes from the checkpoint the pause just took.
             Outcome::Paused if self.handing_back && !self.pause_requested() => Event::RunRequeued {
@@ -800,6 +804,14 @@ impl RunActor {
             actor.append_final(records, ctx);
         });
         ctx.wait(fault::guarded_unit("unwatch", unwatched));
+    }
+
+    /// Whether a client's cancel of the run is journaled.
+    fn cancel_requested(&self) -> bool {
+        self.reader
+            .state()
+            .run(self.run_id)
+            .is_some_and(|r| r.cancel_requested)
     }
 
     /// Whether a client's pause of the run is journaled (the run is `pausing`).

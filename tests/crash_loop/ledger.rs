@@ -212,10 +212,12 @@ impl Ledger {
                 *latest = (last_seq, state.clone());
             }
         }
+        // A sweep resumes its own trials (a promotion): a trial seen paused may run on.
+        let trial = view["labels"]["sweep"].is_string();
         self.state_evidence(
             &id,
             last_seq,
-            matches!(state.as_str(), "pausing" | "paused"),
+            !trial && matches!(state.as_str(), "pausing" | "paused"),
         );
         for p in problems {
             self.violation(p);
@@ -388,6 +390,17 @@ pub struct JournalModel {
     pub digests: HashMap<String, String>,
     /// Hashes of `(run, recorded_at, event)`: an event written twice shows up here.
     fingerprints: HashSet<u64>,
+    /// The sweep of the loop, once submitted.
+    pub sweep: Option<String>,
+    /// Its trials' runs, by trial number, as `TrialCreated` journaled them.
+    trial_runs: Vec<String>,
+    /// Its rung results, in journal order: `(trial, rung, metric)`.
+    rung_results: Vec<(u64, u64, f64)>,
+    /// Its promotions and stops, in journal order, each with the rung results
+    /// journaled before it: `(promoted, trial, rung left, results so far)`.
+    decisions: Vec<(bool, u64, u64, usize)>,
+    /// Whether `SweepCompleted` was journaled.
+    sweep_completed: bool,
 }
 
 /// What one offline check found.
@@ -436,6 +449,39 @@ pub fn files_named(export: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 impl JournalModel {
+    /// At the end: the sweep completed, and each promotion was of a trial in the best
+    /// third (η = 3) of its rung's results journaled by then, each stop of one
+    /// outside it.
+    pub fn check_sweep_complete(&self) -> Result<String> {
+        ensure!(self.sweep_completed, "the sweep never completed");
+        for (promoted, trial, rung, known) in &self.decisions {
+            let mut ranked: Vec<(f64, u64)> = self.rung_results[..*known]
+                .iter()
+                .filter(|r| r.1 == *rung)
+                .map(|r| (r.2, r.0))
+                .collect();
+            ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let place = ranked
+                .iter()
+                .position(|r| r.1 == *trial)
+                .context("a decided trial has a result")?;
+            let cut = ranked.len() / 3;
+            ensure!(
+                *promoted == (place < cut),
+                "trial {trial} was {} from place {place} of {} at rung {rung}",
+                if *promoted { "promoted" } else { "stopped" },
+                ranked.len()
+            );
+        }
+        let promotions = self.decisions.iter().filter(|d| d.0).count();
+        Ok(format!(
+            "{} trials, {} rung results, {promotions} promotions and {} stops checked",
+            self.trial_runs.len(),
+            self.rung_results.len(),
+            self.decisions.len() - promotions
+        ))
+    }
+
     /// Checks a fresh export against the previous one and against every
     /// acknowledgment since; clears the pending acknowledgments it checked.
     pub fn check(
@@ -492,6 +538,60 @@ impl JournalModel {
                     }
                     self.digests.insert(digest.clone(), event.run_id.clone());
                     self.runs.insert(event.run_id.clone(), (name, digest, seq));
+                }
+                "SweepSubmitted" => {
+                    ensure!(
+                        self.sweep.as_deref() == Some(event.run_id.as_str()),
+                        "record {seq}: a sweep submitted that the loop did not acknowledge ({})",
+                        event.run_id
+                    );
+                }
+                "TrialCreated" => {
+                    let trial = event.data["trial"].as_u64().context("trial")?;
+                    let run = event.data["run"].as_str().context("run")?.to_string();
+                    ensure!(
+                        trial == self.trial_runs.len() as u64,
+                        "record {seq}: trial {trial} made after {} trials",
+                        self.trial_runs.len()
+                    );
+                    ensure!(
+                        self.runs.contains_key(&run) && !self.trial_runs.contains(&run),
+                        "record {seq}: trial {trial}'s run {run} is not a new run"
+                    );
+                    self.trial_runs.push(run);
+                }
+                "TrialReachedRung" => {
+                    let trial = event.data["trial"].as_u64().context("trial")?;
+                    let rung = event.data["rung"].as_u64().context("rung")?;
+                    let before = self.rung_results.iter().filter(|r| r.0 == trial).count() as u64;
+                    ensure!(
+                        rung == before,
+                        "record {seq}: trial {trial} reached rung {rung} after {before} rungs"
+                    );
+                    let metric = event.data["metric"].as_f64().unwrap_or(f64::NEG_INFINITY);
+                    self.rung_results.push((trial, rung, metric));
+                }
+                "TrialPromoted" | "TrialStopped" => {
+                    let trial = event.data["trial"].as_u64().context("trial")?;
+                    let reached = self.rung_results.iter().filter(|r| r.0 == trial).count() as u64;
+                    ensure!(
+                        reached > 0,
+                        "record {seq}: trial {trial} {} before any result",
+                        event.kind
+                    );
+                    self.decisions.push((
+                        event.kind == "TrialPromoted",
+                        trial,
+                        reached - 1,
+                        self.rung_results.len(),
+                    ));
+                }
+                "SweepCompleted" => {
+                    ensure!(
+                        !self.sweep_completed,
+                        "record {seq}: the sweep completed twice"
+                    );
+                    self.sweep_completed = true;
                 }
                 "RunFailed" | "RunRetryScheduled" => {
                     let name = self.runs.get(&event.run_id).map(|r| r.0.clone());
