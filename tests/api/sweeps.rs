@@ -425,3 +425,111 @@ async fn a_promoted_trial_ends_bit_identical_to_its_point_trained_straight_throu
         "{stopped_run}"
     );
 }
+
+/// A command trial: a stand-in for a training script (standard library only) that
+/// reports an epoch summary with a free-form `score` each epoch, checkpoints after
+/// each, resumes from `RUNYARD_RESUME_FROM`, and on SIGTERM stops at once (dropping a
+/// partial epoch; its last checkpoint is reported already).
+const TRIAL_SCRIPT: &str = r#"
+import json, os, signal, sys, time
+out = os.fdopen(int(os.environ["RUNYARD_PROGRESS_FD"]), "w", buffering=1)
+lr, epochs = float(os.environ["LR"]), int(os.environ["EPOCHS"])
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+ckdir = os.environ["RUNYARD_CHECKPOINT_DIR"]
+start, w = 0, 0.0
+if os.environ.get("RUNYARD_RESUME_FROM"):
+    with open(os.environ["RUNYARD_RESUME_FROM"]) as f:
+        state = json.load(f)
+    start, w = state["epoch"], state["w"]
+def send(line):
+    out.write(json.dumps(line) + "\n")
+for epoch in range(start + 1, epochs + 1):
+    for _ in range(5):
+        if stop:
+            sys.exit(0)
+        time.sleep(0.01)
+    w = w + lr * (1.0 - w)
+    score = 1.0 - abs(0.3 - lr) - 1.0 / (epoch + 1)
+    send({"type": "epoch", "epoch": epoch, "loss": 1 - w, "score": score})
+    path = os.path.join(ckdir, "ckpt-%d.json" % epoch)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"epoch": epoch, "w": w}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    send({"type": "checkpoint", "path": path, "epoch": epoch, "step": epoch})
+"#;
+
+#[actix_web::test]
+async fn command_trials_pause_at_their_rung_resume_from_their_checkpoint_and_rank_by_their_metric()
+{
+    let app = crate::helpers::spawn_app_with(|c| c.runs.allow_commands = true).await;
+    let sweep = json!({
+        "name": "commands",
+        "base": {"name": "script", "kind": "command", "argv": ["python3", "-c", TRIAL_SCRIPT],
+                 "env": {"LR": "0.1", "EPOCHS": "3"}},
+        "space": {"env.LR": {"grid": ["0.02", "0.3", "0.9"]}},
+        "searcher": {"kind": "asha", "metric": "score", "mode": "max", "min_epochs": 1,
+                     "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1}
+    });
+    let response = submit_sweep(&app, &sweep).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.expect("sweep")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = wait_sweep_ended(&app, &id).await;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    let trials = done["trials"].as_array().expect("trials");
+    // Each trial paused at the end of rung 0 (epoch 1; one more, should the SIGTERM
+    // land after the script finished the next), its result the score it reported last.
+    let score = |lr: f64, epoch: f64| 1.0 - (0.3 - lr).abs() - 1.0 / (epoch + 1.0);
+    for trial in trials {
+        let lr: f64 = trial["point"]["env.LR"]
+            .as_str()
+            .expect("LR")
+            .parse()
+            .expect("number");
+        let first = trial["results"][0].as_f64().expect("a rung-0 result");
+        assert!(
+            [1.0, 2.0]
+                .iter()
+                .any(|e| (first - score(lr, *e)).abs() < 1e-9),
+            "{trial}"
+        );
+    }
+    // The best (LR 0.3) was promoted: resumed from its checkpoint to epoch 3.
+    let best = &done["best"];
+    assert_eq!(best["point"]["env.LR"], "0.3", "{done:#}");
+    assert_eq!(best["status"], "finished");
+    let top = best["results"][1].as_f64().expect("a top-rung result");
+    assert!((top - (1.0 - 0.25)).abs() < 1e-9, "{best}");
+    let run_id = best["run_id"].as_str().expect("run");
+    let history = crate::helpers::types(&app.events(run_id).await);
+    assert!(
+        history.iter().any(|t| t == "ResumedFromCheckpoint"),
+        "{history:?}"
+    );
+    let run = app.run(run_id).await;
+    assert_eq!(run["state"], "completed");
+    let epochs: Vec<u64> = run["epochs"]
+        .as_array()
+        .expect("epochs")
+        .iter()
+        .filter_map(|e| e["epoch"].as_u64())
+        .collect();
+    assert_eq!(epochs, [1, 2, 3], "each epoch once: {run}");
+    for trial in trials.iter().filter(|t| t["status"] == "stopped") {
+        let run = app.run(trial["run_id"].as_str().expect("run")).await;
+        assert_eq!(run["state"], "cancelled");
+        let lr: f64 = trial["point"]["env.LR"]
+            .as_str()
+            .expect("LR")
+            .parse()
+            .expect("number");
+        let trained = run["metrics"]["epochs_completed"].as_f64().expect("epochs");
+        let first = trial["results"][0].as_f64().expect("result");
+        assert!((first - score(lr, trained)).abs() < 1e-9, "{trial} {run}");
+    }
+}

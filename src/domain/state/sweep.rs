@@ -477,7 +477,13 @@ impl State {
                 _ => continue,
             };
             for r in rung..=last {
-                let epochs = schedule.epochs(r);
+                // The top rung's result is the trial's at its end (a command counts its
+                // own epochs, whatever the schedule says).
+                let epochs = if r == schedule.top() && done > 0 {
+                    done
+                } else {
+                    schedule.epochs(r)
+                };
                 plan.records.push((
                     id,
                     Event::TrialReachedRung {

@@ -296,10 +296,12 @@ impl SweepSpec {
             metric.contains("loss") || metric.contains("mae") || metric.contains("error");
         let mode = mode.unwrap_or(if minimized { Mode::Min } else { Mode::Max });
         // The base as points apply to it: its fields with their defaults, and for
-        // ASHA the epochs of the top rung.
+        // ASHA over a built-in training run the epochs of the top rung.
         let mut full =
             serde_json::to_value(&base).map_err(|e| SweepSpecError::new("base", e.to_string()))?;
-        if let SearcherSpec::Asha { max_epochs, .. } = &self.searcher {
+        // A command counts its own epochs (its base says how many, in its argv or env).
+        if let (SearcherSpec::Asha { max_epochs, .. }, RunKind::Train) = (&self.searcher, base.kind)
+        {
             full["epochs"] = Value::from(*max_epochs);
         }
         for (path, value) in space.corners() {
