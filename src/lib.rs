@@ -25,15 +25,16 @@
 //!   JSON, YAML or TOML is `domain::spec::parse`; the fold (`domain::state`) gives
 //!   each aggregate its part of an event: a run its changes (`src/domain/state/run.rs`,
 //!   with its states), the slot ledger its claims and releases, the state the
-//!   journal's own events. `domain::sweep` holds hyperparameter sweeps' pure parts: the
-//!   search space, the sweep spec's checks and the ASHA searcher (`sweep/searcher.rs`),
-//!   which the server does not drive yet.
+//!   journal's own events, and a sweep its trials and decisions
+//!   (`src/domain/state/sweep.rs`, with the plan of what a sweep does next).
+//!   `domain::sweep` holds hyperparameter sweeps' pure parts: the search space, the
+//!   sweep spec's checks and the ASHA searcher (`sweep/searcher.rs`).
 //! - [`store`]: the sled event log (synced after sled's flush, with a watermark of how
 //!   far it reached; reopened after a failed write), its versioned record codec and the
 //!   golden bytes that pin it (`store::codec`), snapshots and replay,
 //!   export/import/verify, moving a bad tail or a damaged log aside (`serve --repair`),
 //!   the data directory's lock (`store::lock`), and the sampled progress history.
-//! - [`actors`]: the journal, dispatcher, slot, run and ticker actors, their
+//! - [`actors`]: the journal, dispatcher, slot, run, sweeper and ticker actors, their
 //!   supervision (`actors::fault`: a panic in a handler caught and turned into a
 //!   restart that re-derives state from the journal; fault points in debug builds),
 //!   the tracer that turns the journal into runs' traces, and the executors behind
@@ -60,6 +61,7 @@
 //!   and their rotated stdout/stderr files (`train::logfile`).
 //! - [`http`]: the REST API (`http::runs`: one file per use case, `submit`, `list`,
 //!   `view`, `control`, `artifacts`, and what they share in its `mod.rs`;
+//!   `http::sweeps`: sweeps, their views and controls;
 //!   `http::state`: what every handler reaches; `http::bulk`: large JSON answers
 //!   that give the CPU back while they serialize; `http::views`: the views of runs
 //!   nothing live changes, kept as the bytes sent), server-sent

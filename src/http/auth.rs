@@ -7,7 +7,7 @@
 //! `read` and everything else `write`. Handlers that need `admin` check the [`Caller`]
 //! the middleware leaves in the request's extensions.
 //!
-//! The token comes in `Authorization: Bearer TOKEN`. The three stream routes also take it
+//! The token comes in `Authorization: Bearer TOKEN`. The four stream routes also take it
 //! as the query parameter `access_token` ([`takes_query_token`]), because a browser's
 //! `EventSource` cannot send headers; it is checked the same way, and the access log
 //! writes paths without their query, so it is not logged either.
@@ -45,8 +45,9 @@ fn is_worker_registration(path: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// Whether `path` is one of the three stream routes (`/api/v1/stream`,
-/// `/api/v1/runs/{id}/stream`, `/api/v1/runs/{id}/logs/stream`), the only ones that take
+/// Whether `path` is one of the four stream routes (`/api/v1/stream`,
+/// `/api/v1/runs/{id}/stream`, `/api/v1/runs/{id}/logs/stream`,
+/// `/api/v1/sweeps/{id}/stream`), the only ones that take
 /// the token as the query parameter `access_token` too: an `EventSource` cannot send an
 /// `Authorization` header.
 pub fn takes_query_token(path: &str) -> bool {

@@ -48,7 +48,7 @@ const BEARER: &str = "bearer";
             `write` for everything else; `admin` may do what `write` may, `write` what `read` \
             may). With none, the server listens on loopback only and needs no token. \
             `/healthz` and `/readyz` are always open, and so are the dashboard page `/` and \
-            its assets, which hold no data. The three stream routes also take the token as \
+            its assets, which hold no data. The four stream routes also take the token as \
             the query parameter `access_token`, for an `EventSource`, which cannot send \
             headers."
     ),
