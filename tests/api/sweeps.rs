@@ -175,6 +175,8 @@ async fn a_digits_asha_sweep_promotes_the_best_and_finds_a_trial_over_96_percent
 async fn bad_sweep_specs_are_refused_naming_the_path_and_nothing_is_written() {
     let app = spawn_app().await;
     let base = quick_spec("base");
+    let mut slurm_base = base.clone();
+    slurm_base["executor"] = json!("slurm");
     let cases = [
         (
             json!({"name": "s", "base": base, "space": {"optimizer.lr": {"loguniform": [0.0, 0.1]}},
@@ -196,6 +198,12 @@ async fn bad_sweep_specs_are_refused_naming_the_path_and_nothing_is_written() {
                    "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 4,
                                 "max_epochs": 2, "max_trials": 3}}),
             "searcher.min_epochs",
+        ),
+        (
+            json!({"name": "s", "base": slurm_base, "space": {"optimizer.lr": {"choice": [0.1]}},
+                   "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 1,
+                                "max_epochs": 3, "max_trials": 3}}),
+            "base.executor",
         ),
     ];
     for (spec, path) in cases {
