@@ -539,6 +539,51 @@ impl State {
         &self.repairs
     }
 
+    /// A sweep by id.
+    pub fn sweep(&self, id: RunId) -> Option<&Sweep> {
+        self.sweeps.get(&id).map(|s| &**s)
+    }
+
+    /// Every sweep, oldest first.
+    pub fn sweeps(&self) -> impl DoubleEndedIterator<Item = &Sweep> + '_ {
+        self.sweeps.values().map(|s| &**s)
+    }
+
+    /// The sweep and trial number a run is a trial of.
+    pub fn trial_of(&self, run_id: RunId) -> Option<(RunId, u32)> {
+        self.trial_runs.get(&run_id).copied()
+    }
+
+    /// The epochs after which a trial's run pauses (the end of its rung), if it is a
+    /// trial training towards a rung below the top.
+    pub fn rung_end(&self, run_id: RunId) -> Option<u32> {
+        let (sweep, trial) = self.trial_of(run_id)?;
+        self.sweep(sweep)?.rung_end(trial)
+    }
+
+    /// What sweep `id` does next, if anything (see [`Sweep`]'s plan): rungs its
+    /// trials finished, else the searcher's decisions, new trials' runs taking their
+    /// ids from `new_run`.
+    pub fn sweep_plan(&self, id: RunId, new_run: &mut dyn FnMut() -> RunId) -> Option<SweepPlan> {
+        self.sweep(id)?.plan(|run| self.run(run), new_run)
+    }
+
+    /// The trial runs of sweep `id` its state says must stop: `(to cancel, to
+    /// pause)`.
+    pub fn sweep_stops(&self, id: RunId) -> (Vec<RunId>, Vec<RunId>) {
+        self.sweep(id)
+            .map(|s| s.stops(|run| self.run(run)))
+            .unwrap_or_default()
+    }
+
+    /// The trial runs of sweep `id` a resume restarts: those paused short of their
+    /// rung's end.
+    pub fn sweep_resumable(&self, id: RunId) -> Vec<RunId> {
+        self.sweep(id)
+            .map(|s| s.resumable(|run| self.run(run)))
+            .unwrap_or_default()
+    }
+
     /// Number of runs known.
     pub fn len(&self) -> usize {
         self.runs.len()

@@ -222,12 +222,23 @@ pub async fn run_stream(
         until_end: true,
         ..Filter::default()
     };
+    let cursor = one_stream_cursor(&req, query.into_inner(), &mut filter)?;
+    Ok(respond(state.into_inner(), filter, cursor))
+}
+
+/// Reads the query of a one-run or one-sweep stream (`after`, `every`, and
+/// `access_token`, which the auth middleware checks) into `filter`, and answers the
+/// cursor to start from.
+fn one_stream_cursor(
+    req: &HttpRequest,
+    query: Vec<(String, String)>,
+    filter: &mut Filter,
+) -> Result<Seq, ApiError> {
     let mut after = None;
-    for (key, value) in query.into_inner() {
+    for (key, value) in query {
         match key.as_str() {
             "after" => after = Some(parse_after(&value, "`after`")?),
             "every" => filter.every = Some(parse_every(&value)?),
-            // Checked by the auth middleware.
             "access_token" => {}
             other => {
                 return Err(invalid(format!(
@@ -236,8 +247,7 @@ pub async fn run_stream(
             }
         }
     }
-    let cursor = start_cursor(&req, after)?;
-    Ok(respond(state.into_inner(), filter, cursor))
+    start_cursor(req, after)
 }
 
 /// `GET /api/v1/sweeps/{id}/stream?after=&every=`: a sweep's events and its trials'
@@ -288,20 +298,7 @@ pub async fn sweep_stream(
         until_end: true,
         ..Filter::default()
     };
-    let mut after = None;
-    for (key, value) in query.into_inner() {
-        match key.as_str() {
-            "after" => after = Some(parse_after(&value, "`after`")?),
-            "every" => filter.every = Some(parse_every(&value)?),
-            "access_token" => {}
-            other => {
-                return Err(invalid(format!(
-                    "unknown query parameter `{other}` (expected `after` or `every`)"
-                )))
-            }
-        }
-    }
-    let cursor = start_cursor(&req, after)?;
+    let cursor = one_stream_cursor(&req, query.into_inner(), &mut filter)?;
     Ok(respond(state.into_inner(), filter, cursor))
 }
 

@@ -1,8 +1,8 @@
 //! The sweep aggregate: a sweep as its events say ([`Sweep`]), what each sweep event
 //! may do ([`Sweep::check`]) and changes ([`Sweep::apply`]), and what the sweep does
-//! next ([`State::sweep_plan`]): the searcher's decisions turned into the events that
-//! carry them out, a pure function of the sweep's spec and the journaled state, so a
-//! restarted server decides exactly what the stopped one would have.
+//! next (its plan, `State::sweep_plan`): the searcher's decisions turned into the
+//! events that carry them out, a pure function of the sweep's spec and the journaled
+//! state, so a restarted server decides exactly what the stopped one would have.
 //!
 //! A trial is an ordinary run. The sweep keeps, for each, its number, its run, its
 //! point, where it stands in the searcher's eyes ([`TrialStatus`]) and its metric at
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::{Run, RunState, State};
+use super::run::{Run, RunState};
 use crate::domain::event::Event;
 use crate::domain::ids::{RunId, Seq};
 use crate::domain::sweep::{decide, CheckedSweep, Decision, SweepSpec, Trial, TrialStatus};
@@ -422,35 +422,18 @@ pub struct SweepPlan {
     pub launch: Vec<RunId>,
 }
 
-impl State {
-    /// A sweep by id.
-    pub fn sweep(&self, id: RunId) -> Option<&Sweep> {
-        self.sweeps.get(&id).map(|s| &**s)
-    }
-
-    /// Every sweep, oldest first.
-    pub fn sweeps(&self) -> impl DoubleEndedIterator<Item = &Sweep> + '_ {
-        self.sweeps.values().map(|s| &**s)
-    }
-
-    /// The sweep and trial number a run is a trial of.
-    pub fn trial_of(&self, run_id: RunId) -> Option<(RunId, u32)> {
-        self.trial_runs.get(&run_id).copied()
-    }
-
-    /// The epochs after which a trial's run pauses (the end of its rung), if it is a
-    /// trial training towards a rung below the top.
-    pub fn rung_end(&self, run_id: RunId) -> Option<u32> {
-        let (sweep, trial) = self.trial_of(run_id)?;
-        self.sweep(sweep)?.rung_end(trial)
-    }
-
-    /// What sweep `id` does next, if anything: the rungs its trials' runs have
-    /// finished; else the searcher's decisions (new trials, with ids from `new_run`;
-    /// promotions; at the end, stops and completion). `None` when there is nothing
-    /// to do, or the sweep is not running.
-    pub fn sweep_plan(&self, id: RunId, new_run: &mut dyn FnMut() -> RunId) -> Option<SweepPlan> {
-        let sweep = self.sweep(id)?;
+impl Sweep {
+    /// What the sweep does next, if anything, with `run` the state's runs: the rungs
+    /// its trials' runs have finished; else the searcher's decisions (new trials, with
+    /// ids from `new_run`; promotions; at the end, stops and completion). `None` when
+    /// there is nothing to do, or the sweep is not running.
+    pub(super) fn plan<'a>(
+        &self,
+        run_of: impl Fn(RunId) -> Option<&'a Run>,
+        new_run: &mut dyn FnMut() -> RunId,
+    ) -> Option<SweepPlan> {
+        let sweep = self;
+        let id = self.id;
         let checked = sweep.checked()?;
         if sweep.state != SweepState::Running {
             return None;
@@ -462,7 +445,7 @@ impl State {
             let TrialStatus::Training { rung } = trial.status else {
                 continue;
             };
-            let Some(run) = self.run(trial.run_id) else {
+            let Some(run) = run_of(trial.run_id) else {
                 continue;
             };
             let done = epochs_done(run);
@@ -542,7 +525,7 @@ impl State {
                     plan.records
                         .push((id, Event::TrialPromoted { trial, rung }));
                     // A run a client resumed (or that trained on) needs no resume.
-                    if self.run(t.run_id).map(|r| r.state) == Some(RunState::Paused) {
+                    if run_of(t.run_id).map(|r| r.state) == Some(RunState::Paused) {
                         plan.records.push((t.run_id, Event::RunResumed));
                         plan.launch.push(t.run_id);
                     }
@@ -565,7 +548,7 @@ impl State {
                     ));
                     // A run a client resumed is cancelled by the sweeper (see
                     // `sweep_stops`); one that ended already stays as it ended.
-                    if self.run(t.run_id).map(|r| r.state) == Some(RunState::Paused) {
+                    if run_of(t.run_id).map(|r| r.state) == Some(RunState::Paused) {
                         plan.records
                             .push((t.run_id, Event::RunCancelled { reason }));
                     }
@@ -578,17 +561,18 @@ impl State {
         (!plan.records.is_empty()).then_some(plan)
     }
 
-    /// The runs of sweep `id`'s trials that its state says must stop: to cancel,
+    /// The runs of the sweep's trials that its state says must stop: to cancel,
     /// every trial run not yet ended or asked to end once the sweep is cancelled, and
     /// a stopped trial's run a client resumed; to pause, the trial runs queued or
     /// training towards a rung while the sweep is paused.
-    pub fn sweep_stops(&self, id: RunId) -> (Vec<RunId>, Vec<RunId>) {
+    pub(super) fn stops<'a>(
+        &self,
+        run_of: impl Fn(RunId) -> Option<&'a Run>,
+    ) -> (Vec<RunId>, Vec<RunId>) {
         let (mut cancel, mut pause) = (Vec::new(), Vec::new());
-        let Some(sweep) = self.sweep(id) else {
-            return (cancel, pause);
-        };
+        let sweep = self;
         for trial in &sweep.trials {
-            let Some(run) = self.run(trial.run_id) else {
+            let Some(run) = run_of(trial.run_id) else {
                 continue;
             };
             let unstopped = !run.state.is_terminal() && !run.cancel_requested;
@@ -608,12 +592,10 @@ impl State {
         (cancel, pause)
     }
 
-    /// The trial runs of sweep `id` a resume restarts: those paused short of their
+    /// The trial runs a resume of the sweep restarts: those paused short of their
     /// rung's end (by the sweep's pause, or a client's).
-    pub fn sweep_resumable(&self, id: RunId) -> Vec<RunId> {
-        let Some(sweep) = self.sweep(id) else {
-            return Vec::new();
-        };
+    pub(super) fn resumable<'a>(&self, run_of: impl Fn(RunId) -> Option<&'a Run>) -> Vec<RunId> {
+        let sweep = self;
         let Some(checked) = sweep.checked() else {
             return Vec::new();
         };
@@ -624,7 +606,7 @@ impl State {
                 let TrialStatus::Training { rung } = trial.status else {
                     return None;
                 };
-                let run = self.run(trial.run_id)?;
+                let run = run_of(trial.run_id)?;
                 (run.state == RunState::Paused && epochs_done(run) < checked.schedule.epochs(rung))
                     .then_some(run.id)
             })
@@ -637,7 +619,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::{Envelope, Rejection, SlotId};
+    use crate::domain::{Envelope, Rejection, SlotId, State};
 
     /// A journal in memory: events checked, then folded.
     struct World {
