@@ -234,12 +234,12 @@ fn invalid_sweep(detail: impl Into<String>) -> ApiError {
         (status = 201, description = "The new sweep, once `SweepSubmitted` is durable.", body = SweepView,
             headers(("Location" = String, description = "The sweep's URL, `/api/v1/sweeps/{id}`."))),
         (status = 400, description = "`malformed_body`: not a well-formed document (names the line and column); `invalid_header`: a malformed `Idempotency-Key`.", body = Problem, content_type = PROBLEM),
-        (status = 403, description = "`commands_disabled` or `forbidden`: a base of `\"kind\": \"command\"` the server or the token does not allow.", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "`idempotency_key_reused`.", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "`body_too_large`.", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "`unsupported_media_type`.", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`invalid_sweep`: the spec breaks a rule, names the path (`space.optimizer.lr.loguniform: lo must be > 0`, `space.model.width: the base has no field model.width`); `invalid_spec`: the base names data that cannot be read, or more slots than the server has; `executor_disabled`.", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`journal_unavailable`: nothing was written, retry later.", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "`commands_disabled`: a `command` base, and the server does not accept commands (`runyard serve --allow-commands`); `forbidden`: a `command` base needs an `admin` token when tokens are configured.", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "`idempotency_key_reused`: the `Idempotency-Key` was used for another request.", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "`body_too_large`: the body is over the server's limit.", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "`unsupported_media_type`: the body is not JSON, YAML or TOML.", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`invalid_sweep`: the spec breaks a rule, names the path (`space.optimizer.lr.loguniform: lo must be > 0`, `space.model.width: the base has no field model.width`); `invalid_spec`: the base names data that cannot be read, or more slots than the server has; `executor_disabled`: the base's executor is not enabled on this server.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn submit(
@@ -311,7 +311,7 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     params(("id" = String, Path, description = "The sweep's id (a UUID).")),
     responses(
         (status = 200, description = "The sweep.", body = SweepView),
-        (status = 404, description = "`sweep_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`sweep_not_found`: no sweep with that id.", body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn get(
@@ -353,9 +353,9 @@ async fn control(
     params(("id" = String, Path, description = "The sweep's id (a UUID).")),
     responses(
         (status = 200, description = "The sweep, cancelled.", body = SweepView),
-        (status = 404, description = "`sweep_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`sweep_not_found`: no sweep with that id.", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`conflict`: the sweep already ended.", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`journal_unavailable`.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn cancel(
@@ -379,9 +379,9 @@ pub async fn cancel(
     params(("id" = String, Path, description = "The sweep's id (a UUID).")),
     responses(
         (status = 200, description = "The sweep, paused.", body = SweepView),
-        (status = 404, description = "`sweep_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`sweep_not_found`: no sweep with that id.", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`conflict`: the sweep is not running.", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`journal_unavailable`.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn pause(
@@ -404,9 +404,9 @@ pub async fn pause(
     params(("id" = String, Path, description = "The sweep's id (a UUID).")),
     responses(
         (status = 200, description = "The sweep, running.", body = SweepView),
-        (status = 404, description = "`sweep_not_found`.", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "`sweep_not_found`: no sweep with that id.", body = Problem, content_type = PROBLEM),
         (status = 409, description = "`conflict`: the sweep is not paused.", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "`journal_unavailable`.", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
     )
 )]
 pub async fn resume(
