@@ -121,7 +121,9 @@ static STYLE: LazyLock<Asset> =
     summary = "The dashboard page",
     description = "The dashboard: runs with live state and progress, the queue and slots, a \
         page per run (`/#/runs/{id}`) with live loss and accuracy charts, its event timeline \
-        and cancel, pause and resume, and a form to submit a run. It holds no data: its \
+        and cancel, pause and resume, a form to submit a run, the sweeps and a page per \
+        sweep (`/#/sweeps/{id}`) with its trials, best-so-far curve, overlaid validation \
+        curves and parallel coordinates. It holds no data: its \
         script reads the API with the token entered on the page.",
     params(
         (
