@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup torch browser slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
+.PHONY: setup torch browser promtool slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -20,6 +20,11 @@ torch: setup
 # when either is missing (as root; elsewhere it says what to install and goes on).
 browser:
 	bash scripts/setup-browser.sh
+
+# Prometheus's promtool (from Debian's prometheus package, unpacked into
+# target/promtool/) for the metrics test's `promtool check` and `test rules`.
+promtool:
+	bash scripts/setup-promtool.sh
 
 # A Slurm cluster on this machine for the Slurm executor's tests: Debian's slurm-wlm
 # and munge with apt-get when missing, a localhost configuration, the daemons started
@@ -50,13 +55,15 @@ lint: setup
 
 # Everything from a fresh clone, then the whole test suite. The dashboard's browser
 # test fails without chromium here, the Slurm tests without a Slurm cluster, and the
-# power-cut test without FUSE; RUNYARD_REQUIRE_BROWSER=0, RUNYARD_REQUIRE_SLURM=0 and
-# RUNYARD_REQUIRE_POWER=0 let them skip instead.
+# power-cut test without FUSE, the promtool checks without promtool;
+# RUNYARD_REQUIRE_BROWSER=0, RUNYARD_REQUIRE_SLURM=0, RUNYARD_REQUIRE_POWER=0 and
+# RUNYARD_REQUIRE_PROMTOOL=0 let them skip instead.
 RUNYARD_REQUIRE_BROWSER ?= 1
 RUNYARD_REQUIRE_SLURM ?= 1
 RUNYARD_REQUIRE_POWER ?= 1
-test: setup torch browser slurm-up cutfs lint
-	RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
+RUNYARD_REQUIRE_PROMTOOL ?= 1
+test: setup torch browser promtool slurm-up cutfs lint
+	RUNYARD_REQUIRE_PROMTOOL=$(RUNYARD_REQUIRE_PROMTOOL) RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
 # whole suite runs 25). SEED repeats a failing loop's choices.
