@@ -1,6 +1,8 @@
-//! The Python helper's own tests (`python/test_runyard_report.py`, standard library
-//! only), run with `python3 -m unittest` as part of this suite: the helper writes
-//! the protocol the server reads, so it is held to it on every `cargo test`.
+//! The Python helper's own tests (`python/tests/test_report.py`, standard library
+//! only), run with the system's `python3 -m unittest` as part of this suite: the
+//! helper (`runyard.report`, also importable as `runyard_report`) writes the protocol
+//! the server reads, so it is held to it on every `cargo test`, and running it where
+//! no HTTP library is installed shows it needs none.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +11,16 @@ use std::process::Command;
 fn the_python_helper_passes_its_unit_tests() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
     let output = Command::new("python3")
-        .args(["-m", "unittest", "-v", "test_runyard_report"])
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-v",
+            "-s",
+            "tests",
+            "-p",
+            "test_report.py",
+        ])
         .current_dir(&dir)
         // Run as it would outside runyard, whatever this process's environment says.
         .env_remove("RUNYARD_PROGRESS_FD")

@@ -1,7 +1,9 @@
-"""Tests of runyard_report without a server: a pipe stands in for the server's.
+"""Tests of runyard.report (the progress-protocol helper) without a server: a pipe
+stands in for the server's.
 
-Run from this directory with ``python3 -m unittest`` (the Rust suite does, in
-``tests/api/python_helper.rs``).
+Standard library only, like the helper: run from ``python/`` with
+``python3 -m unittest discover -s tests -p test_report.py`` (the Rust suite does, in
+``tests/api/python_helper.rs``, with the system's python3 and no HTTP library).
 """
 
 import contextlib
@@ -17,10 +19,11 @@ import textwrap
 import unittest
 from pathlib import Path
 
-import runyard_report
+from runyard import report as runyard_report
 
-HERE = Path(__file__).resolve().parent
-EXAMPLES = HERE.parent / "examples" / "command"
+HERE = Path(__file__).resolve().parent.parent  # python/
+ROOT = HERE.parent
+EXAMPLES = ROOT / "examples" / "command"
 
 
 class FakeClock:
@@ -343,6 +346,23 @@ class FullPipe(PipeCase):
         self.assertEqual(reporter.dropped, 1)
 
 
+class Imports(unittest.TestCase):
+    """Training scripts import the helper: it must not pull in the HTTP client."""
+
+    def test_the_old_name_is_the_same_module_and_neither_imports_an_http_library(self):
+        script = textwrap.dedent("""
+            import sys
+            import runyard_report
+            from runyard import report
+            import runyard
+            print(runyard_report is report, runyard_report.Reporter is report.Reporter,
+                  sorted(m for m in ("httpx", "runyard.client", "tqdm") if m in sys.modules))
+        """)
+        out = run_python(script, {})
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(out.stdout.strip(), "True True []")
+
+
 class OutsideRunyard(unittest.TestCase):
     def test_without_the_variable_every_call_does_nothing(self):
         reporter = runyard_report.Reporter(environ={}, handle_sigterm=False)
@@ -539,7 +559,7 @@ class ShellExample(unittest.TestCase):
 def python_with_torch():
     """This interpreter if it has torch, else the bench's virtual environment's
     (scripts/setup-mlflow.sh), else None."""
-    candidates = [sys.executable, str(HERE.parent / "target" / "bench-venv" / "bin" / "python")]
+    candidates = [sys.executable, str(ROOT / "target" / "bench-venv" / "bin" / "python")]
     for python in candidates:
         if os.path.exists(python) and subprocess.run(
                 [python, "-c", "import torch"], stdout=subprocess.DEVNULL,
