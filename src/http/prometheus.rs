@@ -6,7 +6,8 @@
 //! actors' restarts after a panic)
 //! live in the server's [`Instruments`](crate::instruments::Instruments). Everything
 //! that already has a home (runs by state, the queue, slots, stream counts, journal
-//! health, the progress history writer, the newest progress of live runs) is read
+//! health, the progress history writer, the newest progress of live runs and whether
+//! they are stalled) is read
 //! when the endpoint is scraped, into families made for that scrape, so nothing is
 //! kept twice and runs that end leave no series behind.
 
@@ -83,8 +84,9 @@ fn route_of(req: &actix_web::HttpRequest) -> Cow<'static, str> {
         queue and its wait times, slots, journal append latency and flush sizes, replay \
         time, ticker lag, actor restarts after a panic by actor, event-stream clients, \
         HTTP requests by route and status, \
-        exported and dropped trace spans, the process, and samples/s, loss and epoch of \
-        each live run (series of runs that ended are gone at the next scrape).",
+        exported and dropped trace spans, the process, samples/s, loss and epoch of \
+        each live run, and whether each live run is stalled (series of runs that ended \
+        are gone at the next scrape).",
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain", body = String),
         (status = 500, description = "`internal`: the metrics could not be encoded.", body = super::error::Problem, content_type = super::error::PROBLEM),
@@ -177,9 +179,22 @@ fn scraped(
         let mut by_state = [0i64; RunState::ALL.len()];
         let mut oldest_queued = None;
         let (mut local_queued, mut slurm_lost) = (0i64, 0u64);
+        let stalled = scrape.int_gauge_vec(
+            "runyard_run_stalled",
+            "1 while a live run has made no progress for longer than its stall threshold \
+             (stall_after_secs, or 10 times its median batch time and at least 30 s), else 0",
+            &["run_id", "name"],
+        )?;
         for run in fold.runs() {
             if let Some(i) = RunState::ALL.iter().position(|s| *s == run.state) {
                 by_state[i] += 1;
+            }
+            // Every live run, local or on Slurm: its series is there at 0 before it
+            // stalls, so an alert can tell a stall from a run it has never seen.
+            if run.state.is_live() {
+                stalled
+                    .with_label_values(&[run.id.to_string().as_str(), run.name.as_str()])
+                    .set(i64::from(run.stalled));
             }
             slurm_lost += run.slurm.as_ref().map_or(0, |j| u64::from(j.lost));
             // Slurm runs wait in Slurm's queue, not in this server's.
