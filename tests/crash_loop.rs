@@ -260,9 +260,20 @@ impl Loop {
             .iter()
             .filter_map(|r| Some((r["id"].as_str()?, r)))
             .collect();
+        // The sweeper may create a trial between `/readyz` and the listing: a run the
+        // journal read offline before the restart cannot hold, and a trial of the sweep.
+        let new_trials = runs
+            .iter()
+            .filter(|r| {
+                let id = r["id"].as_str().unwrap_or_default();
+                !self.model.runs.contains_key(id)
+                    && self.model.sweep.is_some()
+                    && r["spec"]["labels"]["sweep"].as_str() == self.model.sweep.as_deref()
+            })
+            .count();
         ensure!(
-            by_id.len() == runs.len() && runs.len() == self.model.runs.len(),
-            "{} runs listed ({} distinct), {} submitted in the journal",
+            by_id.len() == runs.len() && runs.len() == self.model.runs.len() + new_trials,
+            "{} runs listed ({} distinct, {new_trials} trials created since the restart), {} submitted in the journal",
             runs.len(),
             by_id.len(),
             self.model.runs.len()

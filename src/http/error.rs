@@ -26,6 +26,8 @@ pub enum ErrorCode {
     RunNotFound,
     /// No such route.
     RouteNotFound,
+    /// The path is a route, but not of this method (`Allow` names those it has).
+    MethodNotAllowed,
     /// The run has no artifact of that name.
     ArtifactNotFound,
     /// The run's state does not allow the request.
@@ -87,6 +89,11 @@ impl ErrorCode {
             ),
             ErrorCode::RunNotFound => (StatusCode::NOT_FOUND, "run_not_found", "Run not found"),
             ErrorCode::RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "No such route"),
+            ErrorCode::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             ErrorCode::ArtifactNotFound => (
                 StatusCode::NOT_FOUND,
                 "artifact_not_found",
@@ -159,13 +166,14 @@ impl ErrorCode {
     }
 
     /// Every code, for the README table check.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedBody,
         ErrorCode::InvalidSpec,
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RunNotFound,
         ErrorCode::RouteNotFound,
+        ErrorCode::MethodNotAllowed,
         ErrorCode::ArtifactNotFound,
         ErrorCode::Conflict,
         ErrorCode::InvalidQuery,
@@ -366,6 +374,7 @@ mod tests {
             | ErrorCode::UnsupportedMediaType
             | ErrorCode::RunNotFound
             | ErrorCode::RouteNotFound
+            | ErrorCode::MethodNotAllowed
             | ErrorCode::ArtifactNotFound
             | ErrorCode::Conflict
             | ErrorCode::InvalidQuery

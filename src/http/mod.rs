@@ -25,7 +25,7 @@ use std::net::TcpListener;
 
 use actix_web::dev::Server;
 use actix_web::http::Method;
-use actix_web::{web, App, HttpRequest, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpServer, ResponseError};
 
 pub use error::{ApiError, ErrorCode};
 pub use state::{AppState, RecoveryNote, ReplayReport, RoutePattern, MAX_BODY_BYTES};
@@ -97,8 +97,9 @@ pub const ROUTES: &[Endpoint] = &[
     route!(GET "/metrics" => prometheus::exposition),
 ];
 
-/// Registers every route of [`ROUTES`], and answers anything else `404
-/// route_not_found`.
+/// Registers every route of [`ROUTES`], and answers anything else `405
+/// method_not_allowed` (with `Allow`) when the path is a route of other methods, `404
+/// route_not_found` when it is none.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for endpoint in ROUTES {
         // One resource per method (the guard lets another method of the same path fall
@@ -113,11 +114,53 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::new(
-        ErrorCode::RouteNotFound,
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
+/// Each route's path as actix matches it, with its method.
+static PATTERNS: std::sync::LazyLock<Vec<(actix_web::dev::ResourceDef, &'static Method)>> =
+    std::sync::LazyLock::new(|| {
+        ROUTES
+            .iter()
+            .map(|e| (actix_web::dev::ResourceDef::new(e.path), &e.method))
+            .collect()
+    });
+
+/// The methods served at `path`, in [`ROUTES`]' order; empty when it is no route.
+fn methods_at(path: &str) -> Vec<&'static Method> {
+    PATTERNS
+        .iter()
+        .filter(|(pattern, _)| pattern.is_match(path))
+        .map(|(_, method)| *method)
+        .collect()
+}
+
+async fn not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    let methods = methods_at(req.path());
+    if methods.is_empty() {
+        return ApiError::new(
+            ErrorCode::RouteNotFound,
+            format!("no route for {} {}", req.method(), req.path()),
+        )
+        .error_response();
+    }
+    let allow = methods
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut response = ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!(
+            "{} has no {} route; it has {allow}",
+            req.path(),
+            req.method()
+        ),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 /// Starts serving on an already bound listener (so port 0 works); SIGINT and SIGTERM

@@ -272,7 +272,7 @@ async fn a_queued_run_is_cancelled_at_once_and_the_queue_moves_on() {
 }
 
 #[actix_web::test]
-async fn unknown_runs_and_routes_are_problems() {
+async fn unknown_runs_routes_and_methods_are_problems() {
     let app = spawn_app().await;
     let missing = "0190f2a4-0000-7000-8000-000000000000";
     for path in [
@@ -298,6 +298,28 @@ async fn unknown_runs_and_routes_are_problems() {
         .await
         .expect("answered");
     assert_problem(response, 404, "route_not_found").await;
+    // A route's path with a method it does not have: 405, and `Allow` names those it has.
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/api/v1/runs".to_string(), "POST, GET"),
+        (reqwest::Method::PUT, format!("/api/v1/runs/{missing}"), "GET"),
+        (reqwest::Method::TRACE, "/api/v1/slots".to_string(), "GET"),
+        (reqwest::Method::GET, format!("/api/v1/runs/{missing}/cancel"), "POST"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .expect("answered");
+        let allowed = response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        let detail = assert_problem(response, 405, "method_not_allowed").await;
+        assert!(detail.contains(&path), "{detail}");
+    }
     let (status, health) = app.get_json("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 }
