@@ -300,10 +300,22 @@ async fn unknown_runs_routes_and_methods_are_problems() {
     assert_problem(response, 404, "route_not_found").await;
     // A route's path with a method it does not have: 405, and `Allow` names those it has.
     for (method, path, allow) in [
-        (reqwest::Method::DELETE, "/api/v1/runs".to_string(), "POST, GET"),
-        (reqwest::Method::PUT, format!("/api/v1/runs/{missing}"), "GET"),
+        (
+            reqwest::Method::DELETE,
+            "/api/v1/runs".to_string(),
+            "POST, GET",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/api/v1/runs/{missing}"),
+            "GET",
+        ),
         (reqwest::Method::TRACE, "/api/v1/slots".to_string(), "GET"),
-        (reqwest::Method::GET, format!("/api/v1/runs/{missing}/cancel"), "POST"),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/runs/{missing}/cancel"),
+            "POST",
+        ),
     ] {
         let response = app
             .client
