@@ -650,3 +650,106 @@ async fn sweep_commands_submit_watch_list_show_and_cancel() {
         );
     }
 }
+
+/// A regression on `DATA_DIR/datasets/lines.csv` (written here), evaluated each epoch.
+fn regression_spec(app: &crate::helpers::TestApp) -> Value {
+    let mut text = String::from("x1,x2,y\n");
+    for i in 0..200 {
+        let (x1, x2) = ((i % 20) as f64 / 10.0 - 1.0, (i / 20) as f64 / 10.0 - 1.0);
+        text.push_str(&format!("{x1},{x2},{}\n", 2.0 * x1 - x2 + 0.5));
+    }
+    std::fs::write(app.datasets().join("lines.csv"), text).expect("csv");
+    json!({
+        "name": "cli-mae",
+        "task": "regression",
+        "model": {"kind": "mlp", "hidden": [8]},
+        "data": {"kind": "csv", "path": "lines.csv", "header": true, "target": "y"},
+        "validation": {"fraction": 0.25},
+        "optimizer": {"kind": "adam", "lr": 0.01},
+        "epochs": 2,
+        "batch_size": 16,
+        "seed": 3
+    })
+}
+
+#[actix_web::test]
+async fn the_validation_metric_is_named_for_what_it_measures_in_views_and_lines() {
+    let app = spawn_app().await;
+    let mut classification = quick_spec("cli-accuracy");
+    classification["validation"] = json!({"fraction": 0.2});
+    let accuracy_run = app.submit_ok(&classification).await;
+    let mae_run = app.submit_ok(&regression_spec(&app)).await;
+    for (id, name, absent, words, short) in [
+        (
+            &accuracy_run,
+            "val_accuracy",
+            "val_mae",
+            "val accuracy",
+            "acc",
+        ),
+        (&mae_run, "val_mae", "val_accuracy", "val mae", "mae"),
+    ] {
+        // The run's view: the named fields beside `val_metric`, the other task's
+        // absent.
+        let run = app.wait_for(id, |r| r["state"] == "completed").await;
+        let metrics = &run["metrics"];
+        assert!(metrics[name].is_f64(), "{metrics}");
+        assert_eq!(metrics[name], metrics["val_metric"], "{metrics}");
+        assert_eq!(
+            metrics[format!("best_{name}")],
+            metrics["best_val_metric"],
+            "{metrics}"
+        );
+        assert!(metrics.get(absent).is_none(), "{metrics}");
+        assert!(metrics.get(format!("best_{absent}")).is_none(), "{metrics}");
+        let value = format!("{:.4}", metrics[name].as_f64().expect("a value"));
+
+        let show = run_cli(cli(&app.address), &["show", id]).await;
+        assert_eq!(show.code, 0, "{show:?}");
+        assert!(
+            show.stdout.contains(&format!(", {words} {value} (best ")),
+            "{show:?}"
+        );
+        let header = format!("VAL_LOSS  {}", name.to_ascii_uppercase());
+        assert!(show.stdout.contains(&header), "{show:?}");
+
+        let ls = run_cli(cli(&app.address), &["ls"]).await;
+        let row = ls
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .expect("the run's row");
+        assert!(row.contains(&format!(" {short} {value} ")), "{ls:?}");
+
+        let events = run_cli(cli(&app.address), &["events", id]).await;
+        assert_eq!(events.code, 0, "{events:?}");
+        let evaluated: Vec<&str> = events
+            .stdout
+            .lines()
+            .filter(|l| l.contains(" EpochEvaluated "))
+            .collect();
+        assert_eq!(
+            Some(evaluated.len() as u64),
+            run["spec"]["epochs"].as_u64(),
+            "{events:?}"
+        );
+        assert!(
+            evaluated.iter().all(|l| l.contains(&format!(" {name} "))),
+            "{events:?}"
+        );
+
+        let watch = run_cli(cli(&app.address), &["watch", id]).await;
+        assert_eq!(watch.code, 0, "{watch:?}");
+        assert!(
+            watch
+                .stdout
+                .lines()
+                .filter(|l| l.contains(" EpochEvaluated "))
+                .all(|l| l.contains(&format!(" {name} "))),
+            "{watch:?}"
+        );
+        let last = watch.stdout.lines().last().expect("a last line");
+        assert!(last.contains(&format!(", {words} {value}, ")), "{watch:?}");
+        assert!(!watch.stdout.contains("val_metric"), "{watch:?}");
+    }
+}

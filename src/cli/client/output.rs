@@ -104,9 +104,70 @@ pub fn bytes(value: &Value) -> String {
     }
 }
 
+/// What a run's validation metric measures, from its `task`: events and epochs carry
+/// it as `val_metric` whatever it is; lines name it for what it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ValMetric {
+    /// A classification run's: validation accuracy.
+    Accuracy,
+    /// A regression run's: validation mean absolute error.
+    Mae,
+    /// Not known (no run at hand, or a server that does not say).
+    #[default]
+    Unnamed,
+}
+
+impl ValMetric {
+    /// The metric of `run` (a run's JSON, or a spec), by its `task`.
+    pub fn of(run: &Value) -> Self {
+        match run["task"].as_str() {
+            Some("classification") => Self::Accuracy,
+            Some("regression") => Self::Mae,
+            _ => Self::Unnamed,
+        }
+    }
+
+    /// Its field name: `val_accuracy`, `val_mae`, or `val_metric` when not known.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accuracy => "val_accuracy",
+            Self::Mae => "val_mae",
+            Self::Unnamed => "val_metric",
+        }
+    }
+
+    /// Its name in words, e.g. `val accuracy`.
+    pub fn words(self) -> &'static str {
+        match self {
+            Self::Accuracy => "val accuracy",
+            Self::Mae => "val mae",
+            Self::Unnamed => "val metric",
+        }
+    }
+
+    /// A run's newest value of it from the run's `metrics` (`best`: its best value):
+    /// the named field, or `val_metric` from a server that has none.
+    pub fn value(self, metrics: &Value, best: bool) -> &Value {
+        let named = match (self, best) {
+            (Self::Accuracy, false) => "val_accuracy",
+            (Self::Accuracy, true) => "best_val_accuracy",
+            (Self::Mae, false) => "val_mae",
+            (Self::Mae, true) => "best_val_mae",
+            (Self::Unnamed, false) => "val_metric",
+            (Self::Unnamed, true) => "best_val_metric",
+        };
+        match metrics.get(named) {
+            Some(value) => value,
+            None if best => &metrics["best_val_metric"],
+            None => &metrics["val_metric"],
+        }
+    }
+}
+
 /// The details of one event's `data`, on one line, e.g. `epoch 2 loss 0.3100 acc
-/// 0.9100 (1.2s)` for `EpochCompleted`.
-pub fn describe(kind: &str, data: &Value) -> String {
+/// 0.9100 (1.2s)` for `EpochCompleted`; `val` names the validation metric of
+/// `EpochEvaluated`.
+pub fn describe(kind: &str, data: &Value, val: ValMetric) -> String {
     let d = |key: &str| &data[key];
     match kind {
         "RunSubmitted" => format!(
@@ -132,9 +193,10 @@ pub fn describe(kind: &str, data: &Value) -> String {
                 .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0))
         ),
         "EpochEvaluated" => format!(
-            "epoch {} val_loss {} val_metric {}",
+            "epoch {} val_loss {} {} {}",
             text(d("epoch")),
             num(d("val_loss")),
+            val.name(),
             num(d("val_metric"))
         ),
         "CheckpointSaved" => format!(
@@ -199,10 +261,11 @@ pub fn describe(kind: &str, data: &Value) -> String {
     }
 }
 
-/// One line for a lifecycle event: `HH:MM:SS Type details`.
-pub fn event_line(event: &Value) -> String {
+/// One line for a lifecycle event: `HH:MM:SS Type details` (`val`: as for
+/// [`describe`]).
+pub fn event_line(event: &Value, val: ValMetric) -> String {
     let kind = event["type"].as_str().unwrap_or("?");
-    let details = describe(kind, &event["data"]);
+    let details = describe(kind, &event["data"], val);
     let line = format!("{} {kind} {details}", clock(&event["at"]));
     line.trim_end().to_string()
 }
@@ -262,11 +325,36 @@ mod tests {
         let data =
             json!({"epoch": 2, "train_loss": 0.31, "train_accuracy": 0.91, "duration_ms": 1200});
         assert_eq!(
-            describe("EpochCompleted", &data),
+            describe("EpochCompleted", &data, ValMetric::Unnamed),
             "epoch 2 loss 0.3100 acc 0.9100 (1.2s)"
         );
-        assert_eq!(describe("RunResumed", &json!({})), "");
-        assert_eq!(describe("Unknown", &json!({"a": 1})), "a 1");
+        assert_eq!(describe("RunResumed", &json!({}), ValMetric::Unnamed), "");
+        assert_eq!(
+            describe("Unknown", &json!({"a": 1}), ValMetric::Unnamed),
+            "a 1"
+        );
+    }
+
+    #[test]
+    fn the_validation_metric_is_named_for_the_runs_task() {
+        let data = json!({"epoch": 3, "val_loss": 0.25, "val_metric": 0.875});
+        let line = |run: Value| describe("EpochEvaluated", &data, ValMetric::of(&run));
+        assert_eq!(
+            line(json!({"task": "classification"})),
+            "epoch 3 val_loss 0.2500 val_accuracy 0.8750"
+        );
+        assert_eq!(
+            line(json!({"task": "regression"})),
+            "epoch 3 val_loss 0.2500 val_mae 0.8750"
+        );
+        assert_eq!(line(json!({})), "epoch 3 val_loss 0.2500 val_metric 0.8750");
+
+        // A run's metrics: the named field, else `val_metric` from an older server.
+        let metrics = json!({"val_metric": 0.5, "best_val_metric": 0.25, "val_mae": 0.5, "best_val_mae": 0.25});
+        assert_eq!(ValMetric::Mae.value(&metrics, true), &json!(0.25));
+        let older = json!({"val_metric": 0.75, "best_val_metric": 0.8});
+        assert_eq!(ValMetric::Accuracy.value(&older, false), &json!(0.75));
+        assert_eq!(ValMetric::Accuracy.value(&older, true), &json!(0.8));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::api::Client;
 use super::common::{print_json, ClientError, Connection, Output, OutputArg};
 use super::output::{
-    bytes, describe, duration, local_time, num, progress_line, segment, table, text,
+    bytes, describe, duration, local_time, num, progress_line, segment, table, text, ValMetric,
 };
 use super::watch::{self, WatchOptions};
 
@@ -198,7 +198,7 @@ pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
                     .as_f64()
                     .map_or_else(|| "-".into(), |p| format!("{p:.1}%")),
                 num(&run["metrics"]["train_loss"]),
-                num(&run["metrics"]["val_metric"]),
+                val_cell(run),
                 local_time(&run["created_at"]),
             ]
         })
@@ -211,6 +211,21 @@ pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
         )
     );
     Ok(())
+}
+
+/// A run's newest validation metric, named: `acc 0.9312` or `mae 0.1234`; `-` before
+/// its first evaluation.
+fn val_cell(run: &Value) -> String {
+    let val = ValMetric::of(run);
+    let value = val.value(&run["metrics"], false);
+    if value.is_null() {
+        return "-".into();
+    }
+    match val {
+        ValMetric::Accuracy => format!("acc {}", num(value)),
+        ValMetric::Mae => format!("mae {}", num(value)),
+        ValMetric::Unnamed => num(value),
+    }
 }
 
 /// The state, with `(stalled)` or `(cancelling)` when that applies.
@@ -309,17 +324,19 @@ pub(super) fn describe_run(run: &Value) -> String {
         fields.push(("slurm", line));
     }
     let metrics = &run["metrics"];
+    let val = ValMetric::of(run);
     fields.push((
         "epochs",
         format!(
-            "{}/{} done, train loss {}, acc {}, val loss {}, val metric {} (best {}), {} training",
+            "{}/{} done, train loss {}, acc {}, val loss {}, {} {} (best {}), {} training",
             text(&metrics["epochs_completed"]),
             text(&run["spec"]["epochs"]),
             num(&metrics["train_loss"]),
             num(&metrics["train_accuracy"]),
             num(&metrics["val_loss"]),
-            num(&metrics["val_metric"]),
-            num(&metrics["best_val_metric"]),
+            val.words(),
+            num(val.value(metrics, false)),
+            num(val.value(metrics, true)),
             metrics["training_time_ms"]
                 .as_f64()
                 .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0)),
@@ -333,7 +350,8 @@ pub(super) fn describe_run(run: &Value) -> String {
     if checkpoint.is_object() {
         fields.push((
             "checkpoint",
-            describe("CheckpointSaved", checkpoint) + &format!(" {}", text(&checkpoint["path"])),
+            describe("CheckpointSaved", checkpoint, val)
+                + &format!(" {}", text(&checkpoint["path"])),
         ));
     }
     for artifact in run["artifacts"]
@@ -365,6 +383,7 @@ pub(super) fn describe_run(run: &Value) -> String {
         .unwrap_or_default();
     if !epochs.is_empty() {
         out.push('\n');
+        let val_header = val.name().to_ascii_uppercase();
         let rows: Vec<Vec<String>> = epochs
             .iter()
             .map(|e| {
@@ -386,7 +405,7 @@ pub(super) fn describe_run(run: &Value) -> String {
                 "TRAIN_LOSS",
                 "TRAIN_ACC",
                 "VAL_LOSS",
-                "VAL_METRIC",
+                &val_header,
                 "TIME",
             ],
             &rows,
@@ -413,6 +432,11 @@ pub async fn events(args: EventsArgs) -> Result<(), ClientError> {
     if args.output.output == Output::Json {
         return print_json(&events);
     }
+    // The events carry `val_metric`; the run's task says what it measures.
+    let val = client
+        .get_json(&format!("/api/v1/runs/{}", segment(&args.id)))
+        .await
+        .map_or(ValMetric::Unnamed, |run| ValMetric::of(&run));
     let rows: Vec<Vec<String>> = events
         .as_array()
         .map(Vec::as_slice)
@@ -424,7 +448,7 @@ pub async fn events(args: EventsArgs) -> Result<(), ClientError> {
                 text(&e["seq"]),
                 local_time(&e["at"]),
                 kind.to_string(),
-                describe(kind, &e["data"]),
+                describe(kind, &e["data"], val),
             ]
         })
         .collect();

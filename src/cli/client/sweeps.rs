@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::api::Client;
 use super::common::{print_json, ClientError, Connection, Output, OutputArg};
-use super::output::{event_line, local_time, num, segment, table, text};
+use super::output::{event_line, local_time, num, segment, table, text, ValMetric};
 use super::runs::{content_type, read_spec};
 use super::watch::{follow_stream, Sink, WatchOptions};
 
@@ -563,7 +563,8 @@ impl Sink for LiveTable {
             }
         }
         if DECISIONS.contains(&name) || name == "RunFailed" {
-            self.print_line(&event_line(data));
+            // Decisions and failures only: no epoch's validation metric to name.
+            self.print_line(&event_line(data, ValMetric::Unnamed));
         } else {
             self.draw(false);
         }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::api::{retryable, Client};
 use super::common::{print_json, ClientError, Connection, Output, OutputArg};
-use super::output::{duration, event_line, num, progress_line, segment, text};
+use super::output::{duration, event_line, num, progress_line, segment, text, ValMetric};
 use super::sse::SseParser;
 
 /// First wait before reconnecting.
@@ -152,7 +152,13 @@ pub async fn follow(
     options: &WatchOptions,
     output: Output,
 ) -> Result<(), ClientError> {
-    let mut display = Display::new(output);
+    // The stream's events carry `val_metric`; the run's task says what it measures.
+    // A run that cannot be read yet is left for the stream to report.
+    let val = client
+        .get_json(&format!("/api/v1/runs/{}", segment(id)))
+        .await
+        .map_or(ValMetric::Unnamed, |run| ValMetric::of(&run));
+    let mut display = Display::new(output, val);
     let path = format!("/api/v1/runs/{}/stream", segment(id));
     let terminal = follow_stream(client, &path, options, &TERMINAL, &mut display).await?;
     let run = client
@@ -174,12 +180,14 @@ pub async fn follow(
         (Ok(run), Output::Json) => print_json(run)?,
         (Ok(run), Output::Table) if state == "completed" => {
             let m = &run["metrics"];
+            let val = ValMetric::of(run);
             outln!(
-                "run {id} completed: {} epochs, train loss {}, acc {}, val metric {}, {} training",
+                "run {id} completed: {} epochs, train loss {}, acc {}, {} {}, {} training",
                 text(&m["epochs_completed"]),
                 num(&m["train_loss"]),
                 num(&m["train_accuracy"]),
-                num(&m["val_metric"]),
+                val.words(),
+                num(val.value(m, false)),
                 m["training_time_ms"]
                     .as_f64()
                     .map_or_else(|| "-".into(), |ms| duration(ms / 1000.0)),
@@ -262,6 +270,8 @@ struct Display {
     bars: Option<Bars>,
     /// When the last plain progress line was printed.
     last_plain: Option<Instant>,
+    /// What the run's validation metric measures, to name it in lines.
+    val: ValMetric,
 }
 
 struct Bars {
@@ -277,7 +287,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 impl Display {
-    fn new(output: Output) -> Self {
+    fn new(output: Output, val: ValMetric) -> Self {
         let bars = std::io::stderr().is_terminal().then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let epochs = multi.add(ProgressBar::new(0));
@@ -299,6 +309,7 @@ impl Display {
             lines_to_stderr: output == Output::Json,
             bars,
             last_plain: None,
+            val,
         }
     }
 
@@ -321,7 +332,7 @@ impl Display {
 impl Sink for Display {
     fn event(&mut self, name: &str, data: &Value) {
         let line = if data.is_object() {
-            event_line(data)
+            event_line(data, self.val)
         } else {
             name.to_string()
         };

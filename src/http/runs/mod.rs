@@ -66,10 +66,31 @@ struct Metrics {
     /// Validation loss after the last evaluated epoch.
     val_loss: Option<f64>,
     /// Validation accuracy (classification) or MAE (regression) after the last
-    /// evaluated epoch.
+    /// evaluated epoch: kept for clients older than `val_accuracy` and `val_mae`.
     val_metric: Option<f64>,
-    /// The best validation metric of any epoch (highest accuracy, lowest MAE).
+    /// The best validation metric of any epoch (highest accuracy, lowest MAE): kept
+    /// for clients older than `best_val_accuracy` and `best_val_mae`.
     best_val_metric: Option<f64>,
+    /// A classification run's validation accuracy after the last evaluated epoch
+    /// (`val_metric` under its name); absent for a regression run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    val_accuracy: Option<Option<f64>>,
+    /// A classification run's best validation accuracy of any epoch; absent for a
+    /// regression run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    best_val_accuracy: Option<Option<f64>>,
+    /// A regression run's validation mean absolute error after the last evaluated
+    /// epoch (`val_metric` under its name); absent for a classification run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    val_mae: Option<Option<f64>>,
+    /// A regression run's lowest validation mean absolute error of any epoch; absent
+    /// for a classification run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    best_val_mae: Option<Option<f64>>,
     /// Sum of the journaled epochs' wall times.
     training_time_ms: u64,
 }
@@ -85,6 +106,22 @@ impl<'a> RunView<'a> {
             run.keep as usize
         };
         let kept_from = run.checkpoints.len().saturating_sub(keep);
+        let regression = run.task == crate::domain::spec::Task::Regression;
+        let val_metric = run.epochs.iter().rev().find_map(|e| e.val_metric);
+        let best_val_metric = {
+            let metrics = run.epochs.iter().filter_map(|e| e.val_metric);
+            if regression {
+                metrics.reduce(f64::min)
+            } else {
+                metrics.reduce(f64::max)
+            }
+        };
+        // The same figures under the name of what they measure, for this task only.
+        let (accuracy, mae) = if regression {
+            (None, Some((val_metric, best_val_metric)))
+        } else {
+            (Some((val_metric, best_val_metric)), None)
+        };
         Self {
             run,
             progress: progress.filter(|_| run.state == RunState::Running),
@@ -94,15 +131,12 @@ impl<'a> RunView<'a> {
                 train_accuracy: last.map(|e| e.train_accuracy),
                 best_train_accuracy: run.epochs.iter().map(|e| e.train_accuracy).reduce(f64::max),
                 val_loss: run.epochs.iter().rev().find_map(|e| e.val_loss),
-                val_metric: run.epochs.iter().rev().find_map(|e| e.val_metric),
-                best_val_metric: {
-                    let metrics = run.epochs.iter().filter_map(|e| e.val_metric);
-                    if run.task == crate::domain::spec::Task::Regression {
-                        metrics.reduce(f64::min)
-                    } else {
-                        metrics.reduce(f64::max)
-                    }
-                },
+                val_metric,
+                best_val_metric,
+                val_accuracy: accuracy.map(|(last, _)| last),
+                best_val_accuracy: accuracy.map(|(_, best)| best),
+                val_mae: mae.map(|(last, _)| last),
+                best_val_mae: mae.map(|(_, best)| best),
                 training_time_ms: run.epochs.iter().map(|e| e.duration_ms).sum(),
             },
             checkpoints_kept: &run.checkpoints[kept_from..],
