@@ -18,7 +18,7 @@ use actix_web::http::header::{self, EntityTag, IfNoneMatch};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::EventKind;
+use crate::domain::{EventKind, RunState};
 
 /// The page's HTML, with [`CONFIG_MARK`] where the configuration goes.
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
@@ -87,15 +87,20 @@ impl Asset {
 }
 
 /// The page's configuration, read by its script: the lifecycle event names the
-/// streams send (from [`EventKind::ALL`], so the page never misses a new one) and the
-/// digits example spec.
+/// streams send (from [`EventKind::ALL`], so the page never misses a new one), the run
+/// states its filter offers (from [`RunState::ALL`]) and the digits example spec.
 fn config_json() -> String {
     let names: Vec<&str> = EventKind::ALL.into_iter().map(EventKind::name).collect();
+    let states: Vec<&str> = RunState::ALL.iter().map(|s| s.name()).collect();
     let digits: serde_json::Value = serde_json::from_str(DIGITS_EXAMPLE).unwrap_or_else(|e| {
         tracing::error!(error = %e, "examples/digits.json is not JSON");
         serde_json::Value::Null
     });
-    let config = serde_json::json!({ "event_names": names, "digits_example": digits });
+    let config = serde_json::json!({
+        "event_names": names,
+        "run_states": states,
+        "digits_example": digits,
+    });
     // In JSON, `<` only occurs inside strings, where `\u003c` means the same: the block
     // can then never hold `</script>`.
     config.to_string().replace('<', "\\u003c")
@@ -119,11 +124,13 @@ static STYLE: LazyLock<Asset> =
     tag = "dashboard",
     operation_id = "dashboard",
     summary = "The dashboard page",
-    description = "The dashboard: runs with live state and progress, the queue and slots, a \
-        page per run (`/#/runs/{id}`) with live loss and accuracy charts, its event timeline \
-        and cancel, pause and resume, a form to submit a run, the sweeps and a page per \
-        sweep (`/#/sweeps/{id}`) with its trials, best-so-far curve, overlaid validation \
-        curves and parallel coordinates. It holds no data: its \
+    description = "The dashboard: runs a page at a time (filtered by state and label, in the \
+        API's sort orders) with live state and progress, the queue and slots, a page per run \
+        (`/#/runs/{id}`, shown alone) with live loss and accuracy charts, its event timeline \
+        and cancel, pause and resume, runs compared (`/#/compare/{id},{id}`: overlaid loss \
+        and validation curves, the spec fields that differ), a form to submit a run, the \
+        sweeps and a page per sweep (`/#/sweeps/{id}`) with its trials, best-so-far curve, \
+        overlaid validation curves and parallel coordinates. It holds no data: its \
         script reads the API with the token entered on the page.",
     params(
         (
@@ -238,7 +245,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_carries_every_event_name_and_the_digits_example() {
+    fn the_page_carries_every_event_name_run_state_and_the_digits_example() {
         let html = &INDEX.body;
         assert!(!html.contains(CONFIG_MARK));
         let start = html.find("id=\"runyard-config\"").expect("config block");
@@ -253,6 +260,9 @@ mod tests {
             .map(|v| v.as_str().expect("name"))
             .collect();
         assert_eq!(names, EventKind::ALL.map(EventKind::name));
+        let states = config["run_states"].as_array().expect("states");
+        assert_eq!(states.len(), RunState::ALL.len());
+        assert_eq!(states[0], "queued");
         assert_eq!(config["digits_example"]["name"], "digits");
     }
 

@@ -19,6 +19,8 @@ use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt as _;
 use runyard::auth::{create_token, Role};
+use runyard::domain::{Envelope, Event, RunId, SlotId};
+use runyard::store::EventLog;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, long_spec, quick_spec, spawn_app_with, TestApp, TIMEOUT};
@@ -231,6 +233,9 @@ async fn open_browser(driver: &Driver, chromium: &Path, profile: &Path) -> Clien
                 "--disable-component-update",
                 "--disable-sync",
                 "--window-size=1280,1100",
+                // Numbers are written in the browser's locale: the tests read English.
+                "--lang=en-US",
+                "--accept-lang=en-US",
                 format!("--user-data-dir={}", profile.display()),
             ],
         }),
@@ -527,6 +532,25 @@ async fn drive(browser: &Client, app: &TestApp, token: &str) {
         (enabled == json!(true)).then_some(())
     })
     .await;
+    // Its live throughput as people write it: `3,560`, never `3.56e+3`.
+    let rate = until("the run's samples/s", || async move {
+        text_of(browser, "#run-facts [data-fact=\"samples/s\"] dd")
+            .await
+            .filter(|t| t != "–")
+    })
+    .await;
+    println!("samples/s on the run page: {rate}");
+    let whole = rate.split('.').next().unwrap_or_default();
+    let digits: Vec<&str> = whole.split(',').collect();
+    assert!(
+        digits[0].len() <= 3
+            && digits[1..].iter().all(|d| d.len() == 3)
+            && rate
+                .replace([',', '.'], "")
+                .chars()
+                .all(|c| c.is_ascii_digit()),
+        "samples/s reads `{rate}`"
+    );
     click(browser, "#run-pause").await.expect("pause");
     let paused = until("the run to pause or end", || async move {
         let state = text_of(browser, "#run-state .state").await?;
@@ -1267,4 +1291,710 @@ async fn drive_sweep(browser: &Client, app: &TestApp, token: &str, id: &str) {
         Some(format!("#/sweeps/{id}"))
     );
     assert_no_errors(browser).await;
+
+    // The sweep's page loaded by itself shows the sweep alone.
+    load_fresh(browser, &format!("{}/#/sweeps/{id}", app.address)).await;
+    until_sweep_page_state(browser, "completed").await;
+    assert_eq!(
+        displayed(browser).await,
+        json!({"overview": false, "runs": false, "queue": false, "slots": false,
+               "submit": false, "sweeps": false, "run": false, "sweep": true, "compare": false})
+    );
+    assert_no_errors(browser).await;
+}
+
+// ------------------------------------------------------------------ at scale
+
+/// Runs in the journal of the scale test.
+const MANY_RUNS: usize = 10_000;
+/// Runs per page of the runs table (the script's `RUNS_PAGE`).
+const PAGE: usize = 50;
+
+/// The runs of [`write_many_runs`] the test opens.
+struct ManyRuns {
+    /// A completed classification run with large numbers (loss 12,345.678, a
+    /// checkpoint at step 123,456 of 7,654,321 bytes, 3,723 s of training), the newest.
+    big: RunId,
+    /// A completed regression run (validation MAE 0.1234).
+    regression: RunId,
+}
+
+/// Journals [`MANY_RUNS`] ended runs into `data_dir`'s journal through the store's own
+/// API, as a server would have written them, with nothing trained: half of them
+/// completed with an epoch and its evaluation, 3 in 10 failed and 2 in 10 cancelled
+/// while queued; each ten labelled `team` vision, speech, nlp or rl in turn. Then the
+/// two runs of [`ManyRuns`], the newest.
+fn write_many_runs(data_dir: &Path) -> ManyRuns {
+    let log = EventLog::open(&data_dir.join("journal")).expect("journal");
+    let slot = SlotId(0);
+    let mut records = Vec::with_capacity(MANY_RUNS * 7 + 20);
+    let submit = |records: &mut Vec<Envelope>, i: usize, spec: &Value| {
+        let run = RunId::new();
+        records.push(Envelope::now(
+            run,
+            Event::RunSubmitted {
+                name: spec["name"].as_str().expect("name").to_string(),
+                digest: format!("{i:064x}"),
+                spec: spec.to_string(),
+            },
+        ));
+        run
+    };
+    let trained = |records: &mut Vec<Envelope>, run: RunId, epoch: EpochFigures| {
+        records.push(Envelope::now(run, Event::SlotClaimed { slot }));
+        records.push(Envelope::now(
+            run,
+            Event::RunStarted {
+                attempt: 1,
+                slot,
+                device: "cpu".into(),
+            },
+        ));
+        records.push(Envelope::now(
+            run,
+            Event::EpochCompleted {
+                epoch: 1,
+                train_loss: epoch.loss,
+                train_accuracy: 0.5,
+                duration_ms: epoch.duration_ms,
+            },
+        ));
+        if let Some((step, bytes)) = epoch.checkpoint {
+            records.push(Envelope::now(
+                run,
+                Event::CheckpointSaved {
+                    path: format!("runs/{run}/checkpoints/1.ckpt"),
+                    epoch: 1,
+                    batch: 0,
+                    step,
+                    sha256: "0".repeat(64),
+                    bytes,
+                },
+            ));
+        }
+        records.push(Envelope::now(
+            run,
+            Event::EpochEvaluated {
+                epoch: 1,
+                val_loss: 0.5,
+                val_metric: epoch.val,
+            },
+        ));
+        records.push(Envelope::now(
+            run,
+            Event::RunCompleted {
+                train_loss: epoch.loss,
+                train_accuracy: 0.5,
+            },
+        ));
+        records.push(Envelope::now(run, Event::SlotReleased { slot }));
+    };
+    let teams = ["vision", "speech", "nlp", "rl"];
+    for i in 0..MANY_RUNS {
+        let mut spec = quick_spec(&format!("run-{i:05}"));
+        spec["epochs"] = json!(1);
+        spec["labels"] = json!({"team": teams[(i / 10) % teams.len()]});
+        let run = submit(&mut records, i, &spec);
+        match i % 10 {
+            0..=2 => records.push(Envelope::now(
+                run,
+                Event::RunFailed {
+                    reason: "the test says so".into(),
+                },
+            )),
+            3 | 4 => records.push(Envelope::now(
+                run,
+                Event::RunCancelled {
+                    reason: "the test says so".into(),
+                },
+            )),
+            _ => trained(
+                &mut records,
+                run,
+                EpochFigures {
+                    loss: 0.5 + (i % 7) as f64 / 10.0,
+                    val: 0.75,
+                    duration_ms: 800,
+                    checkpoint: None,
+                },
+            ),
+        }
+    }
+    let mut spec = quick_spec("regression-run");
+    spec["epochs"] = json!(1);
+    spec["task"] = json!("regression");
+    let regression = submit(&mut records, MANY_RUNS, &spec);
+    trained(
+        &mut records,
+        regression,
+        EpochFigures {
+            loss: 0.25,
+            val: 0.1234,
+            duration_ms: 900,
+            checkpoint: None,
+        },
+    );
+    let mut spec = quick_spec("big-numbers");
+    spec["epochs"] = json!(1);
+    let big = submit(&mut records, MANY_RUNS + 1, &spec);
+    trained(
+        &mut records,
+        big,
+        EpochFigures {
+            loss: 12_345.678,
+            val: 0.9342,
+            duration_ms: 3_723_000,
+            checkpoint: Some((123_456, 7_654_321)),
+        },
+    );
+    log.append(1, &records).expect("append");
+    ManyRuns { big, regression }
+}
+
+/// One epoch of a run [`write_many_runs`] journals as trained.
+struct EpochFigures {
+    loss: f64,
+    val: f64,
+    duration_ms: u64,
+    /// A checkpoint's step and size, when it saved one.
+    checkpoint: Option<(u64, u64)>,
+}
+
+/// The ids of one page of `GET /api/v1/runs?QUERY`, and its next cursor.
+async fn api_page(app: &TestApp, query: &str) -> (Vec<String>, Option<String>) {
+    let response = app
+        .client
+        .get(format!("{}/api/v1/runs?{query}", app.address))
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), 200, "{query}");
+    let next = response
+        .headers()
+        .get("x-next-cursor")
+        .map(|v| v.to_str().expect("ascii").to_string());
+    let runs: Vec<Value> = response.json().await.expect("runs");
+    let ids = runs
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    (ids, next)
+}
+
+/// The run ids of the runs table's rows, in order.
+async fn row_ids(browser: &Client) -> Vec<String> {
+    let ids = js(
+        browser,
+        "return [...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.runId);",
+        Value::Null,
+    )
+    .await;
+    ids.as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Waits until the runs table shows exactly `expected`, in order.
+async fn until_rows(browser: &Client, what: &str, expected: &[String]) {
+    until(what, || async move {
+        (row_ids(browser).await == expected).then_some(())
+    })
+    .await;
+}
+
+/// Sets a `<select>` (or text box) to `value` and fires its `change`, as a person does.
+async fn choose(browser: &Client, css: &str, value: &str) {
+    js(
+        browser,
+        "const [css, value] = arguments[0]; const s = document.querySelector(css); \
+         s.value = value; s.dispatchEvent(new Event('change'));",
+        json!([css, value]),
+    )
+    .await;
+}
+
+/// Loads `url` as a new document (not a hash change of the one shown), as a link
+/// opened in a new tab or a reload does.
+async fn load_fresh(browser: &Client, url: &str) {
+    browser.goto("about:blank").await.expect("blank page");
+    browser.goto(url).await.expect("page");
+    collect_errors(browser).await;
+}
+
+/// Which views and overview parts are displayed (computed, not the `hidden` attribute).
+async fn displayed(browser: &Client) -> Value {
+    js(
+        browser,
+        "const shown = id => { const e = document.getElementById(id); \
+           return !!e && e.checkVisibility(); }; \
+         return { overview: getComputedStyle(document.getElementById('overview')).display !== 'none', \
+                  runs: shown('runs'), queue: shown('queue'), slots: shown('slots'), \
+                  submit: shown('submit-form'), sweeps: shown('sweeps'), \
+                  run: shown('run-view'), sweep: shown('sweep-view'), compare: shown('compare-view') };",
+        Value::Null,
+    )
+    .await
+}
+
+/// The page's visible text.
+async fn page_text(browser: &Client) -> String {
+    js(browser, "return document.body.innerText;", Value::Null)
+        .await
+        .as_str()
+        .expect("text")
+        .to_string()
+}
+
+/// The text of a run page's fact `name`.
+async fn fact(browser: &Client, name: &str) -> Option<String> {
+    text_of(browser, &format!("#run-facts [data-fact=\"{name}\"] dd")).await
+}
+
+#[actix_web::test]
+async fn ten_thousand_runs_page_filter_and_sort_as_the_api_and_a_run_page_shows_alone() {
+    let Some(found) = browser_or_skip("the dashboard's scale test") else {
+        return;
+    };
+    let data = tempfile::tempdir().expect("data dir");
+    let written = std::time::Instant::now();
+    let runs = write_many_runs(data.path());
+    println!(
+        "journaled {} runs in {:.1} s",
+        MANY_RUNS + 2,
+        written.elapsed().as_secs_f64()
+    );
+    let data_dir = data.path().to_path_buf();
+    let app = spawn_app_with(move |config| config.server.data_dir = data_dir).await;
+    let session = Session::open(found).await;
+    let outcome = AssertUnwindSafe(drive_many(&session.browser, &app, &runs))
+        .catch_unwind()
+        .await;
+    session.finish(outcome).await;
+}
+
+/// The browser session of the test above.
+async fn drive_many(browser: &Client, app: &TestApp, runs: &ManyRuns) {
+    browser
+        .goto(&format!("{}/", app.address))
+        .await
+        .expect("page");
+    // The time from navigation to the first page of runs drawn, as the page marks it.
+    let first_render_ms = until("the first page of runs", || async move {
+        js(
+            browser,
+            "const m = performance.getEntriesByName('runyard:runs-drawn'); \
+             return m.length ? m[0].startTime : null;",
+            Value::Null,
+        )
+        .await
+        .as_f64()
+    })
+    .await;
+    println!("dashboard_first_render_ms_10k_runs: {first_render_ms:.0} ms");
+    if let Some(path) = std::env::var_os("RUNYARD_DASHBOARD_FIGURES") {
+        let figures = json!({
+            "dashboard_first_render_ms_10k_runs": {"value": first_render_ms, "unit": "ms"}
+        });
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("figures directory");
+        }
+        std::fs::write(&path, figures.to_string()).expect("write the dashboard figure");
+    }
+    collect_errors(browser).await;
+    js(
+        browser,
+        "performance.setResourceTimingBufferSize(100000);",
+        Value::Null,
+    )
+    .await;
+    let locale = js(
+        browser,
+        "return new Intl.NumberFormat().resolvedOptions().locale;",
+        Value::Null,
+    )
+    .await;
+    assert!(
+        locale.as_str().is_some_and(|l| l.starts_with("en")),
+        "the browser reads English: {locale}"
+    );
+
+    // One page, in the API's order, newest first: the big-numbers run on top.
+    let (first, next) = api_page(app, &format!("limit={PAGE}")).await;
+    assert_eq!(first.len(), PAGE);
+    assert_eq!(first[0], runs.big.to_string());
+    until_rows(browser, "the first page of runs", &first).await;
+    assert_eq!(
+        count(browser, "#runs-body tr").await,
+        PAGE,
+        "one page in the DOM"
+    );
+    let big_row = format!("tr[data-run-id=\"{}\"]", runs.big);
+    assert_eq!(
+        text_of(browser, &format!("{big_row} td.loss"))
+            .await
+            .as_deref(),
+        Some("12,350"),
+        "a loss of 12,345.678 to 4 significant digits"
+    );
+    assert_eq!(
+        attribute(browser, &format!("{big_row} td.metric"), "data-metric")
+            .await
+            .as_deref(),
+        Some("val_accuracy")
+    );
+    let regression_row = format!("tr[data-run-id=\"{}\"] td.metric", runs.regression);
+    assert_eq!(
+        text_of(browser, &regression_row).await.as_deref(),
+        Some("val_mae 0.1234")
+    );
+    let text = page_text(browser).await;
+    assert!(
+        !text.contains("e+"),
+        "exponent notation on the page: {text}"
+    );
+    assert!(!text.contains("val_metric"), "{text}");
+
+    // Next and Previous follow the API's cursors.
+    let (second, _) = api_page(
+        app,
+        &format!("limit={PAGE}&cursor={}", next.expect("a second page")),
+    )
+    .await;
+    click(browser, "#runs-next").await.expect("next page");
+    until_rows(browser, "the second page", &second).await;
+    assert_eq!(
+        text_of(browser, "#runs-page").await.as_deref(),
+        Some("runs 51–100")
+    );
+    click(browser, "#runs-prev").await.expect("previous page");
+    until_rows(browser, "the first page again", &first).await;
+
+    // Filters by state and label, and the API's sort orders.
+    choose(browser, "#filter-state", "failed").await;
+    let (failed, _) = api_page(app, &format!("state=failed&limit={PAGE}")).await;
+    until_rows(browser, "the failed runs", &failed).await;
+    choose(browser, "#filter-label", "team=speech").await;
+    click(browser, "#filter-apply").await.expect("filter");
+    let (speech, _) = api_page(
+        app,
+        &format!("state=failed&label=team%3Dspeech&limit={PAGE}"),
+    )
+    .await;
+    assert!(!speech.is_empty() && speech != failed);
+    until_rows(browser, "the failed runs of team speech", &speech).await;
+    choose(browser, "#filter-sort", "name").await;
+    let (by_name, _) = api_page(
+        app,
+        &format!("state=failed&label=team%3Dspeech&sort=name&limit={PAGE}"),
+    )
+    .await;
+    until_rows(browser, "the same runs by name", &by_name).await;
+    let states = js(
+        browser,
+        "return [...new Set([...document.querySelectorAll('#runs-body tr')].map(tr => tr.dataset.state))];",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(states, json!(["failed"]));
+    // The filters are in the address: a reload shows the same page.
+    let hash = js(browser, "return location.hash;", Value::Null).await;
+    assert_eq!(hash, json!("#/?state=failed&label=team%3Dspeech&sort=name"));
+    assert_no_errors(browser).await;
+    browser.refresh().await.expect("reload");
+    collect_errors(browser).await;
+    until_rows(browser, "the filtered page after a reload", &by_name).await;
+    assert_eq!(
+        js(
+            browser,
+            "return document.getElementById('filter-state').value;",
+            Value::Null
+        )
+        .await,
+        json!("failed")
+    );
+
+    // Live at scale: a new run shows on top of the first page and its bar moves, from
+    // the stream, with no run's events read.
+    choose(browser, "#filter-label", "").await;
+    click(browser, "#filter-apply").await.expect("no label");
+    choose(browser, "#filter-sort", "-created_at").await;
+    choose(browser, "#filter-state", "").await;
+    until_rows(browser, "the first page once more", &first).await;
+    js(
+        browser,
+        "performance.setResourceTimingBufferSize(100000);",
+        Value::Null,
+    )
+    .await;
+    let live_id = app.submit_ok(&long_spec("live-at-scale")).await;
+    let live = live_id.as_str();
+    let live_row_css = format!("tr[data-run-id=\"{live}\"]");
+    let live_row = live_row_css.as_str();
+    until("the new run on top, its bar moving", || async move {
+        let top = row_ids(browser).await.first().cloned();
+        let value = bar_value(browser, &format!("{live_row} [role=progressbar]")).await?;
+        (top.as_deref() == Some(live) && value > 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(count(browser, "#runs-body tr").await, PAGE);
+    let response = app.post(&format!("/api/v1/runs/{live}/cancel")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    until("the new run cancelled in its row", || async move {
+        (text_of(browser, &format!("{live_row} .state"))
+            .await
+            .as_deref()
+            == Some("cancelled"))
+        .then_some(())
+    })
+    .await;
+    let fetched = js(
+        browser,
+        "return performance.getEntriesByType('resource').map(e => e.name);",
+        Value::Null,
+    )
+    .await;
+    for url in fetched
+        .as_array()
+        .expect("urls")
+        .iter()
+        .filter_map(Value::as_str)
+    {
+        assert!(
+            !url.contains("/events"),
+            "the overview read a run's events: {url}"
+        );
+        if url.contains("/api/v1/runs?") {
+            assert!(url.contains("limit="), "a list without a page size: {url}");
+        }
+    }
+    screenshot(browser, "dashboard-10k.png").await;
+    assert_no_errors(browser).await;
+
+    // A run's page loaded by itself shows that run alone, its numbers as people
+    // write them.
+    load_fresh(browser, &format!("{}/#/runs/{}", app.address, runs.big)).await;
+    until("the big-numbers run's page", || async move {
+        (fact(browser, "checkpoint").await.as_deref() == Some("epoch 1, step 123,456, 7.3 MiB"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        displayed(browser).await,
+        json!({"overview": false, "runs": false, "queue": false, "slots": false,
+               "submit": false, "sweeps": false, "run": true, "sweep": false, "compare": false})
+    );
+    assert_eq!(
+        text_of(browser, "#run-name").await.as_deref(),
+        Some("big-numbers")
+    );
+    assert_eq!(fact(browser, "train_loss").await.as_deref(), Some("12,350"));
+    assert_eq!(
+        fact(browser, "training time").await.as_deref(),
+        Some("1 h 02 min")
+    );
+    assert_eq!(
+        fact(browser, "val_accuracy").await.as_deref(),
+        Some("93.4%")
+    );
+    let saved = text_of(browser, "#timeline li[data-type=CheckpointSaved] .data").await;
+    assert_eq!(
+        saved.as_deref(),
+        Some("epoch 1, batch 0, step 123,456, 7.3 MiB")
+    );
+    let text = page_text(browser).await;
+    assert!(
+        !text.contains("e+"),
+        "exponent notation on the page: {text}"
+    );
+    assert!(!text.contains("val_metric"), "{text}");
+    screenshot(browser, "dashboard-run-alone.png").await;
+    assert_no_errors(browser).await;
+
+    // A regression's validation metric is its MAE, named so.
+    load_fresh(
+        browser,
+        &format!("{}/#/runs/{}", app.address, runs.regression),
+    )
+    .await;
+    until("the regression run's page", || async move {
+        fact(browser, "val_mae").await.filter(|v| v == "0.1234")
+    })
+    .await;
+    assert_eq!(fact(browser, "val_accuracy").await, None);
+    let evaluated = text_of(browser, "#timeline li[data-type=EpochEvaluated] .data").await;
+    assert_eq!(
+        evaluated.as_deref(),
+        Some("epoch 1: val_loss 0.5000, val_mae 0.1234")
+    );
+    assert_eq!(displayed(browser).await["overview"], json!(false));
+    assert_no_errors(browser).await;
+}
+
+// ------------------------------------------------------------------ comparing runs
+
+#[actix_web::test]
+async fn two_runs_checked_in_the_table_are_compared_curves_overlaid_and_spec_differences_listed() {
+    let Some(found) = browser_or_skip("the dashboard's compare test") else {
+        return;
+    };
+    let app = crate::helpers::spawn_app().await;
+    let mut ids = Vec::new();
+    for lr in [0.01, 0.05] {
+        let mut spec = quick_spec(&format!("compare-lr-{lr}"));
+        spec["optimizer"]["lr"] = json!(lr);
+        spec["epochs"] = json!(4);
+        spec["validation"] = json!({"fraction": 0.2});
+        ids.push(app.submit_ok(&spec).await);
+    }
+    for id in &ids {
+        let run = app.wait_ended(id).await;
+        assert_eq!(run["state"], "completed", "{run}");
+    }
+    let session = Session::open(found).await;
+    let outcome = AssertUnwindSafe(drive_compare(&session.browser, &app, &ids))
+        .catch_unwind()
+        .await;
+    session.finish(outcome).await;
+}
+
+/// The browser session of the test above.
+async fn drive_compare(browser: &Client, app: &TestApp, ids: &[String]) {
+    browser
+        .goto(&format!("{}/", app.address))
+        .await
+        .expect("page");
+    collect_errors(browser).await;
+    let (listed, _) = api_page(app, &format!("limit={PAGE}")).await;
+    until_rows(browser, "both runs in the table", &listed).await;
+    assert_eq!(
+        attribute(browser, "#compare-open", "disabled")
+            .await
+            .as_deref(),
+        Some(""),
+        "nothing to compare yet"
+    );
+    // A classification's validation metric is named val_accuracy in its row.
+    for id in ids {
+        let cell = format!("tr[data-run-id=\"{id}\"] td.metric");
+        assert_eq!(
+            attribute(browser, &cell, "data-metric").await.as_deref(),
+            Some("val_accuracy")
+        );
+        click(browser, &format!("tr[data-run-id=\"{id}\"] input.pick"))
+            .await
+            .expect("check the run");
+    }
+    assert_eq!(
+        text_of(browser, "#compare-count").await.as_deref(),
+        Some("2 checked to compare")
+    );
+    click(browser, "#compare-open").await.expect("compare");
+    let hash = format!("#/compare/{}", ids.join(","));
+    until("the compare page", || {
+        let hash = hash.clone();
+        async move {
+            (js(browser, "return location.hash;", Value::Null).await == json!(hash)).then_some(())
+        }
+    })
+    .await;
+    check_comparison(browser, app, ids).await;
+
+    // The comparison is a link: loaded by itself it shows the same, and nothing else.
+    assert_no_errors(browser).await;
+    load_fresh(browser, &format!("{}/{hash}", app.address)).await;
+    check_comparison(browser, app, ids).await;
+    assert_eq!(
+        displayed(browser).await,
+        json!({"overview": false, "runs": false, "queue": false, "slots": false,
+               "submit": false, "sweeps": false, "run": false, "sweep": false, "compare": true})
+    );
+    screenshot(browser, "dashboard-compare.png").await;
+    assert_no_errors(browser).await;
+}
+
+/// The compare page of `ids`: a loss and a validation line per run, a legend under
+/// each chart naming the runs, and the spec fields that differ.
+async fn check_comparison(browser: &Client, app: &TestApp, ids: &[String]) {
+    let mut evaluated = Vec::new();
+    let mut names = Vec::new();
+    for id in ids {
+        let events = app.events(id).await;
+        evaluated.push(
+            events
+                .iter()
+                .filter(|e| e["type"] == "EpochEvaluated")
+                .count() as u64,
+        );
+        names.push(
+            app.run(id).await["name"]
+                .as_str()
+                .expect("name")
+                .to_string(),
+        );
+    }
+    assert_eq!(evaluated, [4, 4]);
+    let lines = |chart: &'static str| async move {
+        let lines = js(
+            browser,
+            "return [...document.querySelectorAll(arguments[0] + ' polyline.run')]\
+             .map(p => [p.dataset.runId, Number(p.dataset.points), p.getAttribute('stroke')]);",
+            json!(chart),
+        )
+        .await;
+        lines.as_array().expect("lines").clone()
+    };
+    let val = until("a validation curve per run", || {
+        let evaluated = evaluated.clone();
+        async move {
+            let lines = lines("#compare-val").await;
+            let points: Vec<u64> = lines.iter().filter_map(|l| l[1].as_u64()).collect();
+            (points == evaluated).then_some(lines)
+        }
+    })
+    .await;
+    let drawn: Vec<&str> = val.iter().filter_map(|l| l[0].as_str()).collect();
+    assert_eq!(drawn, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(val[0][2], val[1][2], "each run in its own colour");
+    let loss = until("a loss curve per run", || async move {
+        let lines = lines("#compare-loss").await;
+        (lines.len() == 2 && lines.iter().all(|l| l[1].as_u64().unwrap_or(0) >= 2)).then_some(lines)
+    })
+    .await;
+    assert_eq!(loss[0][0], json!(ids[0]));
+    for legend in ["#compare-loss-key", "#compare-val-key"] {
+        let shown = js(
+            browser,
+            "return [...document.querySelectorAll(arguments[0] + ' .run-key')].map(k => k.textContent);",
+            json!(legend),
+        )
+        .await;
+        assert_eq!(shown, json!(names), "{legend}");
+    }
+    let title = text_of(browser, "#compare-val-title")
+        .await
+        .unwrap_or_default();
+    assert!(title.starts_with("val_accuracy"), "{title}");
+    // The specs differ in their name and learning rate only.
+    let rows = js(
+        browser,
+        "return [...document.querySelectorAll('#compare-diff-body tr')].map(tr => \
+         [tr.dataset.path, ...[...tr.querySelectorAll('td[data-run-id]')].map(td => td.textContent)]);",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([
+            ["name", names[0], names[1]],
+            ["optimizer.lr", "0.01", "0.05"],
+        ])
+    );
+    let text = page_text(browser).await;
+    assert!(
+        !text.contains("e+") && !text.contains("val_metric"),
+        "{text}"
+    );
 }

@@ -8,10 +8,15 @@
 // resumes with `Last-Event-ID` when the connection drops, so no event is lost or
 // shown twice across a reload or a server restart.
 //
-// Routes: `#/` the overview (runs, sweeps, queue, slots, submit form), `#/runs/{id}` a
-// run's page, `#/sweeps/{id}` a sweep's page (its trials table, best-so-far curve,
-// trials' validation curves and parallel coordinates, read again at most every 500 ms
-// while the sweep's stream brings events).
+// Routes, each view shown alone: `#/` the overview (a page of runs at a time with
+// filters in the hash, `#/?state=failed&label=team=a&sort=name`; sweeps, queue,
+// slots, submit form), `#/runs/{id}` a run's page, `#/sweeps/{id}` a sweep's page
+// (its trials table, best-so-far curve, trials' validation curves and parallel
+// coordinates, read again at most every 500 ms while the sweep's stream brings
+// events), `#/compare/{id},{id},…` runs compared (overlaid loss and validation
+// curves, the spec fields that differ).
+//
+// Numbers are written in the browser's locale (`3,560`, never `3.56e+3`): see `fmt`.
 'use strict';
 
 (() => {
@@ -48,12 +53,82 @@
     return node;
   }
 
+  const finite = (v) => typeof v === 'number' && Number.isFinite(v);
+  /** Number formats of the browser's locale (`3,560` in English, `3.560` in German). */
+  const formats = new Map();
+  function numberFormat(options) {
+    const key = JSON.stringify(options);
+    if (!formats.has(key)) formats.set(key, new Intl.NumberFormat(undefined, options));
+    return formats.get(key);
+  }
+
+  /**
+   * Numbers as people write them, in the browser's locale: grouped thousands, never
+   * `3.56e+3`. Counts are whole; measured values (losses, MAEs) keep a fixed number of
+   * significant digits; shares are percentages; durations and sizes get units. A
+   * missing value is `–`.
+   */
   const fmt = {
-    num(v, digits = 4) {
-      return typeof v === 'number' && Number.isFinite(v) ? v.toPrecision(digits) : '–';
+    /** A count: `12,345`. */
+    count(v) {
+      return finite(v) ? numberFormat({ maximumFractionDigits: 0 }).format(v) : '–';
     },
-    pct(v) {
-      return typeof v === 'number' && Number.isFinite(v) ? (v * 100).toFixed(1) + ' %' : '–';
+    /**
+     * A measured value with `digits` significant digits, trailing zeros kept
+     * (`0.4127`, `12,350`, `1.000`); a tiny one (under 0.0001) as `3.142e-5`.
+     */
+    fixed(v, digits = 4) {
+      if (!finite(v)) return '–';
+      if (v !== 0 && Math.abs(v) < 1e-4) return v.toExponential(digits - 1);
+      return numberFormat({ minimumSignificantDigits: digits, maximumSignificantDigits: digits }).format(v);
+    },
+    /** A value with at most `digits` significant digits (`0.001`, `3,560`, `2.5`); tiny ones as `1e-5`. */
+    num(v, digits = 4) {
+      if (!finite(v)) return '–';
+      if (v !== 0 && Math.abs(v) < 1e-4) return v.toExponential(digits - 1).replace(/\.?0+e/, 'e');
+      return numberFormat({ maximumSignificantDigits: digits }).format(v);
+    },
+    /** A rate (samples/s): whole from 100 on (`3,560`), else 3 significant digits. */
+    rate(v) {
+      if (!finite(v)) return '–';
+      return Math.abs(v) >= 100 ? fmt.count(v) : fmt.num(v, 3);
+    },
+    /** A share from 0 to 1 as a percentage: `93.4%`. */
+    pct(v, decimals = 1) {
+      return finite(v)
+        ? numberFormat({ style: 'percent', minimumFractionDigits: decimals, maximumFractionDigits: decimals }).format(v)
+        : '–';
+    },
+    /** A percentage already from 0 to 100: `45.3%`. */
+    percent(v) {
+      return finite(v) ? fmt.pct(v / 100) : '–';
+    },
+    /** Bytes in binary units: `512 B`, `7.3 MiB`. */
+    bytes(v) {
+      if (!finite(v)) return '–';
+      const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+      let i = 0;
+      while (Math.abs(v) >= 1024 && i < units.length - 1) {
+        v /= 1024;
+        i += 1;
+      }
+      const digits = i === 0 ? 0 : 1;
+      return numberFormat({ minimumFractionDigits: digits, maximumFractionDigits: digits }).format(v) + ' ' + units[i];
+    },
+    /** A duration in seconds: `340 ms`, `12.5 s`, `4 min 12 s`, `2 h 05 min`, `3 d 4 h`. */
+    secs(v) {
+      if (!finite(v) || v < 0) return '–';
+      if (v < 1) return fmt.count(v * 1000) + ' ms';
+      if (v < 60) return numberFormat({ maximumFractionDigits: 1 }).format(v) + ' s';
+      const s = Math.round(v);
+      const two = (n) => String(n).padStart(2, '0');
+      if (s < 3600) return `${Math.floor(s / 60)} min ${two(s % 60)} s`;
+      if (s < 86400) return `${Math.floor(s / 3600)} h ${two(Math.floor((s % 3600) / 60))} min`;
+      return `${fmt.count(Math.floor(s / 86400))} d ${Math.floor((s % 86400) / 3600)} h`;
+    },
+    /** A duration in milliseconds, as `fmt.secs`. */
+    ms(v) {
+      return finite(v) ? fmt.secs(v / 1000) : '–';
     },
     time(iso) {
       if (!iso) return '–';
@@ -62,12 +137,6 @@
     },
     date(iso) {
       return iso ? new Date(iso).toLocaleString([], { hour12: false }) : '–';
-    },
-    secs(v) {
-      if (typeof v !== 'number' || !Number.isFinite(v)) return '–';
-      if (v < 90) return v.toFixed(1) + ' s';
-      if (v < 5400) return (v / 60).toFixed(1) + ' min';
-      return (v / 3600).toFixed(1) + ' h';
     },
   };
 
@@ -113,7 +182,7 @@
     }
   }
 
-  /** Calls the API with the token; answers `{status, body}` or throws an ApiError. */
+  /** Calls the API with the token; answers `{status, body, headers}` or throws an ApiError. */
   async function api(path, options = {}) {
     const headers = {};
     const bearer = token();
@@ -153,7 +222,7 @@
       }
       throw error;
     }
-    return { status: response.status, body };
+    return { status: response.status, body, headers: response.headers };
   }
 
   /** Every journaled event of a run after `after`, following pages. */
@@ -283,7 +352,7 @@
     bar.setAttribute('aria-valuenow', value.toFixed(2));
     bar.dataset.state = state;
     bar.querySelector('.bar').style.width = value.toFixed(2) + '%';
-    bar.querySelector('.label').textContent = label || value.toFixed(1) + ' %';
+    bar.querySelector('.label').textContent = label || fmt.percent(value);
   }
 
   function progressBar() {
@@ -295,28 +364,123 @@
     );
   }
 
-  function accuracyOf(metrics) {
-    if (!metrics) return null;
-    return metrics.val_metric ?? metrics.train_accuracy;
+  /** Whether a run's view says it is a regression (else a classification). */
+  function isRegression(run) {
+    return !!run && run.task === 'regression';
+  }
+
+  /** The name of a run's validation metric: `val_accuracy`, or `val_mae` for a regression. */
+  function valName(run) {
+    return isRegression(run) ? 'val_mae' : 'val_accuracy';
+  }
+
+  /**
+   * A run's newest validation metric: the view's `val_accuracy` (or `val_mae`) where
+   * it has one, else its `val_metric` (the same number under its older name).
+   */
+  function valOf(run) {
+    const m = (run && run.metrics) || {};
+    return (isRegression(run) ? m.val_mae : m.val_accuracy) ?? m.val_metric ?? null;
+  }
+
+  /** A validation metric's value as shown: an accuracy in percent, an MAE to 4 digits. */
+  function valText(run, v) {
+    return isRegression(run) ? fmt.fixed(v) : fmt.pct(v);
+  }
+
+  /** The runs table's metric: validation, else (classification) training accuracy. */
+  function tableMetric(run) {
+    const val = valOf(run);
+    if (val != null) return [valName(run), valText(run, val)];
+    const m = run.metrics || {};
+    if (!isRegression(run) && m.train_accuracy != null) return ['train_accuracy', fmt.pct(m.train_accuracy)];
+    return ['', '–'];
   }
 
   // ---------------------------------------------------------------- overview
 
+  /** Runs per page of the runs table. */
+  const RUNS_PAGE = 50;
+  /** The runs page is read again at most this often while events come in. */
+  const RUNS_REFRESH_MS = 400;
+  /** The queue, slots and sweeps are read again at most this often. */
+  const SIDE_REFRESH_MS = 1000;
+  /** Queued runs read for the queue panel (the API's largest page), and those shown. */
+  const QUEUE_READ = 1000;
+  const QUEUE_SHOWN = 20;
+  /** The orders the runs list offers: the API's `sort` values. */
+  const SORTS = [
+    ['-created_at', 'newest first'],
+    ['created_at', 'oldest first'],
+    ['-updated_at', 'updated last first'],
+    ['updated_at', 'updated first first'],
+    ['name', 'name A→Z'],
+    ['-name', 'name Z→A'],
+  ];
+  /** Events that change a run's state (and so which filtered page holds it). */
+  const STATE_EVENTS = new Set([
+    'RunSubmitted',
+    'SlotClaimed',
+    'RunStarted',
+    'RunCompleted',
+    'RunFailed',
+    'RunCancelled',
+    'RunRequeued',
+    'PauseRequested',
+    'RunPaused',
+    'RunResumed',
+    'RunRetryScheduled',
+    'SlotReleased',
+  ]);
+  const SWEEP_EVENT = /^(Sweep|Trial)/;
+
+  /**
+   * The overview. The runs table shows one page of `GET /api/v1/runs` (`limit`,
+   * `cursor`, `state`, `label`, `sort`: the API's order and filters, so a journal of
+   * any size draws a page), with Previous and Next through the API's cursors. It
+   * follows the global stream from the journal's end when the page loaded: progress
+   * moves the bars of the runs on the page, and the page is read again (at most every
+   * RUNS_REFRESH_MS) only for an event that can change what it shows: one about a run
+   * on it, a new run where new runs land, or a state change under a state filter.
+   * Queue, slots and sweeps are read on their own, after the table, when their events
+   * come. Checked runs (on any page) are compared on `#/compare/ID,ID`.
+   */
   const overview = {
     generation: 0,
     stopped: false,
     stream: null,
+    /** The runs on the page, by id, and their rows. */
     runs: new Map(),
     rows: new Map(),
     sweepRows: new Map(),
+    /** The filters and order: `{state, labels: [..], sort}`; kept while the tab lives. */
+    filters: { state: '', labels: [], sort: '-created_at' },
+    /** The cursor of each page reached (`null` for the first) and the page shown. */
+    cursors: [null],
+    page: 0,
+    /** The page after this one's cursor, or null on the last page. */
+    next: null,
+    /** Runs checked for comparison: id → name, across pages and filters. */
+    selected: new Map(),
+    /** Runs named in the slots table but not on the page: id → view. */
+    slotRuns: new Map(),
     refreshTimer: null,
+    lastRefresh: 0,
     refreshing: null,
     again: false,
+    sideTimer: null,
+    sideRefreshing: null,
+    sideAgain: false,
+    lastSide: 0,
+    firstDrawn: false,
 
-    async start() {
+    async start(params) {
       // A newer start (the token changed meanwhile) makes this one stop where it is.
       const generation = ++this.generation;
       const stale = () => this.stopped || generation !== this.generation;
+      if (params) this.readParams(params);
+      else if (this.filterQuery().toString()) history.replaceState(null, '', `#/?${this.filterQuery()}`);
+      this.showFilters();
       $('overview').hidden = false;
       setLive('connecting');
       let after = 0;
@@ -327,12 +491,17 @@
         // Not reachable now: the stream's retries find it when it is back.
       }
       if (stale()) return;
+      // The table first: the queue, slots and sweeps come after it is drawn.
       await this.refresh();
       if (stale()) return;
+      this.refreshSide();
       this.stream = new LiveStream('/api/v1/stream', { every: OVERVIEW_EVERY }, after, {
-        event: () => this.scheduleRefresh(),
+        event: (event) => this.event(event),
         progress: (sample) => this.progress(sample),
-        reopened: () => this.scheduleRefresh(),
+        reopened: () => {
+          this.scheduleRefresh();
+          this.scheduleSide();
+        },
       });
       this.stream.open();
     },
@@ -343,16 +512,100 @@
       this.stream = null;
       clearTimeout(this.refreshTimer);
       this.refreshTimer = null;
+      clearTimeout(this.sideTimer);
+      this.sideTimer = null;
       $('overview').hidden = true;
     },
 
-    /** Reloads the tables soon: events come in bursts, one reload serves a burst. */
+    /** The filters from the hash's query (`#/?state=failed&label=team=a&sort=name`). */
+    readParams(params) {
+      const sorts = SORTS.map(([value]) => value);
+      const state = params.get('state') || '';
+      this.filters = {
+        state: CONFIG.run_states.includes(state) ? state : '',
+        labels: params.getAll('label').filter(Boolean),
+        sort: sorts.includes(params.get('sort')) ? params.get('sort') : '-created_at',
+      };
+      this.cursors = [null];
+      this.page = 0;
+    },
+
+    /** The filter controls show the filters in force. */
+    showFilters() {
+      $('filter-state').value = this.filters.state;
+      $('filter-label').value = this.filters.labels.join(', ');
+      $('filter-sort').value = this.filters.sort;
+    },
+
+    /** Reads the filter controls, puts them in the address, and shows their first page. */
+    applyFilters() {
+      this.filters = {
+        state: $('filter-state').value,
+        labels: $('filter-label')
+          .value.split(',')
+          .map((l) => l.trim())
+          .filter(Boolean),
+        sort: $('filter-sort').value,
+      };
+      const query = this.filterQuery();
+      const hash = query.toString() ? `#/?${query}` : '#/';
+      if (location.hash !== hash) history.replaceState(null, '', hash);
+      this.cursors = [null];
+      this.page = 0;
+      this.refresh();
+    },
+
+    /** The filters and order as the API's query parameters. */
+    filterQuery() {
+      const query = new URLSearchParams();
+      if (this.filters.state) query.set('state', this.filters.state);
+      for (const label of this.filters.labels) query.append('label', label);
+      if (this.filters.sort !== '-created_at') query.set('sort', this.filters.sort);
+      return query;
+    },
+
+    /** Shows the page `delta` pages on (1 next, -1 previous). */
+    turn(delta) {
+      const page = this.page + delta;
+      if (page < 0 || (delta > 0 && !this.next)) return;
+      if (delta > 0) this.cursors[page] = this.next;
+      this.page = page;
+      this.refresh();
+    },
+
+    /** A lifecycle event from the global stream: reads again what it may change. */
+    event(event) {
+      if (SWEEP_EVENT.test(event.type)) {
+        this.scheduleSide();
+        return;
+      }
+      if (STATE_EVENTS.has(event.type)) this.scheduleSide();
+      if (this.concerns(event)) this.scheduleRefresh();
+    },
+
+    /** Whether `event` can change the page shown. */
+    concerns(event) {
+      if (this.runs.has(event.run_id)) return true;
+      const sort = this.filters.sort;
+      const last = !this.next;
+      // Any event moves its run to the start (or end) of the updated order.
+      if (sort === '-updated_at') return this.page === 0;
+      if (sort === 'updated_at') return last;
+      if (this.filters.state && STATE_EVENTS.has(event.type)) return true;
+      if (event.type !== 'RunSubmitted') return false;
+      if (sort === '-created_at') return this.page === 0;
+      if (sort === 'created_at') return last;
+      return true; // by name: any page may gain it
+    },
+
+    /** Reads the page again soon, at most every RUNS_REFRESH_MS: events come in bursts. */
     scheduleRefresh() {
-      if (this.refreshTimer) return;
+      if (this.refreshTimer || this.stopped) return;
+      const wait = Math.max(0, this.lastRefresh + RUNS_REFRESH_MS - Date.now());
       this.refreshTimer = setTimeout(() => {
         this.refreshTimer = null;
         this.refresh();
-      }, 150);
+      }, wait);
     },
 
     async refresh() {
@@ -360,23 +613,32 @@
         this.again = true;
         return this.refreshing;
       }
+      this.lastRefresh = Date.now();
       this.refreshing = (async () => {
+        const query = this.filterQuery();
+        query.set('limit', String(RUNS_PAGE));
+        const cursor = this.cursors[this.page];
+        if (cursor) query.set('cursor', cursor);
         try {
-          const [runs, queued, slots, sweeps] = await Promise.all([
-            api('/api/v1/runs?limit=200'),
-            api('/api/v1/runs?state=queued&sort=created_at'),
-            api('/api/v1/slots'),
-            // The runs show without the sweeps (a server without them answers 404).
-            api('/api/v1/sweeps').catch(() => null),
-          ]);
+          const { body, headers } = await api(`/api/v1/runs?${query}`);
           if (this.stopped) return;
           notice('');
-          this.renderRuns(runs.body);
-          this.renderQueue(queued.body);
-          this.renderSlots(slots.body);
-          if (sweeps) this.renderSweeps(sweeps.body);
+          this.next = headers.get('X-Next-Cursor');
+          if (!body.length && this.page > 0) {
+            // The page emptied (its runs moved on): back to the first.
+            this.cursors = [null];
+            this.page = 0;
+            this.again = true;
+            return;
+          }
+          this.renderRuns(body);
         } catch (error) {
-          if (error.status !== 401 && error.status !== 403) notice('cannot load the runs: ' + error.message, true);
+          if (error.status === 400 && error.problem && error.problem.code === 'invalid_query') {
+            // A cursor the server no longer knows, or a label it refuses: say which.
+            notice('cannot list the runs: ' + error.message, true);
+          } else if (error.status !== 401 && error.status !== 403) {
+            notice('cannot load the runs: ' + error.message, true);
+          }
         }
       })();
       await this.refreshing;
@@ -408,29 +670,53 @@
           this.runs.delete(id);
         }
       }
+      const filtered = this.filters.state || this.filters.labels.length;
+      $('runs-empty').textContent = filtered ? 'No runs match these filters.' : 'No runs yet: submit one below.';
       $('runs-empty').hidden = runs.length > 0;
+      const from = this.page * RUNS_PAGE;
+      $('runs-page').textContent = runs.length
+        ? `runs ${fmt.count(from + 1)}–${fmt.count(from + runs.length)}${this.next ? '' : ' (the last)'}`
+        : '';
+      $('runs-prev').disabled = this.page === 0;
+      $('runs-next').disabled = !this.next;
+      $('runs').dataset.page = String(this.page);
+      this.showSelection();
+      if (!this.firstDrawn) {
+        this.firstDrawn = true;
+        // After the frame that shows the rows: the time from navigation to a drawn
+        // table, which the browser test reads (`runyard:runs-drawn`).
+        requestAnimationFrame(() => setTimeout(() => performance.mark('runyard:runs-drawn'), 0));
+      }
     },
 
     newRow(run) {
+      const pick = el('input', { type: 'checkbox', class: 'pick', 'aria-label': `compare ${run.name}`, 'data-run-id': run.id });
+      pick.addEventListener('change', () => {
+        if (pick.checked) this.selected.set(run.id, run.name);
+        else this.selected.delete(run.id);
+        this.showSelection();
+      });
       const cells = {
+        pick,
         name: el('td', {}, el('a', { href: `#/runs/${run.id}`, class: 'run-link' }, run.name)),
         state: el('td', { class: 'state-cell' }),
         progress: progressBar(),
         epoch: el('td', { class: 'num epoch' }),
         loss: el('td', { class: 'num loss' }),
-        accuracy: el('td', { class: 'num accuracy' }),
+        metric: el('td', { class: 'num metric' }),
         slot: el('td', { class: 'slot' }),
         updated: el('td', { class: 'num updated' }),
       };
       const tr = el(
         'tr',
         { 'data-run-id': run.id },
+        el('td', { class: 'pick' }, pick),
         cells.name,
         cells.state,
         el('td', {}, cells.progress),
         cells.epoch,
         cells.loss,
-        cells.accuracy,
+        cells.metric,
         cells.slot,
         cells.updated,
       );
@@ -440,29 +726,89 @@
     fillRow(row, run) {
       const { cells } = row;
       row.tr.dataset.state = run.state;
+      cells.pick.checked = this.selected.has(run.id);
       cells.state.replaceChildren(stateBadge(run.state));
       setProgress(cells.progress, percentOf(run), run.state);
       const epochs = epochsOf(run);
       const epoch = run.progress ? run.progress.epoch : run.metrics.epochs_completed;
-      cells.epoch.textContent = `${epoch} / ${epochs ?? '?'}`;
-      cells.loss.textContent = fmt.num(run.progress && run.progress.loss != null ? run.progress.loss : run.metrics.train_loss);
-      cells.accuracy.textContent = run.task === 'regression' ? fmt.num(run.metrics.val_metric) : fmt.pct(accuracyOf(run.metrics));
+      cells.epoch.textContent = `${fmt.count(epoch)} / ${epochs == null ? '?' : fmt.count(epochs)}`;
+      cells.loss.textContent = fmt.fixed(run.progress && run.progress.loss != null ? run.progress.loss : run.metrics.train_loss);
+      const [name, value] = tableMetric(run);
+      cells.metric.replaceChildren(name ? el('span', { class: 'metric-name' }, name + ' ') : '', value);
+      cells.metric.dataset.metric = name;
       cells.slot.textContent = run.slurm
         ? `slurm ${run.slurm.job_id}${run.slurm_live && run.slurm_live.state ? ` ${run.slurm_live.state}` : ''}${run.slurm_live && run.slurm_live.unreachable ? ' (unreachable)' : ''}`
         : run.slots && run.slots.length ? `${run.slots.join(', ')} (${run.device || '?'})` : '–';
       cells.updated.textContent = fmt.time(run.updated_at);
     },
 
-    /** A live sample: moves the run's bar without a reload. */
+    /** The compare bar: how many runs are checked, and Compare from two on. */
+    showSelection() {
+      const n = this.selected.size;
+      $('compare-count').textContent = n ? `${fmt.count(n)} checked to compare` : 'check runs to compare them';
+      $('compare-open').disabled = n < 2;
+      $('compare-clear').disabled = n === 0;
+    },
+
+    compare() {
+      if (this.selected.size >= 2) location.hash = `#/compare/${[...this.selected.keys()].join(',')}`;
+    },
+
+    clearSelection() {
+      this.selected.clear();
+      for (const row of this.rows.values()) row.cells.pick.checked = false;
+      this.showSelection();
+    },
+
+    /** A live sample: moves the bar of a run on the page; others are not shown. */
     progress(sample) {
       const row = this.rows.get(sample.run_id);
       const run = this.runs.get(sample.run_id);
       if (!row || !run || ENDED.has(run.state)) return;
       setProgress(row.cells.progress, sample.percent, run.state);
-      row.cells.epoch.textContent = `${sample.epoch} / ${sample.epochs}`;
-      if (sample.loss != null) row.cells.loss.textContent = fmt.num(sample.loss);
+      row.cells.epoch.textContent = `${fmt.count(sample.epoch)} / ${fmt.count(sample.epochs)}`;
+      if (sample.loss != null) row.cells.loss.textContent = fmt.fixed(sample.loss);
     },
 
+    /** Reads the queue, slots and sweeps again soon, at most every SIDE_REFRESH_MS. */
+    scheduleSide() {
+      if (this.sideTimer || this.stopped) return;
+      const wait = Math.max(0, this.lastSide + SIDE_REFRESH_MS - Date.now());
+      this.sideTimer = setTimeout(() => {
+        this.sideTimer = null;
+        this.refreshSide();
+      }, wait);
+    },
+
+    async refreshSide() {
+      if (this.sideRefreshing) {
+        this.sideAgain = true;
+        return this.sideRefreshing;
+      }
+      this.lastSide = Date.now();
+      this.sideRefreshing = (async () => {
+        try {
+          const [queued, slots, sweeps] = await Promise.all([
+            api(`/api/v1/runs?state=queued&sort=created_at&limit=${QUEUE_READ}`),
+            api('/api/v1/slots'),
+            // The runs show without the sweeps (a server without them answers 404).
+            api('/api/v1/sweeps').catch(() => null),
+          ]);
+          if (this.stopped) return;
+          this.renderQueue(queued.body, !!queued.headers.get('X-Next-Cursor'));
+          await this.renderSlots(slots.body);
+          if (sweeps) this.renderSweeps(sweeps.body);
+        } catch (error) {
+          if (error.status !== 401 && error.status !== 403) notice('cannot load the queue and slots: ' + error.message, true);
+        }
+      })();
+      await this.sideRefreshing;
+      this.sideRefreshing = null;
+      if (this.sideAgain) {
+        this.sideAgain = false;
+        this.scheduleSide();
+      }
+    },
     /** The sweeps, newest first; rows are kept (and moved) so a link stays clickable. */
     renderSweeps(sweeps) {
       const body = $('sweeps-body');
@@ -506,14 +852,19 @@
       $('sweeps-empty').hidden = sweeps.length > 0;
     },
 
-    renderQueue(queued) {
+    /**
+     * The first QUEUE_SHOWN waiting runs in dispatch order. The API lists runs by
+     * submission, not by queue place: the page reads the QUEUE_READ submitted first
+     * and orders them by `queue_position`; with more waiting, it says so.
+     */
+    renderQueue(queued, more) {
       const list = $('queue');
       queued.sort((a, b) => (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9));
       list.replaceChildren(
-        ...queued.map((run) =>
+        ...queued.slice(0, QUEUE_SHOWN).map((run) =>
           el(
             'li',
-            { 'data-run-id': run.id },
+            { 'data-run-id': run.id, value: run.queue_position || undefined },
             el('a', { href: `#/runs/${run.id}` }, run.name),
             ` · priority ${run.priority}`,
             run.spec && run.spec.slots > 1 ? ` · ${run.spec.slots} slots` : '',
@@ -522,13 +873,32 @@
           ),
         ),
       );
+      const rest = queued.length - Math.min(queued.length, QUEUE_SHOWN);
+      $('queue-more').textContent = more
+        ? `and more than ${fmt.count(rest)} others wait (filter the runs by state queued to see them all)`
+        : rest
+          ? `and ${fmt.count(rest)} others wait (filter the runs by state queued to see them all)`
+          : '';
+      $('queue-more').hidden = !more && !rest;
       $('queue-empty').hidden = queued.length > 0;
     },
 
-    renderSlots(slots) {
+    /** The slots, each with the run it holds (read alone when it is not on the page). */
+    async renderSlots(slots) {
+      const held = slots.map((slot) => slot.run_id).filter(Boolean);
+      const missing = held.filter((id) => !this.runs.has(id));
+      const read = await Promise.all(
+        missing.map((id) =>
+          api(`/api/v1/runs/${id}`)
+            .then(({ body }) => body)
+            .catch(() => null),
+        ),
+      );
+      this.slotRuns = new Map(read.filter(Boolean).map((run) => [run.id, run]));
+      if (this.stopped) return;
       $('slots-body').replaceChildren(
         ...slots.map((slot) => {
-          const run = slot.run_id ? this.runs.get(slot.run_id) : null;
+          const run = slot.run_id ? this.runs.get(slot.run_id) || this.slotRuns.get(slot.run_id) : null;
           return el(
             'tr',
             { 'data-slot': slot.id },
@@ -699,7 +1069,7 @@
         this.epochs.set(data.epoch, entry);
       } else if (event.type === 'EpochEvaluated') {
         const entry = this.epochs.get(data.epoch) || {};
-        entry.val = data.val_metric;
+        entry.val = data.val_accuracy ?? data.val_mae ?? data.val_metric;
         this.epochs.set(data.epoch, entry);
       }
       if (TERMINAL_EVENTS.has(event.type)) this.ended = true;
@@ -719,7 +1089,7 @@
           el('span', { class: 'seq' }, event.seq),
           el('span', { class: 'at' }, fmt.time(event.at)),
           el('span', { class: `type ${kind}` }, event.type),
-          el('span', { class: 'data', title: JSON.stringify(data) }, summarize(event)),
+          el('span', { class: 'data', title: JSON.stringify(data) }, summarize(event, this.run)),
         ),
       );
       if (follow) list.scrollTop = list.scrollHeight;
@@ -758,8 +1128,9 @@
       $('run-cancel').disabled = ENDED.has(run.state);
       $('run-error').hidden = !run.error;
       $('run-error').textContent = run.error || '';
-      const regression = run.task === 'regression';
-      $('chart-accuracy-title').firstChild.textContent = regression ? 'Validation MAE ' : 'Accuracy ';
+      $('chart-accuracy-title').firstChild.textContent = isRegression(run) ? 'val_mae ' : 'Accuracy ';
+      $('chart-val-name').textContent = valName(run);
+      $('chart-train-key').hidden = isRegression(run);
       this.renderFacts();
       this.showLogs();
       this.draw();
@@ -865,19 +1236,25 @@
         ['slots', run.slots && run.slots.length ? run.slots.join(', ') : '–'],
         ...(run.slurm ? [['slurm job', slurmJob(run)]] : []),
         ...(run.protocol ? [['progress pipe', protocolLine(run.protocol)]] : []),
-        ['train loss', fmt.num(m.train_loss)],
-        [run.task === 'regression' ? 'train metric' : 'train accuracy', fmt.pct(m.train_accuracy)],
-        ['validation loss', fmt.num(m.val_loss)],
-        [run.task === 'regression' ? 'validation MAE' : 'validation accuracy', run.task === 'regression' ? fmt.num(m.val_metric) : fmt.pct(m.val_metric)],
-        ['samples/s', p ? fmt.num(p.samples_per_sec, 3) : '–'],
+        ['train_loss', fmt.fixed(m.train_loss)],
+        ...(isRegression(run) ? [] : [['train_accuracy', fmt.pct(m.train_accuracy)]]),
+        ['val_loss', fmt.fixed(m.val_loss)],
+        [valName(run), valText(run, valOf(run))],
+        ['samples/s', p ? fmt.rate(p.samples_per_sec) : '–'],
         ['ETA', p ? fmt.secs(p.eta_secs) : '–'],
-        ['training time', fmt.secs((m.training_time_ms || 0) / 1000)],
+        ['training time', fmt.ms(m.training_time_ms || 0)],
         ['created', fmt.date(run.created_at)],
-        ['checkpoint', run.checkpoint ? `epoch ${run.checkpoint.epoch}, step ${run.checkpoint.step}` : '–'],
+        [
+          'checkpoint',
+          run.checkpoint
+            ? `epoch ${fmt.count(run.checkpoint.epoch)}, step ${fmt.count(run.checkpoint.step)}` +
+              (run.checkpoint.bytes != null ? `, ${fmt.bytes(run.checkpoint.bytes)}` : '')
+            : '–',
+        ],
         ['digest', run.digest ? run.digest.slice(0, 12) : '–'],
       ];
       $('run-facts').replaceChildren(
-        ...facts.map(([name, value]) => el('div', {}, el('dt', {}, name), el('dd', {}, value))),
+        ...facts.map(([name, value]) => el('div', { 'data-fact': name }, el('dt', {}, name), el('dd', {}, value))),
       );
     },
 
@@ -888,7 +1265,7 @@
         this.drawPending = false;
         drawChart($('chart-loss'), [{ cls: 'loss', points: this.loss }], { xLabel: 'step' });
         const epochs = [...this.epochs.keys()].sort((a, b) => a - b);
-        const regression = this.run && this.run.task === 'regression';
+        const regression = isRegression(this.run);
         const series = [
           { cls: 'val', points: epochs.filter((e) => this.epochs.get(e).val != null).map((e) => [e, this.epochs.get(e).val]), dots: true },
         ];
@@ -924,20 +1301,29 @@
   };
 
   function progressLabel(sample) {
-    const percent = typeof sample.percent === 'number' ? sample.percent.toFixed(1) + ' %' : '';
-    return `${percent} · epoch ${sample.epoch}/${sample.epochs} · batch ${sample.batch}/${sample.batches_per_epoch}`;
+    const percent = typeof sample.percent === 'number' ? fmt.percent(sample.percent) : '';
+    const c = fmt.count;
+    return `${percent} · epoch ${c(sample.epoch)}/${c(sample.epochs)} · batch ${c(sample.batch)}/${c(sample.batches_per_epoch)}`;
   }
 
-  /** A short line of an event's fields for the timeline. */
-  function summarize(event) {
+  /** A short line of an event's fields for the timeline; `run` names its metrics. */
+  function summarize(event, run) {
     const data = event.data || {};
     switch (event.type) {
       case 'EpochCompleted':
-        return `epoch ${data.epoch}: loss ${fmt.num(data.train_loss)}, accuracy ${fmt.pct(data.train_accuracy)}, ${data.duration_ms} ms`;
-      case 'EpochEvaluated':
-        return `epoch ${data.epoch}: validation loss ${fmt.num(data.val_loss)}, metric ${fmt.num(data.val_metric)}`;
+        return (
+          `epoch ${fmt.count(data.epoch)}: train_loss ${fmt.fixed(data.train_loss)}` +
+          (isRegression(run) ? '' : `, train_accuracy ${fmt.pct(data.train_accuracy)}`) +
+          `, ${fmt.ms(data.duration_ms)}`
+        );
+      case 'EpochEvaluated': {
+        const val = data.val_accuracy ?? data.val_mae ?? data.val_metric;
+        return `epoch ${fmt.count(data.epoch)}: val_loss ${fmt.fixed(data.val_loss)}, ${valName(run)} ${valText(run, val)}`;
+      }
+      case 'RunCompleted':
+        return `train_loss ${fmt.fixed(data.train_loss)}` + (isRegression(run) ? '' : `, train_accuracy ${fmt.pct(data.train_accuracy)}`);
       case 'CheckpointSaved':
-        return `epoch ${data.epoch}, batch ${data.batch}, step ${data.step}, ${data.bytes} bytes`;
+        return `epoch ${fmt.count(data.epoch)}, batch ${fmt.count(data.batch)}, step ${fmt.count(data.step)}, ${fmt.bytes(data.bytes)}`;
       default: {
         const text = JSON.stringify(data);
         return text === '{}' ? '' : text.length > 160 ? text.slice(0, 157) + '…' : text;
@@ -961,13 +1347,14 @@
   /** A metric value of `sweep` as shown: a share in percent, else 4 digits. */
   function metricText(sweep, v) {
     if (typeof v !== 'number' || !Number.isFinite(v)) return '–';
-    return isShare(sweep) ? (v * 100).toFixed(2) + ' %' : fmt.num(v, 4);
+    return isShare(sweep) ? fmt.pct(v, 2) : fmt.fixed(v, 4);
   }
 
   /** A point's value as shown: numbers short, lists and objects as JSON. */
   function valueText(v) {
     if (v === undefined || v === null) return '–';
-    if (typeof v === 'number') return Number.isInteger(v) ? String(v) : fmt.num(v, 3);
+    // Small whole numbers as written in a spec (a batch size of 1024), larger ones grouped.
+    if (typeof v === 'number') return Number.isInteger(v) ? (Math.abs(v) < 10000 ? String(v) : fmt.count(v)) : fmt.num(v, 3);
     if (typeof v === 'string') return v;
     return JSON.stringify(v);
   }
@@ -1393,6 +1780,288 @@
     },
   };
 
+  // ---------------------------------------------------------------- compare page
+
+  /** Most runs one comparison draws. */
+  const COMPARE_MAX = 8;
+  /** A compared run's colour, by its place in the comparison. */
+  const PALETTE = ['#2f6fde', '#d97706', '#1f8a4c', '#c53030', '#7c3aed', '#0891b2', '#be185d', '#4d5562'];
+  /** The compared runs' views are read again at most this often while events come in. */
+  const COMPARE_REFRESH_MS = 500;
+
+  /** A spec as `{dotted.path: value}`: objects are walked, anything else (a list too) is a value. */
+  function flatten(value, prefix = '', out = {}) {
+    if (value && typeof value === 'object' && !Array.isArray(value)) {
+      const keys = Object.keys(value);
+      if (!keys.length && prefix) out[prefix] = value;
+      for (const key of keys) flatten(value[key], prefix ? `${prefix}.${key}` : key, out);
+    } else if (prefix) {
+      out[prefix] = value;
+    }
+    return out;
+  }
+
+  /**
+   * The dotted paths of `specs` whose values are not all the same (a field one spec
+   * lacks differs from any value), sorted, with each spec's flattened fields.
+   */
+  function specDifferences(specs) {
+    const flat = specs.map((spec) => flatten(spec && typeof spec === 'object' ? spec : {}));
+    const paths = new Set(flat.flatMap((f) => Object.keys(f)));
+    const differ = [...paths].filter((path) => new Set(flat.map((f) => (path in f ? JSON.stringify(f[path]) : ''))).size > 1);
+    return { paths: differ.sort(), flat };
+  }
+
+  /** A spec value as written: numbers exact (large whole ones grouped), lists and objects as JSON. */
+  function specText(v) {
+    if (v === undefined) return '–';
+    if (typeof v === 'number') return Number.isInteger(v) && Math.abs(v) >= 10000 ? fmt.count(v) : String(v);
+    if (typeof v === 'string') return v;
+    return JSON.stringify(v);
+  }
+
+  /**
+   * `#/compare/ID,ID,…`: two or more runs side by side: their loss curves (per sampled
+   * batch) overlaid on one chart and their validation curves (per epoch) on another,
+   * a legend naming each run in its colour under both, and the fields of their specs
+   * that differ, as dotted paths. It follows the runs on the global stream (only
+   * theirs): each `EpochEvaluated` adds a validation point, each progress sample a loss
+   * point, and a state change reads the runs' views again.
+   */
+  const comparePage = {
+    generation: 0,
+    stopped: false,
+    ids: [],
+    runs: new Map(),
+    /** Per run: its loss points `[[step, loss]]`. */
+    loss: new Map(),
+    /** Per run: epoch → validation metric. */
+    val: new Map(),
+    stream: null,
+    refreshTimer: null,
+    lastRefresh: 0,
+    drawPending: false,
+
+    async start(ids) {
+      const generation = ++this.generation;
+      const stale = () => this.stopped || generation !== this.generation;
+      if (ids.length > COMPARE_MAX) {
+        notice(`comparing the first ${COMPARE_MAX} of the ${ids.length} runs named`);
+        ids = ids.slice(0, COMPARE_MAX);
+      }
+      Object.assign(this, { ids, runs: new Map(), loss: new Map(), val: new Map(), stopped: false });
+      $('compare-title').textContent = `Compare ${ids.length} runs`;
+      for (const id of ['compare-legend', 'compare-loss', 'compare-val', 'compare-diff-head', 'compare-diff-body']) $(id).replaceChildren();
+      for (const id of ['compare-loss-key', 'compare-val-key']) $(id).replaceChildren();
+      $('compare-same').hidden = true;
+      $('compare-view').hidden = false;
+      document.title = 'compare · runyard';
+      setLive('connecting');
+      let after = 0;
+      try {
+        const response = await fetch('/readyz', { cache: 'no-store' });
+        if (response.ok) after = (await response.json()).last_seq || 0;
+      } catch (_) {
+        // The stream's retries find the server when it is back.
+      }
+      if (stale()) return;
+      try {
+        await Promise.all(ids.map((id) => this.load(id)));
+      } catch (error) {
+        $('compare-title').textContent = error.status === 404 ? 'a run named is not there' : 'cannot load the runs';
+        if (error.status !== 401) notice(error.message, true);
+        return;
+      }
+      if (stale()) return;
+      this.render();
+      if (this.ids.every((id) => ENDED.has(this.runs.get(id).state))) {
+        setLive('ended', 'runs ended');
+        return;
+      }
+      const params = [['every', '1s'], ...ids.map((id) => ['run', id])];
+      this.stream = new LiveStream('/api/v1/stream', params, after, {
+        event: (event) => this.event(event),
+        progress: (sample) => this.progress(sample),
+        reopened: () => this.scheduleRefresh(),
+      });
+      this.stream.open();
+    },
+
+    stop() {
+      this.stopped = true;
+      if (this.stream) this.stream.close();
+      this.stream = null;
+      clearTimeout(this.refreshTimer);
+      this.refreshTimer = null;
+      $('compare-view').hidden = true;
+    },
+
+    /** Reads a run, its validation metric per epoch (from its events) and its loss history. */
+    async load(id) {
+      const run = (await api(`/api/v1/runs/${id}`)).body;
+      const [events, history] = await Promise.all([
+        runEvents(id, 0),
+        api(`/api/v1/runs/${id}/metrics?name=loss&points=1024`)
+          .then(({ body }) => body.points.map((p) => [p.step, p.value]))
+          .catch(() => []),
+      ]);
+      const val = new Map();
+      for (const event of events) {
+        if (event.type === 'EpochEvaluated') val.set(event.data.epoch, event.data.val_accuracy ?? event.data.val_mae ?? event.data.val_metric);
+      }
+      this.runs.set(id, run);
+      this.val.set(id, val);
+      this.loss.set(id, history);
+    },
+
+    event(event) {
+      if (!this.runs.has(event.run_id)) return;
+      const data = event.data || {};
+      if (event.type === 'EpochEvaluated') {
+        this.val.get(event.run_id).set(data.epoch, data.val_accuracy ?? data.val_mae ?? data.val_metric);
+        this.draw();
+      }
+      if (STATE_EVENTS.has(event.type) || event.type === 'EpochCompleted' || event.type === 'EpochEvaluated') this.scheduleRefresh();
+    },
+
+    /** A live sample of a compared run: a loss point. */
+    progress(sample) {
+      const points = this.loss.get(sample.run_id);
+      if (!points || sample.loss == null || !sample.batches_per_epoch) return;
+      const step = (sample.epoch - 1) * sample.batches_per_epoch + sample.batch;
+      while (points.length && points[points.length - 1][0] >= step) points.pop();
+      points.push([step, sample.loss]);
+      if (points.length > MAX_POINTS) this.loss.set(sample.run_id, points.filter((_, i) => i % 2 === 1 || i === points.length - 1));
+      this.draw();
+    },
+
+    /** Reads the runs' views again soon, at most every COMPARE_REFRESH_MS. */
+    scheduleRefresh() {
+      if (this.refreshTimer || this.stopped) return;
+      const wait = Math.max(0, this.lastRefresh + COMPARE_REFRESH_MS - Date.now());
+      this.refreshTimer = setTimeout(async () => {
+        this.refreshTimer = null;
+        this.lastRefresh = Date.now();
+        const generation = this.generation;
+        try {
+          const views = await Promise.all(this.ids.map((id) => api(`/api/v1/runs/${id}`)));
+          if (this.stopped || generation !== this.generation) return;
+          for (const { body } of views) this.runs.set(body.id, body);
+          this.render();
+          if (this.ids.every((id) => ENDED.has(this.runs.get(id).state))) {
+            if (this.stream) this.stream.close();
+            this.stream = null;
+            setLive('ended', 'runs ended');
+          }
+        } catch (_) {
+          // Shown by api(); the next event tries again.
+        }
+      }, wait);
+    },
+
+    /** The validation chart's metric: `val_accuracy`, `val_mae`, or both when tasks differ. */
+    valTitle() {
+      const names = new Set(this.ids.map((id) => valName(this.runs.get(id))));
+      return [...names].sort().join(' / ');
+    },
+
+    /** A legend naming each run in its colour, linking to its page. */
+    legend(node) {
+      node.replaceChildren(
+        ...this.ids.map((id, i) => {
+          const run = this.runs.get(id);
+          const key = el('span', { class: 'key run' });
+          key.style.background = PALETTE[i];
+          return el('span', { class: 'run-key', 'data-run-id': id }, key, el('a', { href: `#/runs/${id}` }, run.name));
+        }),
+      );
+    },
+
+    render() {
+      const list = $('compare-legend');
+      list.replaceChildren(
+        ...this.ids.map((id, i) => {
+          const run = this.runs.get(id);
+          const key = el('span', { class: 'key run' });
+          key.style.background = PALETTE[i];
+          const val = valOf(run);
+          return el(
+            'li',
+            { 'data-run-id': id },
+            key,
+            el('a', { href: `#/runs/${id}`, class: 'run-link' }, run.name),
+            ' ',
+            stateBadge(run.state),
+            el(
+              'span',
+              { class: 'muted' },
+              ` · ${fmt.count(run.metrics.epochs_completed)} / ${epochsOf(run) == null ? '?' : fmt.count(epochsOf(run))} epochs` +
+                ` · train_loss ${fmt.fixed(run.metrics.train_loss)} · ${valName(run)} ${val == null ? '–' : valText(run, val)}`,
+            ),
+          );
+        }),
+      );
+      this.legend($('compare-loss-key'));
+      this.legend($('compare-val-key'));
+      $('compare-val-title').firstChild.textContent = this.valTitle() + ' ';
+      this.renderDiff();
+      this.draw();
+    },
+
+    /** The spec fields that differ: a row per dotted path, a column per run. */
+    renderDiff() {
+      const specs = this.ids.map((id) => this.runs.get(id).spec);
+      const { paths, flat } = specDifferences(specs);
+      $('compare-diff-head').replaceChildren(
+        el('th', {}, 'field'),
+        ...this.ids.map((id, i) => {
+          const key = el('span', { class: 'key run' });
+          key.style.background = PALETTE[i];
+          return el('th', { 'data-run-id': id }, key, this.runs.get(id).name);
+        }),
+      );
+      $('compare-diff-body').replaceChildren(
+        ...paths.map((path) =>
+          el(
+            'tr',
+            { 'data-path': path },
+            el('td', {}, el('code', {}, path)),
+            ...flat.map((f, i) =>
+              el('td', { 'data-run-id': this.ids[i], 'data-value': path in f ? JSON.stringify(f[path]) : '' }, specText(f[path])),
+            ),
+          ),
+        ),
+      );
+      $('compare-diff').hidden = !paths.length;
+      $('compare-same').hidden = paths.length > 0;
+    },
+
+    draw() {
+      if (this.drawPending) return;
+      this.drawPending = true;
+      requestAnimationFrame(() => {
+        this.drawPending = false;
+        if (this.stopped) return;
+        const line = (points, id, i) => ({ cls: 'run', points, color: PALETTE[i], attrs: { 'data-run-id': id } });
+        drawChart(
+          $('compare-loss'),
+          this.ids.map((id, i) => line(this.loss.get(id) || [], id, i)),
+          { xLabel: 'step' },
+        );
+        const share = this.ids.every((id) => !isRegression(this.runs.get(id)));
+        drawChart(
+          $('compare-val'),
+          this.ids.map((id, i) => {
+            const val = this.val.get(id) || new Map();
+            const points = [...val.keys()].sort((a, b) => a - b).map((epoch) => [epoch, val.get(epoch)]);
+            return { ...line(points, id, i), dots: true };
+          }),
+          { xLabel: 'epoch', percent: share, yMax: share ? 1 : undefined },
+        );
+      });
+    },
+  };
+
   // ---------------------------------------------------------------- parallel coordinates
 
   /**
@@ -1481,7 +2150,7 @@
     const mLo = metrics.length ? Math.min(...metrics) : 0;
     const mHi = metrics.length ? Math.max(...metrics) : 1;
     const mPos = (v) => (typeof v !== 'number' || !Number.isFinite(v) ? null : mHi === mLo ? 0.5 : (v - mLo) / (mHi - mLo));
-    const mLabel = (v) => (share ? (v * 100).toFixed(1) + '%' : fmt.num(v, 3));
+    const mLabel = (v) => (share ? fmt.pct(v) : fmt.num(v, 3));
     axes.push({
       field: sweep.metric || 'metric',
       label: `${sweep.metric || 'metric'} (${sweep.mode})`,
@@ -1548,8 +2217,9 @@
   // ---------------------------------------------------------------- charts
 
   /**
-   * Draws line series `[{cls, points: [[x, y]], dots, line, attrs}]` into an SVG with
-   * axes: `line: false` draws the dots alone, `attrs` go on the series' polyline. The
+   * Draws line series `[{cls, points: [[x, y]], dots, line, attrs, color}]` into an SVG
+   * with axes: `line: false` draws the dots alone, `attrs` go on the series' polyline,
+   * `color` (when given) strokes its line and fills its dots. The
    * SVG's `data-points` counts the points drawn, `data-series` the lines.
    */
   function drawChart(node, series, options) {
@@ -1582,12 +2252,15 @@
       const v = yMin + ((yMax - yMin) * i) / 4;
       parts.push(svg('line', { class: 'grid', x1: left, x2: W - right, y1: y(v), y2: y(v) }));
       parts.push(
-        svg('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, options.percent ? `${Math.round(v * 100)}%` : fmt.num(v, 3)),
+        svg('text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, options.percent ? fmt.pct(v, 0) : fmt.num(v, 3)),
       );
     }
-    for (let i = 0; i <= 4; i++) {
-      const v = xMin + ((xMax - xMin) * i) / 4;
-      parts.push(svg('text', { x: x(v), y: H - bottom + 16, 'text-anchor': 'middle' }, Math.round(v)));
+    // Whole-number ticks (steps, epochs), each once: a short axis has fewer than five.
+    const xTicks = new Set();
+    for (let i = 0; i <= 4; i++) xTicks.add(Math.round(xMin + ((xMax - xMin) * i) / 4));
+    for (const v of xTicks) {
+      if (v < xMin || v > xMax) continue;
+      parts.push(svg('text', { x: x(v), y: H - bottom + 16, 'text-anchor': 'middle' }, fmt.count(v)));
     }
     parts.push(svg('line', { class: 'axis', x1: left, x2: left, y1: top, y2: H - bottom }));
     parts.push(svg('line', { class: 'axis', x1: left, x2: W - right, y1: H - bottom, y2: H - bottom }));
@@ -1603,6 +2276,7 @@
         parts.push(
           svg('polyline', {
             ...(s.attrs || {}),
+            ...(s.color ? { stroke: s.color } : {}),
             class: `series ${s.cls}`,
             points: points.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(' '),
             'data-points': points.length,
@@ -1610,7 +2284,7 @@
         );
       }
       if (s.dots && points.length <= (s.line === false ? 2000 : 200)) {
-        for (const [a, b] of points) parts.push(svg('circle', { class: s.cls, cx: x(a), cy: y(b), r: 2.5 }));
+        for (const [a, b] of points) parts.push(svg('circle', { class: s.cls, cx: x(a), cy: y(b), r: 2.5, ...(s.color ? { fill: s.color } : {}) }));
       }
     }
     node.replaceChildren(...parts);
@@ -1621,22 +2295,35 @@
   // ---------------------------------------------------------------- routing
 
   let current = null;
+  /** Every view; a route shows one of them alone. */
+  const VIEWS = ['overview', 'run-view', 'sweep-view', 'compare-view'];
+  const UUID = '[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}';
 
   function route() {
     if (current) current.stop();
-    const match = location.hash.match(/^#\/runs\/([0-9a-fA-F-]{36})$/);
-    const sweep = location.hash.match(/^#\/sweeps\/([0-9a-fA-F-]{36})$/);
-    if (match) {
+    // Only the routed view shows: a run's page opened by a link or a reload draws
+    // nothing of the overview.
+    for (const view of VIEWS) $(view).hidden = true;
+    const hash = location.hash;
+    const run = hash.match(new RegExp(`^#/runs/(${UUID})$`));
+    const sweep = hash.match(new RegExp(`^#/sweeps/(${UUID})$`));
+    const compare = hash.match(new RegExp(`^#/compare/(${UUID}(?:,${UUID})+)$`));
+    if (run) {
       current = runPage;
-      runPage.start(match[1].toLowerCase());
+      runPage.start(run[1].toLowerCase());
     } else if (sweep) {
       current = sweepPage;
       sweepPage.start(sweep[1].toLowerCase());
+    } else if (compare) {
+      current = comparePage;
+      const ids = [...new Set(compare[1].toLowerCase().split(','))];
+      comparePage.start(ids);
     } else {
       document.title = 'runyard';
       current = overview;
       overview.stopped = false;
-      overview.start();
+      const query = hash.match(/^#\/\?(.*)$/);
+      overview.start(query ? new URLSearchParams(query[1]) : null);
     }
   }
 
@@ -1663,6 +2350,22 @@
     $('sweep-pause').addEventListener('click', () => sweepPage.act('pause'));
     $('sweep-resume').addEventListener('click', () => sweepPage.act('resume'));
     $('sweep-cancel').addEventListener('click', () => sweepPage.act('cancel'));
+    const filters = $('runs-filter');
+    filters.addEventListener('submit', (event) => {
+      event.preventDefault();
+      overview.applyFilters();
+    });
+    $('filter-state').addEventListener('change', () => overview.applyFilters());
+    $('filter-sort').addEventListener('change', () => overview.applyFilters());
+    $('filter-state').replaceChildren(
+      el('option', { value: '' }, 'any'),
+      ...CONFIG.run_states.map((state) => el('option', { value: state }, state)),
+    );
+    $('filter-sort').replaceChildren(...SORTS.map(([value, label]) => el('option', { value }, label)));
+    $('runs-prev').addEventListener('click', () => overview.turn(-1));
+    $('runs-next').addEventListener('click', () => overview.turn(1));
+    $('compare-open').addEventListener('click', () => overview.compare());
+    $('compare-clear').addEventListener('click', () => overview.clearSelection());
     $('logs-stream').addEventListener('change', () => runPage.openLogs());
     $('logs-rank').addEventListener('change', () => runPage.openLogs());
     window.addEventListener('hashchange', route);
