@@ -18,6 +18,7 @@ mod metrics;
 mod openapi;
 mod pause;
 mod prometheus;
+mod python_client;
 mod python_helper;
 mod ranks;
 mod repair;
