@@ -80,11 +80,12 @@ power-loop: setup cutfs
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
-bench: setup torch slurm-up cutfs
+bench: setup torch browser slurm-up cutfs
 	bash scripts/setup-mlflow.sh
 	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing --bench streams --bench ddp --bench sweep
 	mkdir -p target/bench-figures
 	RUNYARD_POWER_CYCLES=10 RUNYARD_POWER_FIGURES=$(CURDIR)/target/bench-figures/power.json $(CARGO) test --locked --test crash_loop -- --exact power_loop
+	RUNYARD_REQUIRE_BROWSER=1 RUNYARD_DASHBOARD_FIGURES=$(CURDIR)/target/bench-figures/dashboard.json $(CARGO) test --locked --test api -- --exact dashboard::ten_thousand_runs_page_filter_and_sort_as_the_api_and_a_run_page_shows_alone
 	bash scripts/bench-pytorch.sh
 	python3 scripts/bench-report.py
 
