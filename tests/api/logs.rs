@@ -530,6 +530,104 @@ async fn runyard_logs_prints_the_tail_and_follows_to_the_run_s_outcome() {
     assert_eq!(status.code(), Some(6));
 }
 
+/// `stdout` as JSON Lines: one object a line.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
+        .collect()
+}
+
+#[actix_web::test]
+async fn runyard_logs_output_json_prints_one_object_a_line_for_a_tail_and_while_following() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    let done = app.submit_ok(&quick_spec("logs-json")).await;
+    let dir = logs_dir(&app, &done);
+    write_rotated_stdout(&dir);
+    append(&dir.join("stderr.log"), "oops \"quoted\"\nstill writi");
+
+    let (code, stdout, stderr) = run_cli(
+        &app.address,
+        &["logs", &done, "--tail", "2", "--output", "json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let line = |stream: &str, rank: u32, line: &str| json!({"run_id": done, "stream": stream, "rank": rank, "line": line, "cursor": null});
+    assert_eq!(
+        json_lines(&stdout),
+        [line("stdout", 0, "out 999"), line("stdout", 0, "out 1000")]
+    );
+    // An unterminated last line is a line; quotes are escaped.
+    let (code, stdout, _) = run_cli(
+        &app.address,
+        &["logs", &done, "--stream", "stderr", "-o", "json"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        json_lines(&stdout),
+        [
+            line("stderr", 0, "oops \"quoted\""),
+            line("stderr", 0, "still writi")
+        ]
+    );
+    // Every rank's lines: the `[rank N] ` tag becomes the rank.
+    let (code, stdout, _) = run_cli(
+        &app.address,
+        &["logs", &done, "--rank", "all", "-n", "1", "-o", "json"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(json_lines(&stdout), [line("stdout", 0, "out 1000")]);
+    // A run with no log yet prints nothing.
+    let quiet = app.submit_ok(&quick_spec("logs-json-quiet")).await;
+    let (code, stdout, _) = run_cli(&app.address, &["logs", &quiet, "-o", "json"]).await;
+    assert_eq!((code, stdout.as_str()), (0, ""));
+
+    // Following: each line as it comes, with the cursor to resume after it.
+    let live = parked_run(&app, "logs-json-follow").await;
+    let path = logs_dir(&app, &live).join("stdout.log");
+    append(&path, &lines("live", 1, 3));
+    let mut follow = cli(&app.address);
+    follow
+        .args(["logs", &live, "-f", "--tail", "1", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = follow.spawn().expect("logs -f starts");
+    let mut out = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let next = |text: String| -> (String, String) {
+        let object = &json_lines(&text)[0];
+        assert_eq!(
+            (&object["run_id"], &object["stream"], &object["rank"]),
+            (&json!(live), &json!("stdout"), &json!(0)),
+            "{object}"
+        );
+        let cursor = object["cursor"].as_str().expect("a cursor").to_string();
+        (object["line"].as_str().expect("a line").to_string(), cursor)
+    };
+    let (first, after_first) = next(next_line(&mut out).await);
+    assert_eq!(first, "live 3");
+    append(&path, "live 4\n");
+    let (second, after_second) = next(next_line(&mut out).await);
+    assert_eq!(second, "live 4");
+    assert_ne!(after_first, after_second);
+    // The cursor is the stream's: sent back as Last-Event-ID, the next line follows.
+    let mut resumed = LogEvents::open(&app, &live, "", Some(&after_first)).await;
+    assert_eq!(resumed.take(1).await, owned(&["live 4"]));
+
+    let cancelled = app.post(&format!("/api/v1/runs/{live}/cancel")).await;
+    assert_eq!(cancelled.status(), 200);
+    let status = tokio::time::timeout(TIMEOUT, child.wait())
+        .await
+        .expect("logs -f ended with the run")
+        .expect("exit status");
+    assert_eq!(status.code(), Some(6));
+    assert_eq!(next_line_or_end(&mut out).await, None);
+    app.wait_ended(&done).await;
+    app.wait_ended(&quiet).await;
+}
+
 async fn next_line(
     out: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 ) -> String {

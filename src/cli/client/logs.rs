@@ -2,14 +2,15 @@
 //! `-f`, it goes on printing lines as they are written until the run ends, and exits
 //! with the run's outcome as `watch` does; a dropped connection is retried with
 //! backoff, going on after the last line printed (`Last-Event-ID`), so no line is
-//! printed twice or missed.
+//! printed twice or missed. With `--output json`, each line is printed as one JSON
+//! object (JSON Lines), with its stream, rank and, when following, its cursor.
 
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, Response};
 
 use super::api::{retryable, Client};
-use super::common::{ClientError, Connection};
+use super::common::{ClientError, Connection, Output};
 use super::output::{segment, text};
 use super::sse::SseParser;
 use super::watch::WatchOptions;
@@ -51,6 +52,75 @@ pub struct LogsArgs {
     /// The server and token.
     #[command(flatten)]
     pub connection: Connection,
+    /// `table`: the lines as the command wrote them. `json`: one JSON object per line
+    /// (JSON Lines): `run_id`, `stream`, `rank`, `line` (without the `[rank N] ` tag)
+    /// and `cursor` (with `-f`: the stream's id of the line, to resume after it as
+    /// `Last-Event-ID`; `null` for a plain tail).
+    #[arg(long, short = 'o', value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// One log line as `--output json` prints it.
+#[derive(Debug, serde::Serialize)]
+struct LogLine<'a> {
+    run_id: &'a str,
+    stream: &'a str,
+    /// The rank whose line it is (`null` for an untagged line of `--rank all`).
+    rank: Option<u32>,
+    line: &'a str,
+    cursor: Option<&'a str>,
+}
+
+/// How lines are printed: as written, or as JSON Lines.
+#[derive(Debug)]
+struct Printer {
+    json: bool,
+    run_id: String,
+    stream: &'static str,
+    /// The rank asked for; `None` for `all`, whose lines carry their rank's tag.
+    rank: Option<u32>,
+}
+
+impl Printer {
+    fn new(args: &LogsArgs) -> Self {
+        Self {
+            json: args.output == Output::Json,
+            run_id: args.id.clone(),
+            stream: args.stream.name(),
+            rank: args.rank.parse().ok(),
+        }
+    }
+
+    /// Adds `line` (with its stream id, when followed) to `out`.
+    fn push(&self, out: &mut String, line: &str, cursor: Option<&str>) {
+        if !self.json {
+            out.push_str(line);
+            out.push('\n');
+            return;
+        }
+        let (rank, line) = match self.rank {
+            Some(rank) => (Some(rank), line),
+            None => untag(line),
+        };
+        let object = LogLine {
+            run_id: &self.run_id,
+            stream: self.stream,
+            rank,
+            line,
+            cursor,
+        };
+        // A struct of strings and numbers always serializes.
+        out.push_str(&serde_json::to_string(&object).unwrap_or_default());
+        out.push('\n');
+    }
+}
+
+/// A `--rank all` line's rank and text: `[rank 2] loss 0.3` is rank 2's `loss 0.3`.
+fn untag(line: &str) -> (Option<u32>, &str) {
+    line.strip_prefix("[rank ")
+        .and_then(|rest| rest.split_once("] "))
+        .and_then(|(rank, text)| Some((Some(rank.parse().ok()?), text)))
+        .unwrap_or((None, line))
 }
 
 /// `--rank`: a whole number or `all`.
@@ -67,6 +137,7 @@ fn parse_rank(value: &str) -> Result<String, String> {
 /// `runyard logs`.
 pub async fn run(args: LogsArgs) -> Result<(), ClientError> {
     let client = Client::new(&args.connection)?;
+    let printer = Printer::new(&args);
     let query = [
         ("stream", args.stream.name().to_string()),
         ("tail", args.tail.to_string()),
@@ -79,7 +150,19 @@ pub async fn run(args: LogsArgs) -> Result<(), ClientError> {
             .query(&query);
         let response = client.send(request).await?;
         let body = response.bytes().await.map_err(|e| client.unreachable(&e))?;
-        out!("{}", String::from_utf8_lossy(&body));
+        let body = String::from_utf8_lossy(&body);
+        if !printer.json {
+            out!("{body}");
+            return Ok(());
+        }
+        let mut lines = String::new();
+        if !body.is_empty() {
+            // An unterminated last line (one the command is still writing) is a line.
+            for line in body.strip_suffix('\n').unwrap_or(&body).split('\n') {
+                printer.push(&mut lines, line, None);
+            }
+        }
+        out!("{lines}");
         return Ok(());
     }
     let path = format!("/api/v1/runs/{id}/logs/stream");
@@ -97,7 +180,7 @@ pub async fn run(args: LogsArgs) -> Result<(), ClientError> {
             Ok(response) => {
                 connected_once = true;
                 let before = last_id.clone();
-                let read = print_lines(&client, response, &mut last_id).await;
+                let read = print_lines(&client, response, &printer, &mut last_id).await;
                 if last_id != before {
                     lost_since = None;
                     backoff = FIRST_BACKOFF;
@@ -143,6 +226,7 @@ pub async fn run(args: LogsArgs) -> Result<(), ClientError> {
 async fn print_lines(
     client: &Client,
     mut response: Response,
+    printer: &Printer,
     last_id: &mut Option<String>,
 ) -> Result<(), ClientError> {
     let mut parser = SseParser::new();
@@ -157,8 +241,7 @@ async fn print_lines(
             if event.event != "line" {
                 continue;
             }
-            lines.push_str(&event.data);
-            lines.push('\n');
+            printer.push(&mut lines, &event.data, event.id.as_deref());
             if event.id.is_some() {
                 *last_id = event.id;
             }
@@ -191,4 +274,35 @@ async fn outcome(
         })),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rank_tag_is_read_off_the_line() {
+        assert_eq!(untag("[rank 2] loss 0.3"), (Some(2), "loss 0.3"));
+        assert_eq!(untag("[rank 10] "), (Some(10), ""));
+        assert_eq!(untag("[rank x] loss"), (None, "[rank x] loss"));
+        assert_eq!(untag("plain"), (None, "plain"));
+    }
+
+    #[test]
+    fn json_lines_carry_the_stream_rank_line_and_cursor() {
+        let printer = Printer {
+            json: true,
+            run_id: "r".into(),
+            stream: "stderr",
+            rank: None,
+        };
+        let mut out = String::new();
+        printer.push(&mut out, "[rank 1] \"quoted\"", Some("c1"));
+        printer.push(&mut out, "untagged", None);
+        assert_eq!(
+            out,
+            "{\"run_id\":\"r\",\"stream\":\"stderr\",\"rank\":1,\"line\":\"\\\"quoted\\\"\",\"cursor\":\"c1\"}\n\
+             {\"run_id\":\"r\",\"stream\":\"stderr\",\"rank\":null,\"line\":\"untagged\",\"cursor\":null}\n"
+        );
+    }
 }
