@@ -61,6 +61,19 @@ impl Application {
 
     /// [`Application::build`], with start-up options.
     pub async fn build_with(config: Config, options: StartOptions) -> anyhow::Result<Self> {
+        let traces = crate::telemetry::traces::Traces::start(&config.telemetry)?;
+        Self::build_with_traces(config, options, traces).await
+    }
+
+    /// [`Application::build_with`], exporting through `traces` (started from the
+    /// configuration by the caller: `runyard serve` starts it first, so that its
+    /// process-wide subscriber exports the actors' spans through it too; see
+    /// [`crate::telemetry::init_with_traces`]).
+    pub async fn build_with_traces(
+        config: Config,
+        options: StartOptions,
+        traces: Option<crate::telemetry::traces::Traces>,
+    ) -> anyhow::Result<Self> {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -76,13 +89,29 @@ impl Application {
                 "API tokens loaded; every /api route needs one"
             );
         }
-        let traces = crate::telemetry::traces::Traces::start(&config.telemetry)?;
         if let Some(traces) = &traces {
             tracing::info!(endpoint = traces.endpoint(), "traces on: OTLP/HTTP export");
         }
         let journal_dir = data_dir.join("journal");
         let log = EventLog::open(&journal_dir).context("cannot open the journal")?;
+        // The replay (`store.replay` under it) and the end of what the last stop left.
+        let recovering = tracing::debug_span!(
+            target: crate::telemetry::work::TARGET,
+            parent: None,
+            "startup.recover",
+            runyard.journal.events = tracing::field::Empty,
+            runyard.runs = tracing::field::Empty,
+            runyard.journal.from_snapshot = tracing::field::Empty,
+            runyard.recovered = tracing::field::Empty,
+            runyard.orphans_ended = tracing::field::Empty,
+        );
+        let entered = recovering.enter();
         let (state, stats) = replay_or_repair(&log, data_dir, options.repair)?;
+        recovering.record("runyard.journal.events", stats.events);
+        recovering.record("runyard.runs", stats.runs as u64);
+        if let Some(seq) = stats.from_snapshot {
+            recovering.record("runyard.journal.from_snapshot", seq);
+        }
         tracing::info!(
             events = stats.events,
             runs = stats.runs,
@@ -94,6 +123,11 @@ impl Application {
         // Before anything resumes: no command left by a killed server keeps a slot.
         let (state, orphans) = end_orphan_commands(&log, state)?;
         let recovery = state.recovery();
+        // Journaled by the dispatcher once it starts: here, what it will journal.
+        recovering.record("runyard.recovered", recovery.len() as u64);
+        recovering.record("runyard.orphans_ended", orphans.len() as u64);
+        drop(entered);
+        drop(recovering);
         let last_replay = ReplayReport {
             events: stats.events,
             runs: stats.runs,

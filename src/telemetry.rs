@@ -5,13 +5,20 @@
 //!   [`Tracer`](crate::actors::tracer::Tracer) ([`run_spans`]), plus a span per HTTP
 //!   request, exported over OTLP/HTTP by each server's own pipeline ([`traces`]).
 //!   Off unless `telemetry.otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`) is set.
+//! - The actors' own work (journal flushes, slot claims, checkpoints journaled, …) as
+//!   `tracing` spans put inside those traces and exported through the same pipeline
+//!   by `tracing-opentelemetry` ([`work`]), when the real binary installed its
+//!   subscriber with [`init_with_traces`].
 
 pub mod run_spans;
 pub mod traces;
+pub mod work;
 
 use std::sync::atomic::Ordering;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Spans sent to a collector and spans lost, counted since the process started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -34,17 +41,30 @@ pub fn span_counts() -> SpanCounts {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins over `filter`. Calling it
-/// twice is harmless (the second call does nothing).
+/// Installs the global subscriber: logs to stderr. `RUST_LOG`, when set, wins over
+/// `filter`. Calling it twice is harmless (the second call does nothing).
 pub fn init(filter: &str) {
+    init_with_traces(filter, None);
+}
+
+/// [`init`], and with `traces` the actors' spans exported through that pipeline
+/// ([`work::layer`]). For the process that runs one server (`runyard serve`): the
+/// subscriber is the process's, so a library user or a test running many servers in
+/// one process calls [`init`] instead.
+pub fn init_with_traces(filter: &str, traces: Option<&traces::Traces>) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|f| f.parse::<EnvFilter>().ok())
         .unwrap_or_else(|| EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The log filter is the log's alone: the actors' spans are exported whatever it
+    // lets through.
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces.map(work::layer))
         .try_init();
 }

@@ -179,7 +179,7 @@ impl Dispatcher {
     fn recover_at_start(&mut self, ctx: &mut Context<Self>) {
         let records = self.reader.state().recovery();
         let recovered = records.len();
-        let append = self.journal.journaled(Append { records });
+        let append = self.journal.journaled(Append::new(records));
         // `wait` holds every other message until recovery is journaled.
         let journaled = append
             .into_actor(self)
@@ -322,9 +322,12 @@ impl Dispatcher {
         let mut records = vec![(run_id, event)];
         records.extend(msg.trace.map(|trace| (run_id, trace)));
         let append: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = if msg.rerun {
-            Box::pin(self.journal.journaled(AppendAllowingDuplicate { records }))
+            Box::pin(self.journal.journaled(AppendAllowingDuplicate {
+                records,
+                parent: None,
+            }))
         } else {
-            Box::pin(self.journal.journaled(Append { records }))
+            Box::pin(self.journal.journaled(Append::new(records)))
         };
         Box::pin(
             append

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use opentelemetry::trace::SpanContext;
 use tokio::sync::{oneshot, watch};
 
 use super::fault::{self, ActorKind, Recover};
@@ -24,6 +25,7 @@ use super::follow::{Followed, Recent};
 use crate::domain::{Envelope, Event, Rejection, RunId, Seq, State};
 use crate::instruments::Instruments;
 use crate::store::{replay, EventLog, StoreError};
+use crate::telemetry::work;
 
 /// Capacity of the journal's mailbox: appends are small, and a sender that finds a
 /// full mailbox would lose its place in line.
@@ -57,6 +59,11 @@ pub enum AppendError {
 pub struct Append {
     /// `(run, event)` pairs, in the order they are to be written.
     pub records: Vec<(RunId, Event)>,
+    /// The span this append is part of (a submit request, a checkpoint being
+    /// journaled, a slot claim), when it is exported: the `journal.flush` span that
+    /// makes the append durable is its child, or links to it when the flush serves
+    /// an earlier append first (see [`Journal`]).
+    pub parent: Option<SpanContext>,
 }
 
 /// [`Append`], except that a `RunSubmitted` whose spec digest a run already has is
@@ -66,6 +73,8 @@ pub struct Append {
 pub struct AppendAllowingDuplicate {
     /// `(run, event)` pairs, in the order they are to be written.
     pub records: Vec<(RunId, Event)>,
+    /// See [`Append::parent`].
+    pub parent: Option<SpanContext>,
 }
 
 /// The journal's answer to an append sent with `Addr::send`, a journal that is gone
@@ -79,11 +88,23 @@ pub fn answered(
 }
 
 impl Append {
-    /// An append of a single event.
-    pub fn one(run_id: RunId, event: Event) -> Self {
+    /// An append of `records`, in no span.
+    pub fn new(records: Vec<(RunId, Event)>) -> Self {
         Self {
-            records: vec![(run_id, event)],
+            records,
+            parent: None,
         }
+    }
+
+    /// An append of a single event, in no span.
+    pub fn one(run_id: RunId, event: Event) -> Self {
+        Self::new(vec![(run_id, event)])
+    }
+
+    /// The append, part of the span `parent` (see [`Append::parent`]).
+    pub fn under(mut self, parent: Option<SpanContext>) -> Self {
+        self.parent = parent;
+        self
     }
 }
 
@@ -264,6 +285,8 @@ struct Pending {
     reply: oneshot::Sender<Result<Vec<Seq>, AppendError>>,
     /// When the append reached the journal.
     arrived: Instant,
+    /// The span the append is part of ([`Append::parent`]).
+    parent: Option<SpanContext>,
 }
 
 /// The journal actor.
@@ -302,6 +325,8 @@ pub struct Journal {
     watermark_sync_due: bool,
     /// The state once the batch on disk is durable (the decider when it went out).
     in_flight_state: Option<State>,
+    /// The `journal.flush` span of the batch on disk, ended when it is answered.
+    flushing: Option<tracing::Span>,
 }
 
 /// How often a journal waiting to restart after a panic checks that its flushes are
@@ -359,6 +384,7 @@ impl Journal {
             restart_due: false,
             watermark_sync_due: false,
             in_flight_state: None,
+            flushing: None,
         };
         let mut journal = journal;
         journal.last_snapshot = journal.next_seq - 1;
@@ -446,9 +472,13 @@ impl Journal {
             .iter()
             .flat_map(|p| p.envelopes.iter().cloned())
             .collect();
+        let span = self.flush_span(first_seq, envelopes.len());
+        self.flushing = Some(span.clone());
         let log = self.log.clone();
         let write = async move {
             tokio::task::spawn_blocking(move || {
+                // The store's own span (`store.append`) goes under the flush.
+                let _entered = span.enter();
                 let result = log.append_synced(first_seq, &envelopes);
                 if result.is_ok() {
                     // In the page cache now, synced a moment later (see below).
@@ -471,6 +501,46 @@ impl Journal {
         }));
     }
 
+    /// The `journal.flush` span of the batch in flight: a child of the span of its
+    /// first append that is part of one (a flush serves many appends at once, and a
+    /// span has one parent), linked to the spans of the others
+    /// (`runyard.link.reason = same_flush`).
+    fn flush_span(&self, first_seq: Seq, events: usize) -> tracing::Span {
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "journal.flush",
+            runyard.journal.appends = self.in_flight.len() as u64,
+            runyard.journal.events = events as u64,
+            runyard.journal.first_seq = first_seq,
+            runyard.journal.last_seq = first_seq + events as Seq - 1,
+            runyard.run.id = tracing::field::Empty,
+            runyard.outcome = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        let mut parents = self.in_flight.iter().filter_map(|p| p.parent.as_ref());
+        if let Some(first) = parents.next() {
+            work::set_parent(&span, first);
+            for other in parents.filter(|p| p.span_id() != first.span_id()) {
+                work::link(&span, other, "same_flush");
+            }
+        }
+        // The run, when the whole batch is about one.
+        let mut runs = self
+            .in_flight
+            .iter()
+            .flat_map(|p| &p.envelopes)
+            .map(|e| e.run_id);
+        if let Some(run) = runs.next() {
+            if runs.all(|other| other == run) {
+                span.record("runyard.run.id", tracing::field::display(run));
+            }
+        }
+        span
+    }
+
     fn flushed(
         &mut self,
         first_seq: Seq,
@@ -478,6 +548,12 @@ impl Journal {
         ctx: &mut Context<Self>,
     ) {
         let batch = std::mem::take(&mut self.in_flight);
+        if let Some(span) = self.flushing.take() {
+            span.record(
+                "runyard.outcome",
+                if result.is_ok() { "durable" } else { "failed" },
+            );
+        }
         match result {
             Ok(envelopes) => {
                 let count = envelopes.len() as Seq;
@@ -695,6 +771,7 @@ impl Supervised for Journal {
         // see `Stopped`.
         self.pending.clear();
         self.in_flight.clear();
+        self.flushing = None;
         self.restart_due = false;
         // A snapshot, a watermark write or a recovery attempt under way went with the
         // old context.
@@ -715,7 +792,7 @@ impl Handler<Append> for Journal {
     type Result = ResponseFuture<Result<Vec<Seq>, AppendError>>;
 
     fn handle(&mut self, msg: Append, ctx: &mut Self::Context) -> Self::Result {
-        self.append_caught(msg.records, false, ctx)
+        self.append_caught((msg.records, msg.parent), false, ctx)
     }
 }
 
@@ -723,7 +800,7 @@ impl Handler<AppendAllowingDuplicate> for Journal {
     type Result = ResponseFuture<Result<Vec<Seq>, AppendError>>;
 
     fn handle(&mut self, msg: AppendAllowingDuplicate, ctx: &mut Self::Context) -> Self::Result {
-        self.append_caught(msg.records, true, ctx)
+        self.append_caught((msg.records, msg.parent), true, ctx)
     }
 }
 
@@ -732,7 +809,7 @@ impl Journal {
     /// (see [`Recover`]); refused with `Stopped` while a restart is due.
     fn append_caught(
         &mut self,
-        records: Vec<(RunId, Event)>,
+        records: (Vec<(RunId, Event)>, Option<SpanContext>),
         allow_duplicate: bool,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Vec<Seq>, AppendError>> {
@@ -753,7 +830,7 @@ impl Journal {
     /// are durable (or refused).
     fn append(
         &mut self,
-        records: Vec<(RunId, Event)>,
+        (records, parent): (Vec<(RunId, Event)>, Option<SpanContext>),
         allow_duplicate: bool,
         ctx: &mut Context<Self>,
     ) -> ResponseFuture<Result<Vec<Seq>, AppendError>> {
@@ -773,6 +850,7 @@ impl Journal {
                         envelopes,
                         reply,
                         arrived: Instant::now(),
+                        parent,
                     });
                     self.flush_next(ctx);
                 }

@@ -259,7 +259,7 @@ impl LocalExecutor {
                 .iter()
                 .map(|slot| (run_id, Event::SlotClaimed { slot: *slot }))
                 .collect();
-            let claim = self.journal.journaled(Append { records: claims });
+            let claim = self.journal.journaled(Append::new(claims));
             let claimed = claim.into_actor(self).map(move |result, local, ctx| {
                 match answered(result) {
                     Ok(_) => {

@@ -470,7 +470,7 @@ impl RunActor {
             .iter()
             .any(|(_, e)| matches!(e, Event::CheckpointSaved { .. }));
         self.progress_in_flight = true;
-        let send = self.journal.send(Append { records });
+        let send = self.journal.send(Append::new(records));
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
             actor.progress_in_flight = false;
             let in_flight = std::mem::take(&mut actor.checkpoints_in_flight);
@@ -872,9 +872,7 @@ impl RunActor {
     }
 
     fn append_final(&mut self, records: Vec<(RunId, Event)>, ctx: &mut Context<Self>) {
-        let send = self.journal.send(Append {
-            records: records.clone(),
-        });
+        let send = self.journal.send(Append::new(records.clone()));
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
             match answered(result) {
                 Ok(_) => {
@@ -998,7 +996,7 @@ impl RunActor {
                 },
             ));
         }
-        let send = self.journal.send(Append { records });
+        let send = self.journal.send(Append::new(records));
         let journaled = send.into_actor(self).map(|result, actor, ctx| {
             match answered(result) {
                 Ok(_) => {

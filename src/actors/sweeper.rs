@@ -104,6 +104,7 @@ impl Sweeper {
             let sweep_id = sweep.id;
             let append = self.journal.journaled(AppendAllowingDuplicate {
                 records: plan.records,
+                parent: None,
             });
             let launch = plan.launch;
             let done = append.into_actor(self).map(move |result, sweeper, ctx| {

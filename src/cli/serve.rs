@@ -6,7 +6,8 @@ use super::ServeArgs;
 use crate::config::{Config, Overrides};
 use crate::startup::{Application, StartOptions};
 
-/// Loads the configuration, then runs the server until it is stopped.
+/// Loads the configuration, installs the process's subscriber (logs, and the actors'
+/// spans when traces are on), then runs the server until it is stopped.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         bind: args.bind,
@@ -16,7 +17,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config =
         Config::load(args.config.as_deref(), &overrides).context("invalid configuration")?;
-    crate::telemetry::init(&config.log.filter);
+    // Started before the subscriber, which exports the actors' spans through it.
+    let traces = crate::telemetry::traces::Traces::start(&config.telemetry)?;
+    crate::telemetry::init_with_traces(&config.log.filter, traces.as_ref());
     actix_web::rt::System::new().block_on(async move {
         let options = StartOptions {
             repair: args.repair,
@@ -24,7 +27,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             nodes: 1,
             node_address: None,
         };
-        let app = Application::build_with(config, options).await?;
+        let app = Application::build_with_traces(config, options, traces).await?;
         // One line on stdout, so scripts and tests learn the port when binding port 0.
         println!("runyard listening on http://{}", app.address());
         tracing::info!(address = %app.address(), "listening");

@@ -877,28 +877,58 @@ impl EventLog {
     /// The batch is whole or absent after a crash (see the module docs): records,
     /// then index entries, then the commit mark, in this order.
     pub fn append_synced(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        // An exported span (`telemetry::work`, whose target this spells out: `store`
+        // sits below it), under the journal's flush when it enters one.
+        let span = tracing::debug_span!(
+            target: "runyard::work",
+            "store.append",
+            runyard.journal.first_seq = first_seq,
+            runyard.journal.events = envelopes.len() as u64,
+            runyard.journal.bytes = tracing::field::Empty,
+            runyard.outcome = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let written = self.write_synced(first_seq, envelopes);
+        match &written {
+            Ok(bytes) => {
+                span.record("runyard.journal.bytes", *bytes);
+                span.record("runyard.outcome", "synced");
+            }
+            Err(_) => {
+                span.record("runyard.outcome", "failed");
+            }
+        }
+        written.map(drop)
+    }
+
+    /// [`EventLog::append_synced`]'s work; answers the bytes of the records written.
+    fn write_synced(&self, first_seq: Seq, envelopes: &[Envelope]) -> Result<u64, StoreError> {
         let t = self.trees()?;
         let Some(last) = (envelopes.len() as Seq)
             .checked_sub(1)
             .map(|offset| first_seq + offset)
         else {
-            return Ok(());
+            return Ok(0);
         };
         let insert = |tree: &sled::Tree, key: &[u8], value: &[u8]| {
             tree.insert(key, value)
                 .map(drop)
                 .map_err(|e| self.sled_err(e))
         };
+        let mut bytes = 0u64;
         for (offset, envelope) in envelopes.iter().enumerate() {
             let seq = first_seq + offset as Seq;
-            insert(&t.events, &seq.to_be_bytes(), &codec::encode(envelope))?;
+            let record = codec::encode(envelope);
+            bytes += record.len() as u64;
+            insert(&t.events, &seq.to_be_bytes(), &record)?;
         }
         for (offset, envelope) in envelopes.iter().enumerate() {
             let seq = first_seq + offset as Seq;
             insert(&t.run_index, &index_key(envelope.run_id, seq), &[])?;
         }
         insert(&t.meta, COMMITTED_KEY, &last.to_be_bytes())?;
-        self.sync(&t)
+        self.sync(&t)?;
+        Ok(bytes)
     }
 
     /// Up to `limit` records after `after`, in order.

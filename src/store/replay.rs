@@ -23,6 +23,36 @@ pub struct ReplayStats {
 /// replay with an error naming its sequence number and the directory; a snapshot that
 /// fails its checksum or does not decode is skipped for an older one.
 pub fn replay(log: &EventLog) -> Result<(State, ReplayStats), StoreError> {
+    // An exported span (`telemetry::work`, whose target this spells out: `store` sits
+    // below it), under whatever is being done when it is entered (the start's recovery,
+    // the journal's after a failed write).
+    let span = tracing::debug_span!(
+        target: "runyard::work",
+        "store.replay",
+        runyard.journal.events = tracing::field::Empty,
+        runyard.runs = tracing::field::Empty,
+        runyard.journal.from_snapshot = tracing::field::Empty,
+        runyard.outcome = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let replayed = replay_all(log);
+    match &replayed {
+        Ok((_, stats)) => {
+            span.record("runyard.journal.events", stats.events);
+            span.record("runyard.runs", stats.runs as u64);
+            if let Some(seq) = stats.from_snapshot {
+                span.record("runyard.journal.from_snapshot", seq);
+            }
+            span.record("runyard.outcome", "replayed");
+        }
+        Err(_) => {
+            span.record("runyard.outcome", "failed");
+        }
+    }
+    replayed
+}
+
+fn replay_all(log: &EventLog) -> Result<(State, ReplayStats), StoreError> {
     let started = Instant::now();
     let last = log.last_seq()?;
     let mut from_snapshot = None;

@@ -32,7 +32,12 @@
 //! bits) and its root span id is derived like a child's. Every other span id is
 //! derived from the run id, the sequence number of the event that opened the span,
 //! and the span's name: the server that restarts computes the same ids as the one
-//! that stopped, so a span begun before a stop and ended after it is one span.
+//! that stopped, so a span begun before a stop and ended after it is one span. An
+//! `attempt` is named by its number and an `epoch` by its attempt's and its own
+//! ([`attempt_span_id`], [`epoch_span_id`]) rather than by their events: the actors
+//! working for an attempt (the run actor journaling a checkpoint, a Slurm job's
+//! follower) put their own spans under them before those events are journaled (see
+//! [`super::work`]).
 //!
 //! # Restarts
 //!
@@ -225,6 +230,18 @@ pub fn derived_span_id(run: RunId, seq: Seq, name: &str) -> SpanId {
     SpanId::from_bytes(bytes)
 }
 
+/// Span id of attempt `attempt` of `run` (attempt numbers are never reused within a
+/// run).
+pub fn attempt_span_id(run: RunId, attempt: u32) -> SpanId {
+    derived_span_id(run, Seq::from(attempt), "attempt#")
+}
+
+/// Span id of epoch `epoch` of attempt `attempt` of `run` (an attempt finishes each
+/// of its epochs once).
+pub fn epoch_span_id(run: RunId, attempt: u32, epoch: u32) -> SpanId {
+    derived_span_id(run, (Seq::from(attempt) << 32) | Seq::from(epoch), "epoch#")
+}
+
 /// The trace id of a run that has no `TraceAssigned` event: its run id's bytes.
 pub fn derived_trace_id(run: RunId) -> TraceId {
     TraceId::from_bytes(*run.as_bytes())
@@ -320,6 +337,16 @@ impl RunTrace {
         Open::new(
             name,
             derived_span_id(self.run_id, seq, name),
+            self.root.id,
+            at,
+            self.run_id,
+        )
+    }
+
+    fn attempt_span(&self, attempt: u32, at: SystemTime) -> Open {
+        Open::new(
+            "attempt",
+            attempt_span_id(self.run_id, attempt),
             self.root.id,
             at,
             self.run_id,
@@ -466,7 +493,7 @@ impl RunTrace {
                 self.end_claim(at, Status::Unset, scope, out);
                 self.end_attempt(at, "superseded", Status::Unset, scope, out);
                 self.attempts = *attempt;
-                let mut span = self.child("attempt", seq, at);
+                let mut span = self.attempt_span(*attempt, at);
                 span.set("runyard.attempt", i64::from(*attempt));
                 span.set("runyard.slot", i64::from(slot.0));
                 span.set("runyard.device", device.clone());
@@ -497,8 +524,13 @@ impl RunTrace {
                     .unwrap_or(at)
                     .max(floor)
                     .min(at);
-                let mut span = self.child("epoch", seq, start);
-                span.parent = parent;
+                let mut span = Open::new(
+                    "epoch",
+                    epoch_span_id(self.run_id, self.attempts, *epoch),
+                    parent,
+                    start,
+                    self.run_id,
+                );
                 span.set("runyard.epoch", i64::from(*epoch));
                 span.set("runyard.train.loss", *train_loss);
                 span.set("runyard.train.accuracy", *train_accuracy);
@@ -641,7 +673,7 @@ impl RunTrace {
                 self.end_queue(at, scope, out);
                 self.end_attempt(at, "superseded", Status::Unset, scope, out);
                 self.attempts = *attempt;
-                let mut span = self.child("attempt", seq, at);
+                let mut span = self.attempt_span(*attempt, at);
                 span.set("runyard.attempt", i64::from(*attempt));
                 span.set("runyard.slurm.job_id", *job_id as i64);
                 span.set("runyard.slurm.node", node.clone());

@@ -509,7 +509,7 @@ impl RemoteRun {
             };
             records.extend(outcome.map(|event| (run_id, event)));
             tracing::info!(%run_id, job_id, state = %state, "slurm job ended");
-            if let Err(e) = answered(context.journal.send(Append { records }).await) {
+            if let Err(e) = answered(context.journal.send(Append::new(records)).await) {
                 tracing::error!(%run_id, job_id, error = %e, "cannot journal the end of the slurm job");
             }
         }
@@ -615,7 +615,7 @@ async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, contex
         .filter_map(|(_, event)| event.clone().map(|e| (run_id, e)))
         .collect();
     records.push((run_id, Event::WorkerSynced { through_seq: last }));
-    let appended = answered(context.journal.send(Append { records }).await);
+    let appended = answered(context.journal.send(Append::new(records)).await);
     match appended {
         Ok(_) => return,
         Err(AppendError::Rejected(Rejection::Transition { .. })) => {}
@@ -627,7 +627,7 @@ async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, contex
     for (seq, event) in mapped {
         let mut records: Vec<(RunId, Event)> = event.map(|e| (run_id, e)).into_iter().collect();
         records.push((run_id, Event::WorkerSynced { through_seq: seq }));
-        let first = answered(context.journal.send(Append { records }).await);
+        let first = answered(context.journal.send(Append::new(records)).await);
         match first {
             Ok(_) => {}
             Err(AppendError::Rejected(rejection)) => {
