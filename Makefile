@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup torch browser promtool slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
+.PHONY: setup torch browser promtool python-client slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -25,6 +25,11 @@ browser:
 # target/promtool/) for the metrics test's `promtool check` and `test rules`.
 promtool:
 	bash scripts/setup-promtool.sh
+
+# The Python client package, `pip install ./python[test]` (with pytest and pandas),
+# into target/py-venv, for its tests against a real server and its bench (idempotent).
+python-client:
+	bash scripts/setup-python-client.sh
 
 # A Slurm cluster on this machine for the Slurm executor's tests: Debian's slurm-wlm
 # and munge with apt-get when missing, a localhost configuration, the daemons started
@@ -55,15 +60,17 @@ lint: setup
 
 # Everything from a fresh clone, then the whole test suite. The dashboard's browser
 # test fails without chromium here, the Slurm tests without a Slurm cluster, and the
-# power-cut test without FUSE, the promtool checks without promtool;
-# RUNYARD_REQUIRE_BROWSER=0, RUNYARD_REQUIRE_SLURM=0, RUNYARD_REQUIRE_POWER=0 and
-# RUNYARD_REQUIRE_PROMTOOL=0 let them skip instead.
+# power-cut test without FUSE, the promtool checks without promtool, the Python
+# client's tests without target/py-venv; RUNYARD_REQUIRE_BROWSER=0,
+# RUNYARD_REQUIRE_SLURM=0, RUNYARD_REQUIRE_POWER=0, RUNYARD_REQUIRE_PROMTOOL=0 and
+# RUNYARD_REQUIRE_PYTHON_CLIENT=0 let them skip instead.
 RUNYARD_REQUIRE_BROWSER ?= 1
 RUNYARD_REQUIRE_SLURM ?= 1
 RUNYARD_REQUIRE_POWER ?= 1
 RUNYARD_REQUIRE_PROMTOOL ?= 1
-test: setup torch browser promtool slurm-up cutfs lint
-	RUNYARD_REQUIRE_PROMTOOL=$(RUNYARD_REQUIRE_PROMTOOL) RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
+RUNYARD_REQUIRE_PYTHON_CLIENT ?= 1
+test: setup torch browser promtool python-client slurm-up cutfs lint
+	RUNYARD_REQUIRE_PYTHON_CLIENT=$(RUNYARD_REQUIRE_PYTHON_CLIENT) RUNYARD_REQUIRE_PROMTOOL=$(RUNYARD_REQUIRE_PROMTOOL) RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
 # whole suite runs 25). SEED repeats a failing loop's choices.
@@ -80,9 +87,9 @@ power-loop: setup cutfs
 
 # Benchmarks: prints `name: value unit` lines and writes bench-results.json. The
 # command bench compares with MLflow, installed (with torch) into target/bench-venv.
-bench: setup torch browser slurm-up cutfs
+bench: setup torch browser python-client slurm-up cutfs
 	bash scripts/setup-mlflow.sh
-	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing --bench streams --bench ddp --bench sweep
+	$(CARGO) bench --locked --bench progress --bench journal --bench training --bench replay --bench sse --bench command --bench slurm --bench listing --bench streams --bench ddp --bench sweep --bench python_client
 	mkdir -p target/bench-figures
 	RUNYARD_POWER_CYCLES=10 RUNYARD_POWER_FIGURES=$(CURDIR)/target/bench-figures/power.json $(CARGO) test --locked --test crash_loop -- --exact power_loop
 	RUNYARD_REQUIRE_BROWSER=1 RUNYARD_DASHBOARD_FIGURES=$(CURDIR)/target/bench-figures/dashboard.json $(CARGO) test --locked --test api -- --exact dashboard::ten_thousand_runs_page_filter_and_sort_as_the_api_and_a_run_page_shows_alone
