@@ -100,6 +100,7 @@ async fn start_or_resume(actors: &crate::actors::Actors, job: &WorkerJob) -> any
                     spec: job.spec.clone(),
                     rerun: true,
                     trace: None,
+                    parent: None,
                 })
                 .await?
                 .context("cannot submit the run to the worker's journal")?;

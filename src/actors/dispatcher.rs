@@ -23,6 +23,8 @@ use super::fault::{self, ActorKind, Recover};
 use super::in_flight::InFlight;
 use super::journal::{answered, Append, AppendAllowingDuplicate, AppendError, JournalReader};
 use crate::domain::{Event, Rejection, RunId, RunSpec, RunState};
+use crate::telemetry::work;
+use opentelemetry::trace::SpanContext;
 
 /// Why a command to the dispatcher failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -237,6 +239,15 @@ impl Recover for Dispatcher {
     }
 }
 
+/// An append's failure, as a span's `runyard.outcome`.
+fn outcome_of(e: &AppendError) -> &'static str {
+    match e {
+        AppendError::Rejected(_) => "refused",
+        AppendError::Storage(_) => "journal_failed",
+        AppendError::Stopped => "stopped",
+    }
+}
+
 /// A handler's answer behind [`fault::guarded`]; `None` (the handler panicked) and a
 /// panic in the answer's continuations both answer `Stopped`, though a stopping
 /// dispatcher's answers go nowhere: the sender sees the mailbox closed.
@@ -289,6 +300,10 @@ pub struct SubmitRun {
     /// The run's [`Event::TraceAssigned`], journaled in the same append as its
     /// `RunSubmitted` (when traces are on).
     pub trace: Option<Event>,
+    /// The span of the request that submits it (when traces are on): the parent of
+    /// the dispatcher's `dispatch.submit` span and of the journal flush that makes
+    /// `RunSubmitted` durable.
+    pub parent: Option<SpanContext>,
 }
 
 impl Handler<SubmitRun> for Dispatcher {
@@ -310,9 +325,24 @@ impl Dispatcher {
         msg: SubmitRun,
     ) -> ResponseActFuture<Self, Result<Submitted, DispatchError>> {
         let run_id = msg.run_id;
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "dispatch.submit",
+            runyard.run.id = %run_id,
+            runyard.executor = msg.spec.executor.name(),
+            runyard.rerun = msg.rerun,
+            runyard.outcome = tracing::field::Empty,
+        );
+        if let Some(parent) = &msg.parent {
+            work::set_parent(&span, parent);
+        }
         let executor = match self.executor(msg.spec.executor) {
             Ok(executor) => executor,
-            Err(e) => return Box::pin(fut::ready(Err(e))),
+            Err(e) => {
+                span.record("runyard.outcome", "executor_disabled");
+                return Box::pin(fut::ready(Err(e)));
+            }
         };
         let event = Event::RunSubmitted {
             name: msg.spec.name.clone(),
@@ -324,10 +354,13 @@ impl Dispatcher {
         let append: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = if msg.rerun {
             Box::pin(self.journal.journaled(AppendAllowingDuplicate {
                 records,
-                parent: None,
+                parent: msg.parent,
             }))
         } else {
-            Box::pin(self.journal.journaled(Append::new(records)))
+            Box::pin(
+                self.journal
+                    .journaled(Append::new(records).under(msg.parent)),
+            )
         };
         Box::pin(
             append
@@ -338,6 +371,14 @@ impl Dispatcher {
                         Ok(_) => {
                             let launched = Self::launch(executor, run_id).into_actor(dispatcher);
                             let answer = launched.map(move |launched, _, _| {
+                                span.record(
+                                    "runyard.outcome",
+                                    if launched.is_ok() {
+                                        "launched"
+                                    } else {
+                                        "stopped"
+                                    },
+                                );
                                 launched.map(|()| Submitted {
                                     run_id,
                                     created: true,
@@ -346,12 +387,17 @@ impl Dispatcher {
                             return Box::pin(answer) as Later<Result<Submitted, DispatchError>>;
                         }
                         Err(AppendError::Rejected(Rejection::Duplicate { existing })) => {
+                            span.record("runyard.outcome", "duplicate");
+                            span.record("runyard.run.id", tracing::field::display(existing));
                             Ok(Submitted {
                                 run_id: existing,
                                 created: false,
                             })
                         }
-                        Err(e) => Err(e.into()),
+                        Err(e) => {
+                            span.record("runyard.outcome", outcome_of(&e));
+                            Err(e.into())
+                        }
                     };
                     Box::pin(fut::ready(answer)) as Later<_>
                 }),

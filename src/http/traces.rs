@@ -12,13 +12,17 @@
 //!
 //! A caller whose `traceparent` says it is not sampled (flags `00`) is not followed:
 //! the request gets a trace of its own.
+//!
+//! The span's id is picked before the handler runs and left in the request's
+//! extensions ([`request_span`]), so the work a handler asks of the actors can be put
+//! under it (a submit's journal flush: see [`crate::telemetry::work`]).
 
 use std::time::SystemTime;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{web, HttpMessage as _, HttpRequest};
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
@@ -37,6 +41,18 @@ pub fn sampled_caller(headers: &actix_web::http::header::HeaderMap) -> Option<Sp
     caller_span(header("traceparent"), header("tracestate")).filter(SpanContext::is_sampled)
 }
 
+/// The span of a request being handled, in its extensions while traces are on.
+#[derive(Debug, Clone)]
+struct RequestSpan(SpanContext);
+
+/// The span of the request `req` (exported when its response is ready), when traces
+/// are on: what the work it asks of the actors goes under.
+pub fn request_span(req: &HttpRequest) -> Option<SpanContext> {
+    req.extensions()
+        .get::<RequestSpan>()
+        .map(|span| span.0.clone())
+}
+
 /// The tracing middleware (for `actix_web::middleware::from_fn`); passes requests
 /// straight through when traces are off.
 pub async fn trace_request(
@@ -52,6 +68,23 @@ pub async fn trace_request(
     };
     let start = SystemTime::now();
     let caller = sampled_caller(req.headers());
+    let (trace_id, parent, trace_state) = match &caller {
+        Some(caller) => (
+            caller.trace_id(),
+            caller.span_id(),
+            caller.trace_state().clone(),
+        ),
+        None => (traces.new_trace_id(), SpanId::INVALID, Default::default()),
+    };
+    let span_context = SpanContext::new(
+        trace_id,
+        traces.new_span_id(),
+        TraceFlags::SAMPLED,
+        false,
+        trace_state,
+    );
+    req.extensions_mut()
+        .insert(RequestSpan(span_context.clone()));
     let method = req.method().to_string();
     let route = req.match_pattern();
     let mut attributes = vec![
@@ -83,26 +116,12 @@ pub async fn trace_request(
         "http.response.status_code",
         i64::from(status.as_u16()),
     ));
-    let (trace_id, parent, trace_state) = match &caller {
-        Some(caller) => (
-            caller.trace_id(),
-            caller.span_id(),
-            caller.trace_state().clone(),
-        ),
-        None => (traces.new_trace_id(), SpanId::INVALID, Default::default()),
-    };
     let name = match route {
         Some(route) => format!("{method} {route}"),
         None => method,
     };
     traces.export(SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            traces.new_span_id(),
-            TraceFlags::SAMPLED,
-            false,
-            trace_state,
-        ),
+        span_context,
         parent_span_id: parent,
         parent_span_is_remote: caller.is_some(),
         span_kind: SpanKind::Server,

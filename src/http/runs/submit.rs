@@ -122,8 +122,16 @@ pub async fn submit(
         .traces
         .as_ref()
         .map(|traces| traces.assign(crate::http::traces::sampled_caller(req.headers()).as_ref()));
+    let parent = crate::http::traces::request_span(&req);
     idempotency::guard(&req, &state, &body, || {
-        submit_spec(&state, format, on_duplicate, &body, trace, command_gate)
+        submit_spec(
+            &state,
+            format,
+            on_duplicate,
+            &body,
+            (trace, parent),
+            command_gate,
+        )
     })
     .await
 }
@@ -221,7 +229,10 @@ async fn submit_spec(
     format: SpecFormat,
     on_duplicate: OnDuplicate,
     body: &[u8],
-    trace: Option<crate::domain::Event>,
+    (trace, parent): (
+        Option<crate::domain::Event>,
+        Option<opentelemetry::trace::SpanContext>,
+    ),
     command_gate: CommandGate,
 ) -> Result<HttpResponse, ApiError> {
     let spec = parse_spec_as(format, body)?;
@@ -238,6 +249,7 @@ async fn submit_spec(
             spec,
             rerun: on_duplicate == OnDuplicate::Rerun,
             trace,
+            parent,
         })
         .await??;
     if !submitted.created && on_duplicate == OnDuplicate::Reject {
