@@ -24,6 +24,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{Content, OpenApi as Document, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
+pub mod checks;
+
 use super::auth::{self, Role};
 use super::error::{Problem, PROBLEM};
 use super::{
@@ -110,10 +112,12 @@ struct ApiDoc;
 /// The document, built once.
 static DOCUMENT: LazyLock<Document> = LazyLock::new(ApiDoc::openapi);
 
-/// The document as served.
+/// The document as served: the derived one with [`checks`] written in.
 static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
     // A tree of strings and maps always serializes.
-    DOCUMENT.to_json().unwrap_or_default()
+    let mut doc = serde_json::to_value(&*DOCUMENT).unwrap_or_default();
+    checks::state(&mut doc);
+    doc.to_string()
 });
 
 /// Builds the document now rather than on the first request.

@@ -114,10 +114,40 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(
             ))
         })?,
     };
-    serde_path_to_error::deserialize(tree).map_err(|e| {
+    serde_path_to_error::deserialize(whole_numbers(tree)).map_err(|e| {
         let path = e.path().to_string();
         SpecParseError::Invalid(join_path(&path, &e.into_inner().to_string()))
     })
+}
+
+/// `tree` with every number that has no fractional part written as an integer
+/// (`190.0` as `190`): JSON Schema counts it an integer, and so does a spec, whose
+/// integer fields would otherwise refuse what a client's float arithmetic wrote.
+/// A float field takes an integer as it is.
+fn whole_numbers(tree: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match tree {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            // Exactly representable as i64/u64: 2^63 and 2^64 are where those end.
+            if x.fract() == 0.0
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&x)
+            {
+                Value::from(x as i64)
+            } else if x.fract() == 0.0 && (0.0..1.844_674_407_370_955_2e19).contains(&x) {
+                Value::from(x as u64)
+            } else {
+                Value::Number(n)
+            }
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| (key, whole_numbers(value)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// 1-based line and column (in characters) of byte offset `at` of `text`.
@@ -150,16 +180,30 @@ pub fn parse_spec(body: &[u8]) -> Result<RunSpec, SpecParseError> {
 /// Reads a JSON document into `T`; the error names the field at fault.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SpecParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                SpecParseError::Invalid(join_path(&path, &inner.to_string()))
+    let value: T = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => value,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.classify() != serde_json::error::Category::Data {
+                return Err(SpecParseError::Malformed(format!(
+                    "body is not valid JSON: {inner}"
+                )));
             }
-            _ => SpecParseError::Malformed(format!("body is not valid JSON: {inner}")),
+            // A well-formed document: read again with whole numbers as integers, and
+            // if that fails too, name what is still wrong.
+            let Ok(tree) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return Err(SpecParseError::Invalid(join_path(
+                    &path,
+                    &inner.to_string(),
+                )));
+            };
+            return serde_path_to_error::deserialize(whole_numbers(tree)).map_err(|e| {
+                let path = e.path().to_string();
+                SpecParseError::Invalid(join_path(&path, &e.into_inner().to_string()))
+            });
         }
-    })?;
+    };
     de.end()
         .map_err(|e| SpecParseError::Malformed(format!("body is not valid JSON: {e}")))?;
     Ok(value)
@@ -263,6 +307,27 @@ mod tests {
         let unknown = invalid(parse_spec(br#"{"name": "x", "depth": 3}"#));
         assert!(unknown.contains("depth"), "{unknown}");
         assert!(!unknown.contains(" at line "), "{unknown}");
+    }
+
+    #[test]
+    fn whole_floats_are_read_as_integers_and_fractions_are_refused() {
+        let spec = br#"{"name": "f", "model": {"kind": "mlp", "hidden": [8.0]},
+            "data": {"kind": "synthetic", "samples": 64.0, "features": 4, "classes": 2},
+            "epochs": 2.0, "batch_size": 16, "optimizer": {"kind": "sgd", "lr": 1}}"#;
+        let parsed = parse_spec(spec).expect("whole floats are integers");
+        assert_eq!((parsed.epochs, parsed.optimizer.lr()), (2, 1.0));
+        let yaml = "name: f\nmodel: {kind: mlp, hidden: [8]}\ndata: {kind: synthetic, samples: 64, features: 4, classes: 2}\nepochs: 2.0\nbatch_size: 16\n";
+        assert_eq!(
+            parse_spec_as(SpecFormat::Yaml, yaml.as_bytes())
+                .expect("yaml")
+                .epochs,
+            2
+        );
+        let half = spec.to_vec();
+        let half = String::from_utf8(half)
+            .expect("utf-8")
+            .replace("2.0", "2.5");
+        assert!(invalid(parse_spec(half.as_bytes())).starts_with("epochs: invalid type"));
     }
 
     #[test]
