@@ -143,27 +143,54 @@ impl Dispatcher {
         (event, immediate, withdrawn): (Event, bool, bool),
         conflict: impl FnOnce(RunState) -> String + 'static,
     ) -> impl ActorFuture<Self, Output = Result<bool, DispatchError>> {
-        let append = self.journal.journaled(Append::one(run_id, event));
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "dispatch.stop",
+            runyard.run.id = %run_id,
+            runyard.stop = match why {
+                StopWhy::Cancel => "cancel",
+                StopWhy::Pause => "pause",
+            },
+            runyard.immediate = immediate,
+            runyard.outcome = tracing::field::Empty,
+        );
+        let parent = self.span_of(run_id);
+        if let Some(parent) = &parent {
+            work::set_parent(&span, parent);
+        }
+        let append = self
+            .journal
+            .journaled(Append::one(run_id, event).under(work::context_of(&span)));
         append
             .into_actor(self)
             .map(move |result, _dispatcher, _ctx| match answered(result) {
                 Ok(_) => {
+                    span.record("runyard.outcome", "journaled");
                     executor.stop(run_id, why, withdrawn);
                     Ok(immediate)
                 }
                 Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                    span.record("runyard.outcome", "refused");
                     if withdrawn {
                         executor.restore(run_id);
                     }
                     Err(DispatchError::Conflict(conflict(from)))
                 }
                 Err(e) => {
+                    span.record("runyard.outcome", outcome_of(&e));
                     if withdrawn {
                         executor.restore(run_id);
                     }
                     Err(e.into())
                 }
             })
+    }
+
+    /// The span of `run_id`'s trace that work on it now goes under, if any
+    /// ([`work::current_of`]).
+    fn span_of(&self, run_id: RunId) -> Option<SpanContext> {
+        self.reader.state().run(run_id).and_then(work::current_of)
     }
 
     /// Recovery (at the first start), or every executor resynced with the journal

@@ -23,6 +23,7 @@ use super::journal::{answered, Append, AppendError, JournalReader};
 use super::run::Resume;
 use super::slot::{CancelOnSlot, PauseOnSlot, Slot, SlotFreed, SlotInfo, StartRun};
 use crate::domain::{Event, RunId, RunSpec, RunState, SlotId};
+use crate::telemetry::work;
 
 struct SlotEntry {
     info: SlotInfo,
@@ -207,7 +208,7 @@ impl LocalExecutor {
     /// holding none; the runs behind it wait too, so it is not starved.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         while let Some(&(run_id, _)) = self.queue.front() {
-            let (spec, attempt, resume, queued_since) = {
+            let (spec, attempt, resume, queued_since, queue_wait) = {
                 let state = self.reader.state();
                 let Some(run) = state
                     .run(run_id)
@@ -225,6 +226,7 @@ impl LocalExecutor {
                     // A queued run's last event put it in the queue (submitted,
                     // requeued, resumed, or its retry scheduled).
                     run.updated_at,
+                    work::queue_wait_of(run),
                 )
             };
             let spec = match spec {
@@ -259,8 +261,31 @@ impl LocalExecutor {
                 .iter()
                 .map(|slot| (run_id, Event::SlotClaimed { slot: *slot }))
                 .collect();
-            let claim = self.journal.journaled(Append::new(claims));
+            // The claim ends the run's queue wait: under it in the run's trace.
+            let span = tracing::debug_span!(
+                target: work::TARGET,
+                parent: None,
+                "slots.claim",
+                runyard.run.id = %run_id,
+                runyard.attempt = attempt,
+                runyard.slots = ?slots,
+                runyard.slots.count = slots.len() as u64,
+                runyard.queue.waiting = self.queue.len() as u64,
+                runyard.outcome = tracing::field::Empty,
+            );
+            work::set_parent(&span, &queue_wait);
+            let claim = self
+                .journal
+                .journaled(Append::new(claims).under(work::context_of(&span)));
             let claimed = claim.into_actor(self).map(move |result, local, ctx| {
+                span.record(
+                    "runyard.outcome",
+                    match &result {
+                        Ok(Ok(_)) => "claimed",
+                        Ok(Err(AppendError::Rejected(_))) => "refused",
+                        _ => "failed",
+                    },
+                );
                 match answered(result) {
                     Ok(_) => {
                         tracing::info!(run_id = %run_id, slots = ?slots, attempt, "slots claimed");

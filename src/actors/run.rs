@@ -24,6 +24,7 @@ use crate::domain::layout::CHECKPOINTS_DIR;
 use crate::domain::spec::RunKind;
 use crate::domain::state::ProtocolReport;
 use crate::domain::{Event, RunId, RunLayout, RunSpec, RunState, SlotId};
+use crate::telemetry::work;
 use crate::train::checkpoint;
 use crate::train::command::{spawn_command, CommandJob, CommandResume, CommandSettings};
 use crate::train::data::DataRoots;
@@ -31,6 +32,7 @@ use crate::train::protocol::{self, CommandCheckpoint, CommandFeed};
 use crate::train::thread::TrainingJob;
 use crate::train::trainer::{ResumeFrom, FINAL_WEIGHTS};
 use crate::train::{spawn_training, CheckpointMark, Outcome, ProgressCells, RunControl};
+use opentelemetry::trace::SpanContext;
 
 /// Delay before retrying a final append that the disk refused.
 const FINISH_RETRY: Duration = Duration::from_secs(1);
@@ -466,13 +468,36 @@ impl RunActor {
         if records.is_empty() {
             return;
         }
-        let checkpointed = records
-            .iter()
-            .any(|(_, e)| matches!(e, Event::CheckpointSaved { .. }));
+        let checkpoint = records.iter().rev().find_map(|(_, e)| match e {
+            Event::CheckpointSaved {
+                epoch,
+                batch,
+                step,
+                bytes,
+                ..
+            } => Some((*epoch, *batch, *step, *bytes)),
+            _ => None,
+        });
+        let checkpointed = checkpoint.is_some();
+        let span = checkpoint.map(|mark| self.checkpoint_span(mark, records.len()));
+        let parent = match &span {
+            Some(span) => work::context_of(span),
+            None => self.attempt_span(),
+        };
         self.progress_in_flight = true;
-        let send = self.journal.send(Append::new(records));
+        let send = self.journal.send(Append::new(records).under(parent));
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
             actor.progress_in_flight = false;
+            if let Some(span) = span {
+                span.record(
+                    "runyard.outcome",
+                    match &result {
+                        Ok(Ok(_)) => "journaled",
+                        Ok(Err(AppendError::Rejected(_))) => "refused",
+                        _ => "failed",
+                    },
+                );
+            }
             let in_flight = std::mem::take(&mut actor.checkpoints_in_flight);
             match answered(result) {
                 Ok(_) => {
@@ -516,6 +541,55 @@ impl RunActor {
                 }
             }),
         );
+    }
+
+    /// The `attempt` span of this attempt in the run's trace, which what the actor
+    /// journals about it goes under.
+    fn attempt_span(&self) -> Option<SpanContext> {
+        let state = self.reader.state();
+        let run = state.run(self.run_id)?;
+        Some(work::attempt_of(run, self.attempt))
+    }
+
+    /// The `run.checkpoint` span of journaling a checkpoint (`(epoch, batch, step,
+    /// bytes)`) in an append of `events` events: under the `epoch` span of the epoch
+    /// it ends (taken at the end of an epoch this attempt trained, journaled with or
+    /// after that epoch), else under the attempt (taken mid-epoch: that epoch has no
+    /// span yet).
+    fn checkpoint_span(
+        &self,
+        (epoch, batch, step, bytes): (u32, u64, u64, u64),
+        events: usize,
+    ) -> tracing::Span {
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "run.checkpoint",
+            runyard.run.id = %self.run_id,
+            runyard.attempt = self.attempt,
+            runyard.checkpoint.epoch = epoch,
+            runyard.checkpoint.batch = batch,
+            runyard.checkpoint.step = step,
+            runyard.checkpoint.bytes = bytes,
+            runyard.journal.events = events as u64,
+            runyard.outcome = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        let parent = self.reader.state().run(self.run_id).map(|run| {
+            // An epoch finished in this attempt (not one it resumed after).
+            let resumed = self.resume.as_ref().map_or(0, |r| r.epoch);
+            if batch == 0 && epoch > resumed {
+                work::epoch_of(run, self.attempt, epoch)
+            } else {
+                work::attempt_of(run, self.attempt)
+            }
+        });
+        if let Some(parent) = &parent {
+            work::set_parent(&span, parent);
+        }
+        span
     }
 
     /// Deletes checkpoint files beyond the newest `keep` journaled ones. Files newer
@@ -872,7 +946,9 @@ impl RunActor {
     }
 
     fn append_final(&mut self, records: Vec<(RunId, Event)>, ctx: &mut Context<Self>) {
-        let send = self.journal.send(Append::new(records.clone()));
+        let send = self
+            .journal
+            .send(Append::new(records.clone()).under(self.attempt_span()));
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
             match answered(result) {
                 Ok(_) => {
@@ -996,7 +1072,9 @@ impl RunActor {
                 },
             ));
         }
-        let send = self.journal.send(Append::new(records));
+        let send = self
+            .journal
+            .send(Append::new(records).under(self.attempt_span()));
         let journaled = send.into_actor(self).map(|result, actor, ctx| {
             match answered(result) {
                 Ok(_) => {

@@ -36,6 +36,7 @@ use crate::domain::spec::Executor;
 use crate::domain::{Event, RunId, RunSpec, RunState};
 use crate::slurm::cli::{self, SlurmError, Submission};
 use crate::slurm::files::{self, WorkerJob};
+use crate::telemetry::work;
 use follower::FollowerDone;
 
 /// Submits and follows Slurm jobs.
@@ -187,6 +188,8 @@ struct Prepared {
     name: String,
     dir: PathBuf,
     spec: RunSpec,
+    /// The run's `queue_wait` span, which the submission goes under.
+    queue_wait: opentelemetry::trace::SpanContext,
 }
 
 impl Handler<Launch> for SlurmExecutor {
@@ -235,8 +238,21 @@ impl Handler<Launch> for SlurmExecutor {
                 name: files::job_name(run_id, job),
                 dir: files::job_dir(&self.shared, run_id, job),
                 spec,
+                queue_wait: work::queue_wait_of(run),
             }
         };
+        // The submission ends the run's queue wait, as a slot claim does a local run's.
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "slurm.submit",
+            runyard.run.id = %run_id,
+            runyard.slurm.job = prepared.job,
+            runyard.slurm.job_id = tracing::field::Empty,
+            runyard.outcome = tracing::field::Empty,
+        );
+        work::set_parent(&span, &prepared.queue_wait);
+        let in_blocking = span.clone();
         let worker_job = WorkerJob {
             run_id,
             job: prepared.job,
@@ -258,6 +274,8 @@ impl Handler<Launch> for SlurmExecutor {
         let dir = prepared.dir.clone();
         let name = prepared.name.clone();
         let submitted = actix_web::rt::task::spawn_blocking(move || {
+            // `slurm.sbatch` and `slurm.find_job` go under the submission.
+            let _entered = in_blocking.enter();
             write_job_files(&dir, &worker_job, &worker_bin)?;
             // A job of this name submitted just before a crash is the job: no second.
             if let Ok(Some(job_id)) = cli::find_job(&name) {
@@ -288,6 +306,15 @@ impl Handler<Launch> for SlurmExecutor {
                 let result = submitted
                     .await
                     .unwrap_or_else(|e| Err(SlurmError::Unavailable(format!("sbatch task: {e}"))));
+                let outcome = match &result {
+                    Ok(job_id) => {
+                        span.record("runyard.slurm.job_id", *job_id);
+                        "submitted"
+                    }
+                    Err(SlurmError::Refused(_)) => "refused",
+                    Err(SlurmError::Unavailable(_)) => "unavailable",
+                };
+                span.record("runyard.outcome", outcome);
                 let event = match &result {
                     Ok(job_id) => Event::SlurmJobSubmitted {
                         job_id: *job_id,
@@ -301,7 +328,14 @@ impl Handler<Launch> for SlurmExecutor {
                         return (Err(format!("cannot submit to Slurm: {message}")), None)
                     }
                 };
-                let appended = answered(journal.send(Append::one(run_id, event)).await);
+                let appended = answered(
+                    journal
+                        .send(Append::one(run_id, event).under(work::context_of(&span)))
+                        .await,
+                );
+                if appended.is_err() {
+                    span.record("runyard.outcome", "journal_failed");
+                }
                 match (appended, result) {
                     (Ok(_), Ok(job_id)) => (Ok(()), Some((job_id, prepared.dir))),
                     (Ok(_), Err(_)) => (Ok(()), None),

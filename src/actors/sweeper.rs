@@ -24,6 +24,7 @@ use super::in_flight::InFlight;
 use super::journal::{answered, Append, AppendAllowingDuplicate, AppendError, JournalReader};
 use crate::domain::sweep::SweepSpec;
 use crate::domain::{Event, Rejection, RunId, SweepState};
+use crate::telemetry::work;
 
 /// How often the sweeper plans even when the journal has not moved: a safety net
 /// for a launch that could not be handed over, and for the start, where recovery
@@ -102,13 +103,22 @@ impl Sweeper {
             };
             self.busy = true;
             let sweep_id = sweep.id;
+            let span = plan_span(sweep_id, &plan.records, plan.launch.len());
             let append = self.journal.journaled(AppendAllowingDuplicate {
                 records: plan.records,
-                parent: None,
+                parent: work::context_of(&span),
             });
             let launch = plan.launch;
             let done = append.into_actor(self).map(move |result, sweeper, ctx| {
                 sweeper.busy = false;
+                span.record(
+                    "runyard.outcome",
+                    match &result {
+                        Ok(Ok(_)) => "journaled",
+                        Ok(Err(AppendError::Rejected(_))) => "refused",
+                        _ => "failed",
+                    },
+                );
                 match answered(result) {
                     Ok(_) => {
                         for run_id in launch {
@@ -154,6 +164,29 @@ impl Sweeper {
                 Err(e) => Err(e.into()),
             })
     }
+}
+
+/// The `sweep.plan` span of one plan journaled: what the sweep decided (trials made,
+/// rungs reached, promotions, stops) and how many runs it launches. A sweep has no
+/// trace of its own: each plan is a root.
+fn plan_span(sweep_id: RunId, records: &[(RunId, Event)], launches: usize) -> tracing::Span {
+    let count = |kind: fn(&Event) -> bool| records.iter().filter(|(_, e)| kind(e)).count() as u64;
+    tracing::debug_span!(
+        target: work::TARGET,
+        parent: None,
+        "sweep.plan",
+        runyard.sweep.id = %sweep_id,
+        runyard.journal.events = records.len() as u64,
+        runyard.sweep.trials_created = count(|e| matches!(e, Event::TrialCreated { .. })),
+        runyard.sweep.rungs_reached = count(|e| matches!(e, Event::TrialReachedRung { .. })),
+        runyard.sweep.promoted = count(|e| matches!(e, Event::TrialPromoted { .. })),
+        runyard.sweep.stopped = count(|e| matches!(e, Event::TrialStopped { .. })),
+        runyard.sweep.completed = records
+            .iter()
+            .any(|(_, e)| matches!(e, Event::SweepCompleted { .. })),
+        runyard.sweep.launches = launches as u64,
+        runyard.outcome = tracing::field::Empty,
+    )
 }
 
 impl Actor for Sweeper {

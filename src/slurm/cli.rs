@@ -1,6 +1,11 @@
 //! Slurm's own commands, run as child processes: `sbatch --parsable` to submit,
 //! `scontrol show job` (then `squeue`) for a job's state, `scancel` to signal or end
 //! a job. Blocking: callers run them off the async runtime's threads.
+//!
+//! A submission, a search for a job by name and a cancel are each an exported span
+//! (target `runyard::work`, see `telemetry::work`, which this layer sits below),
+//! under whatever span the caller entered (the executor's `slurm.submit`). A job's
+//! state, asked every poll, has none: one per poll would drown the trace.
 
 use std::path::Path;
 use std::process::Command;
@@ -81,6 +86,37 @@ pub struct Submission<'a> {
 
 /// Submits a job with `sbatch --parsable`; answers its id.
 pub fn sbatch(submission: &Submission<'_>) -> Result<u64, SlurmError> {
+    let span = tracing::debug_span!(
+        target: "runyard::work",
+        "slurm.sbatch",
+        runyard.slurm.job_name = submission.name,
+        runyard.slurm.nodes = submission.nodes,
+        runyard.slurm.job_id = tracing::field::Empty,
+        runyard.outcome = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let submitted = submit(submission);
+    match &submitted {
+        Ok(job_id) => {
+            span.record("runyard.slurm.job_id", *job_id);
+            span.record("runyard.outcome", "submitted");
+        }
+        Err(e) => {
+            span.record("runyard.outcome", outcome(e));
+        }
+    }
+    submitted
+}
+
+/// A failure, as a span's `runyard.outcome`.
+fn outcome(e: &SlurmError) -> &'static str {
+    match e {
+        SlurmError::Refused(_) => "refused",
+        SlurmError::Unavailable(_) => "unavailable",
+    }
+}
+
+fn submit(submission: &Submission<'_>) -> Result<u64, SlurmError> {
     let mut command = Command::new("sbatch");
     // Retries are runyard's (a new job from the checkpoint, counted): Slurm must not
     // requeue the job itself after a node failure.
@@ -182,6 +218,31 @@ pub fn job_info(job_id: u64) -> Result<Option<JobInfo>, SlurmError> {
 /// The id of a live job of this name, if Slurm has one: a job submitted just before a
 /// crash, whose id was never journaled.
 pub fn find_job(name: &str) -> Result<Option<u64>, SlurmError> {
+    let span = tracing::debug_span!(
+        target: "runyard::work",
+        "slurm.find_job",
+        runyard.slurm.job_name = name,
+        runyard.slurm.job_id = tracing::field::Empty,
+        runyard.outcome = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let found = find(name);
+    match &found {
+        Ok(Some(job_id)) => {
+            span.record("runyard.slurm.job_id", *job_id);
+            span.record("runyard.outcome", "found");
+        }
+        Ok(None) => {
+            span.record("runyard.outcome", "none");
+        }
+        Err(e) => {
+            span.record("runyard.outcome", outcome(e));
+        }
+    }
+    found
+}
+
+fn find(name: &str) -> Result<Option<u64>, SlurmError> {
     let output = run(
         Command::new("squeue")
             .args(["--noheader", "--format=%i"])
@@ -199,6 +260,23 @@ pub fn find_job(name: &str) -> Result<Option<u64>, SlurmError> {
 /// `scancel`: with `signal`, sends it to the job's batch script and steps
 /// (`--full`); without, ends the job.
 pub fn scancel(job_id: u64, signal: Option<&str>) -> Result<(), SlurmError> {
+    let span = tracing::debug_span!(
+        target: "runyard::work",
+        "slurm.scancel",
+        runyard.slurm.job_id = job_id,
+        runyard.slurm.signal = signal.unwrap_or("none"),
+        runyard.outcome = tracing::field::Empty,
+    );
+    let _entered = span.enter();
+    let cancelled = cancel(job_id, signal);
+    span.record(
+        "runyard.outcome",
+        cancelled.as_ref().map_or_else(outcome, |()| "sent"),
+    );
+    cancelled
+}
+
+fn cancel(job_id: u64, signal: Option<&str>) -> Result<(), SlurmError> {
     let mut command = Command::new("scancel");
     if let Some(signal) = signal {
         command.arg(format!("--signal={signal}")).arg("--full");

@@ -18,7 +18,9 @@ use crate::domain::{Envelope, Event, Rejection, RunId, RunState, Seq};
 use crate::slurm::cli::{self, JobInfo, SlurmError};
 use crate::slurm::facts::{Fact, Facts};
 use crate::slurm::files::{self, Registration};
+use crate::telemetry::work;
 use crate::train::ProgressCells;
+use opentelemetry::trace::SpanContext;
 
 /// How long one pull from a worker may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -183,8 +185,8 @@ impl Handler<StopJob> for RemoteRun {
 
 /// What one poll learnt.
 enum Polled {
-    /// The worker's facts and progress.
-    Pulled(Facts),
+    /// The worker's facts and progress, and how long the pull took.
+    Pulled(Facts, Duration),
     /// Slurm's view of the job (the worker is not answering or not registered).
     Slurm(Option<JobInfo>),
     /// Nothing this time.
@@ -230,7 +232,7 @@ impl RemoteRun {
                 match pull.await {
                     Ok(response) if response.status().is_success() => {
                         match response.json::<Facts>().await {
-                            Ok(facts) => return Ok(Polled::Pulled(facts)),
+                            Ok(facts) => return Ok(Polled::Pulled(facts, Duration::ZERO)),
                             Err(e) => {
                                 tracing::warn!(job_id, error = %e, "bad answer from the worker")
                             }
@@ -247,7 +249,11 @@ impl RemoteRun {
             }
         };
         let fut = async move {
-            match polled.await {
+            let asked = Instant::now();
+            let polled = polled.await;
+            let waited = asked.elapsed();
+            match polled {
+                Ok(Polled::Pulled(facts, _)) => (Polled::Pulled(facts, waited), false),
                 Ok(polled) => (polled, false),
                 Err(false) => (Polled::Nothing, true),
                 Err(true) => {
@@ -274,7 +280,7 @@ impl RemoteRun {
                     board.update(run_id, |live| live.unreachable = unreachable && had_worker);
                     let work: std::pin::Pin<Box<dyn ActorFuture<RemoteRun, Output = ()>>> =
                         match polled {
-                            Polled::Pulled(facts) => {
+                            Polled::Pulled(facts, waited) => {
                                 board.update(run_id, |live| {
                                     live.state = Some("RUNNING".into());
                                     live.reason = None;
@@ -291,7 +297,7 @@ impl RemoteRun {
                                 }
                                 Box::pin(
                                     follower
-                                        .journal_facts(facts.facts, ctx.address())
+                                        .journal_facts(facts.facts, waited, ctx.address())
                                         .into_actor(follower)
                                         .map(|_, _, _| ()),
                                 )
@@ -431,19 +437,69 @@ impl RemoteRun {
     /// Journals the worker's facts in order, each once; on a fact the server cannot
     /// follow (unreadable, or one no worker journals), the run fails naming it and
     /// its job is stopped.
+    ///
+    /// A pull that brought facts is a `slurm.pull` span, under the run's current span,
+    /// from the worker's answer (`waited`: how long the request took) to the facts
+    /// journaled; one that brought none has no span (one every tick would drown the
+    /// trace).
     fn journal_facts(
         &self,
         facts: Vec<Fact>,
+        waited: Duration,
         me: Addr<Self>,
     ) -> impl std::future::Future<Output = ()> + 'static {
-        let decoded = facts.iter().map(|fact| (fact.seq, fact.decode())).collect();
         let run_id = self.run_id;
-        let journaled = journal_worker_facts(self.source(), run_id, decoded, self.context.clone());
+        let span = if facts.is_empty() {
+            tracing::Span::none()
+        } else {
+            self.pull_span(&facts, waited)
+        };
+        let decoded = facts.iter().map(|fact| (fact.seq, fact.decode())).collect();
+        let journaled = journal_worker_facts(
+            self.source(),
+            run_id,
+            decoded,
+            (self.context.clone(), work::context_of(&span)),
+        );
         async move {
-            if journaled.await {
+            let unfollowable = journaled.await;
+            span.record(
+                "runyard.outcome",
+                if unfollowable {
+                    "unfollowable"
+                } else {
+                    "journaled"
+                },
+            );
+            if unfollowable {
                 me.do_send(StopJob { run_id });
             }
         }
+    }
+
+    fn pull_span(&self, facts: &[Fact], waited: Duration) -> tracing::Span {
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "slurm.pull",
+            runyard.run.id = %self.run_id,
+            runyard.slurm.job_id = self.job_id,
+            runyard.slurm.facts = facts.len() as u64,
+            runyard.slurm.first_fact = facts.first().map_or(0, |f| f.seq),
+            runyard.slurm.last_fact = facts.last().map_or(0, |f| f.seq),
+            runyard.slurm.pull_ms = waited.as_secs_f64() * 1e3,
+            runyard.outcome = tracing::field::Empty,
+        );
+        let parent = self
+            .context
+            .reader
+            .state()
+            .run(self.run_id)
+            .and_then(work::current_of);
+        if let Some(parent) = &parent {
+            work::set_parent(&span, parent);
+        }
+        span
     }
 
     fn source(&self) -> FactSource {
@@ -477,7 +533,7 @@ impl RemoteRun {
             match left {
                 Ok(left) => {
                     let left = left.into_iter().map(|(seq, e)| (seq, Ok(e))).collect();
-                    journal_worker_facts(source, run_id, left, context.clone()).await;
+                    journal_worker_facts(source, run_id, left, (context.clone(), None)).await;
                 }
                 Err(e) => tracing::warn!(%run_id, error = %e, "cannot read the worker's journal"),
             }
@@ -552,7 +608,7 @@ async fn journal_worker_facts(
     source: FactSource,
     run_id: RunId,
     facts: Vec<(Seq, Result<Envelope, String>)>,
-    context: SlurmContext,
+    (context, parent): (SlurmContext, Option<SpanContext>),
 ) -> bool {
     let (mapped, unfollowable) = {
         let fold = context.reader.state();
@@ -583,7 +639,7 @@ async fn journal_worker_facts(
         }
         (mapped, unfollowable)
     };
-    journal_mapped(run_id, mapped, &context).await;
+    journal_mapped(run_id, mapped, &context, parent).await;
     let Some(reason) = unfollowable else {
         return false;
     };
@@ -606,7 +662,12 @@ async fn journal_worker_facts(
 }
 
 /// Journals mapped facts (see [`journal_worker_facts`]), each with its `WorkerSynced`.
-async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, context: &SlurmContext) {
+async fn journal_mapped(
+    run_id: RunId,
+    mapped: Vec<(Seq, Option<Event>)>,
+    context: &SlurmContext,
+    parent: Option<SpanContext>,
+) {
     let Some(last) = mapped.last().map(|(seq, _)| *seq) else {
         return;
     };
@@ -615,7 +676,12 @@ async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, contex
         .filter_map(|(_, event)| event.clone().map(|e| (run_id, e)))
         .collect();
     records.push((run_id, Event::WorkerSynced { through_seq: last }));
-    let appended = answered(context.journal.send(Append::new(records)).await);
+    let appended = answered(
+        context
+            .journal
+            .send(Append::new(records).under(parent.clone()))
+            .await,
+    );
     match appended {
         Ok(_) => return,
         Err(AppendError::Rejected(Rejection::Transition { .. })) => {}
@@ -627,7 +693,12 @@ async fn journal_mapped(run_id: RunId, mapped: Vec<(Seq, Option<Event>)>, contex
     for (seq, event) in mapped {
         let mut records: Vec<(RunId, Event)> = event.map(|e| (run_id, e)).into_iter().collect();
         records.push((run_id, Event::WorkerSynced { through_seq: seq }));
-        let first = answered(context.journal.send(Append::new(records)).await);
+        let first = answered(
+            context
+                .journal
+                .send(Append::new(records).under(parent.clone()))
+                .await,
+        );
         match first {
             Ok(_) => {}
             Err(AppendError::Rejected(rejection)) => {
