@@ -24,7 +24,7 @@ use std::process::Command;
 use serde_json::Value;
 
 /// Counted rounds of each arm in a real run, and in the smoke run.
-const ROUNDS: usize = 20;
+const ROUNDS: usize = 40;
 const SMOKE_ROUNDS: usize = 1;
 
 fn main() {

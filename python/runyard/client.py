@@ -36,8 +36,8 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
@@ -53,6 +53,7 @@ from typing import (
     Sequence,
     Tuple,
     Union,
+    cast,
 )
 from urllib.parse import quote
 
@@ -212,7 +213,7 @@ class Client:
         headers = {"content-type": content_type}
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
-        return self._json("POST", "/api/v1/runs", content=body, params=params, headers=headers)
+        return self._object("POST", "/api/v1/runs", content=body, params=params, headers=headers)
 
     def runs(
         self,
@@ -254,7 +255,7 @@ class Client:
     def run(self, run: RunRef, *, at_seq: Optional[int] = None) -> Run:
         """The run's view now, or as it was right after event ``at_seq``."""
         params = {"at_seq": str(at_seq)} if at_seq is not None else None
-        return self._json("GET", _run_path(run), params=params)
+        return self._object("GET", _run_path(run), params=params)
 
     def events(self, run: RunRef, after: Optional[int] = None) -> List[Dict[str, Any]]:
         """The run's journaled events after sequence number ``after`` (all of them
@@ -380,7 +381,7 @@ class Client:
         if not as_frame:
             return points_
         try:
-            import pandas as pd
+            import pandas as pd  # type: ignore[import-untyped,unused-ignore]
         except ImportError as e:
             raise ImportError(
                 "metrics(..., as_frame=True) needs pandas: pip install 'runyard[pandas]'"
@@ -416,9 +417,9 @@ class Client:
         expected = _journaled_sha256(self.run(run_id), artifact)
         directory = target.parent
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".part",
-                                        dir=str(directory))
-        tmp = Path(tmp_name)
+        # Not mkstemp: its file is 0600, and the download should have the umask's mode.
+        tmp = directory / (".%s.%s.part" % (target.name, uuid.uuid4().hex[:12]))
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             digest = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
@@ -456,7 +457,7 @@ class Client:
 
     def delete_artifacts(self, run: RunRef) -> Run:
         """Removes an ended run's files (its history stays); answers its view."""
-        return self._json("DELETE", _run_path(run, "artifacts"))
+        return self._object("DELETE", _run_path(run, "artifacts"))
 
     def logs(
         self,
@@ -511,7 +512,7 @@ class Client:
         headers = {"content-type": content_type}
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key
-        return self._json("POST", "/api/v1/sweeps", content=body, headers=headers)
+        return self._object("POST", "/api/v1/sweeps", content=body, headers=headers)
 
     def sweeps(self) -> List[Sweep]:
         """Every sweep, newest first (without their trials: see :meth:`sweep`)."""
@@ -520,7 +521,7 @@ class Client:
 
     def sweep(self, sweep: RunRef) -> Sweep:
         """The sweep's view, with its trials and results."""
-        return self._json("GET", _sweep_path(sweep))
+        return self._object("GET", _sweep_path(sweep))
 
     def sweep_stream(
         self,
@@ -538,15 +539,15 @@ class Client:
 
     def cancel_sweep(self, sweep: RunRef) -> Sweep:
         """Cancels the sweep: no more trials, and its trial runs are cancelled."""
-        return self._json("POST", _sweep_path(sweep, "cancel"))
+        return self._object("POST", _sweep_path(sweep, "cancel"))
 
     def pause_sweep(self, sweep: RunRef) -> Sweep:
         """Pauses the sweep: nothing more is decided, its live trials are paused."""
-        return self._json("POST", _sweep_path(sweep, "pause"))
+        return self._object("POST", _sweep_path(sweep, "pause"))
 
     def resume_sweep(self, sweep: RunRef) -> Sweep:
         """Resumes a paused sweep and the trials its pause stopped."""
-        return self._json("POST", _sweep_path(sweep, "resume"))
+        return self._object("POST", _sweep_path(sweep, "resume"))
 
     # ---- plumbing -------------------------------------------------------------------
 
@@ -559,11 +560,15 @@ class Client:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> Dict[str, Any]:
+        """A JSON object answer (a run's or a sweep's view)."""
+        return cast(Dict[str, Any], self._json(method, path, **kwargs))
+
     def _control(self, path: str, idempotency_key: Optional[str]) -> Run:
         headers = {"idempotency-key": idempotency_key} if idempotency_key is not None else None
         # The server answers once the run has stopped, within 30 s.
         timeout = httpx.Timeout(self._timeout, read=max(self._timeout, 40.0))
-        return self._json("POST", path, headers=headers, timeout=timeout)
+        return self._object("POST", path, headers=headers, timeout=timeout)
 
     def _run_events(
         self,
@@ -630,8 +635,8 @@ class Client:
             resumed = False
             failure: Optional[BaseException] = None
             try:
-                with self._http.stream("GET", path, params=params, headers=headers,
-                                       timeout=timeout) as response:
+                with self._http.stream("GET", path, params=tuple(params),
+                                       headers=headers, timeout=timeout) as response:
                     if response.is_error:
                         response.read()
                         error = _problem(response)

@@ -80,6 +80,8 @@ lines wait in a bounded queue that every later write tries first. Training never
 waits on the server.
 """
 
+from __future__ import annotations
+
 import atexit
 import collections
 import contextlib
@@ -94,6 +96,9 @@ import sys
 import tempfile
 import threading
 import time
+from types import FrameType
+from typing import (Any, Callable, Deque, Dict, Iterator, Literal, Mapping, Optional, Set, Tuple,
+                    Union)
 
 __all__ = ["PROTOCOL_VERSION", "Reporter", "atomic_path"]
 
@@ -112,8 +117,12 @@ _monotonic = time.monotonic
 _INT_FIELDS = ("epoch", "epochs", "batch", "batches")
 _SKIP = object()
 
+# What signal.getsignal answers, and the values progress() keeps until it writes them.
+_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
+_Pending = Tuple[Any, Any, Any, Any, Any, Any, Dict[str, Any]]
 
-def _integer(value):
+
+def _integer(value: Any) -> Any:
     """``value`` as a JSON integer, or ``_SKIP`` when it is not a whole number."""
     if type(value) is int:
         return value
@@ -132,7 +141,7 @@ def _integer(value):
     return _SKIP
 
 
-def _number(value):
+def _number(value: Any) -> Any:
     """``value`` as a JSON number; ``None`` (null) for NaN and infinities;
     ``_SKIP`` when it is not a number at all."""
     kind = type(value)
@@ -151,7 +160,7 @@ def _number(value):
     return number if math.isfinite(number) else None
 
 
-def _put(line, key, value, convert):
+def _put(line: Dict[str, Any], key: str, value: Any, convert: Callable[[Any], Any]) -> None:
     if value is None:
         return
     value = convert(value)
@@ -174,21 +183,22 @@ class Reporter:
     :param environ: the environment to read (``os.environ`` by default).
     """
 
-    def __init__(self, interval=0.1, handle_sigterm=True, environ=None):
+    def __init__(self, interval: float = 0.1, handle_sigterm: bool = True,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
         env = os.environ if environ is None else environ
-        self._env = env
+        self._env: Mapping[str, str] = env
         self._interval = math.inf
         self._last = -math.inf
-        self._pending = None
-        self._fd = None
+        self._pending: Optional[_Pending] = None
+        self._fd: Optional[int] = None
         self._lock = threading.Lock()
-        self._queue = collections.deque()
+        self._queue: Deque[bytes] = collections.deque()
         self._epoch_started = _monotonic()
         self._stop = False
-        self._previous_handler = None
-        self._handler = None
+        self._previous_handler: _Handler = None
+        self._handler: _Handler = None
         self._closed = False
-        self._warned = set()
+        self._warned: Set[str] = set()
         self._pid = os.getpid()
         self.lines = 0
         """Lines written whole to the pipe."""
@@ -204,7 +214,7 @@ class Reporter:
             self._install_sigterm()
         atexit.register(self.close)
 
-    def _open(self, text):
+    def _open(self, text: str) -> None:
         try:
             fd = int(text)
             os.fstat(fd)
@@ -222,17 +232,17 @@ class Reporter:
     # ---- what the environment says ------------------------------------------------
 
     @property
-    def active(self):
+    def active(self) -> bool:
         """Whether lines go to a runyard server (``RUNYARD_PROGRESS_FD`` is usable)."""
         return self._fd is not None
 
     @property
-    def run_id(self):
+    def run_id(self) -> Optional[str]:
         """The run's id (``RUNYARD_RUN_ID``), or ``None`` outside runyard."""
         return self._env.get("RUNYARD_RUN_ID") or None
 
     @property
-    def attempt(self):
+    def attempt(self) -> Optional[int]:
         """The attempt number (``RUNYARD_ATTEMPT``), or ``None`` outside runyard."""
         text = self._env.get("RUNYARD_ATTEMPT")
         try:
@@ -241,7 +251,7 @@ class Reporter:
             return None
 
     @property
-    def device(self):
+    def device(self) -> Optional[str]:
         """The slot's device, ``"cpu"`` or ``"cuda:N"`` (``RUNYARD_DEVICE``), or
         ``None`` outside runyard: choose one yourself then. ``CUDA_VISIBLE_DEVICES``
         shows the process that GPU alone, so in PyTorch it is ``"cuda"`` (``cuda:0``),
@@ -249,19 +259,19 @@ class Reporter:
         return self._env.get("RUNYARD_DEVICE") or None
 
     @property
-    def checkpoint_dir(self):
+    def checkpoint_dir(self) -> Optional[str]:
         """The directory for checkpoints (``RUNYARD_CHECKPOINT_DIR``), or ``None``
         outside runyard: choose one yourself then."""
         return self._env.get("RUNYARD_CHECKPOINT_DIR") or None
 
     @property
-    def resume_from(self):
+    def resume_from(self) -> Optional[str]:
         """The checkpoint to resume from (``RUNYARD_RESUME_FROM``), or ``None`` on a
         fresh start."""
         return self._env.get("RUNYARD_RESUME_FROM") or None
 
     @property
-    def should_stop(self):
+    def should_stop(self) -> bool:
         """True once the process got SIGTERM: runyard cancels or pauses the run.
 
         Save a checkpoint, report it with :meth:`checkpoint` and exit with status 0
@@ -274,8 +284,9 @@ class Reporter:
 
     # ---- reporting ---------------------------------------------------------------
 
-    def progress(self, epoch=None, epochs=None, batch=None, batches=None, loss=None,
-                 samples=None, **metrics):
+    def progress(self, epoch: Any = None, epochs: Any = None, batch: Any = None,
+                 batches: Any = None, loss: Any = None, samples: Any = None,
+                 **metrics: Any) -> None:
         """Reports where training is: call it every batch, it is cheap.
 
         ``epoch`` is the epoch in progress, counted from 1 as in runyard's own runs;
@@ -294,8 +305,9 @@ class Reporter:
         if now - self._last >= self._interval:
             self._send_progress(now)
 
-    def epoch(self, epoch=None, loss=None, accuracy=None, val_loss=None, val_metric=None,
-              duration_ms=None, **metrics):
+    def epoch(self, epoch: Any = None, loss: Any = None, accuracy: Any = None,
+              val_loss: Any = None, val_metric: Any = None, duration_ms: Any = None,
+              **metrics: Any) -> None:
         """Reports a finished epoch's summary, at once (after the newest progress).
 
         ``epoch`` is the finished epoch's number, from 1, and must be the one after
@@ -324,7 +336,8 @@ class Reporter:
                 _put(line, key, value, _number)
         self._emit(line, keep=True)
 
-    def checkpoint(self, path, epoch=None, step=None, batch=None):
+    def checkpoint(self, path: Union[str, os.PathLike[str]], epoch: Any = None,
+                   step: Any = None, batch: Any = None) -> None:
         """Reports a checkpoint, at once (after the newest progress).
 
         Report a file only once it is written completely (see :func:`atomic_path`),
@@ -351,13 +364,13 @@ class Reporter:
         _put(line, "batch", batch, _integer)
         self._emit(line, keep=True)
 
-    def heartbeat(self):
+    def heartbeat(self) -> None:
         """Says the command is alive without progress (in a long evaluation, say), so
         runyard does not take it for stalled. Dropped when the pipe is full."""
         if self._fd is not None:
             self._emit({"type": "heartbeat"}, keep=False)
 
-    def close(self, timeout=2.0):
+    def close(self, timeout: float = 2.0) -> None:
         """Writes the newest progress and what is queued, waiting at most ``timeout``
         seconds for room in the pipe, and restores the previous SIGTERM handler.
         Reporting after this does nothing. Called at interpreter exit too."""
@@ -384,22 +397,22 @@ class Reporter:
         self._interval = math.inf
         self._restore_sigterm()
 
-    def __enter__(self):
+    def __enter__(self) -> Reporter:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
     # ---- lines ---------------------------------------------------------------------
 
-    def _send_progress(self, now):
+    def _send_progress(self, now: float) -> None:
         self._last = now
         pending = self._pending
         if pending is None or self._fd is None:
             return
         epoch, epochs, batch, batches, loss, samples, metrics = pending
-        line = {}
+        line: Dict[str, Any] = {}
         for key, value in zip(_INT_FIELDS, (epoch, epochs, batch, batches)):
             _put(line, key, value, _integer)
         _put(line, "loss", loss, _number)
@@ -412,11 +425,11 @@ class Reporter:
         self._pending = None
         self._emit(line, keep=False)
 
-    def _flush_progress(self, now):
+    def _flush_progress(self, now: float) -> None:
         if self._pending is not None:
             self._send_progress(now)
 
-    def _emit(self, line, keep):
+    def _emit(self, line: Dict[str, Any], keep: bool) -> bool:
         """Writes one line; queues it (``keep``) or drops it when the pipe is full.
         Returns whether it went out (or is on its way, after a partial write)."""
         data = (json.dumps(line, separators=(",", ":"), allow_nan=False) + "\n").encode()
@@ -444,20 +457,23 @@ class Reporter:
                 self.lines += 1
             return True
 
-    def _hold(self, data, keep):
+    def _hold(self, data: bytes, keep: bool) -> bool:
         if keep and len(self._queue) < MAX_QUEUED_LINES:
             self._queue.append(data)
             return True
         self.dropped += 1
         return False
 
-    def _drain(self):
+    def _drain(self) -> bool:
         """Writes queued lines while the pipe takes them; whether it emptied."""
         queue = self._queue
         while queue:
             data = queue[0]
+            fd = self._fd
+            if fd is None:
+                return False
             try:
-                written = os.write(self._fd, data)
+                written = os.write(fd, data)
             except BlockingIOError:
                 return False
             except OSError as e:
@@ -470,7 +486,7 @@ class Reporter:
             self.lines += 1
         return True
 
-    def _lost(self, error):
+    def _lost(self, error: BaseException) -> None:
         """The pipe is gone (the server closed its end): stop writing."""
         self.dropped += 1 + len(self._queue)
         self._queue.clear()
@@ -479,7 +495,7 @@ class Reporter:
         self._warn_once("lost", "progress pipe closed (%s); no more progress is "
                         "reported" % error)
 
-    def _warn_once(self, key, message):
+    def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
             try:
@@ -489,7 +505,7 @@ class Reporter:
 
     # ---- SIGTERM -------------------------------------------------------------------
 
-    def _install_sigterm(self):
+    def _install_sigterm(self) -> None:
         try:
             previous = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -501,7 +517,7 @@ class Reporter:
         self._previous_handler = previous
         self._handler = self._on_sigterm
 
-    def _on_sigterm(self, signum, frame):
+    def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
         previous = self._previous_handler
         if os.getpid() != self._pid:
             # A forked child (a data-loader worker): it was not asked to save
@@ -518,7 +534,7 @@ class Reporter:
         if callable(previous):
             previous(signum, frame)
 
-    def _restore_sigterm(self):
+    def _restore_sigterm(self) -> None:
         if self._handler is None:
             return
         try:
@@ -532,7 +548,7 @@ class Reporter:
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: Union[str, os.PathLike[str]]) -> Iterator[str]:
     """Yields a temporary path beside ``path``; when the block ends without an
     exception the file written there is synced and renamed to ``path``, so ``path``
     is never seen half-written (a crash leaves the previous file or nothing).

@@ -271,6 +271,9 @@ def test_download_is_checked_against_the_journaled_sha256(client, spec, tmp_path
     path = client.download(run, "final.safetensors", tmp_path / "weights.safetensors")
     assert path == tmp_path / "weights.safetensors"
     assert sha256(path) == artifact["sha256"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, "an ordinary file's mode"
     into_dir = client.download(run, path=tmp_path)
     assert into_dir == tmp_path / "final.safetensors"
     checkpoint = done["checkpoints_kept"][-1]
