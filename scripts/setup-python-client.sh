@@ -45,6 +45,8 @@ started=$SECONDS
 "$python" -m pip install -q --force-reinstall --no-deps "$root/python" >&2 \
   && "$python" -m pip install -q "$root/python[test]" >&2 \
   || fail "pip could not install $root/python[test] into $venv"
+# setuptools builds in the source tree; its leftovers would go into the next build.
+rm -rf "$root/python/build" "$root/python/runyard.egg-info"
 imports || fail "runyard, httpx, tqdm, pandas or pytest does not import from $venv (or py.typed is missing)"
 echo "$digest" >"$stamp"
 echo "setup-python-client: installed in $((SECONDS - started)) s" >&2
