@@ -1,5 +1,5 @@
 # runyard: the two commands are `make run` and `make test`; both work from a fresh clone.
-.PHONY: setup torch browser promtool python-client slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
+.PHONY: setup torch browser promtool python-client schemathesis slurm-up cutfs build run test lint bench crash-loop power-loop clean-libtorch
 
 CARGO ?= cargo
 BIND ?= 127.0.0.1:8080
@@ -45,6 +45,10 @@ slurm-up:
 cutfs:
 	bash scripts/setup-cutfs.sh
 
+# schemathesis in target/st-venv, for the OpenAPI conformance test (idempotent).
+schemathesis:
+	bash scripts/setup-schemathesis.sh
+
 # Set-up and the release build.
 build: setup
 	$(CARGO) build --release --locked
@@ -61,16 +65,18 @@ lint: setup
 # Everything from a fresh clone, then the whole test suite. The dashboard's browser
 # test fails without chromium here, the Slurm tests without a Slurm cluster, and the
 # power-cut test without FUSE, the promtool checks without promtool, the Python
-# client's tests without target/py-venv; RUNYARD_REQUIRE_BROWSER=0,
-# RUNYARD_REQUIRE_SLURM=0, RUNYARD_REQUIRE_POWER=0, RUNYARD_REQUIRE_PROMTOOL=0 and
-# RUNYARD_REQUIRE_PYTHON_CLIENT=0 let them skip instead.
+# client's tests without target/py-venv, the OpenAPI conformance test without
+# schemathesis; RUNYARD_REQUIRE_BROWSER=0, RUNYARD_REQUIRE_SLURM=0,
+# RUNYARD_REQUIRE_POWER=0, RUNYARD_REQUIRE_PROMTOOL=0, RUNYARD_REQUIRE_PYTHON_CLIENT=0
+# and RUNYARD_REQUIRE_SCHEMATHESIS=0 let them skip instead.
 RUNYARD_REQUIRE_BROWSER ?= 1
 RUNYARD_REQUIRE_SLURM ?= 1
 RUNYARD_REQUIRE_POWER ?= 1
 RUNYARD_REQUIRE_PROMTOOL ?= 1
 RUNYARD_REQUIRE_PYTHON_CLIENT ?= 1
-test: setup torch browser promtool python-client slurm-up cutfs lint
-	RUNYARD_REQUIRE_PYTHON_CLIENT=$(RUNYARD_REQUIRE_PYTHON_CLIENT) RUNYARD_REQUIRE_PROMTOOL=$(RUNYARD_REQUIRE_PROMTOOL) RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
+RUNYARD_REQUIRE_SCHEMATHESIS ?= 1
+test: setup torch browser promtool python-client schemathesis slurm-up cutfs lint
+	RUNYARD_REQUIRE_SCHEMATHESIS=$(RUNYARD_REQUIRE_SCHEMATHESIS) RUNYARD_REQUIRE_PYTHON_CLIENT=$(RUNYARD_REQUIRE_PYTHON_CLIENT) RUNYARD_REQUIRE_PROMTOOL=$(RUNYARD_REQUIRE_PROMTOOL) RUNYARD_REQUIRE_BROWSER=$(RUNYARD_REQUIRE_BROWSER) RUNYARD_REQUIRE_SLURM=$(RUNYARD_REQUIRE_SLURM) RUNYARD_REQUIRE_POWER=$(RUNYARD_REQUIRE_POWER) $(CARGO) test --locked --all-targets
 
 # The crash loop alone, longer: N SIGKILL-and-restart cycles of the real server (the
 # whole suite runs 25). SEED repeats a failing loop's choices.

@@ -25,6 +25,7 @@ mod repair;
 mod restarts;
 mod runs;
 mod runs_v1;
+mod schemathesis;
 mod server;
 mod slurm;
 mod stream;
