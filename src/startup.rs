@@ -107,10 +107,10 @@ impl Application {
         );
         let entered = recovering.enter();
         let (state, stats) = replay_or_repair(&log, data_dir, options.repair)?;
-        recovering.record("runyard.journal.events", stats.events);
-        recovering.record("runyard.runs", stats.runs as u64);
+        recovering.record("runyard.journal.events", stats.events as i64);
+        recovering.record("runyard.runs", stats.runs as i64);
         if let Some(seq) = stats.from_snapshot {
-            recovering.record("runyard.journal.from_snapshot", seq);
+            recovering.record("runyard.journal.from_snapshot", seq as i64);
         }
         tracing::info!(
             events = stats.events,
@@ -124,8 +124,8 @@ impl Application {
         let (state, orphans) = end_orphan_commands(&log, state)?;
         let recovery = state.recovery();
         // Journaled by the dispatcher once it starts: here, what it will journal.
-        recovering.record("runyard.recovered", recovery.len() as u64);
-        recovering.record("runyard.orphans_ended", orphans.len() as u64);
+        recovering.record("runyard.recovered", recovery.len() as i64);
+        recovering.record("runyard.orphans_ended", orphans.len() as i64);
         drop(entered);
         drop(recovering);
         let last_replay = ReplayReport {

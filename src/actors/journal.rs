@@ -504,28 +504,23 @@ impl Journal {
     /// The `journal.flush` span of the batch in flight: a child of the span of its
     /// first append that is part of one (a flush serves many appends at once, and a
     /// span has one parent), linked to the spans of the others
-    /// (`runyard.link.reason = same_flush`).
+    /// (`runyard.link.reason = same_flush`). A batch about one run none of whose
+    /// appends is part of a span goes under the run's current span
+    /// ([`work::current_of`], before the batch); any other is a trace of its own.
     fn flush_span(&self, first_seq: Seq, events: usize) -> tracing::Span {
         let span = tracing::debug_span!(
             target: work::TARGET,
             parent: None,
             "journal.flush",
-            runyard.journal.appends = self.in_flight.len() as u64,
-            runyard.journal.events = events as u64,
-            runyard.journal.first_seq = first_seq,
-            runyard.journal.last_seq = first_seq + events as Seq - 1,
+            runyard.journal.appends = self.in_flight.len() as i64,
+            runyard.journal.events = events as i64,
+            runyard.journal.first_seq = first_seq as i64,
+            runyard.journal.last_seq = (first_seq + events as Seq - 1) as i64,
             runyard.run.id = tracing::field::Empty,
             runyard.outcome = tracing::field::Empty,
         );
         if span.is_disabled() {
             return span;
-        }
-        let mut parents = self.in_flight.iter().filter_map(|p| p.parent.as_ref());
-        if let Some(first) = parents.next() {
-            work::set_parent(&span, first);
-            for other in parents.filter(|p| p.span_id() != first.span_id()) {
-                work::link(&span, other, "same_flush");
-            }
         }
         // The run, when the whole batch is about one.
         let mut runs = self
@@ -533,10 +528,23 @@ impl Journal {
             .iter()
             .flat_map(|p| &p.envelopes)
             .map(|e| e.run_id);
-        if let Some(run) = runs.next() {
-            if runs.all(|other| other == run) {
-                span.record("runyard.run.id", tracing::field::display(run));
+        let run = runs.next().filter(|run| runs.all(|other| other == *run));
+        if let Some(run) = run {
+            span.record("runyard.run.id", tracing::field::display(run));
+        }
+        let mut parents = self.in_flight.iter().filter_map(|p| p.parent.as_ref());
+        if let Some(first) = parents.next() {
+            work::set_parent(&span, first);
+            for other in parents.filter(|p| p.span_id() != first.span_id()) {
+                work::link(&span, other, "same_flush");
             }
+        } else if let Some(current) = run.and_then(|run| {
+            // No append said what it is part of (a recovery, a file deletion): one
+            // run's batch goes under what the run was doing before it.
+            let published = self.published.read().unwrap_or_else(|p| p.into_inner());
+            published.run(run).and_then(work::current_of)
+        }) {
+            work::set_parent(&span, &current);
         }
         span
     }

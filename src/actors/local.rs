@@ -267,10 +267,10 @@ impl LocalExecutor {
                 parent: None,
                 "slots.claim",
                 runyard.run.id = %run_id,
-                runyard.attempt = attempt,
+                runyard.attempt = i64::from(attempt),
                 runyard.slots = ?slots,
-                runyard.slots.count = slots.len() as u64,
-                runyard.queue.waiting = self.queue.len() as u64,
+                runyard.slots.count = slots.len() as i64,
+                runyard.queue.waiting = self.queue.len() as i64,
                 runyard.outcome = tracing::field::Empty,
             );
             work::set_parent(&span, &queue_wait);

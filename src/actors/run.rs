@@ -468,36 +468,13 @@ impl RunActor {
         if records.is_empty() {
             return;
         }
-        let checkpoint = records.iter().rev().find_map(|(_, e)| match e {
-            Event::CheckpointSaved {
-                epoch,
-                batch,
-                step,
-                bytes,
-                ..
-            } => Some((*epoch, *batch, *step, *bytes)),
-            _ => None,
-        });
-        let checkpointed = checkpoint.is_some();
-        let span = checkpoint.map(|mark| self.checkpoint_span(mark, records.len()));
-        let parent = match &span {
-            Some(span) => work::context_of(span),
-            None => self.attempt_span(),
-        };
+        let (span, parent) = self.spans_of(&records);
+        let checkpointed = span.is_some();
         self.progress_in_flight = true;
         let send = self.journal.send(Append::new(records).under(parent));
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
             actor.progress_in_flight = false;
-            if let Some(span) = span {
-                span.record(
-                    "runyard.outcome",
-                    match &result {
-                        Ok(Ok(_)) => "journaled",
-                        Ok(Err(AppendError::Rejected(_))) => "refused",
-                        _ => "failed",
-                    },
-                );
-            }
+            record_outcome(span, &result);
             let in_flight = std::mem::take(&mut actor.checkpoints_in_flight);
             match answered(result) {
                 Ok(_) => {
@@ -551,6 +528,28 @@ impl RunActor {
         Some(work::attempt_of(run, self.attempt))
     }
 
+    /// The spans of an append of `records`: the `run.checkpoint` span when it carries
+    /// a checkpoint (the newest), and the span the append goes under (that one, or
+    /// the attempt).
+    fn spans_of(&self, records: &[(RunId, Event)]) -> (Option<tracing::Span>, Option<SpanContext>) {
+        let checkpoint = records.iter().rev().find_map(|(_, e)| match e {
+            Event::CheckpointSaved {
+                epoch,
+                batch,
+                step,
+                bytes,
+                ..
+            } => Some((*epoch, *batch, *step, *bytes)),
+            _ => None,
+        });
+        let span = checkpoint.map(|mark| self.checkpoint_span(mark, records.len()));
+        let parent = match &span {
+            Some(span) => work::context_of(span),
+            None => self.attempt_span(),
+        };
+        (span, parent)
+    }
+
     /// The `run.checkpoint` span of journaling a checkpoint (`(epoch, batch, step,
     /// bytes)`) in an append of `events` events: under the `epoch` span of the epoch
     /// it ends (taken at the end of an epoch this attempt trained, journaled with or
@@ -566,12 +565,12 @@ impl RunActor {
             parent: None,
             "run.checkpoint",
             runyard.run.id = %self.run_id,
-            runyard.attempt = self.attempt,
-            runyard.checkpoint.epoch = epoch,
-            runyard.checkpoint.batch = batch,
-            runyard.checkpoint.step = step,
-            runyard.checkpoint.bytes = bytes,
-            runyard.journal.events = events as u64,
+            runyard.attempt = i64::from(self.attempt),
+            runyard.checkpoint.epoch = i64::from(epoch),
+            runyard.checkpoint.batch = batch as i64,
+            runyard.checkpoint.step = step as i64,
+            runyard.checkpoint.bytes = bytes as i64,
+            runyard.journal.events = events as i64,
             runyard.outcome = tracing::field::Empty,
         );
         if span.is_disabled() {
@@ -946,10 +945,12 @@ impl RunActor {
     }
 
     fn append_final(&mut self, records: Vec<(RunId, Event)>, ctx: &mut Context<Self>) {
+        let (span, parent) = self.spans_of(&records);
         let send = self
             .journal
-            .send(Append::new(records.clone()).under(self.attempt_span()));
+            .send(Append::new(records.clone()).under(parent));
         let answer = send.into_actor(self).map(move |result, actor, ctx| {
+            record_outcome(span, &result);
             match answered(result) {
                 Ok(_) => {
                     actor.prune_checkpoints();
@@ -1088,6 +1089,23 @@ impl RunActor {
             }
         });
         ctx.wait(fault::guarded_unit("start answer", journaled));
+    }
+}
+
+/// Ends a `run.checkpoint` span with what the journal answered.
+fn record_outcome(
+    span: Option<tracing::Span>,
+    answer: &Result<Result<Vec<crate::domain::Seq>, AppendError>, MailboxError>,
+) {
+    if let Some(span) = span {
+        span.record(
+            "runyard.outcome",
+            match answer {
+                Ok(Ok(_)) => "journaled",
+                Ok(Err(AppendError::Rejected(_))) => "refused",
+                _ => "failed",
+            },
+        );
     }
 }
 

@@ -247,7 +247,7 @@ impl Handler<Launch> for SlurmExecutor {
             parent: None,
             "slurm.submit",
             runyard.run.id = %run_id,
-            runyard.slurm.job = prepared.job,
+            runyard.slurm.job = i64::from(prepared.job),
             runyard.slurm.job_id = tracing::field::Empty,
             runyard.outcome = tracing::field::Empty,
         );
@@ -308,7 +308,7 @@ impl Handler<Launch> for SlurmExecutor {
                     .unwrap_or_else(|e| Err(SlurmError::Unavailable(format!("sbatch task: {e}"))));
                 let outcome = match &result {
                     Ok(job_id) => {
-                        span.record("runyard.slurm.job_id", *job_id);
+                        span.record("runyard.slurm.job_id", *job_id as i64);
                         "submitted"
                     }
                     Err(SlurmError::Refused(_)) => "refused",

@@ -170,13 +170,13 @@ impl Sweeper {
 /// rungs reached, promotions, stops) and how many runs it launches. A sweep has no
 /// trace of its own: each plan is a root.
 fn plan_span(sweep_id: RunId, records: &[(RunId, Event)], launches: usize) -> tracing::Span {
-    let count = |kind: fn(&Event) -> bool| records.iter().filter(|(_, e)| kind(e)).count() as u64;
+    let count = |kind: fn(&Event) -> bool| records.iter().filter(|(_, e)| kind(e)).count() as i64;
     tracing::debug_span!(
         target: work::TARGET,
         parent: None,
         "sweep.plan",
         runyard.sweep.id = %sweep_id,
-        runyard.journal.events = records.len() as u64,
+        runyard.journal.events = records.len() as i64,
         runyard.sweep.trials_created = count(|e| matches!(e, Event::TrialCreated { .. })),
         runyard.sweep.rungs_reached = count(|e| matches!(e, Event::TrialReachedRung { .. })),
         runyard.sweep.promoted = count(|e| matches!(e, Event::TrialPromoted { .. })),
@@ -184,7 +184,7 @@ fn plan_span(sweep_id: RunId, records: &[(RunId, Event)], launches: usize) -> tr
         runyard.sweep.completed = records
             .iter()
             .any(|(_, e)| matches!(e, Event::SweepCompleted { .. })),
-        runyard.sweep.launches = launches as u64,
+        runyard.sweep.launches = launches as i64,
         runyard.outcome = tracing::field::Empty,
     )
 }

@@ -90,7 +90,7 @@ pub fn sbatch(submission: &Submission<'_>) -> Result<u64, SlurmError> {
         target: "runyard::work",
         "slurm.sbatch",
         runyard.slurm.job_name = submission.name,
-        runyard.slurm.nodes = submission.nodes,
+        runyard.slurm.nodes = i64::from(submission.nodes),
         runyard.slurm.job_id = tracing::field::Empty,
         runyard.outcome = tracing::field::Empty,
     );
@@ -98,7 +98,7 @@ pub fn sbatch(submission: &Submission<'_>) -> Result<u64, SlurmError> {
     let submitted = submit(submission);
     match &submitted {
         Ok(job_id) => {
-            span.record("runyard.slurm.job_id", *job_id);
+            span.record("runyard.slurm.job_id", *job_id as i64);
             span.record("runyard.outcome", "submitted");
         }
         Err(e) => {
@@ -229,7 +229,7 @@ pub fn find_job(name: &str) -> Result<Option<u64>, SlurmError> {
     let found = find(name);
     match &found {
         Ok(Some(job_id)) => {
-            span.record("runyard.slurm.job_id", *job_id);
+            span.record("runyard.slurm.job_id", *job_id as i64);
             span.record("runyard.outcome", "found");
         }
         Ok(None) => {
@@ -263,7 +263,7 @@ pub fn scancel(job_id: u64, signal: Option<&str>) -> Result<(), SlurmError> {
     let span = tracing::debug_span!(
         target: "runyard::work",
         "slurm.scancel",
-        runyard.slurm.job_id = job_id,
+        runyard.slurm.job_id = job_id as i64,
         runyard.slurm.signal = signal.unwrap_or("none"),
         runyard.outcome = tracing::field::Empty,
     );

@@ -882,8 +882,8 @@ impl EventLog {
         let span = tracing::debug_span!(
             target: "runyard::work",
             "store.append",
-            runyard.journal.first_seq = first_seq,
-            runyard.journal.events = envelopes.len() as u64,
+            runyard.journal.first_seq = first_seq as i64,
+            runyard.journal.events = envelopes.len() as i64,
             runyard.journal.bytes = tracing::field::Empty,
             runyard.outcome = tracing::field::Empty,
         );
@@ -891,7 +891,7 @@ impl EventLog {
         let written = self.write_synced(first_seq, envelopes);
         match &written {
             Ok(bytes) => {
-                span.record("runyard.journal.bytes", *bytes);
+                span.record("runyard.journal.bytes", *bytes as i64);
                 span.record("runyard.outcome", "synced");
             }
             Err(_) => {

@@ -38,10 +38,10 @@ pub fn replay(log: &EventLog) -> Result<(State, ReplayStats), StoreError> {
     let replayed = replay_all(log);
     match &replayed {
         Ok((_, stats)) => {
-            span.record("runyard.journal.events", stats.events);
-            span.record("runyard.runs", stats.runs as u64);
+            span.record("runyard.journal.events", stats.events as i64);
+            span.record("runyard.runs", stats.runs as i64);
             if let Some(seq) = stats.from_snapshot {
-                span.record("runyard.journal.from_snapshot", seq);
+                span.record("runyard.journal.from_snapshot", seq as i64);
             }
             span.record("runyard.outcome", "replayed");
         }
