@@ -25,6 +25,9 @@
 //! compute ([`queue_wait_of`], [`attempt_of`], [`epoch_of`]; see
 //! [`super::run_spans`]). None of this runs on a training thread: its loop only
 //! writes progress cells, and the run actor opens the spans.
+//!
+//! Fields are named as the runs' spans' attributes are (`runyard.run.id`, …), and a
+//! count is recorded as an `i64`: `tracing-opentelemetry` writes a `u64` as text.
 
 use std::time::Duration;
 
@@ -177,5 +180,137 @@ pub fn current_of(run: &Run) -> Option<SpanContext> {
         RunState::Running | RunState::Pausing => Some(attempt_of(run, run.attempt)),
         RunState::Queued => Some(queue_wait_of(run)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::InstrumentationScope;
+
+    use super::*;
+    use crate::domain::{Envelope, Event, RunId, Seq, SlotId, State};
+    use crate::telemetry::run_spans::RunSpans;
+
+    /// The journal's state and the runs' spans, folded from the same events.
+    struct Given {
+        run: RunId,
+        seq: Seq,
+        state: State,
+        spans: RunSpans,
+        out: Vec<SpanData>,
+    }
+
+    impl Given {
+        fn new() -> Self {
+            Self {
+                run: RunId::new(),
+                seq: 0,
+                state: State::default(),
+                spans: RunSpans::new(InstrumentationScope::builder("test").build()),
+                out: Vec::new(),
+            }
+        }
+
+        fn then(&mut self, event: Event) -> &mut Self {
+            self.seq += 1;
+            let envelope = Envelope::now(self.run, event);
+            self.state.apply(self.seq, &envelope);
+            self.spans.observe(self.seq, &envelope, &mut self.out);
+            self
+        }
+
+        fn run(&self) -> &Run {
+            self.state.run(self.run).expect("the run")
+        }
+
+        fn exported(&self, name: &str) -> Vec<SpanContext> {
+            self.out
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| s.span_context.clone())
+                .collect()
+        }
+    }
+
+    fn same(a: &SpanContext, b: &SpanContext) -> bool {
+        a.trace_id() == b.trace_id() && a.span_id() == b.span_id()
+    }
+
+    #[test]
+    fn the_spans_an_actor_names_from_the_state_are_the_ones_the_journals_fold_exports() {
+        let mut given = Given::new();
+        given
+            .then(Event::RunSubmitted {
+                name: "demo".into(),
+                digest: "abc".into(),
+                spec: r#"{"name":"demo"}"#.into(),
+            })
+            .then(Event::TraceAssigned {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                span_id: "1111111111111111".into(),
+                parent_span_id: None,
+            });
+        // Queued: the claim that ends the wait goes under it.
+        let queued = current_of(given.run()).expect("queued");
+        assert_eq!(
+            queued.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        given
+            .then(Event::SlotClaimed { slot: SlotId(0) })
+            .then(Event::RunStarted {
+                attempt: 1,
+                slot: SlotId(0),
+                device: "cpu".into(),
+            });
+        assert!(same(&queued, &given.exported("queue_wait")[0]));
+        // Running: the attempt, named before its events are folded.
+        let attempt = current_of(given.run()).expect("running");
+        let epoch = epoch_of(given.run(), 1, 1);
+        given
+            .then(Event::EpochCompleted {
+                epoch: 1,
+                train_loss: 0.5,
+                train_accuracy: 0.5,
+                duration_ms: 10,
+            })
+            .then(Event::CheckpointSaved {
+                path: "runs/x/checkpoints/1.safetensors".into(),
+                epoch: 1,
+                batch: 0,
+                step: 10,
+                sha256: "00".into(),
+                bytes: 7,
+            })
+            .then(Event::RunCompleted {
+                train_loss: 0.4,
+                train_accuracy: 0.6,
+            });
+        assert!(same(&attempt, &given.exported("attempt")[0]));
+        assert!(same(&attempt, &attempt_of(given.run(), 1)));
+        assert!(same(&epoch, &given.exported("epoch")[0]));
+        // Ended: nothing to go under.
+        assert!(current_of(given.run()).is_none());
+    }
+
+    #[test]
+    fn a_run_submitted_untraced_is_named_by_its_derived_trace() {
+        let mut given = Given::new();
+        given.then(Event::RunSubmitted {
+            name: "demo".into(),
+            digest: "abc".into(),
+            spec: "{}".into(),
+        });
+        assert_eq!(run_trace_id(given.run()), derived_trace_id(given.run));
+    }
+
+    #[test]
+    fn without_the_layer_spans_have_no_context_and_take_no_parent() {
+        let span = tracing::debug_span!(target: TARGET, "journal.flush");
+        set_parent(
+            &span,
+            &local(derived_trace_id(RunId::new()), SpanId::from(7u64)),
+        );
+        assert!(context_of(&span).is_none());
     }
 }
