@@ -79,8 +79,10 @@
 //!   layer update (`GET /metrics` adds what it reads at scrape time).
 //! - [`config`], [`telemetry`], [`startup`]: layered configuration, logging and
 //!   OpenTelemetry traces (`telemetry::run_spans`: a run's events as spans;
-//!   `telemetry::traces`: the OTLP export pipeline; `http::traces`: request spans),
-//!   and building the server.
+//!   `telemetry::traces`: the OTLP export pipeline; `http::traces`: request spans;
+//!   `telemetry::work`: the actors' `tracing` spans, exported into the same pipeline
+//!   through `tracing-opentelemetry` by the real binary's subscriber), and building
+//!   the server.
 
 #![warn(missing_docs)]
 
