@@ -680,7 +680,7 @@ class Client:
                     continue
                 if seen_end:
                     return
-                if new == 0 and ended is not None and ended():
+                if new == 0 and ended is not None and _ended(ended):
                     return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("%s: not ended in time" % path)
@@ -699,6 +699,15 @@ class Client:
 
 
 # ---- helpers ------------------------------------------------------------------------
+
+
+def _ended(ended: Callable[[], bool]) -> bool:
+    """``ended()``, with a connection failure read as "not known to have ended" (the
+    stream is then opened again, and asks again)."""
+    try:
+        return ended()
+    except httpx.TransportError:
+        return False
 
 
 def _run_id(run: RunRef) -> str:
