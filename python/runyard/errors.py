@@ -24,6 +24,7 @@ __all__ = [
     "Gone",
     "IntegrityError",
     "InvalidSpec",
+    "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "ProblemError",
@@ -84,6 +85,11 @@ class Forbidden(ProblemError):
 class NotFound(ProblemError):
     """404: ``run_not_found``, ``sweep_not_found``, ``artifact_not_found``,
     ``route_not_found``."""
+
+
+class MethodNotAllowed(ProblemError):
+    """405 ``method_not_allowed``: the route has no such method (its ``Allow``
+    header, in the answer, lists those it has)."""
 
 
 class Conflict(ProblemError):
@@ -152,6 +158,7 @@ _BY_CODE: Dict[str, Type[ProblemError]] = {
     "sweep_not_found": NotFound,
     "artifact_not_found": NotFound,
     "route_not_found": NotFound,
+    "method_not_allowed": MethodNotAllowed,
     "conflict": Conflict,
     "idempotency_key_reused": Conflict,
     "duplicate": Duplicate,
@@ -171,6 +178,7 @@ _BY_STATUS: Dict[int, Type[ProblemError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
+    405: MethodNotAllowed,
     409: Conflict,
     410: Gone,
     413: PayloadTooLarge,

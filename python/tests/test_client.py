@@ -350,6 +350,18 @@ def test_problem_answers_raise_typed_exceptions(client, spec):
         list(client.stream("01930000-0000-7000-8000-000000000000"))
 
 
+def test_a_code_picks_the_exception_and_an_unknown_code_its_status():
+    from runyard.errors import problem_error
+
+    problem = {"status": 405, "code": "method_not_allowed", "detail": "PATCH"}
+    assert type(problem_error(405, problem)) is runyard.MethodNotAllowed
+    assert type(problem_error(409, {"code": "something_new"})) is runyard.Conflict
+    assert type(problem_error(502, {"title": "Bad Gateway"})) is runyard.ServerError
+    teapot = problem_error(418, {"detail": "short and stout"})
+    assert type(teapot) is runyard.ProblemError and teapot.code is None
+    assert str(teapot) == "418 error: short and stout"
+
+
 @pytest.mark.skipif(not os.environ.get("RUNYARD_AUTH_URL"), reason="RUNYARD_AUTH_URL unset")
 def test_a_token_is_sent_as_a_bearer_and_its_absence_is_typed(spec):
     auth_url = os.environ["RUNYARD_AUTH_URL"]
