@@ -119,6 +119,9 @@ pub struct RunActor {
     handing_back: bool,
     /// Whether the hand-back events were refused once (and re-derived).
     hand_back_retried: bool,
+    /// Whether a pause or requeue was refused once for a cancel journaled after it
+    /// was decided (and journaled as the cancel instead).
+    cancel_retried: bool,
     /// Whether the thread was started and its outcome not yet handled.
     thread_live: bool,
     /// Set once the final events are being journaled: nothing else ends the attempt.
@@ -321,6 +324,7 @@ impl RunActor {
             panics: 0,
             handing_back: false,
             hand_back_retried: false,
+            cancel_retried: false,
             thread_live: false,
             ending: false,
             progress_in_doubt: false,
@@ -969,6 +973,27 @@ impl RunActor {
                     } else {
                         actor.append_final(records, ctx);
                     }
+                }
+                // A cancel was journaled after the attempt decided to pause (or go
+                // back to the queue): the cancel the client was told about wins.
+                Err(AppendError::Rejected(rejection))
+                    if !actor.cancel_retried && actor.cancel_requested() =>
+                {
+                    tracing::info!(run_id = %actor.run_id, %rejection, "a cancel came after the pause was decided; the run is cancelled instead");
+                    actor.cancel_retried = true;
+                    let records = records
+                        .into_iter()
+                        .map(|(run, event)| match event {
+                            Event::RunPaused { .. } | Event::RunRequeued { .. } => (
+                                run,
+                                Event::RunCancelled {
+                                    reason: "cancelled by request".into(),
+                                },
+                            ),
+                            other => (run, other),
+                        })
+                        .collect();
+                    actor.append_final(records, ctx);
                 }
                 Err(AppendError::Rejected(rejection)) => {
                     tracing::error!(run_id = %actor.run_id, %rejection, "final events refused");

@@ -189,6 +189,15 @@ impl State {
                     event: event.kind().name(),
                 })
             }
+            // A cancel a client was told about is not lost to a pause or a requeue
+            // decided before it was journaled: the run ends cancelled instead.
+            Event::RunPaused { .. } | Event::RunRequeued { .. } if run.cancel_requested => {
+                return Err(Rejection::Transition {
+                    run_id,
+                    from: run.state,
+                    event: "RunPaused or RunRequeued after CancelRequested",
+                })
+            }
             Event::SlotClaimed { slot } => self.slots.check_claim(*slot, run_id)?,
             Event::SlotReleased { slot } => self.slots.check_release(*slot, run_id)?,
             Event::RunStarted { slot, .. } => self.slots.check_release(*slot, run_id)?,
@@ -839,6 +848,40 @@ mod tests {
         *seq += 1;
         state.apply(*seq, &Envelope::now(run, event));
         Ok(())
+    }
+
+    /// The race a sweep's cancel hit: the attempt decided to pause, a client's cancel
+    /// was journaled, then the pause came to be journaled. The cancel wins.
+    #[test]
+    fn given_a_cancel_journaled_while_pausing_when_the_pause_comes_then_it_is_refused_and_the_cancel_taken(
+    ) {
+        let (mut state, mut seq) = (State::default(), 0);
+        let run = RunId::new();
+        let slot = SlotId(0);
+        for kind in [
+            EventKind::RunSubmitted,
+            EventKind::SlotClaimed,
+            EventKind::RunStarted,
+            EventKind::PauseRequested,
+            EventKind::CancelRequested,
+        ] {
+            append(&mut state, &mut seq, run, event_of(kind, slot)).expect("allowed");
+        }
+        for late in [EventKind::RunPaused, EventKind::RunRequeued] {
+            let refused = append(&mut state, &mut seq, run, event_of(late, slot));
+            assert!(
+                matches!(refused, Err(Rejection::Transition { .. })),
+                "{late:?}"
+            );
+        }
+        append(
+            &mut state,
+            &mut seq,
+            run,
+            event_of(EventKind::RunCancelled, slot),
+        )
+        .expect("the cancel");
+        assert_eq!(state.run(run).expect("exists").state, S::Cancelled);
     }
 
     #[test]
