@@ -911,17 +911,27 @@ async fn the_actors_work_is_in_the_runs_trace_under_the_span_it_serves() {
     assert!(status.success(), "{status:?}");
     let server = Server::start_with(&data_dir, "traces-actors-2.log", &["--config", &config]);
     wait_ready(&http, &server.address).await;
+    // The second server's recovery: it read the journal the first one wrote, from a
+    // snapshot when one was taken (then fewer events, or none, after it).
+    let recoveries = |spans: &[Received]| {
+        spans
+            .iter()
+            .filter(|s| s.name() == "startup.recover")
+            .count()
+    };
     let spans = collector
-        .wait_for("the restart's replay", |spans| {
-            spans.iter().any(|s| {
-                s.name() == "startup.recover" && s.int_attr("runyard.journal.events") > Some(0)
-            })
-        })
+        .wait_for("the restart's replay", |spans| recoveries(spans) >= 2)
         .await;
     let recover = spans
         .iter()
-        .find(|s| s.name() == "startup.recover" && s.int_attr("runyard.journal.events") > Some(0))
+        .filter(|s| s.name() == "startup.recover")
+        .max_by_key(|s| s.span.start_time_unix_nano)
         .expect("the restart's recovery");
+    let read = recover.int_attr("runyard.journal.events").unwrap_or(0)
+        + recover
+            .int_attr("runyard.journal.from_snapshot")
+            .unwrap_or(0);
+    assert!(read > 0, "the restart read the first server's journal");
     assert!(recover.span.parent_span_id.is_empty(), "a trace of its own");
     assert_eq!(recover.int_attr("runyard.runs"), Some(1));
     assert_eq!(recover.int_attr("runyard.recovered"), Some(0));

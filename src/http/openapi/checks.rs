@@ -98,6 +98,7 @@ pub fn state(doc: &mut Value) {
             json!({"properties": {"base": {"$ref": "#/components/schemas/RunSpec"}}}),
         );
     }
+    link(doc);
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };
@@ -123,6 +124,50 @@ pub fn state(doc: &mut Value) {
                     parameter["schema"] = or_empty(schema);
                 }
             }
+        }
+    }
+}
+
+/// Links from what makes a run or a sweep to the operations on it (`id` from the
+/// answer's body), so a client generator, and schemathesis's stateful phase, can
+/// follow a run from its submission.
+fn link(doc: &mut Value) {
+    let runs = [
+        "get_run",
+        "list_run_events",
+        "run_facts",
+        "get_run_metrics",
+        "run_logs",
+        "cancel_run",
+        "pause_run",
+        "resume_run",
+        "delete_artifacts",
+    ];
+    let sweeps = ["get_sweep", "cancel_sweep", "pause_sweep", "resume_sweep"];
+    for (path, statuses, targets) in [
+        ("/api/v1/runs", &["200", "201"][..], &runs[..]),
+        ("/api/v1/sweeps", &["201"][..], &sweeps[..]),
+    ] {
+        for status in statuses {
+            let Some(response) = doc.pointer_mut(&format!(
+                "/paths/{}/post/responses/{status}",
+                path.replace('/', "~1")
+            )) else {
+                continue;
+            };
+            let links: serde_json::Map<String, Value> = targets
+                .iter()
+                .map(|operation| {
+                    (
+                        (*operation).to_string(),
+                        json!({
+                            "operationId": operation,
+                            "parameters": {"id": "$response.body#/id"},
+                        }),
+                    )
+                })
+                .collect();
+            response["links"] = Value::Object(links);
         }
     }
 }
