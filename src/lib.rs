@@ -73,7 +73,9 @@
 //!   their shared counters), health checks,
 //!   errors (with the problem+json media type), the
 //!   dashboard page with its embedded assets (`http::dashboard`, `src/http/dashboard/`),
-//!   and the OpenAPI document generated from them.
+//!   and the OpenAPI document generated from them (`http::openapi`), with what the
+//!   server checks written in (`openapi/checks.rs`: ranges, patterns, which fields a
+//!   kind of run takes, and `x-stated-elsewhere`, the rules a schema cannot say).
 //! - [`cli`]: the `runyard` command line.
 //! - [`instruments`]: the Prometheus histograms and counters the actors and the HTTP
 //!   layer update (`GET /metrics` adds what it reads at scrape time).
