@@ -243,7 +243,7 @@ impl TestApp {
 
     /// Re-reads the run until `done` holds, and returns it.
     pub async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        tokio::time::timeout(TIMEOUT, async {
+        let waited = tokio::time::timeout(TIMEOUT, async {
             loop {
                 let run = self.run(id).await;
                 if done(&run) {
@@ -252,8 +252,24 @@ impl TestApp {
                 tokio::time::sleep(POLL).await;
             }
         })
-        .await
-        .expect("run reached the expected state in time")
+        .await;
+        match waited {
+            Ok(run) => run,
+            // Say where the run stood, and how it got there.
+            Err(_) => {
+                let run = self.run(id).await;
+                let events: Vec<String> = self
+                    .events(id)
+                    .await
+                    .iter()
+                    .map(|e| format!("{} {}", e["type"].as_str().unwrap_or("?"), e["data"]))
+                    .collect();
+                panic!(
+                    "run {id} did not reach the expected state in {TIMEOUT:?}; it is {run:#}\nits events:\n  {}",
+                    events.join("\n  ")
+                )
+            }
+        }
     }
 
     /// Re-reads the run until it has ended (completed, failed or cancelled).
