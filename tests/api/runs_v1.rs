@@ -270,6 +270,10 @@ async fn page(app: &TestApp, path: &str) -> (Value, Option<String>) {
     (response.json().await.expect("JSON"), link)
 }
 
+fn names_of(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 /// Follows `Link: rel="next"` from `first` to the last page; the names in order.
 async fn every_page(app: &TestApp, first: &str) -> (Vec<String>, usize) {
     let (mut all, mut pages, mut next) = (Vec::new(), 0, Some(first.to_string()));
@@ -299,6 +303,10 @@ async fn the_list_filters_sorts_and_pages_with_a_cursor() {
         let mut spec = quick_spec(name);
         if !team.is_empty() {
             spec["labels"] = json!({"team": team});
+        }
+        if name == "gamma" {
+            // First in the queue, though submitted third.
+            spec["priority"] = json!(5);
         }
         app.submit_ok(&spec).await;
     }
@@ -336,6 +344,29 @@ async fn the_list_filters_sorts_and_pages_with_a_cursor() {
     assert_eq!(pages, 2);
     let (queued, _) = every_page(&app, "/api/v1/runs?state=queued&sort=updated_at&limit=1").await;
     assert_eq!(queued.len(), 5);
+    // The queue's order: by priority, then as queued; the running blocker after.
+    let in_queue = ["gamma", "beta-1", "alpha-1", "alpha-2", "beta-2", "blocker"];
+    let (body, _) = page(&app, "/api/v1/runs?sort=queue").await;
+    assert_eq!(names(&body), in_queue);
+    let positions: Vec<Value> = body.as_array().expect("runs")[..5]
+        .iter()
+        .map(|r| r["queue_position"].clone())
+        .collect();
+    assert_eq!(
+        positions,
+        [json!(1), json!(2), json!(3), json!(4), json!(5)]
+    );
+    let (paged, pages) = every_page(&app, "/api/v1/runs?sort=queue&limit=2").await;
+    assert_eq!((paged, pages), (names_of(&in_queue), 3));
+    let (backwards, _) = every_page(&app, "/api/v1/runs?sort=-queue&limit=4").await;
+    assert_eq!(
+        backwards,
+        in_queue
+            .iter()
+            .rev()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+    );
 
     let (_, link) = page(&app, "/api/v1/runs?sort=name&limit=2").await;
     let cursor = link.expect("a next page");

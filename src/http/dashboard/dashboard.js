@@ -789,7 +789,7 @@
       this.sideRefreshing = (async () => {
         try {
           const [queued, slots, sweeps] = await Promise.all([
-            api(`/api/v1/runs?state=queued&sort=created_at&limit=${QUEUE_READ}`),
+            api(`/api/v1/runs?state=queued&sort=queue&limit=${QUEUE_READ}`),
             api('/api/v1/slots'),
             // The runs show without the sweeps (a server without them answers 404).
             api('/api/v1/sweeps').catch(() => null),
@@ -853,9 +853,8 @@
     },
 
     /**
-     * The first QUEUE_SHOWN waiting runs in dispatch order. The API lists runs by
-     * submission, not by queue place: the page reads the QUEUE_READ submitted first
-     * and orders them by `queue_position`; with more waiting, it says so.
+     * The first QUEUE_SHOWN waiting runs in dispatch order (`sort=queue`: local runs
+     * by `queue_position`, then the others); with more waiting, it says so.
      */
     renderQueue(queued, more) {
       const list = $('queue');

@@ -191,7 +191,10 @@ fn parameter_rule(method: &str, path: &str, name: &str) -> Option<Value> {
             "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"
         })),
         ("get", "/api/v1/runs", "sort") => Some(json!({
-            "enum": ["created_at", "-created_at", "updated_at", "-updated_at", "name", "-name"]
+            "enum": [
+                "created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "queue",
+                "-queue"
+            ]
         })),
         _ => None,
     }

@@ -20,6 +20,9 @@ enum SortField {
     CreatedAt,
     /// Order of each run's newest event.
     UpdatedAt,
+    /// Place in the dispatch queue (queued local runs, in the order they will
+    /// start), then every other run in submission order.
+    Queue,
     /// Name, then submission order.
     Name,
 }
@@ -32,7 +35,8 @@ struct Sort {
 }
 
 impl Sort {
-    const ACCEPTED: &'static str = "created_at, -created_at, updated_at, -updated_at, name, -name";
+    const ACCEPTED: &'static str =
+        "created_at, -created_at, updated_at, -updated_at, name, -name, queue, -queue";
 
     fn parse(raw: &str) -> Result<Self, ApiError> {
         let (descending, name) = match raw.strip_prefix('-') {
@@ -43,6 +47,7 @@ impl Sort {
             "created_at" => SortField::CreatedAt,
             "updated_at" => SortField::UpdatedAt,
             "name" => SortField::Name,
+            "queue" => SortField::Queue,
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidQuery,
@@ -58,6 +63,7 @@ impl Sort {
             SortField::CreatedAt => "created_at",
             SortField::UpdatedAt => "updated_at",
             SortField::Name => "name",
+            SortField::Queue => "queue",
         };
         if self.descending {
             format!("-{field}")
@@ -66,12 +72,18 @@ impl Sort {
         }
     }
 
-    /// The run's place in this order: unique, since sequence numbers are.
-    fn key(self, run: &Run) -> (String, Seq) {
+    /// The run's place in this order: unique, since sequence numbers are. `place` is
+    /// its 1-based place in the dispatch queue, when it has one.
+    fn key(self, run: &Run, place: Option<usize>) -> (String, Seq) {
         match self.field {
             SortField::CreatedAt => (String::new(), run.submitted_seq),
             SortField::UpdatedAt => (String::new(), run.last_seq),
             SortField::Name => (run.name.clone(), run.submitted_seq),
+            // Places as fixed-width digits sort as numbers; `~` sorts after them.
+            SortField::Queue => match place {
+                Some(place) => (format!("{place:020}"), run.submitted_seq),
+                None => ("~".to_string(), run.submitted_seq),
+            },
         }
     }
 }
@@ -277,7 +289,8 @@ fn query_escape(value: &str) -> String {
             "sort" = Option<String>,
             Query,
             description = "`-created_at` (the default, newest first), `created_at`, \
-                `updated_at`, `-updated_at`, `name` or `-name`.",
+                `updated_at`, `-updated_at`, `name`, `-name`, or `queue` (queued local runs \
+                in the order they will start, then the others by submission) or `-queue`.",
             example = "-created_at"
         ),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Runs per page (1 to 1,000); without it, every match."),
@@ -330,7 +343,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     };
     let matching = in_order
         .filter(|run| query.matches(run))
-        .map(|run| (sort.key(run), run))
+        .map(|run| (sort.key(run, positions.get(&run.id).copied()), run))
         .filter(|(key, _)| after(key));
     let mut runs: Vec<(_, &Run)> = if sort.field == SortField::CreatedAt {
         matching
