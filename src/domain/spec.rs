@@ -256,11 +256,18 @@ impl std::str::FromStr for SpecDuration {
             "h" => 3600e3,
             _ => f64::NAN,
         };
-        let value: f64 = number.parse().unwrap_or(f64::NAN);
+        // Eight digits of whole units at most (31,000 years in seconds' worth of hours
+        // would be nonsense anyway), as the OpenAPI document states.
+        let whole = number.split('.').next().unwrap_or_default();
+        let value: f64 = if whole.len() > 8 {
+            f64::NAN
+        } else {
+            number.parse().unwrap_or(f64::NAN)
+        };
         let millis = value * scale;
         if !(millis.is_finite() && (0.0..=1e15).contains(&millis)) {
             return Err(format!(
-                "a duration such as \"500ms\", \"30s\", \"90m\" or \"2h\", got {raw:?}"
+                "a duration such as \"500ms\", \"30s\", \"90m\" or \"2h\" (at most 8 digits of whole units), got {raw:?}"
             ));
         }
         Ok(Self {

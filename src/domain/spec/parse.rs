@@ -124,7 +124,7 @@ pub fn parse_as<T: serde::de::DeserializeOwned>(
 /// (`190.0` as `190`): JSON Schema counts it an integer, and so does a spec, whose
 /// integer fields would otherwise refuse what a client's float arithmetic wrote.
 /// A float field takes an integer as it is.
-fn whole_numbers(tree: serde_json::Value) -> serde_json::Value {
+pub fn whole_numbers(tree: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match tree {
         Value::Number(n) if n.is_f64() => {

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::searcher::{Mode, Schedule};
 use super::space::{apply, Point, Space};
+use crate::domain::spec::parse::whole_numbers;
 use crate::domain::spec::{RunKind, RunSpec, Task};
 
 /// Most trials a sweep may make.
@@ -192,8 +193,16 @@ impl SweepSpec {
         if self.name.trim().is_empty() {
             return Err(SweepSpecError::new("name", "must not be empty"));
         }
-        let base: RunSpec = serde_json::from_value(self.base.clone())
-            .map_err(|e| SweepSpecError::new("base", e.to_string()))?;
+        let base: RunSpec = serde_path_to_error::deserialize(whole_numbers(self.base.clone()))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let at = if path == "." {
+                    "base".to_string()
+                } else {
+                    format!("base.{path}")
+                };
+                SweepSpecError::new(at, e.into_inner().to_string())
+            })?;
         base.validate()
             .map_err(|e| SweepSpecError::new(format!("base.{}", e.field), e.reason))?;
         let space = Space::parse(&self.space).map_err(|e| SweepSpecError::new(e.path, e.reason))?;

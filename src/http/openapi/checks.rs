@@ -21,6 +21,7 @@
 use serde_json::{json, Value};
 
 use crate::domain::spec::{MAX_LABELS, MAX_LABEL_KEY_CHARS, MAX_LABEL_VALUE_CHARS};
+use crate::domain::sweep::spec::MAX_TRIALS;
 
 /// The fields whose rules a schema cannot state, as the paths a `422`/`400` detail
 /// starts with: each a rule between fields or a fact of the server's.
@@ -54,10 +55,14 @@ pub const STATED_ELSEWHERE: &[(&str, &str)] = &[
         "space",
         "each path must be a field of the base, each point a valid run spec",
     ),
-    ("base", "the base must be a valid run spec"),
+    ("searcher.min_epochs", "at most `max_epochs`"),
     (
-        "searcher",
-        "ASHA's min_epochs is at most its max_epochs; a trained base reports only its own metrics",
+        "searcher.metric",
+        "a trained base reports only val_accuracy, val_loss, val_mae, train_loss",
+    ),
+    (
+        "base.executor",
+        "ASHA trials pause at rung ends, which Slurm runs do not yet",
     ),
 ];
 
@@ -71,12 +76,21 @@ const SLURM_WORD: &str = "^[A-Za-z0-9_.:,=+/-]{1,128}$";
 /// Slurm's time limit: minutes, `MM:SS`, `HH:MM:SS`, `D-HH` or `D-HH:MM:SS`.
 const SLURM_TIME: &str = "^(?!.*-.*-)(?!.*:.*:.*:)[0-9]+([-:][0-9]+)*$";
 /// A spec duration: a number of seconds, or one with `ms`, `s`, `m` or `h`.
-const DURATION: &str = "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h)?\\s*$";
+/// (Eight digits of whole units at most, as `SpecDuration` takes.)
+const DURATION: &str = "^\\s*[0-9]{1,8}(\\.[0-9]+)?\\s*(ms|s|m|h)?\\s*$";
 
 /// Writes the checks into the document (`doc` is the whole document as JSON).
 pub fn state(doc: &mut Value) {
+    // A sweep's base is a run spec, held to the same rules under `base.`.
+    let of_bases = STATED_ELSEWHERE
+        .iter()
+        .filter(|(field, _)| !["cursor", "space"].contains(field))
+        .filter(|(field, _)| !field.starts_with("searcher") && !field.starts_with("base"))
+        .map(|(field, rule)| (format!("base.{field}"), *rule));
     doc["x-stated-elsewhere"] = STATED_ELSEWHERE
         .iter()
+        .map(|(field, rule)| (field.to_string(), *rule))
+        .chain(of_bases)
         .map(|(field, rule)| json!({"field": field, "rule": rule}))
         .collect();
     let schemas = &mut doc["components"]["schemas"];
@@ -91,6 +105,22 @@ pub fn state(doc: &mut Value) {
     }
     if let Some(run_spec) = schemas.get_mut("RunSpec") {
         merge(run_spec, kind_rules());
+    }
+    if let Some(Value::Array(searchers)) = schemas
+        .get_mut("SearcherSpec")
+        .and_then(|s| s.get_mut("oneOf"))
+    {
+        for searcher in searchers {
+            searcher["additionalProperties"] = json!(false);
+            let Some(properties) = searcher.get_mut("properties") else {
+                continue;
+            };
+            for (field, rule) in searcher_rules() {
+                if let Some(property) = properties.get_mut(field) {
+                    merge(property, rule);
+                }
+            }
+        }
     }
     if let Some(sweep) = schemas.get_mut("SweepSpec") {
         merge(
@@ -270,7 +300,12 @@ fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
         (
             "RunSpec",
             "timeout",
-            json!({"type": ["string", "number", "null"], "pattern": DURATION, "minimum": 1}),
+            json!({
+                "type": ["string", "number", "null"],
+                "pattern": DURATION,
+                "minimum": 1,
+                "maximum": 99_999_999,
+            }),
         ),
         (
             "RunSpec",
@@ -378,6 +413,18 @@ fn property_rules() -> Vec<(&'static str, &'static str, Value)> {
         rules.push(("RunSpec", field, json!({"pattern": SLURM_WORD})));
     }
     rules
+}
+
+/// The rules of the searchers' fields (each variant takes only its own fields).
+fn searcher_rules() -> [(&'static str, Value); 6] {
+    [
+        ("max_trials", json!({"minimum": 1, "maximum": MAX_TRIALS})),
+        ("max_concurrent", json!({"minimum": 1, "maximum": 1024})),
+        ("metric", json!({"minLength": 1, "maxLength": 64})),
+        ("min_epochs", json!({"minimum": 1, "maximum": 100_000})),
+        ("max_epochs", json!({"minimum": 1, "maximum": 100_000})),
+        ("reduction_factor", json!({"minimum": 2, "maximum": 100})),
+    ]
 }
 
 /// The rules that hang on a run's `kind` and `executor`: which fields each may have.
