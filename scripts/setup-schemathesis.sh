@@ -7,11 +7,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in
-  /*) ;;
-  *) target="$root/$target" ;;
-esac
+# shellcheck source=lib/target.sh
+. "$root/scripts/lib/target.sh"
 venv="$target/st-venv"
 version="4.32.5"
 

@@ -2,10 +2,7 @@
 # scripts/setup-torch.sh): with $root the repository, sets target (Cargo's target
 # directory, $CARGO_TARGET_DIR or target/, made absolute), venv (<target>/bench-venv)
 # and python (its interpreter).
-target="${CARGO_TARGET_DIR:-target}"
-case "$target" in
-  /*) ;;
-  *) target="$root/$target" ;;
-esac
+# shellcheck source=target.sh
+. "$root/scripts/lib/target.sh"
 venv="$target/bench-venv"
 python="$venv/bin/python"
