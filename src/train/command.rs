@@ -59,9 +59,11 @@ use crate::domain::{Event, RunId, RunSpec, State};
 /// How often the supervisor looks at the run's flags and the process.
 pub const POLL: Duration = Duration::from_millis(25);
 
-/// How long a rank that `SIGTERM` ended unasked waits for the stop that usually
-/// comes with it (Slurm ending a job signals the worker and its commands at once; the
-/// worker turns its signal into a pause) before the attempt fails on it.
+/// How long a rank that `SIGTERM` ended unasked, or the `srun` step of a Slurm job's
+/// other nodes that ended abnormally, waits for the stop that usually comes with it
+/// before the attempt fails on it: Slurm ending a job signals the worker and its
+/// commands at once (the worker turns its signal into a pause), and a lost node ends
+/// `srun` ("Node failure") as the job's end reaches the worker, either one first.
 const TERM_WAIT: Duration = Duration::from_secs(2);
 
 /// Lines of stderr kept for a failure's message.
@@ -364,6 +366,8 @@ pub(crate) fn open_log(
 struct RankProcess {
     /// `rank N`, or what the `srun` step holds, for messages.
     name: String,
+    /// Whether it is the `srun` step of the other nodes' ranks.
+    remote: bool,
     pid: Pid,
     /// Its last stderr lines, for a failure's message.
     tail: Arc<Mutex<StderrTail>>,
@@ -508,6 +512,7 @@ impl Gang<'_> {
         match pumps {
             Ok(err) => Ok(RankProcess {
                 name,
+                remote: true,
                 pid,
                 tail,
                 reader: None,
@@ -619,6 +624,7 @@ impl Gang<'_> {
         match threads {
             Ok((reader, drained, err)) => Ok(RankProcess {
                 name: format!("rank {rank}"),
+                remote: false,
                 pid,
                 tail,
                 reader,
@@ -899,8 +905,8 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
     let grace = job.spec.grace_period();
     let mut stop: Option<Stop> = None;
     let mut failed: Option<usize> = None;
-    // A rank SIGTERM ended unasked, and when: failed once `TERM_WAIT` passes with no
-    // stop asked for.
+    // A rank SIGTERM ended unasked (or the `srun` step ended abnormally), and when:
+    // failed once `TERM_WAIT` passes with no stop asked for.
     let mut termed: Option<(usize, Instant)> = None;
     let mut term_sent: Option<Instant> = None;
     let mut killed = false;
@@ -946,9 +952,10 @@ fn watch(job: &CommandJob, ranks: &mut [RankProcess]) -> (Option<Stop>, bool, Op
             }
             ranks[i].ending = Some(ending);
             if ending != Ending::Code(0) && stop.is_none() && failed.is_none() && termed.is_none() {
-                if ending == Ending::Signal(Signal::SIGTERM as i32) {
+                if ending == Ending::Signal(Signal::SIGTERM as i32) || ranks[i].remote {
                     // Whoever sent it (Slurm ending the job, a preemption) has
-                    // likely asked for the stop as well: it gets a moment to arrive.
+                    // likely asked for the stop as well, and a lost node ends `srun`
+                    // as the job's end reaches the worker: it gets a moment to arrive.
                     termed = Some((i, now));
                 } else {
                     failed = Some(i);

@@ -121,7 +121,9 @@
 //!   end abnormally unasked fails the attempt, naming it; every other rank gets
 //!   `SIGTERM`, then `SIGKILL` after `grace`. A rank that `SIGTERM` ended unasked is
 //!   first given 2 s for a stop request to arrive (whoever sent it, such as Slurm
-//!   ending a job, usually asks for one too). The slots are released when every
+//!   ending a job, usually asks for one too), and so is the `srun` step of a Slurm
+//!   job's other nodes that ended abnormally (a lost node ends it as the job's end
+//!   reaches the worker). The slots are released when every
 //!   rank's group is gone.
 //! - A server killed while a command runs leaves it running. On its next start it
 //!   ends the process group it journaled (`CommandStarted`; the process's start time
