@@ -664,9 +664,21 @@ impl Dispatcher {
             Ok(executor) => executor,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
+        // In the run's trace, under the pause it ends, with RunResumed's journaling
+        // under it.
+        let span = tracing::debug_span!(
+            target: work::TARGET,
+            parent: None,
+            "dispatch.resume",
+            runyard.run.id = %run_id,
+            runyard.outcome = tracing::field::Empty,
+        );
+        if let Some(pause) = self.reader.state().run(run_id).and_then(work::pause_of) {
+            work::set_parent(&span, &pause);
+        }
         let append = self
             .journal
-            .journaled(Append::one(run_id, Event::RunResumed));
+            .journaled(Append::one(run_id, Event::RunResumed).under(work::context_of(&span)));
         Box::pin(
             append
                 .into_actor(self)
@@ -674,13 +686,18 @@ impl Dispatcher {
                     let answer = match answered(result) {
                         // It continues from its checkpoint (for Slurm, the shared directory's).
                         Ok(_) => {
+                            span.record("runyard.outcome", "journaled");
                             return Box::pin(Self::launch(executor, run_id).into_actor(dispatcher))
                                 as Later<_>;
                         }
                         Err(AppendError::Rejected(Rejection::Transition { from, .. })) => {
+                            span.record("runyard.outcome", "refused");
                             Err(DispatchError::Conflict(not_resumable(from)))
                         }
-                        Err(e) => Err(e.into()),
+                        Err(e) => {
+                            span.record("runyard.outcome", outcome_of(&e));
+                            Err(e.into())
+                        }
                     };
                     Box::pin(fut::ready(answer)) as Later<_>
                 }),

@@ -154,6 +154,12 @@ pub fn run_trace_id(run: &Run) -> TraceId {
         .unwrap_or_else(|| derived_trace_id(run.id))
 }
 
+/// The `pause` span of `run`, while it is pausing or paused.
+pub fn pause_of(run: &Run) -> Option<SpanContext> {
+    run.pause_seq
+        .map(|seq| local(run_trace_id(run), derived_span_id(run.id, seq, "pause")))
+}
+
 /// The `queue_wait` span `run` is in (or was last in).
 pub fn queue_wait_of(run: &Run) -> SpanContext {
     local(
@@ -291,6 +297,51 @@ mod tests {
         assert!(same(&epoch, &given.exported("epoch")[0]));
         // Ended: nothing to go under.
         assert!(current_of(given.run()).is_none());
+    }
+
+    #[test]
+    fn the_pause_a_resume_goes_under_is_the_pause_span_the_fold_exports() {
+        let mut given = Given::new();
+        given
+            .then(Event::RunSubmitted {
+                name: "demo".into(),
+                digest: "abc".into(),
+                spec: r#"{"name":"demo"}"#.into(),
+            })
+            .then(Event::SlotClaimed { slot: SlotId(0) })
+            .then(Event::RunStarted {
+                attempt: 1,
+                slot: SlotId(0),
+                device: "cpu".into(),
+            });
+        assert!(pause_of(given.run()).is_none(), "running, not pausing");
+        given.then(Event::PauseRequested);
+        let pausing = pause_of(given.run()).expect("pausing");
+        given.then(Event::RunPaused {
+            reason: "paused by request".into(),
+        });
+        let paused = pause_of(given.run()).expect("paused");
+        assert!(same(&pausing, &paused), "one pause, from its request");
+        given.then(Event::RunResumed);
+        assert!(pause_of(given.run()).is_none(), "resumed");
+        assert!(same(&paused, &given.exported("pause")[0]));
+        // A pause nobody asked for (a sweep trial at its rung's end) begins paused.
+        given
+            .then(Event::SlotClaimed { slot: SlotId(0) })
+            .then(Event::RunStarted {
+                attempt: 2,
+                slot: SlotId(0),
+                device: "cpu".into(),
+            })
+            .then(Event::RunPaused {
+                reason: "at its rung's end".into(),
+            });
+        let unasked = pause_of(given.run()).expect("paused unasked");
+        given.then(Event::RunCancelled {
+            reason: "cancelled by request".into(),
+        });
+        assert!(pause_of(given.run()).is_none(), "ended");
+        assert!(same(&unasked, &given.exported("pause")[1]));
     }
 
     #[test]

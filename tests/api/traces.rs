@@ -17,7 +17,7 @@ use runyard::config::Config;
 use runyard::startup::Application;
 use serde_json::{json, Value};
 
-use crate::helpers::{client, quick_spec, wait_ready, TIMEOUT};
+use crate::helpers::{client, long_spec, quick_spec, wait_ready, TIMEOUT};
 use crate::server::Server;
 
 /// OTLP span kinds, as the protobuf numbers them.
@@ -313,6 +313,20 @@ async fn wait_for_run_every(
     })
     .await
     .expect("run reached the expected state in time")
+}
+
+/// Asks for `action` (`pause`, `resume`, `cancel`) on run `id`, which must take it.
+async fn control(http: &reqwest::Client, address: &str, id: &str, action: &str) {
+    let response = http
+        .post(format!("{address}/api/v1/runs/{id}/{action}"))
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        response.status().is_success(),
+        "{action}: {}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 fn nanos(time: SystemTime) -> u64 {
@@ -906,6 +920,43 @@ async fn the_actors_work_is_in_the_runs_trace_under_the_span_it_serves() {
         assert_eq!(span.trace_id(), caller_trace, "{}", span.name());
     }
 
+    // A resume is journaled under the pause it ends, and the run goes on in the same
+    // trace.
+    let long = submit(&http, &server.address, &long_spec("actors-resumed"), None).await;
+    let long_id = long["id"].as_str().expect("id").to_string();
+    wait_for_state(&http, &server.address, &long_id, "running").await;
+    control(&http, &server.address, &long_id, "pause").await;
+    wait_for_state(&http, &server.address, &long_id, "paused").await;
+    control(&http, &server.address, &long_id, "resume").await;
+    wait_for_state(&http, &server.address, &long_id, "running").await;
+    control(&http, &server.address, &long_id, "cancel").await;
+    wait_for_state(&http, &server.address, &long_id, "cancelled").await;
+    let spans = collector
+        .wait_for("the resumed run's root span", |spans| {
+            has_root(spans, &long_id)
+        })
+        .await;
+    let long_spans = of_run(&spans, &long_id);
+    let root = one(&long_spans, "run");
+    let pause = one(&long_spans, "pause");
+    let resume = one(&long_spans, "dispatch.resume");
+    assert_eq!(resume.parent_id(), pause.span_id());
+    assert_eq!(resume.trace_id(), root.trace_id());
+    assert_eq!(
+        resume.str_attr("runyard.outcome").as_deref(),
+        Some("journaled")
+    );
+    assert_eq!(
+        child_of(&spans, resume, "journal.flush").len(),
+        1,
+        "RunResumed's flush is under the resume"
+    );
+    assert_eq!(
+        named(&long_spans, "attempt").len(),
+        2,
+        "paused, then resumed"
+    );
+
     // A restart replays the journal: its spans say how much.
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
@@ -933,7 +984,7 @@ async fn the_actors_work_is_in_the_runs_trace_under_the_span_it_serves() {
             .unwrap_or(0);
     assert!(read > 0, "the restart read the first server's journal");
     assert!(recover.span.parent_span_id.is_empty(), "a trace of its own");
-    assert_eq!(recover.int_attr("runyard.runs"), Some(1));
+    assert_eq!(recover.int_attr("runyard.runs"), Some(2));
     assert_eq!(recover.int_attr("runyard.recovered"), Some(0));
     let replay = child_of(&spans, recover, "store.replay");
     assert_eq!(replay.len(), 1, "the store's replay is under the recovery");

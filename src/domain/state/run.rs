@@ -276,6 +276,12 @@ pub struct Run {
     /// Sequence number of the last event about the run.
     #[schema(value_type = u64)]
     pub last_seq: Seq,
+    /// Sequence number of the event that began the run's pause (`PauseRequested`, or
+    /// `RunPaused` when nobody asked), until it resumes or ends: its trace's `pause`
+    /// span is named by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub pause_seq: Option<Seq>,
 }
 
 /// Most checkpoints remembered per run; `checkpoint.keep` is at most this.
@@ -480,6 +486,7 @@ impl Run {
             submitted_seq: seq,
             queued_seq: seq,
             last_seq: seq,
+            pause_seq: None,
         }
     }
 
@@ -495,6 +502,16 @@ impl Run {
         self.last_seq = seq;
         if !self.state.is_live() {
             self.stalled = false;
+        }
+        // The pause, as the trace's `pause` span has it: from the first of
+        // PauseRequested and RunPaused to RunResumed or the run's end.
+        match event {
+            Event::PauseRequested | Event::RunPaused { .. } => {
+                self.pause_seq.get_or_insert(seq);
+            }
+            Event::RunResumed => self.pause_seq = None,
+            _ if self.state.is_terminal() => self.pause_seq = None,
+            _ => {}
         }
         match event {
             // The state's: a run is made by its `RunSubmitted`, and a repair is the
