@@ -328,6 +328,65 @@
 
   // ---------------------------------------------------------------- shared pieces
 
+  /**
+   * A read of what a page shows from the API, throttled, since events come in bursts:
+   * `soon()` reads at most `ms` after the last read began, `now()` at once; never two
+   * at once. Asked while one is under way, the read runs once more after it (at once
+   * for `now()`, throttled for `soon()`), so what is shown is never older than the
+   * last ask. `read` answers `true` to be read again at once (what it read was
+   * already stale). `stop()` ends it: no read starts after, and the page's `read`
+   * checks its own generation for the one under way.
+   */
+  function throttled(ms, read) {
+    let timer = null;
+    let running = null;
+    let again = null; // null, 'soon' or 'now': asked while a read was under way
+    let last = 0;
+    let stopped = false;
+    const self = {
+      soon() {
+        if (stopped || timer) return;
+        if (running) {
+          again = again || 'soon';
+          return;
+        }
+        timer = setTimeout(() => {
+          timer = null;
+          self.now();
+        }, Math.max(0, last + ms - Date.now()));
+      },
+      async now() {
+        if (stopped) return;
+        if (running) {
+          again = 'now';
+          return running;
+        }
+        clearTimeout(timer);
+        timer = null;
+        last = Date.now();
+        running = Promise.resolve()
+          .then(read)
+          .catch(() => false);
+        const stale = await running;
+        running = null;
+        const next = stale ? 'now' : again;
+        again = null;
+        if (next === 'now') await self.now();
+        else if (next === 'soon') self.soon();
+      },
+      /** A read was just made another way (a page's first, a control's answer). */
+      justRead() {
+        last = Date.now();
+      },
+      stop() {
+        stopped = true;
+        clearTimeout(timer);
+        timer = null;
+      },
+    };
+    return self;
+  }
+
   function stateBadge(state) {
     return el('span', { class: 'state', 'data-state': state }, state);
   }
@@ -464,20 +523,18 @@
     selected: new Map(),
     /** Runs named in the slots table but not on the page: id → view. */
     slotRuns: new Map(),
-    refreshTimer: null,
-    lastRefresh: 0,
-    refreshing: null,
-    again: false,
-    sideTimer: null,
-    sideRefreshing: null,
-    sideAgain: false,
-    lastSide: 0,
+    /** The page's reader and the queue, slots and sweeps' (see `throttled`). */
+    runsRead: null,
+    sideRead: null,
     firstDrawn: false,
 
     async start(params) {
       // A newer start (the token changed meanwhile) makes this one stop where it is.
       const generation = ++this.generation;
       const stale = () => this.stopped || generation !== this.generation;
+      this.stopReads();
+      this.runsRead = throttled(RUNS_REFRESH_MS, () => this.readRuns());
+      this.sideRead = throttled(SIDE_REFRESH_MS, () => this.readSide());
       if (params) this.readParams(params);
       else if (this.filterQuery().toString()) history.replaceState(null, '', `#/?${this.filterQuery()}`);
       this.showFilters();
@@ -494,13 +551,13 @@
       // The table first: the queue, slots and sweeps come after it is drawn.
       await this.refresh();
       if (stale()) return;
-      this.refreshSide();
+      this.sideRead.now();
       this.stream = new LiveStream('/api/v1/stream', { every: OVERVIEW_EVERY }, after, {
         event: (event) => this.event(event),
         progress: (sample) => this.progress(sample),
         reopened: () => {
-          this.scheduleRefresh();
-          this.scheduleSide();
+          this.runsRead.soon();
+          this.sideRead.soon();
         },
       });
       this.stream.open();
@@ -510,11 +567,13 @@
       this.stopped = true;
       if (this.stream) this.stream.close();
       this.stream = null;
-      clearTimeout(this.refreshTimer);
-      this.refreshTimer = null;
-      clearTimeout(this.sideTimer);
-      this.sideTimer = null;
+      this.stopReads();
       $('overview').hidden = true;
+    },
+
+    stopReads() {
+      if (this.runsRead) this.runsRead.stop();
+      if (this.sideRead) this.sideRead.stop();
     },
 
     /** The filters from the hash's query (`#/?state=failed&label=team=a&sort=name`). */
@@ -600,53 +659,41 @@
 
     /** Reads the page again soon, at most every RUNS_REFRESH_MS: events come in bursts. */
     scheduleRefresh() {
-      if (this.refreshTimer || this.stopped) return;
-      const wait = Math.max(0, this.lastRefresh + RUNS_REFRESH_MS - Date.now());
-      this.refreshTimer = setTimeout(() => {
-        this.refreshTimer = null;
-        this.refresh();
-      }, wait);
+      if (this.runsRead) this.runsRead.soon();
     },
 
-    async refresh() {
-      if (this.refreshing) {
-        this.again = true;
-        return this.refreshing;
-      }
-      this.lastRefresh = Date.now();
-      this.refreshing = (async () => {
-        const query = this.filterQuery();
-        query.set('limit', String(RUNS_PAGE));
-        const cursor = this.cursors[this.page];
-        if (cursor) query.set('cursor', cursor);
-        try {
-          const { body, headers } = await api(`/api/v1/runs?${query}`);
-          if (this.stopped) return;
-          notice('');
-          this.next = headers.get('X-Next-Cursor');
-          if (!body.length && this.page > 0) {
-            // The page emptied (its runs moved on): back to the first.
-            this.cursors = [null];
-            this.page = 0;
-            this.again = true;
-            return;
-          }
-          this.renderRuns(body);
-        } catch (error) {
-          if (error.status === 400 && error.problem && error.problem.code === 'invalid_query') {
-            // A cursor the server no longer knows, or a label it refuses: say which.
-            notice('cannot list the runs: ' + error.message, true);
-          } else if (error.status !== 401 && error.status !== 403) {
-            notice('cannot load the runs: ' + error.message, true);
-          }
+    /** Reads the page now (a filter, a turn of the page): done when it is drawn. */
+    refresh() {
+      return this.runsRead ? this.runsRead.now() : Promise.resolve();
+    },
+
+    /** One read of the page; `true` when it must be read again at once. */
+    async readRuns() {
+      const query = this.filterQuery();
+      query.set('limit', String(RUNS_PAGE));
+      const cursor = this.cursors[this.page];
+      if (cursor) query.set('cursor', cursor);
+      try {
+        const { body, headers } = await api(`/api/v1/runs?${query}`);
+        if (this.stopped) return false;
+        notice('');
+        this.next = headers.get('X-Next-Cursor');
+        if (!body.length && this.page > 0) {
+          // The page emptied (its runs moved on): back to the first.
+          this.cursors = [null];
+          this.page = 0;
+          return true;
         }
-      })();
-      await this.refreshing;
-      this.refreshing = null;
-      if (this.again) {
-        this.again = false;
-        await this.refresh();
+        this.renderRuns(body);
+      } catch (error) {
+        if (error.status === 400 && error.problem && error.problem.code === 'invalid_query') {
+          // A cursor the server no longer knows, or a label it refuses: say which.
+          notice('cannot list the runs: ' + error.message, true);
+        } else if (error.status !== 401 && error.status !== 403) {
+          notice('cannot load the runs: ' + error.message, true);
+        }
       }
+      return false;
     },
 
     renderRuns(runs) {
@@ -772,43 +819,28 @@
 
     /** Reads the queue, slots and sweeps again soon, at most every SIDE_REFRESH_MS. */
     scheduleSide() {
-      if (this.sideTimer || this.stopped) return;
-      const wait = Math.max(0, this.lastSide + SIDE_REFRESH_MS - Date.now());
-      this.sideTimer = setTimeout(() => {
-        this.sideTimer = null;
-        this.refreshSide();
-      }, wait);
+      if (this.sideRead) this.sideRead.soon();
     },
 
-    async refreshSide() {
-      if (this.sideRefreshing) {
-        this.sideAgain = true;
-        return this.sideRefreshing;
+    /** One read of the queue, slots and sweeps. */
+    async readSide() {
+      try {
+        const [queued, slots, sweeps] = await Promise.all([
+          api(`/api/v1/runs?state=queued&sort=queue&limit=${QUEUE_READ}`),
+          api('/api/v1/slots'),
+          // The runs show without the sweeps (a server without them answers 404).
+          api('/api/v1/sweeps').catch(() => null),
+        ]);
+        if (this.stopped) return false;
+        this.renderQueue(queued.body, !!queued.headers.get('X-Next-Cursor'));
+        await this.renderSlots(slots.body);
+        if (sweeps) this.renderSweeps(sweeps.body);
+      } catch (error) {
+        if (error.status !== 401 && error.status !== 403) notice('cannot load the queue and slots: ' + error.message, true);
       }
-      this.lastSide = Date.now();
-      this.sideRefreshing = (async () => {
-        try {
-          const [queued, slots, sweeps] = await Promise.all([
-            api(`/api/v1/runs?state=queued&sort=queue&limit=${QUEUE_READ}`),
-            api('/api/v1/slots'),
-            // The runs show without the sweeps (a server without them answers 404).
-            api('/api/v1/sweeps').catch(() => null),
-          ]);
-          if (this.stopped) return;
-          this.renderQueue(queued.body, !!queued.headers.get('X-Next-Cursor'));
-          await this.renderSlots(slots.body);
-          if (sweeps) this.renderSweeps(sweeps.body);
-        } catch (error) {
-          if (error.status !== 401 && error.status !== 403) notice('cannot load the queue and slots: ' + error.message, true);
-        }
-      })();
-      await this.sideRefreshing;
-      this.sideRefreshing = null;
-      if (this.sideAgain) {
-        this.sideAgain = false;
-        this.scheduleSide();
-      }
+      return false;
     },
+
     /** The sweeps, newest first; rows are kept (and moved) so a link stays clickable. */
     renderSweeps(sweeps) {
       const body = $('sweeps-body');
@@ -958,6 +990,9 @@
 
   // ---------------------------------------------------------------- run page
 
+  /** A run's view is read again at most this often while its events come in. */
+  const RUN_REFRESH_MS = 150;
+
   const runPage = {
     generation: 0,
     stopped: false,
@@ -968,7 +1003,8 @@
     events: [],
     loss: [],
     epochs: new Map(),
-    refreshTimer: null,
+    /** Reads the run's view again after its events (see `throttled`). */
+    reader: null,
     drawPending: false,
     logSource: null,
     logKey: '',
@@ -977,6 +1013,8 @@
       const generation = ++this.generation;
       const stale = () => this.stopped || generation !== this.generation;
       Object.assign(this, { id, run: null, ended: false, events: [], loss: [], epochs: new Map(), stopped: false });
+      if (this.reader) this.reader.stop();
+      this.reader = throttled(RUN_REFRESH_MS, () => this.readRun(generation));
       ['run-pause', 'run-resume', 'run-cancel'].forEach((b) => ($(b).disabled = true));
       $('run-state').replaceChildren();
       $('run-facts').replaceChildren();
@@ -1025,8 +1063,7 @@
       this.stream = null;
       this.closeLogs();
       $('logs-panel').hidden = true;
-      clearTimeout(this.refreshTimer);
-      this.refreshTimer = null;
+      if (this.reader) this.reader.stop();
       $('run-view').hidden = true;
     },
 
@@ -1043,20 +1080,22 @@
       this.draw();
     },
 
+    /** Reads the run's view again soon, at most every RUN_REFRESH_MS. */
     scheduleRefresh() {
-      if (this.refreshTimer) return;
-      this.refreshTimer = setTimeout(async () => {
-        this.refreshTimer = null;
-        try {
-          const { body } = await api(`/api/v1/runs/${this.id}`);
-          if (this.stopped || body.id !== this.id) return;
-          this.run = body;
-          if (ENDED.has(body.state)) this.ended = true;
-          this.renderRun();
-        } catch (_) {
-          // Shown by api(); the next event tries again.
-        }
-      }, 150);
+      if (this.reader) this.reader.soon();
+    },
+
+    async readRun(generation) {
+      try {
+        const { body } = await api(`/api/v1/runs/${this.id}`);
+        if (this.stopped || generation !== this.generation || body.id !== this.id) return false;
+        this.run = body;
+        if (ENDED.has(body.state)) this.ended = true;
+        this.renderRun();
+      } catch (_) {
+        // Shown by api(); the next event tries again.
+      }
+      return false;
     },
 
     addEvent(event) {
@@ -1426,10 +1465,8 @@
     sweep: null,
     stream: null,
     ended: false,
-    refreshTimer: null,
-    loading: false,
-    again: false,
-    lastLoad: 0,
+    /** Reads the sweep again after its events (see `throttled`). */
+    reader: null,
     drawPending: false,
     /** The trials table's order: a column key and 1 (ascending) or -1 (descending). */
     sort: { key: 'number', dir: 1 },
@@ -1444,12 +1481,12 @@
         sweep: null,
         ended: false,
         stopped: false,
-        loading: false,
-        again: false,
         rows: new Map(),
         columnsKey: '',
         sort: { key: 'number', dir: 1 },
       });
+      if (this.reader) this.reader.stop();
+      this.reader = throttled(SWEEP_REFRESH_MS, () => this.load(generation));
       ['sweep-pause', 'sweep-resume', 'sweep-cancel'].forEach((b) => ($(b).disabled = true));
       $('sweep-name').textContent = '…';
       $('sweep-id').textContent = id;
@@ -1482,7 +1519,7 @@
         return;
       }
       if (stale()) return;
-      this.lastLoad = Date.now();
+      this.reader.justRead();
       this.render();
       if (this.ended) {
         setLive('ended', 'sweep ended');
@@ -1505,29 +1542,16 @@
       this.stopped = true;
       if (this.stream) this.stream.close();
       this.stream = null;
-      clearTimeout(this.refreshTimer);
-      this.refreshTimer = null;
+      if (this.reader) this.reader.stop();
       $('sweep-view').hidden = true;
     },
 
     /** Reads the sweep again soon, at most every SWEEP_REFRESH_MS: events come in bursts. */
     scheduleRefresh() {
-      if (this.refreshTimer || this.stopped) return;
-      const wait = Math.max(0, this.lastLoad + SWEEP_REFRESH_MS - Date.now());
-      this.refreshTimer = setTimeout(() => {
-        this.refreshTimer = null;
-        this.load();
-      }, wait);
+      if (this.reader) this.reader.soon();
     },
 
-    async load() {
-      if (this.loading) {
-        this.again = true;
-        return;
-      }
-      const generation = this.generation;
-      this.loading = true;
-      this.lastLoad = Date.now();
+    async load(generation) {
       try {
         const { body } = await api(`/api/v1/sweeps/${this.id}`);
         if (!this.stopped && generation === this.generation && body.id === this.id) {
@@ -1537,12 +1561,7 @@
       } catch (_) {
         // Shown by api(); the next event tries again.
       }
-      if (generation !== this.generation) return;
-      this.loading = false;
-      if (this.again) {
-        this.again = false;
-        this.scheduleRefresh();
-      }
+      return false;
     },
 
     render() {
@@ -1774,7 +1793,7 @@
       } catch (error) {
         notice(`${action}: ${error.message}`, true);
       }
-      this.lastLoad = Date.now();
+      if (this.reader) this.reader.justRead();
       this.render();
     },
   };
@@ -1837,8 +1856,8 @@
     /** Per run: epoch → validation metric. */
     val: new Map(),
     stream: null,
-    refreshTimer: null,
-    lastRefresh: 0,
+    /** Reads the runs' views again after their events (see `throttled`). */
+    reader: null,
     drawPending: false,
 
     async start(ids) {
@@ -1849,6 +1868,8 @@
         ids = ids.slice(0, COMPARE_MAX);
       }
       Object.assign(this, { ids, runs: new Map(), loss: new Map(), val: new Map(), stopped: false });
+      if (this.reader) this.reader.stop();
+      this.reader = throttled(COMPARE_REFRESH_MS, () => this.readViews(generation));
       $('compare-title').textContent = `Compare ${ids.length} runs`;
       for (const id of ['compare-legend', 'compare-loss', 'compare-val', 'compare-diff-head', 'compare-diff-body']) $(id).replaceChildren();
       for (const id of ['compare-loss-key', 'compare-val-key']) $(id).replaceChildren();
@@ -1890,8 +1911,7 @@
       this.stopped = true;
       if (this.stream) this.stream.close();
       this.stream = null;
-      clearTimeout(this.refreshTimer);
-      this.refreshTimer = null;
+      if (this.reader) this.reader.stop();
       $('compare-view').hidden = true;
     },
 
@@ -1936,26 +1956,24 @@
 
     /** Reads the runs' views again soon, at most every COMPARE_REFRESH_MS. */
     scheduleRefresh() {
-      if (this.refreshTimer || this.stopped) return;
-      const wait = Math.max(0, this.lastRefresh + COMPARE_REFRESH_MS - Date.now());
-      this.refreshTimer = setTimeout(async () => {
-        this.refreshTimer = null;
-        this.lastRefresh = Date.now();
-        const generation = this.generation;
-        try {
-          const views = await Promise.all(this.ids.map((id) => api(`/api/v1/runs/${id}`)));
-          if (this.stopped || generation !== this.generation) return;
-          for (const { body } of views) this.runs.set(body.id, body);
-          this.render();
-          if (this.ids.every((id) => ENDED.has(this.runs.get(id).state))) {
-            if (this.stream) this.stream.close();
-            this.stream = null;
-            setLive('ended', 'runs ended');
-          }
-        } catch (_) {
-          // Shown by api(); the next event tries again.
+      if (this.reader) this.reader.soon();
+    },
+
+    async readViews(generation) {
+      try {
+        const views = await Promise.all(this.ids.map((id) => api(`/api/v1/runs/${id}`)));
+        if (this.stopped || generation !== this.generation) return false;
+        for (const { body } of views) this.runs.set(body.id, body);
+        this.render();
+        if (this.ids.every((id) => ENDED.has(this.runs.get(id).state))) {
+          if (this.stream) this.stream.close();
+          this.stream = null;
+          setLive('ended', 'runs ended');
         }
-      }, wait);
+      } catch (_) {
+        // Shown by api(); the next event tries again.
+      }
+      return false;
     },
 
     /** The validation chart's metric: `val_accuracy`, `val_mae`, or both when tasks differ. */
