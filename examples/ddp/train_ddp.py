@@ -105,16 +105,38 @@ def parse_args():
 
 def join_group(timeout):
     """Joins the process group the environment describes; without WORLD_SIZE, a
-    group of one on a free local port. Returns (rank, world size)."""
+    group of one on a free local port. Returns (rank, world size, store): rank 0's
+    process serves the store the group met through, so it is the last to leave (see
+    leave_group)."""
     if "WORLD_SIZE" not in os.environ:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         os.environ.update(WORLD_SIZE="1", RANK="0", LOCAL_RANK="0",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", init_method="env://",
-                            timeout=datetime.timedelta(seconds=timeout))
-    return dist.get_rank(), dist.get_world_size()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    wait = datetime.timedelta(seconds=timeout)
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          world, is_master=rank == 0, timeout=wait)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
+                            timeout=wait)
+    return rank, world, store
+
+
+def leave_group(store, rank, world, timeout):
+    """Leaves the group once every rank is done with it, rank 0 last: the others
+    destroy their part and say so through the store, and rank 0, whose process
+    serves the store and every peer's first connection, waits for them all before
+    it destroys its own and exits. Leaving together instead, a rank could still be
+    tearing down when rank 0's process was gone, and abort (SIGABRT) for it."""
+    if rank != 0:
+        dist.destroy_process_group()
+        store.add("left", 1)
+        return
+    deadline = time.monotonic() + timeout
+    while store.add("left", 0) < world - 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dist.destroy_process_group()
 
 
 def write_ready(directory, rank):
@@ -299,7 +321,7 @@ def main():
     torch.set_num_threads(1)
     # First, so that a SIGTERM from here on is a request to stop.
     reporter = runyard_report.Reporter()
-    rank, world = join_group(args.collective_timeout)
+    rank, world, store = join_group(args.collective_timeout)
     print(f"rank {rank} of {world} on cpu, host {socket.gethostname()}")
     try:
         dist.barrier()
@@ -315,7 +337,8 @@ def main():
         traceback.print_exc()
         print(f"rank {rank}: exiting with status 1", file=sys.stderr)
         return 1
-    dist.destroy_process_group()
+    leave_group(store, rank, world, args.collective_timeout)
+    print(f"rank {rank}: left the group")
     return 0
 
 

@@ -912,7 +912,24 @@ async fn a_slurm_command_run_over_two_nodes_trains_one_rank_on_each() {
     let job_id = body["slurm"]["job_id"].as_u64().expect("job id");
     let id = body["id"].as_str().expect("id").to_string();
     let run = app.wait_for(&id, |r| r["slurm"]["ended"].is_string()).await;
-    assert_eq!(run["state"], "completed", "{run:#}");
+    if run["state"] != "completed" {
+        // What each rank wrote to stderr says why (the failure names only srun's).
+        let mut stderr = String::new();
+        for rank in 0..2 {
+            for stream in ["stdout", "stderr"] {
+                let text = app
+                    .get(&format!(
+                        "/api/v1/runs/{id}/logs?rank={rank}&stream={stream}&tail=40"
+                    ))
+                    .await
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                stderr.push_str(&format!("--- rank {rank}'s {stream}:\n{text}\n"));
+            }
+        }
+        panic!("the run did not complete: {run:#}\n{stderr}");
+    }
     assert_eq!(job_field(job_id, "NumNodes").as_deref(), Some("2"));
     assert_eq!(job_field(job_id, "NumTasks").as_deref(), Some("2"));
     // Rank 0 ran in the worker on the first node, rank 1 in the srun step on the
