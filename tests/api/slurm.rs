@@ -1039,13 +1039,20 @@ async fn the_second_node_lost_ends_every_rank_and_a_new_job_runs_them_all_again(
     let out = shared.path().join("out");
     std::fs::create_dir_all(&out).expect("out dir");
     let app = slurm_app(shared.path()).await;
-    // The first attempt's ranks wait with a child each; a later one completes.
+    // The first attempt's ranks wait with a child each; a later one completes. A rank
+    // whose child is killed first (Slurm signals a job's processes in no set order)
+    // ends by the child's signal, as a program killed with its job does: a bare
+    // `wait` would answer 0, a rank that completed, and the run would end completed
+    // before the job's end reached the worker.
     let script = r#"
         echo $$ > "$OUT/rank$RANK-attempt$RUNYARD_ATTEMPT"
         if [ "$RUNYARD_ATTEMPT" != 1 ]; then exit 0; fi
         sleep 300 &
         echo $! > "$OUT/child$RANK"
-        wait
+        wait $!
+        status=$?
+        if [ $status -gt 128 ]; then kill -s $((status - 128)) $$; fi
+        exit $status
     "#;
     let spec = json!({
         "name": "slurm-two-nodes-lost", "kind": "command", "executor": "slurm",
