@@ -229,6 +229,25 @@ mod tests {
             self.state.run(self.run).expect("the run")
         }
 
+        /// The run submitted (queued).
+        fn submitted(&mut self) -> &mut Self {
+            self.then(Event::RunSubmitted {
+                name: "demo".into(),
+                digest: "abc".into(),
+                spec: r#"{"name":"demo"}"#.into(),
+            })
+        }
+
+        /// A slot claimed and attempt `attempt` started on it.
+        fn started(&mut self, attempt: u32) -> &mut Self {
+            self.then(Event::SlotClaimed { slot: SlotId(0) })
+                .then(Event::RunStarted {
+                    attempt,
+                    slot: SlotId(0),
+                    device: "cpu".into(),
+                })
+        }
+
         fn exported(&self, name: &str) -> Vec<SpanContext> {
             self.out
                 .iter()
@@ -245,30 +264,18 @@ mod tests {
     #[test]
     fn the_spans_an_actor_names_from_the_state_are_the_ones_the_journals_fold_exports() {
         let mut given = Given::new();
-        given
-            .then(Event::RunSubmitted {
-                name: "demo".into(),
-                digest: "abc".into(),
-                spec: r#"{"name":"demo"}"#.into(),
-            })
-            .then(Event::TraceAssigned {
-                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-                span_id: "1111111111111111".into(),
-                parent_span_id: None,
-            });
+        given.submitted().then(Event::TraceAssigned {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            span_id: "1111111111111111".into(),
+            parent_span_id: None,
+        });
         // Queued: the claim that ends the wait goes under it.
         let queued = current_of(given.run()).expect("queued");
         assert_eq!(
             queued.trace_id().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        given
-            .then(Event::SlotClaimed { slot: SlotId(0) })
-            .then(Event::RunStarted {
-                attempt: 1,
-                slot: SlotId(0),
-                device: "cpu".into(),
-            });
+        given.started(1);
         assert!(same(&queued, &given.exported("queue_wait")[0]));
         // Running: the attempt, named before its events are folded.
         let attempt = current_of(given.run()).expect("running");
@@ -302,18 +309,7 @@ mod tests {
     #[test]
     fn the_pause_a_resume_goes_under_is_the_pause_span_the_fold_exports() {
         let mut given = Given::new();
-        given
-            .then(Event::RunSubmitted {
-                name: "demo".into(),
-                digest: "abc".into(),
-                spec: r#"{"name":"demo"}"#.into(),
-            })
-            .then(Event::SlotClaimed { slot: SlotId(0) })
-            .then(Event::RunStarted {
-                attempt: 1,
-                slot: SlotId(0),
-                device: "cpu".into(),
-            });
+        given.submitted().started(1);
         assert!(pause_of(given.run()).is_none(), "running, not pausing");
         given.then(Event::PauseRequested);
         let pausing = pause_of(given.run()).expect("pausing");
@@ -326,16 +322,9 @@ mod tests {
         assert!(pause_of(given.run()).is_none(), "resumed");
         assert!(same(&paused, &given.exported("pause")[0]));
         // A pause nobody asked for (a sweep trial at its rung's end) begins paused.
-        given
-            .then(Event::SlotClaimed { slot: SlotId(0) })
-            .then(Event::RunStarted {
-                attempt: 2,
-                slot: SlotId(0),
-                device: "cpu".into(),
-            })
-            .then(Event::RunPaused {
-                reason: "at its rung's end".into(),
-            });
+        given.started(2).then(Event::RunPaused {
+            reason: "at its rung's end".into(),
+        });
         let unasked = pause_of(given.run()).expect("paused unasked");
         given.then(Event::RunCancelled {
             reason: "cancelled by request".into(),
