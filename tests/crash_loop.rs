@@ -310,11 +310,16 @@ impl Loop {
             );
         }
 
-        let (expect_stopped, views) = {
+        // What clients were told before the kill, taken before the listing below is
+        // read into the ledger: a cancel the restart journaled itself (a sweep
+        // stopping a trial a client had resumed) leaves the run running until its
+        // next batch boundary, and is not an acknowledged cancel to hold it to.
+        let (expect_stopped, views, ledger_runs) = {
             let mut ledger = self.ledger();
             let expected = (
                 ledger.stopped_expected.clone(),
                 std::mem::take(&mut ledger.views_unchecked),
+                ledger.runs.clone(),
             );
             // From here on, what the restart left is the newest news.
             ledger.resumed_since_check.clear();
@@ -323,7 +328,6 @@ impl Loop {
             }
             expected
         };
-        let ledger_runs = self.ledger().runs.clone();
         for (id, info) in &ledger_runs {
             let run = by_id
                 .get(id.as_str())

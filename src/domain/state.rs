@@ -329,11 +329,21 @@ impl State {
     /// Events that bring the state left by a previous process back to a consistent
     /// one, journaled at start before anything else: runs that were live go back to
     /// the queue (or to `paused`, or `cancelled`, when that was asked for and
-    /// acknowledged), and give their slots back; then the slot ledger is audited, and
+    /// acknowledged), and give their slots back; trial runs their sweep had stopped
+    /// are cancelled, live or not, rather than started again; then the slot ledger is audited, and
     /// a slot still held by a run that is not live is released (a repair, logged).
     pub fn recovery(&self) -> Vec<(RunId, Event)> {
         let mut records = Vec::new();
         let mut released = std::collections::HashSet::new();
+        // Trial runs their sweep stopped (a trial a client resumed, a cancelled
+        // sweep's) whose cancel the last process did not journal: never trained again.
+        let stopped_by_sweep: std::collections::HashMap<RunId, &str> = self
+            .sweeps()
+            .flat_map(|sweep| {
+                let (cancel, _) = sweep.stops(|run| self.run(run));
+                cancel.into_iter().map(|run| (run, sweep.name.as_str()))
+            })
+            .collect();
         // A Slurm run's job outlives the server: the Slurm executor re-attaches to it.
         for run in self
             .runs()
@@ -342,6 +352,12 @@ impl State {
             let event = if run.cancel_requested {
                 Event::RunCancelled {
                     reason: "cancelled by request (carried out after a server restart)".into(),
+                }
+            } else if let Some(sweep) = stopped_by_sweep.get(&run.id) {
+                Event::RunCancelled {
+                    reason: format!(
+                        "stopped by sweep {sweep} (carried out after a server restart)"
+                    ),
                 }
             } else if run.state == RunState::Pausing {
                 Event::RunPaused {

@@ -884,6 +884,72 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_trial_a_client_resumed_is_cancelled_by_recovery_not_trained_again() {
+        let mut world = World::new();
+        let sweep = world.submit(asha_sweep());
+        world.step(sweep);
+        let first = world.run_of(sweep, 0);
+        world.train(first, 1, 0.5, false);
+        world.step(sweep);
+        // Given trial 0 waiting at rung 0 and put back in the queue by a client,
+        world
+            .append(first, Event::RunResumed)
+            .expect("client resume");
+        let mut said = Vec::new();
+        for _ in 0..10 {
+            let step = world.step(sweep);
+            if step.is_empty() {
+                let run = world.state.sweep(sweep).and_then(|s| {
+                    s.trials
+                        .iter()
+                        .find(|t| {
+                            t.run_id != first && matches!(t.status, TrialStatus::Training { .. })
+                        })
+                        .map(|t| t.run_id)
+                });
+                let Some(run) = run else { break };
+                let to = world.state.rung_end(run).unwrap_or(3);
+                let accuracy = if run == world.run_of(sweep, 1) {
+                    0.9
+                } else {
+                    0.7
+                };
+                world.train(run, to, accuracy, to == 3);
+                continue;
+            }
+            said.extend(step);
+        }
+        // when the sweep stops it and the process dies before the cancel that stop
+        // asks for is journaled,
+        assert!(said.contains(&"stopped 0".to_string()), "{said:?}");
+        assert_eq!(
+            world.state.run(first).map(|r| r.state),
+            Some(RunState::Queued)
+        );
+        assert_eq!(world.state.sweep_stops(sweep).0, [first]);
+        // then the next start's recovery cancels it, and nothing is left to stop.
+        let records = world.state.recovery();
+        assert_eq!(
+            records,
+            [(
+                first,
+                Event::RunCancelled {
+                    reason: "stopped by sweep s (carried out after a server restart)".into()
+                }
+            )]
+        );
+        for (run, event) in records {
+            world.append(run, event).expect("recovery events are valid");
+        }
+        assert_eq!(
+            world.state.run(first).map(|r| r.state),
+            Some(RunState::Cancelled)
+        );
+        assert_eq!(world.state.sweep_stops(sweep), (vec![], vec![]));
+        assert!(world.state.recovery().is_empty(), "recovery is idempotent");
+    }
+
+    #[test]
     fn decisions_that_no_longer_fit_are_refused_and_a_paused_sweep_decides_nothing() {
         let mut world = World::new();
         let sweep = world.submit(asha_sweep());
