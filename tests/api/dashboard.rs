@@ -666,6 +666,31 @@ async fn drive(browser: &Client, app: &TestApp, token: &str) {
     );
     screenshot(browser, "dashboard.png").await;
 
+    // More wait than the queue panel shows: it lists the head of the queue in the order
+    // the runs will start, and counts the others.
+    let mut head = vec![waiting_id.clone()];
+    for i in 0..22 {
+        let id = submit(app, token, &long_spec(&format!("dashboard-queued-{i}"))).await;
+        if head.len() < 20 {
+            head.push(id);
+        }
+    }
+    let (head, rest) = (
+        &head,
+        "and 3 others wait (filter the runs by state queued to see them all)",
+    );
+    until("the queue panel's head and count", || async move {
+        let shown = js(
+            browser,
+            "return [...document.querySelectorAll('#queue li')].map(li => li.dataset.runId);",
+            Value::Null,
+        )
+        .await;
+        let more = text_of(browser, "#queue-more").await;
+        (shown == json!(head) && more.as_deref() == Some(rest)).then_some(())
+    })
+    .await;
+
     // Cancel both from their pages: the waiting one, then the training one.
     for (id, from) in [(&waiting_id, "queued"), (&second_id, "running")] {
         click(browser, &format!("tr[data-run-id=\"{id}\"] a.run-link"))
@@ -1665,9 +1690,12 @@ async fn drive_many(browser: &Client, app: &TestApp, runs: &ManyRuns) {
     .await;
     click(browser, "#runs-next").await.expect("next page");
     until_rows(browser, "the second page", &second).await;
+    // The journal's ended runs and the two of `ManyRuns`: the pager counts them all.
+    let total = MANY_RUNS + 2;
+    let of = format!("{},{:03}", total / 1000, total % 1000);
     assert_eq!(
-        text_of(browser, "#runs-page").await.as_deref(),
-        Some("runs 51–100")
+        text_of(browser, "#runs-page").await,
+        Some(format!("runs 51–100 of {of}"))
     );
     click(browser, "#runs-prev").await.expect("previous page");
     until_rows(browser, "the first page again", &first).await;

@@ -253,6 +253,13 @@ fn names(list: &Value) -> Vec<String> {
 
 /// `GET` a list page: its body and the `Link` target of the next page, if any.
 async fn page(app: &TestApp, path: &str) -> (Value, Option<String>) {
+    let (body, link, _) = counted_page(app, path).await;
+    (body, link)
+}
+
+/// [`page`], and the page's `X-Total-Count`: every match, whatever the cursor (all of
+/// them on a first page with no next).
+async fn counted_page(app: &TestApp, path: &str) -> (Value, Option<String>, usize) {
     let response = app
         .client
         .get(format!("{}{path}", app.address))
@@ -267,7 +274,18 @@ async fn page(app: &TestApp, path: &str) -> (Value, Option<String>) {
         assert!(l.contains(&format!("cursor={cursor}")), "{l}");
         l[1..l.find('>').expect("<...>")].to_string()
     });
-    (response.json().await.expect("JSON"), link)
+    let total: usize = response.headers()["x-total-count"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("a count");
+    let body: Value = response.json().await.expect("JSON");
+    let shown = body.as_array().map_or(0, Vec::len);
+    assert!(total >= shown, "{path}: {total} in all, {shown} shown");
+    if link.is_none() && !path.contains("cursor=") {
+        assert_eq!(total, shown, "{path}: one page holds every match");
+    }
+    (body, link, total)
 }
 
 fn names_of(names: &[&str]) -> Vec<String> {
@@ -277,12 +295,19 @@ fn names_of(names: &[&str]) -> Vec<String> {
 /// Follows `Link: rel="next"` from `first` to the last page; the names in order.
 async fn every_page(app: &TestApp, first: &str) -> (Vec<String>, usize) {
     let (mut all, mut pages, mut next) = (Vec::new(), 0, Some(first.to_string()));
+    let mut totals = Vec::new();
     while let Some(path) = next {
-        let (body, link) = page(app, &path).await;
+        let (body, link, total) = counted_page(app, &path).await;
         all.extend(names(&body));
+        totals.push(total);
         pages += 1;
         next = link;
     }
+    assert!(
+        totals.iter().all(|t| *t == all.len()),
+        "{first}: X-Total-Count {totals:?} on the pages, {} runs listed",
+        all.len()
+    );
     (all, pages)
 }
 

@@ -464,8 +464,7 @@
   const RUNS_REFRESH_MS = 400;
   /** The queue, slots and sweeps are read again at most this often. */
   const SIDE_REFRESH_MS = 1000;
-  /** Queued runs read for the queue panel (the API's largest page), and those shown. */
-  const QUEUE_READ = 1000;
+  /** Queued runs the queue panel shows: the head of the queue, in the API's order. */
   const QUEUE_SHOWN = 20;
   /** The orders the runs list offers: the API's `sort` values. */
   const SORTS = [
@@ -519,6 +518,8 @@
     page: 0,
     /** The page after this one's cursor, or null on the last page. */
     next: null,
+    /** How many runs match the filters in all (`X-Total-Count`). */
+    total: NaN,
     /** Runs checked for comparison: id → name, across pages and filters. */
     selected: new Map(),
     /** Runs named in the slots table but not on the page: id → view. */
@@ -678,6 +679,7 @@
         if (this.stopped) return false;
         notice('');
         this.next = headers.get('X-Next-Cursor');
+        this.total = Number(headers.get('X-Total-Count'));
         if (!body.length && this.page > 0) {
           // The page emptied (its runs moved on): back to the first.
           this.cursors = [null];
@@ -721,8 +723,9 @@
       $('runs-empty').textContent = filtered ? 'No runs match these filters.' : 'No runs yet: submit one below.';
       $('runs-empty').hidden = runs.length > 0;
       const from = this.page * RUNS_PAGE;
+      const of = Number.isFinite(this.total) && this.total >= from + runs.length ? ` of ${fmt.count(this.total)}` : '';
       $('runs-page').textContent = runs.length
-        ? `runs ${fmt.count(from + 1)}–${fmt.count(from + runs.length)}${this.next ? '' : ' (the last)'}`
+        ? `runs ${fmt.count(from + 1)}–${fmt.count(from + runs.length)}${of}`
         : '';
       $('runs-prev').disabled = this.page === 0;
       $('runs-next').disabled = !this.next;
@@ -826,13 +829,13 @@
     async readSide() {
       try {
         const [queued, slots, sweeps] = await Promise.all([
-          api(`/api/v1/runs?state=queued&sort=queue&limit=${QUEUE_READ}`),
+          api(`/api/v1/runs?state=queued&sort=queue&limit=${QUEUE_SHOWN}`),
           api('/api/v1/slots'),
           // The runs show without the sweeps (a server without them answers 404).
           api('/api/v1/sweeps').catch(() => null),
         ]);
         if (this.stopped) return false;
-        this.renderQueue(queued.body, !!queued.headers.get('X-Next-Cursor'));
+        this.renderQueue(queued.body, Number(queued.headers.get('X-Total-Count')));
         await this.renderSlots(slots.body);
         if (sweeps) this.renderSweeps(sweeps.body);
       } catch (error) {
@@ -888,11 +891,11 @@
      * The first QUEUE_SHOWN waiting runs in dispatch order (`sort=queue`: local runs
      * by `queue_position`, then the others); with more waiting, it says so.
      */
-    renderQueue(queued, more) {
+    /** The queue's head, and how many wait in all (`total`, the list's `X-Total-Count`). */
+    renderQueue(queued, total) {
       const list = $('queue');
-      queued.sort((a, b) => (a.queue_position ?? 1e9) - (b.queue_position ?? 1e9));
       list.replaceChildren(
-        ...queued.slice(0, QUEUE_SHOWN).map((run) =>
+        ...queued.map((run) =>
           el(
             'li',
             { 'data-run-id': run.id, value: run.queue_position || undefined },
@@ -904,13 +907,11 @@
           ),
         ),
       );
-      const rest = queued.length - Math.min(queued.length, QUEUE_SHOWN);
-      $('queue-more').textContent = more
-        ? `and more than ${fmt.count(rest)} others wait (filter the runs by state queued to see them all)`
-        : rest
-          ? `and ${fmt.count(rest)} others wait (filter the runs by state queued to see them all)`
-          : '';
-      $('queue-more').hidden = !more && !rest;
+      const rest = Number.isFinite(total) ? Math.max(total - queued.length, 0) : 0;
+      $('queue-more').textContent = rest
+        ? `and ${fmt.count(rest)} others wait (filter the runs by state queued to see them all)`
+        : '';
+      $('queue-more').hidden = !rest;
       $('queue-empty').hidden = queued.length > 0;
     },
 

@@ -239,6 +239,16 @@ impl ListQuery {
         Ok(parsed)
     }
 
+    /// How many runs of `fold` match the filters, whatever the cursor: the whole
+    /// count when nothing filters (no scan).
+    fn count(&self, fold: &crate::domain::State) -> usize {
+        if self.state.is_none() && self.name_prefix.is_none() && self.labels.is_empty() {
+            fold.len()
+        } else {
+            fold.runs().filter(|run| self.matches(run)).count()
+        }
+    }
+
     fn matches(&self, run: &Run) -> bool {
         self.state.is_none_or(|s| run.state == s)
             && self
@@ -265,7 +275,8 @@ fn query_escape(value: &str) -> String {
 /// `GET /api/v1/runs`: the runs matching every filter given (`state`, `name_prefix`,
 /// each `label`), in `sort` order (newest first by default); with `limit`, one page
 /// of them, and the next page's cursor in `X-Next-Cursor` and a `Link: <…>;
-/// rel="next"` header. The body stays a plain array.
+/// rel="next"` header; `X-Total-Count` says how many runs match in all. The body
+/// stays a plain array.
 #[utoipa::path(
     get,
     path = "/api/v1/runs",
@@ -274,8 +285,8 @@ fn query_escape(value: &str) -> String {
     summary = "List runs",
     description = "The runs matching every filter given, in `sort` order. Without `limit`, \
         every match; with it, one page, and when more follow, the next page's cursor in \
-        `X-Next-Cursor` and `Link: <…&cursor=C>; rel=\"next\"`. An empty parameter counts as \
-        absent.",
+        `X-Next-Cursor` and `Link: <…&cursor=C>; rel=\"next\"`. `X-Total-Count` is the number \
+        of runs matching the filters, on every page. An empty parameter counts as absent.",
     params(
         ("state" = Option<RunState>, Query, description = "Only runs in this state."),
         ("name_prefix" = Option<String>, Query, description = "Only runs whose name starts with this."),
@@ -309,6 +320,7 @@ fn query_escape(value: &str) -> String {
             headers(
                 ("Link" = String, description = "`<URL of the next page>; rel=\"next\"`, when more runs follow."),
                 ("X-Next-Cursor" = String, description = "The next page's cursor, when more runs follow."),
+                ("X-Total-Count" = u64, description = "How many runs match the filters, on every page (the cursor does not change it)."),
             )
         ),
         (status = 400, description = "`invalid_query`: an unknown parameter, or a value that is not accepted (named).", body = Problem, content_type = PROBLEM),
@@ -368,6 +380,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         }
         _ => None,
     };
+    let total = query.count(&fold);
     let views: Vec<RunView> = runs
         .into_iter()
         .map(|(_, run)| {
@@ -378,6 +391,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         })
         .collect();
     let mut response = HttpResponse::Ok();
+    response.insert_header(("X-Total-Count", total.to_string()));
     if let Some(next) = next {
         let cursor = next.encode();
         let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
