@@ -569,6 +569,20 @@ async fn drive(browser: &Client, app: &TestApp, token: &str) {
     .await;
     click(browser, "#run-resume").await.expect("resume");
     until_run_page_state(browser, "completed").await;
+    // Ended, it shows the mean of the throughput the ticker sampled, written the same way.
+    let mean = until("the run's mean samples/s", || async move {
+        text_of(browser, "#run-facts [data-fact=\"samples/s\"] dd")
+            .await
+            .and_then(|t| t.strip_suffix(" (mean)").map(str::to_string))
+    })
+    .await;
+    assert!(
+        mean.replace([',', '.'], "")
+            .chars()
+            .all(|c| c.is_ascii_digit())
+            && mean != "0",
+        "mean samples/s reads `{mean}`"
+    );
     until("the run's last events in the timeline", || async move {
         text_of(browser, "#timeline li[data-type=SlotReleased]:last-child").await
     })
@@ -631,6 +645,12 @@ async fn drive(browser: &Client, app: &TestApp, token: &str) {
     })
     .await;
     assert_eq!(timeline(browser).await, expected);
+    until("the mean samples/s after the reload", || async move {
+        text_of(browser, "#run-facts [data-fact=\"samples/s\"] dd")
+            .await
+            .filter(|t| t.ends_with(" (mean)"))
+    })
+    .await;
 
     // Back to the list: the run completed; a second one trains on the only slot and a
     // third waits for it.
@@ -668,13 +688,14 @@ async fn drive(browser: &Client, app: &TestApp, token: &str) {
 
     // More wait than the queue panel shows: it lists the head of the queue in the order
     // the runs will start, and counts the others.
-    let mut head = vec![waiting_id.clone()];
+    let mut behind = Vec::new();
     for i in 0..22 {
-        let id = submit(app, token, &long_spec(&format!("dashboard-queued-{i}"))).await;
-        if head.len() < 20 {
-            head.push(id);
-        }
+        behind.push(submit(app, token, &long_spec(&format!("dashboard-queued-{i}"))).await);
     }
+    let head: Vec<&String> = std::iter::once(&waiting_id)
+        .chain(&behind)
+        .take(20)
+        .collect();
     let (head, rest) = (
         &head,
         "and 3 others wait (filter the runs by state queued to see them all)",
@@ -690,6 +711,19 @@ async fn drive(browser: &Client, app: &TestApp, token: &str) {
         (shown == json!(head) && more.as_deref() == Some(rest)).then_some(())
     })
     .await;
+    // Cancelled while queued, they never train (nor outlive the test's server).
+    for id in &behind {
+        let response = app
+            .client
+            .post(format!("{}/api/v1/runs/{id}/cancel", app.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("cancel");
+        assert_eq!(response.status(), 200, "cancel {id}");
+        let run: Value = response.json().await.expect("run");
+        assert_eq!(run["state"], "cancelled", "cancelled while queued: {run}");
+    }
 
     // Cancel both from their pages: the waiting one, then the training one.
     for (id, from) in [(&waiting_id, "queued"), (&second_id, "running")] {

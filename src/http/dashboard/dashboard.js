@@ -1004,6 +1004,9 @@
     events: [],
     loss: [],
     epochs: new Map(),
+    /** An ended run's mean samples/s over what the ticker sampled (null: none kept). */
+    meanRate: null,
+    rateAsked: false,
     /** Reads the run's view again after its events (see `throttled`). */
     reader: null,
     drawPending: false,
@@ -1013,7 +1016,7 @@
     async start(id) {
       const generation = ++this.generation;
       const stale = () => this.stopped || generation !== this.generation;
-      Object.assign(this, { id, run: null, ended: false, events: [], loss: [], epochs: new Map(), stopped: false });
+      Object.assign(this, { id, run: null, ended: false, events: [], loss: [], epochs: new Map(), meanRate: null, rateAsked: false, stopped: false });
       if (this.reader) this.reader.stop();
       this.reader = throttled(RUN_REFRESH_MS, () => this.readRun(generation));
       ['run-pause', 'run-resume', 'run-cancel'].forEach((b) => ($(b).disabled = true));
@@ -1044,6 +1047,8 @@
       const after = events.length ? events[events.length - 1].seq : 0;
       if (this.ended) {
         setLive('ended', 'run ended');
+        this.rateAsked = true;
+        await this.loadMeanRate(generation);
         return;
       }
       this.stream = new LiveStream(`/api/v1/runs/${id}/stream`, {}, after, {
@@ -1081,6 +1086,22 @@
       this.draw();
     },
 
+    /**
+     * An ended run's throughput: the mean of the samples/s the ticker sampled while it
+     * trained (kept in memory: none after a server restart, and the fact shows `–`).
+     */
+    async loadMeanRate(generation) {
+      try {
+        const { body } = await api(`/api/v1/runs/${this.id}/metrics?name=samples_per_sec&points=2048`);
+        if (this.stopped || generation !== this.generation) return;
+        const rates = body.points.map((p) => p.value).filter((v) => Number.isFinite(v) && v > 0);
+        this.meanRate = rates.length ? rates.reduce((a, b) => a + b, 0) / rates.length : null;
+        this.renderRun();
+      } catch (_) {
+        // The fact stays `–`.
+      }
+    },
+
     /** Reads the run's view again soon, at most every RUN_REFRESH_MS. */
     scheduleRefresh() {
       if (this.reader) this.reader.soon();
@@ -1091,8 +1112,13 @@
         const { body } = await api(`/api/v1/runs/${this.id}`);
         if (this.stopped || generation !== this.generation || body.id !== this.id) return false;
         this.run = body;
+        const ending = ENDED.has(body.state) && this.meanRate === null && !this.rateAsked;
         if (ENDED.has(body.state)) this.ended = true;
         this.renderRun();
+        if (ending) {
+          this.rateAsked = true;
+          this.loadMeanRate(generation);
+        }
       } catch (_) {
         // Shown by api(); the next event tries again.
       }
@@ -1279,7 +1305,7 @@
         ...(isRegression(run) ? [] : [['train_accuracy', fmt.pct(m.train_accuracy)]]),
         ['val_loss', fmt.fixed(m.val_loss)],
         [valName(run), valText(run, valOf(run))],
-        ['samples/s', p ? fmt.rate(p.samples_per_sec) : '–'],
+        ['samples/s', p ? fmt.rate(p.samples_per_sec) : this.meanRate != null ? `${fmt.rate(this.meanRate)} (mean)` : '–'],
         ['ETA', p ? fmt.secs(p.eta_secs) : '–'],
         ['training time', fmt.ms(m.training_time_ms || 0)],
         ['created', fmt.date(run.created_at)],
