@@ -704,6 +704,38 @@ mod tests {
                 .run_id
         }
 
+        /// Plans the sweep until it has nothing more to say, training each trial it
+        /// waits for (but `skip`) to its rung's end at `accuracy(run)`; what it said.
+        fn plan_out(
+            &mut self,
+            sweep: RunId,
+            skip: Option<RunId>,
+            accuracy: impl Fn(&Self, RunId) -> f64,
+        ) -> Vec<String> {
+            let mut said = Vec::new();
+            for _ in 0..10 {
+                let step = self.step(sweep);
+                if !step.is_empty() {
+                    said.extend(step);
+                    continue;
+                }
+                let waited_for = self.state.sweep(sweep).and_then(|s| {
+                    s.trials
+                        .iter()
+                        .find(|t| {
+                            Some(t.run_id) != skip
+                                && matches!(t.status, TrialStatus::Training { .. })
+                        })
+                        .map(|t| t.run_id)
+                });
+                let Some(run) = waited_for else { break };
+                let to = self.state.rung_end(run).unwrap_or(3);
+                let accuracy = accuracy(self, run);
+                self.train(run, to, accuracy, to == 3);
+            }
+            said
+        }
+
         /// Trains `run` on slot 0 from where it is through epoch `to`, each epoch's
         /// validation accuracy `accuracy`, then pauses it (or completes it).
         fn train(&mut self, run: RunId, to: u32, accuracy: f64, complete: bool) {
@@ -851,26 +883,7 @@ mod tests {
         world.train(second, 1, 0.9, false);
         world.train(first, 3, 0.6, true);
         world.step(sweep);
-        let mut said = Vec::new();
-        for _ in 0..10 {
-            let step = world.step(sweep);
-            if step.is_empty() {
-                let run = world
-                    .state
-                    .sweep(sweep)
-                    .and_then(|s| {
-                        s.trials
-                            .iter()
-                            .find(|t| matches!(t.status, TrialStatus::Training { .. }))
-                    })
-                    .map(|t| t.run_id);
-                let Some(run) = run else { break };
-                let to = world.state.rung_end(run).unwrap_or(3);
-                world.train(run, to, 0.7, to == 3);
-                continue;
-            }
-            said.extend(step);
-        }
+        let said = world.plan_out(sweep, None, |_, _| 0.7);
         assert!(said.contains(&"stopped 0".to_string()), "{said:?}");
         assert!(
             !said.contains(&"RunCancelled 0".to_string()),
@@ -895,30 +908,14 @@ mod tests {
         world
             .append(first, Event::RunResumed)
             .expect("client resume");
-        let mut said = Vec::new();
-        for _ in 0..10 {
-            let step = world.step(sweep);
-            if step.is_empty() {
-                let run = world.state.sweep(sweep).and_then(|s| {
-                    s.trials
-                        .iter()
-                        .find(|t| {
-                            t.run_id != first && matches!(t.status, TrialStatus::Training { .. })
-                        })
-                        .map(|t| t.run_id)
-                });
-                let Some(run) = run else { break };
-                let to = world.state.rung_end(run).unwrap_or(3);
-                let accuracy = if run == world.run_of(sweep, 1) {
-                    0.9
-                } else {
-                    0.7
-                };
-                world.train(run, to, accuracy, to == 3);
-                continue;
+        // trial 1 the best of the others,
+        let said = world.plan_out(sweep, Some(first), |world, run| {
+            if run == world.run_of(sweep, 1) {
+                0.9
+            } else {
+                0.7
             }
-            said.extend(step);
-        }
+        });
         // when the sweep stops it and the process dies before the cancel that stop
         // asks for is journaled,
         assert!(said.contains(&"stopped 0".to_string()), "{said:?}");
