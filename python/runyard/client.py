@@ -235,12 +235,7 @@ class Client:
             ``"updated_at"``, ``"-updated_at"``, ``"name"``, ``"-name"``.
         :param page_size: runs per request (1–1,000).
         """
-        params: List[Tuple[str, str]] = [("limit", str(page_size))]
-        if state:
-            params.append(("state", state))
-        params.extend(("label", value) for value in _labels(label))
-        if name_prefix:
-            params.append(("name_prefix", name_prefix))
+        params = [("limit", str(page_size))] + _run_filters(state, label, name_prefix)
         if sort:
             params.append(("sort", sort))
         cursor: Optional[str] = None
@@ -251,6 +246,19 @@ class Client:
             cursor = response.headers.get("x-next-cursor")
             if not cursor:
                 return
+
+    def count_runs(
+        self,
+        state: Optional[str] = None,
+        label: Union[None, str, Sequence[str], Mapping[str, Optional[str]]] = None,
+        *,
+        name_prefix: Optional[str] = None,
+    ) -> int:
+        """How many runs match the filters (those of :meth:`runs`), in one request
+        that reads one run: the list's ``X-Total-Count``."""
+        params = [("limit", "1")] + _run_filters(state, label, name_prefix)
+        response = self._request("GET", "/api/v1/runs", params=params)
+        return int(response.headers["x-total-count"])
 
     def run(self, run: RunRef, *, at_seq: Optional[int] = None) -> Run:
         """The run's view now, or as it was right after event ``at_seq``."""
@@ -749,6 +757,20 @@ def _labels(label: Union[None, str, Sequence[str], Mapping[str, Optional[str]]])
     if isinstance(label, Mapping):
         return [k if v is None else "%s=%s" % (k, v) for k, v in label.items()]
     return list(label)
+
+
+def _run_filters(
+    state: Optional[str],
+    label: Union[None, str, Sequence[str], Mapping[str, Optional[str]]],
+    name_prefix: Optional[str],
+) -> List[Tuple[str, str]]:
+    params: List[Tuple[str, str]] = []
+    if state:
+        params.append(("state", state))
+    params.extend(("label", value) for value in _labels(label))
+    if name_prefix:
+        params.append(("name_prefix", name_prefix))
+    return params
 
 
 def _many(values: Union[None, str, Sequence[str]]) -> Iterable[str]:

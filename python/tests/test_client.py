@@ -120,9 +120,14 @@ def test_runs_follows_the_cursor_with_filters(client, spec):
     completed = client.runs(state="completed", label=["batch=" + batch, "n=3"], page_size=1)
     assert [r["id"] for r in completed] == [ids[3]]
     assert list(client.runs(state="failed", label={"batch": batch})) == []
-    with pytest.raises(runyard.BadRequest) as bad:
-        list(client.runs(state="sideways"))
-    assert bad.value.code == "invalid_query" and "state" in bad.value.detail
+    assert client.count_runs(label={"batch": batch}) == 5
+    assert client.count_runs(state="completed", label=["batch=" + batch, "n=3"]) == 1
+    assert client.count_runs(state="failed", label="batch=" + batch) == 0
+    assert client.count_runs() >= 5
+    for bad_call in (lambda: list(client.runs(state="sideways")), lambda: client.count_runs(state="sideways")):
+        with pytest.raises(runyard.BadRequest) as bad:
+            bad_call()
+        assert bad.value.code == "invalid_query" and "state" in bad.value.detail
 
 
 def test_events_after_a_cursor(client, spec):
