@@ -157,6 +157,37 @@ async fn read_commands_print_tables_and_the_servers_json() {
         json!([])
     );
 
+    // Filters, an order and a limit, as the API takes them; the count of every match
+    // after a table cut short, on stderr.
+    let mut labelled = quick_spec("cli-read-labelled");
+    labelled["labels"] = json!({"team": "cli"});
+    let other = app.submit_ok(&labelled).await;
+    app.wait_for(&other, |r| r["state"] == "completed").await;
+    let first = run_cli(
+        cli(&app.address),
+        &["ls", "--sort", "created_at", "--limit", "1"],
+    )
+    .await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let rows: Vec<&str> = first.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{first:?}");
+    assert!(rows[0].starts_with(&id), "the oldest first: {first:?}");
+    assert_eq!(
+        first.stderr.trim(),
+        "1 of 2 matching runs shown (--limit)",
+        "{first:?}"
+    );
+    let team = run_cli(
+        cli(&app.address),
+        &["ls", "--label", "team=cli", "--limit", "5"],
+    )
+    .await;
+    assert_eq!(team.code, 0, "{team:?}");
+    let rows: Vec<&str> = team.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{team:?}");
+    assert!(rows[0].starts_with(&other), "{team:?}");
+    assert_eq!(team.stderr, "", "every match shown: {team:?}");
+
     let show = run_cli(cli(&app.address), &["show", &id]).await;
     assert_eq!(show.code, 0, "{show:?}");
     assert!(
@@ -297,6 +328,14 @@ async fn errors_are_one_line_with_their_own_exit_code() {
             .starts_with("runyard: the server answered 404 run_not_found: "),
         "{ran:?}"
     );
+    let too_many = run_cli(cli(&app.address), &["ls", "--limit", "1001"]).await;
+    assert_eq!(too_many.code, 2, "{too_many:?}");
+    assert!(too_many.stderr.contains("--limit"), "{too_many:?}");
+    let bad_sort = run_cli(cli(&app.address), &["ls", "--sort", "size"]).await;
+    assert_eq!(bad_sort.code, 4, "{bad_sort:?}");
+    assert_eq!(bad_sort.stderr.lines().count(), 1, "{bad_sort:?}");
+    assert!(bad_sort.stderr.contains("sort: `size`"), "{bad_sort:?}");
+
     let bad_state = run_cli(cli(&app.address), &["ls", "--state", "sleeping"]).await;
     assert_eq!(bad_state.code, 4, "{bad_state:?}");
     assert!(

@@ -41,6 +41,19 @@ pub struct LsArgs {
     /// completed, failed, cancelled).
     #[arg(long)]
     pub state: Option<String>,
+    /// Only runs with this label: `key=value`, or `key` for any value; repeatable,
+    /// all must match.
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    pub label: Vec<String>,
+    /// The order: `-created_at` (the default, newest first), `created_at`,
+    /// `updated_at`, `-updated_at`, `name`, `-name`, `queue` (queued runs in the order
+    /// they will start) or `-queue`.
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// At most this many runs (1 to 1,000), the first in the order; the table is
+    /// followed on stderr by how many match in all.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
     /// The server and token.
     #[command(flatten)]
     pub connection: Connection,
@@ -170,15 +183,29 @@ pub async fn submit(args: SubmitArgs) -> Result<(), ClientError> {
 /// `runyard ls`.
 pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
     let client = Client::new(&args.connection)?;
-    let mut request = client.request(Method::GET, "/api/v1/runs");
+    let mut query: Vec<(&str, String)> = Vec::new();
     if let Some(state) = &args.state {
-        request = request.query(&[("state", state)]);
+        query.push(("state", state.clone()));
     }
+    query.extend(args.label.iter().map(|l| ("label", l.clone())));
+    if let Some(sort) = &args.sort {
+        query.push(("sort", sort.clone()));
+    }
+    if let Some(limit) = args.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    let request = client.request(Method::GET, "/api/v1/runs").query(&query);
     let response = client.send(request).await?;
+    let total = response
+        .headers()
+        .get("x-total-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let runs = client.json(response).await?;
     if args.output.output == Output::Json {
         return print_json(&runs);
     }
+    let shown = runs.as_array().map_or(0, Vec::len) as u64;
     let rows: Vec<Vec<String>> = runs
         .as_array()
         .map(Vec::as_slice)
@@ -210,6 +237,9 @@ pub async fn ls(args: LsArgs) -> Result<(), ClientError> {
             &rows
         )
     );
+    if let Some(total) = total.filter(|t| *t > shown) {
+        eprintln!("{shown} of {total} matching runs shown (--limit)");
+    }
     Ok(())
 }
 
