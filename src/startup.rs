@@ -34,6 +34,10 @@ pub struct StartOptions {
     pub nodes: u32,
     /// This node's address, which those ranks reach rank 0 at (`MASTER_ADDR`).
     pub node_address: Option<std::net::IpAddr>,
+    /// In the Slurm worker of a sweep trial's job: the epochs after which its run
+    /// pauses (the end of the trial's rung), which the worker's own journal, holding
+    /// no sweep, cannot say.
+    pub rung_end: Option<u32>,
 }
 
 /// A built server, listening but not yet driven.
@@ -193,6 +197,7 @@ impl Application {
             crate::train::command::CommandSettings {
                 nodes: options.nodes.max(1),
                 address: options.node_address,
+                rung_end: options.rung_end,
                 ..crate::train::command::CommandSettings::from(&config.runs)
             },
             Some(&slurm).filter(|s| s.enabled),

@@ -59,6 +59,7 @@ pub fn run(job_dir: &Path) -> anyhow::Result<()> {
             keep_signals: true,
             nodes: job.nodes.max(1),
             node_address: Some(host),
+            rung_end: job.pause_after_epochs,
         };
         let app = Application::build_with(config, options)
             .await

@@ -685,7 +685,10 @@ impl RunActor {
             )
         });
         // A sweep trial stops at the end of the rung it trains towards.
-        self.rung_end = state.rung_end(self.run_id);
+        // In a Slurm worker, the job says it: the worker's journal holds no sweep.
+        self.rung_end = state
+            .rung_end(self.run_id)
+            .or(self.command_settings.rung_end);
         if let Some(epochs) = self.rung_end {
             self.control.pause_after_epochs(epochs);
         }

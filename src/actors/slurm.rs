@@ -188,6 +188,8 @@ struct Prepared {
     name: String,
     dir: PathBuf,
     spec: RunSpec,
+    /// A sweep trial's rung end, which its worker pauses at.
+    rung_end: Option<u32>,
     /// The run's `queue_wait` span, which the submission goes under.
     queue_wait: opentelemetry::trace::SpanContext,
 }
@@ -238,6 +240,7 @@ impl Handler<Launch> for SlurmExecutor {
                 name: files::job_name(run_id, job),
                 dir: files::job_dir(&self.shared, run_id, job),
                 spec,
+                rung_end: state.rung_end(run_id),
                 queue_wait: work::queue_wait_of(run),
             }
         };
@@ -262,6 +265,7 @@ impl Handler<Launch> for SlurmExecutor {
             data_roots: self.context.data_roots.clone(),
             tick_ms: self.context.tick.as_millis() as u64,
             server_url: self.config.server_url.clone(),
+            pause_after_epochs: prepared.rung_end,
         };
         let worker_bin = self.worker_bin.clone();
         let partition = prepared

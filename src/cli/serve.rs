@@ -26,6 +26,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             keep_signals: false,
             nodes: 1,
             node_address: None,
+            rung_end: None,
         };
         let app = Application::build_with_traces(config, options, traces).await?;
         // One line on stdout, so scripts and tests learn the port when binding port 0.

@@ -35,9 +35,11 @@ pub enum Mapped {
 }
 
 /// The server's reading of a worker's fact `event`, given the run as the server
-/// knows it. Every event kind is named here: a new one does not compile until it is
-/// given a meaning.
-pub fn map_fact(source: &FactSource, run: &Run, event: &Event) -> Mapped {
+/// knows it, and whether it is a sweep trial whose epochs (with the facts before this
+/// one) reached the end of its rung (`at_rung_end`: a pause there is the trial's own,
+/// as a local trial's is). Every event kind is named here: a new one does not compile
+/// until it is given a meaning.
+pub fn map_fact(source: &FactSource, run: &Run, event: &Event, at_rung_end: bool) -> Mapped {
     let absolute = |path: &str| source.worker_dir.join(path).display().to_string();
     let unexpected = |what: &str| {
         Mapped::Unexpected(format!(
@@ -97,13 +99,14 @@ pub fn map_fact(source: &FactSource, run: &Run, event: &Event) -> Mapped {
         | Event::RunCancelled { .. }
         | Event::RunRetryScheduled { .. } => Mapped::Journal(event.clone()),
         // The worker stops on SIGTERM with a checkpoint: the server asked for a
-        // cancel or a pause, or Slurm ended the job (decided by `job_end`).
+        // cancel or a pause, or Slurm ended the job (decided by `job_end`); or a sweep
+        // trial paused at its rung's end.
         Event::RunPaused { reason } if run.cancel_requested => {
             Mapped::Journal(Event::RunCancelled {
                 reason: format!("cancelled by request ({reason})"),
             })
         }
-        Event::RunPaused { reason } if run.state == RunState::Pausing => {
+        Event::RunPaused { reason } if run.state == RunState::Pausing || at_rung_end => {
             Mapped::Journal(Event::RunPaused {
                 reason: reason.clone(),
             })
@@ -264,7 +267,7 @@ mod tests {
             bytes: 3,
         };
         let Mapped::Journal(Event::CheckpointSaved { path, step, .. }) =
-            map_fact(&source(), state.run(id).expect("run"), &fact)
+            map_fact(&source(), state.run(id).expect("run"), &fact, false)
         else {
             panic!("a checkpoint is journaled");
         };
@@ -286,7 +289,7 @@ mod tests {
             device: "cpu".into(),
         };
         assert_eq!(
-            map_fact(&source(), state.run(id).expect("run"), &fact),
+            map_fact(&source(), state.run(id).expect("run"), &fact, false),
             Mapped::Journal(Event::SlurmJobStarted {
                 job_id: 7,
                 attempt: 1,
@@ -304,13 +307,38 @@ mod tests {
         };
         // Nobody asked: the job's end decides.
         assert_eq!(
-            map_fact(&source(), state.run(id).expect("run"), &fact),
+            map_fact(&source(), state.run(id).expect("run"), &fact, false),
             Mapped::WorkerOwn
         );
         then(&mut state, id, Event::CancelRequested);
         assert!(matches!(
-            map_fact(&source(), state.run(id).expect("run"), &fact),
+            map_fact(&source(), state.run(id).expect("run"), &fact, false),
             Mapped::Journal(Event::RunCancelled { reason }) if reason.contains("SIGTERM")
+        ));
+    }
+
+    #[test]
+    fn given_a_sweep_trial_at_its_rung_end_when_its_worker_pauses_then_the_server_journals_the_pause(
+    ) {
+        let (mut state, id) = a_slurm_run();
+        let fact = Event::RunPaused {
+            reason: "paused at the end of its sweep rung (1 epochs)".into(),
+        };
+        // Its rung reached: the trial's own pause, journaled as a local trial's.
+        assert_eq!(
+            map_fact(&source(), state.run(id).expect("run"), &fact, true),
+            Mapped::Journal(fact.clone())
+        );
+        // Short of it, a pause nobody asked for is still the job end's to decide.
+        assert_eq!(
+            map_fact(&source(), state.run(id).expect("run"), &fact, false),
+            Mapped::WorkerOwn
+        );
+        // A cancel asked for meanwhile wins.
+        then(&mut state, id, Event::CancelRequested);
+        assert!(matches!(
+            map_fact(&source(), state.run(id).expect("run"), &fact, true),
+            Mapped::Journal(Event::RunCancelled { .. })
         ));
     }
 
@@ -326,7 +354,7 @@ mod tests {
             Event::RunResumed,
         ] {
             assert_eq!(
-                map_fact(&source(), run, &fact),
+                map_fact(&source(), run, &fact, false),
                 Mapped::WorkerOwn,
                 "{fact:?}"
             );
@@ -337,7 +365,8 @@ mod tests {
     fn given_a_fact_no_worker_journals_when_mapped_then_it_is_an_error_naming_it() {
         let (state, id) = a_slurm_run();
         let fact = Event::WorkerSynced { through_seq: 3 };
-        let Mapped::Unexpected(reason) = map_fact(&source(), state.run(id).expect("run"), &fact)
+        let Mapped::Unexpected(reason) =
+            map_fact(&source(), state.run(id).expect("run"), &fact, false)
         else {
             panic!("not silence");
         };

@@ -67,6 +67,11 @@ pub struct WorkerJob {
     /// besides `worker.json`.
     #[serde(default)]
     pub server_url: Option<String>,
+    /// A sweep trial's rung end: its run pauses, with a checkpoint, once this many
+    /// epochs are done, as a local trial does (the worker's journal holds no sweep
+    /// to say so). `None`: it trains to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after_epochs: Option<u32>,
 }
 
 fn one_node() -> u32 {

@@ -121,6 +121,11 @@ pub struct CommandSettings {
     /// This node's address, which the other nodes' ranks reach rank 0 at
     /// (`MASTER_ADDR`); loopback when `None`.
     pub address: Option<std::net::IpAddr>,
+    /// In a Slurm worker, a sweep trial's rung end ([`StartOptions::rung_end`]): its
+    /// run, tch or command, pauses once this many epochs are done.
+    ///
+    /// [`StartOptions::rung_end`]: crate::startup::StartOptions::rung_end
+    pub rung_end: Option<u32>,
 }
 
 impl Default for CommandSettings {
@@ -136,6 +141,7 @@ impl From<&crate::config::RunsConfig> for CommandSettings {
             log_keep: runs.log_keep,
             nodes: 1,
             address: None,
+            rung_end: None,
         }
     }
 }

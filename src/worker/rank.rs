@@ -120,6 +120,7 @@ pub fn run(args: &RankArgs) -> anyhow::Result<i32> {
         log_keep: args.log_keep,
         nodes: 1,
         address: None,
+        rung_end: None,
     };
     let device = match std::env::var("CUDA_VISIBLE_DEVICES") {
         Ok(visible) if !visible.is_empty() => format!("cuda:{}", task.local_id),

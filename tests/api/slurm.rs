@@ -591,6 +591,102 @@ async fn pausing_a_slurm_run_ends_its_job_and_resuming_starts_a_new_one_from_the
     assert_each_fact_once(&app.events(&id).await[..]);
 }
 
+#[actix_web::test]
+async fn an_asha_sweep_of_slurm_trials_pauses_each_at_its_rung_and_promotes_into_a_new_job() {
+    let Some((app, _shared, _cluster)) = on_the_cluster(
+        "an_asha_sweep_of_slurm_trials_pauses_each_at_its_rung_and_promotes_into_a_new_job",
+    )
+    .await
+    else {
+        return;
+    };
+    let mut base = on_slurm(quick_spec("slurm-trial"));
+    base["checkpoint"] = json!({"every_batches": 7});
+    // No validation data: the trials are ranked by training loss.
+    let sweep = json!({
+        "name": "slurm-asha",
+        "base": base,
+        "space": {"optimizer.lr": {"choice": [0.002, 0.01, 0.03]}},
+        "searcher": {"kind": "asha", "metric": "train_loss", "mode": "min", "min_epochs": 1,
+                     "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1},
+        "seed": 11
+    });
+    let response = app
+        .client
+        .post(format!("{}/api/v1/sweeps", app.address))
+        .json(&sweep)
+        .send()
+        .await
+        .expect("submit answered");
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.expect("sweep")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = crate::helpers::poll_until(
+        "the sweep ended",
+        std::time::Duration::from_millis(200),
+        || async {
+            let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
+            ["completed", "cancelled"]
+                .contains(&sweep["state"].as_str().unwrap_or(""))
+                .then_some(sweep)
+        },
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    let best = &done["best"];
+    assert_eq!(best["status"], "finished", "{done:#}");
+    assert_eq!(
+        best["results"].as_array().map(Vec::len),
+        Some(2),
+        "rungs 1 and 3: {done:#}"
+    );
+    // The promoted trial: its first job ended with the run paused at the rung's end,
+    // its second resumed from that checkpoint and trained on to the end.
+    let best_id = best["run_id"].as_str().expect("run");
+    let run = app
+        .wait_for(best_id, |r| r["slurm"]["ended"].is_string())
+        .await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(run["metrics"]["epochs_completed"], 3, "{run:#}");
+    assert_eq!(run["slurm"]["job"], 2, "{run:#}");
+    let events = app.events(best_id).await;
+    assert_eq!(assert_each_fact_once(&events), vec![1, 2, 3]);
+    let kinds = types(&events);
+    let paused = events
+        .iter()
+        .find(|e| e["type"] == "RunPaused")
+        .unwrap_or_else(|| panic!("no rung pause: {kinds:?}"));
+    assert!(
+        paused["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("end of its sweep rung")),
+        "{paused}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "SlurmJobSubmitted").count(),
+        2,
+        "{kinds:?}"
+    );
+    let resumed = events
+        .iter()
+        .find(|e| e["type"] == "ResumedFromCheckpoint")
+        .unwrap_or_else(|| panic!("the second job did not resume: {kinds:?}"));
+    assert!(resumed["data"]["step"].as_u64() > Some(0), "{resumed}");
+    // The others stopped at rung 0, after one epoch and one job each.
+    for trial in done["trials"].as_array().expect("trials") {
+        if trial["run_id"] == best["run_id"] {
+            continue;
+        }
+        assert_eq!(trial["status"], "stopped", "{done:#}");
+        let run = app.run(trial["run_id"].as_str().expect("run")).await;
+        assert_eq!(run["state"], "cancelled", "{run:#}");
+        assert_eq!(run["metrics"]["epochs_completed"], 1, "{run:#}");
+        assert_eq!(run["slurm"]["job"], 1, "{run:#}");
+    }
+}
+
 /// Brings the test cluster's node back when dropped (a failing test too).
 struct NodeBack(String);
 

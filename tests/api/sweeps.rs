@@ -199,17 +199,25 @@ async fn bad_sweep_specs_are_refused_naming_the_path_and_nothing_is_written() {
                                 "max_epochs": 2, "max_trials": 3}}),
             "searcher.min_epochs",
         ),
-        (
-            json!({"name": "s", "base": slurm_base, "space": {"optimizer.lr": {"choice": [0.1]}},
-                   "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 1,
-                                "max_epochs": 3, "max_trials": 3}}),
-            "base.executor",
-        ),
     ];
     for (spec, path) in cases {
         let detail = assert_problem(submit_sweep(&app, &spec).await, 422, "invalid_sweep").await;
         assert!(detail.contains(path), "{path}: {detail}");
     }
+    // Trials on an executor this server does not have.
+    let on_slurm = json!({"name": "s", "base": slurm_base, "space": {"optimizer.lr": {"choice": [0.1]}},
+                          "searcher": {"kind": "asha", "metric": "val_accuracy", "min_epochs": 1,
+                                       "max_epochs": 3, "max_trials": 3}});
+    let detail = assert_problem(
+        submit_sweep(&app, &on_slurm).await,
+        422,
+        "executor_disabled",
+    )
+    .await;
+    assert!(
+        detail.starts_with("base.executor: this server does not run Slurm jobs"),
+        "{detail}"
+    );
     let (status, sweeps) = app.get_json("/api/v1/sweeps").await;
     assert_eq!(status, 200);
     assert_eq!(sweeps, json!([]), "nothing was written");

@@ -253,13 +253,6 @@ impl SweepSpec {
                 range("max_epochs", *max_epochs, 1, 100_000)?;
                 range("min_epochs", *min_epochs, 1, *max_epochs)?;
                 range("reduction_factor", *reduction_factor, 2, 100)?;
-                if !base.executor.is_local() {
-                    return Err(SweepSpecError::new(
-                        "base.executor",
-                        "ASHA pauses each trial at the end of its rung, which runs on Slurm do \
-                         not do yet: use grid or random search for Slurm trials",
-                    ));
-                }
                 if space.dims().any(|(path, _)| path == "epochs") {
                     return Err(SweepSpecError::new(
                         "space.epochs",

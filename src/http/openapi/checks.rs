@@ -60,10 +60,6 @@ pub const STATED_ELSEWHERE: &[(&str, &str)] = &[
         "searcher.metric",
         "a trained base reports only val_accuracy, val_loss, val_mae, train_loss",
     ),
-    (
-        "base.executor",
-        "ASHA trials pause at rung ends, which Slurm runs do not yet",
-    ),
 ];
 
 /// Any text without control characters (Rust's `char::is_control`: C0, DEL and C1).
