@@ -687,6 +687,80 @@ async fn an_asha_sweep_of_slurm_trials_pauses_each_at_its_rung_and_promotes_into
     }
 }
 
+#[actix_web::test]
+async fn an_asha_sweep_of_slurm_command_trials_ranks_by_their_metric_and_resumes_the_best() {
+    let Some((app, _shared, _cluster)) = on_the_cluster(
+        "an_asha_sweep_of_slurm_command_trials_ranks_by_their_metric_and_resumes_the_best",
+    )
+    .await
+    else {
+        return;
+    };
+    // The local command-trial test's script: a free-form `score` each epoch, a
+    // checkpoint after each, a resume from `RUNYARD_RESUME_FROM`, a stop on SIGTERM.
+    let sweep = json!({
+        "name": "slurm-commands",
+        "base": {"name": "script", "kind": "command", "executor": "slurm",
+                 "argv": ["python3", "-c", crate::sweeps::TRIAL_SCRIPT],
+                 "env": {"LR": "0.1", "EPOCHS": "3"}},
+        "space": {"env.LR": {"grid": ["0.02", "0.3", "0.9"]}},
+        "searcher": {"kind": "asha", "metric": "score", "mode": "max", "min_epochs": 1,
+                     "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1}
+    });
+    let response = app
+        .client
+        .post(format!("{}/api/v1/sweeps", app.address))
+        .json(&sweep)
+        .send()
+        .await
+        .expect("submit answered");
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.expect("sweep")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = crate::helpers::poll_until(
+        "the sweep ended",
+        std::time::Duration::from_millis(200),
+        || async {
+            let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
+            ["completed", "cancelled"]
+                .contains(&sweep["state"].as_str().unwrap_or(""))
+                .then_some(sweep)
+        },
+    )
+    .await;
+    assert_eq!(done["state"], "completed", "{done:#}");
+    // The best (LR 0.3) was promoted: a second job resumed it from its checkpoint to
+    // epoch 3, each epoch once.
+    let best = &done["best"];
+    assert_eq!(best["point"]["env.LR"], "0.3", "{done:#}");
+    assert_eq!(best["status"], "finished", "{done:#}");
+    let top = best["results"][1].as_f64().expect("a top-rung result");
+    assert!((top - (1.0 - 0.25)).abs() < 1e-9, "{best}");
+    let best_id = best["run_id"].as_str().expect("run");
+    let run = app
+        .wait_for(best_id, |r| r["slurm"]["ended"].is_string())
+        .await;
+    assert_eq!(run["state"], "completed", "{run:#}");
+    assert_eq!(run["slurm"]["job"], 2, "{run:#}");
+    let events = app.events(best_id).await;
+    assert_eq!(assert_each_fact_once(&events), vec![1, 2, 3]);
+    let kinds = types(&events);
+    assert!(
+        kinds.iter().any(|k| k == "ResumedFromCheckpoint"),
+        "{kinds:?}"
+    );
+    for trial in done["trials"].as_array().expect("trials") {
+        if trial["run_id"] != best["run_id"] {
+            assert_eq!(trial["status"], "stopped", "{done:#}");
+            let run = app.run(trial["run_id"].as_str().expect("run")).await;
+            assert_eq!(run["state"], "cancelled", "{run:#}");
+            assert_eq!(run["slurm"]["job"], 1, "{run:#}");
+        }
+    }
+}
+
 /// Brings the test cluster's node back when dropped (a failing test too).
 struct NodeBack(String);
 

@@ -446,7 +446,7 @@ async fn a_promoted_trial_ends_bit_identical_to_its_point_trained_straight_throu
 /// reports an epoch summary with a free-form `score` each epoch, checkpoints after
 /// each, resumes from `RUNYARD_RESUME_FROM`, and on SIGTERM stops at once (dropping a
 /// partial epoch; its last checkpoint is reported already).
-const TRIAL_SCRIPT: &str = r#"
+pub(crate) const TRIAL_SCRIPT: &str = r#"
 import json, os, signal, sys, time
 out = os.fdopen(int(os.environ["RUNYARD_PROGRESS_FD"]), "w", buffering=1)
 lr, epochs = float(os.environ["LR"]), int(os.environ["EPOCHS"])
