@@ -265,15 +265,25 @@ class Client:
         params = {"at_seq": str(at_seq)} if at_seq is not None else None
         return self._object("GET", _run_path(run), params=params)
 
-    def events(self, run: RunRef, after: Optional[int] = None) -> List[Dict[str, Any]]:
+    def events(
+        self,
+        run: RunRef,
+        after: Optional[int] = None,
+        *,
+        types: Union[None, str, Sequence[str]] = None,
+    ) -> List[Dict[str, Any]]:
         """The run's journaled events after sequence number ``after`` (all of them
-        by default), in journal order: ``{seq, at, run_id, type, data}`` each."""
+        by default), in journal order: ``{seq, at, run_id, type, data}`` each.
+
+        :param types: only events of this name (``"EpochEvaluated"``), or of these.
+        """
         out: List[Dict[str, Any]] = []
         cursor = after
+        kinds = [("type", kind) for kind in _many(types)]
         while True:
-            params = {"limit": str(_EVENTS_PAGE)}
+            params = [("limit", str(_EVENTS_PAGE))] + kinds
             if cursor is not None:
-                params["after"] = str(cursor)
+                params.append(("after", str(cursor)))
             page = self._json("GET", _run_path(run, "events"), params=params)
             out.extend(page)
             if len(page) < _EVENTS_PAGE:

@@ -141,6 +141,13 @@ def test_events_after_a_cursor(client, spec):
     middle = seqs[len(seqs) // 2]
     later = client.events(run["id"], after=middle)
     assert [e["seq"] for e in later] == [s for s in seqs if s > middle]
+    epochs = client.events(run, types="EpochCompleted")
+    assert epochs == [e for e in events if e["type"] == "EpochCompleted"] and epochs
+    ended = client.events(run, after=middle, types=["EpochCompleted", "RunCompleted"])
+    assert ended == [e for e in later if e["type"] in ("EpochCompleted", "RunCompleted")]
+    with pytest.raises(runyard.BadRequest) as bad:
+        client.events(run, types="Epoch")
+    assert bad.value.code == "invalid_query" and bad.value.detail.startswith("type:")
     assert client.run(run, at_seq=seqs[0])["state"] == "queued"
 
 

@@ -224,6 +224,35 @@ async fn read_commands_print_tables_and_the_servers_json() {
     let after: Value = serde_json::from_str(&after.stdout).expect("JSON");
     assert_eq!(after[0]["seq"], 4);
     assert_eq!(after.as_array().map(Vec::len), Some(journaled.len() - 3));
+    let typed = run_cli(
+        cli(&app.address),
+        &[
+            "events",
+            &id,
+            "--type",
+            "EpochCompleted",
+            "--type",
+            "RunCompleted",
+        ],
+    )
+    .await;
+    assert_eq!(typed.code, 0, "{typed:?}");
+    let kinds: Vec<&str> = typed
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|row| row.split_whitespace().nth(3))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "EpochCompleted",
+            "EpochCompleted",
+            "EpochCompleted",
+            "RunCompleted"
+        ],
+        "{typed:?}"
+    );
 
     let slots = run_cli(cli(&app.address), &["slots"]).await;
     assert_eq!(slots.code, 0, "{slots:?}");

@@ -242,6 +242,58 @@ async fn labels_are_shown_checked_and_not_part_of_the_digest() {
     cancel_all(&app).await;
 }
 
+#[actix_web::test]
+async fn a_runs_events_filter_by_type_and_page_by_what_they_answer() {
+    let app = spawn_app().await;
+    let id = app.submit_ok(&quick_spec("typed-events")).await;
+    let run = app.wait_ended(&id).await;
+    assert_eq!(run["state"], "completed", "{run}");
+    let all = app.events(&id).await;
+    let of = |kinds: &[&str]| -> Vec<Value> {
+        all.iter()
+            .filter(|e| kinds.contains(&e["type"].as_str().unwrap_or_default()))
+            .cloned()
+            .collect()
+    };
+    let epochs = of(&["EpochCompleted"]);
+    assert_eq!(epochs.len(), 3, "{all:?}");
+    let path = format!("/api/v1/runs/{id}/events");
+    let (status, body) = app.get_json(&format!("{path}?type=EpochCompleted")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!(epochs));
+    let (_, body) = app
+        .get_json(&format!("{path}?type=RunCompleted&type=EpochCompleted"))
+        .await;
+    assert_eq!(
+        body,
+        json!(of(&["EpochCompleted", "RunCompleted"])),
+        "in journal order"
+    );
+    // `limit` counts what is answered; the last one's seq is the next `after`.
+    let (_, first) = app
+        .get_json(&format!("{path}?type=EpochCompleted&limit=2"))
+        .await;
+    assert_eq!(first, json!(epochs[..2]));
+    let after = first[1]["seq"].as_u64().expect("seq");
+    let (_, rest) = app
+        .get_json(&format!("{path}?type=EpochCompleted&after={after}"))
+        .await;
+    assert_eq!(rest, json!(epochs[2..]));
+    for (query, named) in [
+        ("type=Epoch", "type: `Epoch`"),
+        ("after=soon", "after: `soon`"),
+        ("kind=RunCompleted", "`kind` is not a parameter"),
+    ] {
+        let detail = assert_problem(
+            app.get(&format!("{path}?{query}")).await,
+            400,
+            "invalid_query",
+        )
+        .await;
+        assert!(detail.starts_with(named), "{query}: {detail}");
+    }
+}
+
 /// The names in a list answer, in order.
 fn names(list: &Value) -> Vec<String> {
     list.as_array()

@@ -86,6 +86,9 @@ pub struct EventsArgs {
     /// At most this many events.
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Only events of this name (`EpochEvaluated`, `RunPaused`, …); repeatable.
+    #[arg(long = "type", value_name = "EVENT")]
+    pub types: Vec<String>,
     /// The server and token.
     #[command(flatten)]
     pub connection: Connection,
@@ -456,6 +459,9 @@ pub async fn events(args: EventsArgs) -> Result<(), ClientError> {
     }
     if let Some(limit) = args.limit {
         request = request.query(&[("limit", limit)]);
+    }
+    for kind in &args.types {
+        request = request.query(&[("type", kind)]);
     }
     let response = client.send(request).await?;
     let events = client.json(response).await?;

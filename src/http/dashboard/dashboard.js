@@ -225,11 +225,12 @@
     return { status: response.status, body, headers: response.headers };
   }
 
-  /** Every journaled event of a run after `after`, following pages. */
-  async function runEvents(id, after) {
+  /** Every journaled event of a run after `after` (of the kinds in `types`, if given), following pages. */
+  async function runEvents(id, after, types = []) {
     const all = [];
+    const only = types.map((t) => `&type=${t}`).join('');
     for (;;) {
-      const { body } = await api(`/api/v1/runs/${id}/events?after=${after}&limit=10000`);
+      const { body } = await api(`/api/v1/runs/${id}/events?after=${after}&limit=10000${only}`);
       all.push(...body);
       if (body.length < 10000) return all;
       after = body[body.length - 1].seq;
@@ -1946,7 +1947,7 @@
     async load(id) {
       const run = (await api(`/api/v1/runs/${id}`)).body;
       const [events, history] = await Promise.all([
-        runEvents(id, 0),
+        runEvents(id, 0, ['EpochEvaluated']),
         api(`/api/v1/runs/${id}/metrics?name=loss&points=1024`)
           .then(({ body }) => body.points.map((p) => [p.step, p.value]))
           .catch(() => []),

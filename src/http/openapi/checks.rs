@@ -216,6 +216,9 @@ fn parameter_rule(method: &str, path: &str, name: &str) -> Option<Value> {
         (_, _, "Idempotency-Key") => Some(json!({
             "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"
         })),
+        ("get", "/api/v1/runs/{id}/events", "type") => Some(json!({
+            "items": {"enum": crate::domain::EventKind::ALL.map(crate::domain::EventKind::name).to_vec()}
+        })),
         ("get", "/api/v1/runs", "sort") => Some(json!({
             "enum": [
                 "created_at", "-created_at", "updated_at", "-updated_at", "name", "-name", "queue",

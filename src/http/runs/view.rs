@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::{existing_run_id, json_body, parse_run_id, run_response, EventView, RunView};
-use crate::domain::Seq;
+use crate::domain::{EventKind, Seq};
 use crate::http::error::{Problem, PROBLEM};
 use crate::http::{ApiError, AppState, ErrorCode};
 
@@ -70,15 +70,62 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(RunView::new(run, None, None)))
 }
 
+/// Most events one answer of `GET /api/v1/runs/{id}/events` holds.
+const MAX_EVENTS: usize = 10_000;
+
 /// Query of `GET /api/v1/runs/{id}/events`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+#[derive(Debug, Default)]
+struct EventsQuery {
     /// Only events with a larger sequence number.
-    #[serde(default)]
     after: Seq,
-    /// At most this many events (default and maximum 10,000).
+    /// At most this many events (default and maximum [`MAX_EVENTS`]).
     limit: Option<usize>,
+    /// Only events of these kinds (none: every kind).
+    types: Vec<EventKind>,
+}
+
+impl EventsQuery {
+    /// Reads the query string; an unknown parameter or a bad value is a `400
+    /// invalid_query` naming it.
+    fn parse(query: &str) -> Result<Self, ApiError> {
+        let invalid = |detail: String| ApiError::new(ErrorCode::InvalidQuery, detail);
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+            .map_err(|e| invalid(e.to_string()))?
+            .into_inner();
+        let mut parsed = Self::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "after" => {
+                    parsed.after = value
+                        .parse()
+                        .map_err(|_| invalid(format!("after: `{value}` is not a whole number")))?;
+                }
+                "limit" => {
+                    parsed.limit =
+                        Some(value.parse().map_err(|_| {
+                            invalid(format!("limit: `{value}` is not a whole number"))
+                        })?);
+                }
+                "type" => {
+                    let kind = EventKind::ALL
+                        .into_iter()
+                        .find(|k| k.name() == value)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "type: `{value}` is not an event name such as `EpochEvaluated`"
+                            ))
+                        })?;
+                    parsed.types.push(kind);
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "`{other}` is not a parameter of this list; use after, limit or type"
+                    )))
+                }
+            }
+        }
+        Ok(parsed)
+    }
 }
 
 /// `GET /api/v1/runs/{id}/events`: the run's journaled events, in order.
@@ -93,10 +140,16 @@ pub struct EventsQuery {
         ("id" = String, Path, description = "The run's id (a UUID); anything else names no run."),
         ("after" = Option<u64>, Query, description = "Only events with a larger sequence number (default 0)."),
         ("limit" = Option<u32>, Query, description = "At most this many events (default and maximum 10,000; others are clamped to 1 to 10,000)."),
+        (
+            "type" = Option<Vec<String>>,
+            Query,
+            description = "Only events of this name (e.g. `EpochEvaluated`); repeatable. `limit` \
+                counts the events answered, and the last one's `seq` is the next `after`."
+        ),
     ),
     responses(
         (status = 200, description = "The events.", body = Vec<EventView>),
-        (status = 400, description = "`invalid_query`: an unknown parameter or a value that is not a whole number.", body = Problem, content_type = PROBLEM),
+        (status = 400, description = "`invalid_query`: an unknown parameter, a value that is not a whole number, or a `type` that names no event.", body = Problem, content_type = PROBLEM),
         (status = 404, description = "`run_not_found`: no run with that id.", body = Problem, content_type = PROBLEM),
         (status = 500, description = "`internal`: something failed on the server's side.", body = Problem, content_type = PROBLEM),
         (status = 503, description = "`journal_unavailable`: the journal cannot be read or written now; nothing was written, retry later.", body = Problem, content_type = PROBLEM),
@@ -105,15 +158,33 @@ pub struct EventsQuery {
 pub async fn events(
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<EventsQuery>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let query = EventsQuery::parse(req.query_string())?;
     let id = existing_run_id(&state, &path)?;
-    let limit = query.limit.unwrap_or(10_000).clamp(1, 10_000);
-    let records = state
-        .actors
-        .reader
-        .durable_run_events(id, query.after, limit)
-        .await?;
+    let limit = query.limit.unwrap_or(MAX_EVENTS).clamp(1, MAX_EVENTS);
+    let reader = &state.actors.reader;
+    let records = if query.types.is_empty() {
+        reader.durable_run_events(id, query.after, limit).await?
+    } else {
+        // The run's events a page at a time, keeping those of the kinds asked for.
+        let mut kept = Vec::new();
+        let mut after = query.after;
+        loop {
+            let page = reader.durable_run_events(id, after, MAX_EVENTS).await?;
+            let full = page.len() == MAX_EVENTS;
+            after = page.last().map_or(after, |(seq, _)| *seq);
+            kept.extend(
+                page.into_iter()
+                    .filter(|(_, env)| query.types.contains(&env.event.kind())),
+            );
+            if kept.len() >= limit || !full {
+                break;
+            }
+        }
+        kept.truncate(limit);
+        kept
+    };
     let views: Vec<EventView> = records
         .iter()
         .map(|(seq, env)| EventView::new(*seq, env))
