@@ -1922,6 +1922,66 @@ async fn two_runs_checked_in_the_table_are_compared_curves_overlaid_and_spec_dif
     session.finish(outcome).await;
 }
 
+#[actix_web::test]
+async fn a_comparison_opened_before_its_runs_train_follows_them_live_to_their_end() {
+    let Some(found) = browser_or_skip("the dashboard's live compare test") else {
+        return;
+    };
+    // One slot, held: the compared runs wait in the queue while the page opens.
+    let app = crate::helpers::spawn_app_with(|c| c.train.cpu_slots = 1).await;
+    let blocker = app.submit_ok(&long_spec("compare-blocker")).await;
+    app.wait_for(&blocker, |r| r["state"] == "running").await;
+    let mut ids = Vec::new();
+    for lr in [0.01, 0.05] {
+        let mut spec = quick_spec(&format!("live-compare-lr-{lr}"));
+        spec["optimizer"]["lr"] = json!(lr);
+        spec["epochs"] = json!(4);
+        spec["validation"] = json!({"fraction": 0.2});
+        ids.push(app.submit_ok(&spec).await);
+    }
+    let session = Session::open(found).await;
+    let outcome = AssertUnwindSafe(async {
+        let browser = &session.browser;
+        load_fresh(
+            browser,
+            &format!("{}/#/compare/{}", app.address, ids.join(",")),
+        )
+        .await;
+        until("the compare page following the queued runs", || async move {
+            let live = js(browser, "return document.getElementById('live').dataset.state;", Value::Null).await;
+            let lines = js(
+                browser,
+                "return document.querySelectorAll('#compare-legend .run-key, #compare-legend li').length;",
+                Value::Null,
+            )
+            .await;
+            (live == json!("live") && lines.as_u64() >= Some(2)).then_some(())
+        })
+        .await;
+        for id in &ids {
+            assert_eq!(app.run(id).await["state"], "queued", "not trained yet");
+        }
+        // The slot is let go: both runs train while the page watches, and their
+        // validation curves fill from the stream alone.
+        let response = app.post(&format!("/api/v1/runs/{blocker}/cancel")).await;
+        assert!(response.status().is_success(), "{}", response.status());
+        for id in &ids {
+            let run = app.wait_ended(id).await;
+            assert_eq!(run["state"], "completed", "{run}");
+        }
+        check_comparison(browser, &app, &ids).await;
+        until("the page to say the runs ended", || async move {
+            let live = js(browser, "return document.getElementById('live').dataset.state;", Value::Null).await;
+            (live == json!("ended")).then_some(())
+        })
+        .await;
+        assert_no_errors(browser).await;
+    })
+    .catch_unwind()
+    .await;
+    session.finish(outcome).await;
+}
+
 /// The browser session of the test above.
 async fn drive_compare(browser: &Client, app: &TestApp, ids: &[String]) {
     browser

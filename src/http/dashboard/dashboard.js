@@ -237,6 +237,22 @@
     }
   }
 
+  /** A run's validation metric per epoch, from its `EpochEvaluated` events. */
+  async function valCurve(id) {
+    const val = new Map();
+    for (const event of await runEvents(id, 0, ['EpochEvaluated'])) {
+      val.set(event.data.epoch, event.data.val_accuracy ?? event.data.val_mae ?? event.data.val_metric);
+    }
+    return val;
+  }
+
+  /** A run's loss per sampled batch from the ticker's history (none kept: empty). */
+  function lossHistory(id) {
+    return api(`/api/v1/runs/${id}/metrics?name=loss&points=1024`)
+      .then(({ body }) => body.points.map((p) => [p.step, p.value]))
+      .catch(() => []);
+  }
+
   function setLive(state, text) {
     const badge = $('live');
     badge.dataset.state = state;
@@ -491,6 +507,8 @@
     'RunRetryScheduled',
     'SlotReleased',
   ]);
+  /** Events after which a run trains no more (until a resume). */
+  const STOPPED_EVENTS = new Set(['RunCompleted', 'RunFailed', 'RunCancelled', 'RunPaused', 'RunRequeued']);
   const SWEEP_EVENT = /^(Sweep|Trial)/;
 
   /**
@@ -1946,19 +1964,31 @@
     /** Reads a run, its validation metric per epoch (from its events) and its loss history. */
     async load(id) {
       const run = (await api(`/api/v1/runs/${id}`)).body;
-      const [events, history] = await Promise.all([
-        runEvents(id, 0, ['EpochEvaluated']),
-        api(`/api/v1/runs/${id}/metrics?name=loss&points=1024`)
-          .then(({ body }) => body.points.map((p) => [p.step, p.value]))
-          .catch(() => []),
-      ]);
-      const val = new Map();
-      for (const event of events) {
-        if (event.type === 'EpochEvaluated') val.set(event.data.epoch, event.data.val_accuracy ?? event.data.val_mae ?? event.data.val_metric);
-      }
+      const [val, history] = await Promise.all([valCurve(id), lossHistory(id)]);
       this.runs.set(id, run);
       this.val.set(id, val);
       this.loss.set(id, history);
+    },
+
+    /**
+     * Every run ended: the stream is closed, and what it had not brought yet (the
+     * views can be ahead of it) is read from the journal and the ticker's history.
+     */
+    async settle(generation) {
+      if (this.stream) this.stream.close();
+      this.stream = null;
+      setLive('ended', 'runs ended');
+      try {
+        const curves = await Promise.all(this.ids.map((id) => Promise.all([valCurve(id), lossHistory(id)])));
+        if (this.stopped || generation !== this.generation) return;
+        this.ids.forEach((id, i) => {
+          this.val.set(id, curves[i][0]);
+          this.loss.set(id, curves[i][1]);
+        });
+        this.draw();
+      } catch (_) {
+        // Shown by api(); the curves stay as the stream left them.
+      }
     },
 
     event(event) {
@@ -1968,7 +1998,23 @@
         this.val.get(event.run_id).set(data.epoch, data.val_accuracy ?? data.val_mae ?? data.val_metric);
         this.draw();
       }
+      // Stopped: the ticker's history holds the points the paced stream left out.
+      if (STOPPED_EVENTS.has(event.type)) this.reloadLoss(event.run_id, this.generation);
       if (STATE_EVENTS.has(event.type) || event.type === 'EpochCompleted' || event.type === 'EpochEvaluated') this.scheduleRefresh();
+    },
+
+    /** Reads a run's loss history again, keeping live points past its end. */
+    async reloadLoss(id, generation) {
+      try {
+        const history = await lossHistory(id);
+        if (this.stopped || generation !== this.generation) return;
+        const last = history.length ? history[history.length - 1][0] : -1;
+        const live = (this.loss.get(id) || []).filter(([step]) => step > last);
+        this.loss.set(id, history.concat(live));
+        this.draw();
+      } catch (_) {
+        // The live points stay.
+      }
     },
 
     /** A live sample of a compared run: a loss point. */
@@ -1993,11 +2039,7 @@
         if (this.stopped || generation !== this.generation) return false;
         for (const { body } of views) this.runs.set(body.id, body);
         this.render();
-        if (this.ids.every((id) => ENDED.has(this.runs.get(id).state))) {
-          if (this.stream) this.stream.close();
-          this.stream = null;
-          setLive('ended', 'runs ended');
-        }
+        if (this.stream && this.ids.every((id) => ENDED.has(this.runs.get(id).state))) await this.settle(generation);
       } catch (_) {
         // Shown by api(); the next event tries again.
       }
