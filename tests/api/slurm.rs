@@ -611,29 +611,7 @@ async fn an_asha_sweep_of_slurm_trials_pauses_each_at_its_rung_and_promotes_into
                      "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1},
         "seed": 11
     });
-    let response = app
-        .client
-        .post(format!("{}/api/v1/sweeps", app.address))
-        .json(&sweep)
-        .send()
-        .await
-        .expect("submit answered");
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.expect("sweep")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let done = crate::helpers::poll_until(
-        "the sweep ended",
-        std::time::Duration::from_millis(200),
-        || async {
-            let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
-            ["completed", "cancelled"]
-                .contains(&sweep["state"].as_str().unwrap_or(""))
-                .then_some(sweep)
-        },
-    )
-    .await;
+    let done = crate::sweeps::sweep_to_its_end(&app, &sweep).await;
     assert_eq!(done["state"], "completed", "{done:#}");
     let best = &done["best"];
     assert_eq!(best["status"], "finished", "{done:#}");
@@ -707,29 +685,7 @@ async fn an_asha_sweep_of_slurm_command_trials_ranks_by_their_metric_and_resumes
         "searcher": {"kind": "asha", "metric": "score", "mode": "max", "min_epochs": 1,
                      "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1}
     });
-    let response = app
-        .client
-        .post(format!("{}/api/v1/sweeps", app.address))
-        .json(&sweep)
-        .send()
-        .await
-        .expect("submit answered");
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.expect("sweep")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let done = crate::helpers::poll_until(
-        "the sweep ended",
-        std::time::Duration::from_millis(200),
-        || async {
-            let (_, sweep) = app.get_json(&format!("/api/v1/sweeps/{id}")).await;
-            ["completed", "cancelled"]
-                .contains(&sweep["state"].as_str().unwrap_or(""))
-                .then_some(sweep)
-        },
-    )
-    .await;
+    let done = crate::sweeps::sweep_to_its_end(&app, &sweep).await;
     assert_eq!(done["state"], "completed", "{done:#}");
     // The best (LR 0.3) was promoted: a second job resumed it from its checkpoint to
     // epoch 3, each epoch once.

@@ -34,6 +34,18 @@ async fn submit_sweep(app: &TestApp, spec: &Value) -> reqwest::Response {
         .expect("submit answered")
 }
 
+/// Submits `spec` (which must be taken: `201`) and waits until the sweep has ended;
+/// its final view.
+pub(crate) async fn sweep_to_its_end(app: &TestApp, spec: &Value) -> Value {
+    let response = submit_sweep(app, spec).await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.expect("sweep")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_sweep_ended(app, &id).await
+}
+
 /// Re-reads the sweep until it has ended.
 async fn wait_sweep_ended(app: &TestApp, id: &str) -> Value {
     poll_until(
@@ -386,13 +398,7 @@ async fn a_promoted_trial_ends_bit_identical_to_its_point_trained_straight_throu
                      "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1},
         "seed": 11
     });
-    let response = submit_sweep(&app, &sweep).await;
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.expect("sweep")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let done = wait_sweep_ended(&app, &id).await;
+    let done = sweep_to_its_end(&app, &sweep).await;
     assert_eq!(done["state"], "completed", "{done:#}");
     let best = &done["best"];
     assert_eq!(best["status"], "finished", "{done:#}");
@@ -489,13 +495,7 @@ async fn command_trials_pause_at_their_rung_resume_from_their_checkpoint_and_ran
         "searcher": {"kind": "asha", "metric": "score", "mode": "max", "min_epochs": 1,
                      "max_epochs": 3, "reduction_factor": 3, "max_trials": 3, "max_concurrent": 1}
     });
-    let response = submit_sweep(&app, &sweep).await;
-    assert_eq!(response.status(), 201);
-    let id = response.json::<Value>().await.expect("sweep")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
-    let done = wait_sweep_ended(&app, &id).await;
+    let done = sweep_to_its_end(&app, &sweep).await;
     assert_eq!(done["state"], "completed", "{done:#}");
     let trials = done["trials"].as_array().expect("trials");
     // Each trial paused at the end of rung 0 (epoch 1; one more, should the SIGTERM

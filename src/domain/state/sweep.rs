@@ -865,19 +865,26 @@ mod tests {
         assert_eq!(world.step(sweep), Vec::<String>::new());
     }
 
-    #[test]
-    fn a_waiting_trial_a_client_resumed_is_promoted_or_stopped_without_a_second_resume() {
+    /// An ASHA sweep whose trial 0 reached rung 0 (at 0.5) and waits there, and whose
+    /// run a client then resumed: the world, the sweep and that run.
+    fn first_trial_resumed_by_a_client() -> (World, RunId, RunId) {
         let mut world = World::new();
         let sweep = world.submit(asha_sweep());
         world.step(sweep);
         let first = world.run_of(sweep, 0);
         world.train(first, 1, 0.5, false);
         world.step(sweep);
-        // Given trial 0 waiting at rung 0, when a client resumes its run and it trains
-        // to the end, then the sweep takes its rung results and never resumes it.
         world
             .append(first, Event::RunResumed)
             .expect("client resume");
+        (world, sweep, first)
+    }
+
+    #[test]
+    fn a_waiting_trial_a_client_resumed_is_promoted_or_stopped_without_a_second_resume() {
+        // Given trial 0 waiting at rung 0, when a client resumes its run and it trains
+        // to the end, then the sweep takes its rung results and never resumes it.
+        let (mut world, sweep, first) = first_trial_resumed_by_a_client();
         world.step(sweep);
         let second = world.run_of(sweep, 1);
         world.train(second, 1, 0.9, false);
@@ -898,16 +905,8 @@ mod tests {
 
     #[test]
     fn a_stopped_trial_a_client_resumed_is_cancelled_by_recovery_not_trained_again() {
-        let mut world = World::new();
-        let sweep = world.submit(asha_sweep());
-        world.step(sweep);
-        let first = world.run_of(sweep, 0);
-        world.train(first, 1, 0.5, false);
-        world.step(sweep);
         // Given trial 0 waiting at rung 0 and put back in the queue by a client,
-        world
-            .append(first, Event::RunResumed)
-            .expect("client resume");
+        let (mut world, sweep, first) = first_trial_resumed_by_a_client();
         // trial 1 the best of the others,
         let said = world.plan_out(sweep, Some(first), |world, run| {
             if run == world.run_of(sweep, 1) {
