@@ -143,6 +143,32 @@ pub fn map_fact(source: &FactSource, run: &Run, event: &Event, at_rung_end: bool
     }
 }
 
+/// Whether a sweep trial's epochs have reached the end of its rung, as its worker's
+/// facts come in: what [`map_fact`]'s `at_rung_end` is for each fact of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct RungWatch {
+    /// The rung's end in epochs (`None`: not a trial, or at its top rung).
+    end: Option<u32>,
+    /// Epochs done, as far as the facts seen so far say.
+    epochs: u32,
+}
+
+impl RungWatch {
+    /// A watch over `run`, a trial whose rung ends after `end` epochs (if it is one).
+    pub fn new(run: &Run, end: Option<u32>) -> Self {
+        let epochs = run.epochs.last().map_or(0, |e| e.epoch);
+        Self { end, epochs }
+    }
+
+    /// Takes the next fact in; answers whether the rung has ended with it.
+    pub fn see(&mut self, event: &Event) -> bool {
+        if let Event::EpochCompleted { epoch, .. } = event {
+            self.epochs = self.epochs.max(*epoch);
+        }
+        self.end.is_some_and(|end| self.epochs >= end)
+    }
+}
+
 /// Whether Slurm's end state for a job says the cluster lost it (not the run's code).
 pub fn lost_to_the_cluster(slurm_state: &str) -> bool {
     matches!(slurm_state, "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL")
@@ -340,6 +366,36 @@ mod tests {
             map_fact(&source(), state.run(id).expect("run"), &fact, true),
             Mapped::Journal(Event::RunCancelled { .. })
         ));
+    }
+
+    #[test]
+    fn given_a_trials_facts_when_its_last_epoch_of_the_rung_comes_in_then_the_rung_has_ended() {
+        let (state, id) = a_slurm_run();
+        let run = state.run(id).expect("run");
+        let epoch = |epoch| Event::EpochCompleted {
+            epoch,
+            train_loss: 0.5,
+            train_accuracy: 0.5,
+            duration_ms: 1,
+        };
+        let paused = Event::RunPaused {
+            reason: "paused at the end of its sweep rung (2 epochs)".into(),
+        };
+        // A rung of 2 epochs ends within the batch, with its second epoch.
+        let mut watch = RungWatch::new(run, Some(2));
+        let seen: Vec<bool> = [
+            epoch(1),
+            Event::StallEnded { idle_secs: 1.0 },
+            epoch(2),
+            paused.clone(),
+        ]
+        .iter()
+        .map(|fact| watch.see(fact))
+        .collect();
+        assert_eq!(seen, [false, false, true, true]);
+        // Not a trial (or at its top rung): never.
+        let mut watch = RungWatch::new(run, None);
+        assert!(!watch.see(&epoch(5)) && !watch.see(&paused));
     }
 
     #[test]

@@ -618,21 +618,14 @@ async fn journal_worker_facts(
         // Mapping against the state before the batch is enough: the only facts that
         // depend on the state (a pause) end the worker's run. A sweep trial's epochs
         // are counted through the batch: its rung may end in it.
-        let rung_end = fold.rung_end(run_id).map(u64::from);
-        let mut epochs = run.epochs.last().map_or(0, |e| u64::from(e.epoch));
+        let mut rung = slurm::RungWatch::new(run, fold.rung_end(run_id));
         let mut mapped: Vec<(Seq, Option<Event>)> = Vec::new();
         let mut unfollowable = None;
         for (seq, envelope) in facts {
-            if let Ok(Envelope {
-                event: Event::EpochCompleted { epoch, .. },
-                ..
-            }) = &envelope
-            {
-                epochs = epochs.max(u64::from(*epoch));
-            }
-            let at_rung_end = rung_end.is_some_and(|end| epochs >= end);
-            let reading = envelope
-                .map(|envelope| slurm::map_fact(&source, run, &envelope.event, at_rung_end));
+            let reading = envelope.map(|envelope| {
+                let at_rung_end = rung.see(&envelope.event);
+                slurm::map_fact(&source, run, &envelope.event, at_rung_end)
+            });
             match reading {
                 Ok(Mapped::Journal(event)) => mapped.push((seq, Some(event))),
                 Ok(Mapped::WorkerOwn) => mapped.push((seq, None)),

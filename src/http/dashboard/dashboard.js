@@ -247,10 +247,22 @@
   }
 
   /** A run's loss per sampled batch from the ticker's history (none kept: empty). */
-  function lossHistory(id) {
-    return api(`/api/v1/runs/${id}/metrics?name=loss&points=1024`)
+  function lossHistory(id, points = 1024) {
+    return api(`/api/v1/runs/${id}/metrics?name=loss&points=${points}`)
       .then(({ body }) => body.points.map((p) => [p.step, p.value]))
       .catch(() => []);
+  }
+
+  /** A loss history, then the live points that came in past its end (newer). */
+  function withLive(history, live) {
+    const last = history.length ? history[history.length - 1][0] : -1;
+    return history.concat(live.filter(([step]) => step > last));
+  }
+
+  /** A list answer's `X-Total-Count` (NaN when it has none). */
+  function totalOf(headers) {
+    const total = headers.get('X-Total-Count');
+    return total === null ? NaN : Number(total);
   }
 
   function setLive(state, text) {
@@ -698,7 +710,7 @@
         if (this.stopped) return false;
         notice('');
         this.next = headers.get('X-Next-Cursor');
-        this.total = Number(headers.get('X-Total-Count'));
+        this.total = totalOf(headers);
         if (!body.length && this.page > 0) {
           // The page emptied (its runs moved on): back to the first.
           this.cursors = [null];
@@ -854,7 +866,7 @@
           api('/api/v1/sweeps').catch(() => null),
         ]);
         if (this.stopped) return false;
-        this.renderQueue(queued.body, Number(queued.headers.get('X-Total-Count')));
+        this.renderQueue(queued.body, totalOf(queued.headers));
         await this.renderSlots(slots.body);
         if (sweeps) this.renderSweeps(sweeps.body);
       } catch (error) {
@@ -908,9 +920,9 @@
 
     /**
      * The first QUEUE_SHOWN waiting runs in dispatch order (`sort=queue`: local runs
-     * by `queue_position`, then the others); with more waiting, it says so.
+     * by `queue_position`, then the others), and how many others wait (`total`, the
+     * list's `X-Total-Count`, less those shown).
      */
-    /** The queue's head, and how many wait in all (`total`, the list's `X-Total-Count`). */
     renderQueue(queued, total) {
       const list = $('queue');
       list.replaceChildren(
@@ -1093,15 +1105,8 @@
     },
 
     async loadLossHistory() {
-      try {
-        const { body } = await api(`/api/v1/runs/${this.id}/metrics?name=loss&points=2048`);
-        const history = body.points.map((p) => [p.step, p.value]);
-        // Live samples that came in meanwhile are newer: keep those past the history.
-        const last = history.length ? history[history.length - 1][0] : -1;
-        this.loss = history.concat(this.loss.filter(([step]) => step > last));
-      } catch (_) {
-        // The chart fills from the stream.
-      }
+      // Without a history, the chart fills from the stream.
+      this.loss = withLive(await lossHistory(this.id, 2048), this.loss);
       this.draw();
     },
 
@@ -1983,7 +1988,7 @@
         if (this.stopped || generation !== this.generation) return;
         this.ids.forEach((id, i) => {
           this.val.set(id, curves[i][0]);
-          this.loss.set(id, curves[i][1]);
+          this.loss.set(id, withLive(curves[i][1], this.loss.get(id) || []));
         });
         this.draw();
       } catch (_) {
@@ -2005,16 +2010,10 @@
 
     /** Reads a run's loss history again, keeping live points past its end. */
     async reloadLoss(id, generation) {
-      try {
-        const history = await lossHistory(id);
-        if (this.stopped || generation !== this.generation) return;
-        const last = history.length ? history[history.length - 1][0] : -1;
-        const live = (this.loss.get(id) || []).filter(([step]) => step > last);
-        this.loss.set(id, history.concat(live));
-        this.draw();
-      } catch (_) {
-        // The live points stay.
-      }
+      const history = await lossHistory(id);
+      if (this.stopped || generation !== this.generation) return;
+      this.loss.set(id, withLive(history, this.loss.get(id) || []));
+      this.draw();
     },
 
     /** A live sample of a compared run: a loss point. */
